@@ -1,0 +1,283 @@
+"""Experiment configuration: plain data read from YAML, with dotted-key overrides.
+
+The dataclasses below are the schema (which keys exist and their types); the values live in
+``configs/``. A YAML file may name the file(s) it builds on with ``inherit:`` (paths relative
+to the file), so the Phase 1.1 architecture is written once and each experiment only states
+what it varies. A key that nothing reads is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .atomic import write_text_atomic
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class ModelConfig:
+    latent_channels: int
+    base_channels: int
+    downsampling_steps: int
+    norm_groups: int
+    activation: str
+    variational: bool
+
+
+@dataclass
+class DataConfig:
+    manifest: str  # "" = the synthetic layouts generated under OUTPUT_ROOT/synthetic
+    resolution: int
+    synthetic_samples: int
+    synthetic_seed: int
+    val_fraction: float
+    split_seed: int
+    drop_empty: bool
+    cache_dir: str  # "" = OUTPUT_ROOT/cache
+    num_workers: int
+    skip_broken: bool  # skip unreadable rows (with a summary) instead of stopping
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int
+    min_delta: float
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    device: str  # auto | cpu | cuda | cuda:N
+    amp: str  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
+    channels_last: str  # auto (on for CUDA) | on | off
+    compile: str  # auto (on for CUDA when it works) | on | off
+    sample_interval: int
+    early_stopping: EarlyStoppingConfig
+
+
+@dataclass
+class LossConfig:
+    mse: float
+    segmentation: float
+    classification: float
+    kld: float
+
+
+@dataclass
+class Config:
+    name: str
+    phase: str
+    output_root: str
+    model: ModelConfig
+    data: DataConfig
+    training: TrainingConfig
+    loss: LossConfig
+    source: str = field(default="", compare=False)  # the YAML file it came from, for messages
+
+    # ---- paths -------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / "experiments" / self.name
+
+    @property
+    def phase_dir(self) -> Path:
+        return Path(self.output_root) / self.phase
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.data.cache_dir) if self.data.cache_dir else Path(self.output_root) / "cache"
+
+    # ---- plain data --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and key."""
+
+
+ENUMS = {
+    "training.device": re.compile(r"^(auto|cpu|cuda(:\d+)?)$"),
+    "training.amp": re.compile(r"^(auto|bf16|fp16|off)$"),
+    "training.channels_last": re.compile(r"^(auto|on|off)$"),
+    "training.compile": re.compile(r"^(auto|on|off)$"),
+    "model.activation": re.compile(r"^silu$"),
+}
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "source"}
+
+
+def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key the schema knows, e.g. ``training.early_stopping.patience``."""
+    keys = []
+    for name, kind in _fields(cls).items():
+        if dataclasses.is_dataclass(kind):
+            keys += schema_keys(kind, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, schema_keys(), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
+    kinds = _fields(cls)
+    for key in values:
+        if key not in kinds:
+            raise ConfigError(f"{source}: unknown config key '{prefix}{key}'{_suggest(prefix + key)}")
+    kwargs = {}
+    for name, kind in kinds.items():
+        dotted = prefix + name
+        if name not in values:
+            raise ConfigError(
+                f"{source}: missing config key '{dotted}' "
+                "(experiment files inherit it, e.g. from configs/phase1_2/common.yaml)"
+            )
+        kwargs[name] = _check(values[name], kind, dotted, source)
+    return cls(**kwargs)
+
+
+def _check(value: Any, kind: Any, dotted: str, source: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, dotted + ".", source)
+    ok = (
+        (kind is bool and isinstance(value, bool))
+        or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+        or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (kind is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(f"{source}: '{dotted}' must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+    value = float(value) if kind is float else value
+    if dotted in ENUMS and not ENUMS[dotted].match(value):
+        raise ConfigError(f"{source}: '{dotted}' = {value!r} is not one of {ENUMS[dotted].pattern}")
+    return value
+
+
+def _validate(cfg: Config) -> None:
+    src = cfg.source or "<config>"
+
+    def fail(key: str, why: str) -> None:
+        raise ConfigError(f"{src}: '{key}' = {cfg.get(key)!r}: {why}")
+
+    if not NAME_PATTERN.match(cfg.name):
+        fail("name", "use only letters, digits, '_', '-' and '.' (it names folders under output_root)")
+    if cfg.name in (".", "..") or not NAME_PATTERN.match(cfg.phase) or cfg.phase in (".", ".."):
+        fail("name" if cfg.name in (".", "..") else "phase", "not a usable folder name")
+    for key in ("loss.mse", "loss.segmentation", "loss.classification", "loss.kld"):
+        if cfg.get(key) < 0:
+            fail(key, "loss weights must be >= 0")
+    factor = 2 ** cfg.model.downsampling_steps
+    if cfg.data.resolution <= 0 or cfg.data.resolution % factor:
+        fail("data.resolution", f"must be a positive multiple of 2**model.downsampling_steps = {factor}")
+    for key in (
+        "model.latent_channels", "model.base_channels", "model.downsampling_steps", "model.norm_groups",
+        "training.epochs", "training.batch_size", "training.sample_interval", "data.synthetic_samples",
+    ):
+        if cfg.get(key) <= 0:
+            fail(key, "must be > 0")
+    if cfg.model.base_channels % cfg.model.norm_groups:
+        fail("model.base_channels", f"must be divisible by model.norm_groups = {cfg.model.norm_groups}")
+    for key in ("training.lr", "training.weight_decay", "training.early_stopping.min_delta"):
+        if cfg.get(key) < 0:
+            fail(key, "must be >= 0")
+    if cfg.training.early_stopping.patience < 0 or cfg.data.num_workers < 0:
+        fail("training.early_stopping.patience" if cfg.training.early_stopping.patience < 0 else "data.num_workers",
+             "must be >= 0")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        fail("data.val_fraction", "must be strictly between 0 and 1")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'inherit' loops back to itself")
+    if not path.is_file():
+        where = f" (inherited by {seen[-1]})" if seen else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    parents = values.pop("inherit", [])
+    parents = [parents] if isinstance(parents, str) else parents
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = _merge(merged, _read_yaml(path.parent / parent, seen + (path,)))
+    return _merge(merged, values)
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    known = set(schema_keys())
+    for dotted, value in overrides.items():
+        if dotted not in known:
+            raise ConfigError(f"{source}: unknown override key '{dotted}'{_suggest(dotted)}")
+        node = values
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return values
+
+
+def config_from_dict(values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                     source: str = "<dict>") -> Config:
+    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's."""
+    values = _apply_overrides(copy.deepcopy(dict(values)), overrides or {}, source)
+    cfg = _build(Config, values, "", source)
+    cfg.source = source
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read an experiment YAML (following ``inherit:``), apply dotted overrides, validate.
+
+    >>> cfg = load_config("configs/phase1_2/V2_vae_light.yaml", {"training.epochs": 1})
+    """
+    return config_from_dict(_read_yaml(Path(path)), overrides, source=str(path))

@@ -1,0 +1,155 @@
+"""Batches from the decoded cache, and the one place a configuration becomes data.
+
+A batch is gathered from the memory-mapped arrays with one fancy index per array (no per-image
+Python work), handed over as uint8 tensors (pinned when the model is on a GPU) and converted to
+float only on the device, where it is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..config import Config
+from .cache import LayoutCache, LayoutReadError, build_cache
+from .manifest import Manifest, read_manifest, split_records
+from .synthetic import generate_layouts, synthetic_dir
+
+
+class CachedLayouts(Dataset):
+    """The layouts ``indices`` of a cache. ``dataset[positions]`` returns a whole batch."""
+
+    def __init__(self, cache: LayoutCache, indices: np.ndarray):
+        self.cache = cache
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._arrays: tuple[np.memmap, np.memmap] | None = None  # opened lazily in each worker
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    @property
+    def types(self) -> np.ndarray:
+        return self.cache.labels[self.indices]
+
+    def __getitem__(self, positions) -> dict[str, torch.Tensor]:
+        if self._arrays is None:
+            self._arrays = self.cache.arrays()
+        rgb, class_map = self._arrays
+        # Sorted rows read the memory map front to back; order within a batch does not matter.
+        rows = np.sort(self.indices[np.atleast_1d(np.asarray(positions))])
+        return {
+            "rgb": torch.from_numpy(np.ascontiguousarray(rgb[rows])),
+            "class_map": torch.from_numpy(np.ascontiguousarray(class_map[rows])),
+            "label": torch.from_numpy(self.cache.labels[rows]),
+            "index": torch.from_numpy(rows),
+        }
+
+
+class EpochBatches(Sampler):
+    """Batches of positions, reshuffled per epoch from ``(seed, epoch)`` alone, so a run resumed
+    at an epoch boundary sees exactly the batches an uninterrupted run would.
+
+    With ``world > 1`` each rank takes its share of every global batch: the global batch (and so
+    the optimisation) is the same as in one process.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world = rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+            if self.shuffle
+            else np.arange(self.size)
+        )
+        for start in range(0, self.size, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if len(batch) < self.world:  # a last batch too small to give every rank a share
+                return
+            yield batch[self.rank::self.world]
+
+
+def to_model_inputs(batch: dict[str, torch.Tensor], device: torch.device,
+                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rgb float in [-1, 1] as NCHW, class_map int64, label int64) on ``device``."""
+    rgb = batch["rgb"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    rgb = rgb.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    class_map = batch["class_map"].to(device, non_blocking=True).long()
+    label = batch["label"].to(device, non_blocking=True)
+    return rgb, class_map, label
+
+
+@dataclass
+class LayoutData:
+    manifest: Manifest
+    cache: LayoutCache
+    train: CachedLayouts
+    val: CachedLayouts
+
+    def summary(self) -> str:
+        text = f"{self.manifest.summary()}; train {len(self.train)}, validation {len(self.val)}"
+        if self.cache.skipped:
+            text += f"; {len(self.cache.skipped)} unreadable images skipped, first: {self.cache.skipped[0]}"
+        return text
+
+
+def manifest_path(cfg: Config, log=print) -> Path:
+    """The configured manifest, or the synthetic set (generated on first use)."""
+    if cfg.data.manifest:
+        return Path(cfg.data.manifest)
+    folder = synthetic_dir(cfg.output_root, cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
+    if not (folder / "layouts.csv").is_file():
+        log(f"generating {cfg.data.synthetic_samples} synthetic layouts at {cfg.data.resolution}px in {folder}")
+    return generate_layouts(folder, cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
+
+
+def load_data(cfg: Config, log=print) -> LayoutData:
+    """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation split."""
+    path = manifest_path(cfg, log)
+    manifest = read_manifest(path, drop_empty=cfg.data.drop_empty)
+    cache = build_cache(manifest.records, cfg.data.resolution, cfg.cache_dir, path,
+                        skip_broken=cfg.data.skip_broken, log=log)
+    if cache.skipped and not cfg.data.skip_broken:
+        raise LayoutReadError(
+            f"{cache.skipped[0]} (the cache at {cache.folder} was built with data.skip_broken: true and "
+            f"left out {len(cache.skipped)} images; set data.skip_broken: true to train without them)"
+        )
+    # Split the manifest, not the cache, so skipping a broken image never moves another image
+    # from one side of the split to the other.
+    train_records, val_records = split_records(manifest.records, cfg.data.val_fraction, cfg.data.split_seed)
+    position = {r.path: i for i, r in enumerate(cache.records)}
+    train = CachedLayouts(cache, np.array([position[r.path] for r in train_records if r.path in position]))
+    val = CachedLayouts(cache, np.array([position[r.path] for r in val_records if r.path in position]))
+    if len(train) == 0 or len(val) == 0:
+        raise LayoutReadError(f"{path}: no readable layouts left in the {'training' if len(train) == 0 else 'validation'} split")
+    return LayoutData(manifest, cache, train, val)
+
+
+def batch_loader(dataset: CachedLayouts, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
+                 pin_memory: bool, rank: int = 0, world: int = 1) -> DataLoader:
+    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world)
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,  # the sampler yields whole batches
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )

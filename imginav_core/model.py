@@ -1,0 +1,147 @@
+"""The layout autoencoder: a convolutional encoder, a Gaussian posterior for the VAE, and a
+decoder with three heads (RGB, segmentation, room/scene classification).
+
+"Deterministic or variational" is decided in one place, ``LayoutAutoencoder.posterior``:
+the encoder's output is either the latent itself or the mean and log-variance of a
+``DiagonalGaussian``. Decoder, losses and analysis see only latents.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import Config, ModelConfig
+from .palette import NUM_CLASSES
+
+NUM_TYPES = 2  # room, scene
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(groups, channels), channels)
+
+
+def _conv_block(c_in: int, c_out: int, groups: int, *, down: bool = False, up: bool = False) -> nn.Sequential:
+    if down:
+        conv = nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+    elif up:
+        conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+    else:
+        conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
+    return nn.Sequential(conv, _norm(c_out, groups), nn.SiLU())
+
+
+class DiagonalGaussian:
+    """The VAE posterior q(z|x) = N(mean, exp(logvar)), element-wise."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean = mean
+        # Clamped as in latent-diffusion autoencoders: keeps exp() finite early in training.
+        self.logvar = logvar.clamp(-30.0, 20.0)
+
+    def sample(self) -> torch.Tensor:
+        return self.mean + torch.exp(0.5 * self.logvar) * torch.randn_like(self.mean)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) averaged over every latent element of the batch (reference.md).
+
+        ``-0.5 * mean(1 + logvar - mean^2 - exp(logvar))``
+        """
+        return -0.5 * torch.mean(1.0 + self.logvar - self.mean.pow(2) - self.logvar.exp())
+
+
+class Encoder(nn.Module):
+    """``downsampling_steps`` x [3x3 conv, GN, SiLU, 4x4 stride-2 conv, GN, SiLU], then a 3x3
+    conv to ``out_channels`` (the latent, or mean and log-variance stacked)."""
+
+    def __init__(self, m: ModelConfig, out_channels: int):
+        super().__init__()
+        blocks, c_in = [], 3
+        for step in range(m.downsampling_steps):
+            c_out = m.base_channels * 2**step
+            blocks += [_conv_block(c_in, c_out, m.norm_groups), _conv_block(c_out, c_out, m.norm_groups, down=True)]
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.to_latent = nn.Conv2d(c_in, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_latent(self.blocks(x))
+
+
+class Decoder(nn.Module):
+    """Mirror of the encoder: a 3x3 conv from the latent, then per step a 4x4 stride-2
+    transposed conv halving the channels and a 3x3 conv; three heads on top."""
+
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        c = m.base_channels * 2 ** (m.downsampling_steps - 1)
+        self.from_latent = _conv_block(m.latent_channels, c, m.norm_groups)
+        blocks = []
+        for step in reversed(range(m.downsampling_steps)):
+            c_out = m.base_channels * 2 ** max(step - 1, 0)
+            blocks += [_conv_block(c, c_out, m.norm_groups, up=True), _conv_block(c_out, c_out, m.norm_groups)]
+            c = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.rgb_head = nn.Sequential(nn.Conv2d(c, 3, kernel_size=3, padding=1), nn.Tanh())
+        self.segmentation_head = nn.Conv2d(c, NUM_CLASSES, kernel_size=1)
+        bottleneck = m.base_channels * 2 ** (m.downsampling_steps - 1)
+        self.classification_head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(bottleneck, NUM_TYPES)
+        )
+
+    def forward(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.from_latent(latent)
+        classification = self.classification_head(features)
+        features = self.blocks(features)
+        return {
+            "rgb": self.rgb_head(features),
+            "segmentation": self.segmentation_head(features),  # logits
+            "classification": classification,  # logits
+        }
+
+
+class LayoutAutoencoder(nn.Module):
+    def __init__(self, m: ModelConfig):
+        super().__init__()
+        self.variational = m.variational
+        self.latent_channels = m.latent_channels
+        self.downsampling_factor = 2**m.downsampling_steps
+        self.encoder = Encoder(m, 2 * m.latent_channels if m.variational else m.latent_channels)
+        self.decoder = Decoder(m)
+
+    def posterior(self, x: torch.Tensor) -> DiagonalGaussian | None:
+        """The VAE's q(z|x); ``None`` for the deterministic encoder."""
+        if not self.variational:
+            return None
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return DiagonalGaussian(mean, logvar)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent of images ``x`` in [-1, 1]; the posterior mean for the VAE."""
+        posterior = self.posterior(x)
+        return self.encoder(x) if posterior is None else posterior.mode()
+
+    def decode(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decoder(latent)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encode and decode. A VAE in training mode decodes a posterior sample, in eval mode
+        its mean. Returns the three heads plus ``latent`` (and ``mu``, ``logvar`` for the VAE)."""
+        if not self.variational:
+            latent = self.encoder(x)
+            return {**self.decoder(latent), "latent": latent}
+        posterior = self.posterior(x)
+        latent = posterior.sample() if self.training else posterior.mode()
+        return {**self.decoder(latent), "latent": latent, "mu": posterior.mean, "logvar": posterior.logvar}
+
+
+def build_model(cfg: Config | ModelConfig) -> LayoutAutoencoder:
+    """The autoencoder a config describes (weights freshly initialised)."""
+    return LayoutAutoencoder(cfg.model if isinstance(cfg, Config) else cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,395 @@
+"""The training loop, top to bottom: data, model, resume, then per epoch train -> evaluate ->
+metrics CSV -> samples -> checkpoints -> early stopping.
+
+Outputs of experiment NAME under ``output_root``:
+    experiments/NAME/NAME_metrics.csv   one row per epoch (copied to <phase>/NAME_metrics.csv)
+    experiments/NAME/last.pt, best.pt   weights, optimizer, epoch, RNG states, metrics history
+    experiments/NAME/config.yaml        the configuration used
+    <phase>/samples/NAME_epoch_NNN_comparison.png
+
+Running the same experiment again resumes from ``last.pt``. Each epoch's shuffle and VAE noise
+are drawn from ``(seed, epoch)`` alone, so a resumed run ends exactly where an uninterrupted
+one does. Under ``torchrun`` the same code trains data-parallel (one process per GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from .atomic import write_text_atomic
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import Config
+from .data.batches import batch_loader, load_data, to_model_inputs
+from .losses import TERMS, compute_losses
+from .metrics import MetricSums
+from .model import build_model
+from .progress import progress
+from .samples import comparison_grid, pick_samples, save_png
+
+# Keys that may change between the interrupted run and its resumption: where and how fast it
+# runs, not what it computes.
+RESUMABLE_CHANGES = {
+    "output_root", "training.epochs", "training.device", "training.compile", "training.channels_last",
+    "training.sample_interval", "data.num_workers", "data.cache_dir", "data.manifest",
+}
+
+LOSS_COLUMNS = ["total"] + [name for term in TERMS for name in (term, f"{term}_weighted")]
+COLUMNS = (
+    ["epoch"]
+    + [f"train_{c}" for c in LOSS_COLUMNS]
+    + [f"val_{c}" for c in LOSS_COLUMNS]
+    + ["val_psnr", "val_miou", "val_pixel_accuracy", "val_classification_accuracy",
+       "lr", "epoch_seconds", "train_images_per_s", "is_best", "status"]
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN or inf; the message names the epoch, step and loss terms."""
+
+
+class ResumeError(ValueError):
+    """``last.pt`` belongs to a differently configured run."""
+
+
+# ---- where and how the run executes ------------------------------------------------------
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def setup_runtime(cfg: Config) -> Runtime:
+    """Device, distributed rank and the speed settings (config "auto" = on for CUDA only)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    wanted = cfg.training.device
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"{cfg.source}: training.device = {cfg.training.device!r} but no CUDA device is visible")
+    if wanted == "cuda":
+        wanted = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    device = torch.device(wanted)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    cuda = device.type == "cuda"
+    amp = cfg.training.amp
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    on = {"on": True, "off": False, "auto": cuda}
+    return Runtime(device, rank, world, amp_dtype, on[cfg.training.channels_last], on[cfg.training.compile])
+
+
+# ---- one optimisation step ---------------------------------------------------------------
+
+def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, rt: Runtime,
+                    scaler: torch.amp.GradScaler | None) -> Callable[..., dict[str, torch.Tensor]]:
+    """forward -> losses -> backward -> AdamW step; returns the loss terms, still on the device."""
+
+    def step(rgb: torch.Tensor, class_map: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        optimizer.zero_grad(set_to_none=True)
+        with rt.autocast():
+            outputs = model(rgb)
+        losses = compute_losses(outputs, rgb, class_map, label, cfg.loss)
+        if scaler is not None:  # fp16 only (GPUs without bf16, e.g. V100)
+            scaler.scale(losses["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            losses["total"].backward()
+            optimizer.step()
+        return losses
+
+    return step
+
+
+def maybe_compile(model: torch.nn.Module, rt: Runtime, log: Callable[[str], None]) -> torch.nn.Module:
+    if not rt.compile:
+        return model
+    try:
+        return torch.compile(model)
+    except Exception as err:  # an unsupported platform fails here; the eager model works everywhere
+        log(f"torch.compile unavailable ({type(err).__name__}: {err}); training eagerly")
+        return model
+
+
+# ---- the run's state -------------------------------------------------------------------------
+
+@dataclass
+class RunState:
+    epoch: int = 0  # last completed epoch
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    status: str = "running"  # running | completed | early_stopped | stopped_non_finite
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
+    def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    old, new = flatten(saved), flatten(cfg.to_dict())
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
+    if changed:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ResumeError(
+            f"{path} holds a run of '{cfg.name}' with a different configuration ({details}); "
+            "use another experiment name or output_root, or remove that run folder to start over"
+        )
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _seed_epoch(seed: int, epoch: int) -> None:
+    torch.manual_seed(seed * 100_003 + epoch)  # any fixed mixing of (seed, epoch) works
+
+
+# ---- outputs -------------------------------------------------------------------------------
+
+def metrics_csv_path(cfg: Config) -> Path:
+    return cfg.run_dir / f"{cfg.name}_metrics.csv"
+
+
+def write_metrics(cfg: Config, history: list[dict[str, Any]]) -> None:
+    lines = [",".join(COLUMNS)]
+    for row in history:
+        lines.append(",".join(_cell(row.get(c, "")) for c in COLUMNS))
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(metrics_csv_path(cfg), text)
+    write_text_atomic(cfg.phase_dir / f"{cfg.name}_metrics.csv", text)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# ---- one pass over the data ----------------------------------------------------------------
+
+def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple[dict[str, float], int, float]:
+    """Returns (mean loss terms, images seen by this process, seconds)."""
+    sums = MetricSums(rt.device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)
+    bad_terms = None
+    check_every = max(1, len(loader) // 10)
+    start = time.perf_counter()
+    bar = progress(loader, total=len(loader), desc=f"epoch {epoch}/{cfg.training.epochs} train", enabled=rt.main)
+    for i, batch in enumerate(bar):
+        rgb, class_map, label = to_model_inputs(batch, rt.device, rt.channels_last)
+        losses = step(rgb, class_map, label)
+        sums.add_losses(losses, rgb.shape[0])
+        # Record the first non-finite step on the device; look at it only every ~10% of the epoch,
+        # so the GPU never waits for the host inside the loop.
+        is_bad = ~torch.isfinite(losses["total"]) & (first_bad < 0)
+        first_bad = torch.where(is_bad, torch.full_like(first_bad, i + 1), first_bad)
+        stacked = torch.stack([losses[t].detach().float() for t in ("total", *TERMS)])
+        bad_terms = stacked if bad_terms is None else torch.where(is_bad, stacked, bad_terms)
+        if (i + 1) % check_every == 0 or i + 1 == len(loader):
+            if int(first_bad) >= 0:
+                terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(("total", *TERMS), bad_terms.tolist()))
+                raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {int(first_bad)}: {terms}")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}", refresh=False)
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize(rt.device)
+    seconds = time.perf_counter() - start
+    images = int(sums.images)
+    sums.all_reduce()
+    return sums.losses(), images, seconds
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, cfg: Config, rt: Runtime) -> dict[str, float]:
+    """Validation losses and reconstruction metrics (the VAE decodes its posterior mean)."""
+    model.eval()
+    sums = MetricSums(rt.device)
+    for batch in loader:
+        rgb, class_map, label = to_model_inputs(batch, rt.device, rt.channels_last)
+        with rt.autocast():
+            outputs = model(rgb)
+        sums.add_losses(compute_losses(outputs, rgb, class_map, label, cfg.loss), rgb.shape[0])
+        sums.add_outputs(outputs, rgb, class_map, label)
+    model.train()
+    sums.all_reduce()
+    return {**sums.losses(), **sums.reconstruction()}
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
+    """Train (or resume) experiment ``cfg.name``; returns ``OUTPUT_ROOT/experiments/NAME``."""
+    rt = setup_runtime(cfg)
+    say = log if rt.main else (lambda _msg: None)
+    run_dir, last_path, best_path = cfg.run_dir, cfg.run_dir / "last.pt", cfg.run_dir / "best.pt"
+
+    # Data: the main process generates and decodes; the others then open the same cache.
+    if rt.main:
+        data = load_data(cfg, say)
+    if rt.world > 1:
+        dist.barrier()
+    if not rt.main:
+        data = load_data(cfg, say)
+    say(data.summary())
+
+    torch.manual_seed(cfg.training.seed)
+    model = build_model(cfg).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+
+    state = RunState()
+    if last_path.is_file():
+        saved = load_checkpoint(last_path, rt.device)
+        _check_resumable(saved["config"], cfg, last_path)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"]["torch"].cpu())
+        state = RunState(**saved["state"])
+        if state.status == "completed" and state.epoch < cfg.training.epochs:  # asked for more epochs
+            state.status = state.history[-1]["status"] = "running"
+        say(f"resuming {cfg.name} after epoch {state.epoch} from {last_path}")
+    if state.finished or state.epoch >= cfg.training.epochs:
+        say(f"{cfg.name}: nothing to do ({state.status}, {state.epoch} epochs done)")
+        if rt.main:
+            write_metrics(cfg, state.history)
+        return run_dir
+
+    if rt.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(run_dir / "config.yaml")
+    runner = maybe_compile(model, rt, say)
+    trained = torch.nn.parallel.DistributedDataParallel(runner) if rt.world > 1 else runner
+    step = make_train_step(trained, optimizer, cfg, rt, scaler)
+    pin = rt.device.type == "cuda"
+    per_rank_batch = cfg.training.batch_size
+    train_loader = batch_loader(data.train, per_rank_batch, shuffle=True, seed=cfg.training.seed,
+                                num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
+    val_loader = batch_loader(data.val, per_rank_batch, shuffle=False, seed=cfg.training.seed,
+                              num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
+    sample_positions = pick_samples(data.val)
+    stopping = cfg.training.early_stopping
+
+    for epoch in range(state.epoch + 1, cfg.training.epochs + 1):
+        _seed_epoch(cfg.training.seed, epoch)
+        train_loader.sampler.set_epoch(epoch)
+        try:
+            train_losses, images, seconds = train_one_epoch(step, train_loader, epoch, cfg, rt)
+            val = evaluate(runner, val_loader, cfg, rt)
+            if not math.isfinite(val["total"]):
+                raise NonFiniteLossError(f"non-finite validation loss after epoch {epoch}: {val}")
+        except NonFiniteLossError as err:
+            state.status = "stopped_non_finite"
+            if rt.main:
+                write_metrics(cfg, state.history + [{"epoch": epoch, "status": state.status}])
+            raise NonFiniteLossError(
+                f"{cfg.name}: {err}. Training stopped; the last good checkpoint is {last_path} "
+                f"(epoch {state.epoch})"
+            ) from None
+
+        improved = val["total"] < state.best_val - stopping.min_delta
+        if improved:
+            state.best_val, state.best_epoch, state.bad_epochs = val["total"], epoch, 0
+        else:
+            state.bad_epochs += 1
+        row = {
+            "epoch": epoch,
+            **{f"train_{k}": train_losses[k] for k in LOSS_COLUMNS},
+            **{f"val_{k}": v for k, v in val.items()},
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_seconds": seconds,
+            "train_images_per_s": images * rt.world / seconds,
+            "is_best": improved,
+            "status": "running",
+        }
+        state.history.append(row)
+        state.epoch = epoch
+        if epoch == cfg.training.epochs:
+            state.status = "completed"
+        elif stopping.patience and state.bad_epochs >= stopping.patience:
+            state.status = "early_stopped"
+        row["status"] = state.status
+
+        if rt.main:
+            payload = {
+                "config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "epoch": epoch,
+                "state": state.__dict__,
+                "rng": _rng_state(),
+            }
+            if improved:
+                save_checkpoint(best_path, payload)
+            if epoch % cfg.training.sample_interval == 0 or state.finished:
+                grid = comparison_grid(model, data.val, sample_positions, rt.device)
+                save_png(cfg.phase_dir / "samples" / f"{cfg.name}_epoch_{epoch:03d}_comparison.png", grid)
+            write_metrics(cfg, state.history)
+            save_checkpoint(last_path, payload)  # last: a kill before this line redoes the epoch
+            say(
+                f"epoch {epoch}/{cfg.training.epochs}  train {train_losses['total']:.5f}  "
+                f"val {val['total']:.5f}  val_mse {val['mse']:.6f}  psnr {val['psnr']:.2f}  "
+                f"miou {val['miou']:.3f}  acc {val['classification_accuracy']:.3f}  "
+                f"{row['train_images_per_s']:.1f} img/s  {seconds:.1f}s" + ("  *best" if improved else "")
+            )
+        if state.finished:
+            break
+
+    if state.status == "early_stopped":
+        say(f"{cfg.name}: early stop after epoch {state.epoch}; the best weights (epoch {state.best_epoch}, "
+            f"val total {state.best_val:.5f}) are in {best_path}")
+    if rt.world > 1:
+        dist.barrier()
+    say(f"{cfg.name}: metrics in {metrics_csv_path(cfg)} and {cfg.phase_dir / (cfg.name + '_metrics.csv')}")
+    return run_dir
+
+
+def remove_run(cfg: Config) -> None:
+    """Delete an experiment's run folder (to start it over)."""
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)

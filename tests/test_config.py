@@ -1,0 +1,62 @@
+import pytest
+import yaml
+
+from imginav_core import ConfigError, load_config
+
+from helpers import ROOT, V1, V2
+
+
+def test_experiments_inherit_the_architecture_and_set_only_what_they_vary():
+    for path, variational, kld in ((V1, False, 0.0), (V2, True, 1e-4)):
+        own = yaml.safe_load(path.read_text())
+        assert set(own) == {"inherit", "name", "model", "loss"}
+        assert own["model"] == {"variational": variational} and own["loss"] == {"kld": kld}
+        cfg = load_config(path)
+        assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps,
+                cfg.model.norm_groups) == (16, 32, 4, 8)
+        assert (cfg.loss.mse, cfg.loss.segmentation, cfg.loss.classification, cfg.loss.kld) == (1.0, 0.05, 0.01, kld)
+        assert (cfg.training.batch_size, cfg.training.epochs, cfg.training.lr, cfg.training.weight_decay,
+                cfg.training.seed) == (16, 10, 1e-4, 0.01, 42)
+        assert (cfg.training.early_stopping.patience, cfg.training.early_stopping.min_delta) == (3, 1e-4)
+    # the architecture is written once in configs/
+    mentions = [p for p in (ROOT / "configs").rglob("*.yaml") if "latent_channels" in p.read_text()]
+    assert [p.name for p in mentions] == ["phase1_1_architecture.yaml"]
+
+
+def test_overrides_by_dotted_key():
+    cfg = load_config(V2, {"training.epochs": 1, "data.resolution": 64, "training.early_stopping.patience": 5})
+    assert (cfg.training.epochs, cfg.data.resolution, cfg.training.early_stopping.patience) == (1, 64, 5)
+    assert cfg.training.lr == 1e-4  # untouched
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown override key 'training.epoch'.*did you mean 'training.epochs'"):
+        load_config(V1, {"training.epoch": 3})
+
+
+def test_unknown_key_in_a_file_is_an_error(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(f"inherit: {V1}\ntraining:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown config key 'training.learning_rate'.*'training.lr'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("training.epochs", "ten", r"'training.epochs' must be int"),
+        ("model.variational", "yes", r"'model.variational' must be bool"),
+        ("loss.kld", -1e-4, r"'loss.kld' = -0.0001: loss weights must be >= 0"),
+        ("data.resolution", 100, r"'data.resolution' = 100: must be a positive multiple of .* 16"),
+        ("name", "../escape", r"'name'.*letters, digits"),
+        ("training.device", "tpu", r"'training.device' = 'tpu' is not one of"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(V1, {key: value})
+
+
+def test_missing_file_is_named():
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(ROOT / "configs/nope.yaml")

@@ -1,0 +1,78 @@
+import shutil
+
+import pytest
+
+from imginav_core.data.manifest import ManifestError, read_manifest, split_records
+
+HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
+
+
+def _write(folder, text, name="layouts.csv"):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    path = _write(tmp_path / "data", HEADER + "s1,room,0001,img/a.png,false\ns1,scene,scene,/abs/b.png,False\n")
+    records = read_manifest(path).records
+    assert records[0].path == (tmp_path / "data" / "img" / "a.png").resolve()
+    assert str(records[1].path) == "/abs/b.png"
+    assert [r.label for r in records] == [0, 1]
+
+
+def test_is_empty_spellings_and_dropping_empty_layouts(tmp_path):
+    rows = ["true", "false", "True", "False", "1", "0", "TRUE"]
+    text = HEADER + "".join(f"s,room,{i},{i}.png,{v}\n" for i, v in enumerate(rows))
+    manifest = read_manifest(_write(tmp_path, text))
+    assert [r.room_id for r in manifest.records] == ["1", "3", "5"]
+    assert manifest.dropped_empty == 4
+    kept_all = read_manifest(_write(tmp_path, text), drop_empty=False)
+    assert [r.is_empty for r in kept_all.records] == [True, False, True, False, True, False, True]
+
+
+def test_bad_is_empty_names_the_line(tmp_path):
+    path = _write(tmp_path, HEADER + "s,room,1,a.png,false\ns,room,2,b.png,maybe\n")
+    with pytest.raises(ManifestError, match=r"line 3.*is_empty = 'maybe'"):
+        read_manifest(path)
+
+
+def test_missing_column_unknown_type_and_empty_files_are_clear_errors(tmp_path):
+    with pytest.raises(ManifestError, match="missing column.*is_empty"):
+        read_manifest(_write(tmp_path, "scene_id,type,room_id,layout_path\ns,room,1,a.png\n"))
+    with pytest.raises(ManifestError, match=r"line 2: type = 'kitchen'"):
+        read_manifest(_write(tmp_path, HEADER + "s,kitchen,1,a.png,false\n"))
+    with pytest.raises(ManifestError, match="empty"):
+        read_manifest(_write(tmp_path, ""))
+    with pytest.raises(ManifestError, match="no rows"):
+        read_manifest(_write(tmp_path, HEADER))
+    with pytest.raises(ManifestError, match="no layouts left"):
+        read_manifest(_write(tmp_path, HEADER + "s,room,1,a.png,true\n"))
+    with pytest.raises(ManifestError, match="not found"):
+        read_manifest(tmp_path / "nope.csv")
+
+
+def test_duplicate_rows_are_dropped_and_conflicting_ones_refused(tmp_path):
+    manifest = read_manifest(_write(tmp_path, HEADER + "s,room,1,a.png,false\ns,room,1,a.png,false\n"
+                                    "s,room,2,b.png,false\n"))
+    assert len(manifest.records) == 2 and manifest.dropped_duplicates == [3]
+    with pytest.raises(ManifestError, match="line 3.*also listed on line 2"):
+        read_manifest(_write(tmp_path, HEADER + "s,room,1,a.png,false\ns,scene,1,a.png,false\n"))
+
+
+def test_split_is_deterministic_disjoint_and_80_20(synthetic_manifest, tmp_path):
+    records = read_manifest(synthetic_manifest).records
+    train, val = split_records(records, 0.2, 42)
+    again_train, again_val = split_records(records, 0.2, 42)
+    assert [r.path for r in train] == [r.path for r in again_train]
+    assert {r.path for r in train}.isdisjoint(r.path for r in val)
+    assert len(train) + len(val) == len(records)
+    assert len(val) == round(0.2 * len(records))
+    other_train, _ = split_records(records, 0.2, 7)
+    assert [r.path for r in other_train] != [r.path for r in train]
+    # the split follows the manifest's content, not where the folder lives
+    copy = tmp_path / "moved"
+    shutil.copytree(synthetic_manifest.parent, copy)
+    moved_train, _ = split_records(read_manifest(copy / "layouts.csv").records, 0.2, 42)
+    assert [r.path.name for r in moved_train] == [r.path.name for r in train]

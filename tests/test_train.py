@@ -1,0 +1,118 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imginav_core import train
+from imginav_core.checkpoints import load_checkpoint, load_model
+from imginav_core.data.cache import LayoutReadError
+from imginav_core.data.manifest import ManifestError
+
+from helpers import V1, V2, small_config
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
+def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
+    cfg = small_config(config, tmp_path)
+    run_dir = train(cfg, log=lambda _: None)
+    assert run_dir == tmp_path / "experiments" / cfg.name
+    rows = _rows(run_dir / f"{cfg.name}_metrics.csv")
+    assert len(rows) == 1 and rows[0]["status"] == "completed"
+    assert (tmp_path / "phase1_2_vae_test" / f"{cfg.name}_metrics.csv").read_text() == \
+        (run_dir / f"{cfg.name}_metrics.csv").read_text()
+    for column in ("train_total", "val_total", "val_mse", "val_psnr", "val_miou", "val_pixel_accuracy",
+                   "val_classification_accuracy", "val_kld", "val_segmentation_weighted", "lr",
+                   "epoch_seconds", "train_images_per_s"):
+        assert math.isfinite(float(rows[0][column])), column
+    assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
+    sample = tmp_path / "phase1_2_vae_test" / "samples" / f"{cfg.name}_epoch_001_comparison.png"
+    width, height = Image.open(sample).size
+    assert width == 3 * 32 and height >= 2 * 32  # input | reconstruction | segmentation, several rows
+    for name in ("best.pt", "last.pt"):
+        payload = load_checkpoint(run_dir / name)
+        assert payload["epoch"] == 1 and payload["config"]["name"] == cfg.name
+        assert {"model", "optimizer", "rng", "state"} <= set(payload)
+        assert len(payload["state"]["history"]) == 1
+    loaded_cfg, model, _ = load_model(run_dir / "best.pt")
+    assert loaded_cfg.model.variational == cfg.model.variational
+    assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 2, 2)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = small_config(V2, tmp_path / "straight", **{"training.epochs": 3})
+    train(straight, log=lambda _: None)
+    # the same run, stopped after 1 epoch and then asked for all 3
+    train(small_config(V2, tmp_path / "resumed", **{"training.epochs": 1}), log=lambda _: None)
+    messages = []
+    train(small_config(V2, tmp_path / "resumed", **{"training.epochs": 3}), log=messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+    a = load_checkpoint(straight.run_dir / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "experiments" / straight.name / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    drop = {"epoch_seconds", "train_images_per_s"}
+    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in _rows(straight.run_dir / f"{straight.name}_metrics.csv")]
+    rows_b = [{k: v for k, v in r.items() if k not in drop}
+              for r in _rows(tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv")]
+    assert rows_a == rows_b and len(rows_a) == 3
+
+
+def test_a_finished_run_is_not_retrained(tmp_path):
+    cfg = small_config(V1, tmp_path)
+    train(cfg, log=lambda _: None)
+    stamp = (cfg.run_dir / "last.pt").stat().st_mtime_ns
+    messages = []
+    train(cfg, log=messages.append)
+    assert (cfg.run_dir / "last.pt").stat().st_mtime_ns == stamp
+    assert any("nothing to do" in m for m in messages)
+
+
+def test_resuming_with_another_architecture_is_refused(tmp_path):
+    train(small_config(V1, tmp_path), log=lambda _: None)
+    from imginav_core.train import ResumeError
+
+    with pytest.raises(ResumeError, match=r"model.latent_channels: 16 -> 8"):
+        train(small_config(V1, tmp_path, **{"model.latent_channels": 8, "training.epochs": 2}), log=lambda _: None)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
+    # min_delta so large that no epoch after the first counts as an improvement
+    cfg = small_config(V1, tmp_path, **{"training.epochs": 5, "training.early_stopping.patience": 2,
+                                       "training.early_stopping.min_delta": 1e3})
+    train(cfg, log=lambda _: None)
+    rows = _rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
+    assert len(rows) == 3 and rows[-1]["status"] == "early_stopped"
+    assert [r["is_best"] for r in rows] == ["1", "0", "0"]
+    assert load_checkpoint(cfg.run_dir / "best.pt")["epoch"] == 1
+
+
+def _manifest(folder, lines):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "layouts.csv").write_text("scene_id,type,room_id,layout_path,is_empty\n" + "".join(lines))
+    return folder / "layouts.csv"
+
+
+def test_missing_image_names_row_and_file_and_writes_nothing(tmp_path):
+    folder = tmp_path / "data"
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 240, dtype=np.uint8)).save(_manifest(folder, []).parent / f"{i}.png")
+    manifest = _manifest(folder, [f"s,room,{i},{i}.png,false\n" for i in range(4)] + ["s,room,9,gone.png,false\n"])
+    cfg = small_config(V1, tmp_path / "out", **{"data.manifest": str(manifest)})
+    with pytest.raises(LayoutReadError, match=r"layouts.csv, line 6: .*gone.png: image file not found"):
+        train(cfg, log=lambda _: None)
+    assert not cfg.run_dir.exists()
+
+
+def test_manifest_missing_a_column_is_named(tmp_path):
+    path = tmp_path / "layouts.csv"
+    path.write_text("scene_id,type,layout_path,is_empty\ns,room,a.png,false\n")
+    with pytest.raises(ManifestError, match="missing column.*room_id"):
+        train(small_config(V1, tmp_path / "out", **{"data.manifest": str(path)}), log=lambda _: None)
