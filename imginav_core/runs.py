@@ -1,0 +1,120 @@
+"""Finished training runs as the analysis sees them: metrics history, status, best checkpoint.
+
+A run counts as finished when its metrics CSV ends in ``completed`` (all configured epochs) or
+``early_stopped`` (the early-stopping record) and its ``best.pt`` exists. Anything else — a job
+killed by the wall-time limit, a non-finite loss, a missing checkpoint — is unfinished, and the
+analysis refuses to compare it unless told to, in which case the report marks it.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import NAME_PATTERN, Config, config_from_dict
+from .checkpoints import load_checkpoint
+
+FINISHED = ("completed", "early_stopped")
+
+
+class UnfinishedRunError(RuntimeError):
+    """A run the analysis should not compare as if it were complete."""
+
+
+@dataclass
+class RunSummary:
+    name: str
+    run_dir: Path
+    config: Config
+    metrics: pd.DataFrame  # one row per epoch, the columns of the metrics CSV
+    status: str
+    problem: str  # "" for a finished run, else why it is not
+
+    @property
+    def finished(self) -> bool:
+        return not self.problem
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    @property
+    def epochs_run(self) -> int:
+        return int(self.metrics["epoch"].max()) if len(self.metrics) else 0
+
+    @property
+    def best_epoch(self) -> int:
+        best = self.metrics[self.metrics["is_best"] == 1]
+        return int(best["epoch"].iloc[-1]) if len(best) else 0
+
+    @property
+    def best_row(self) -> pd.Series:
+        return self.metrics[self.metrics["epoch"] == self.best_epoch].iloc[0]
+
+    @property
+    def minutes(self) -> float:
+        return float(self.metrics["epoch_seconds"].sum()) / 60.0
+
+    @property
+    def images_per_s(self) -> float:
+        return float(self.metrics["train_images_per_s"].median())
+
+    @property
+    def label(self) -> str:
+        """Short label for figures: V1 / V2 from the experiment name, else the name."""
+        for part in self.name.split("_"):
+            if len(part) >= 2 and part[0] == "V" and part[1:].isdigit():
+                return part
+        return self.name
+
+
+def load_run(output_root: str | Path, name: str) -> RunSummary:
+    """Read experiment ``name`` under ``output_root``; never raises for an unfinished run
+    (see ``problem``), only for one that cannot be read at all."""
+    if not NAME_PATTERN.match(name) or name in (".", ".."):
+        raise ValueError(f"experiment name {name!r}: use only letters, digits, '_', '-' and '.'")
+    run_dir = Path(output_root) / "experiments" / name
+    metrics_path = run_dir / f"{name}_metrics.csv"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained "
+                                f"with output_root={output_root}?)")
+    with open(metrics_path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle)]
+    metrics = pd.DataFrame(rows)
+    metrics = metrics.apply(lambda col: pd.to_numeric(col, errors="coerce") if col.name != "status" else col)
+    status = str(metrics["status"].iloc[-1]) if len(metrics) else "empty"
+    finished_rows = metrics[metrics["status"].isin(FINISHED + ("running",))]
+
+    config_source = run_dir / "last.pt"
+    if (run_dir / "best.pt").is_file():
+        config_source = run_dir / "best.pt"
+    config = config_from_dict(load_checkpoint(config_source)["config"], source=str(config_source))
+
+    problem = ""
+    if status not in FINISHED:
+        problem = (f"stopped after {len(finished_rows)} of {config.training.epochs} epochs without an "
+                   f"early-stopping record (last status: {status})")
+    elif not (run_dir / "best.pt").is_file():
+        problem = f"{run_dir / 'best.pt'} is missing"
+    return RunSummary(name, run_dir, config, finished_rows.reset_index(drop=True), status, problem)
+
+
+def require_finished(runs: list[RunSummary], allow_unfinished: bool = False) -> list[str]:
+    """Raise ``UnfinishedRunError`` naming each unfinished run, or with ``allow_unfinished``
+    return the warnings the report must show."""
+    problems = [f"{run.name}: {run.problem}" for run in runs if not run.finished]
+    if problems and not allow_unfinished:
+        raise UnfinishedRunError(
+            "refusing to compare unfinished runs: " + "; ".join(problems)
+            + " (finish or resubmit them; or set allow_unfinished=True to analyse them marked as unfinished)"
+        )
+    return problems
+
+
+def load_runs(output_root: str | Path, names: list[str], allow_unfinished: bool = False) -> tuple[list[RunSummary], list[str]]:
+    """The runs to compare and the warnings about unfinished ones (see ``require_finished``)."""
+    runs = [load_run(output_root, name) for name in names]
+    return runs, require_finished(runs, allow_unfinished)
