@@ -33,7 +33,7 @@ class _Lines:
         self.stream.flush()
 
 
-def _in_interactive_notebook() -> bool:
+def in_interactive_notebook() -> bool:
     """A kernel with a front end attached (papermill runs a kernel too, but stdin is off)."""
     try:
         from IPython import get_ipython
@@ -52,7 +52,7 @@ def progress(iterable: Iterable[T], total: int, desc: str, enabled: bool = True)
         return iterable
     if sys.stdout.isatty():
         return _tqdm_text(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stdout)
-    if _in_interactive_notebook():
+    if in_interactive_notebook():
         return _tqdm_auto(iterable, total=total, desc=desc, leave=False)
     return _tqdm_text(
         iterable,

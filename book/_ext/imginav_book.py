@@ -1,0 +1,22 @@
+"""Sphinx extension of the report: stop early, with the fix, when its inputs are not staged."""
+
+from pathlib import Path
+
+from sphinx.errors import ExtensionError
+
+
+def _check_inputs(app) -> None:
+    book = Path(app.srcdir)
+    needed = [book / "generated" / f"{page}.ipynb" for page in ("V1_training", "V2_training", "analysis")]
+    needed.append(book / "_static" / "html-manager" / "embed.js")
+    missing = [str(path.relative_to(book)) for path in needed if not path.is_file()]
+    if missing:
+        raise ExtensionError(
+            "the report's inputs are not staged (" + ", ".join(missing) + "). Run the study first, then "
+            "`python -m imginav_core.report stage --output-root OUTPUT_ROOT` (bash hpc/analysis.sh does both)"
+        )
+
+
+def setup(app):
+    app.connect("builder-inited", _check_inputs)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

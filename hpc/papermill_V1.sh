@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Phase 1.2, V1 (deterministic encoder) on a V100. Submit from the repository root:
+#   bsub < hpc/papermill_V1.sh        (or run locally: bash hpc/papermill_V1.sh)
+#BSUB -J phase1_2_V1
+#BSUB -q gpuv100
+#BSUB -gpu "num=1:mode=exclusive_process"
+#BSUB -n 8
+#BSUB -R "span[hosts=1]"
+#BSUB -R "rusage[mem=8GB]"
+#BSUB -W 04:00
+#BSUB -o hpc/logs/phase1_2_V1.%J.out
+#BSUB -e hpc/logs/phase1_2_V1.%J.err
+source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"
+run_training configs/phase1_2/V1_deterministic.yaml
