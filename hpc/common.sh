@@ -44,7 +44,8 @@ execute_notebook() {  # execute_notebook INPUT OUTPUT [papermill -p arguments...
   shift 2
   mkdir -p "$(dirname "$output")"
   local partial="${output%.ipynb}.partial.ipynb"
-  if papermill "$input" "$partial" --log-output --request-save-on-cell-execute "$@"; then
+  # papermill logs the cells' output on stderr: keep it in the job's main log (.out) with the rest.
+  if papermill "$input" "$partial" --log-output --request-save-on-cell-execute "$@" 2>&1; then
     mv -f "$partial" "$output"
     echo "executed notebook: $output"
   else

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data: synthetic layouts at a small resolution, V1 and V2
-# trained briefly on the CPU. Sizes come from the environment (defaults below).
+# The main job (`make demo`): the whole Phase 1.2 study on the embedded synthetic layouts, on the
+# CPU, through exactly the job scripts the cluster runs — V1 and V2 trained by papermill, the
+# analysis notebook, the Jupyter Book report. Small by default; every size can be overridden.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-OUT=${IMGINAV_OUTPUTS:-outputs/demo}
-EPOCHS=${IMGINAV_EPOCHS:-3}
-RES=${IMGINAV_RESOLUTION:-64}
-SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-400}
+export IMGINAV_OUTPUTS=${IMGINAV_OUTPUTS:-outputs/demo}
+export IMGINAV_DEVICE=${IMGINAV_DEVICE:-cpu}
+export IMGINAV_RESOLUTION=${IMGINAV_RESOLUTION:-64}
+export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-1200}
+export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-10}
+export IMGINAV_NUM_WORKERS=${IMGINAV_NUM_WORKERS:-0}
+export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not conda
 
-for exp in V1_deterministic V2_vae_light; do
-  python -m imginav_core train "configs/phase1_2/${exp}.yaml" \
-    --set output_root="$OUT" --set training.epochs="$EPOCHS" --set data.resolution="$RES" \
-    --set data.synthetic_samples="$SAMPLES" --set training.device=cpu
-done
-echo "metrics: $OUT/phase1_2_vae_test/*_metrics.csv"
+start=$SECONDS
+bash hpc/papermill_V1.sh
+bash hpc/papermill_V2.sh
+bash hpc/analysis.sh
+echo
+echo "Phase 1.2 demo finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+echo "metrics:   $IMGINAV_OUTPUTS/phase1_2_vae_test/"
+echo "decision:  $IMGINAV_OUTPUTS/phase1_2_vae_test/decision.json"
+echo "report:    $(pwd)/book/_build/html/index.html"

@@ -11,3 +11,71 @@ from imginav_core.data.synthetic import generate_layouts
 def synthetic_manifest(tmp_path_factory) -> Path:
     """A small synthetic set in the real manifest format, shared by the tests that only read it."""
     return generate_layouts(tmp_path_factory.mktemp("synthetic") / "set", samples=40, resolution=64, seed=3)
+
+
+# ---- the whole study, run the way the cluster runs it --------------------------------------
+
+import os
+import shutil
+import subprocess
+
+from helpers import ROOT
+
+SMALL_STUDY = {
+    "IMGINAV_DEVICE": "cpu",
+    "IMGINAV_EPOCHS": "2",
+    "IMGINAV_RESOLUTION": "32",
+    "IMGINAV_SYNTHETIC_SAMPLES": "64",
+    "IMGINAV_NUM_WORKERS": "0",
+    "IMGINAV_MAX_IMAGES": "16",
+    "IMGINAV_CONDA_ENV": "",
+}
+
+
+def copy_of_repository(target: Path) -> Path:
+    """The repository's files (tracked and not ignored) in ``target``: the tests run the job
+    scripts and build the book there, never touching the working copy's outputs or report."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+@pytest.fixture(scope="session")
+def html_manager_package(tmp_path_factory) -> Path:
+    """The ipywidgets HTML manager from the npm registry, fetched once for every book the tests build."""
+    from imginav_core.report import HTML_MANAGER
+
+    folder = tmp_path_factory.mktemp("npm")
+    name = subprocess.run(["npm", "pack", HTML_MANAGER, "--silent"], cwd=folder, capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+    return folder / name
+
+
+def study_environment(repo: Path, lsf_dir: Path, html_manager: Path) -> dict[str, str]:
+    python_bin = Path(os.sys.executable).parent
+    return {
+        **os.environ,
+        **SMALL_STUDY,
+        "PATH": f"{ROOT / 'tests' / 'lsf'}{os.pathsep}{python_bin}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_LSF_DIR": str(lsf_dir),
+        "IMGINAV_OUTPUTS": str(repo / "outputs"),
+        "IMGINAV_HTML_MANAGER": str(html_manager),
+    }
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, html_manager_package):
+    """Phase 1.2 submitted with hpc/launch_phase1_2.sh through a stand-in bsub, at a tiny size:
+    V1 and V2 trained by papermill, the analysis notebook, the Jupyter Book built."""
+    repo = copy_of_repository(tmp_path_factory.mktemp("repo"))
+    env = study_environment(repo, tmp_path_factory.mktemp("lsf"), html_manager_package)
+    done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((repo / "hpc" / "logs").glob("*.*")))
+    assert done.returncode == 0, done.stdout + done.stderr + logs
+    return {"repo": repo, "env": env, "stdout": done.stdout, "outputs": repo / "outputs",
+            "phase_dir": repo / "outputs" / "phase1_2_vae_test", "html": repo / "book" / "_build" / "html"}

@@ -1,0 +1,132 @@
+"""The decision rule on constructed measurements, and the analysis on real (tiny) runs."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+
+from imginav_core import load_config, train
+from imginav_core.analysis.decision import Thresholds, decide, write_decision
+from imginav_core.analysis.study import AnalysisSettings, run_study
+from imginav_core.runs import RunSummary, UnfinishedRunError, load_run, load_runs
+from imginav_core.train import write_metrics
+
+from helpers import V1, V2, small_config
+
+
+def _run(config, epochs=10, resolution=512):
+    cfg = load_config(config, {"data.resolution": resolution})
+    metrics = pd.DataFrame({"epoch": range(1, epochs + 1), "is_best": [1] * epochs, "status": ["completed"] * epochs})
+    return RunSummary(cfg.name, cfg.run_dir, cfg, metrics, "completed", "")
+
+
+def _model(mse=0.001, ssim=0.95, sharp=0.9, path=1.2, noise=2.0, kld=None, collapsed=False):
+    model = {"reconstruction": {"all": {"mse": mse, "ssim": ssim, "sharpness_ratio": sharp}},
+             "interpolation": {"linear": {"mean_path_length_ratio": path}},
+             "noise": {"sigmas": [0.0, 0.5, 1.0], "relative_to_clean": [1.0, noise, 2 * noise]}}
+    if kld is not None:
+        model["posterior"] = {"kld_weighted": kld, "collapsed": collapsed, "active_units": 2 if collapsed else 16,
+                              "channels": 16}
+    return model
+
+
+def _metrics(v1, v2):
+    return {"models": {"phase1_2_AE_V1_deterministic": v1, "phase1_2_AE_V2_vae_light": v2}}
+
+
+RUNS = [_run(V1), _run(V2)]
+
+
+def test_the_vae_wins_when_smoother_without_losing_quality():
+    d = decide(_metrics(_model(), _model(mse=0.0011, path=1.05, noise=1.5, kld=2e-4)), RUNS, train_images=22000)
+    assert d["choice"] == "variational" and d["chosen_experiment"] == "phase1_2_AE_V2_vae_light"
+    assert d["criteria"]["interpolation_smoothness"]["verdict"] == "pass"
+    assert d["data_sufficient"] and "provisional" not in d["summary"] and d["flags"] == []
+
+
+def test_similar_quality_and_no_smoothness_gain_prefers_the_deterministic_encoder():
+    d = decide(_metrics(_model(), _model(kld=2e-4)), RUNS, train_images=22000)
+    assert d["choice"] == "deterministic" and "not measurably smoother" in d["reason"]
+
+
+def test_a_smoother_but_blurrier_vae_loses():
+    d = decide(_metrics(_model(), _model(sharp=0.7, path=1.0, noise=1.0, kld=2e-4)), RUNS, train_images=22000)
+    assert d["choice"] == "deterministic" and d["criteria"]["sharpness"]["verdict"] == "fail"
+    d = decide(_metrics(_model(), _model(mse=0.002, path=1.0, noise=1.0, kld=2e-4)), RUNS, train_images=22000)
+    assert d["choice"] == "deterministic" and d["criteria"]["reconstruction_mse"]["verdict"] == "fail"
+
+
+def test_collapse_and_a_kld_outside_the_band_are_flagged():
+    d = decide(_metrics(_model(), _model(path=1.0, noise=1.0, kld=5e-6, collapsed=True)), RUNS, train_images=22000)
+    assert d["choice"] == "deterministic" and "collapse" in d["reason"]
+    assert any("outside the band" in f for f in d["flags"]) and any("collapse" in f for f in d["flags"])
+    assert d["criteria"]["kld_band"]["verdict"] == "flag"
+
+
+def test_thresholds_are_parameters():
+    measured = _metrics(_model(), _model(mse=0.0013, path=1.05, noise=1.5, kld=2e-4))
+    assert decide(measured, RUNS, 22000)["choice"] == "deterministic"  # 30 % more MSE > 25 %
+    assert decide(measured, RUNS, 22000, Thresholds(max_mse_increase=0.5))["choice"] == "variational"
+
+
+def test_too_little_data_is_said_plainly():
+    runs = [_run(V1, epochs=2, resolution=64), _run(V2, epochs=2, resolution=64)]
+    d = decide(_metrics(_model(), _model(kld=2e-4)), runs, train_images=300)
+    assert not d["data_sufficient"] and len(d["data_limits"]) == 3
+    assert "too little to decide" in d["summary"]
+
+
+def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
+    for measured, variational in ((_metrics(_model(), _model(path=1.0, noise=1.0, kld=2e-4)), True),
+                                  (_metrics(_model(), _model(kld=2e-4)), False)):
+        d = decide(measured, RUNS, 22000)
+        decision_path, config_path = write_decision(d, RUNS, tmp_path)
+        assert json.loads(decision_path.read_text())["choice"] == d["choice"]
+        cfg = load_config(config_path)
+        assert cfg.model.variational is variational and cfg.name == "phase1_3_base"
+        assert cfg.loss.kld == (1e-4 if variational else 0.0)
+        assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps) == (16, 32, 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for config in (V1, V2):
+        train(small_config(config, root, **{"training.epochs": 2}), log=lambda _: None)
+    return root
+
+
+def test_the_study_is_deterministic_and_measures_both_models_alike(tiny_runs):
+    runs, _ = load_runs(tiny_runs, ["phase1_2_AE_V1_deterministic", "phase1_2_AE_V2_vae_light"])
+    settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5)
+    study = run_study(runs, tiny_runs, settings, log=lambda _: None)
+    first = study.to_json()
+    path = tiny_runs / "phase1_2_vae_test" / "analysis" / "latent_metrics.json"
+    assert json.loads(path.read_text()) == json.loads(json.dumps(first))
+    second = run_study(runs, tiny_runs, settings, log=lambda _: None).to_json()
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    v1, v2 = (first["models"][r.name] for r in runs)
+    assert v1["noise"]["sigmas"] == v2["noise"]["sigmas"] and v1["noise"]["relative_to_clean"][0] == 1.0
+    assert len(v1["interpolation"]["linear"]["pairs"]) == len(first["pairs"]) == 3
+    assert v1["reconstruction"]["all"]["images"] == min(12, len(study.data.val)) == first["validation_images"]
+
+
+def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_runs, root)
+    cfg = small_config(V2, root, **{"training.epochs": 5})
+    run = load_run(root, cfg.name)
+    # as after a job killed by its wall-time limit: 2 of 5 epochs, last row still "running"
+    history = run.metrics.to_dict("records")
+    history[-1]["status"] = "running"
+    write_metrics(cfg, history)
+    with pytest.raises(UnfinishedRunError, match=r"phase1_2_AE_V2_vae_light: stopped after 2 of 2 epochs"):
+        load_runs(root, ["phase1_2_AE_V1_deterministic", cfg.name])
+    runs, warnings = load_runs(root, ["phase1_2_AE_V1_deterministic", cfg.name], allow_unfinished=True)
+    assert len(warnings) == 1 and not runs[1].finished
+    (root / "experiments" / "phase1_2_AE_V1_deterministic" / "best.pt").unlink()
+    with pytest.raises(UnfinishedRunError, match="best.pt is missing"):
+        load_runs(root, ["phase1_2_AE_V1_deterministic"])

@@ -1,0 +1,108 @@
+"""The published report: glued numbers, figures, no network, and a working interpolation explorer."""
+
+import csv
+import json
+import re
+import shutil
+
+import pytest
+
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _best_row(study, name):
+    path = study["outputs"] / "experiments" / name / f"{name}_metrics.csv"
+    rows = list(csv.DictReader(open(path)))
+    return [r for r in rows if r["is_best"] == "1"][-1]
+
+
+def test_the_introduction_quotes_the_computed_numbers(study):
+    intro = (study["html"] / "intro.html").read_text()
+    decision = json.loads((study["phase_dir"] / "decision.json").read_text())
+    assert decision["summary"].split(":")[0] in intro  # "Choose V1 (deterministic)" or V2
+    assert "too little to decide" in intro
+    for name, key in (("phase1_2_AE_V1_deterministic", "V1"), ("phase1_2_AE_V2_vae_light", "V2")):
+        assert f"{float(_best_row(study, name)['val_mse']):.6f}" in intro, key
+    metrics = json.loads((study["phase_dir"] / "analysis" / "latent_metrics.json").read_text())
+    v2 = metrics["models"]["phase1_2_AE_V2_vae_light"]
+    assert f"{v2['posterior']['kld_weighted']:.2e}" in intro
+    assert f"{v2['interpolation']['linear']['mean_path_length_ratio']:.4f}" in intro
+    assert "generated/analysis.ipynb::" not in intro  # every glue reference resolved
+
+
+def test_the_report_has_its_chapters_and_figures(study):
+    html = study["html"]
+    for page in ("V1_training", "V2_training", "analysis"):
+        text = (html / "generated" / f"{page}.html").read_text()
+        images = re.findall(r'<img[^>]+src="([^"]+\.png)"', text)
+        assert len(images) >= (8 if page == "analysis" else 2), page
+        for src in images:
+            assert (html / "generated" / src).resolve().is_file(), src
+    assert (html / "_static" / "html-manager" / "embed.js").is_file()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed for the browser checks: apt-get install chromium"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url):
+    """A page with every request to another host blocked and recorded, like a reader offline."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked, failed = [], []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+
+    def route(r):
+        if r.request.url.startswith("file://"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return page, blocked, failed
+
+
+def test_the_report_opens_offline_with_every_figure_rendered(study, browser):
+    for target in ("index.html", "generated/V1_training.html", "generated/analysis.html"):
+        page, blocked, failed = _open(browser, (study["html"] / target).as_uri())
+        page.wait_for_timeout(500)
+        assert blocked == [] and failed == [], (target, blocked, failed)
+        broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
+        assert broken == [], target
+        assert page.evaluate("document.images.length") >= 2 or target == "index.html"
+        page.close()
+
+
+def test_the_interpolation_explorer_works_without_a_kernel(study, browser):
+    page, blocked, failed = _open(browser, (study["html"] / "generated" / "analysis.html").as_uri())
+    page.wait_for_selector(".imginav-explorer .noUi-handle", timeout=20000)  # rendered by the HTML manager
+
+    def shown(label):
+        return page.evaluate(
+            """label => [...document.querySelectorAll('.imginav-stack-' + label + ' img')]
+                 .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0).map(i => i.src)""",
+            label)
+
+    before = {m: shown(m) for m in ("V1", "V2")}
+    assert all(len(v) == 1 for v in before.values()), before  # one frame of the selected pair per model
+    handle = page.locator(".imginav-explorer .noUi-handle").first
+    handle.focus()
+    for _ in range(5):
+        handle.press("ArrowRight")
+    page.wait_for_timeout(300)
+    after = {m: shown(m) for m in ("V1", "V2")}
+    for model in ("V1", "V2"):
+        assert len(after[model]) == 1 and after[model] != before[model], model
+    assert blocked == [] and failed == []
+    page.close()

@@ -1,0 +1,145 @@
+"""The study as users run it: LSF job scripts, papermill notebooks, the analysis and the report."""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from imginav_core import load_config
+
+from helpers import ROOT
+
+JOBS = {
+    "papermill_V1.sh": ("phase1_2_V1", "gpuv100"),
+    "papermill_V2.sh": ("phase1_2_V2", "gpul40s"),
+    "analysis.sh": ("phase1_2_analysis", "gpuv100"),
+}
+
+
+def directives(script: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in script.read_text().splitlines():
+        if line.startswith("#BSUB"):
+            flag, *values = shlex.split(line[len("#BSUB"):])
+            found.setdefault(flag, []).append(" ".join(values))
+    return found
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "hpc").glob("*.sh")))
+def test_every_job_script_parses(script):
+    subprocess.run(["bash", "-n", str(ROOT / "hpc" / script)], check=True)
+
+
+@pytest.mark.parametrize("script", sorted(JOBS))
+def test_bsub_directives(script):
+    name, queue = JOBS[script]
+    d = directives(ROOT / "hpc" / script)
+    assert d["-J"] == [name] and d["-q"] == [queue]
+    assert re.fullmatch(r"num=1(:.*)?", d["-gpu"][0])
+    assert re.fullmatch(r"\d{1,3}:[0-5]\d", d["-W"][0])  # LSF wall time [HH:]MM
+    assert d["-o"] == [f"hpc/logs/{name}.%J.out"] and d["-e"] == [f"hpc/logs/{name}.%J.err"]
+    assert int(d["-n"][0]) >= 1 and any("rusage[mem=" in r for r in d["-R"])
+    assert (ROOT / "hpc" / "logs").is_dir()  # LSF does not create it
+
+
+def test_the_two_training_jobs_differ_only_in_what_differs():
+    v1 = (ROOT / "hpc/papermill_V1.sh").read_text().splitlines()
+    v2 = (ROOT / "hpc/papermill_V2.sh").read_text().splitlines()
+    differing = [(a, b) for a, b in zip(v1, v2) if a != b]
+    assert len(v1) == len(v2) and len(differing) <= 8  # name, queue, logs, config, comments
+    assert all("V1" in a or "gpuv100" in a or "deterministic" in a for a, _ in differing)
+
+
+def test_no_machine_paths_in_the_project():
+    for path in [*(ROOT / "hpc").glob("*.sh"), *(ROOT / "configs").rglob("*.yaml"), ROOT / "environment.yml",
+                 *(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "book").glob("*.*")]:
+        text = path.read_text()
+        assert not re.search(r"(/work\d*/|/home/|/Users/|/zhome/|/tmp/)", text), path
+
+
+def test_the_launcher_submits_both_runs_then_the_analysis_after_them(study):
+    jobs = (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()
+    assert [line.split("\t")[1:] for line in jobs] == [
+        ["phase1_2_V1", "gpuv100", "0"], ["phase1_2_V2", "gpul40s", "0"], ["phase1_2_analysis", "gpuv100", "0"]]
+    v1, v2, analysis = (line.split("\t")[0] for line in jobs)
+    assert f"V1 job {v1}, V2 job {v2}, analysis job {analysis}" in study["stdout"]
+    for name, job in (("phase1_2_V1", v1), ("phase1_2_V2", v2), ("phase1_2_analysis", analysis)):
+        log = (study["repo"] / "hpc" / "logs" / f"{name}.{job}.out").read_text()
+        assert f"job {job} on" in log
+
+
+def _outputs(notebook: Path) -> list[dict]:
+    nb = nbformat.read(notebook, as_version=4)
+    return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+@pytest.mark.parametrize("name", ["phase1_2_AE_V1_deterministic", "phase1_2_AE_V2_vae_light"])
+def test_training_notebooks_were_executed_and_show_the_run(study, name):
+    notebook = study["phase_dir"] / "runs" / f"{name}.ipynb"
+    outputs = _outputs(notebook)
+    assert not any(o["output_type"] == "error" for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert f"experiment {name}" in text and "epoch 2/2" in text
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("model.latent_channels" in h for h in html)  # the configuration used
+    assert any("val_mse" in h and "val_psnr" in h for h in html)  # the per-epoch metrics table
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # loss curves, samples
+    assert not list((study["phase_dir"] / "runs").glob("*.partial.ipynb"))
+
+
+def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(study):
+    metrics = json.loads((study["phase_dir"] / "analysis" / "latent_metrics.json").read_text())
+    v1, v2 = metrics["models"]["phase1_2_AE_V1_deterministic"], metrics["models"]["phase1_2_AE_V2_vae_light"]
+    for model in (v1, v2):
+        assert {"reconstruction", "latent", "interpolation", "noise"} <= set(model)
+        assert {"all", "room", "scene"} <= set(model["reconstruction"])
+        assert 0 < model["reconstruction"]["all"]["ssim"] <= 1
+    assert "posterior" in v2 and "posterior" not in v1
+    assert set(v2["interpolation"]) == {"linear", "spherical"} and set(v1["interpolation"]) == {"linear"}
+    decision = json.loads((study["phase_dir"] / "decision.json").read_text())
+    assert decision["choice"] in ("deterministic", "variational")
+    assert decision["data_sufficient"] is False  # 32 x 32 synthetic layouts, 2 epochs: too little to decide
+    assert "too little" in decision["summary"]
+    cfg = load_config(study["phase_dir"] / "phase1_3_base.yaml")
+    assert cfg.model.variational == (decision["choice"] == "variational")
+    assert (cfg.loss.kld > 0) == cfg.model.variational
+    assert cfg.model.latent_channels == 16 and cfg.model.downsampling_steps == 4
+
+
+def test_resubmitting_a_training_job_resumes_instead_of_restarting(study, tmp_path):
+    # a copy of the study's outputs, so the other tests keep seeing the original run
+    shutil.copytree(study["outputs"], tmp_path / "outputs")
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "outputs"), "IMGINAV_EPOCHS": "3"}
+    log = subprocess.run(["bash", "hpc/papermill_V1.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
+    assert log.returncode == 0, log.stdout[-3000:] + log.stderr[-3000:]
+    assert "resuming phase1_2_AE_V1_deterministic after epoch 2" in log.stdout
+    rows = (tmp_path / "outputs/experiments/phase1_2_AE_V1_deterministic/phase1_2_AE_V1_deterministic_metrics.csv")
+    assert len(rows.read_text().splitlines()) == 1 + 3
+
+
+def test_bad_parameters_are_refused_before_anything_is_written(study, tmp_path):
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "fresh"), "IMGINAV_EPOCHS": "ten"}
+    done = subprocess.run(["bash", "hpc/papermill_V2.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "'epochs'" in done.stderr and "ten" in done.stderr
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_papermill_runs_the_training_notebook_with_its_documented_parameters(study, tmp_path):
+    """The example command of the README, shrunk: every parameter name is accepted."""
+    out = tmp_path / "out.ipynb"
+    args = ["papermill", "notebooks/train.ipynb", str(out), "-p", "config", "configs/phase1_2/V2_vae_light.yaml",
+            "-p", "epochs", "1", "-p", "resolution", "32", "-p", "manifest", "", "-p", "output_root",
+            str(tmp_path / "o"), "-p", "batch_size", "8", "-p", "synthetic_samples", "40", "-p", "device", "cpu",
+            "-p", "num_workers", "0", "-p", "seed", "7"]
+    done = subprocess.run(args, cwd=study["repo"], env=study["env"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Passed unknown parameter" not in done.stderr
+    saved = yaml.safe_load((tmp_path / "o/experiments/phase1_2_AE_V2_vae_light/config.yaml").read_text())
+    assert saved["training"]["seed"] == 7 and saved["training"]["batch_size"] == 8
