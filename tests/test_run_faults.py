@@ -5,6 +5,9 @@ import csv
 import importlib
 import math
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -73,12 +76,49 @@ def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
 def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_path):
     """A job resubmitted while the first one still trains must not write into its run folder."""
     cfg = small_config(V1, tmp_path, **TINY)
-    with exclusive_lock(run_lock_path(cfg)):  # the first job
+    lock = run_lock_path(cfg)
+    lock.parent.mkdir(parents=True)
+    # the first job: another process holding the experiment's lock (a process never conflicts
+    # with its own lock, so it cannot be this one)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); "
+                               "print('held', flush=True); sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
         with pytest.raises(RunInProgressError, match=rf"another process is already training '{cfg.name}'"):
             train(cfg, log=lambda _: None)
+    finally:
+        holder.communicate("")  # the first job ends
     assert not cfg.run_dir.exists()
-    train(cfg, log=lambda _: None)  # once the first job has ended
+    train(cfg, log=lambda _: None)
     assert load_checkpoint(cfg.run_dir / "last.pt")["epoch"] == 1
+
+
+def test_a_killed_jobs_lock_is_free_at_once_even_while_a_worker_it_forked_lives(tmp_path):
+    """Data-loading workers outlive a killed job by seconds, decoding workers maybe for good;
+    the rerun of the job must not find its own lock still taken by them."""
+    lock = tmp_path / ".experiment.lock"
+    job = subprocess.Popen(
+        [sys.executable, "-c", """
+import os, signal, sys, time
+from imginav_core.locks import exclusive_lock
+with exclusive_lock(sys.argv[1]):
+    worker = os.fork()
+    if worker == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(worker, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""", str(lock)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        worker = int(job.stdout.readline())
+        assert job.wait(timeout=60) == -signal.SIGKILL
+        os.kill(worker, 0)  # the orphaned worker still runs
+        with exclusive_lock(lock):
+            pass
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
 
 
 def _leave_temporary(path):
