@@ -38,7 +38,6 @@ EPOCHS = 3
 SETTINGS = {
     "data.resolution": 32,
     "data.synthetic_samples": 48,
-    "data.num_workers": 0,
     "training.epochs": EPOCHS,
     "training.batch_size": 8,  # 28 training layouts: 4 steps per epoch; 7 validation: 1 batch
     "training.device": "cpu",
@@ -70,9 +69,9 @@ SCENARIOS = {
 }
 
 
-def _command(config: Path, root: Path) -> list[str]:
-    sets = [f"--set=output_root={root}"] + [f"--set={k}={v}" for k, v in SETTINGS.items()]
-    return [sys.executable, "-m", "imginav_core", "train", str(config), *sets]
+def _command(config: Path, root: Path, workers: int = 0) -> list[str]:
+    settings = {**SETTINGS, "output_root": root, "data.num_workers": workers}
+    return [sys.executable, "-m", "imginav_core", "train", str(config), *(f"--set={k}={v}" for k, v in settings.items())]
 
 
 def _env(kill_at: str | None = None) -> dict[str, str]:
@@ -83,21 +82,27 @@ def _env(kill_at: str | None = None) -> dict[str, str]:
     return env
 
 
-def _start(config: Path, root: Path, kill_at: str | None = None) -> subprocess.Popen:
+def _start(config: Path, root: Path, kill_at: str | None = None, workers: int = 0) -> subprocess.Popen:
     # A session of its own, like a batch job: killing its process group leaves nothing behind.
-    return subprocess.Popen(_command(config, root), cwd=ROOT, env=_env(kill_at), text=True,
+    return subprocess.Popen(_command(config, root, workers), cwd=ROOT, env=_env(kill_at), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _finish(proc: subprocess.Popen) -> tuple[int, str]:
-    output, _ = proc.communicate(timeout=600)
-    with contextlib.suppress(ProcessLookupError):  # e.g. decoding workers of a killed parent
+def _reap(proc: subprocess.Popen) -> None:
+    """End what a killed job's main process left running (its data-loading workers)."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _finish(proc: subprocess.Popen, reap: bool = True) -> tuple[int, str]:
+    output, _ = proc.communicate(timeout=600)
+    if reap:
+        _reap(proc)
     return proc.returncode, output
 
 
-def _run(config: Path, root: Path, kill_at: str | None = None) -> tuple[int, str]:
-    return _finish(_start(config, root, kill_at))
+def _run(config: Path, root: Path, kill_at: str | None = None, workers: int = 0) -> tuple[int, str]:
+    return _finish(_start(config, root, kill_at, workers))
 
 
 def _run_killed_at_random_line(config: Path, root: Path, rng: random.Random) -> tuple[int, str]:
@@ -225,6 +230,22 @@ def test_a_run_killed_at_any_moment_ends_like_an_uninterrupted_one(kills, refere
     _assert_same_run(V2_NAME, root, reference)
     assert assert_whole(root) == 0 and _leftovers(root) == []
     print(f"killed at {moments}, resumed after epoch {committed}: same weights and metrics")  # for -s
+
+
+def test_a_run_with_data_workers_killed_mid_epoch_reruns_at_once_and_ends_the_same(reference, tmp_path):
+    """The default config loads batches in worker processes: the kill hits the main process
+    only, and the same command runs again while its orphaned workers may still be alive."""
+    root = tmp_path / "out"
+    killed = _start(V2, root, "train_step@6", workers=2)
+    try:
+        code, output = _finish(killed, reap=False)
+        assert code == -signal.SIGKILL, output
+        code, output = _run(V2, root, workers=2)
+        assert code == 0, output
+    finally:
+        _reap(killed)
+    assert f"resuming {V2_NAME} after epoch 1" in output
+    _assert_same_run(V2_NAME, root, reference)  # the reference loaded its batches without workers
 
 
 def test_v1_and_v2_at_once_into_one_root_end_like_runs_one_after_the_other(reference, tmp_path):

@@ -158,4 +158,8 @@ def batch_loader(dataset: CachedLayouts, batch_size: int, *, shuffle: bool, seed
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        # The loader draws its workers' seed when it starts them: from the global RNG that would
+        # shift the VAE noise of the epoch in which persistent workers start, which is epoch 1
+        # in one run and the first resumed epoch in another, and a resumed run would diverge.
+        generator=torch.Generator().manual_seed(seed),
     )
