@@ -15,6 +15,8 @@ import torch
 
 from imginav_core import train
 from imginav_core.checkpoints import load_checkpoint
+from imginav_core.data.cache import build_cache
+from imginav_core.data.manifest import read_manifest
 from imginav_core.locks import exclusive_lock
 from imginav_core.train import NonFiniteLossError, RunInProgressError, run_lock_path
 
@@ -143,3 +145,16 @@ def test_a_restarted_run_removes_its_own_leftover_temporaries_and_no_one_elses(t
     assert "removed 3 temporary file(s) left by an interrupted run" in messages
     left = sorted(p.name for p in tmp_path.rglob("*.tmp"))
     assert len(left) == 2 and all(name.startswith(f".{v2.name}_") for name in left)
+
+
+def test_a_cache_build_killed_mid_way_leaves_no_staging_folder_behind(synthetic_manifest, tmp_path):
+    """Even for a key that is never built again (the manifest changed since): at full size a
+    staging folder holds tens of GB of someone's disk quota."""
+    abandoned = tmp_path / "cache" / ".0123456789abcdef0123.partial"
+    abandoned.mkdir(parents=True)
+    (abandoned / "rgb.u8").write_bytes(bytes(1000))
+    messages = []
+    build_cache(read_manifest(synthetic_manifest).records, 32, tmp_path / "cache", synthetic_manifest,
+                workers=1, log=messages.append)
+    assert not abandoned.exists()
+    assert f"removed {abandoned}, left by a cache build that was killed" in messages

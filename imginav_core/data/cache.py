@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..atomic import write_text_atomic
-from ..locks import file_lock
+from ..locks import LockHeldError, exclusive_lock, file_lock
 from ..palette import rgb_to_class
 from .manifest import LayoutRecord
 
@@ -154,6 +154,7 @@ def build_cache(records: list[LayoutRecord], resolution: int, cache_root: str | 
     if cache is not None:
         return cache
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(folder.parent, log)
     with file_lock(folder.parent / f".{folder.name}.lock"):
         cache = _open(folder, records, resolution)
         if cache is not None:
@@ -166,6 +167,19 @@ def build_cache(records: list[LayoutRecord], resolution: int, cache_root: str | 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return cache
+
+
+def _remove_abandoned_builds(cache_root: Path, log) -> None:
+    """Delete the staging folders of builds killed mid-way, whatever their key: at 512 x 512 one
+    holds tens of GB, and a changed manifest would never build (and clean) that key again.
+    A staging folder whose lock is free has no builder left; a held lock means a build in progress."""
+    for staging in cache_root.glob(".*.partial"):
+        try:
+            with exclusive_lock(cache_root / f"{staging.name.removesuffix('.partial')}.lock"):
+                shutil.rmtree(staging, ignore_errors=True)
+        except LockHeldError:
+            continue
+        log(f"removed {staging}, left by a cache build that was killed")
 
 
 def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution: int, manifest,
