@@ -1,5 +1,5 @@
 """The training loop, top to bottom: data, model, resume, then per epoch train -> evaluate ->
-metrics CSV -> samples -> checkpoints -> early stopping.
+best.pt -> samples -> last.pt -> metrics CSV -> early stopping.
 
 Outputs of experiment NAME under ``output_root``:
     experiments/NAME/NAME_metrics.csv   one row per epoch (copied to <phase>/NAME_metrics.csv)
@@ -9,7 +9,9 @@ Outputs of experiment NAME under ``output_root``:
 
 Running the same experiment again resumes from ``last.pt``. Each epoch's shuffle and VAE noise
 are drawn from ``(seed, epoch)`` alone, so a resumed run ends exactly where an uninterrupted
-one does. Under ``torchrun`` the same code trains data-parallel (one process per GPU).
+one does: bit for bit on the CPU with the same number of threads (the order of floating-point
+sums follows it); on a GPU close but not bit for bit, its kernels may sum in any order. Under
+``torchrun`` the same code trains data-parallel (one process per GPU).
 
 A run killed at any moment (``kill -9``: wall time, pre-emption) loses at most the epoch in
 progress: every file is written whole or not at all, ``last.pt`` is written after everything
