@@ -17,16 +17,14 @@ import pytest
 from PIL import Image
 
 from imginav_core import train
-from imginav_core.data.batches import load_data
 from imginav_core.data.cache import LayoutReadError, build_cache, load_layout
 from imginav_core.data.manifest import ManifestError, read_manifest
 from imginav_core.palette import BACKGROUND, PALETTE, WALL
 
-from helpers import V1, small_config
+from helpers import TINY_MODEL, V1, small_config
 
 HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
-TINY = {"model.base_channels": 8, "model.latent_channels": 4, "model.norm_groups": 4,
-        "model.downsampling_steps": 2}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _palette_image(size=(16, 16), seed=0) -> np.ndarray:
@@ -156,7 +154,7 @@ def test_skip_broken_trains_on_the_rest_and_the_log_lists_every_skipped_row(tmp_
              "s,room,93,empty_room.png,1"]  # 21: empty, dropped before any decoding
     manifest = data / "layouts.csv"
     manifest.write_text(HEADER + "\n".join(rows) + "\n")
-    settings = {**TINY, "data.manifest": str(manifest), "data.resolution": 16}
+    settings = {**TINY_MODEL, "data.manifest": str(manifest), "data.resolution": 16}
 
     with pytest.raises(ManifestError, match=r"line 17: type = 'kitchen'"):  # off by default
         train(small_config(V1, tmp_path / "out", **settings), log=lambda _: None)

@@ -32,7 +32,7 @@ from imginav_core.config import config_from_dict
 from imginav_core.data.manifest import read_manifest
 from imginav_core.train import COLUMNS
 
-from helpers import ROOT, V1, V2
+from helpers import ROOT, TINY_MODEL, V1, V2
 
 EPOCHS = 3
 SETTINGS = {
@@ -41,10 +41,7 @@ SETTINGS = {
     "training.epochs": EPOCHS,
     "training.batch_size": 8,  # 28 training layouts: 4 steps per epoch; 7 validation: 1 batch
     "training.device": "cpu",
-    "model.base_channels": 8,
-    "model.latent_channels": 4,
-    "model.norm_groups": 4,
-    "model.downsampling_steps": 2,
+    **TINY_MODEL,
 }
 TIMING = {"epoch_seconds", "train_images_per_s"}
 V2_NAME = "phase1_2_AE_V2_vae_light"

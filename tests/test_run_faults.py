@@ -20,12 +20,11 @@ from imginav_core.data.manifest import read_manifest
 from imginav_core.locks import exclusive_lock
 from imginav_core.train import NonFiniteLossError, RunInProgressError, run_lock_path
 
-from helpers import V1, V2, small_config
+from helpers import TINY_MODEL, V1, V2, small_config
 
 training = importlib.import_module("imginav_core.train")  # the package's ``train`` is the function
 
-TINY = {"model.base_channels": 8, "model.latent_channels": 4, "model.norm_groups": 4,
-        "model.downsampling_steps": 2}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(path):
@@ -35,7 +34,7 @@ def _rows(path):
 
 def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the_last_good_epoch(
         tmp_path, monkeypatch):
-    cfg = small_config(V2, tmp_path, **TINY, **{"training.epochs": 3})
+    cfg = small_config(V2, tmp_path, **TINY_MODEL, **{"training.epochs": 3})
     real_losses = training.compute_losses
     train_steps = 0
 
@@ -67,7 +66,7 @@ def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the
 
 def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
     # A learning rate of 1e6 sends the weights to NaN by the second step.
-    cfg = small_config(V1, tmp_path, **TINY, **{"training.lr": 1e6})
+    cfg = small_config(V1, tmp_path, **TINY_MODEL, **{"training.lr": 1e6})
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: total=nan.*no epoch completed, so there is no checkpoint"):
         train(cfg, log=lambda _: None)
     assert not (cfg.run_dir / "last.pt").exists() and not (cfg.run_dir / "best.pt").exists()
@@ -77,7 +76,7 @@ def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
 
 def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_path):
     """A job resubmitted while the first one still trains must not write into its run folder."""
-    cfg = small_config(V1, tmp_path, **TINY)
+    cfg = small_config(V1, tmp_path, **TINY_MODEL)
     lock = run_lock_path(cfg)
     lock.parent.mkdir(parents=True)
     # the first job: another process holding the experiment's lock (a process never conflicts
@@ -132,8 +131,8 @@ def _leave_temporary(path):
 
 
 def test_a_restarted_run_removes_its_own_leftover_temporaries_and_no_one_elses(tmp_path):
-    v1 = small_config(V1, tmp_path, **TINY, **{"training.epochs": 2})
-    v2 = small_config(V2, tmp_path, **TINY)
+    v1 = small_config(V1, tmp_path, **TINY_MODEL, **{"training.epochs": 2})
+    v2 = small_config(V2, tmp_path, **TINY_MODEL)
     train(v1, log=lambda _: None)
     ours = [v1.run_dir / "last.pt", v1.phase_dir / f"{v1.name}_metrics.csv",
             v1.phase_dir / "samples" / f"{v1.name}_epoch_002_comparison.png"]

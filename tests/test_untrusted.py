@@ -10,10 +10,9 @@ from imginav_core.__main__ import main
 from imginav_core.checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from imginav_core.train import ResumeError
 
-from helpers import ROOT, V1, small_config
+from helpers import ROOT, TINY_MODEL, V1, small_config
 
-TINY = {"model.base_channels": 8, "model.latent_channels": 4, "model.norm_groups": 4,
-        "model.downsampling_steps": 2}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _RunsCode:
@@ -37,7 +36,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
         load_model(path)
     # the same file where a run would resume from it
     with pytest.raises(CheckpointError, match="refused"):
-        train(small_config(V1, tmp_path, **TINY), log=lambda _: None)
+        train(small_config(V1, tmp_path, **TINY_MODEL), log=lambda _: None)
     assert not marker.exists()
 
 
@@ -85,8 +84,8 @@ def test_the_phase_folder_cannot_leave_the_output_root(phase):
 
 def test_a_checkpoint_naming_another_experiment_is_not_resumed(tmp_path):
     """A last.pt copied in from elsewhere (another name or architecture) is refused, not mixed in."""
-    cfg = small_config(V1, tmp_path, **TINY)
-    train(small_config(V1, tmp_path / "elsewhere", **TINY, **{"name": "someone_else"}), log=lambda _: None)
+    cfg = small_config(V1, tmp_path, **TINY_MODEL)
+    train(small_config(V1, tmp_path / "elsewhere", **TINY_MODEL, **{"name": "someone_else"}), log=lambda _: None)
     cfg.run_dir.mkdir(parents=True)
     os.replace(tmp_path / "elsewhere" / "experiments" / "someone_else" / "last.pt", cfg.run_dir / "last.pt")
     with pytest.raises(ResumeError, match=r"name: 'someone_else' -> 'phase1_2_AE_V1_deterministic'"):
