@@ -64,6 +64,9 @@ def test_a_yaml_tag_that_would_build_an_object_is_refused(tmp_path, capsys):
     config.write_text(f"inherit: {V1}\nname: !!python/object/apply:os.system ['touch {marker}']\n")
     with pytest.raises(ConfigError, match=r"evil.yaml: refused \(line 2\): .*python/object/apply:os.system"):
         load_config(config)
+    config.write_text(f"inherit: {V1}\ntraining: !!python/object:argparse.Namespace {{epochs: 1}}\n")
+    with pytest.raises(ConfigError, match=r"evil.yaml: refused \(line 2\): .*python/object:argparse.Namespace"):
+        load_config(config)
     # the same through a command-line override: an error message, exit status 2, nothing run
     assert main(["train", str(V1), "--set", f"output_root=!!python/object/apply:os.system ['touch {marker}']"]) == 2
     assert "refused" in capsys.readouterr().err
