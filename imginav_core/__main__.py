@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, parse_yaml
 from .data.cache import LayoutReadError
 from .data.manifest import ManifestError
 from .data.synthetic import generate_layouts
@@ -20,7 +18,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. training.epochs=2")
-        overrides[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        overrides[key.strip()] = parse_yaml(value, f"--set {pair!r}") if value.strip() else ""
     return overrides
 
 
@@ -37,14 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     p_synth.add_argument("--resolution", type=int, default=512)
     p_synth.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    # Errors that say what to fix: a message, not a traceback, in the job's log.
+    stops: tuple[type[Exception], ...] = (ConfigError, ManifestError, LayoutReadError)
+    if args.command == "train":  # imported here: the synthetic command needs no torch
+        from .checkpoints import CheckpointError
+        from .train import NonFiniteLossError, ResumeError, RunInProgressError, train
+
+        stops += (CheckpointError, NonFiniteLossError, ResumeError, RunInProgressError)
     try:
         if args.command == "train":
-            from .train import train
-
             train(load_config(args.config, parse_overrides(args.set)))
         else:
             print(generate_layouts(args.out_dir, args.samples, args.resolution, args.seed))
-    except (ConfigError, ManifestError, LayoutReadError) as err:
+    except stops as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,8 @@ cannot execute anything when it is loaded.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refuses to build any other Python object
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if named:
+            raise CheckpointError(
+                f"{path}: refused: it asks to build the Python object {named[1]}, which could run code; "
+                "imginav_core checkpoints hold only tensors and plain data, so this file was written "
+                "by something else or altered"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file of tensors and plain data)") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -221,6 +221,21 @@ def _validate(cfg: Config) -> None:
         fail("data.val_fraction", "must be strictly between 0 and 1")
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """Plain data from YAML text, read with the safe loader: a tag such as ``!!python/object``,
+    which would build arbitrary Python objects (run code), is refused with a ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as err:
+        line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
+        raise ConfigError(
+            f"{where}: refused{line}: {err.problem}; config values are plain data "
+            "(numbers, strings, lists, mappings)"
+        ) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
@@ -228,10 +243,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         where = f" (inherited by {seen[-1]})" if seen else ""
         raise ConfigError(f"config file not found: {path}{where}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    values = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     parents = values.pop("inherit", [])

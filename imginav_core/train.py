@@ -1,5 +1,5 @@
 """The training loop, top to bottom: data, model, resume, then per epoch train -> evaluate ->
-metrics CSV -> samples -> checkpoints -> early stopping.
+best.pt -> samples -> last.pt -> metrics CSV -> early stopping.
 
 Outputs of experiment NAME under ``output_root``:
     experiments/NAME/NAME_metrics.csv   one row per epoch (copied to <phase>/NAME_metrics.csv)
@@ -9,7 +9,16 @@ Outputs of experiment NAME under ``output_root``:
 
 Running the same experiment again resumes from ``last.pt``. Each epoch's shuffle and VAE noise
 are drawn from ``(seed, epoch)`` alone, so a resumed run ends exactly where an uninterrupted
-one does. Under ``torchrun`` the same code trains data-parallel (one process per GPU).
+one does: bit for bit on the CPU with the same number of threads (the order of floating-point
+sums follows it); on a GPU close but not bit for bit, its kernels may sum in any order. Under
+``torchrun`` the same code trains data-parallel (one process per GPU).
+
+A run killed at any moment (``kill -9``: wall time, pre-emption) loses at most the epoch in
+progress: every file is written whole or not at all, ``last.pt`` is written after everything
+else an epoch produces except the metrics CSV, and a restarted run rewrites the CSV from
+``last.pt``. The CSV's ``status`` column says how the run ended: ``completed``,
+``early_stopped``, ``stopped_non_finite``, or ``running`` on the last row of a run that is still
+going or was killed. One process at a time trains an experiment (a lock beside its run folder).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,10 +36,12 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from .atomic import write_text_atomic
+from .atomic import remove_leftovers, write_text_atomic
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import Config
 from .data.batches import batch_loader, load_data, to_model_inputs
+from .faults import kill_point
+from .locks import LockHeldError, exclusive_lock
 from .losses import TERMS, compute_losses
 from .metrics import MetricSums
 from .model import build_model
@@ -59,6 +71,10 @@ class NonFiniteLossError(RuntimeError):
 
 class ResumeError(ValueError):
     """``last.pt`` belongs to a differently configured run."""
+
+
+class RunInProgressError(RuntimeError):
+    """Another process is training the same experiment into the same run folder."""
 
 
 # ---- where and how the run executes ------------------------------------------------------
@@ -190,6 +206,25 @@ def metrics_csv_path(cfg: Config) -> Path:
     return cfg.run_dir / f"{cfg.name}_metrics.csv"
 
 
+def sample_path(cfg: Config, epoch: int) -> Path:
+    return cfg.phase_dir / "samples" / f"{cfg.name}_epoch_{epoch:03d}_comparison.png"
+
+
+def run_lock_path(cfg: Config) -> Path:
+    return cfg.run_dir.parent / f".{cfg.name}.lock"
+
+
+def _remove_leftovers(cfg: Config) -> int:
+    """Temporaries of this run's outputs left by a kill mid-write (safe under the run lock: no
+    other process writes these names; V2's files beside V1's in the phase folder are not touched)."""
+    name = re.escape(cfg.name)
+    return (
+        remove_leftovers(cfg.run_dir)
+        + remove_leftovers(cfg.phase_dir, rf"{name}_metrics\.csv")
+        + remove_leftovers(cfg.phase_dir / "samples", rf"{name}_epoch_\d+_comparison\.png")
+    )
+
+
 def write_metrics(cfg: Config, history: list[dict[str, Any]]) -> None:
     lines = [",".join(COLUMNS)]
     for row in history:
@@ -220,6 +255,7 @@ def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple
     for i, batch in enumerate(bar):
         rgb, class_map, label = to_model_inputs(batch, rt.device, rt.channels_last)
         losses = step(rgb, class_map, label)
+        kill_point("train_step")
         sums.add_losses(losses, rgb.shape[0])
         # Record the first non-finite step on the device; look at it only every ~10% of the epoch,
         # so the GPU never waits for the host inside the loop.
@@ -229,7 +265,7 @@ def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple
         bad_terms = stacked if bad_terms is None else torch.where(is_bad, stacked, bad_terms)
         if (i + 1) % check_every == 0 or i + 1 == len(loader):
             if int(first_bad) >= 0:
-                terms = ", ".join(f"{n}={v:.4g}" for n, v in zip(("total", *TERMS), bad_terms.tolist()))
+                terms = _terms(dict(zip(("total", *TERMS), bad_terms.tolist())))
                 raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {int(first_bad)}: {terms}")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}", refresh=False)
@@ -239,6 +275,10 @@ def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple
     images = int(sums.images)
     sums.all_reduce()
     return sums.losses(), images, seconds
+
+
+def _terms(losses: dict[str, float]) -> str:
+    return ", ".join(f"{name}={losses[name]:.4g}" for name in ("total", *TERMS))
 
 
 @torch.no_grad()
@@ -252,6 +292,7 @@ def evaluate(model: torch.nn.Module, loader, cfg: Config, rt: Runtime) -> dict[s
             outputs = model(rgb)
         sums.add_losses(compute_losses(outputs, rgb, class_map, label, cfg.loss), rgb.shape[0])
         sums.add_outputs(outputs, rgb, class_map, label)
+        kill_point("evaluate")
     model.train()
     sums.all_reduce()
     return {**sums.losses(), **sums.reconstruction()}
@@ -263,6 +304,20 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     """Train (or resume) experiment ``cfg.name``; returns ``OUTPUT_ROOT/experiments/NAME``."""
     rt = setup_runtime(cfg)
     say = log if rt.main else (lambda _msg: None)
+    with contextlib.ExitStack() as held:
+        if rt.main:  # the main rank writes every file of a distributed run
+            lock = run_lock_path(cfg)
+            try:
+                held.enter_context(exclusive_lock(lock))
+            except LockHeldError:
+                raise RunInProgressError(
+                    f"another process is already training '{cfg.name}' into {cfg.run_dir} (it holds "
+                    f"{lock}); wait for it to end or stop it, then run again"
+                ) from None
+        return _train(cfg, rt, say)
+
+
+def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
     run_dir, last_path, best_path = cfg.run_dir, cfg.run_dir / "last.pt", cfg.run_dir / "best.pt"
 
     # Data: the main process generates and decodes; the others then open the same cache.
@@ -294,10 +349,14 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         if state.status == "completed" and state.epoch < cfg.training.epochs:  # asked for more epochs
             state.status = state.history[-1]["status"] = "running"
         say(f"resuming {cfg.name} after epoch {state.epoch} from {last_path}")
+    if rt.main:
+        removed = _remove_leftovers(cfg)
+        if removed:
+            say(f"removed {removed} temporary file(s) left by an interrupted run")
+        if state.history:  # a kill between last.pt and the CSV leaves the CSV an epoch behind
+            write_metrics(cfg, state.history)
     if state.finished or state.epoch >= cfg.training.epochs:
         say(f"{cfg.name}: nothing to do ({state.status}, {state.epoch} epochs done)")
-        if rt.main:
-            write_metrics(cfg, state.history)
         return run_dir
 
     if rt.main:
@@ -322,15 +381,14 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             train_losses, images, seconds = train_one_epoch(step, train_loader, epoch, cfg, rt)
             val = evaluate(runner, val_loader, cfg, rt)
             if not math.isfinite(val["total"]):
-                raise NonFiniteLossError(f"non-finite validation loss after epoch {epoch}: {val}")
+                raise NonFiniteLossError(f"non-finite validation loss after epoch {epoch}: {_terms(val)}")
         except NonFiniteLossError as err:
             state.status = "stopped_non_finite"
             if rt.main:
                 write_metrics(cfg, state.history + [{"epoch": epoch, "status": state.status}])
-            raise NonFiniteLossError(
-                f"{cfg.name}: {err}. Training stopped; the last good checkpoint is {last_path} "
-                f"(epoch {state.epoch})"
-            ) from None
+            kept = (f"the last good checkpoint is {last_path} (epoch {state.epoch})" if state.epoch
+                    else "no epoch completed, so there is no checkpoint")
+            raise NonFiniteLossError(f"{cfg.name}: {err}. Training stopped; {kept}") from None
 
         improved = val["total"] < state.best_val - stopping.min_delta
         if improved:
@@ -365,13 +423,15 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 "state": state.__dict__,
                 "rng": _rng_state(),
             }
+            # last.pt commits the epoch. A kill before it: the restarted run redoes the epoch and
+            # rewrites best.pt and the sample identically. A kill after it: the restarted run
+            # brings the CSV level with last.pt, so the CSV never shows an uncommitted epoch.
             if improved:
                 save_checkpoint(best_path, payload)
             if epoch % cfg.training.sample_interval == 0 or state.finished:
-                grid = comparison_grid(model, data.val, sample_positions, rt.device)
-                save_png(cfg.phase_dir / "samples" / f"{cfg.name}_epoch_{epoch:03d}_comparison.png", grid)
+                save_png(sample_path(cfg, epoch), comparison_grid(model, data.val, sample_positions, rt.device))
+            save_checkpoint(last_path, payload)
             write_metrics(cfg, state.history)
-            save_checkpoint(last_path, payload)  # last: a kill before this line redoes the epoch
             say(
                 f"epoch {epoch}/{cfg.training.epochs}  train {train_losses['total']:.5f}  "
                 f"val {val['total']:.5f}  val_mse {val['mse']:.6f}  psnr {val['psnr']:.2f}  "

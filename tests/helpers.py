@@ -23,3 +23,7 @@ def small_config(path: Path, output_root: Path, **overrides):
     }
     values.update(overrides)
     return load_config(path, values)
+
+# A model of a few thousand parameters, for tests about files and messages rather than learning.
+TINY_MODEL = {"model.base_channels": 8, "model.latent_channels": 4, "model.norm_groups": 4,
+              "model.downsampling_steps": 2}

@@ -102,11 +102,17 @@ class LayoutData:
     train: CachedLayouts
     val: CachedLayouts
 
-    def summary(self) -> str:
-        text = f"{self.manifest.summary()}; train {len(self.train)}, validation {len(self.val)}"
-        if self.cache.skipped:
-            text += f"; {len(self.cache.skipped)} unreadable images skipped, first: {self.cache.skipped[0]}"
-        return text
+    def summary(self, shown: int = 20) -> str:
+        """What was read, with what a user must see: the rows skipped and the off-palette pixels."""
+        lines = [f"{self.manifest.summary()}; train {len(self.train)}, validation {len(self.val)}"]
+        skipped = self.manifest.skipped + self.cache.skipped
+        if skipped:
+            lines.append(f"{len(skipped)} broken rows skipped (data.skip_broken: true):")
+            lines += [f"  {message}" for message in skipped[:shown]]
+            if len(skipped) > shown:
+                lines.append(f"  ... and {len(skipped) - shown} more")
+        lines.append(self.cache.off_palette_summary())
+        return "\n".join(lines)
 
 
 def manifest_path(cfg: Config, log=print) -> Path:
@@ -122,7 +128,7 @@ def manifest_path(cfg: Config, log=print) -> Path:
 def load_data(cfg: Config, log=print) -> LayoutData:
     """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation split."""
     path = manifest_path(cfg, log)
-    manifest = read_manifest(path, drop_empty=cfg.data.drop_empty)
+    manifest = read_manifest(path, drop_empty=cfg.data.drop_empty, skip_broken=cfg.data.skip_broken)
     cache = build_cache(manifest.records, cfg.data.resolution, cfg.cache_dir, path,
                         skip_broken=cfg.data.skip_broken, log=log)
     if cache.skipped and not cfg.data.skip_broken:
@@ -152,4 +158,8 @@ def batch_loader(dataset: CachedLayouts, batch_size: int, *, shuffle: bool, seed
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        # The loader draws its workers' seed when it starts them: from the global RNG that would
+        # shift the VAE noise of the epoch in which persistent workers start, which is epoch 1
+        # in one run and the first resumed epoch in another, and a resumed run would diverge.
+        generator=torch.Generator().manual_seed(seed),
     )

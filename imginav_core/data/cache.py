@@ -1,14 +1,19 @@
 """The decoded cache: every layout PNG decoded and colour-matched once, into file-backed arrays.
 
 ``rgb.u8`` holds (N, R, R, 3) uint8 images and ``class_map.u8`` (N, R, R) uint8 class indices
-(``IGNORE_INDEX`` for off-palette pixels). The folder is keyed by the manifest's content and
-the resolution, so any epoch after the first, and any later run on the same data, reads
-memory-mapped bytes: no PNG decoding and no colour matching on the training path.
+(``IGNORE_INDEX`` for off-palette pixels); ``meta.json`` the paths, labels, each image's share
+of off-palette pixels and the rows skipped as unreadable; ``off_palette.csv`` the images with
+off-palette pixels, most first. The folder is keyed by the manifest's content and the
+resolution, so any epoch after the first, and any later run on the same data, reads
+memory-mapped bytes: no PNG decoding and no colour matching on the training path. It is built
+in a staging folder and renamed into place whole, under a lock shared by concurrent jobs.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,11 +25,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..atomic import write_text_atomic
-from ..locks import file_lock
+from ..locks import LockHeldError, exclusive_lock, file_lock
 from ..palette import rgb_to_class
 from .manifest import LayoutRecord
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: off_palette.csv
+# The modes Pillow gives 8-bit PNGs: bilevel, grayscale, palette and RGB, each with or without alpha.
+EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}
 
 
 class LayoutReadError(ValueError):
@@ -32,26 +39,47 @@ class LayoutReadError(ValueError):
 
 
 def load_layout(path: str | Path, resolution: int, where: str = "") -> tuple[np.ndarray, np.ndarray, int]:
-    """Decode one layout to (uint8 RGB (R, R, 3), uint8 class map (R, R), off-palette pixels).
+    """Decode one layout PNG to (uint8 RGB (R, R, 3), uint8 class map (R, R), off-palette pixels).
 
-    Grayscale, palette-mode and RGBA images are converted to RGB (alpha is dropped). An image of
-    another size is resized with nearest-neighbour, which keeps every colour in the palette.
+    Grayscale, palette-mode and RGBA PNGs are converted to RGB (alpha is dropped). A square image
+    of another size is resized with nearest-neighbour, which keeps every colour in the palette.
+    Anything else is a LayoutReadError naming ``where``: a missing, empty, truncated or corrupt
+    file; another format (a JPEG's compression changes the class colours); a 16-bit PNG; an
+    image that is not square.
     """
     where = where or str(path)
     try:
         with Image.open(path) as image:
+            _check_header(image, where)
             image.load()
             if image.mode != "RGB":
                 image = image.convert("RGB")
             if image.size != (resolution, resolution):
                 image = image.resize((resolution, resolution), Image.Resampling.NEAREST)
             rgb = np.asarray(image, dtype=np.uint8)
+    except LayoutReadError:
+        raise
     except FileNotFoundError:
         raise LayoutReadError(f"{where}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:
+        empty = Path(path).stat().st_size == 0
+        why = "the file is empty (0 bytes)" if empty else "not an image file"
+        raise LayoutReadError(f"{where}: cannot decode the image: {why}") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         raise LayoutReadError(f"{where}: cannot decode the image ({type(err).__name__}: {err})") from None
     class_map, unknown = rgb_to_class(rgb)
     return rgb, class_map, unknown
+
+
+def _check_header(image: Image.Image, where: str) -> None:
+    """Refuse, before decoding the pixels, an image that cannot be a layout."""
+    if image.format != "PNG":
+        raise LayoutReadError(f"{where}: a {image.format} file; layouts must be PNG, which keeps every class colour exact")
+    if image.mode not in EIGHT_BIT_MODES:
+        raise LayoutReadError(f"{where}: PNG mode {image.mode}; expected an 8-bit RGB, RGBA, grayscale or palette PNG")
+    width, height = image.size
+    if width != height:
+        raise LayoutReadError(f"{where}: {width} x {height} pixels; expected a square layout")
 
 
 @dataclass
@@ -67,6 +95,20 @@ class LayoutCache:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def off_palette_summary(self, shown: int = 3) -> str:
+        """How many images have pixels outside the palette, the worst ones, where the rest are."""
+        affected = np.flatnonzero(self.off_palette > 0)
+        if len(affected) == 0:
+            return "every pixel of every layout is a palette colour"
+        worst = affected[np.argsort(-self.off_palette[affected], kind="stable")][:shown]
+        listed = ", ".join(f"line {self.records[i].line} {self.records[i].path.name} ({self.off_palette[i]:.2%})"
+                           for i in worst)
+        return (
+            f"{len(affected)} of {len(self)} layouts have pixels outside the palette (ignored by the "
+            f"segmentation loss; images kept), mean share {self.off_palette[affected].mean():.2%}; most: "
+            f"{listed}; every image: {self.folder / 'off_palette.csv'}"
+        )
 
     def arrays(self, mode: str = "r") -> tuple[np.memmap, np.memmap]:
         n, r = len(self.records), self.resolution
@@ -112,6 +154,7 @@ def build_cache(records: list[LayoutRecord], resolution: int, cache_root: str | 
     if cache is not None:
         return cache
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(folder.parent, log)
     with file_lock(folder.parent / f".{folder.name}.lock"):
         cache = _open(folder, records, resolution)
         if cache is not None:
@@ -124,6 +167,19 @@ def build_cache(records: list[LayoutRecord], resolution: int, cache_root: str | 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return cache
+
+
+def _remove_abandoned_builds(cache_root: Path, log) -> None:
+    """Delete the staging folders of builds killed mid-way, whatever their key: at 512 x 512 one
+    holds tens of GB, and a changed manifest would never build (and clean) that key again.
+    A staging folder whose lock is free has no builder left; a held lock means a build in progress."""
+    for staging in cache_root.glob(".*.partial"):
+        try:
+            with exclusive_lock(cache_root / f"{staging.name.removesuffix('.partial')}.lock"):
+                shutil.rmtree(staging, ignore_errors=True)
+        except LockHeldError:
+            continue
+        log(f"removed {staging}, left by a cache build that was killed")
 
 
 def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution: int, manifest,
@@ -161,13 +217,15 @@ def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution:
     if errors:  # compact the arrays to the readable images
         _compact(staging, n, resolution, keep)
     kept = [records[i] for i in keep]
+    shares = unknown[keep] / float(resolution * resolution)
+    _write_off_palette(staging / "off_palette.csv", kept, shares)
     meta = {
         "version": CACHE_VERSION,
         "resolution": resolution,
         "n": len(kept),
         "paths": [str(r.path) for r in kept],
         "labels": [r.label for r in kept],
-        "off_palette": (unknown[keep] / float(resolution * resolution)).tolist(),
+        "off_palette": shares.tolist(),
         "skipped": [errors[i] for i in sorted(errors)],
     }
     (staging / "shape.json").write_text(json.dumps({"n": len(kept)}))
@@ -176,6 +234,17 @@ def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution:
         shutil.rmtree(folder)
     staging.rename(folder)
     return _open(folder, records, resolution)
+
+
+def _write_off_palette(path: Path, records: list[LayoutRecord], shares: np.ndarray) -> None:
+    """The images with off-palette pixels, most first (their share at the cache's resolution)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["layout_path", "off_palette_share"])
+    for i in np.argsort(-shares, kind="stable"):
+        if shares[i] > 0:
+            writer.writerow([str(records[i].path), f"{shares[i]:.6f}"])
+    write_text_atomic(path, text.getvalue())
 
 
 def _compact(staging: Path, n: int, resolution: int, keep: np.ndarray) -> None:

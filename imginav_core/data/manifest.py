@@ -2,7 +2,10 @@
 
 Columns: ``scene_id, type, room_id, layout_path, is_empty`` (others are ignored).
 Relative ``layout_path`` values resolve against the manifest's own folder, so a dataset folder
-can be moved or copied as a whole. Errors name the file and the line.
+can be moved or copied as a whole. Errors name the file and the line. A broken row (unknown
+``type``, unreadable ``is_empty``, no ``layout_path``, wrong number of fields, the same image
+listed twice with different metadata) stops the reader, or with ``skip_broken`` is left out
+and listed in ``Manifest.skipped``; a broken file (missing, empty, a missing column) always stops it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Manifest:
     rows: int = 0  # data rows in the file
     dropped_empty: int = 0
     dropped_duplicates: list[int] = field(default_factory=list)  # lines of repeated rows
+    skipped: list[str] = field(default_factory=list)  # why each broken row was left out (skip_broken)
 
     def summary(self) -> str:
         rooms = sum(r.type == "room" for r in self.records)
@@ -53,6 +57,8 @@ class Manifest:
         )
         if self.dropped_duplicates:
             text += f", {len(self.dropped_duplicates)} duplicate rows dropped (lines {_lines(self.dropped_duplicates)})"
+        if self.skipped:
+            text += f", {len(self.skipped)} broken rows skipped"
         return text
 
 
@@ -73,22 +79,52 @@ def parse_bool(value: object, where: str) -> bool:
     raise ManifestError(f"{where}: is_empty = {value!r}; expected true/false/True/False/1/0")
 
 
-def read_manifest(path: str | Path, drop_empty: bool = True) -> Manifest:
+def read_manifest(path: str | Path, drop_empty: bool = True, skip_broken: bool = False) -> Manifest:
     """Read ``layouts.csv``. Empty layouts are dropped unless ``drop_empty`` is False.
 
     Rows repeating an earlier row's ``layout_path`` with the same metadata are dropped (and
-    counted); the same image listed with a different type or emptiness is an error.
+    counted); the same image listed with a different type or emptiness is a broken row.
     """
     path = Path(path)
+    header, rows = _read_rows(path)
+    manifest = Manifest(path=path, records=[], rows=len(rows))
+    seen: dict[Path, LayoutRecord] = {}
+    for number, row in enumerate(rows, start=2):
+        try:
+            record = _record(row, path, number, len(header), seen)
+        except ManifestError as err:
+            if not skip_broken:
+                raise ManifestError(f"{err}; set data.skip_broken: true to skip such rows") from None
+            manifest.skipped.append(str(err))
+            continue
+        if record.path in seen:
+            manifest.dropped_duplicates.append(number)
+            continue
+        seen[record.path] = record
+        if record.is_empty and drop_empty:
+            manifest.dropped_empty += 1
+            continue
+        manifest.records.append(record)
+
+    if not manifest.records:
+        raise ManifestError(
+            f"{path}: no layouts left after dropping {manifest.dropped_empty} empty ones"
+            + (f" and skipping {len(manifest.skipped)} broken rows, first: {manifest.skipped[0]}" if manifest.skipped else "")
+        )
+    return manifest
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the data rows; errors for a file that is no usable manifest at all."""
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [name.strip() for name in (reader.fieldnames or [])]
-            missing = [c for c in COLUMNS if c not in header]
             if not header:
                 raise ManifestError(f"{path}: the manifest is empty (expected a header with columns {', '.join(COLUMNS)})")
+            missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise ManifestError(
                     f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}, "
@@ -98,47 +134,38 @@ def read_manifest(path: str | Path, drop_empty: bool = True) -> Manifest:
             rows = list(reader)
     except UnicodeDecodeError as err:
         raise ManifestError(f"{path}: not a UTF-8 CSV file ({err})") from None
-
-    manifest = Manifest(path=path, records=[], rows=len(rows))
-    seen: dict[Path, LayoutRecord] = {}
-    for number, row in enumerate(rows, start=2):
-        where = f"{path}, line {number}"
-        if None in row or any(row.get(c) is None for c in COLUMNS):
-            raise ManifestError(f"{where}: expected {len(header)} fields, found a row of a different length")
-        kind = row["type"].strip().lower()
-        if kind not in TYPE_LABELS:
-            raise ManifestError(f"{where}: type = {row['type']!r}; expected 'room' or 'scene'")
-        layout_path = row["layout_path"].strip()
-        if not layout_path:
-            raise ManifestError(f"{where}: layout_path is empty")
-        record = LayoutRecord(
-            line=number,
-            scene_id=row["scene_id"].strip(),
-            type=kind,
-            room_id=row["room_id"].strip(),
-            path=(path.parent / layout_path).resolve(),
-            is_empty=parse_bool(row["is_empty"], where),
-        )
-        earlier = seen.get(record.path)
-        if earlier is not None:
-            if (earlier.type, earlier.is_empty) != (record.type, record.is_empty):
-                raise ManifestError(
-                    f"{where}: {layout_path} is also listed on line {earlier.line} with a different "
-                    f"type or is_empty ({earlier.type}/{earlier.is_empty} vs {record.type}/{record.is_empty})"
-                )
-            manifest.dropped_duplicates.append(number)
-            continue
-        seen[record.path] = record
-        if record.is_empty and drop_empty:
-            manifest.dropped_empty += 1
-            continue
-        manifest.records.append(record)
-
     if not rows:
         raise ManifestError(f"{path}: the manifest has a header but no rows")
-    if not manifest.records:
-        raise ManifestError(f"{path}: no layouts left after dropping {manifest.dropped_empty} empty ones")
-    return manifest
+    return header, rows
+
+
+def _record(row: dict[str, str], path: Path, number: int, fields: int,
+            seen: dict[Path, LayoutRecord]) -> LayoutRecord:
+    """One row as a record; a ManifestError naming the line if the row is broken."""
+    where = f"{path}, line {number}"
+    if None in row or any(row.get(c) is None for c in COLUMNS):
+        raise ManifestError(f"{where}: expected {fields} fields, found a row of a different length")
+    kind = row["type"].strip().lower()
+    if kind not in TYPE_LABELS:
+        raise ManifestError(f"{where}: type = {row['type']!r}; expected 'room' or 'scene'")
+    layout_path = row["layout_path"].strip()
+    if not layout_path:
+        raise ManifestError(f"{where}: layout_path is empty")
+    record = LayoutRecord(
+        line=number,
+        scene_id=row["scene_id"].strip(),
+        type=kind,
+        room_id=row["room_id"].strip(),
+        path=(path.parent / layout_path).resolve(),
+        is_empty=parse_bool(row["is_empty"], where),
+    )
+    earlier = seen.get(record.path)
+    if earlier is not None and (earlier.type, earlier.is_empty) != (record.type, record.is_empty):
+        raise ManifestError(
+            f"{where}: {layout_path} is also listed on line {earlier.line} with a different "
+            f"type or is_empty ({earlier.type}/{earlier.is_empty} vs {record.type}/{record.is_empty})"
+        )
+    return record
 
 
 def split_records(
