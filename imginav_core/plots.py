@@ -231,7 +231,8 @@ def reconstruction_table(study: Study) -> pd.DataFrame:
                 "palette purity": values["palette_purity"],
             }
     table = pd.DataFrame(rows).T
-    table.index.names = ["model", "layouts"]
+    table["layouts"] = table["layouts"].astype(int)
+    table.index.names = ["model", "subset"]
     return table
 
 
@@ -246,8 +247,8 @@ def latent_table(study: Study) -> pd.DataFrame:
             "excess kurtosis": lat["excess_kurtosis"],
             "channel std min..max": f"{min(lat['channel_std']):.3g}..{max(lat['channel_std']):.3g}",
             "active channels (var > 0.01)": f"{int((activity > 0.01).sum())} of {len(activity)}",
-            "KLD raw": post["kld"] if post else np.nan,
-            "KLD weighted": post["kld_weighted"] if post else np.nan,
+            "KLD raw": f"{post['kld']:.4g}" if post else "n/a",
+            "KLD weighted": f"{post['kld_weighted']:.3g}" if post else "n/a",
             "posterior collapse": ("yes" if post["collapsed"] else "no") if post else "n/a",
         }
     return pd.DataFrame(rows)
