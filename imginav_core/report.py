@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .config import load_config
 from .runs import RunSummary
-from .workflow import REPO_ROOT, analysis_parameters
+from .workflow import EXPERIMENTS, REPO_ROOT, analysis_parameters
 
 BOOK = REPO_ROOT / "book"
 GENERATED = "generated"
@@ -61,7 +62,8 @@ def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, tr
             f"{key}_purity": rec["palette_purity"],
             f"{key}_path_ratio": model["interpolation"]["linear"]["mean_path_length_ratio"],
             f"{key}_midpoint_purity": model["interpolation"]["linear"]["mean_midpoint_palette_purity"],
-            f"{key}_noise_growth": decision_noise(decision, run),
+            f"{key}_noise_growth": decision["criteria"]["noise_robustness"][
+                "vae" if run.config.model.variational else "deterministic"],
             f"{key}_latent_std": model["latent"]["std"],
         })
         if "posterior" in model:
@@ -71,11 +73,6 @@ def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, tr
                 f"{key}_active_units": f"{post['active_units']} of {post['channels']}",
             })
     return numbers
-
-
-def decision_noise(decision: dict, run: RunSummary) -> float:
-    side = "vae" if run.config.model.variational else "deterministic"
-    return decision["criteria"]["noise_robustness"][side]
 
 
 # ---- staging the book ----------------------------------------------------------------------
@@ -120,9 +117,6 @@ def stage(output_root: str | Path, book: Path = BOOK, experiment_v1: str | None 
     """Copy the executed notebooks into ``book/generated/`` and make sure the widget script is there."""
     params = analysis_parameters(output_root=str(output_root), experiment_v1=experiment_v1,
                                  experiment_v2=experiment_v2)
-    from .config import load_config
-    from .workflow import EXPERIMENTS
-
     phase = load_config(EXPERIMENTS["experiment_v1"]).phase
     runs_dir = Path(params["output_root"]) / phase / "runs"
     sources = {page: runs_dir / f"{params[key] if key else 'analysis'}.ipynb" for page, key in PAGES.items()}
