@@ -180,8 +180,9 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _seed_epoch(seed: int, epoch: int) -> None:
-    torch.manual_seed(seed * 100_003 + epoch)  # any fixed mixing of (seed, epoch) works
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    # Per rank: with one seed, every rank's share of a batch would get the same VAE noise.
+    torch.manual_seed((seed * 100_003 + epoch) * 1_009 + rank)  # any fixed mixing of (seed, epoch, rank) works
 
 
 # ---- outputs -------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def _cell(value: Any) -> str:
 # ---- one pass over the data ----------------------------------------------------------------
 
 def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple[dict[str, float], int, float]:
-    """Returns (mean loss terms, images seen by this process, seconds)."""
+    """Returns (mean loss terms, images seen by all processes, seconds)."""
     sums = MetricSums(rt.device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)
     bad_terms = None
@@ -236,9 +237,8 @@ def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple
     if rt.device.type == "cuda":
         torch.cuda.synchronize(rt.device)
     seconds = time.perf_counter() - start
-    images = int(sums.images)
     sums.all_reduce()
-    return sums.losses(), images, seconds
+    return sums.losses(), int(sums.images), seconds
 
 
 @torch.no_grad()
@@ -307,16 +307,17 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
     trained = torch.nn.parallel.DistributedDataParallel(runner) if rt.world > 1 else runner
     step = make_train_step(trained, optimizer, cfg, rt, scaler)
     pin = rt.device.type == "cuda"
-    per_rank_batch = cfg.training.batch_size
-    train_loader = batch_loader(data.train, per_rank_batch, shuffle=True, seed=cfg.training.seed,
+    global_batch = cfg.training.batch_size  # split over the ranks: the optimisation is that of one process
+    train_loader = batch_loader(data.train, global_batch, shuffle=True, seed=cfg.training.seed,
                                 num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
-    val_loader = batch_loader(data.val, per_rank_batch, shuffle=False, seed=cfg.training.seed,
-                              num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
+    val_loader = batch_loader(data.val, global_batch, shuffle=False, seed=cfg.training.seed,
+                              num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world,
+                              lockstep=False)
     sample_positions = pick_samples(data.val)
     stopping = cfg.training.early_stopping
 
     for epoch in range(state.epoch + 1, cfg.training.epochs + 1):
-        _seed_epoch(cfg.training.seed, epoch)
+        _seed_epoch(cfg.training.seed, epoch, rt.rank)
         train_loader.sampler.set_epoch(epoch)
         try:
             train_losses, images, seconds = train_one_epoch(step, train_loader, epoch, cfg, rt)
@@ -343,7 +344,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
             **{f"val_{k}": v for k, v in val.items()},
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": seconds,
-            "train_images_per_s": images * rt.world / seconds,
+            "train_images_per_s": images / seconds,
             "is_best": improved,
             "status": "running",
         }
