@@ -109,6 +109,19 @@ def setup_runtime(cfg: Config) -> Runtime:
 
 # ---- one optimisation step ---------------------------------------------------------------
 
+def build_training(cfg: Config, rt: Runtime) -> tuple[torch.nn.Module, torch.optim.Optimizer,
+                                                      torch.amp.GradScaler | None]:
+    """The freshly seeded model in the runtime's device and memory format, its AdamW, and the
+    loss scaler fp16 needs (``None`` otherwise)."""
+    torch.manual_seed(cfg.training.seed)
+    model = build_model(cfg).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+    return model, optimizer, scaler
+
+
 def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, rt: Runtime,
                     scaler: torch.amp.GradScaler | None) -> Callable[..., dict[str, torch.Tensor]]:
     """forward -> losses -> backward -> AdamW step; returns the loss terms, still on the device."""
@@ -274,12 +287,7 @@ def train(cfg: Config, log: Callable[[str], None] = print) -> Path:
         data = load_data(cfg, say)
     say(data.summary())
 
-    torch.manual_seed(cfg.training.seed)
-    model = build_model(cfg).to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+    model, optimizer, scaler = build_training(cfg, rt)
 
     state = RunState()
     if last_path.is_file():
