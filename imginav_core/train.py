@@ -152,9 +152,12 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cf
 def maybe_compile(model: torch.nn.Module, rt: Runtime, log: Callable[[str], None]) -> torch.nn.Module:
     if not rt.compile:
         return model
+    # Compiling happens at the first call, so a machine without what inductor needs (a C++
+    # compiler, Triton) would fail mid-step: let Dynamo run such code eagerly, with a warning.
+    torch._dynamo.config.suppress_errors = True
     try:
         return torch.compile(model)
-    except Exception as err:  # an unsupported platform fails here; the eager model works everywhere
+    except Exception as err:  # an unsupported Python or platform fails here already
         log(f"torch.compile unavailable ({type(err).__name__}: {err}); training eagerly")
         return model
 
