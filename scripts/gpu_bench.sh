@@ -22,7 +22,7 @@ if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
   BENCH=(--device cpu --quick)
   TIMING=(--device cpu --resolution 64 --samples 200 --epochs 2)
 else
-  BENCH=(--device cuda --resolution 512 --batch-size 16 --steps 30 --windows 5 --warmup 5)
+  BENCH=(--device cuda --resolution 512 --batch-size 16 --steps 60 --windows 6 --warmup 5)
   TIMING=(--device cuda --resolution 512 --samples 2400 --epochs 3)
 fi
 
@@ -37,7 +37,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run, log to $OUT/NAME.log, carry
 
 {
   date
-  nvidia-smi || echo "nvidia-smi: not available"
+  if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "nvidia-smi: not available"; fi
   "$PYTHON" -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
   nproc
 } > "$OUT/environment.txt" 2>&1
