@@ -3,12 +3,13 @@
 # benchmark at 512 x 512, batch 16 (V1 and V2, fast vs straightforward), then a short real
 # train() on synthetic 512 x 512 layouts, whose epoch times give the estimate for the whole
 # Phase 1.2. Results go to $OUT (at most 6 files); scratch data to a temporary folder, removed at
-# the end. The step limits add up to 7 minutes; expect about 5.
+# the end. The step limits add up to 7 minutes; expect 4 to 5, mostly torch.compile warm-up.
 #
 #   OUT=/path/to/results bash scripts/gpu_bench.sh                     # on the GPU, about 5 minutes
 #   IMGINAV_BENCH_CPU=1 OUT=/tmp/results bash scripts/gpu_bench.sh     # the same steps, small, on a CPU
 #
-# Each step has its own time limit, so one that hangs or fails still leaves the others' results.
+# Each step has its own time limit, so one that hangs or fails still leaves the others' results;
+# the script exits with 1 if any step failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${OUT:?set OUT to the folder the results should go to}"
@@ -26,13 +27,14 @@ else
   TIMING=(--device cuda --resolution 512 --samples 2400 --epochs 3)
 fi
 
+failed=0
 step() {  # step NAME LIMIT_SECONDS COMMAND...: run, log to $OUT/NAME.log, carry on if it fails
   local name=$1 limit=$2 rc=0
   shift 2
   echo "== $name ($(date +%T), limit ${limit}s): $*"
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log" || rc=$?
   echo "== $name finished with exit status $rc ($(date +%T))"
-  return 0
+  if ((rc != 0)); then failed=1; fi
 }
 
 {
@@ -49,3 +51,4 @@ step phase_timing 190 "$PYTHON" -m imginav_core.phase_timing "${TIMING[@]}" --wo
 cp "$SCRATCH"/phase/phase1_2_vae_test/*_metrics.csv "$OUT/" 2>/dev/null || true
 echo "== done in $((SECONDS - start)) s; results in $OUT:"
 ls -l "$OUT"
+exit "$failed"
