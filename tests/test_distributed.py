@@ -39,7 +39,8 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
     parallel = _train(torchrun, tmp_path / "ddp")
     assert list(parallel[0]) == list(single[0])  # the same columns, in the same order
     assert [r["epoch"] for r in parallel] == [r["epoch"] for r in single] == ["1", "2"]
-    assert (tmp_path / "ddp" / "experiments" / "phase1_2_AE_V1_deterministic" / "last.pt").is_file()
+    run_dir = tmp_path / "ddp" / "experiments" / "phase1_2_AE_V1_deterministic"
+    assert (run_dir / "last.pt").is_file() and (run_dir / "phase1_2_AE_V1_deterministic_metrics.csv").is_file()
     for one, two in zip(single, parallel):
         for column in one.keys() - TIMING_COLUMNS:
             try:
