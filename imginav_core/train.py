@@ -99,7 +99,7 @@ class Runtime:
 
 
 def setup_runtime(cfg: Config) -> Runtime:
-    """Device, distributed rank and the speed settings (config "auto" = on for CUDA only)."""
+    """Device, distributed rank and the speed settings (what "auto" means is below)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     wanted = cfg.training.device
@@ -115,15 +115,34 @@ def setup_runtime(cfg: Config) -> Runtime:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     cuda = device.type == "cuda"
+    if cuda:  # the shapes are fixed: cuDNN times its convolution algorithms once and keeps the fastest
+        torch.backends.cudnn.benchmark = True
     amp = cfg.training.amp
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "off"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-    on = {"on": True, "off": False, "auto": cuda}
-    return Runtime(device, rank, world, amp_dtype, on[cfg.training.channels_last], on[cfg.training.compile])
+    # "auto": channels_last everywhere (imginav_core.bench measured it faster on the CPU too, where
+    # oneDNN runs the convolutions); torch.compile on CUDA only: on the CPU its gain over
+    # channels_last was within noise and its warm-up costs tens of seconds per run.
+    channels_last = {"on": True, "off": False, "auto": True}[cfg.training.channels_last]
+    compiled = {"on": True, "off": False, "auto": cuda}[cfg.training.compile]
+    return Runtime(device, rank, world, amp_dtype, channels_last, compiled)
 
 
 # ---- one optimisation step ---------------------------------------------------------------
+
+def build_training(cfg: Config, rt: Runtime) -> tuple[torch.nn.Module, torch.optim.Optimizer,
+                                                      torch.amp.GradScaler | None]:
+    """The freshly seeded model in the runtime's device and memory format, its AdamW, and the
+    loss scaler fp16 needs (``None`` otherwise)."""
+    torch.manual_seed(cfg.training.seed)
+    model = build_model(cfg).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+    return model, optimizer, scaler
+
 
 def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, rt: Runtime,
                     scaler: torch.amp.GradScaler | None) -> Callable[..., dict[str, torch.Tensor]]:
@@ -149,9 +168,12 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cf
 def maybe_compile(model: torch.nn.Module, rt: Runtime, log: Callable[[str], None]) -> torch.nn.Module:
     if not rt.compile:
         return model
+    # Compiling happens at the first call, so a machine without what inductor needs (a C++
+    # compiler, Triton) would fail mid-step: let Dynamo run such code eagerly, with a warning.
+    torch._dynamo.config.suppress_errors = True
     try:
         return torch.compile(model)
-    except Exception as err:  # an unsupported platform fails here; the eager model works everywhere
+    except Exception as err:  # an unsupported Python or platform fails here already
         log(f"torch.compile unavailable ({type(err).__name__}: {err}); training eagerly")
         return model
 
@@ -196,8 +218,9 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _seed_epoch(seed: int, epoch: int) -> None:
-    torch.manual_seed(seed * 100_003 + epoch)  # any fixed mixing of (seed, epoch) works
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    # Per rank: with one seed, every rank's share of a batch would get the same VAE noise.
+    torch.manual_seed((seed * 100_003 + epoch) * 1_009 + rank)  # any fixed mixing of (seed, epoch, rank) works
 
 
 # ---- outputs -------------------------------------------------------------------------------
@@ -245,7 +268,7 @@ def _cell(value: Any) -> str:
 # ---- one pass over the data ----------------------------------------------------------------
 
 def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple[dict[str, float], int, float]:
-    """Returns (mean loss terms, images seen by this process, seconds)."""
+    """Returns (mean loss terms, images seen by all processes, seconds)."""
     sums = MetricSums(rt.device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)
     bad_terms = None
@@ -272,9 +295,8 @@ def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple
     if rt.device.type == "cuda":
         torch.cuda.synchronize(rt.device)
     seconds = time.perf_counter() - start
-    images = int(sums.images)
     sums.all_reduce()
-    return sums.losses(), images, seconds
+    return sums.losses(), int(sums.images), seconds
 
 
 def _terms(losses: dict[str, float]) -> str:
@@ -329,12 +351,7 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
         data = load_data(cfg, say)
     say(data.summary())
 
-    torch.manual_seed(cfg.training.seed)
-    model = build_model(cfg).to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+    model, optimizer, scaler = build_training(cfg, rt)
 
     state = RunState()
     if last_path.is_file():
@@ -366,16 +383,17 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
     trained = torch.nn.parallel.DistributedDataParallel(runner) if rt.world > 1 else runner
     step = make_train_step(trained, optimizer, cfg, rt, scaler)
     pin = rt.device.type == "cuda"
-    per_rank_batch = cfg.training.batch_size
-    train_loader = batch_loader(data.train, per_rank_batch, shuffle=True, seed=cfg.training.seed,
+    global_batch = cfg.training.batch_size  # split over the ranks: the optimisation is that of one process
+    train_loader = batch_loader(data.train, global_batch, shuffle=True, seed=cfg.training.seed,
                                 num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
-    val_loader = batch_loader(data.val, per_rank_batch, shuffle=False, seed=cfg.training.seed,
-                              num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
+    val_loader = batch_loader(data.val, global_batch, shuffle=False, seed=cfg.training.seed,
+                              num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world,
+                              lockstep=False)
     sample_positions = pick_samples(data.val)
     stopping = cfg.training.early_stopping
 
     for epoch in range(state.epoch + 1, cfg.training.epochs + 1):
-        _seed_epoch(cfg.training.seed, epoch)
+        _seed_epoch(cfg.training.seed, epoch, rt.rank)
         train_loader.sampler.set_epoch(epoch)
         try:
             train_losses, images, seconds = train_one_epoch(step, train_loader, epoch, cfg, rt)
@@ -401,7 +419,7 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
             **{f"val_{k}": v for k, v in val.items()},
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": seconds,
-            "train_images_per_s": images * rt.world / seconds,
+            "train_images_per_s": images / seconds,
             "is_best": improved,
             "status": "running",
         }

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from imginav_core import ConfigError, load_config
+from imginav_core.__main__ import parse_overrides
 
 from helpers import ROOT, V1, V2
 
@@ -60,3 +61,9 @@ def test_bad_values_name_the_key(key, value, message):
 def test_missing_file_is_named():
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load_config(ROOT / "configs/nope.yaml")
+
+
+def test_on_off_switches_read_as_words():
+    # YAML 1.1 reads `off` as False: `--set training.compile=off` must still mean "off"
+    cfg = load_config(V1, parse_overrides(["training.compile=off", "training.channels_last=on", "training.amp=off"]))
+    assert (cfg.training.compile, cfg.training.channels_last, cfg.training.amp) == ("off", "on", "off")

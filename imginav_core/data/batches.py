@@ -58,19 +58,26 @@ class EpochBatches(Sampler):
     at an epoch boundary sees exactly the batches an uninterrupted run would.
 
     With ``world > 1`` each rank takes its share of every global batch: the global batch (and so
-    the optimisation) is the same as in one process.
+    the optimisation) is the same as in one process. ``lockstep`` (training) keeps the ranks
+    stepping together, as DDP's gradient all-reduce needs: a last batch with fewer images than
+    ranks is dropped. Without it (evaluation) every image is seen once; a rank whose share of
+    the last batch is empty skips it.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1,
+                 lockstep: bool = True):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.lockstep = rank, world, lockstep
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        full, rest = divmod(self.size, self.batch_size)
+        if rest == 0:
+            return full
+        return full + (rest >= self.world if self.lockstep else self.rank < rest)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         order = (
@@ -80,9 +87,11 @@ class EpochBatches(Sampler):
         )
         for start in range(0, self.size, self.batch_size):
             batch = order[start:start + self.batch_size]
-            if len(batch) < self.world:  # a last batch too small to give every rank a share
+            if self.lockstep and len(batch) < self.world:
                 return
-            yield batch[self.rank::self.world]
+            share = batch[self.rank::self.world]
+            if len(share):
+                yield share
 
 
 def to_model_inputs(batch: dict[str, torch.Tensor], device: torch.device,
@@ -148,8 +157,9 @@ def load_data(cfg: Config, log=print) -> LayoutData:
 
 
 def batch_loader(dataset: CachedLayouts, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
-                 pin_memory: bool, rank: int = 0, world: int = 1) -> DataLoader:
-    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world)
+                 pin_memory: bool, rank: int = 0, world: int = 1, lockstep: bool = True) -> DataLoader:
+    """Whole batches of ``dataset``; ``batch_size`` is the global batch, split over ``world`` ranks."""
+    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world, lockstep)
     return DataLoader(
         dataset,
         sampler=sampler,

@@ -1,0 +1,382 @@
+"""Training throughput: the fast path of ``train()`` against a straightforward one, side by side.
+
+    python -m imginav_core.bench [--device auto] [--resolution 512] [--batch-size 16] [--steps 20]
+                                 [--quick] [--json PATH] [--work-dir DIR] [--set KEY=VALUE ...]
+
+For V1 and V2 it times training steps (forward, losses, backward, AdamW) with the data loading
+included, after warm-up, as the median of repeated timed windows, through two paths:
+
+- fast: what ``train()`` does on this device: the decoded uint8 cache, whole batches gathered
+  per index, float conversion on the device, the config's amp / channels_last / compile
+  (``--set training.compile=off`` etc. switch them for comparison), no host sync in the step;
+- straightforward: float32, contiguous layout, eager, a DataLoader whose Dataset decodes the PNG
+  and matches its colours per sample, and ``.item()`` on the loss at every step.
+
+Both run the same model through the same ``make_train_step`` with the same number of DataLoader
+workers (``data.num_workers``); their windows alternate, so a machine busy with other work slows
+both alike. Each data path is also timed alone (no model). The layouts are synthetic, generated
+into a temporary folder (or ``--work-dir``, reused by later runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from .__main__ import parse_overrides
+from .atomic import write_text_atomic
+from .config import Config, load_config
+from .data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
+from .data.cache import load_layout
+from .data.manifest import LayoutRecord
+from .model import build_model
+from .train import Runtime, build_training, make_train_step, maybe_compile, setup_runtime
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "phase1_2"
+MODELS = {"V1": "V1_deterministic.yaml", "V2": "V2_vae_light.yaml"}
+STRAIGHTFORWARD = {"training.amp": "off", "training.channels_last": "off", "training.compile": "off"}
+QUICK = {"resolution": 128, "steps": 3, "windows": 3, "warmup": 1}
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """A progress line with the seconds since start, flushed so that a captured log shows it at once."""
+    print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", flush=True)
+
+
+# ---- settings --------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m imginav_core.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--resolution", type=int, help="image side in pixels (default 512; 128 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, help="timed training steps per path and model (default 20; 3 with --quick)")
+    parser.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; 3 with --quick)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first, torch.compile included (default 3; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a small run (128 x 128, few steps): under a minute on a CPU")
+    parser.add_argument("--models", default="V1,V2", help="comma-separated subset of V1,V2")
+    parser.add_argument("--json", type=Path, help="write every figure here (the headline ratio under 'speedup')")
+    parser.add_argument("--work-dir", type=Path, help="folder for the synthetic layouts and their cache (default: temporary)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for both paths, e.g. --set training.compile=off or data.num_workers=0")
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else {"resolution": 512, "steps": 20, "windows": 5, "warmup": 3}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.windows = max(1, min(args.windows, args.steps))
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown or args.steps < 1 or args.batch_size < 1:
+        parser.error(f"--models takes a subset of {','.join(MODELS)}; --steps and --batch-size must be >= 1")
+    return args
+
+
+def bench_config(key: str, args: argparse.Namespace, work_dir: Path, extra: dict[str, Any] | None = None) -> Config:
+    overrides = {
+        **parse_overrides(args.set),
+        "output_root": str(work_dir),
+        "data.resolution": args.resolution,
+        # enough layouts for a few different batches after empty ones are dropped and 20% held out
+        "data.synthetic_samples": max(8 * args.batch_size, 64),
+        "training.batch_size": args.batch_size,
+        "training.device": args.device,
+        **(extra or {}),
+    }
+    return load_config(CONFIG_DIR / MODELS[key], overrides)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def describe(rt: Runtime) -> str:
+    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype]
+    return ", ".join([amp, "channels_last" if rt.channels_last else "contiguous", "compiled" if rt.compile else "eager"])
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+def memory_kind(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated"
+    if PROC_CLEAR_REFS.exists():
+        return "peak resident set size of the process (VmHWM, reset per path)"
+    return "peak resident set size of the process since it started"
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        PROC_CLEAR_REFS.write_text("5")  # Linux: "5" resets VmHWM to the current RSS
+    except OSError:
+        pass  # then the figure is the peak since the process started; memory_kind says so
+
+
+def peak_memory(device: torch.device) -> int:
+    """Bytes: allocated by PyTorch on a GPU, resident for the whole process on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        line = next(l for l in PROC_STATUS.read_text().splitlines() if l.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+# ---- the two data paths ------------------------------------------------------------------------
+
+class PerSampleLayouts(Dataset):
+    """The straightforward data path: each sample's PNG decoded and colour-matched when asked for,
+    and made float on the host."""
+
+    def __init__(self, records: list[LayoutRecord], resolution: int):
+        self.records, self.resolution = records, resolution
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        record = self.records[i]
+        rgb, class_map, _ = load_layout(record.path, self.resolution)
+        image = torch.tensor(rgb).permute(2, 0, 1).float().div(127.5).sub(1.0)  # PIL's array is read-only
+        return image, torch.from_numpy(class_map).long(), record.label
+
+
+def endless(loader: DataLoader) -> Iterator:
+    """Batches for as long as asked, epoch after epoch."""
+    epoch = 0
+    while True:
+        epoch += 1
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+
+
+@dataclass
+class TrainingPath:
+    """One way of feeding and training a model: ``next_inputs`` gives a batch on the device,
+    ``train_step`` takes one optimisation step on it."""
+
+    name: str
+    rt: Runtime
+    next_inputs: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    train_step: Callable[[], None]
+
+
+def fast_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
+    rt = setup_runtime(cfg)
+    loader = batch_loader(dataset, cfg.training.batch_size, shuffle=True, seed=cfg.training.seed,
+                          num_workers=cfg.data.num_workers, pin_memory=rt.device.type == "cuda")
+    batches = endless(loader)
+    model, optimizer, scaler = build_training(cfg, rt)
+    step = make_train_step(maybe_compile(model, rt, log), optimizer, cfg, rt, scaler)
+
+    def next_inputs():
+        return to_model_inputs(next(batches), rt.device, rt.channels_last)
+
+    def train_step():
+        step(*next_inputs())  # the losses stay on the device, as in train()
+
+    return TrainingPath("fast", rt, next_inputs, train_step)
+
+
+def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
+    rt = setup_runtime(cfg)
+    records = [dataset.cache.records[i] for i in dataset.indices]
+    workers = cfg.data.num_workers
+    loader = DataLoader(PerSampleLayouts(records, cfg.data.resolution), batch_size=cfg.training.batch_size,
+                        shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0)
+    batches = endless(loader)
+    model, optimizer, scaler = build_training(cfg, rt)
+    step = make_train_step(model, optimizer, cfg, rt, scaler)
+
+    def next_inputs():
+        return tuple(t.to(rt.device) for t in next(batches))
+
+    def train_step():
+        step(*next_inputs())["total"].item()
+
+    return TrainingPath("straightforward", rt, next_inputs, train_step)
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_window(action: Callable[[], Any], steps: int, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        action()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def train_step_flops(cfg: Config) -> int:
+    """FLOPs of one training step at the config's batch and resolution, counted once on the meta
+    device (shapes only, nothing computed). The optimizer's element-wise work is not counted."""
+    with torch.device("meta"):
+        model = build_model(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr)
+    step = make_train_step(model, optimizer, cfg, Runtime(torch.device("meta")), None)
+    r, b = cfg.data.resolution, cfg.training.batch_size
+    inputs = (torch.empty(b, 3, r, r, device="meta"), torch.zeros(b, r, r, dtype=torch.long, device="meta"),
+              torch.zeros(b, dtype=torch.long, device="meta"))
+    with FlopCounterMode(display=False) as counter:
+        step(*inputs)
+    return counter.get_total_flops()
+
+
+def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    """Both paths for model ``key`` (V1 or V2): throughput, FLOP rate, peak memory."""
+    fast_cfg = bench_config(key, args, work_dir)
+    data = load_data(fast_cfg, log=log)
+    whole = len(data.train) // args.batch_size * args.batch_size  # whole batches only: one shape to compile
+    if whole == 0:
+        raise SystemExit(f"bench: {len(data.train)} training layouts are fewer than one batch of {args.batch_size}")
+    dataset = CachedLayouts(data.cache, data.train.indices[:whole])
+    paths = [fast_path(fast_cfg, dataset),
+             straightforward_path(bench_config(key, args, work_dir, STRAIGHTFORWARD), dataset)]
+    device = paths[0].rt.device
+    try:
+        flops = train_step_flops(fast_cfg)
+    except Exception as err:  # a side figure: never lose the timings of a one-off GPU run over it
+        log(f"{key}: counting FLOPs failed ({type(err).__name__}: {err}); no TFLOP/s reported")
+        flops = None
+    per_window = max(1, args.steps // args.windows)
+    # Data windows of more batches than the workers prefetch (8); the median of three drops the
+    # first window, which drains what they had ready.
+    data_steps = max(per_window, 16)
+    results: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        log(f"{key} {path.name} ({describe(path.rt)}): data pipeline, then {args.warmup} warm-up steps")
+        path.next_inputs()  # starts the DataLoader workers
+        data_seconds = [timed_window(path.next_inputs, data_steps, device) for _ in range(3)]
+        reset_peak_memory(device)
+        warm = timed_window(path.train_step, args.warmup, device)
+        results[path.name] = {
+            "settings": describe(path.rt),
+            "data_images_per_s": data_steps * args.batch_size / statistics.median(data_seconds),
+            "warmup_seconds": warm,
+            "window_seconds": [],
+        }
+    for window in range(args.windows):  # alternating, so other load on the machine hits both alike
+        for path in paths:
+            reset_peak_memory(device)
+            results[path.name]["window_seconds"].append(timed_window(path.train_step, per_window, device))
+            results[path.name]["peak_memory_bytes"] = max(results[path.name].get("peak_memory_bytes", 0),
+                                                          peak_memory(device))
+        log(f"{key} window {window + 1}/{args.windows}: "
+            + ", ".join(f"{p.name} {per_window * args.batch_size / results[p.name]['window_seconds'][-1]:.1f} img/s"
+                        for p in paths))
+    for figures in results.values():
+        steps_per_s = per_window / statistics.median(figures["window_seconds"])
+        figures["train_images_per_s"] = steps_per_s * args.batch_size
+        figures["tflops"] = steps_per_s * flops / 1e12 if flops else None
+    return {
+        "name": fast_cfg.name,
+        "gflop_per_image": flops / args.batch_size / 1e9 if flops else None,
+        **results,
+        "speedup": results["fast"]["train_images_per_s"] / results["straightforward"]["train_images_per_s"],
+    }
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+def table(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"ImgiNav training benchmark: {report['device']} ({report['device_name']}), torch {report['torch']}",
+        f"{s['resolution']}x{s['resolution']}, batch {s['batch_size']}, {s['num_workers']} DataLoader workers; "
+        f"median of {s['windows']} windows x {s['steps_per_window']} steps after {s['warmup']} warm-up steps",
+        f"peak memory: {report['peak_memory']}",
+        "",
+        f"{'model':<6} {'path':<16} {'settings':<30} {'train img/s':>11} {'TFLOP/s':>8} {'peak MiB':>9} {'data img/s':>11}",
+    ]
+    for model, figures in report["models"].items():
+        for path in ("fast", "straightforward"):
+            f = figures[path]
+            tflops = "n/a" if f["tflops"] is None else f"{f['tflops']:.3f}"
+            lines.append(f"{model:<6} {path:<16} {f['settings']:<30} {f['train_images_per_s']:>11.1f} "
+                         f"{tflops:>8} {f['peak_memory_bytes'] / 2**20:>9.0f} {f['data_images_per_s']:>11.0f}")
+    per_model = ", ".join(f"{m} {f['speedup']:.2f}x" for m, f in report["models"].items())
+    lines += ["", f"speedup, fast / straightforward (training images/s, data included): {per_model}; "
+                  f"overall (geometric mean) {report['speedup']:.2f}x"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Both models; ``save`` gets the report after each, so a failure later keeps what was measured."""
+    keys = args.models.split(",")
+    cfg = bench_config(keys[0], args, work_dir)
+    device = setup_runtime(cfg).device
+    report = {
+        "speedup": None,  # the geometric mean of the models' speedups
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "peak_memory": memory_kind(device),
+        "settings": {
+            "resolution": args.resolution, "batch_size": args.batch_size, "steps": args.steps,
+            "windows": args.windows, "steps_per_window": max(1, args.steps // args.windows),
+            "warmup": args.warmup, "num_workers": cfg.data.num_workers, "quick": args.quick, "overrides": args.set,
+        },
+        "models": {},
+    }
+    for key in keys:
+        report["models"][key] = bench_model(key, args, work_dir)
+        speedups = [figures["speedup"] for figures in report["models"].values()]
+        report["speedup"] = math.prod(speedups) ** (1 / len(speedups))
+        save(report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def save(report: dict[str, Any]) -> None:
+        report["seconds"] = time.perf_counter() - STARTED
+        if args.json:
+            write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="imginav-bench-") as scratch:
+        report = run(args, args.work_dir or Path(scratch), save)
+    print("\n" + table(report), flush=True)
+    if args.json:
+        log(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""How long the whole Phase 1.2 takes on this machine, from a short real ``train()``.
+
+    python -m imginav_core.phase_timing [--device auto] [--resolution 512] [--samples 4000]
+                                        [--epochs 3] [--json PATH] [--work-dir DIR]
+
+Trains V1 for a few epochs on synthetic layouts, exactly as ``python -m imginav_core train``
+would (fast path, validation, sample grids, checkpoints), and times every epoch from start to
+its log line. The first epoch carries the one-off costs (building the model, torch.compile);
+the later ones are the steady cost. The estimate for the full phase scales those to the real
+set, 2 runs x 10 epochs x 27,897 images split 80/20, counting the whole steady epoch time beyond
+the training pass (validation, samples, checkpoints) as growing with the validation images, an
+overestimate. Decoding the real PNGs into the cache is one-off and estimated separately from
+the decode rate measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import write_text_atomic
+from .bench import CONFIG_DIR, MODELS, device_name, log
+from .config import Config, load_config
+from .data.batches import load_data
+from .train import metrics_csv_path, setup_runtime, train
+
+REAL_IMAGES = 27_897  # usable layouts of the real set (reference.md)
+RUNS, EPOCHS = 2, 10  # V1 and V2, 10 epochs each
+EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+  train ")  # train()'s summary line, logged as an epoch ends
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m imginav_core.phase_timing", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--samples", type=int, default=4000, help="synthetic layouts generated (about 75%% are kept)")
+    parser.add_argument("--epochs", type=int, default=3, help="at least 2: the first carries the one-off costs")
+    parser.add_argument("--json", type=Path, help="write the timings and the estimate here")
+    parser.add_argument("--work-dir", type=Path, help="folder for the layouts, cache and run (default: temporary)")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch includes torch.compile)")
+    return args
+
+
+def timing_config(args: argparse.Namespace, work_dir: Path) -> Config:
+    return load_config(CONFIG_DIR / MODELS["V1"], {
+        "output_root": str(work_dir),
+        "data.resolution": args.resolution,
+        "data.synthetic_samples": args.samples,
+        "training.device": args.device,
+        "training.epochs": args.epochs,
+        "training.early_stopping.patience": 0,  # every epoch runs, whatever the losses do
+    })
+
+
+def timed_training(cfg: Config) -> dict[str, Any]:
+    """Prepare the data (timed apart), then train, stamping each epoch's end."""
+    start = time.perf_counter()
+    data = load_data(cfg, log)
+    prepare = time.perf_counter() - start
+    ends: dict[int, float] = {}
+
+    def stamp(message: str) -> None:
+        log(message)
+        match = EPOCH_LINE.match(message)
+        if match:
+            ends[int(match.group(1))] = time.perf_counter()
+
+    start = time.perf_counter()
+    train(cfg, log=stamp)
+    if sorted(ends) != list(range(1, cfg.training.epochs + 1)):
+        raise RuntimeError(f"expected an end-of-epoch line for each of {cfg.training.epochs} epochs, saw {sorted(ends)}")
+    epoch_wall = [ends[1] - start] + [ends[e] - ends[e - 1] for e in range(2, cfg.training.epochs + 1)]
+    with open(metrics_csv_path(cfg), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        "layouts": len(data.cache), "train_images": len(data.train), "val_images": len(data.val),
+        "prepare_seconds": prepare,  # generating the synthetic PNGs and decoding them into the cache
+        "epoch_wall_seconds": epoch_wall,
+        "epoch_train_seconds": [float(r["epoch_seconds"]) for r in rows],
+        "train_images_per_s": [float(r["train_images_per_s"]) for r in rows],
+    }
+
+
+def estimate(measured: dict[str, Any]) -> dict[str, float]:
+    """Scale the steady epochs to the real set and add the first epoch's one-off costs."""
+    steady_wall = statistics.median(measured["epoch_wall_seconds"][1:])
+    steady_train = statistics.median(measured["epoch_train_seconds"][1:])
+    images_per_s = statistics.median(measured["train_images_per_s"][1:])
+    besides_training = max(steady_wall - steady_train, 0.0)  # validation, sample grid, checkpoints
+    real_train, real_val = 0.8 * REAL_IMAGES, 0.2 * REAL_IMAGES
+    epoch = real_train / images_per_s + besides_training * real_val / measured["val_images"]
+    one_off = max(measured["epoch_wall_seconds"][0] - steady_wall, 0.0)  # model, compile warm-up
+    run = one_off + EPOCHS * epoch
+    return {
+        "steady_train_images_per_s": images_per_s,
+        "one_off_seconds_per_run": one_off,
+        "real_epoch_seconds": epoch,
+        "real_run_seconds": run,
+        "phase_seconds": RUNS * run,
+        "phase_minutes": RUNS * run / 60,
+    }
+
+
+def report_lines(result: dict[str, Any]) -> list[str]:
+    m, e = result["measured"], result["estimate"]
+    walls = ", ".join(f"{s:.1f}" for s in m["epoch_wall_seconds"])
+    return [
+        f"Phase 1.2 timing: {result['device']} ({result['device_name']}), torch {result['torch']}, "
+        f"{result['resolution']}x{result['resolution']}, V1 on {m['train_images']} + {m['val_images']} synthetic layouts",
+        f"epoch wall seconds (train + validation + samples + checkpoints): {walls}",
+        f"steady training {e['steady_train_images_per_s']:.0f} images/s; one-off per run {e['one_off_seconds_per_run']:.0f} s",
+        f"estimate for the real set ({REAL_IMAGES} images, 80/20): {e['real_epoch_seconds']:.0f} s per epoch, "
+        f"{e['real_run_seconds'] / 60:.1f} min per 10-epoch run, {e['phase_minutes']:.1f} min for both runs",
+        f"one-off cache build of the real PNGs (not in the estimate): about "
+        f"{result['real_cache_build_seconds']:.0f} s at the decode rate measured here",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="imginav-phase-") as scratch:
+        cfg = timing_config(args, args.work_dir or Path(scratch))
+        device = setup_runtime(cfg).device
+        measured = timed_training(cfg)
+    result = {
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+        "resolution": args.resolution, "epochs": args.epochs,
+        "measured": measured, "estimate": estimate(measured),
+        # prepare_seconds covers drawing the synthetic PNGs as well: an upper bound on decoding alone
+        "real_cache_build_seconds": measured["prepare_seconds"] / max(measured["layouts"], 1) * REAL_IMAGES,
+    }
+    print("\n" + "\n".join(report_lines(result)), flush=True)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+        log(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

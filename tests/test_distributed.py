@@ -1,0 +1,78 @@
+"""Data-parallel training: two processes under torchrun (gloo on the CPU) give the metrics of one."""
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from imginav_core.data.batches import EpochBatches
+
+from helpers import ROOT, V1
+
+# Two processes split every global batch of 8 into equal shares of 4, so each rank's mean loss
+# averages (DDP averages the gradients) to the one-process mean. What remains is float summation
+# order (gradients all-reduced, metrics summed per rank), about 1e-7 relative here; 1e-4 also
+# covers batches split unevenly, where the mean of per-rank means, and the segmentation CE
+# normalised by each rank's own count of valid pixels, differ slightly from the global mean.
+RELATIVE_TOLERANCE = 1e-4
+TIMING_COLUMNS = {"epoch_seconds", "train_images_per_s"}
+SETTINGS = ["data.resolution=32", "data.synthetic_samples=48", "training.epochs=2", "training.batch_size=8",
+            "data.num_workers=0", "training.device=cpu"]
+
+
+def _train(launcher: list[str], output_root) -> list[dict[str, str]]:
+    sets = [arg for s in SETTINGS + [f"output_root={output_root}"] for arg in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([*launcher, "-m", "imginav_core", "train", str(V1), *sets], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    with open(output_root / "phase1_2_vae_test" / "phase1_2_AE_V1_deterministic_metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_processes_give_the_metrics_of_one(tmp_path):
+    single = _train([sys.executable], tmp_path / "single")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    parallel = _train(torchrun, tmp_path / "ddp")
+    assert list(parallel[0]) == list(single[0])  # the same columns, in the same order
+    assert [r["epoch"] for r in parallel] == [r["epoch"] for r in single] == ["1", "2"]
+    run_dir = tmp_path / "ddp" / "experiments" / "phase1_2_AE_V1_deterministic"
+    assert (run_dir / "last.pt").is_file() and (run_dir / "phase1_2_AE_V1_deterministic_metrics.csv").is_file()
+    for one, two in zip(single, parallel):
+        for column in one.keys() - TIMING_COLUMNS:
+            try:
+                a, b = float(one[column]), float(two[column])
+            except ValueError:  # status
+                assert one[column] == two[column], column
+                continue
+            assert math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE, abs_tol=1e-9), (column, a, b)
+
+
+@pytest.mark.parametrize("size,batch,world", [(29, 8, 2), (17, 16, 2), (35, 16, 3), (7, 4, 4), (12, 4, 2)])
+def test_ranks_split_every_batch(size, batch, world):
+    def shares(lockstep):
+        out = []
+        for rank in range(world):
+            sampler = EpochBatches(size, batch, shuffle=True, seed=1, rank=rank, world=world, lockstep=lockstep)
+            sampler.set_epoch(3)
+            out.append(list(sampler))
+            assert len(sampler) == len(out[-1])
+        return out
+
+    # evaluation: every image exactly once, over all ranks
+    seen = np.concatenate([b for rank in shares(False) for b in rank])
+    assert sorted(seen.tolist()) == list(range(size))
+    # training: every rank takes the same number of steps (DDP all-reduces at each), and together
+    # the ranks take each global batch of one process (a last batch smaller than world is dropped)
+    train = shares(True)
+    assert len({len(rank) for rank in train}) == 1
+    one = EpochBatches(size, batch, shuffle=True, seed=1)
+    one.set_epoch(3)
+    for step, whole in enumerate(one):
+        if step < len(train[0]):
+            assert sorted(np.concatenate([rank[step] for rank in train]).tolist()) == sorted(whole.tolist())
+        else:
+            assert len(whole) < world
