@@ -23,7 +23,7 @@ if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
   BENCH=(--device cpu --quick)
   TIMING=(--device cpu --resolution 64 --samples 200 --epochs 2)
 else
-  BENCH=(--device cuda --resolution 512 --batch-size 16 --steps 60 --windows 6 --warmup 5)
+  BENCH=(--device cuda --resolution 512 --batch-size 16 --steps 30 --windows 4 --warmup 5)
   TIMING=(--device cuda --resolution 512 --samples 2400 --epochs 3)
 fi
 
