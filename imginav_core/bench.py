@@ -188,6 +188,7 @@ class TrainingPath:
     rt: Runtime
     next_inputs: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     train_step: Callable[[], None]
+    step_on: Callable[[tuple[torch.Tensor, ...]], None]  # one step on given inputs: the model alone
 
 
 def fast_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
@@ -201,10 +202,13 @@ def fast_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
     def next_inputs():
         return to_model_inputs(next(batches), rt.device, rt.channels_last)
 
-    def train_step():
-        step(*next_inputs())  # the losses stay on the device, as in train()
+    def step_on(inputs):
+        step(*inputs)  # the losses stay on the device, as in train()
 
-    return TrainingPath("fast", rt, next_inputs, train_step)
+    def train_step():
+        step_on(next_inputs())
+
+    return TrainingPath("fast", rt, next_inputs, train_step, step_on)
 
 
 def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
@@ -220,10 +224,13 @@ def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
     def next_inputs():
         return tuple(t.to(rt.device) for t in next(batches))
 
-    def train_step():
-        step(*next_inputs())["total"].item()
+    def step_on(inputs):
+        step(*inputs)["total"].item()
 
-    return TrainingPath("straightforward", rt, next_inputs, train_step)
+    def train_step():
+        step_on(next_inputs())
+
+    return TrainingPath("straightforward", rt, next_inputs, train_step, step_on)
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -284,9 +291,13 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
         data_seconds = [timed_window(path.next_inputs, data_steps, device) for _ in range(3)]
         reset_peak_memory(device)
         warm = timed_window(path.train_step, args.warmup, device)
+        # The model alone: steps on one batch already on the device, so no data path at all.
+        resident = path.next_inputs()
+        model_seconds = [timed_window(lambda: path.step_on(resident), per_window, device) for _ in range(3)]
         results[path.name] = {
             "settings": describe(path.rt),
             "data_images_per_s": data_steps * args.batch_size / statistics.median(data_seconds),
+            "model_images_per_s": per_window * args.batch_size / statistics.median(model_seconds),
             "warmup_seconds": warm,
             "window_seconds": [],
         }
@@ -317,18 +328,20 @@ def table(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
         f"ImgiNav training benchmark: {report['device']} ({report['device_name']}), torch {report['torch']}",
-        f"{s['resolution']}x{s['resolution']}, batch {s['batch_size']}, {s['num_workers']} DataLoader workers; "
+        f"{s['resolution']}x{s['resolution']}, batch {s['batch_size']}, {s['num_workers']} data workers (fast: threads, straightforward: DataLoader processes); "
         f"median of {s['windows']} windows x {s['steps_per_window']} steps after {s['warmup']} warm-up steps",
         f"peak memory: {report['peak_memory']}",
         "",
-        f"{'model':<6} {'path':<16} {'settings':<30} {'train img/s':>11} {'TFLOP/s':>8} {'peak MiB':>9} {'data img/s':>11}",
+        f"{'model':<6} {'path':<16} {'settings':<30} {'train img/s':>11} {'TFLOP/s':>8} {'peak MiB':>9} "
+        f"{'data img/s':>11} {'model-only img/s':>16}",
     ]
     for model, figures in report["models"].items():
         for path in ("fast", "straightforward"):
             f = figures[path]
             tflops = "n/a" if f["tflops"] is None else f"{f['tflops']:.3f}"
             lines.append(f"{model:<6} {path:<16} {f['settings']:<30} {f['train_images_per_s']:>11.1f} "
-                         f"{tflops:>8} {f['peak_memory_bytes'] / 2**20:>9.0f} {f['data_images_per_s']:>11.0f}")
+                         f"{tflops:>8} {f['peak_memory_bytes'] / 2**20:>9.0f} {f['data_images_per_s']:>11.0f} "
+                         f"{f['model_images_per_s']:>16.1f}")
     per_model = ", ".join(f"{m} {f['speedup']:.2f}x" for m, f in report["models"].items())
     lines += ["", f"speedup, fast / straightforward (training images/s, data included): {per_model}; "
                   f"overall (geometric mean) {report['speedup']:.2f}x"]

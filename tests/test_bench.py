@@ -24,7 +24,7 @@ def test_quick_benchmark_reports_every_figure(tmp_path):
         figures = report["models"][model]
         assert figures["speedup"] > 0 and figures["gflop_per_image"] > 0
         for path in ("fast", "straightforward"):
-            for key in ("train_images_per_s", "tflops", "peak_memory_bytes", "data_images_per_s"):
+            for key in ("train_images_per_s", "tflops", "peak_memory_bytes", "data_images_per_s", "model_images_per_s"):
                 assert figures[path][key] > 0, (model, path, key)
     assert figures["straightforward"]["settings"] == "fp32, contiguous, eager"
     assert "speedup, fast / straightforward" in done.stdout  # the table

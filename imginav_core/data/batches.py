@@ -7,13 +7,16 @@ float only on the device, where it is cheap.
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
 from .cache import LayoutCache, LayoutReadError, build_cache
@@ -27,13 +30,10 @@ class CachedLayouts(Dataset):
     def __init__(self, cache: LayoutCache, indices: np.ndarray):
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
-        self._arrays: tuple[np.memmap, np.memmap] | None = None  # opened lazily in each worker
+        self._arrays: tuple[np.memmap, np.memmap] | None = None  # opened on first use
 
     def __len__(self) -> int:
         return len(self.indices)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_arrays": None}
 
     @property
     def types(self) -> np.ndarray:
@@ -156,20 +156,43 @@ def load_data(cfg: Config, log=print) -> LayoutData:
     return LayoutData(manifest, cache, train, val)
 
 
+class BatchLoader:
+    """Batches of a cached dataset in the order of an ``EpochBatches`` sampler.
+
+    With ``workers`` > 0, that many background threads gather batches ahead of the training loop
+    (numpy copies out of the memory map release the GIL), into pinned memory when the model is on
+    a GPU, so the copy to the device can overlap the previous step. Threads, not worker processes:
+    a process hands each batch over through shared memory and then a pinning thread, two extra
+    copies of every batch that made the data path slower than the GPU's training step.
+    """
+
+    def __init__(self, dataset: CachedLayouts, sampler: EpochBatches, workers: int, pin_memory: bool):
+        self.dataset, self.sampler, self.workers, self.pin_memory = dataset, sampler, workers, pin_memory
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def _load(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = self.dataset[positions]
+        return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        positions = iter(self.sampler)
+        if self.workers == 0:
+            yield from map(self._load, positions)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="imginav-batches") as pool:
+            ahead = deque(pool.submit(self._load, p) for p in itertools.islice(positions, 2 * self.workers + 2))
+            while ahead:
+                batch = ahead.popleft().result()
+                following = next(positions, None)
+                if following is not None:
+                    ahead.append(pool.submit(self._load, following))
+                yield batch
+
+
 def batch_loader(dataset: CachedLayouts, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
-                 pin_memory: bool, rank: int = 0, world: int = 1, lockstep: bool = True) -> DataLoader:
+                 pin_memory: bool, rank: int = 0, world: int = 1, lockstep: bool = True) -> BatchLoader:
     """Whole batches of ``dataset``; ``batch_size`` is the global batch, split over ``world`` ranks."""
     sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world, lockstep)
-    return DataLoader(
-        dataset,
-        sampler=sampler,
-        batch_size=None,  # the sampler yields whole batches
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
-        # The loader draws its workers' seed when it starts them: from the global RNG that would
-        # shift the VAE noise of the epoch in which persistent workers start, which is epoch 1
-        # in one run and the first resumed epoch in another, and a resumed run would diverge.
-        generator=torch.Generator().manual_seed(seed),
-    )
+    return BatchLoader(dataset, sampler, num_workers, pin_memory)
