@@ -143,3 +143,14 @@ def test_papermill_runs_the_training_notebook_with_its_documented_parameters(stu
     assert "Passed unknown parameter" not in done.stderr
     saved = yaml.safe_load((tmp_path / "o/experiments/phase1_2_AE_V2_vae_light/config.yaml").read_text())
     assert saved["training"]["seed"] == 7 and saved["training"]["batch_size"] == 8
+
+
+def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(study, tmp_path):
+    """IMGINAV_GPUS=2: torchrun trains (here two CPU processes, gloo), the notebook then finds the
+    finished run and shows it."""
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "ddp"), "IMGINAV_GPUS": "2", "IMGINAV_EPOCHS": "1"}
+    done = subprocess.run(["bash", "hpc/papermill_V1.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "nothing to do (completed, 1 epochs done)" in done.stdout  # the notebook did not train again
+    notebook = tmp_path / "ddp/phase1_2_vae_test/runs/phase1_2_AE_V1_deterministic.ipynb"
+    assert not any(o["output_type"] == "error" for o in _outputs(notebook))
