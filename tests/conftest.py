@@ -19,6 +19,19 @@ def synthetic_manifest(tmp_path_factory) -> Path:
     return generate_layouts(tmp_path_factory.mktemp("synthetic") / "set", samples=40, resolution=64, seed=3)
 
 
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> Path:
+    """An output root holding a finished 2-epoch V1 and V2 run on tiny synthetic layouts."""
+    from imginav_core import train
+
+    from helpers import V1, V2, small_config
+
+    root = tmp_path_factory.mktemp("runs")
+    for config in (V1, V2):
+        train(small_config(config, root, **{"training.epochs": 2}), log=lambda _: None)
+    return root
+
+
 @pytest.fixture
 def one_thread():
     """Train on one CPU thread: torch's threads wait for each other at every operation, so on a

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from imginav_core import load_config, train
+from imginav_core import load_config
 from imginav_core.analysis.decision import Thresholds, decide, write_decision
 from imginav_core.analysis.study import AnalysisSettings, run_study
 from imginav_core.runs import RunSummary, UnfinishedRunError, load_run, load_runs
@@ -87,14 +87,6 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
         assert cfg.model.variational is variational and cfg.name == "phase1_3_base"
         assert cfg.loss.kld == (1e-4 if variational else 0.0)
         assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps) == (16, 32, 4)
-
-
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    for config in (V1, V2):
-        train(small_config(config, root, **{"training.epochs": 2}), log=lambda _: None)
-    return root
 
 
 def test_the_study_is_deterministic_and_measures_both_models_alike(tiny_runs):
