@@ -5,7 +5,7 @@ synthetic set, the decoded cache) once instead of racing; ``exclusive_lock`` kee
 copy of the same experiment (a job resubmitted while the first still runs) out of its run folder.
 
 They are POSIX record locks (``lockf``), not ``flock``: such a lock belongs to the process that
-took it, so the data-loading and decoding workers it forks do not inherit it, and it is released
+took it, so the decoding workers it forks do not inherit it, and it is released
 the moment that process dies, however it dies, even while an orphaned worker lingers (with
 ``flock`` that worker would keep the lock and refuse the rerun of a killed job). They also work
 on NFS. A process never conflicts with its own lock: hold each lock once per process.

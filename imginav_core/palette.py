@@ -86,8 +86,3 @@ def class_to_rgb(class_map: np.ndarray | torch.Tensor) -> np.ndarray:
     colours = np.zeros((256, 3), dtype=np.uint8)
     colours[:NUM_CLASSES] = PALETTE
     return colours[np.asarray(class_map, dtype=np.uint8)]
-
-
-def palette_tensor(device: torch.device | str = "cpu") -> torch.Tensor:
-    """The palette as a ``(10, 3)`` float tensor in the model's image range [-1, 1]."""
-    return torch.from_numpy(PALETTE.astype(np.float32) / 127.5 - 1.0).to(device)

@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
 from .runs import RunSummary
-from .workflow import EXPERIMENTS, REPO_ROOT, analysis_parameters
+from .workflow import REPO_ROOT, analysis_parameters, study_phase
 
 BOOK = REPO_ROOT / "book"
 GENERATED = "generated"
@@ -117,8 +116,7 @@ def stage(output_root: str | Path, book: Path = BOOK, experiment_v1: str | None 
     """Copy the executed notebooks into ``book/generated/`` and make sure the widget script is there."""
     params = analysis_parameters(output_root=str(output_root), experiment_v1=experiment_v1,
                                  experiment_v2=experiment_v2)
-    phase = load_config(EXPERIMENTS["experiment_v1"]).phase
-    runs_dir = Path(params["output_root"]) / phase / "runs"
+    runs_dir = Path(params["output_root"]) / study_phase() / "runs"
     sources = {page: runs_dir / f"{params[key] if key else 'analysis'}.ipynb" for page, key in PAGES.items()}
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:

@@ -45,7 +45,12 @@ def comparison_grid(model: torch.nn.Module, layouts: CachedLayouts, positions: n
     return np.concatenate([part for row in rows for part in (row, sep)][:-1], axis=0)
 
 
-def save_png(path: str | Path, image: np.ndarray) -> None:
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image encoded as PNG."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    write_bytes_atomic(path, png_bytes(image))

@@ -27,7 +27,6 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -483,8 +482,3 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
         dist.barrier()
     say(f"{cfg.name}: metrics in {metrics_csv_path(cfg)} and {cfg.phase_dir / (cfg.name + '_metrics.csv')}")
     return run_dir
-
-
-def remove_run(cfg: Config) -> None:
-    """Delete an experiment's run folder (to start it over)."""
-    shutil.rmtree(cfg.run_dir, ignore_errors=True)

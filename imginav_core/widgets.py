@@ -8,32 +8,22 @@ models and needs a running kernel (interactive Jupyter).
 
 from __future__ import annotations
 
-import io
-
 import ipywidgets as w
 import numpy as np
 import torch
-from PIL import Image
 
 from .analysis.measures import lerp, path_smoothness
 from .analysis.study import Study
 from .checkpoints import load_model
-from .data.batches import to_model_inputs
 from .runs import RunSummary
-from .samples import to_uint8
+from .samples import png_bytes, to_uint8
 
 DISPLAY_PX = 224
 
 
-def png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _image(array: np.ndarray) -> w.Image:
     # pixelated: enlarged small layouts keep hard class edges instead of a browser blur
-    return w.Image(value=png(array), format="png", width=DISPLAY_PX, height=DISPLAY_PX,
+    return w.Image(value=png_bytes(array), format="png", width=DISPLAY_PX, height=DISPLAY_PX,
                    layout=w.Layout(object_fit="contain")).add_class("imginav-frame")
 
 
@@ -88,10 +78,7 @@ def live_explorer(runs: list[RunSummary], study: Study, device: str = "cpu", ste
 
     def pair_latents(label: str) -> dict[str, torch.Tensor]:
         if label not in latents:
-            pair = study.pairs[labels.index(label)]
-            x, _, _ = to_model_inputs(study.data.val[np.array([pair.a, pair.b])], torch.device(device))
-            if study.data.val.indices[pair.a] > study.data.val.indices[pair.b]:
-                x = x.flip(0)
+            x = study.pair_images(study.pairs[labels.index(label)], torch.device(device))
             with torch.no_grad():
                 latents[label] = {name: model.encode(x) for name, model in models}
             rows = []
@@ -111,7 +98,7 @@ def live_explorer(runs: list[RunSummary], study: Study, device: str = "cpu", ste
         for name, model in models:
             with torch.no_grad():
                 frame = model.decode(lerp(z[name][0], z[name][1], a))["rgb"]
-            images[name].value = png(to_uint8(frame)[0])
+            images[name].value = png_bytes(to_uint8(frame)[0])
 
     chooser.observe(redraw, "value")
     alpha.observe(redraw, "value")

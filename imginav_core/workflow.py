@@ -46,6 +46,11 @@ ANALYSIS_PARAMETERS = ("output_root", "experiment_v1", "experiment_v2", "max_ima
                        "device", "seed")
 
 
+def study_phase() -> str:
+    """The name of the Phase 1.2 folder under an output root (the experiments' ``phase``)."""
+    return load_config(EXPERIMENTS["experiment_v1"]).phase
+
+
 def repo_path(path: str | Path) -> Path:
     """A parameter path: absolute as given, relative to the repository root otherwise."""
     path = Path(path).expanduser()
@@ -148,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check-analysis":
             params = analysis_parameters(**_parameters(args.parameter, ANALYSIS_PARAMETERS))
-            phase = load_config(EXPERIMENTS["experiment_v1"]).phase
-            print(f"PHASE_DIR={shlex.quote(str(params['output_root'] / phase))}")
+            print(f"PHASE_DIR={shlex.quote(str(params['output_root'] / study_phase()))}")
             return 0
         params = _parameters(args.parameter, ["config", *TRAIN_PARAMETERS])
         if "config" not in params:

@@ -1,6 +1,5 @@
 """The decision rule on constructed measurements, and the analysis on real (tiny) runs."""
 
-import copy
 import json
 
 import pandas as pd

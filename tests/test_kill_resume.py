@@ -230,8 +230,8 @@ def test_a_run_killed_at_any_moment_ends_like_an_uninterrupted_one(kills, refere
 
 
 def test_a_run_with_data_workers_killed_mid_epoch_reruns_at_once_and_ends_the_same(reference, tmp_path):
-    """The default config loads batches in worker processes: the kill hits the main process
-    only, and the same command runs again while its orphaned workers may still be alive."""
+    """The default config gathers batches in background threads: the kill takes them with the
+    process, and the same command runs again at once."""
     root = tmp_path / "out"
     killed = _start(V2, root, "train_step@6", workers=2)
     try:

@@ -97,8 +97,8 @@ def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_p
 
 
 def test_a_killed_jobs_lock_is_free_at_once_even_while_a_worker_it_forked_lives(tmp_path):
-    """Data-loading workers outlive a killed job by seconds, decoding workers maybe for good;
-    the rerun of the job must not find its own lock still taken by them."""
+    """The cache's decoding workers may outlive a killed job; the rerun of the job must not find
+    its own lock still taken by them."""
     lock = tmp_path / ".experiment.lock"
     job = subprocess.Popen(
         [sys.executable, "-c", """

@@ -82,6 +82,12 @@ class Study:
     models: list[ModelResult]
     alphas: list[float]
 
+    def pair_images(self, pair: Pair, device: torch.device) -> torch.Tensor:
+        """The pair's two layouts as model inputs, A first."""
+        x, _, _ = to_model_inputs(self.data.val[np.array([pair.a, pair.b])], device)
+        # a dataset batch comes back sorted by cache row; keep the pair's own order
+        return x.flip(0) if self.data.val.indices[pair.a] > self.data.val.indices[pair.b] else x
+
     def to_json(self) -> dict:
         return {
             "settings": asdict(self.settings),
@@ -233,10 +239,7 @@ def _interpolate(model, study: Study, result: ModelResult, device) -> None:
         pairs_out = []
         result.frames[path_name] = {}
         for pair in study.pairs:
-            x, _, _ = to_model_inputs(study.data.val[np.array([pair.a, pair.b])], device)
-            # dataset batches come back sorted by row; keep the pair's own order
-            if study.data.val.indices[pair.a] > study.data.val.indices[pair.b]:
-                x = x.flip(0)
+            x = study.pair_images(pair, device)
             z = model.encode(x)
             out = model.decode(path(z[0], z[1], alphas))
             smooth = m.path_smoothness(out["rgb"])
