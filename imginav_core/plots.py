@@ -37,13 +37,17 @@ def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bo
 def training_curves(run: RunSummary) -> plt.Figure:
     """One panel per loss term (raw, unweighted): training and validation against the epoch."""
     terms = ["total", "mse", "segmentation", "classification"] + (["kld"] if run.config.model.variational else [])
-    fig, axes = plt.subplots(1, len(terms), figsize=(3.0 * len(terms), 2.8), squeeze=False)
-    for ax, term in zip(axes[0], terms):
+    columns = 3 if len(terms) > 4 else 2
+    rows = -(-len(terms) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(terms):]:
+        ax.set_visible(False)
+    for ax, term in zip(axes.flat, terms):
         ax.plot(run.metrics["epoch"], run.metrics[f"train_{term}"], marker=".", label="train")
         ax.plot(run.metrics["epoch"], run.metrics[f"val_{term}"], marker="o", label="validation")
         ax.set(title=term if term != "total" else "total (weighted)", xlabel="epoch", yscale="log")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"{run.name}: loss terms", fontsize=10)
     fig.tight_layout()
     return fig

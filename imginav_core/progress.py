@@ -62,6 +62,7 @@ def progress(iterable: Iterable[T], total: int, desc: str, enabled: bool = True)
         ncols=100,
         ascii=True,
         leave=False,  # the last progress line is already printed; no repeat on close
+        delay=1e-6,  # no "0%" line before the first step
         mininterval=0,
         maxinterval=float("inf"),  # else tqdm's monitor resets miniters to 1 on slow steps
         miniters=max(1, total // UPDATES_PER_EPOCH),
