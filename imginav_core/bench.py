@@ -2,6 +2,7 @@
 
     python -m imginav_core.bench [--device auto] [--resolution 512] [--batch-size 16] [--steps 20]
                                  [--quick] [--json PATH] [--work-dir DIR] [--set KEY=VALUE ...]
+                                 [--variant KEY=VALUE[,KEY=VALUE] ...] [--profile STEPS]
 
 For V1 and V2 it times training steps (forward, losses, backward, AdamW) with the data loading
 included, after warm-up, as the median of repeated timed windows, through two paths:
@@ -16,6 +17,11 @@ Both run the same model through the same ``make_train_step`` with the same numbe
 workers (``data.num_workers``); their windows alternate, so a machine busy with other work slows
 both alike. Each data path is also timed alone (no model). The layouts are synthetic, generated
 into a temporary folder (or ``--work-dir``, reused by later runs).
+
+``--variant`` adds fast paths with some settings changed (``--variant training.channels_last=off``),
+timed in the same alternating windows, so that candidate settings are compared under the same
+load. ``--profile N`` then profiles N steps of each path's model alone (``step_profile``): which
+kernels take the step's time.
 """
 
 from __future__ import annotations
@@ -39,11 +45,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .__main__ import parse_overrides
 from .atomic import write_text_atomic
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
 from .data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
 from .data.cache import load_layout
 from .data.manifest import LayoutRecord
 from .model import build_model
+from .step_profile import profile_steps, profile_table
 from .train import Runtime, build_training, make_train_step, maybe_compile, setup_runtime
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "phase1_2"
@@ -77,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, help="folder for the synthetic layouts and their cache (default: temporary)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for both paths, e.g. --set training.compile=off or data.num_workers=0")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="one more fast path with these settings, timed alongside, e.g. training.channels_last=off")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile this many steps of each path's model alone and print the top kernels (default 0: off)")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else {"resolution": 512, "steps": 20, "windows": 5, "warmup": 3}
     for key, value in defaults.items():
@@ -84,8 +95,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     args.windows = max(1, min(args.windows, args.steps))
     unknown = set(args.models.split(",")) - set(MODELS)
-    if unknown or args.steps < 1 or args.batch_size < 1:
-        parser.error(f"--models takes a subset of {','.join(MODELS)}; --steps and --batch-size must be >= 1")
+    if unknown or args.steps < 1 or args.batch_size < 1 or args.profile < 0:
+        parser.error(f"--models takes a subset of {','.join(MODELS)}; --steps and --batch-size must be >= 1, "
+                     "--profile >= 0")
+    try:
+        args.variants = {variant: parse_overrides(variant.split(",")) for variant in args.variant}
+    except ConfigError as err:  # names the malformed pair
+        parser.error(f"--variant: {err}")
     return args
 
 
@@ -191,7 +207,7 @@ class TrainingPath:
     step_on: Callable[[tuple[torch.Tensor, ...]], None]  # one step on given inputs: the model alone
 
 
-def fast_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
+def fast_path(cfg: Config, dataset: CachedLayouts, name: str = "fast") -> TrainingPath:
     rt = setup_runtime(cfg)
     loader = batch_loader(dataset, cfg.training.batch_size, shuffle=True, seed=cfg.training.seed,
                           num_workers=cfg.data.num_workers, pin_memory=rt.device.type == "cuda")
@@ -208,7 +224,7 @@ def fast_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
     def train_step():
         step_on(next_inputs())
 
-    return TrainingPath("fast", rt, next_inputs, train_step, step_on)
+    return TrainingPath(name, rt, next_inputs, train_step, step_on)
 
 
 def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
@@ -273,7 +289,9 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
         raise SystemExit(f"bench: {len(data.train)} training layouts are fewer than one batch of {args.batch_size}")
     dataset = CachedLayouts(data.cache, data.train.indices[:whole])
     paths = [fast_path(fast_cfg, dataset),
-             straightforward_path(bench_config(key, args, work_dir, STRAIGHTFORWARD), dataset)]
+             straightforward_path(bench_config(key, args, work_dir, STRAIGHTFORWARD), dataset),
+             *(fast_path(bench_config(key, args, work_dir, overrides), dataset, name)
+               for name, overrides in args.variants.items())]
     device = paths[0].rt.device
     try:
         flops = train_step_flops(fast_cfg)
@@ -314,37 +332,66 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
         steps_per_s = per_window / statistics.median(figures["window_seconds"])
         figures["train_images_per_s"] = steps_per_s * args.batch_size
         figures["tflops"] = steps_per_s * flops / 1e12 if flops else None
+    for figures in results.values():
+        figures["speedup"] = figures["train_images_per_s"] / results["straightforward"]["train_images_per_s"]
+    if args.profile:
+        for path in paths:
+            profile_model(key, path, args, results[path.name])
+    fast, straightforward = results.pop("fast"), results.pop("straightforward")
     return {
         "name": fast_cfg.name,
         "gflop_per_image": flops / args.batch_size / 1e9 if flops else None,
-        **results,
-        "speedup": results["fast"]["train_images_per_s"] / results["straightforward"]["train_images_per_s"],
+        "fast": fast,
+        "straightforward": straightforward,
+        "variants": results,  # the --variant paths, by their settings
+        "speedup": fast["speedup"],
     }
+
+
+def profile_model(key: str, path: TrainingPath, args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    """``--profile``: kernels of the path's model alone, on one batch already on the device."""
+    log(f"{key} {path.name}: profiling {args.profile} steps")
+    resident = path.next_inputs()
+    try:
+        figures["profile"] = profile_steps(lambda: path.step_on(resident), args.profile, path.rt.device)
+    except Exception as err:  # a side figure: never lose the timings of a one-off GPU run over it
+        log(f"{key} {path.name}: profiling failed ({type(err).__name__}: {err})")
 
 
 # ---- report ------------------------------------------------------------------------------------
 
+def rows(figures: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path name, figures) of one model: fast, straightforward, then the --variant paths."""
+    return [("fast", figures["fast"]), ("straightforward", figures["straightforward"]),
+            *figures.get("variants", {}).items()]
+
+
 def table(report: dict[str, Any]) -> str:
     s = report["settings"]
+    width = max([16] + [len(name) for figures in report["models"].values() for name, _ in rows(figures)])
     lines = [
         f"ImgiNav training benchmark: {report['device']} ({report['device_name']}), torch {report['torch']}",
         f"{s['resolution']}x{s['resolution']}, batch {s['batch_size']}, {s['num_workers']} data workers (fast: threads, straightforward: DataLoader processes); "
         f"median of {s['windows']} windows x {s['steps_per_window']} steps after {s['warmup']} warm-up steps",
         f"peak memory: {report['peak_memory']}",
         "",
-        f"{'model':<6} {'path':<16} {'settings':<30} {'train img/s':>11} {'TFLOP/s':>8} {'peak MiB':>9} "
-        f"{'data img/s':>11} {'model-only img/s':>16}",
+        f"{'model':<6} {'path':<{width}} {'settings':<30} {'train img/s':>11} {'TFLOP/s':>8} {'peak MiB':>9} "
+        f"{'data img/s':>11} {'model-only img/s':>16} {'x straightf.':>12}",
     ]
     for model, figures in report["models"].items():
-        for path in ("fast", "straightforward"):
-            f = figures[path]
+        for path, f in rows(figures):
             tflops = "n/a" if f["tflops"] is None else f"{f['tflops']:.3f}"
-            lines.append(f"{model:<6} {path:<16} {f['settings']:<30} {f['train_images_per_s']:>11.1f} "
+            lines.append(f"{model:<6} {path:<{width}} {f['settings']:<30} {f['train_images_per_s']:>11.1f} "
                          f"{tflops:>8} {f['peak_memory_bytes'] / 2**20:>9.0f} {f['data_images_per_s']:>11.0f} "
-                         f"{f['model_images_per_s']:>16.1f}")
+                         f"{f['model_images_per_s']:>16.1f} {f['speedup']:>11.2f}x")
     per_model = ", ".join(f"{m} {f['speedup']:.2f}x" for m, f in report["models"].items())
     lines += ["", f"speedup, fast / straightforward (training images/s, data included): {per_model}; "
                   f"overall (geometric mean) {report['speedup']:.2f}x"]
+    for model, figures in report["models"].items():
+        for path, f in rows(figures):
+            if "profile" in f:
+                step_ms = 1e3 * s["batch_size"] / f["model_images_per_s"]
+                lines += ["", profile_table(f"{model} {path}, the model alone", f["profile"], step_ms)]
     return "\n".join(lines)
 
 
@@ -352,6 +399,8 @@ def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]
     """Both models; ``save`` gets the report after each, so a failure later keeps what was measured."""
     keys = args.models.split(",")
     cfg = bench_config(keys[0], args, work_dir)
+    for overrides in args.variants.values():  # a misspelt key fails now, not after the first model
+        bench_config(keys[0], args, work_dir, overrides)
     device = setup_runtime(cfg).device
     report = {
         "speedup": None,  # the geometric mean of the models' speedups
@@ -364,6 +413,7 @@ def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]
             "resolution": args.resolution, "batch_size": args.batch_size, "steps": args.steps,
             "windows": args.windows, "steps_per_window": max(1, args.steps // args.windows),
             "warmup": args.warmup, "num_workers": cfg.data.num_workers, "quick": args.quick, "overrides": args.set,
+            "variants": args.variant, "profile_steps": args.profile,
         },
         "models": {},
     }
@@ -384,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
             write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="imginav-bench-") as scratch:
-        report = run(args, args.work_dir or Path(scratch), save)
+        try:
+            report = run(args, args.work_dir or Path(scratch), save)
+        except ConfigError as err:  # a bad --set or --variant, found before anything is timed
+            print(f"python -m imginav_core.bench: {err}", file=sys.stderr)
+            return 2
     print("\n" + table(report), flush=True)
     if args.json:
         log(f"figures written to {args.json}")

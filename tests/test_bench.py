@@ -5,16 +5,23 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from imginav_core.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
+from imginav_core.step_profile import group_of
 
 from helpers import ROOT
 
 
+def _bench(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "imginav_core.bench", *args], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=timeout)
+
+
 def test_quick_benchmark_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "imginav_core.bench", "--quick", "--device", "cpu", "--json", str(out)],
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=600)
+    done = _bench("--quick", "--device", "cpu", "--json", str(out), "--variant", "training.channels_last=on",
+                  "--profile", "1")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["speedup"] > 0
@@ -28,6 +35,42 @@ def test_quick_benchmark_reports_every_figure(tmp_path):
                 assert figures[path][key] > 0, (model, path, key)
     assert figures["straightforward"]["settings"] == "fp32, contiguous, eager"
     assert "speedup, fast / straightforward" in done.stdout  # the table
+    # the variant: timed like the others, in the memory format it asked for
+    variant = figures["variants"]["training.channels_last=on"]
+    assert "channels_last" in variant["settings"]
+    assert variant["train_images_per_s"] > 0 and variant["speedup"] > 0
+    assert "training.channels_last=on" in done.stdout
+    # the profile: every path's step broken down, the convolutions among what takes time
+    for path in (figures["fast"], figures["straightforward"], variant):
+        profile = path["profile"]
+        assert profile["busy_ms_per_step"] > 0
+        assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 1e-6
+        assert profile["groups"]["convolutions"]["share"] > 0.1
+        assert any("convolution" in k["name"] for k in profile["top"])
+    assert "by group:" in done.stdout
+
+
+def test_a_misspelt_variant_setting_is_named_before_anything_runs(tmp_path):
+    done = _bench("--quick", "--device", "cpu", "--variant", "training.channels_lst=off", "--json", str(tmp_path / "b.json"),
+                  timeout=120)
+    assert done.returncode == 2
+    assert "training.channels_lst" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.parametrize("name,group", [
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x64x64", "convolutions"),
+    ("void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816dgrad_optimized_bf16>", "convolutions"),
+    ("aten::convolution_backward", "convolutions"),
+    ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>", "memory layout conversions"),
+    ("triton_red_fused_convolution_backward_native_group_norm_silu_3", "fused by torch.compile (Triton)"),
+    ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
+    ("aten::native_group_norm_backward", "normalisation and element-wise"),
+    ("Memcpy HtoD (Pinned -> Device)", "copies and fills"),
+    ("autograd::engine::evaluate_function: ConvolutionBackward0", "autograd bookkeeping"),
+])
+def test_kernels_are_grouped_by_what_they_do(name, group):
+    assert group_of(name) == group
 
 
 def test_phase_estimate_scales_steady_epochs_to_the_real_set():
