@@ -62,8 +62,8 @@ class TrainingConfig:
     weight_decay: float
     seed: int
     device: str  # auto | cpu | cuda | cuda:N
-    amp: str  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off
-    channels_last: str  # auto (on; on the CPU too, measured faster) | on | off
+    amp: str  # auto (bf16 where native, fp16 on older GPUs, else off) | bf16 | fp16 | off
+    channels_last: str  # auto (on CUDA; on the CPU only without amp) | on | off
     compile: str  # auto (on for CUDA when it works) | on | off
     sample_interval: int
     early_stopping: EarlyStoppingConfig

@@ -135,10 +135,13 @@ def setup_runtime(cfg: Config) -> Runtime:
         else:
             amp = "bf16" if cpu_has_native_bf16() else "off"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-    # "auto": channels_last everywhere (imginav_core.bench measured it faster on the CPU too, where
-    # oneDNN runs the convolutions); torch.compile on CUDA only: on the CPU its gain over
-    # channels_last was within noise and its warm-up costs tens of seconds per run.
-    channels_last = {"on": True, "off": False, "auto": True}[cfg.training.channels_last]
+    # "auto": channels_last on CUDA, where cuDNN's tensor-core convolutions work in NHWC. On a CPU
+    # only in float32, where oneDNN ran the step 1.35x faster in channels_last. In bf16 it ran
+    # 1.17x (64 px) and 1.2x (128 px) slower, 1.09x faster at 256 px: CPUs train at the small
+    # sizes (imginav_core.bench --variant training.channels_last=on, 2-core EPYC).
+    # torch.compile on CUDA only: on the CPU its gain was within noise and its warm-up costs tens
+    # of seconds per run.
+    channels_last = {"on": True, "off": False, "auto": cuda or amp_dtype is None}[cfg.training.channels_last]
     compiled = {"on": True, "off": False, "auto": cuda}[cfg.training.compile]
     return Runtime(device, rank, world, amp_dtype, channels_last, compiled)
 

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from imginav_core import train
+from imginav_core.train import setup_runtime
 from imginav_core.checkpoints import load_checkpoint, load_model
 from imginav_core.data.cache import LayoutReadError
 from imginav_core.data.manifest import ManifestError
@@ -116,3 +117,15 @@ def test_manifest_missing_a_column_is_named(tmp_path):
     path.write_text("scene_id,type,layout_path,is_empty\ns,room,a.png,false\n")
     with pytest.raises(ManifestError, match="missing column.*room_id"):
         train(small_config(V1, tmp_path / "out", **{"data.manifest": str(path)}), log=lambda _: None)
+
+
+@pytest.mark.parametrize("amp,channels_last", [("off", True), ("bf16", False)])
+def test_auto_memory_format_on_the_cpu_follows_the_precision(tmp_path, amp, channels_last):
+    """On a CPU, "auto" trains channels_last in float32 and contiguous in bf16: the faster layout
+    of each (imginav_core.bench); "on" and "off" are taken as they are."""
+    cfg = small_config(V1, tmp_path, **{"training.device": "cpu", "training.amp": amp})
+    assert setup_runtime(cfg).channels_last is channels_last
+    for switch, wanted in (("on", True), ("off", False)):
+        forced = small_config(V1, tmp_path, **{"training.device": "cpu", "training.amp": amp,
+                                                "training.channels_last": switch})
+        assert setup_runtime(forced).channels_last is wanted
