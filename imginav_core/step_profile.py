@@ -44,7 +44,7 @@ def _timed_events(prof: profile, device: torch.device) -> list[tuple[str, float]
     a CPU."""
     if device.type == "cuda":
         return [(e.name, e.self_device_time_total) for e in prof.events()
-                if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
     return [(e.name, e.self_cpu_time_total) for e in prof.events() if e.device_type == DeviceType.CPU]
 
 

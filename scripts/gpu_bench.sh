@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One prepared run on a GPU machine (no network, the package not installed): the training
-# benchmark at 512 x 512, batch 16 (V1 and V2, fast vs straightforward), then a short real
-# train() on synthetic 512 x 512 layouts, whose epoch times give the estimate for the whole
-# Phase 1.2. Results go to $OUT (at most 6 files); scratch data to a temporary folder, removed at
-# the end. The step limits add up to 7 minutes; expect 4 to 5, mostly torch.compile warm-up.
+# benchmark at 512 x 512, batch 16 (V1 and V2, fast vs straightforward, plus the fast path
+# without channels_last, and a profile of each path's step: which kernels take the time), then
+# a short real train() on synthetic 512 x 512 layouts, whose epoch times give the estimate for
+# the whole Phase 1.2. Results go to $OUT (at most 6 files); scratch data to a temporary folder,
+# removed at the end. The step limits add up to 9 minutes; expect 6 to 7, mostly torch.compile
+# warm-up.
 #
 #   OUT=/path/to/results bash scripts/gpu_bench.sh                     # on the GPU, about 5 minutes
 #   IMGINAV_BENCH_CPU=1 OUT=/tmp/results bash scripts/gpu_bench.sh     # the same steps, small, on a CPU
@@ -20,10 +22,11 @@ SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
 
 if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
-  BENCH=(--device cpu --quick)
+  BENCH=(--device cpu --quick --variant training.channels_last=on --profile 1)
   TIMING=(--device cpu --resolution 64 --samples 200 --epochs 2)
 else
-  BENCH=(--device cuda --resolution 512 --batch-size 16 --steps 30 --windows 4 --warmup 5)
+  BENCH=(--device cuda --resolution 512 --batch-size 16 --steps 30 --windows 4 --warmup 5
+         --variant training.channels_last=off --profile 5)
   TIMING=(--device cuda --resolution 512 --samples 2400 --epochs 3)
 fi
 
@@ -45,7 +48,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run, log to $OUT/NAME.log, carry
 } > "$OUT/environment.txt" 2>&1
 
 start=$SECONDS
-step bench 230 "$PYTHON" -m imginav_core.bench "${BENCH[@]}" --work-dir "$SCRATCH/bench" --json "$OUT/bench.json"
+step bench 340 "$PYTHON" -m imginav_core.bench "${BENCH[@]}" --work-dir "$SCRATCH/bench" --json "$OUT/bench.json"
 step phase_timing 190 "$PYTHON" -m imginav_core.phase_timing "${TIMING[@]}" --work-dir "$SCRATCH/phase" \
   --json "$OUT/phase_timing.json"
 cp "$SCRATCH"/phase/phase1_2_vae_test/*_metrics.csv "$OUT/" 2>/dev/null || true
