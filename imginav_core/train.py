@@ -55,12 +55,16 @@ RESUMABLE_CHANGES = {
 }
 
 LOSS_COLUMNS = ["total"] + [name for term in TERMS for name in (term, f"{term}_weighted")]
+# Wall-clock columns: epoch_seconds is the training pass, val_seconds the validation pass. They
+# are the only ones that differ between otherwise identical runs.
+TIMING_COLUMNS = ["epoch_seconds", "train_images_per_s", "val_seconds"]
 COLUMNS = (
     ["epoch"]
     + [f"train_{c}" for c in LOSS_COLUMNS]
     + [f"val_{c}" for c in LOSS_COLUMNS]
-    + ["val_psnr", "val_miou", "val_pixel_accuracy", "val_classification_accuracy",
-       "lr", "epoch_seconds", "train_images_per_s", "is_best", "status"]
+    + ["val_psnr", "val_miou", "val_pixel_accuracy", "val_classification_accuracy", "lr"]
+    + TIMING_COLUMNS
+    + ["is_best", "status"]
 )
 
 
@@ -416,7 +420,9 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
         train_loader.sampler.set_epoch(epoch)
         try:
             train_losses, images, seconds = train_one_epoch(step, train_loader, epoch, cfg, rt)
-            val = evaluate(runner, val_loader, cfg, rt)
+            val_start = time.perf_counter()
+            val = evaluate(runner, val_loader, cfg, rt)  # its figures are floats: the device is done
+            val_seconds = time.perf_counter() - val_start
             if not math.isfinite(val["total"]):
                 raise NonFiniteLossError(f"non-finite validation loss after epoch {epoch}: {_terms(val)}")
         except NonFiniteLossError as err:
@@ -439,6 +445,7 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": seconds,
             "train_images_per_s": images / seconds,
+            "val_seconds": val_seconds,
             "is_best": improved,
             "status": "running",
         }

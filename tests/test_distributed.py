@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from imginav_core.data.batches import EpochBatches
+from imginav_core.train import TIMING_COLUMNS
 
 from helpers import ROOT, V1
 
@@ -18,7 +19,6 @@ from helpers import ROOT, V1
 # covers batches split unevenly, where the mean of per-rank means, and the segmentation CE
 # normalised by each rank's own count of valid pixels, differ slightly from the global mean.
 RELATIVE_TOLERANCE = 1e-4
-TIMING_COLUMNS = {"epoch_seconds", "train_images_per_s"}
 # float32: bf16 autocast (on by default on CPUs with native bf16) rounds differently for a batch of
 # 4 than for one of 8, which would hide what this test compares, the data-parallel arithmetic.
 SETTINGS = ["data.resolution=32", "data.synthetic_samples=48", "training.epochs=2", "training.batch_size=8",
@@ -44,7 +44,7 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
     run_dir = tmp_path / "ddp" / "experiments" / "phase1_2_AE_V1_deterministic"
     assert (run_dir / "last.pt").is_file() and (run_dir / "phase1_2_AE_V1_deterministic_metrics.csv").is_file()
     for one, two in zip(single, parallel):
-        for column in one.keys() - TIMING_COLUMNS:
+        for column in one.keys() - set(TIMING_COLUMNS):
             try:
                 a, b = float(one[column]), float(two[column])
             except ValueError:  # status

@@ -30,7 +30,7 @@ from PIL import Image
 from imginav_core.checkpoints import load_checkpoint
 from imginav_core.config import config_from_dict
 from imginav_core.data.manifest import read_manifest
-from imginav_core.train import COLUMNS
+from imginav_core.train import COLUMNS, TIMING_COLUMNS
 
 from helpers import ROOT, TINY_MODEL, V1, V2
 
@@ -43,7 +43,7 @@ SETTINGS = {
     "training.device": "cpu",
     **TINY_MODEL,
 }
-TIMING = {"epoch_seconds", "train_images_per_s"}
+TIMING = set(TIMING_COLUMNS)
 V2_NAME = "phase1_2_AE_V2_vae_light"
 V1_NAME = "phase1_2_AE_V1_deterministic"
 CSV = f"{V2_NAME}_metrics.csv"

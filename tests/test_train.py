@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from imginav_core import train
-from imginav_core.train import setup_runtime
+from imginav_core.train import TIMING_COLUMNS, setup_runtime
 from imginav_core.checkpoints import load_checkpoint, load_model
 from imginav_core.data.cache import LayoutReadError
 from imginav_core.data.manifest import ManifestError
@@ -31,8 +31,9 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
         (run_dir / f"{cfg.name}_metrics.csv").read_text()
     for column in ("train_total", "val_total", "val_mse", "val_psnr", "val_miou", "val_pixel_accuracy",
                    "val_classification_accuracy", "val_kld", "val_segmentation_weighted", "lr",
-                   "epoch_seconds", "train_images_per_s"):
+                   "epoch_seconds", "train_images_per_s", "val_seconds"):
         assert math.isfinite(float(rows[0][column])), column
+    assert float(rows[0]["val_seconds"]) > 0
     assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
     sample = tmp_path / "phase1_2_vae_test" / "samples" / f"{cfg.name}_epoch_001_comparison.png"
     width, height = Image.open(sample).size
@@ -59,7 +60,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     b = load_checkpoint(tmp_path / "resumed" / "experiments" / straight.name / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    drop = {"epoch_seconds", "train_images_per_s"}
+    drop = set(TIMING_COLUMNS)
     rows_a = [{k: v for k, v in r.items() if k not in drop} for r in _rows(straight.run_dir / f"{straight.name}_metrics.csv")]
     rows_b = [{k: v for k, v in r.items() if k not in drop}
               for r in _rows(tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv")]
