@@ -27,6 +27,7 @@ kernels take the step's time.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import platform
@@ -45,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .__main__ import parse_overrides
 from .atomic import write_text_atomic
-from .config import Config, ConfigError, load_config
+from .config import SWITCHES, Config, ConfigError, load_config
 from .data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
 from .data.cache import load_layout
 from .data.manifest import LayoutRecord
@@ -57,6 +58,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "phase1_2"
 MODELS = {"V1": "V1_deterministic.yaml", "V2": "V2_vae_light.yaml"}
 STRAIGHTFORWARD = {"training.amp": "off", "training.channels_last": "off", "training.compile": "off"}
 QUICK = {"resolution": 128, "steps": 3, "windows": 3, "warmup": 1}
+# What a --variant may change: how the same steps run, not which steps (batch, resolution, model),
+# so that every path's images/s and FLOPs count the same work.
+VARIANT_KEYS = sorted(SWITCHES | {"data.num_workers"})
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
@@ -102,6 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.variants = {variant: parse_overrides(variant.split(",")) for variant in args.variant}
     except ConfigError as err:  # names the malformed pair
         parser.error(f"--variant: {err}")
+    for variant, overrides in args.variants.items():
+        for key in sorted(set(overrides) - set(VARIANT_KEYS)):
+            close = difflib.get_close_matches(key, VARIANT_KEYS, n=1)
+            why = (f"did you mean {close[0]}?" if close else
+                   "it cannot vary within one run (every path trains the same batches of the same model).")
+            parser.error(f"--variant {variant}: {key}: {why} A variant sets only {', '.join(VARIANT_KEYS)}")
     return args
 
 
