@@ -1,6 +1,7 @@
 """The benchmark and the phase timing run end to end on the CPU and report every figure.
 Speed is never asserted here: the figures are measurements, not pass/fail criteria."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -47,7 +48,10 @@ def test_quick_benchmark_reports_every_figure(tmp_path):
         assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 1e-6
         assert profile["groups"]["convolutions"]["share"] > 0.1
         assert any("convolution" in k["name"] for k in profile["top"])
-    assert "by group:" in done.stdout
+        layers = [c["layer"] for c in profile["convolution_layers"]]
+        assert all(re.fullmatch(r"(transposed )?conv \d+->\d+ \dx\d at \d+x\d+( backward)?", c) for c in layers), layers
+        assert any(c.endswith("at 128x128") for c in layers) and any(c.endswith("at 128x128 backward") for c in layers)
+    assert "by group:" in done.stdout and "convolution layers" in done.stdout
 
 
 @pytest.mark.parametrize("variant", ["training.channels_lst=off", "training.batch_size=32"])
@@ -65,7 +69,8 @@ def test_a_variant_it_cannot_time_is_named_before_anything_runs(tmp_path, varian
     ("void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816dgrad_optimized_bf16>", "convolutions"),
     ("aten::convolution_backward", "convolutions"),
     ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>", "memory layout conversions"),
-    ("triton_red_fused_convolution_backward_native_group_norm_silu_3", "fused by torch.compile (Triton)"),
+    ("triton_red_fused_convolution_backward_native_group_norm_silu_3", "fused by torch.compile"),
+    ("## Call CompiledFxGraph fx67mp7x6huhtgoclx4gqkcicbtf6vsacevqmoetflu3egg6ajo5 ##", "fused by torch.compile"),
     ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
     ("aten::native_group_norm_backward", "normalisation and element-wise"),
     ("Memcpy HtoD (Pinned -> Device)", "copies and fills"),
