@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .atomic import write_text_atomic
-from .bench import CONFIG_DIR, MODELS, device_name, log
+from .bench import MODELS, device_name, log
 from .config import Config, load_config
 from .data.batches import load_data
 from .train import metrics_csv_path, setup_runtime, train
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def timing_config(args: argparse.Namespace, work_dir: Path) -> Config:
-    return load_config(CONFIG_DIR / MODELS["V1"], {
+    return load_config(MODELS["V1"], {
         "output_root": str(work_dir),
         "data.resolution": args.resolution,
         "data.synthetic_samples": args.samples,

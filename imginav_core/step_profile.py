@@ -20,6 +20,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from .train import synchronize
+
 # First match wins. torch.compile's kernels come first: on a GPU Triton kernels, which inductor
 # names after the aten ops they fuse ("convolution_backward" for a bias gradient that is really a
 # reduction); on a CPU the compiled graph's own C++ time, reported under its call.
@@ -87,13 +89,11 @@ def profile_steps(action: Callable[[], Any], steps: int, device: torch.device, t
     kernels or operators, the groups (``GROUPS``) and the ``top`` convolution layers, each with its
     share of the busy time."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     with profile(activities=activities, record_shapes=True) as prof:
         for _ in range(steps):
             action()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
     totals: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     for name, micros in _timed_events(prof, device):

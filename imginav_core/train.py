@@ -101,6 +101,12 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock time covers it (no-op on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 instructions (Linux: the avx512_bf16 or amx_bf16 flags)."""
     try:
@@ -315,8 +321,7 @@ def train_one_epoch(step, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple
                 raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {int(first_bad)}: {terms}")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}", refresh=False)
-    if rt.device.type == "cuda":
-        torch.cuda.synchronize(rt.device)
+    synchronize(rt.device)
     seconds = time.perf_counter() - start
     sums.all_reduce()
     return sums.losses(), int(sums.images), seconds
