@@ -38,10 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     # Errors that say what to fix: a message, not a traceback, in the job's log.
     stops: tuple[type[Exception], ...] = (ConfigError, ManifestError, LayoutReadError)
     if args.command == "train":  # imported here: the synthetic command needs no torch
-        from .checkpoints import CheckpointError
-        from .train import NonFiniteLossError, ResumeError, RunInProgressError, train
+        from .train import STOPS, train
 
-        stops += (CheckpointError, NonFiniteLossError, ResumeError, RunInProgressError)
+        stops = STOPS
     try:
         if args.command == "train":
             train(load_config(args.config, parse_overrides(args.set)))

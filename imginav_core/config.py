@@ -24,6 +24,11 @@ from .atomic import write_text_atomic
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+def is_folder_name(name: str) -> bool:
+    """Whether an experiment or phase name can name a folder under output_root and no other place."""
+    return bool(NAME_PATTERN.match(name)) and name not in (".", "..")
+
+
 @dataclass
 class ModelConfig:
     latent_channels: int
@@ -138,6 +143,14 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "source"}
 
 
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested settings dict (``Config.to_dict()``, a checkpoint's config) as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
 def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:
     """Every dotted key the schema knows, e.g. ``training.early_stopping.patience``."""
     keys = []
@@ -200,7 +213,7 @@ def _validate(cfg: Config) -> None:
 
     if not NAME_PATTERN.match(cfg.name):
         fail("name", "use only letters, digits, '_', '-' and '.' (it names folders under output_root)")
-    if cfg.name in (".", "..") or not NAME_PATTERN.match(cfg.phase) or cfg.phase in (".", ".."):
+    if not is_folder_name(cfg.name) or not is_folder_name(cfg.phase):
         fail("name" if cfg.name in (".", "..") else "phase", "not a usable folder name")
     for key in ("loss.mse", "loss.segmentation", "loss.classification", "loss.kld"):
         if cfg.get(key) < 0:

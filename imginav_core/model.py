@@ -45,12 +45,13 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
-    def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) averaged over every latent element of the batch (reference.md).
+    def kl_elements(self) -> torch.Tensor:
+        """KL(q || N(0, I)) of each latent element: ``-0.5 * (1 + logvar - mean^2 - exp(logvar))``."""
+        return -0.5 * (1.0 + self.logvar - self.mean.pow(2) - self.logvar.exp())
 
-        ``-0.5 * mean(1 + logvar - mean^2 - exp(logvar))``
-        """
-        return -0.5 * torch.mean(1.0 + self.logvar - self.mean.pow(2) - self.logvar.exp())
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) averaged over every latent element of the batch (reference.md)."""
+        return self.kl_elements().mean()
 
 
 class Encoder(nn.Module):

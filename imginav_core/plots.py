@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .analysis.decision import Thresholds
+from .analysis.measures import ACTIVE_UNIT_THRESHOLD
 from .analysis.study import Study
 from .runs import RunSummary
 
@@ -53,7 +55,7 @@ def training_curves(run: RunSummary) -> plt.Figure:
     return fig
 
 
-def kld_trend(run: RunSummary, low: float = 1e-4, high: float = 1e-3) -> plt.Figure:
+def kld_trend(run: RunSummary, low: float = Thresholds.kld_low, high: float = Thresholds.kld_high) -> plt.Figure:
     """The VAE's weighted validation KLD per epoch against the specification's band."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.axhspan(low, high, color="#4daf4a", alpha=0.15, label=f"specification band {low:g}..{high:g}")
@@ -110,11 +112,6 @@ def final_metrics_table(runs: list[RunSummary]) -> pd.DataFrame:
             "images/s": run.images_per_s,
         }
     return pd.DataFrame(rows)
-
-
-def _tile(images: list[np.ndarray]) -> np.ndarray:
-    sep = np.full((images[0].shape[0], 3, 3), 255, dtype=np.uint8)
-    return np.concatenate([part for im in images for part in (im, sep)][:-1], axis=1)
 
 
 def reconstructions(study: Study) -> plt.Figure:
@@ -212,8 +209,8 @@ def posterior_channels(study: Study) -> plt.Figure | None:
     channels = np.arange(post["channels"])
     left.bar(channels, post["kl_per_channel"], color=_colour(r.label))
     left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"{r.label}: KL per channel")
-    right.bar(channels, post["channel_activity"], color=_colour(r.label))
-    right.axhline(0.01, ls="--", color="k", lw=1, label="active-unit threshold 0.01")
+    right.bar(channels, r.metrics["channel_activity"], color=_colour(r.label))  # study: of the same means
+    right.axhline(ACTIVE_UNIT_THRESHOLD, ls="--", color="k", lw=1, label=f"active-unit threshold {ACTIVE_UNIT_THRESHOLD:g}")
     right.set(xlabel="latent channel", ylabel="Var over layouts of posterior mean", yscale="log",
               title=f"{r.label}: {post['active_units']} of {post['channels']} channels active")
     right.legend(fontsize=8)
@@ -250,7 +247,7 @@ def latent_table(study: Study) -> pd.DataFrame:
             "latent mean": lat["mean"], "latent std": lat["std"], "scale factor (1/std)": lat["scale_factor"],
             "excess kurtosis": lat["excess_kurtosis"],
             "channel std min..max": f"{min(lat['channel_std']):.3g}..{max(lat['channel_std']):.3g}",
-            "active channels (var > 0.01)": f"{int((activity > 0.01).sum())} of {len(activity)}",
+            f"active channels (var > {ACTIVE_UNIT_THRESHOLD:g})": f"{int((activity > ACTIVE_UNIT_THRESHOLD).sum())} of {len(activity)}",
             "KLD raw": f"{post['kld']:.4g}" if post else "n/a",
             "KLD weighted": f"{post['kld_weighted']:.3g}" if post else "n/a",
             "posterior collapse": ("yes" if post["collapsed"] else "no") if post else "n/a",

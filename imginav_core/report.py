@@ -32,8 +32,6 @@ PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2", "analys
 def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, train_images: int) -> dict[str, Any]:
     """The values the book's introduction pastes with ``{glue}``, keyed ``v1_...``/``v2_...``."""
     numbers: dict[str, Any] = {
-        "decision_choice": decision["choice"],
-        "decision_experiment": decision["chosen_experiment"],
         "decision_summary": decision["summary"],
         "decision_data_sufficient": "yes" if decision["data_sufficient"] else "no",
         "decision_data_limits": "; ".join(decision["data_limits"]) or "none",
@@ -50,7 +48,6 @@ def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, tr
         best = run.best_row
         numbers.update({
             f"{key}_val_mse": float(best["val_mse"]),
-            f"{key}_val_total": float(best["val_total"]),
             f"{key}_epochs": run.epochs_run,
             f"{key}_best_epoch": run.best_epoch,
             f"{key}_minutes": run.minutes,
@@ -63,7 +60,6 @@ def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, tr
             f"{key}_midpoint_purity": model["interpolation"]["linear"]["mean_midpoint_palette_purity"],
             f"{key}_noise_growth": decision["criteria"]["noise_robustness"][
                 "vae" if run.config.model.variational else "deterministic"],
-            f"{key}_latent_std": model["latent"]["std"],
         })
         if "posterior" in model:
             post = model["posterior"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import NAME_PATTERN, Config, config_from_dict
+from .config import Config, config_from_dict, is_folder_name
 from .checkpoints import load_checkpoint
 
 FINISHED = ("completed", "early_stopped")
@@ -74,7 +74,7 @@ class RunSummary:
 def load_run(output_root: str | Path, name: str) -> RunSummary:
     """Read experiment ``name`` under ``output_root``; never raises for an unfinished run
     (see ``problem``), only for one that cannot be read at all."""
-    if not NAME_PATTERN.match(name) or name in (".", ".."):
+    if not is_folder_name(name):
         raise ValueError(f"experiment name {name!r}: use only letters, digits, '_', '-' and '.'")
     run_dir = Path(output_root) / "experiments" / name
     metrics_path = run_dir / f"{name}_metrics.csv"

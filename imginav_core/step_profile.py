@@ -86,8 +86,8 @@ def _conv_layers(prof: profile, device: torch.device) -> dict[str, float]:
 
 def profile_steps(action: Callable[[], Any], steps: int, device: torch.device, top: int = 15) -> dict[str, Any]:
     """Run ``action`` ``steps`` times under the profiler; per step: the busy time, the ``top``
-    kernels or operators, the groups (``GROUPS``) and the ``top`` convolution layers, each with its
-    share of the busy time."""
+    kernels or operators, the groups (``GROUPS``) and every convolution layer, each with its share
+    of the busy time."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     synchronize(device)
     with profile(activities=activities, record_shapes=True) as prof:
@@ -117,7 +117,7 @@ def profile_steps(action: Callable[[], Any], steps: int, device: torch.device, t
         "groups": {group: {"ms_per_step": micros / steps / 1e3, "share": micros / busy}
                    for group, micros in sorted(groups.items(), key=lambda item: -item[1])},
         "convolution_layers": [{"layer": layer, "ms_per_step": micros / steps / 1e3, "share": micros / busy}
-                               for layer, micros in layers[:top]],
+                               for layer, micros in layers],  # all of them (two per layer); the table shows the top
     }
 
 
@@ -133,7 +133,8 @@ def profile_table(label: str, summary: dict[str, Any], step_ms: float | None = N
     for k in summary["top"]:
         name = k["name"] if len(k["name"]) <= 110 else k["name"][:107] + "..."
         lines.append(f"    {k['share']:6.1%} {k['ms_per_step']:9.3f} ms  x{k['calls_per_step']:<4g} {name}")
-    if summary["convolution_layers"]:
-        lines.append(f"  top {len(summary['convolution_layers'])} convolution layers (the kernels each call launched):")
-        lines += [f"    {c['share']:6.1%} {c['ms_per_step']:9.3f} ms  {c['layer']}" for c in summary["convolution_layers"]]
+    layers = summary["convolution_layers"][:len(summary["top"])]
+    if layers:
+        lines.append(f"  top {len(layers)} convolution layers (the kernels each call launched):")
+        lines += [f"    {c['share']:6.1%} {c['ms_per_step']:9.3f} ms  {c['layer']}" for c in layers]
     return "\n".join(lines)

@@ -36,9 +36,11 @@ import torch
 import torch.distributed as dist
 
 from .atomic import remove_leftovers, write_text_atomic
-from .checkpoints import load_checkpoint, save_checkpoint
-from .config import Config
+from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .config import Config, ConfigError, flatten
 from .data.batches import batch_loader, load_data, to_model_inputs
+from .data.cache import LayoutReadError
+from .data.manifest import ManifestError
 from .faults import kill_point
 from .locks import LockHeldError, exclusive_lock
 from .losses import TERMS, compute_losses
@@ -78,6 +80,12 @@ class ResumeError(ValueError):
 
 class RunInProgressError(RuntimeError):
     """Another process is training the same experiment into the same run folder."""
+
+
+# Errors that say what to fix: the command lines (python -m imginav_core train, the workflow's
+# train) print them as a message, not a traceback, in the job's log.
+STOPS: tuple[type[Exception], ...] = (ConfigError, ManifestError, LayoutReadError, CheckpointError,
+                                      NonFiniteLossError, ResumeError, RunInProgressError)
 
 
 # ---- where and how the run executes ------------------------------------------------------
@@ -224,12 +232,6 @@ class RunState:
 
 
 def _check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-        out = {}
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
     old, new = flatten(saved), flatten(cfg.to_dict())
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
     if changed:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import NAME_PATTERN, Config, ConfigError, load_config
+from .config import Config, ConfigError, flatten, is_folder_name, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {
@@ -99,7 +99,7 @@ def analysis_parameters(output_root: str = "outputs", experiment_v1: str | None 
     for key, value in (("experiment_v1", experiment_v1), ("experiment_v2", experiment_v2)):
         _expect(key, value, (str,), optional=True)
         names[key] = value if value is not None else load_config(EXPERIMENTS[key]).name
-        if not NAME_PATTERN.match(names[key]) or names[key] in (".", ".."):
+        if not is_folder_name(names[key]):
             raise ConfigError(f"notebook parameter '{key}' = {names[key]!r}: use only letters, digits, '_', '-', '.'")
     if max_images < 2:
         raise ConfigError(f"notebook parameter 'max_images' = {max_images}: need at least 2 layouts")
@@ -109,12 +109,6 @@ def analysis_parameters(output_root: str = "outputs", experiment_v1: str | None 
 
 def config_table(cfg: Config) -> pd.DataFrame:
     """Every setting of a run, one dotted key per row."""
-    def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
-        out = {}
-        for key, value in values.items():
-            out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-        return out
-
     table = pd.DataFrame({"value": {k: str(v) for k, v in flatten(cfg.to_dict()).items()}})
     table.index.name = "setting"
     return table
@@ -150,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("check-train", "train", "check-analysis"))
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args(argv)
+    stops: tuple[type[Exception], ...] = (ConfigError,)  # the checks raise only these
+    if args.command == "train":  # imported here: the checks need no torch
+        from .train import STOPS, train
+
+        stops = STOPS
     try:
         if args.command == "check-analysis":
             params = analysis_parameters(**_parameters(args.parameter, ANALYSIS_PARAMETERS))
@@ -160,14 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("notebook parameter 'config' is required (the experiment YAML)")
         cfg = training_config(**params)
         if args.command == "train":
-            from .train import train
-
             train(cfg)
             return 0
         for key, value in (("NAME", cfg.name), ("RUN_DIR", cfg.run_dir), ("PHASE_DIR", cfg.phase_dir)):
             print(f"{key}={shlex.quote(str(value))}")
         return 0
-    except (ConfigError, TypeError, ValueError) as err:  # ManifestError, LayoutReadError are ValueErrors
+    except stops as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ import math
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from ..model import DiagonalGaussian
 from ..palette import PALETTE
 
 PURITY_TOLERANCE = 24.0  # RGB distance (0-255 units) within which a pixel counts as a palette colour
@@ -104,8 +105,7 @@ def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float,
     """KL(q(z|x) || N(0, I)) as trained (mean over latent elements), raw and weighted; KL per
     channel; active units (channels with activity > 0.01); posterior-collapse flag (fewer than
     ``min_active_fraction`` of the channels active)."""
-    mu, logvar = mu.double(), logvar.double()
-    kl = -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())  # per element
+    kl = DiagonalGaussian(mu.double(), logvar.double()).kl_elements()
     activity = channel_activity(mu)
     active = activity > ACTIVE_UNIT_THRESHOLD
     channels = mu.shape[1]
@@ -113,7 +113,6 @@ def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float,
         "kld": float(kl.mean()),
         "kld_weighted": float(kl.mean()) * kld_weight,
         "kl_per_channel": kl.mean((0, 2, 3)).tolist(),
-        "channel_activity": activity.tolist(),
         "active_units": int(active.sum()),
         "channels": channels,
         "collapsed": bool(active.sum() < min_active_fraction * channels),

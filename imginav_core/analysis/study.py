@@ -217,16 +217,16 @@ def _noise_robustness(model, study: Study, z_all: torch.Tensor, latent_std: floa
     """Reconstruction MSE of ``decode(z + sigma * eps * std(z))`` against the input, per sigma;
     the same eps for every model (same generator seeds, same latent shape)."""
     s = study.settings
-    mse = []
-    for k, sigma in enumerate(s.sigmas):
-        generator = torch.Generator().manual_seed(s.seed * 1000 + k)
-        errors = []
-        for start in range(0, len(study.positions), s.batch_size):
-            x, _, _ = to_model_inputs(study.data.val[study.positions[start:start + s.batch_size]], device)
-            z = z_all[start:start + s.batch_size].to(device)
+    # One generator per sigma, each drawing batch after batch in order; the inputs read once per batch.
+    generators = [torch.Generator().manual_seed(s.seed * 1000 + k) for k in range(len(s.sigmas))]
+    errors: list[list[torch.Tensor]] = [[] for _ in s.sigmas]
+    for start in range(0, len(study.positions), s.batch_size):
+        x, _, _ = to_model_inputs(study.data.val[study.positions[start:start + s.batch_size]], device)
+        z = z_all[start:start + s.batch_size].to(device)
+        for sigma, generator, out in zip(s.sigmas, generators, errors):
             noisy = m.add_latent_noise(z, sigma, latent_std, generator)
-            errors.append(m.mse_per_image(model.decode(noisy)["rgb"], x).cpu())
-        mse.append(float(torch.cat(errors).double().mean()))
+            out.append(m.mse_per_image(model.decode(noisy)["rgb"], x).cpu())
+    mse = [float(torch.cat(out).double().mean()) for out in errors]
     return {"sigmas": list(s.sigmas), "mse": mse, "relative_to_clean": [v / mse[0] if mse[0] > 0 else math.inf for v in mse]}
 
 

@@ -49,7 +49,6 @@ class CachedLayouts(Dataset):
             "rgb": torch.from_numpy(np.ascontiguousarray(rgb[rows])),
             "class_map": torch.from_numpy(np.ascontiguousarray(class_map[rows])),
             "label": torch.from_numpy(self.cache.labels[rows]),
-            "index": torch.from_numpy(rows),
         }
 
 
