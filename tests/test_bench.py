@@ -45,12 +45,13 @@ def test_quick_benchmark_reports_every_figure(tmp_path):
     for path in (figures["fast"], figures["straightforward"], variant):
         profile = path["profile"]
         assert profile["busy_ms_per_step"] > 0
-        assert abs(sum(g["share"] for g in profile["groups"].values()) - 1) < 1e-6
-        assert profile["groups"]["convolutions"]["share"] > 0.1
+        assert profile["groups"]["convolutions"]["share"] > 0
         assert any("convolution" in k["name"] for k in profile["top"])
+        # every convolution of the model, forward and backward, named as a layer
         layers = [c["layer"] for c in profile["convolution_layers"]]
         assert all(re.fullmatch(r"(transposed )?conv \d+->\d+ \dx\d at \d+x\d+( backward)?", c) for c in layers), layers
-        assert any(c.endswith("at 128x128") for c in layers) and any(c.endswith("at 128x128 backward") for c in layers)
+        assert {"conv 3->32 3x3 at 128x128", "conv 3->32 3x3 at 128x128 backward",
+                "transposed conv 256->128 4x4 at 8x8", "conv 32->10 1x1 at 128x128 backward"} <= set(layers), layers
     assert "by group:" in done.stdout and "convolution layers" in done.stdout
 
 

@@ -98,7 +98,8 @@ def test_the_study_is_deterministic_and_measures_both_models_alike(tiny_runs):
     second = run_study(runs, tiny_runs, settings, log=lambda _: None).to_json()
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     v1, v2 = (first["models"][r.name] for r in runs)
-    assert v1["noise"]["sigmas"] == v2["noise"]["sigmas"] and v1["noise"]["relative_to_clean"][0] == 1.0
+    for model in (v1, v2):  # latent noise at the largest sigma makes the reconstructions worse
+        assert model["noise"]["relative_to_clean"][-1] > 1.0, model["noise"]
     assert len(v1["interpolation"]["linear"]["pairs"]) == len(first["pairs"]) == 3
     assert v1["reconstruction"]["all"]["images"] == min(12, len(study.data.val)) == first["validation_images"]
 

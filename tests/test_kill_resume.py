@@ -224,6 +224,8 @@ def test_a_run_killed_at_any_moment_ends_like_an_uninterrupted_one(kills, refere
     assert code == 0, output
     if committed:
         assert f"resuming {V2_NAME} after epoch {committed}" in output
+    else:  # nothing was committed: a fresh start, not a resume
+        assert "resuming" not in output
     _assert_same_run(V2_NAME, root, reference)
     assert assert_whole(root) == 0 and _leftovers(root) == []
     print(f"killed at {moments}, resumed after epoch {committed}: same weights and metrics")  # for -s

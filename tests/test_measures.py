@@ -28,6 +28,9 @@ def test_identical_images_are_perfect():
     assert torch.allclose(m.ssim_per_image(x, x), torch.ones(2))
     out, inp = m.edge_energy(x, x)
     assert torch.allclose(out / inp, torch.ones(2))
+    # and edges half as strong score half (the ratio is not 1 by construction)
+    out, inp = m.edge_energy(0.5 * x, x)
+    assert torch.allclose(out / inp, torch.full((2,), 0.5))
     assert torch.allclose(m.palette_purity(x), torch.ones(2))
 
 

@@ -76,7 +76,7 @@ def _open(browser, url):
 def test_the_report_opens_offline_with_every_figure_rendered(study, browser):
     for target in ("index.html", "generated/V1_training.html", "generated/analysis.html"):
         page, blocked, failed = _open(browser, (study["html"] / target).as_uri())
-        page.wait_for_timeout(500)
+        page.wait_for_function("[...document.images].every(i => i.complete)", timeout=20000)
         assert blocked == [] and failed == [], (target, blocked, failed)
         broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
         assert broken == [], target
@@ -88,11 +88,11 @@ def test_the_interpolation_explorer_works_without_a_kernel(study, browser):
     page, blocked, failed = _open(browser, (study["html"] / "generated" / "analysis.html").as_uri())
     page.wait_for_selector(".imginav-explorer .noUi-handle", timeout=20000)  # rendered by the HTML manager
 
+    visible = """label => [...document.querySelectorAll('.imginav-stack-' + label + ' img')]
+                   .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0).map(i => i.src)"""
+
     def shown(label):
-        return page.evaluate(
-            """label => [...document.querySelectorAll('.imginav-stack-' + label + ' img')]
-                 .filter(i => i.offsetParent !== null && i.getBoundingClientRect().width > 0).map(i => i.src)""",
-            label)
+        return page.evaluate(visible, label)
 
     before = {m: shown(m) for m in ("V1", "V2")}
     assert all(len(v) == 1 for v in before.values()), before  # one frame of the selected pair per model
@@ -100,7 +100,11 @@ def test_the_interpolation_explorer_works_without_a_kernel(study, browser):
     handle.focus()
     for _ in range(5):
         handle.press("ArrowRight")
-    page.wait_for_timeout(300)
+    # until both models show another frame (or the timeout fails the test)
+    page.wait_for_function(f"""before => ['V1', 'V2'].every(m => {{
+                                  const now = ({visible})(m);
+                                  return now.length === 1 && now[0] !== before[m][0]; }})""",
+                           arg=before, timeout=10000)
     after = {m: shown(m) for m in ("V1", "V2")}
     for model in ("V1", "V2"):
         assert len(after[model]) == 1 and after[model] != before[model], model

@@ -103,7 +103,6 @@ def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(st
     assert "posterior" in v2 and "posterior" not in v1
     assert set(v2["interpolation"]) == {"linear", "spherical"} and set(v1["interpolation"]) == {"linear"}
     decision = json.loads((study["phase_dir"] / "decision.json").read_text())
-    assert decision["choice"] in ("deterministic", "variational")
     assert decision["data_sufficient"] is False  # 32 x 32 synthetic layouts, 2 epochs: too little to decide
     assert "too little" in decision["summary"]
     cfg = load_config(study["phase_dir"] / "phase1_3_base.yaml")
