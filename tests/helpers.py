@@ -1,13 +1,19 @@
 """Shared by the tests: the experiment configs and a config shrunk to run in seconds."""
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from imginav_core import load_config
+from imginav_core.train import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = ROOT / "configs/phase1_2/V1_deterministic.yaml"
 V2 = ROOT / "configs/phase1_2/V2_vae_light.yaml"
+V1_NAME, V2_NAME = load_config(V1).name, load_config(V2).name  # the experiments' folder and file names
+PHASE = load_config(V1).phase  # the phase folder under output_root
+# The real manifest's header (reference.md), written out so a change of the reader's columns shows.
+MANIFEST_HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
 
 
 def small_config(path: Path, output_root: Path, **overrides):
@@ -27,3 +33,10 @@ def small_config(path: Path, output_root: Path, **overrides):
 # A model of a few thousand parameters, for tests about files and messages rather than learning.
 TINY_MODEL = {"model.base_channels": 8, "model.latent_channels": 4, "model.norm_groups": 4,
               "model.downsampling_steps": 2}
+
+
+def metrics_rows(path: Path, timing: bool = True) -> list[dict[str, str]]:
+    """A metrics CSV's rows; ``timing=False`` drops the wall-clock columns, the only ones that
+    differ between otherwise identical runs."""
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if timing or k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]

@@ -21,9 +21,8 @@ from imginav_core.data.cache import LayoutReadError, build_cache, load_layout
 from imginav_core.data.manifest import ManifestError, read_manifest
 from imginav_core.palette import BACKGROUND, PALETTE, WALL
 
-from helpers import TINY_MODEL, V1, small_config
+from helpers import MANIFEST_HEADER, TINY_MODEL, V1, small_config
 
-HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -62,7 +61,7 @@ def test_a_broken_layout_file_stops_the_cache_with_its_line_and_file(name, tmp_p
     _write_broken(tmp_path, name)
     Image.fromarray(_palette_image()).save(tmp_path / "ok.png")
     manifest = tmp_path / "layouts.csv"
-    manifest.write_text(HEADER + f"s,room,1,ok.png,false\ns,room,2,{name},false\n")
+    manifest.write_text(MANIFEST_HEADER + f"s,room,1,ok.png,false\ns,room,2,{name},false\n")
     records = read_manifest(manifest).records
     _, message = BROKEN_FILES[name]
     with pytest.raises(LayoutReadError, match=rf"layouts.csv, line 3: .*{name}: {message}.*data.skip_broken"):
@@ -84,7 +83,7 @@ def test_off_palette_pixels_are_kept_ignored_and_reported_per_image(tmp_path):
     Image.fromarray(clean).save(tmp_path / "clean.png")
     Image.fromarray(smudged).save(tmp_path / "smudged.png")
     manifest = tmp_path / "layouts.csv"
-    manifest.write_text(HEADER + "s,room,1,clean.png,false\ns,room,2,smudged.png,false\n")
+    manifest.write_text(MANIFEST_HEADER + "s,room,1,clean.png,false\ns,room,2,smudged.png,false\n")
     cache = build_cache(read_manifest(manifest).records, 16, tmp_path / "cache", manifest, workers=1,
                         log=lambda _: None)
     assert len(cache) == 2 and cache.off_palette.tolist() == [0.0, 0.25]
@@ -109,7 +108,7 @@ def test_off_palette_pixels_are_kept_ignored_and_reported_per_image(tmp_path):
 )
 def test_a_broken_manifest_row_stops_with_its_line_or_is_skipped_on_request(row, message, tmp_path):
     path = tmp_path / "layouts.csv"
-    path.write_text(HEADER + "s,room,1,a.png,false\n" + row + "s,room,3,c.png,false\n")
+    path.write_text(MANIFEST_HEADER + "s,room,1,a.png,false\n" + row + "s,room,3,c.png,false\n")
     with pytest.raises(ManifestError, match=rf"layouts.csv, {message}.*set data.skip_broken: true"):
         read_manifest(path)
     manifest = read_manifest(path, skip_broken=True)
@@ -120,14 +119,14 @@ def test_a_broken_manifest_row_stops_with_its_line_or_is_skipped_on_request(row,
 
 def test_a_manifest_that_is_not_utf8_is_named(tmp_path):
     path = tmp_path / "layouts.csv"
-    path.write_bytes(HEADER.encode() + "s,room,1,caf\xe9.png,false\n".encode("latin-1"))
+    path.write_bytes(MANIFEST_HEADER.encode() + "s,room,1,caf\xe9.png,false\n".encode("latin-1"))
     with pytest.raises(ManifestError, match=r"layouts.csv: not a UTF-8 CSV file"):
         read_manifest(path)
 
 
 def test_a_manifest_with_only_broken_rows_says_so_even_when_skipping(tmp_path):
     path = tmp_path / "layouts.csv"
-    path.write_text(HEADER + "s,kitchen,1,a.png,false\n")
+    path.write_text(MANIFEST_HEADER + "s,kitchen,1,a.png,false\n")
     with pytest.raises(ManifestError, match=r"no layouts left .* skipping 1 broken rows, first: .*line 2: type"):
         read_manifest(path, skip_broken=True)
 
@@ -153,7 +152,7 @@ def test_skip_broken_trains_on_the_rest_and_the_log_lists_every_skipped_row(tmp_
              "s,scene,scene,smudged.png,False",  # 20
              "s,room,93,empty_room.png,1"]  # 21: empty, dropped before any decoding
     manifest = data / "layouts.csv"
-    manifest.write_text(HEADER + "\n".join(rows) + "\n")
+    manifest.write_text(MANIFEST_HEADER + "\n".join(rows) + "\n")
     settings = {**TINY_MODEL, "data.manifest": str(manifest), "data.resolution": 16}
 
     with pytest.raises(ManifestError, match=r"line 17: type = 'kitchen'"):  # off by default

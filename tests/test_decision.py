@@ -11,7 +11,7 @@ from imginav_core.analysis.study import AnalysisSettings, run_study
 from imginav_core.runs import RunSummary, UnfinishedRunError, load_run, load_runs
 from imginav_core.train import write_metrics
 
-from helpers import V1, V2, small_config
+from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
 
 
 def _run(config, epochs=10, resolution=512):
@@ -31,7 +31,7 @@ def _model(mse=0.001, ssim=0.95, sharp=0.9, path=1.2, noise=2.0, kld=None, colla
 
 
 def _metrics(v1, v2):
-    return {"models": {"phase1_2_AE_V1_deterministic": v1, "phase1_2_AE_V2_vae_light": v2}}
+    return {"models": {V1_NAME: v1, V2_NAME: v2}}
 
 
 RUNS = [_run(V1), _run(V2)]
@@ -39,7 +39,7 @@ RUNS = [_run(V1), _run(V2)]
 
 def test_the_vae_wins_when_smoother_without_losing_quality():
     d = decide(_metrics(_model(), _model(mse=0.0011, path=1.05, noise=1.5, kld=2e-4)), RUNS, train_images=22000)
-    assert d["choice"] == "variational" and d["chosen_experiment"] == "phase1_2_AE_V2_vae_light"
+    assert d["choice"] == "variational" and d["chosen_experiment"] == V2_NAME
     assert d["criteria"]["interpolation_smoothness"]["verdict"] == "pass"
     assert d["data_sufficient"] and "provisional" not in d["summary"] and d["flags"] == []
 
@@ -89,11 +89,11 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
 
 
 def test_the_study_is_deterministic_and_measures_both_models_alike(tiny_runs):
-    runs, _ = load_runs(tiny_runs, ["phase1_2_AE_V1_deterministic", "phase1_2_AE_V2_vae_light"])
+    runs, _ = load_runs(tiny_runs, [V1_NAME, V2_NAME])
     settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5)
     study = run_study(runs, tiny_runs, settings, log=lambda _: None)
     first = study.to_json()
-    path = tiny_runs / "phase1_2_vae_test" / "analysis" / "latent_metrics.json"
+    path = tiny_runs / PHASE / "analysis" / "latent_metrics.json"
     assert json.loads(path.read_text()) == json.loads(json.dumps(first))
     second = run_study(runs, tiny_runs, settings, log=lambda _: None).to_json()
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
@@ -116,9 +116,9 @@ def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
     history[-1]["status"] = "running"
     write_metrics(cfg, history)
     with pytest.raises(UnfinishedRunError, match=r"phase1_2_AE_V2_vae_light: stopped after 2 of 2 epochs"):
-        load_runs(root, ["phase1_2_AE_V1_deterministic", cfg.name])
-    runs, warnings = load_runs(root, ["phase1_2_AE_V1_deterministic", cfg.name], allow_unfinished=True)
+        load_runs(root, [V1_NAME, cfg.name])
+    runs, warnings = load_runs(root, [V1_NAME, cfg.name], allow_unfinished=True)
     assert len(warnings) == 1 and not runs[1].finished
-    (root / "experiments" / "phase1_2_AE_V1_deterministic" / "best.pt").unlink()
+    (root / "experiments" / V1_NAME / "best.pt").unlink()
     with pytest.raises(UnfinishedRunError, match="best.pt is missing"):
-        load_runs(root, ["phase1_2_AE_V1_deterministic"])
+        load_runs(root, [V1_NAME])

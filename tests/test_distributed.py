@@ -1,5 +1,4 @@
 """Data-parallel training: two processes under torchrun (gloo on the CPU) give the metrics of one."""
-import csv
 import math
 import os
 import subprocess
@@ -11,7 +10,7 @@ import pytest
 from imginav_core.data.batches import EpochBatches
 from imginav_core.train import TIMING_COLUMNS
 
-from helpers import ROOT, V1
+from helpers import PHASE, ROOT, V1, V1_NAME, metrics_rows
 
 # Two processes split every global batch of 8 into equal shares of 4, so each rank's mean loss
 # averages (DDP averages the gradients) to the one-process mean. What remains is float summation
@@ -31,8 +30,7 @@ def _train(launcher: list[str], output_root, extra: tuple[str, ...] = ()) -> lis
     done = subprocess.run([*launcher, "-m", "imginav_core", "train", str(V1), *sets], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    with open(output_root / "phase1_2_vae_test" / "phase1_2_AE_V1_deterministic_metrics.csv") as handle:
-        return list(csv.DictReader(handle))
+    return metrics_rows(output_root / PHASE / f"{V1_NAME}_metrics.csv")
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +48,8 @@ def test_two_processes_give_the_metrics_of_one(single, tmp_path, compiled):
     parallel = _train(torchrun, tmp_path / "ddp", ("training.compile=on",) if compiled else ())
     assert list(parallel[0]) == list(single[0])  # the same columns, in the same order
     assert [r["epoch"] for r in parallel] == [r["epoch"] for r in single] == ["1", "2"]
-    run_dir = tmp_path / "ddp" / "experiments" / "phase1_2_AE_V1_deterministic"
-    assert (run_dir / "last.pt").is_file() and (run_dir / "phase1_2_AE_V1_deterministic_metrics.csv").is_file()
+    run_dir = tmp_path / "ddp" / "experiments" / V1_NAME
+    assert (run_dir / "last.pt").is_file() and (run_dir / f"{V1_NAME}_metrics.csv").is_file()
     for one, two in zip(single, parallel):
         for column in one.keys() - set(TIMING_COLUMNS):
             try:

@@ -30,9 +30,9 @@ from PIL import Image
 from imginav_core.checkpoints import load_checkpoint
 from imginav_core.config import config_from_dict
 from imginav_core.data.manifest import read_manifest
-from imginav_core.train import COLUMNS, TIMING_COLUMNS
+from imginav_core.train import COLUMNS
 
-from helpers import ROOT, TINY_MODEL, V1, V2
+from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, metrics_rows
 
 EPOCHS = 3
 SETTINGS = {
@@ -43,9 +43,6 @@ SETTINGS = {
     "training.device": "cpu",
     **TINY_MODEL,
 }
-TIMING = set(TIMING_COLUMNS)
-V2_NAME = "phase1_2_AE_V2_vae_light"
-V1_NAME = "phase1_2_AE_V1_deterministic"
 CSV = f"{V2_NAME}_metrics.csv"
 
 # Each scenario: the moments of successive kills (usually one), each followed by the same command.
@@ -117,11 +114,6 @@ def _run_killed_at_random_line(config: Path, root: Path, rng: random.Random) -> 
     return code, f"(killed after training progress line {wanted})\n" + "".join(lines) + rest
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
-
-
 def _models(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
@@ -179,10 +171,11 @@ def _assert_same_run(name: str, root: Path, reference: Path) -> None:
     for checkpoint in ("last.pt", "best.pt"):
         assert _same_weights(run / checkpoint, ref / checkpoint) == [], checkpoint
     assert load_checkpoint(run / "best.pt")["epoch"] == load_checkpoint(ref / "best.pt")["epoch"]
-    assert _rows(run / f"{name}_metrics.csv") == _rows(ref / f"{name}_metrics.csv")
-    assert _rows(root / "phase1_2_vae_test" / f"{name}_metrics.csv") == _rows(ref / f"{name}_metrics.csv")
+    expected = metrics_rows(ref / f"{name}_metrics.csv", timing=False)
+    assert metrics_rows(run / f"{name}_metrics.csv", timing=False) == expected
+    assert metrics_rows(root / PHASE / f"{name}_metrics.csv", timing=False) == expected
     for epoch in range(1, EPOCHS + 1):
-        sample = Path("phase1_2_vae_test") / "samples" / f"{name}_epoch_{epoch:03d}_comparison.png"
+        sample = Path(PHASE) / "samples" / f"{name}_epoch_{epoch:03d}_comparison.png"
         assert np.array_equal(np.asarray(Image.open(root / sample)), np.asarray(Image.open(reference / sample))), sample
 
 
@@ -200,7 +193,7 @@ def reference(tmp_path_factory) -> Path:
 def test_a_run_killed_at_any_moment_ends_like_an_uninterrupted_one(kills, reference, tmp_path):
     root = tmp_path / "out"
     run_dir = root / "experiments" / V2_NAME
-    reference_rows = _rows(reference / "experiments" / V2_NAME / CSV)
+    reference_rows = metrics_rows(reference / "experiments" / V2_NAME / CSV, timing=False)
     moments = []
     for kill_at in kills:
         if kill_at == "random":
@@ -215,7 +208,7 @@ def test_a_run_killed_at_any_moment_ends_like_an_uninterrupted_one(kills, refere
             assert strays >= 1
         # What the killed run committed matches the uninterrupted run's first epochs.
         if (run_dir / CSV).exists():
-            rows = _rows(run_dir / CSV)
+            rows = metrics_rows(run_dir / CSV, timing=False)
             assert rows == reference_rows[: len(rows)]
             assert len(rows) <= load_checkpoint(run_dir / "last.pt")["epoch"]
     committed = load_checkpoint(run_dir / "last.pt")["epoch"] if (run_dir / "last.pt").exists() else 0

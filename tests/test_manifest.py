@@ -4,7 +4,8 @@ import pytest
 
 from imginav_core.data.manifest import ManifestError, read_manifest, split_records
 
-HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
+from helpers import MANIFEST_HEADER
+
 
 
 def _write(folder, text, name="layouts.csv"):
@@ -15,7 +16,7 @@ def _write(folder, text, name="layouts.csv"):
 
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
     (tmp_path / "data").mkdir()
-    path = _write(tmp_path / "data", HEADER + "s1,room,0001,img/a.png,false\ns1,scene,scene,/abs/b.png,False\n")
+    path = _write(tmp_path / "data", MANIFEST_HEADER + "s1,room,0001,img/a.png,false\ns1,scene,scene,/abs/b.png,False\n")
     records = read_manifest(path).records
     assert records[0].path == (tmp_path / "data" / "img" / "a.png").resolve()
     assert str(records[1].path) == "/abs/b.png"
@@ -24,7 +25,7 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
 
 def test_is_empty_spellings_and_dropping_empty_layouts(tmp_path):
     rows = ["true", "false", "True", "False", "1", "0", "TRUE"]
-    text = HEADER + "".join(f"s,room,{i},{i}.png,{v}\n" for i, v in enumerate(rows))
+    text = MANIFEST_HEADER + "".join(f"s,room,{i},{i}.png,{v}\n" for i, v in enumerate(rows))
     manifest = read_manifest(_write(tmp_path, text))
     assert [r.room_id for r in manifest.records] == ["1", "3", "5"]
     assert manifest.dropped_empty == 4
@@ -33,7 +34,7 @@ def test_is_empty_spellings_and_dropping_empty_layouts(tmp_path):
 
 
 def test_bad_is_empty_names_the_line(tmp_path):
-    path = _write(tmp_path, HEADER + "s,room,1,a.png,false\ns,room,2,b.png,maybe\n")
+    path = _write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,room,2,b.png,maybe\n")
     with pytest.raises(ManifestError, match=r"line 3.*is_empty = 'maybe'"):
         read_manifest(path)
 
@@ -42,23 +43,23 @@ def test_missing_column_unknown_type_and_empty_files_are_clear_errors(tmp_path):
     with pytest.raises(ManifestError, match="missing column.*is_empty"):
         read_manifest(_write(tmp_path, "scene_id,type,room_id,layout_path\ns,room,1,a.png\n"))
     with pytest.raises(ManifestError, match=r"line 2: type = 'kitchen'"):
-        read_manifest(_write(tmp_path, HEADER + "s,kitchen,1,a.png,false\n"))
+        read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,kitchen,1,a.png,false\n"))
     with pytest.raises(ManifestError, match="empty"):
         read_manifest(_write(tmp_path, ""))
     with pytest.raises(ManifestError, match="no rows"):
-        read_manifest(_write(tmp_path, HEADER))
+        read_manifest(_write(tmp_path, MANIFEST_HEADER))
     with pytest.raises(ManifestError, match="no layouts left"):
-        read_manifest(_write(tmp_path, HEADER + "s,room,1,a.png,true\n"))
+        read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,true\n"))
     with pytest.raises(ManifestError, match="not found"):
         read_manifest(tmp_path / "nope.csv")
 
 
 def test_duplicate_rows_are_dropped_and_conflicting_ones_refused(tmp_path):
-    manifest = read_manifest(_write(tmp_path, HEADER + "s,room,1,a.png,false\ns,room,1,a.png,false\n"
+    manifest = read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,room,1,a.png,false\n"
                                     "s,room,2,b.png,false\n"))
     assert len(manifest.records) == 2 and manifest.dropped_duplicates == [3]
     with pytest.raises(ManifestError, match="line 3.*also listed on line 2"):
-        read_manifest(_write(tmp_path, HEADER + "s,room,1,a.png,false\ns,scene,1,a.png,false\n"))
+        read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,scene,1,a.png,false\n"))
 
 
 def test_split_is_deterministic_disjoint_and_80_20(synthetic_manifest, tmp_path):

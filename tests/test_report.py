@@ -7,6 +7,8 @@ import shutil
 
 import pytest
 
+from helpers import V1_NAME, V2_NAME
+
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
@@ -22,10 +24,10 @@ def test_the_introduction_quotes_the_computed_numbers(study):
     decision = json.loads((study["phase_dir"] / "decision.json").read_text())
     assert decision["summary"].split(":")[0] in intro  # "Choose V1 (deterministic)" or V2
     assert "too little to decide" in intro
-    for name, key in (("phase1_2_AE_V1_deterministic", "V1"), ("phase1_2_AE_V2_vae_light", "V2")):
+    for name, key in ((V1_NAME, "V1"), (V2_NAME, "V2")):
         assert f"{float(_best_row(study, name)['val_mse']):.6f}" in intro, key
     metrics = json.loads((study["phase_dir"] / "analysis" / "latent_metrics.json").read_text())
-    v2 = metrics["models"]["phase1_2_AE_V2_vae_light"]
+    v2 = metrics["models"][V2_NAME]
     assert f"{v2['posterior']['kld_weighted']:.2e}" in intro
     assert f"{v2['interpolation']['linear']['mean_path_length_ratio']:.4f}" in intro
     assert "generated/analysis.ipynb::" not in intro  # every glue reference resolved

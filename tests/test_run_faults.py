@@ -1,7 +1,6 @@
 """A training run that goes wrong stops clearly and keeps what was good: a non-finite loss, a
 second copy of a running experiment, temporaries left by an earlier kill."""
 
-import csv
 import importlib
 import math
 import os
@@ -20,16 +19,11 @@ from imginav_core.data.manifest import read_manifest
 from imginav_core.locks import exclusive_lock
 from imginav_core.train import NonFiniteLossError, RunInProgressError, run_lock_path
 
-from helpers import TINY_MODEL, V1, V2, small_config
+from helpers import TINY_MODEL, V1, V2, metrics_rows, small_config
 
 training = importlib.import_module("imginav_core.train")  # the package's ``train`` is the function
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _rows(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the_last_good_epoch(
@@ -58,7 +52,7 @@ def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the
     last = load_checkpoint(cfg.run_dir / "last.pt")
     assert last["epoch"] == 1 and all(torch.isfinite(w).all() for w in last["model"].values())
     assert load_checkpoint(cfg.run_dir / "best.pt")["epoch"] == 1
-    rows = _rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
+    rows = metrics_rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
     assert [(r["epoch"], r["status"]) for r in rows] == [("1", "running"), ("2", "stopped_non_finite")]
     assert rows[1]["train_total"] == ""  # no numbers for the epoch that failed
     assert not (cfg.phase_dir / "samples" / f"{cfg.name}_epoch_002_comparison.png").exists()
@@ -70,7 +64,7 @@ def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: total=nan.*no epoch completed, so there is no checkpoint"):
         train(cfg, log=lambda _: None)
     assert not (cfg.run_dir / "last.pt").exists() and not (cfg.run_dir / "best.pt").exists()
-    assert [(r["epoch"], r["status"]) for r in _rows(cfg.run_dir / f"{cfg.name}_metrics.csv")] == \
+    assert [(r["epoch"], r["status"]) for r in metrics_rows(cfg.run_dir / f"{cfg.name}_metrics.csv")] == \
         [("1", "stopped_non_finite")]
 
 

@@ -1,4 +1,3 @@
-import csv
 import math
 
 import numpy as np
@@ -7,17 +6,12 @@ import torch
 from PIL import Image
 
 from imginav_core import train
-from imginav_core.train import TIMING_COLUMNS, setup_runtime
+from imginav_core.train import setup_runtime
 from imginav_core.checkpoints import load_checkpoint, load_model
 from imginav_core.data.cache import LayoutReadError
 from imginav_core.data.manifest import ManifestError
 
-from helpers import V1, V2, small_config
-
-
-def _rows(path):
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
+from helpers import PHASE, V1, V2, metrics_rows, small_config
 
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
@@ -25,9 +19,9 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     cfg = small_config(config, tmp_path)
     run_dir = train(cfg, log=lambda _: None)
     assert run_dir == tmp_path / "experiments" / cfg.name
-    rows = _rows(run_dir / f"{cfg.name}_metrics.csv")
+    rows = metrics_rows(run_dir / f"{cfg.name}_metrics.csv")
     assert len(rows) == 1 and rows[0]["status"] == "completed"
-    assert (tmp_path / "phase1_2_vae_test" / f"{cfg.name}_metrics.csv").read_text() == \
+    assert (tmp_path / PHASE / f"{cfg.name}_metrics.csv").read_text() == \
         (run_dir / f"{cfg.name}_metrics.csv").read_text()
     for column in ("train_total", "val_total", "val_mse", "val_psnr", "val_miou", "val_pixel_accuracy",
                    "val_classification_accuracy", "val_kld", "val_segmentation_weighted", "lr",
@@ -35,7 +29,7 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
         assert math.isfinite(float(rows[0][column])), column
     assert float(rows[0]["val_seconds"]) > 0
     assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
-    sample = tmp_path / "phase1_2_vae_test" / "samples" / f"{cfg.name}_epoch_001_comparison.png"
+    sample = tmp_path / PHASE / "samples" / f"{cfg.name}_epoch_001_comparison.png"
     width, height = Image.open(sample).size
     assert width == 3 * 32 and height >= 2 * 32  # input | reconstruction | segmentation, several rows
     for name in ("best.pt", "last.pt"):
@@ -60,10 +54,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     b = load_checkpoint(tmp_path / "resumed" / "experiments" / straight.name / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    drop = set(TIMING_COLUMNS)
-    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in _rows(straight.run_dir / f"{straight.name}_metrics.csv")]
-    rows_b = [{k: v for k, v in r.items() if k not in drop}
-              for r in _rows(tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv")]
+    rows_a = metrics_rows(straight.run_dir / f"{straight.name}_metrics.csv", timing=False)
+    rows_b = metrics_rows(tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv", timing=False)
     assert rows_a == rows_b and len(rows_a) == 3
 
 
@@ -90,7 +82,7 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     cfg = small_config(V1, tmp_path, **{"training.epochs": 5, "training.early_stopping.patience": 2,
                                        "training.early_stopping.min_delta": 1e3})
     train(cfg, log=lambda _: None)
-    rows = _rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
+    rows = metrics_rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
     assert len(rows) == 3 and rows[-1]["status"] == "early_stopped"
     assert [r["is_best"] for r in rows] == ["1", "0", "0"]
     assert load_checkpoint(cfg.run_dir / "best.pt")["epoch"] == 1

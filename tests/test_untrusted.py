@@ -10,7 +10,7 @@ from imginav_core.__main__ import main
 from imginav_core.checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from imginav_core.train import ResumeError
 
-from helpers import ROOT, TINY_MODEL, V1, small_config
+from helpers import ROOT, TINY_MODEL, V1, V1_NAME, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,7 +27,7 @@ class _RunsCode:
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "code_ran"
-    path = tmp_path / "experiments" / "phase1_2_AE_V1_deterministic" / "last.pt"
+    path = tmp_path / "experiments" / V1_NAME / "last.pt"
     path.parent.mkdir(parents=True)
     torch.save({"format": 1, "model": {}, "extra": _RunsCode(marker)}, path)
     with pytest.raises(CheckpointError, match=r"last.pt: refused: it asks to build the Python object .*open, which could run code"):

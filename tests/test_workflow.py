@@ -13,7 +13,7 @@ import yaml
 
 from imginav_core import load_config
 
-from helpers import ROOT
+from helpers import ROOT, V1_NAME, V2_NAME
 
 JOBS = {
     "papermill_V1.sh": ("phase1_2_V1", "gpuv100"),
@@ -79,7 +79,7 @@ def _outputs(notebook: Path) -> list[dict]:
     return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
 
 
-@pytest.mark.parametrize("name", ["phase1_2_AE_V1_deterministic", "phase1_2_AE_V2_vae_light"])
+@pytest.mark.parametrize("name", [V1_NAME, V2_NAME])
 def test_training_notebooks_were_executed_and_show_the_run(study, name):
     notebook = study["phase_dir"] / "runs" / f"{name}.ipynb"
     outputs = _outputs(notebook)
@@ -95,7 +95,7 @@ def test_training_notebooks_were_executed_and_show_the_run(study, name):
 
 def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(study):
     metrics = json.loads((study["phase_dir"] / "analysis" / "latent_metrics.json").read_text())
-    v1, v2 = metrics["models"]["phase1_2_AE_V1_deterministic"], metrics["models"]["phase1_2_AE_V2_vae_light"]
+    v1, v2 = metrics["models"][V1_NAME], metrics["models"][V2_NAME]
     for model in (v1, v2):
         assert {"reconstruction", "latent", "interpolation", "noise"} <= set(model)
         assert {"all", "room", "scene"} <= set(model["reconstruction"])
