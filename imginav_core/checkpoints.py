@@ -44,7 +44,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "imginav_core checkpoints hold only tensors and plain data, so this file was written "
                 "by something else or altered"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file of tensors and plain data)") from None
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch's text runs to paragraphs
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file of tensors and plain data: "
+                              f"{first_line})") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

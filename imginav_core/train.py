@@ -124,18 +124,23 @@ def cpu_has_native_bf16() -> bool:
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
+def resolve_device(name: str, where: str) -> torch.device:
+    """``auto``: CUDA when a GPU is visible, else the CPU. A CUDA device asked for but not visible
+    is an error naming ``where`` the setting came from."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"{where} = {name!r} but no CUDA device is visible")
+    return torch.device(name)
+
+
 def setup_runtime(cfg: Config) -> Runtime:
     """Device, distributed rank and the speed settings (what "auto" means is below)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    wanted = cfg.training.device
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"{cfg.source}: training.device = {cfg.training.device!r} but no CUDA device is visible")
-    if wanted == "cuda":
-        wanted = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    device = torch.device(wanted)
+    device = resolve_device(cfg.training.device, f"{cfg.source}: training.device")
+    if device.type == "cuda" and device.index is None:  # torchrun: each process its own GPU
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -260,6 +265,11 @@ def metrics_csv_path(cfg: Config) -> Path:
     return cfg.run_dir / f"{cfg.name}_metrics.csv"
 
 
+def phase_metrics_csv_path(cfg: Config) -> Path:
+    """The copy of the metrics CSV beside the other experiments' in the phase folder."""
+    return cfg.phase_dir / f"{cfg.name}_metrics.csv"
+
+
 def sample_path(cfg: Config, epoch: int) -> Path:
     return cfg.phase_dir / "samples" / f"{cfg.name}_epoch_{epoch:03d}_comparison.png"
 
@@ -285,7 +295,7 @@ def write_metrics(cfg: Config, history: list[dict[str, Any]]) -> None:
         lines.append(",".join(_cell(row.get(c, "")) for c in COLUMNS))
     text = "\n".join(lines) + "\n"
     write_text_atomic(metrics_csv_path(cfg), text)
-    write_text_atomic(cfg.phase_dir / f"{cfg.name}_metrics.csv", text)
+    write_text_atomic(phase_metrics_csv_path(cfg), text)
 
 
 def _cell(value: Any) -> str:
@@ -497,5 +507,5 @@ def _train(cfg: Config, rt: Runtime, say: Callable[[str], None]) -> Path:
             f"val total {state.best_val:.5f}) are in {best_path}")
     if rt.world > 1:
         dist.barrier()
-    say(f"{cfg.name}: metrics in {metrics_csv_path(cfg)} and {cfg.phase_dir / (cfg.name + '_metrics.csv')}")
+    say(f"{cfg.name}: metrics in {metrics_csv_path(cfg)} and {phase_metrics_csv_path(cfg)}")
     return run_dir

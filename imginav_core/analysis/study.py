@@ -25,6 +25,7 @@ from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ..palette import class_to_rgb
 from ..runs import RunSummary
 from ..samples import pick_samples, to_uint8
+from ..train import resolve_device
 from . import measures as m
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
@@ -96,12 +97,6 @@ class Study:
             "alphas": self.alphas,
             "models": {r.name: r.metrics for r in self.models},
         }
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
@@ -294,11 +289,11 @@ def run_study(runs: list[RunSummary], output_root: str | Path, settings: Analysi
         models=[],
         alphas=[float(a) for a in np.linspace(0.0, 1.0, settings.steps)],
     )
-    device = _device(settings.device)
+    device = resolve_device(settings.device, "analysis device")
     for run in runs:
         log(f"measuring {run.name} on {len(positions)} validation layouts ({device})")
         study.models.append(measure_model(run, study, device))
-    path = Path(output_root) / cfg.phase / "analysis" / "latent_metrics.json"
+    path = cfg.phase_dir / "analysis" / "latent_metrics.json"
     write_text_atomic(path, json.dumps(study.to_json(), indent=1, allow_nan=True))
     log(f"latent-space measurements written to {path}")
     return study
