@@ -1,14 +1,7 @@
-# Shared body of the Phase 1.2 LSF jobs; sourced by hpc/papermill_V1.sh, papermill_V2.sh and
-# analysis.sh after their #BSUB directives. Runs unchanged outside LSF (bash hpc/papermill_V2.sh).
-#
-# Environment (all optional):
-#   IMGINAV_DATA         layouts.csv of the real data (default: the embedded synthetic layouts)
-#   IMGINAV_OUTPUTS      output root (default: outputs/ in the repository)
-#   IMGINAV_CONDA_ENV    conda environment to activate (default: imginav; "" = use the current python)
-#   IMGINAV_EPOCHS, IMGINAV_BATCH_SIZE, IMGINAV_RESOLUTION, IMGINAV_SYNTHETIC_SAMPLES,
-#   IMGINAV_NUM_WORKERS, IMGINAV_SEED, IMGINAV_DEVICE   override the experiment config
-#   IMGINAV_GPUS         >1: train data-parallel with torchrun on that many GPUs first
-#   IMGINAV_MAX_IMAGES   validation layouts the analysis measures (default 512)
+# Shared body of the Phase 1.2 LSF jobs; sourced by hpc/papermill_V1.sh, papermill_V2.sh,
+# analysis.sh and bench.sh after their #BSUB directives. Runs unchanged outside LSF
+# (bash hpc/papermill_V2.sh). The IMGINAV_* variables it reads are listed, with the notebook
+# parameter and config key each one sets, by `python -m imginav_core parameters` (and the README).
 set -euo pipefail
 
 # Under LSF the job script is a spooled copy, so its own path says nothing: LSF starts the job in
@@ -33,8 +26,7 @@ else
   echo "note: no conda environment activated; using $(command -v python)"
 fi
 
-OUTPUT_ROOT=${IMGINAV_OUTPUTS:-outputs}
-echo "job ${LSB_JOBID:-local} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT; outputs $OUTPUT_ROOT"
+echo "job ${LSB_JOBID:-local} ${LSB_JOBNAME:-} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 # papermill writes the executed notebook as it goes: run it under a temporary name and rename it
@@ -57,33 +49,25 @@ execute_notebook() {  # execute_notebook INPUT OUTPUT [papermill -p arguments...
 }
 
 run_training() {  # run_training CONFIG: train one experiment through notebooks/train.ipynb
-  local params=(-p config "$1" -p output_root "$OUTPUT_ROOT" -p manifest "${IMGINAV_DATA:-}"
-                -p device "${IMGINAV_DEVICE:-auto}")
-  local var name
-  for name in epochs batch_size resolution synthetic_samples num_workers seed; do
-    var="IMGINAV_${name^^}"
-    if [[ -n "${!var:-}" ]]; then params+=(-p "$name" "${!var}"); fi
-  done
-  # Checked before anything is written: a bad parameter stops here, not halfway through a run.
+  # The parameters come from the IMGINAV_* variables; checked before anything is written, so a
+  # bad one (or a missing widget script for the report) stops the job here, not hours later.
   local settings
-  settings=$(python -m imginav_core.workflow check-train "${params[@]}")
-  eval "$settings"  # NAME, RUN_DIR, PHASE_DIR
+  settings=$(python -m imginav_core check train --from-env -p config "$1")
+  eval "$settings"  # NAME, RUN_DIR, NOTEBOOK, WIDGET_SCRIPT, PARAMS (papermill's -p arguments)
   echo "experiment $NAME -> $RUN_DIR"
   if [[ "${IMGINAV_GPUS:-1}" -gt 1 ]]; then
-    torchrun --standalone --nproc_per_node="$IMGINAV_GPUS" -m imginav_core.workflow train "${params[@]}"
+    torchrun --standalone --nproc_per_node="$IMGINAV_GPUS" -m imginav_core train "${PARAMS[@]}"
   fi
   # Resubmitting a killed job lands here again: train() resumes from RUN_DIR/last.pt.
-  execute_notebook notebooks/train.ipynb "$PHASE_DIR/runs/$NAME.ipynb" "${params[@]}"
+  execute_notebook notebooks/train.ipynb "$NOTEBOOK" "${PARAMS[@]}"
 }
 
 run_analysis() {  # the analysis notebook, then the report
-  local params=(-p output_root "$OUTPUT_ROOT" -p max_images "${IMGINAV_MAX_IMAGES:-512}"
-                -p device "${IMGINAV_DEVICE:-auto}")
   local settings
-  settings=$(python -m imginav_core.workflow check-analysis "${params[@]}")
-  eval "$settings"  # PHASE_DIR
-  execute_notebook notebooks/analysis.ipynb "$PHASE_DIR/runs/analysis.ipynb" "${params[@]}"
-  python -m imginav_core.report stage --output-root "$OUTPUT_ROOT"
+  settings=$(python -m imginav_core check analysis --from-env)
+  eval "$settings"  # OUTPUT_ROOT, NOTEBOOK, WIDGET_SCRIPT, PARAMS
+  execute_notebook notebooks/analysis.ipynb "$NOTEBOOK" "${PARAMS[@]}"
+  python -m imginav_core stage "${PARAMS[@]}"
   jupyter-book build book
   echo "report: $IMGINAV_ROOT/book/_build/html/index.html"
 }

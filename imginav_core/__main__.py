@@ -1,18 +1,35 @@
-"""Command line: ``python -m imginav_core train CONFIG [--set key=value ...]`` and
-``python -m imginav_core synthetic OUT_DIR --samples N --resolution R``."""
+"""The command line: ``python -m imginav_core COMMAND`` (installed as ``imginav COMMAND``).
+
+Each command is defined here with its help, defaults and an example; the work is imported only
+when a command runs, so ``--help`` answers at once (no torch). An error that says what to fix
+(``errors.ImginavError``) is printed as ``error: ...`` and the command exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
 
-from .config import ConfigError, load_config, parse_yaml
-from .data.cache import LayoutReadError
-from .data.manifest import ManifestError
-from .data.synthetic import generate_layouts
+from .errors import ConfigError, ImginavError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
-def parse_overrides(pairs: list[str]) -> dict:
+def command(name: str):
+    def register(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = function
+        return function
+    return register
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as dotted config overrides, the values read as YAML."""
+    from .config import parse_yaml
+
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -22,34 +39,218 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imginav_core")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train (or resume) one experiment")
-    p_train.add_argument("config")
-    p_train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a config key, e.g. --set training.epochs=2 (repeatable)")
-    p_synth = sub.add_parser("synthetic", help="write the synthetic layout set")
-    p_synth.add_argument("out_dir")
-    p_synth.add_argument("--samples", type=int, default=200)
-    p_synth.add_argument("--resolution", type=int, default=512)
-    p_synth.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    # Errors that say what to fix: a message, not a traceback, in the job's log.
-    stops: tuple[type[Exception], ...] = (ConfigError, ManifestError, LayoutReadError)
-    if args.command == "train":  # imported here: the synthetic command needs no torch
-        from .train import STOPS, train
+def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    """(the parameters as text, for papermill; the same typed and checked): from the ``IMGINAV_*``
+    variables when ``from_env``, then from ``-p NAME VALUE`` pairs (which win)."""
+    given, where = {}, {}
+    if from_env:
+        for name, text in notebook.from_environment().items():
+            given[name], where[name] = text, notebook[name].env
+    for name, text in pairs:
+        given[name], where[name] = text, f"-p {name}"
+    return given, notebook.from_strings(given, where)
 
-        stops = STOPS
+
+def shell(assignments: dict[str, Any], params: dict[str, str]) -> str:
+    """Lines a job script can ``eval``: NAME=value assignments, and PARAMS as a bash array of
+    papermill ``-p`` arguments."""
+    lines = [f"{key}={shlex.quote(str(value))}" for key, value in assignments.items()]
+    pairs = " ".join(f"-p {shlex.quote(name)} {shlex.quote(text)}" for name, text in params.items())
+    return "\n".join(lines + [f"PARAMS=({pairs})"])
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from .parameters import TRAIN, training_config
+    from .training import train
+
+    given, params = notebook_parameters(TRAIN, args.parameter, from_env=False)
+    if args.config and "config" in given:
+        raise ConfigError("give the experiment YAML once: as CONFIG or as -p config, not both")
+    config = str(Path(args.config).resolve()) if args.config else params.pop("config", None)
+    if not config:
+        raise ConfigError("which experiment? give its YAML, e.g. configs/phase1_2/V2_vae_light.yaml")
+    # CONFIG: the file's values, changed only where told. -p config: exactly what the notebook
+    # trains with the same -p parameters (the LSF job's torchrun and papermill calls agree).
+    train(training_config(config, overrides=parse_overrides(args.set), notebook_defaults=not args.config, **params))
+    return 0
+
+
+@command("check")
+def _check(args: argparse.Namespace) -> int:
+    from .parameters import ANALYSIS, TRAIN, analysis_parameters, study_outputs, training_config
+    from .analysis.report import widget_script_source
+
+    notebook = TRAIN if args.notebook == "train" else ANALYSIS
+    given, params = notebook_parameters(notebook, args.parameter, args.from_env)
+    if args.notebook == "train":
+        if "config" not in params:
+            raise ConfigError("notebook parameter 'config' is required (the experiment YAML)")
+        cfg = training_config(**params)
+        assignments = {"NAME": cfg.name, "RUN_DIR": cfg.outputs.run_dir(cfg.name),
+                       "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name)}
+    else:
+        from .analysis.runs import load_runs
+
+        values = analysis_parameters(**params)
+        out = study_outputs(values["output_root"])
+        # A training job that failed stops the analysis here, in seconds, with the run named.
+        load_runs(out, [values["experiment_v1"], values["experiment_v2"]], values["allow_unfinished"])
+        assignments = {"OUTPUT_ROOT": values["output_root"], "PHASE_DIR": out.phase_dir,
+                       "NOTEBOOK": out.analysis_notebook, "DECISION": out.decision}
+    # The report is built last: a missing widget script must stop the job now, not after training.
+    assignments["WIDGET_SCRIPT"] = widget_script_source()
+    print(shell(assignments, given))
+    return 0
+
+
+@command("stage")
+def _stage(args: argparse.Namespace) -> int:
+    from .analysis.report import stage
+    from .parameters import ANALYSIS, analysis_parameters
+
+    _, params = notebook_parameters(ANALYSIS, args.parameter, args.from_env)
+    for path in stage(analysis_parameters(**params)):
+        print(f"staged {path}")
+    return 0
+
+
+@command("synthetic")
+def _synthetic(args: argparse.Namespace) -> int:
+    from .data.synthetic import generate_layouts
+
+    print(generate_layouts(args.out_dir, args.samples, args.resolution, args.seed))
+    return 0
+
+
+@command("parameters")
+def _parameters(args: argparse.Namespace) -> int:
+    from .parameters import settings_table
+
+    print(settings_table(), end="")
+    return 0
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from .perf.bench import main
+
+    return main(args, parse_overrides(args.set), {v: parse_overrides(v.split(",")) for v in args.variant})
+
+
+@command("phase-timing")
+def _phase_timing(args: argparse.Namespace) -> int:
+    from .perf.phase_timing import main
+
+    return main(args, parse_overrides(args.set))
+
+
+# ---- the parser ----------------------------------------------------------------------------------
+
+def _subcommand(sub, name: str, summary: str, example: str, description: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=textwrap.fill(description or summary, 100),
+                          epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _parameter_options(parser: argparse.ArgumentParser, notebook: str, env: bool = True) -> None:
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help=f"a parameter of {notebook}, typed as papermill types it (repeatable); "
+                             "`python -m imginav_core parameters` lists them")
+    if env:
+        parser.add_argument("--from-env", action="store_true",
+                            help="also take the parameters from their IMGINAV_* variables (-p wins)")
+
+
+def _set_option(parser: argparse.ArgumentParser, explanation: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=explanation)
+
+
+def _measurement_options(parser: argparse.ArgumentParser, what: str, scratch: str) -> None:
+    """Where a measurement writes its figures and its scratch data."""
+    parser.add_argument("--json", type=Path, help=f"write {what} here")
+    parser.add_argument("--work-dir", type=Path, help=f"folder for {scratch} (default: temporary)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m imginav_core",
+        description="ImgiNav Phase 1.2: deterministic or variational latent space for layout diffusion?",
+        epilog="`python -m imginav_core COMMAND --help` shows a command's options and an example.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _subcommand(sub, "train", "train (or resume) one experiment",
+                    "python -m imginav_core train configs/phase1_2/V2_vae_light.yaml --set training.epochs=1 "
+                    "--set data.resolution=64",
+                    "Train (or resume from its last.pt) one experiment. CONFIG: the YAML's values, changed only by "
+                    "the -p parameters and --set keys given. -p config instead: exactly what notebooks/train.ipynb "
+                    "trains with the same -p parameters (its defaults included: the LSF jobs call it so). --set "
+                    "changes any config key last. Runs data-parallel under torchrun.")
+    p.add_argument("config", nargs="?", help="the experiment YAML (or -p config, relative to the repository root)")
+    _set_option(p, "override a config key, e.g. --set loss.kld=1e-3 (repeatable; values are YAML)")
+    _parameter_options(p, "notebooks/train.ipynb", env=False)
+
+    p = _subcommand(sub, "check", "check a notebook's parameters before a job runs it",
+                    "python -m imginav_core check train -p config configs/phase1_2/V1_deterministic.yaml -p epochs 2",
+                    "Check the parameters of notebooks/train.ipynb or notebooks/analysis.ipynb as the notebook "
+                    "will, before anything is written (the analysis: also that both runs finished; both: that "
+                    "the report's widget script can be had). Prints shell assignments for the LSF job scripts: "
+                    "the run's NAME, RUN_DIR, the executed NOTEBOOK's path, and PARAMS, papermill's -p arguments.")
+    p.add_argument("notebook", choices=("train", "analysis"))
+    _parameter_options(p, "the notebook")
+
+    p = _subcommand(sub, "stage", "put the executed notebooks and the widget script into book/",
+                    "python -m imginav_core stage -p output_root outputs/demo && jupyter-book build book",
+                    "Copy the study's executed notebooks into book/generated/ and the ipywidgets HTML manager "
+                    "into book/_static/ (from the npm registry, or $IMGINAV_HTML_MANAGER), so that "
+                    "`jupyter-book build book` builds the report.")
+    _parameter_options(p, "notebooks/analysis.ipynb (output_root, experiment_v1, experiment_v2)")
+
+    p = _subcommand(sub, "synthetic", "write a synthetic layout set (PNGs and layouts.csv)",
+                    "python -m imginav_core synthetic data/synthetic --samples 200 --resolution 512")
+    p.add_argument("out_dir", help="folder for images/ and layouts.csv (an existing complete set is kept)")
+    p.add_argument("--samples", type=int, default=200, help="layouts, about a quarter of them empty (default 200)")
+    p.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same set (default 0)")
+
+    _subcommand(sub, "parameters", "print every setting with its --set key, -p name and IMGINAV_* variable",
+                "python -m imginav_core parameters")
+
+    p = _subcommand(sub, "bench", "training throughput: the fast path against a straightforward one",
+                    "python -m imginav_core bench --set training.device=cpu --set data.resolution=128 --steps 30",
+                    "Times training steps (data included) of V1 and V2 through the fast path train() uses and a "
+                    "straightforward one, in alternating windows; see imginav_core/perf/README.md.")
+    _set_option(p, "config override for every path, e.g. --set data.resolution=128 (default: the configs, "
+                   "512 x 512, batch 16; --quick: 128 x 128)")
+    p.add_argument("--steps", type=int, help="timed training steps per path and model (default 20; 3 with --quick)")
+    p.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; 3 with --quick)")
+    p.add_argument("--warmup", type=int, help="untimed steps first, torch.compile included (default 3; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a small run (128 x 128, few steps): under a minute on a CPU")
+    p.add_argument("--models", default="V1,V2", help="comma-separated subset of V1,V2 (default both)")
+    _measurement_options(p, "every figure (the headline ratio under 'speedup')", "the synthetic layouts and their cache")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="one more fast path with these settings, timed alongside, e.g. training.channels_last=off")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="profile this many steps of each path's model alone (default 0: off)")
+
+    p = _subcommand(sub, "phase-timing", "how long the whole Phase 1.2 takes here, from a short real run",
+                    "python -m imginav_core phase-timing --set training.device=cuda --json phase_timing.json",
+                    "Trains V1 for a few epochs on synthetic layouts exactly as `train` does, times every epoch, "
+                    "and scales the steady epochs to the real set (2 runs x 10 epochs x 27,897 layouts).")
+    _set_option(p, "config override (default: 512 x 512, --set data.synthetic_samples=4000, "
+                   "--set training.epochs=3; at least 2 epochs)")
+    _measurement_options(p, "the timings and the estimate", "the layouts, cache and run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            train(load_config(args.config, parse_overrides(args.set)))
-        else:
-            print(generate_layouts(args.out_dir, args.samples, args.resolution, args.seed))
-    except stops as err:
+        return COMMANDS[args.command](args)
+    except ImginavError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

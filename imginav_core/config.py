@@ -19,7 +19,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from .atomic import write_text_atomic
+from .errors import ConfigError
+from .files import write_text_atomic
+from .outputs import Outputs
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -95,16 +97,13 @@ class Config:
 
     # ---- paths -------------------------------------------------------------------------
     @property
-    def run_dir(self) -> Path:
-        return Path(self.output_root) / "experiments" / self.name
+    def outputs(self) -> Outputs:
+        """Where this run's and its phase's files go (``outputs.Outputs``)."""
+        return Outputs(Path(self.output_root), self.phase)
 
     @property
-    def phase_dir(self) -> Path:
-        return Path(self.output_root) / self.phase
-
-    @property
-    def cache_dir(self) -> Path:
-        return Path(self.data.cache_dir) if self.data.cache_dir else Path(self.output_root) / "cache"
+    def cache_root(self) -> Path:
+        return Path(self.data.cache_dir) if self.data.cache_dir else self.outputs.cache_root
 
     # ---- plain data --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -120,10 +119,6 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file and key."""
 
 
 ENUMS = {

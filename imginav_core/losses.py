@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from .config import LossConfig
-from .model import DiagonalGaussian
 from .palette import IGNORE_INDEX
 
 TERMS = ("mse", "segmentation", "classification", "kld")
@@ -28,17 +27,15 @@ def compute_losses(
 ) -> dict[str, torch.Tensor]:
     """``{term: raw, term_weighted: weight * raw, ..., total: sum of weighted}``.
 
-    The KLD term is present (as zero) for the deterministic model too, so both experiments
-    log the same columns.
+    The KLD term is the posterior's KL: 0 for the deterministic encoder's point mass, so both
+    experiments log the same columns.
     """
     # Losses in float32 whatever the autocast dtype of the heads.
     raw = {
         "mse": F.mse_loss(outputs["rgb"].float(), rgb),
         "segmentation": _segmentation_ce(outputs["segmentation"].float(), class_map),
         "classification": F.cross_entropy(outputs["classification"].float(), label),
-        "kld": DiagonalGaussian(outputs["mu"].float(), outputs["logvar"].float()).kl()
-        if "mu" in outputs
-        else rgb.new_zeros(()),
+        "kld": outputs["posterior"].kl(),
     }
     losses: dict[str, torch.Tensor] = {}
     total = rgb.new_zeros(())

@@ -1,9 +1,11 @@
 """The layout autoencoder: a convolutional encoder, a Gaussian posterior for the VAE, and a
 decoder with three heads (RGB, segmentation, room/scene classification).
 
-"Deterministic or variational" is decided in one place, ``LayoutAutoencoder.posterior``:
-the encoder's output is either the latent itself or the mean and log-variance of a
-``DiagonalGaussian``. Decoder, losses and analysis see only latents.
+"Deterministic or variational" is decided in one place, ``LayoutAutoencoder.posterior``: the
+encoder's output is either the mean and log-variance of a ``DiagonalGaussian`` (the VAE) or the
+latent itself, a point-mass posterior whose sample is its mean and whose KL is 0 (the idea of
+diffusers' ``DiagonalGaussianDistribution(deterministic=True)``). Decoder, losses and analysis
+treat both alike; no caller branches on the encoder type.
 """
 
 from __future__ import annotations
@@ -32,25 +34,40 @@ def _conv_block(c_in: int, c_out: int, groups: int, *, down: bool = False, up: b
 
 
 class DiagonalGaussian:
-    """The VAE posterior q(z|x) = N(mean, exp(logvar)), element-wise."""
+    """The posterior q(z|x) = N(mean, exp(logvar)), element-wise; with ``logvar`` None a point
+    mass at ``mean`` (the deterministic encoder): ``sample()`` = ``mode()`` = mean, KL 0."""
 
-    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor | None = None):
         self.mean = mean
         # Clamped as in latent-diffusion autoencoders: keeps exp() finite early in training.
-        self.logvar = logvar.clamp(-30.0, 20.0)
+        self.logvar = None if logvar is None else logvar.clamp(-30.0, 20.0)
+
+    @property
+    def deterministic(self) -> bool:
+        return self.logvar is None
 
     def sample(self) -> torch.Tensor:
+        if self.logvar is None:
+            return self.mean
         return self.mean + torch.exp(0.5 * self.logvar) * torch.randn_like(self.mean)
 
     def mode(self) -> torch.Tensor:
         return self.mean
 
     def kl_elements(self) -> torch.Tensor:
-        """KL(q || N(0, I)) of each latent element: ``-0.5 * (1 + logvar - mean^2 - exp(logvar))``."""
-        return -0.5 * (1.0 + self.logvar - self.mean.pow(2) - self.logvar.exp())
+        """KL(q || N(0, I)) of each latent element, ``-0.5 * (1 + logvar - mean^2 - exp(logvar))``,
+        in float32 (or float64) whatever precision the encoder ran in; 0 for a point mass, which
+        no KL weight may regularise (the config refuses ``loss.kld`` > 0 without a VAE)."""
+        mean = self.mean if self.mean.dtype == torch.float64 else self.mean.float()
+        if self.logvar is None:
+            return torch.zeros_like(mean)
+        logvar = self.logvar.to(mean.dtype)
+        return -0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())
 
     def kl(self) -> torch.Tensor:
         """KL(q || N(0, I)) averaged over every latent element of the batch (reference.md)."""
+        if self.logvar is None:
+            return self.mean.new_zeros((), dtype=torch.float32)
         return self.kl_elements().mean()
 
 
@@ -113,30 +130,28 @@ class LayoutAutoencoder(nn.Module):
         self.encoder = Encoder(m, 2 * m.latent_channels if m.variational else m.latent_channels)
         self.decoder = Decoder(m)
 
-    def posterior(self, x: torch.Tensor) -> DiagonalGaussian | None:
-        """The VAE's q(z|x); ``None`` for the deterministic encoder."""
+    def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        """q(z|x) of images ``x`` in [-1, 1]: a Gaussian for the VAE, a point mass otherwise."""
+        moments = self.encoder(x)
         if not self.variational:
-            return None
-        mean, logvar = self.encoder(x).chunk(2, dim=1)
+            return DiagonalGaussian(moments)
+        mean, logvar = moments.chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The latent of images ``x`` in [-1, 1]; the posterior mean for the VAE."""
-        posterior = self.posterior(x)
-        return self.encoder(x) if posterior is None else posterior.mode()
+        """The latent of images ``x`` in [-1, 1]: the posterior's mode (the VAE's mean)."""
+        return self.posterior(x).mode()
 
     def decode(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decoder(latent)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encode and decode. A VAE in training mode decodes a posterior sample, in eval mode
-        its mean. Returns the three heads plus ``latent`` (and ``mu``, ``logvar`` for the VAE)."""
-        if not self.variational:
-            latent = self.encoder(x)
-            return {**self.decoder(latent), "latent": latent}
+    def forward(self, x: torch.Tensor) -> dict:
+        """Encode and decode. In training mode the decoder sees a posterior sample, in eval mode
+        its mode (for the deterministic encoder both are the latent itself). Returns the three
+        heads, ``latent`` and ``posterior`` (a ``DiagonalGaussian``)."""
         posterior = self.posterior(x)
         latent = posterior.sample() if self.training else posterior.mode()
-        return {**self.decoder(latent), "latent": latent, "mu": posterior.mean, "logvar": posterior.logvar}
+        return {**self.decoder(latent), "latent": latent, "posterior": posterior}
 
 
 def build_model(cfg: Config | ModelConfig) -> LayoutAutoencoder:

@@ -8,7 +8,6 @@ All conversions are vectorised over whole arrays (any leading shape).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 CLASS_NAMES: tuple[str, ...] = (
     "bed",
@@ -79,9 +78,9 @@ def rgb_to_class(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     return class_map, unknown
 
 
-def class_to_rgb(class_map: np.ndarray | torch.Tensor) -> np.ndarray:
+def class_to_rgb(class_map) -> np.ndarray:
     """Map a class map of any shape to ``(..., 3)`` uint8 RGB; ``IGNORE_INDEX`` becomes black."""
-    if isinstance(class_map, torch.Tensor):
+    if hasattr(class_map, "detach"):  # a torch tensor (palette itself needs no torch)
         class_map = class_map.detach().cpu().numpy()
     colours = np.zeros((256, 3), dtype=np.uint8)
     colours[:NUM_CLASSES] = PALETTE

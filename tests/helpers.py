@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 from imginav_core import load_config
-from imginav_core.train import TIMING_COLUMNS
+from imginav_core.training.metrics_csv import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = ROOT / "configs/phase1_2/V1_deterministic.yaml"
@@ -14,6 +14,16 @@ V1_NAME, V2_NAME = load_config(V1).name, load_config(V2).name  # the experiments
 PHASE = load_config(V1).phase  # the phase folder under output_root
 # The real manifest's header (reference.md), written out so a change of the reader's columns shows.
 MANIFEST_HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
+
+
+def run_dir(cfg) -> Path:
+    """The run folder, as the README's outputs table documents it (spelled here, independently of
+    imginav_core.outputs, so that a changed name shows)."""
+    return Path(cfg.output_root) / "experiments" / cfg.name
+
+
+def phase_dir(cfg) -> Path:
+    return Path(cfg.output_root) / cfg.phase
 
 
 def small_config(path: Path, output_root: Path, **overrides):

@@ -17,11 +17,12 @@ import pytest
 from PIL import Image
 
 from imginav_core import train
-from imginav_core.data.cache import LayoutReadError, build_cache, load_layout
-from imginav_core.data.manifest import ManifestError, read_manifest
+from imginav_core.data.cache import build_cache, load_layout
+from imginav_core.errors import LayoutReadError, ManifestError
+from imginav_core.data.manifest import read_manifest
 from imginav_core.palette import BACKGROUND, PALETTE, WALL
 
-from helpers import MANIFEST_HEADER, TINY_MODEL, V1, small_config
+from helpers import MANIFEST_HEADER, TINY_MODEL, V1, run_dir, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,7 +176,7 @@ def test_skip_broken_trains_on_the_rest_and_the_log_lists_every_skipped_row(tmp_
         assert f"layouts.csv, line {line}: " in message
         assert re.search(why, message), (why, message)
     assert "1 of 9 layouts have pixels outside the palette" in text and "smudged.png (6.25%)" in text
-    assert (cfg.run_dir / "last.pt").is_file()
+    assert (run_dir(cfg) / "last.pt").is_file()
 
 
 def test_grey_and_palette_pngs_decode_to_the_same_classes_as_rgb(tmp_path):

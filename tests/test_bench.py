@@ -8,22 +8,31 @@ import sys
 
 import pytest
 
-from imginav_core.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
-from imginav_core.step_profile import group_of
+from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
+from imginav_core.perf.profile import group_of
 
 from helpers import ROOT
 
 
 def _bench(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "imginav_core.bench", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "imginav_core", "bench", *args], cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=timeout)
 
 
-def test_quick_benchmark_reports_every_figure(tmp_path):
+def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timing(tmp_path):
+    """hpc/bench.sh as the GPU job runs it, small and on the CPU: the quick benchmark with a
+    variant and a profile, then the phase timing."""
+    env = {**os.environ, "IMGINAV_BENCH_CPU": "1", "IMGINAV_CONDA_ENV": "", "OUT": str(tmp_path),
+           "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "hpc/bench.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.log", "environment.txt",
+                                                          "phase_timing.json", "phase_timing.log"]
+    timing = json.loads((tmp_path / "phase_timing.json").read_text())
+    assert timing["epochs"] == 2 and timing["resolution"] == 64 and len(timing["measured"]["epoch_wall_seconds"]) == 2
+    assert timing["estimate"]["phase_minutes"] > 0
     out = tmp_path / "bench.json"
-    done = _bench("--quick", "--device", "cpu", "--json", str(out), "--variant", "training.channels_last=on",
-                  "--profile", "1")
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    done.stdout = (tmp_path / "bench.log").read_text()
     report = json.loads(out.read_text())
     assert report["speedup"] > 0
     assert report["device"] == "cpu" and report["device_name"] and report["torch"]
@@ -59,7 +68,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path):
 def test_a_variant_it_cannot_time_is_named_before_anything_runs(tmp_path, variant):
     """A misspelt key, or one that would change the work itself (so images/s would compare
     different things), stops the benchmark at once with the key named."""
-    done = _bench("--quick", "--device", "cpu", "--variant", variant, "--json", str(tmp_path / "b.json"), timeout=120)
+    done = _bench("--quick", "--set", "training.device=cpu", "--variant", variant, "--json", str(tmp_path / "b.json"),
+                  timeout=120)
     assert done.returncode == 2
     assert variant.split("=")[0] in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "b.json").exists()
@@ -92,6 +102,3 @@ def test_phase_estimate_scales_steady_epochs_to_the_real_set():
     assert abs(got["real_epoch_seconds"] - epoch) < 1e-6
     assert abs(got["phase_seconds"] - RUNS * (30.0 + EPOCHS * epoch)) < 1e-6
 
-
-def test_gpu_script_is_valid_bash():
-    assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / "gpu_bench.sh")]).returncode == 0

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imginav_core.data.cache import LayoutReadError, build_cache, load_layout
+from imginav_core.data.cache import build_cache, load_layout
+from imginav_core.errors import LayoutReadError
 from imginav_core.data.manifest import read_manifest
 from imginav_core.palette import PALETTE, rgb_to_class
 

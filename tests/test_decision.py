@@ -8,16 +8,18 @@ import pytest
 from imginav_core import load_config
 from imginav_core.analysis.decision import Thresholds, decide, write_decision
 from imginav_core.analysis.study import AnalysisSettings, run_study
-from imginav_core.runs import RunSummary, UnfinishedRunError, load_run, load_runs
-from imginav_core.train import write_metrics
+from imginav_core.analysis.runs import RunSummary, load_run, load_runs
+from imginav_core.errors import UnfinishedRunError
+from imginav_core.outputs import Outputs
+from imginav_core.training.metrics_csv import write_metrics
 
-from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
+from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, run_dir, small_config
 
 
 def _run(config, epochs=10, resolution=512):
     cfg = load_config(config, {"data.resolution": resolution})
     metrics = pd.DataFrame({"epoch": range(1, epochs + 1), "is_best": [1] * epochs, "status": ["completed"] * epochs})
-    return RunSummary(cfg.name, cfg.run_dir, cfg, metrics, "completed", "")
+    return RunSummary(cfg.name, run_dir(cfg), run_dir(cfg) / "best.pt", cfg, metrics, "completed", "")
 
 
 def _model(mse=0.001, ssim=0.95, sharp=0.9, path=1.2, noise=2.0, kld=None, collapsed=False):
@@ -80,7 +82,8 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
     for measured, variational in ((_metrics(_model(), _model(path=1.0, noise=1.0, kld=2e-4)), True),
                                   (_metrics(_model(), _model(kld=2e-4)), False)):
         d = decide(measured, RUNS, 22000)
-        decision_path, config_path = write_decision(d, RUNS, tmp_path)
+        decision_path, config_path = write_decision(d, RUNS, Outputs(tmp_path, PHASE))
+        assert (decision_path, config_path) == (tmp_path / PHASE / "decision.json", tmp_path / PHASE / "phase1_3_base.yaml")
         assert json.loads(decision_path.read_text())["choice"] == d["choice"]
         cfg = load_config(config_path)
         assert cfg.model.variational is variational and cfg.name == "phase1_3_base"
@@ -89,7 +92,7 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
 
 
 def test_the_study_is_deterministic_and_measures_both_models_alike(tiny_runs):
-    runs, _ = load_runs(tiny_runs, [V1_NAME, V2_NAME])
+    runs, _ = load_runs(Outputs(tiny_runs, PHASE), [V1_NAME, V2_NAME])
     settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5)
     study = run_study(runs, tiny_runs, settings, log=lambda _: None)
     first = study.to_json()
@@ -110,15 +113,15 @@ def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(tiny_runs, root)
     cfg = small_config(V2, root, **{"training.epochs": 5})
-    run = load_run(root, cfg.name)
+    run = load_run(Outputs(root, PHASE), cfg.name)
     # as after a job killed by its wall-time limit: 2 of 5 epochs, last row still "running"
     history = run.metrics.to_dict("records")
     history[-1]["status"] = "running"
     write_metrics(cfg, history)
     with pytest.raises(UnfinishedRunError, match=r"phase1_2_AE_V2_vae_light: stopped after 2 of 2 epochs"):
-        load_runs(root, [V1_NAME, cfg.name])
-    runs, warnings = load_runs(root, [V1_NAME, cfg.name], allow_unfinished=True)
+        load_runs(Outputs(root, PHASE), [V1_NAME, cfg.name])
+    runs, warnings = load_runs(Outputs(root, PHASE), [V1_NAME, cfg.name], allow_unfinished=True)
     assert len(warnings) == 1 and not runs[1].finished
     (root / "experiments" / V1_NAME / "best.pt").unlink()
     with pytest.raises(UnfinishedRunError, match="best.pt is missing"):
-        load_runs(root, [V1_NAME])
+        load_runs(Outputs(root, PHASE), [V1_NAME])

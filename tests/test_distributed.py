@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imginav_core.data.batches import EpochBatches
-from imginav_core.train import TIMING_COLUMNS
+from imginav_core.training.metrics_csv import TIMING_COLUMNS
 
 from helpers import PHASE, ROOT, V1, V1_NAME, metrics_rows
 

@@ -3,7 +3,7 @@ command run again, must end exactly like an uninterrupted run; V1 and V2 trainin
 one output root must end exactly like V1 and V2 trained one after the other.
 
 Every run is a real ``python -m imginav_core train`` process. The moments come from the kill
-points of ``imginav_core.faults`` (``IMGINAV_KILL_AT``), plus one kill from outside at a random
+points of ``imginav_core.files`` (``IMGINAV_KILL_AT``), plus one kill from outside at a random
 progress line, as a batch system would send it. The runs use a tiny model and one thread each:
 the subject is the files, not the model, and one thread keeps CPU time short on a shared machine
 (every run of this module uses the same settings, so their numbers are comparable bit for bit).
@@ -27,10 +27,10 @@ import torch
 import yaml
 from PIL import Image
 
-from imginav_core.checkpoints import load_checkpoint
 from imginav_core.config import config_from_dict
 from imginav_core.data.manifest import read_manifest
-from imginav_core.train import COLUMNS
+from imginav_core.training.checkpoints import load_checkpoint
+from imginav_core.training.metrics_csv import COLUMNS
 
 from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, metrics_rows
 

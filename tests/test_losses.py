@@ -6,6 +6,7 @@ from imginav_core import build_model, load_config
 from imginav_core.data.cache import load_layout
 from imginav_core.data.manifest import read_manifest
 from imginav_core.losses import compute_losses
+from imginav_core.model import DiagonalGaussian
 from imginav_core.palette import IGNORE_INDEX
 
 from helpers import V1, V2
@@ -18,9 +19,8 @@ def _outputs(batch=2, size=8, variational=True, seed=0):
         "segmentation": torch.randn(batch, 10, size, size, generator=g),
         "classification": torch.randn(batch, 2, generator=g),
     }
-    if variational:
-        out["mu"] = torch.randn(batch, 4, 2, 2, generator=g)
-        out["logvar"] = torch.randn(batch, 4, 2, 2, generator=g) * 0.5
+    mean = torch.randn(batch, 4, 2, 2, generator=g)
+    out["posterior"] = DiagonalGaussian(mean, torch.randn(batch, 4, 2, 2, generator=g) * 0.5 if variational else None)
     return out
 
 
@@ -35,10 +35,10 @@ def test_kld_matches_the_closed_form_mean_over_latent_elements():
     out = _outputs()
     cfg = load_config(V2)
     losses = compute_losses(out, *_targets(), cfg.loss)
-    std = torch.exp(0.5 * out["logvar"])
-    expected = kl_divergence(Normal(out["mu"], std), Normal(0.0, 1.0)).mean()
+    std = torch.exp(0.5 * out["posterior"].logvar)
+    expected = kl_divergence(Normal(out["posterior"].mean, std), Normal(0.0, 1.0)).mean()
     assert torch.allclose(losses["kld"], expected, rtol=1e-5)
-    mu, var = out["mu"].numpy(), std.numpy() ** 2
+    mu, var = out["posterior"].mean.numpy(), std.numpy() ** 2
     by_hand = np.mean(0.5 * (var + mu**2 - 1.0 - np.log(var)))
     assert abs(float(losses["kld"]) - by_hand) < 1e-5
     assert torch.allclose(losses["kld_weighted"], 1e-4 * expected, rtol=1e-5)

@@ -2,7 +2,8 @@ import shutil
 
 import pytest
 
-from imginav_core.data.manifest import ManifestError, read_manifest, split_records
+from imginav_core.data.manifest import read_manifest, split_records
+from imginav_core.errors import ManifestError
 
 from helpers import MANIFEST_HEADER
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from helpers import V1_NAME, V2_NAME
+from helpers import ROOT, V1_NAME, V2_NAME
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -31,6 +31,26 @@ def test_the_introduction_quotes_the_computed_numbers(study):
     assert f"{v2['posterior']['kld_weighted']:.2e}" in intro
     assert f"{v2['interpolation']['linear']['mean_path_length_ratio']:.4f}" in intro
     assert "generated/analysis.ipynb::" not in intro  # every glue reference resolved
+
+
+def test_the_report_names_no_folder_of_the_machine_that_built_it(study):
+    """Paths in the logs, tables and messages are relative to the output root."""
+    machine = [str(study["repo"]), str(study["outputs"]), str(ROOT), "/tmp/"]
+    for page in study["html"].rglob("*.html"):
+        text = page.read_text()
+        assert not [m for m in machine if m in text], page.relative_to(study["html"])
+    analysis = (study["html"] / "generated" / "analysis.html").read_text()
+    assert "OUTPUT_ROOT/phase1_2_vae_test/decision.json" in analysis
+    assert "OUTPUT_ROOT" in (study["html"] / "generated" / "V1_training.html").read_text()  # its parameters
+    # the executed notebook itself keeps what papermill was given
+    assert str(study["outputs"]) in (study["phase_dir"] / "runs" / "analysis.ipynb").read_text()
+
+
+def test_the_report_has_the_using_the_project_part(study):
+    html = study["html"]
+    for page, words in (("cluster", "ended("), ("bad_input", "skippable"), ("performance", "fast path")):
+        assert words in (html / "using" / f"{page}.html").read_text(), page
+    assert "Using the project" in (html / "intro.html").read_text()
 
 
 def test_the_report_has_its_chapters_and_figures(study):
@@ -111,4 +131,22 @@ def test_the_interpolation_explorer_works_without_a_kernel(study, browser):
     for model in ("V1", "V2"):
         assert len(after[model]) == 1 and after[model] != before[model], model
     assert blocked == [] and failed == []
+    page.close()
+
+
+def test_wide_tables_stay_inside_the_page(study, browser):
+    """Every output table (the criteria table with its long "what is compared" cells among them)
+    fits the article: nothing runs past it, nothing hides behind a sideways scroll bar."""
+    page, _, _ = _open(browser, (study["html"] / "generated" / "analysis.html").as_uri())
+    tables = page.evaluate("""() => {
+        const article = document.querySelector('article.bd-article') || document.querySelector('main');
+        const right = article.getBoundingClientRect().right;
+        return [...article.querySelectorAll('.cell_output table')].map(t => ({
+            head: t.innerText.slice(0, 40), right: t.getBoundingClientRect().right, limit: right,
+            hidden: t.scrollWidth - t.clientWidth, parentHidden: t.parentElement.scrollWidth - t.parentElement.clientWidth}));
+    }""")
+    assert len(tables) >= 5
+    too_wide = [t for t in tables if t["right"] > t["limit"] + 1 or t["hidden"] > 1 or t["parentHidden"] > 1]
+    assert too_wide == [], too_wide
+    assert "what is compared" in page.inner_text("article")
     page.close()

@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from imginav_core import train
-from imginav_core.checkpoints import load_checkpoint
 from imginav_core.data.cache import build_cache
 from imginav_core.data.manifest import read_manifest
-from imginav_core.locks import exclusive_lock
-from imginav_core.train import NonFiniteLossError, RunInProgressError, run_lock_path
+from imginav_core.errors import NonFiniteLossError, RunInProgressError
+from imginav_core.training.checkpoints import load_checkpoint
+from imginav_core.files import exclusive_lock
 
-from helpers import TINY_MODEL, V1, V2, metrics_rows, small_config
+from helpers import TINY_MODEL, V1, V2, metrics_rows, phase_dir, run_dir, small_config
 
-training = importlib.import_module("imginav_core.train")  # the package's ``train`` is the function
+training = importlib.import_module("imginav_core.training.loop")  # the package's ``train`` is the function
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,15 +47,16 @@ def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the
     message = str(stop.value)
     assert "non-finite loss at epoch 2, step 3: total=inf, mse=inf, segmentation=" in message
     assert "classification=" in message and "kld=" in message
-    assert f"the last good checkpoint is {cfg.run_dir / 'last.pt'} (epoch 1)" in message
+    # named relative to the output root, so that a published log names no folder of this machine
+    assert f"the last good checkpoint is OUTPUT_ROOT/experiments/{cfg.name}/last.pt (epoch 1)" in message
 
-    last = load_checkpoint(cfg.run_dir / "last.pt")
+    last = load_checkpoint(run_dir(cfg) / "last.pt")
     assert last["epoch"] == 1 and all(torch.isfinite(w).all() for w in last["model"].values())
-    assert load_checkpoint(cfg.run_dir / "best.pt")["epoch"] == 1
-    rows = metrics_rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
+    assert load_checkpoint(run_dir(cfg) / "best.pt")["epoch"] == 1
+    rows = metrics_rows(run_dir(cfg) / f"{cfg.name}_metrics.csv")
     assert [(r["epoch"], r["status"]) for r in rows] == [("1", "running"), ("2", "stopped_non_finite")]
     assert rows[1]["train_total"] == ""  # no numbers for the epoch that failed
-    assert not (cfg.phase_dir / "samples" / f"{cfg.name}_epoch_002_comparison.png").exists()
+    assert not (phase_dir(cfg) / "samples" / f"{cfg.name}_epoch_002_comparison.png").exists()
 
 
 def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
@@ -63,15 +64,15 @@ def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
     cfg = small_config(V1, tmp_path, **TINY_MODEL, **{"training.lr": 1e6})
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: total=nan.*no epoch completed, so there is no checkpoint"):
         train(cfg, log=lambda _: None)
-    assert not (cfg.run_dir / "last.pt").exists() and not (cfg.run_dir / "best.pt").exists()
-    assert [(r["epoch"], r["status"]) for r in metrics_rows(cfg.run_dir / f"{cfg.name}_metrics.csv")] == \
+    assert not (run_dir(cfg) / "last.pt").exists() and not (run_dir(cfg) / "best.pt").exists()
+    assert [(r["epoch"], r["status"]) for r in metrics_rows(run_dir(cfg) / f"{cfg.name}_metrics.csv")] == \
         [("1", "stopped_non_finite")]
 
 
 def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_path):
     """A job resubmitted while the first one still trains must not write into its run folder."""
     cfg = small_config(V1, tmp_path, **TINY_MODEL)
-    lock = run_lock_path(cfg)
+    lock = tmp_path / "experiments" / f".{cfg.name}.lock"  # beside the run folder (README)
     lock.parent.mkdir(parents=True)
     # the first job: another process holding the experiment's lock (a process never conflicts
     # with its own lock, so it cannot be this one)
@@ -85,9 +86,9 @@ def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_p
             train(cfg, log=lambda _: None)
     finally:
         holder.communicate("")  # the first job ends
-    assert not cfg.run_dir.exists()
+    assert not run_dir(cfg).exists()
     train(cfg, log=lambda _: None)
-    assert load_checkpoint(cfg.run_dir / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir(cfg) / "last.pt")["epoch"] == 1
 
 
 def test_a_killed_jobs_lock_is_free_at_once_even_while_a_worker_it_forked_lives(tmp_path):
@@ -97,7 +98,7 @@ def test_a_killed_jobs_lock_is_free_at_once_even_while_a_worker_it_forked_lives(
     job = subprocess.Popen(
         [sys.executable, "-c", """
 import os, signal, sys, time
-from imginav_core.locks import exclusive_lock
+from imginav_core.files import exclusive_lock
 with exclusive_lock(sys.argv[1]):
     worker = os.fork()
     if worker == 0:
@@ -117,7 +118,7 @@ with exclusive_lock(sys.argv[1]):
 
 
 def _leave_temporary(path):
-    """What a writer killed mid-write leaves: the temporary of an atomic write (see atomic.py)."""
+    """What a writer killed mid-write leaves: the temporary of an atomic write (see files.py)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, _ = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.write(fd, b"half a file")
@@ -128,9 +129,9 @@ def test_a_restarted_run_removes_its_own_leftover_temporaries_and_no_one_elses(t
     v1 = small_config(V1, tmp_path, **TINY_MODEL, **{"training.epochs": 2})
     v2 = small_config(V2, tmp_path, **TINY_MODEL)
     train(v1, log=lambda _: None)
-    ours = [v1.run_dir / "last.pt", v1.phase_dir / f"{v1.name}_metrics.csv",
-            v1.phase_dir / "samples" / f"{v1.name}_epoch_002_comparison.png"]
-    theirs = [v2.phase_dir / f"{v2.name}_metrics.csv", v2.phase_dir / "samples" / f"{v2.name}_epoch_001_comparison.png"]
+    ours = [run_dir(v1) / "last.pt", phase_dir(v1) / f"{v1.name}_metrics.csv",
+            phase_dir(v1) / "samples" / f"{v1.name}_epoch_002_comparison.png"]
+    theirs = [phase_dir(v2) / f"{v2.name}_metrics.csv", phase_dir(v2) / "samples" / f"{v2.name}_epoch_001_comparison.png"]
     for path in ours + theirs:
         _leave_temporary(path)
     messages = []
@@ -150,4 +151,5 @@ def test_a_cache_build_killed_mid_way_leaves_no_staging_folder_behind(synthetic_
     build_cache(read_manifest(synthetic_manifest).records, 32, tmp_path / "cache", synthetic_manifest,
                 workers=1, log=messages.append)
     assert not abandoned.exists()
-    assert f"removed {abandoned}, left by a cache build that was killed" in messages
+    # named by its last parts only: logs end up in the published report
+    assert f"removed .../{tmp_path.name}/cache/{abandoned.name}, left by a cache build that was killed" in messages

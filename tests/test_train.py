@@ -6,12 +6,11 @@ import torch
 from PIL import Image
 
 from imginav_core import train
-from imginav_core.train import setup_runtime
-from imginav_core.checkpoints import load_checkpoint, load_model
-from imginav_core.data.cache import LayoutReadError
-from imginav_core.data.manifest import ManifestError
+from imginav_core.errors import LayoutReadError, ManifestError
+from imginav_core.runtime import setup_runtime
+from imginav_core.training.checkpoints import load_checkpoint, load_model
 
-from helpers import PHASE, V1, V2, metrics_rows, small_config
+from helpers import PHASE, V1, V2, metrics_rows, run_dir, small_config
 
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
@@ -50,11 +49,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     messages = []
     train(small_config(V2, tmp_path / "resumed", **{"training.epochs": 3}), log=messages.append)
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
-    a = load_checkpoint(straight.run_dir / "last.pt")
+    a = load_checkpoint(run_dir(straight) / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "experiments" / straight.name / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    rows_a = metrics_rows(straight.run_dir / f"{straight.name}_metrics.csv", timing=False)
+    rows_a = metrics_rows(run_dir(straight) / f"{straight.name}_metrics.csv", timing=False)
     rows_b = metrics_rows(tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv", timing=False)
     assert rows_a == rows_b and len(rows_a) == 3
 
@@ -62,16 +61,16 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 def test_a_finished_run_is_not_retrained(tmp_path):
     cfg = small_config(V1, tmp_path)
     train(cfg, log=lambda _: None)
-    stamp = (cfg.run_dir / "last.pt").stat().st_mtime_ns
+    stamp = (run_dir(cfg) / "last.pt").stat().st_mtime_ns
     messages = []
     train(cfg, log=messages.append)
-    assert (cfg.run_dir / "last.pt").stat().st_mtime_ns == stamp
+    assert (run_dir(cfg) / "last.pt").stat().st_mtime_ns == stamp
     assert any("nothing to do" in m for m in messages)
 
 
 def test_resuming_with_another_architecture_is_refused(tmp_path):
     train(small_config(V1, tmp_path), log=lambda _: None)
-    from imginav_core.train import ResumeError
+    from imginav_core.errors import ResumeError
 
     with pytest.raises(ResumeError, match=r"model.latent_channels: 16 -> 8"):
         train(small_config(V1, tmp_path, **{"model.latent_channels": 8, "training.epochs": 2}), log=lambda _: None)
@@ -82,10 +81,10 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     cfg = small_config(V1, tmp_path, **{"training.epochs": 5, "training.early_stopping.patience": 2,
                                        "training.early_stopping.min_delta": 1e3})
     train(cfg, log=lambda _: None)
-    rows = metrics_rows(cfg.run_dir / f"{cfg.name}_metrics.csv")
+    rows = metrics_rows(run_dir(cfg) / f"{cfg.name}_metrics.csv")
     assert len(rows) == 3 and rows[-1]["status"] == "early_stopped"
     assert [r["is_best"] for r in rows] == ["1", "0", "0"]
-    assert load_checkpoint(cfg.run_dir / "best.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir(cfg) / "best.pt")["epoch"] == 1
 
 
 def _manifest(folder, lines):
@@ -102,7 +101,7 @@ def test_missing_image_names_row_and_file_and_writes_nothing(tmp_path):
     cfg = small_config(V1, tmp_path / "out", **{"data.manifest": str(manifest)})
     with pytest.raises(LayoutReadError, match=r"layouts.csv, line 6: .*gone.png: image file not found"):
         train(cfg, log=lambda _: None)
-    assert not cfg.run_dir.exists()
+    assert not run_dir(cfg).exists()
 
 
 def test_manifest_missing_a_column_is_named(tmp_path):

@@ -7,10 +7,10 @@ import torch
 
 from imginav_core import ConfigError, load_config, train
 from imginav_core.__main__ import main
-from imginav_core.checkpoints import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from imginav_core.train import ResumeError
+from imginav_core.errors import CheckpointError, ResumeError
+from imginav_core.training.checkpoints import load_checkpoint, load_model, save_checkpoint
 
-from helpers import ROOT, TINY_MODEL, V1, V1_NAME, small_config
+from helpers import ROOT, TINY_MODEL, V1, V1_NAME, run_dir, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,7 +89,7 @@ def test_a_checkpoint_naming_another_experiment_is_not_resumed(tmp_path):
     """A last.pt copied in from elsewhere (another name or architecture) is refused, not mixed in."""
     cfg = small_config(V1, tmp_path, **TINY_MODEL)
     train(small_config(V1, tmp_path / "elsewhere", **TINY_MODEL, **{"name": "someone_else"}), log=lambda _: None)
-    cfg.run_dir.mkdir(parents=True)
-    os.replace(tmp_path / "elsewhere" / "experiments" / "someone_else" / "last.pt", cfg.run_dir / "last.pt")
+    run_dir(cfg).mkdir(parents=True)
+    os.replace(tmp_path / "elsewhere" / "experiments" / "someone_else" / "last.pt", run_dir(cfg) / "last.pt")
     with pytest.raises(ResumeError, match=r"name: 'someone_else' -> 'phase1_2_AE_V1_deterministic'"):
         train(cfg, log=lambda _: None)

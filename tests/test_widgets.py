@@ -4,15 +4,16 @@ import ipywidgets as w
 import pytest
 
 from imginav_core.analysis.study import AnalysisSettings, run_study
-from imginav_core.runs import load_runs
-from imginav_core.widgets import frames_explorer, live_explorer
+from imginav_core.analysis.runs import load_runs
+from imginav_core.outputs import Outputs
+from imginav_core.analysis.widgets import frames_explorer, live_explorer
 
-from helpers import V1_NAME, V2_NAME
+from helpers import PHASE, V1_NAME, V2_NAME
 
 
 @pytest.fixture(scope="module")
 def study_and_runs(tiny_runs):
-    runs, _ = load_runs(tiny_runs, [V1_NAME, V2_NAME])
+    runs, _ = load_runs(Outputs(tiny_runs, PHASE), [V1_NAME, V2_NAME])
     settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5)
     return run_study(runs, tiny_runs, settings, log=lambda _: None), runs
 

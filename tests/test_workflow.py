@@ -13,13 +13,20 @@ import yaml
 
 from imginav_core import load_config
 
+from conftest import copy_of_repository
 from helpers import ROOT, V1_NAME, V2_NAME
 
 JOBS = {
     "papermill_V1.sh": ("phase1_2_V1", "gpuv100"),
     "papermill_V2.sh": ("phase1_2_V2", "gpul40s"),
     "analysis.sh": ("phase1_2_analysis", "gpuv100"),
+    "bench.sh": ("phase1_2_bench", "gpul40s"),
 }
+
+
+def _gigabytes(text: str) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(MB|GB)", text).groups()
+    return float(number) / (1024 if unit == "MB" else 1)
 
 
 def directives(script: Path) -> dict[str, list[str]]:
@@ -44,8 +51,12 @@ def test_bsub_directives(script):
     assert re.fullmatch(r"num=1(:.*)?", d["-gpu"][0])
     assert re.fullmatch(r"\d{1,3}:[0-5]\d", d["-W"][0])  # LSF wall time [HH:]MM
     assert d["-o"] == [f"hpc/logs/{name}.%J.out"] and d["-e"] == [f"hpc/logs/{name}.%J.err"]
-    assert int(d["-n"][0]) >= 1 and any("rusage[mem=" in r for r in d["-R"])
     assert (ROOT / "hpc" / "logs").is_dir()  # LSF does not create it
+    # rusage[mem] is per slot: the job's reservation is slots x that, and must stay modest
+    slots = int(d["-n"][0])
+    per_slot = _gigabytes(next(re.search(r"rusage\[mem=([^]]+)\]", r)[1] for r in d["-R"] if "rusage[mem=" in r))
+    assert 8 <= slots * per_slot <= 32, (slots, per_slot)
+    assert _gigabytes(d["-M"][0]) >= per_slot  # the kill limit (-M, also per slot) above the reservation
 
 
 def test_the_two_training_jobs_differ_only_in_what_differs():
@@ -64,6 +75,8 @@ def test_no_machine_paths_in_the_project():
 
 
 def test_the_launcher_submits_both_runs_then_the_analysis_after_them(study):
+    # by name and ended(): a failed or resubmitted training job cannot leave the analysis waiting forever
+    assert 'ended("phase1_2_V1") && ended("phase1_2_V2")' in study["stdout"]
     jobs = (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()
     assert [line.split("\t")[1:] for line in jobs] == [
         ["phase1_2_V1", "gpuv100", "0"], ["phase1_2_V2", "gpul40s", "0"], ["phase1_2_analysis", "gpuv100", "0"]]
@@ -71,7 +84,7 @@ def test_the_launcher_submits_both_runs_then_the_analysis_after_them(study):
     assert f"V1 job {v1}, V2 job {v2}, analysis job {analysis}" in study["stdout"]
     for name, job in (("phase1_2_V1", v1), ("phase1_2_V2", v2), ("phase1_2_analysis", analysis)):
         log = (study["repo"] / "hpc" / "logs" / f"{name}.{job}.out").read_text()
-        assert f"job {job} on" in log
+        assert f"job {job} {name} on" in log
 
 
 def _outputs(notebook: Path) -> list[dict]:
@@ -153,3 +166,52 @@ def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(s
     assert "nothing to do (completed, 1 epochs done)" in done.stdout  # the notebook did not train again
     notebook = tmp_path / "ddp/phase1_2_vae_test/runs/phase1_2_AE_V1_deterministic.ipynb"
     assert not any(o["output_type"] == "error" for o in _outputs(notebook))
+
+
+def test_a_failed_training_job_stops_the_analysis_at_once_naming_the_run(study, tmp_path):
+    """Both training jobs fail (a manifest that is not there); the analysis job still starts, since
+    they ended, and stops in its first step saying which run to resubmit."""
+    repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
+    lsf = tmp_path / "lsf"
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "out"), "FAKE_LSF_DIR": str(lsf),
+           "IMGINAV_DATA": str(tmp_path / "gone" / "layouts.csv")}
+    done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr  # submitting worked; the jobs fail
+    jobs = [line.split("\t") for line in (lsf / "jobs.tsv").read_text().splitlines()]
+    assert [(name, status != "0") for _, name, _, status in jobs] == [
+        ("phase1_2_V1", True), ("phase1_2_V2", True), ("phase1_2_analysis", True)]
+    logs = repo / "hpc" / "logs"
+    v1_log = (logs / f"phase1_2_V1.{jobs[0][0]}.out").read_text() + (logs / f"phase1_2_V1.{jobs[0][0]}.err").read_text()
+    assert "manifest not found" in v1_log
+    analysis_err = (logs / f"phase1_2_analysis.{jobs[2][0]}.err").read_text()
+    assert "error: no metrics for experiment 'phase1_2_AE_V1_deterministic'" in analysis_err
+    assert not (tmp_path / "out" / "phase1_2_vae_test" / "runs" / "analysis.ipynb").exists()
+
+
+def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(study, tmp_path):
+    lsf = tmp_path / "lsf"
+    env = {**study["env"], "FAKE_LSF_DIR": str(lsf), "IMGINAV_KLD": "1e-3"}  # a KL weight for V1 too
+    done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=study["repo"], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "a KL weight needs a variational encoder" in done.stderr
+    assert not (lsf / "jobs.tsv").exists()
+
+
+def test_the_report_is_published_with_its_widget_script(study, tmp_path):
+    """`make publish` (ghp-import -n) into a bare repository standing for GitHub: the gh-pages
+    branch holds the report, .nojekyll (so Pages serves _static/), and the widget script."""
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    site = tmp_path / "site"
+    shutil.copytree(study["html"], site / "book" / "_build" / "html")
+    git = {**study["env"], "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    for args in (["init", "-q"], ["remote", "add", "origin", str(remote)]):
+        subprocess.run(["git", *args], cwd=site, check=True, env=git)
+    publish = subprocess.run(["ghp-import", "-n", "-p", "-f", "-r", "origin", "book/_build/html"], cwd=site, env=git,
+                             capture_output=True, text=True)
+    assert publish.returncode == 0, publish.stderr
+    assert "ghp-import -n -p -f -r $(REMOTE) book/_build/html" in (ROOT / "Makefile").read_text()
+    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", "gh-pages"], cwd=remote, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert {".nojekyll", "index.html", "_static/html-manager/embed.js", "generated/analysis.html"} <= set(files)

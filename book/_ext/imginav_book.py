@@ -13,7 +13,7 @@ def _check_inputs(app) -> None:
     if missing:
         raise ExtensionError(
             "the report's inputs are not staged (" + ", ".join(missing) + "). Run the study first, then "
-            "`python -m imginav_core.report stage --output-root OUTPUT_ROOT` (bash hpc/analysis.sh does both)"
+            "`python -m imginav_core stage -p output_root OUTPUT_ROOT` (bash hpc/analysis.sh does both; or `make book`)"
         )
 
 

@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_text_atomic
 from ..config import config_from_dict
-from ..runs import RunSummary
+from ..files import write_text_atomic
+from ..outputs import Outputs
+from .runs import RunSummary
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,11 @@ def phase1_3_base_config(decision: dict, runs: list[RunSummary], phase: str = "p
     return values
 
 
-def write_decision(decision: dict, runs: list[RunSummary], phase_dir: str | Path) -> tuple[Path, Path]:
+def write_decision(decision: dict, runs: list[RunSummary], out: Outputs) -> tuple[Path, Path]:
     """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the phase folder."""
-    phase_dir = Path(phase_dir)
+    decision_path, config_path = out.decision, out.next_phase_config
     base = phase1_3_base_config(decision, runs)
-    cfg = config_from_dict(base, source="phase1_3_base.yaml")  # refuse to write a config load_config would reject
-    decision_path, config_path = phase_dir / "decision.json", phase_dir / "phase1_3_base.yaml"
+    cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
     write_text_atomic(decision_path, json.dumps(decision, indent=1))
     cfg.save(config_path)
     return decision_path, config_path

@@ -17,16 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..atomic import write_text_atomic
-from ..checkpoints import load_model
 from ..config import Config, config_from_dict
 from ..data.batches import CachedLayouts, LayoutData, load_data, to_model_inputs
+from ..files import write_text_atomic
+from ..images import to_uint8
 from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ..palette import class_to_rgb
-from ..runs import RunSummary
-from ..samples import pick_samples, to_uint8
-from ..train import resolve_device
+from ..runtime import resolve_device
+from ..training.checkpoints import load_model
+from ..training.samples import pick_samples
 from . import measures as m
+from .runs import RunSummary
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
 # What must agree between two runs for their comparison to be fair.
@@ -170,11 +171,11 @@ def measure_model(run: RunSummary, study: Study, device: torch.device) -> ModelR
     for start in range(0, len(study.positions), s.batch_size):
         x, class_map, label = to_model_inputs(val[study.positions[start:start + s.batch_size]], device)
         posterior = model.posterior(x)
-        z = model.encode(x) if posterior is None else posterior.mode()
+        z = posterior.mode()
         out = model.decode(z)
         latents.append(z.cpu())
         labels.append(label.cpu())
-        if posterior is not None:
+        if not posterior.deterministic:
             logvars.append(posterior.logvar.cpu())
         per_image["mse"].append(m.mse_per_image(out["rgb"], x).cpu())
         per_image["psnr"].append(psnr_per_image(out["rgb"], x).cpu())
@@ -293,7 +294,7 @@ def run_study(runs: list[RunSummary], output_root: str | Path, settings: Analysi
     for run in runs:
         log(f"measuring {run.name} on {len(positions)} validation layouts ({device})")
         study.models.append(measure_model(run, study, device))
-    path = cfg.phase_dir / "analysis" / "latent_metrics.json"
+    path = cfg.outputs.latent_metrics
     write_text_atomic(path, json.dumps(study.to_json(), indent=1, allow_nan=True))
-    log(f"latent-space measurements written to {path}")
+    log(f"latent-space measurements written to {cfg.outputs.shown(path)}")
     return study

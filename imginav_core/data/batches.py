@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
-from .cache import LayoutCache, LayoutReadError, build_cache
+from ..errors import LayoutReadError
+from .cache import LayoutCache, build_cache
 from .manifest import Manifest, read_manifest, split_records
-from .synthetic import generate_layouts, synthetic_dir
+from .synthetic import generate_layouts
 
 
 class CachedLayouts(Dataset):
@@ -110,16 +111,17 @@ class LayoutData:
     train: CachedLayouts
     val: CachedLayouts
 
-    def summary(self, shown: int = 20) -> str:
-        """What was read, with what a user must see: the rows skipped and the off-palette pixels."""
-        lines = [f"{self.manifest.summary()}; train {len(self.train)}, validation {len(self.val)}"]
+    def summary(self, root: str | Path | None = None, shown: int = 20) -> str:
+        """What was read, with what a user must see: the rows skipped and the off-palette pixels.
+        Paths under ``root`` (the output root) are shown relative to it."""
+        lines = [f"{self.manifest.summary(root)}; train {len(self.train)}, validation {len(self.val)}"]
         skipped = self.manifest.skipped + self.cache.skipped
         if skipped:
             lines.append(f"{len(skipped)} broken rows skipped (data.skip_broken: true):")
             lines += [f"  {message}" for message in skipped[:shown]]
             if len(skipped) > shown:
                 lines.append(f"  ... and {len(skipped) - shown} more")
-        lines.append(self.cache.off_palette_summary())
+        lines.append(self.cache.off_palette_summary(root=root))
         return "\n".join(lines)
 
 
@@ -127,9 +129,10 @@ def manifest_path(cfg: Config, log=print) -> Path:
     """The configured manifest, or the synthetic set (generated on first use)."""
     if cfg.data.manifest:
         return Path(cfg.data.manifest)
-    folder = synthetic_dir(cfg.output_root, cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
+    folder = cfg.outputs.synthetic_set(cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
     if not (folder / "layouts.csv").is_file():
-        log(f"generating {cfg.data.synthetic_samples} synthetic layouts at {cfg.data.resolution}px in {folder}")
+        log(f"generating {cfg.data.synthetic_samples} synthetic layouts at {cfg.data.resolution}px in "
+            f"{cfg.outputs.shown(folder)}")
     return generate_layouts(folder, cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
 
 
@@ -137,7 +140,7 @@ def load_data(cfg: Config, log=print) -> LayoutData:
     """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation split."""
     path = manifest_path(cfg, log)
     manifest = read_manifest(path, drop_empty=cfg.data.drop_empty, skip_broken=cfg.data.skip_broken)
-    cache = build_cache(manifest.records, cfg.data.resolution, cfg.cache_dir, path,
+    cache = build_cache(manifest.records, cfg.data.resolution, cfg.cache_root, path,
                         skip_broken=cfg.data.skip_broken, log=log)
     if cache.skipped and not cfg.data.skip_broken:
         raise LayoutReadError(

@@ -24,18 +24,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import write_text_atomic
-from ..locks import LockHeldError, exclusive_lock, file_lock
+from ..errors import LayoutReadError
+from ..files import LockHeldError, exclusive_lock, file_lock, write_text_atomic
+from ..outputs import shown_path
 from ..palette import rgb_to_class
 from .manifest import LayoutRecord
 
 CACHE_VERSION = 2  # 2: off_palette.csv
 # The modes Pillow gives 8-bit PNGs: bilevel, grayscale, palette and RGB, each with or without alpha.
 EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}
-
-
-class LayoutReadError(ValueError):
-    """An image that cannot be used; the message names the manifest line and the file."""
 
 
 def load_layout(path: str | Path, resolution: int, where: str = "") -> tuple[np.ndarray, np.ndarray, int]:
@@ -96,7 +93,7 @@ class LayoutCache:
     def __len__(self) -> int:
         return len(self.records)
 
-    def off_palette_summary(self, shown: int = 3) -> str:
+    def off_palette_summary(self, shown: int = 3, root: str | Path | None = None) -> str:
         """How many images have pixels outside the palette, the worst ones, where the rest are."""
         affected = np.flatnonzero(self.off_palette > 0)
         if len(affected) == 0:
@@ -107,7 +104,7 @@ class LayoutCache:
         return (
             f"{len(affected)} of {len(self)} layouts have pixels outside the palette (ignored by the "
             f"segmentation loss; images kept), mean share {self.off_palette[affected].mean():.2%}; most: "
-            f"{listed}; every image: {self.folder / 'off_palette.csv'}"
+            f"{listed}; every image: {shown_path(self.folder / 'off_palette.csv', root)}"
         )
 
     def arrays(self, mode: str = "r") -> tuple[np.memmap, np.memmap]:
@@ -179,7 +176,7 @@ def _remove_abandoned_builds(cache_root: Path, log) -> None:
                 shutil.rmtree(staging, ignore_errors=True)
         except LockHeldError:
             continue
-        log(f"removed {staging}, left by a cache build that was killed")
+        log(f"removed {shown_path(staging)}, left by a cache build that was killed")
 
 
 def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution: int, manifest,
@@ -193,7 +190,7 @@ def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution:
     workers = workers or min(8, os.cpu_count() or 1)
     chunk = max(1, min(256, n // (workers * 4) or 1))
     chunks = [(staging, resolution, jobs[i:i + chunk]) for i in range(0, n, chunk)]
-    log(f"decoding {n} layouts at {resolution}x{resolution} into {folder} ({workers} processes)")
+    log(f"decoding {n} layouts at {resolution}x{resolution} into {shown_path(folder)} ({workers} processes)")
     unknown = np.zeros(n, dtype=np.int64)
     errors: dict[int, str] = {}
     if workers > 1 and len(chunks) > 1:

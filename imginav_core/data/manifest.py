@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ManifestError
+from ..outputs import shown_path
+
 COLUMNS = ("scene_id", "type", "room_id", "layout_path", "is_empty")
 TYPE_LABELS = {"room": 0, "scene": 1}
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be used; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,11 @@ class Manifest:
     dropped_duplicates: list[int] = field(default_factory=list)  # lines of repeated rows
     skipped: list[str] = field(default_factory=list)  # why each broken row was left out (skip_broken)
 
-    def summary(self) -> str:
+    def summary(self, root: str | Path | None = None) -> str:
+        """One line: rows read, layouts kept, what was dropped (the path relative to ``root``)."""
         rooms = sum(r.type == "room" for r in self.records)
         text = (
-            f"{self.path}: {self.rows} rows, {len(self.records)} layouts kept "
+            f"{shown_path(self.path, root)}: {self.rows} rows, {len(self.records)} layouts kept "
             f"({rooms} rooms, {len(self.records) - rooms} scenes), {self.dropped_empty} empty dropped"
         )
         if self.dropped_duplicates:

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..atomic import write_text_atomic
-from ..locks import file_lock
+from ..files import file_lock, write_text_atomic
 from ..palette import CLASS_NAMES, PALETTE
 from .manifest import COLUMNS
 
@@ -430,7 +429,3 @@ def generate_layouts(out_dir: str | Path, samples: int, resolution: int = 512, s
         staging.rename(out_dir)
     return manifest
 
-
-def synthetic_dir(output_root: str | Path, samples: int, resolution: int, seed: int) -> Path:
-    """Where the synthetic set for these settings lives under an output root."""
-    return Path(output_root) / "synthetic" / f"n{samples}_r{resolution}_s{seed}"

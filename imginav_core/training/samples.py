@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 import torch
-from PIL import Image
 
-from .atomic import write_bytes_atomic
-from .data.batches import CachedLayouts, to_model_inputs
-from .palette import class_to_rgb
+from ..data.batches import CachedLayouts, to_model_inputs
+from ..images import to_uint8
+from ..palette import class_to_rgb
 
 
 def pick_samples(layouts: CachedLayouts, per_type: int = 3) -> np.ndarray:
@@ -21,11 +17,6 @@ def pick_samples(layouts: CachedLayouts, per_type: int = 3) -> np.ndarray:
     scenes = np.flatnonzero(types == 1)[:per_type]
     picked = np.concatenate([rooms, scenes])
     return picked if len(picked) else np.arange(min(len(layouts), 2 * per_type))
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] NCHW float -> NHWC uint8."""
-    return ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -43,14 +34,3 @@ def comparison_grid(model: torch.nn.Module, layouts: CachedLayouts, positions: n
     # a 2-pixel dark separator keeps neighbouring light layouts apart
     sep = np.full((2, rows[0].shape[1], 3), 40, dtype=np.uint8)
     return np.concatenate([part for row in rows for part in (row, sep)][:-1], axis=0)
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 image encoded as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def save_png(path: str | Path, image: np.ndarray) -> None:
-    write_bytes_atomic(path, png_bytes(image))

@@ -1,5 +1,5 @@
-"""Figures and tables of the analysis notebook. Each function returns a matplotlib Figure (or
-a DataFrame) and draws nothing the caption in the notebook does not explain."""
+"""Figures and tables of the notebooks. Each function returns a matplotlib Figure (or a
+DataFrame) and draws nothing the caption in the notebook does not explain."""
 
 from __future__ import annotations
 
@@ -7,16 +7,28 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .analysis.decision import Thresholds
-from .analysis.measures import ACTIVE_UNIT_THRESHOLD
-from .analysis.study import Study
+from ..config import Config, flatten
+from .decision import Thresholds
+from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
+from .study import Study
 
 COLOURS = {"V1": "#377eb8", "V2": "#e41a1c"}
 
 
 def _colour(label: str) -> str:
     return COLOURS.get(label, "#4d4d4d")
+
+
+def settings_table(cfg: Config) -> pd.DataFrame:
+    """Every setting of a run, one dotted key per row (paths as the report may show them)."""
+    values = flatten(cfg.to_dict())
+    values["output_root"] = "OUTPUT_ROOT"
+    if values["data.manifest"]:
+        values["data.manifest"] = cfg.outputs.shown(values["data.manifest"])
+    table = pd.DataFrame({"value": {k: str(v) for k, v in values.items()}})
+    table.index.name = "setting"
+    return table
 
 
 def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bool = True) -> plt.Figure:
@@ -221,19 +233,19 @@ def posterior_channels(study: Study) -> plt.Figure | None:
 # ---- tables of the latent-space measurements ------------------------------------------------
 
 def reconstruction_table(study: Study) -> pd.DataFrame:
-    """Reconstruction quality and blur per model, for all measured layouts, rooms and scenes."""
-    rows = {}
+    """Reconstruction quality and blur: one row per measure, one column per model and subset (all
+    measured layouts, rooms, scenes), so that the table stays as wide as the page."""
+    columns = {}
     for r in study.models:
         for subset, values in r.metrics["reconstruction"].items():
-            rows[(r.label, subset)] = {
+            columns[(r.label, subset)] = {
                 "layouts": values["images"], "MSE": values["mse"], "PSNR (dB)": values["psnr"], "SSIM": values["ssim"],
-                "mIoU": values["miou"], "pixel acc.": values["pixel_accuracy"],
-                "room/scene acc.": values["classification_accuracy"], "sharpness ratio": values["sharpness_ratio"],
+                "mIoU": values["miou"], "pixel accuracy": values["pixel_accuracy"],
+                "room/scene accuracy": values["classification_accuracy"], "sharpness ratio": values["sharpness_ratio"],
                 "palette purity": values["palette_purity"],
             }
-    table = pd.DataFrame(rows).T
-    table["layouts"] = table["layouts"].astype(int)
-    table.index.names = ["model", "subset"]
+    table = pd.DataFrame(columns)
+    table.columns.names = ["model", "layouts"]
     return table
 
 
@@ -275,10 +287,20 @@ def interpolation_table(study: Study) -> pd.DataFrame:
 
 
 def criteria_table(decision: dict) -> pd.DataFrame:
-    """Each decision criterion: the two models' numbers, the compared value, threshold and verdict."""
+    """Each decision criterion: V1's and V2's numbers, the compared value, threshold, verdict and
+    what is compared (numbers to 3 significant digits, so that the table fits the page; show it
+    with ``.style``, which does not cut the long cells short as a DataFrame's display does)."""
+
+    def shown(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return " to ".join(shown(v) for v in value)
+        return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+
     rows = {}
     for name, c in decision["criteria"].items():
-        rows[name] = {"V1 (deterministic)": c.get("deterministic", ""), "V2 (VAE)": c.get("vae", ""),
-                      "value": c["value"], "threshold": c["threshold"], "verdict": c["verdict"],
-                      "meaning": c["meaning"]}
-    return pd.DataFrame(rows).T
+        rows[name.replace("_", " ")] = {
+            "V1": shown(c.get("deterministic")), "V2": shown(c.get("vae")), "value": shown(c["value"]),
+            "threshold": shown(c["threshold"]), "verdict": c["verdict"], "what is compared": c["meaning"]}
+    table = pd.DataFrame(rows).T
+    table.index.name = "criterion"
+    return table

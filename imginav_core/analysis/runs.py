@@ -14,20 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import Config, config_from_dict, is_folder_name
-from .checkpoints import load_checkpoint
+from ..config import Config, config_from_dict, is_folder_name
+from ..errors import ConfigError, UnfinishedRunError
+from ..outputs import Outputs
+from ..training.checkpoints import load_checkpoint
 
 FINISHED = ("completed", "early_stopped")
-
-
-class UnfinishedRunError(RuntimeError):
-    """A run the analysis should not compare as if it were complete."""
 
 
 @dataclass
 class RunSummary:
     name: str
     run_dir: Path
+    best_checkpoint: Path  # the early-stopping best: the weights the analysis measures
     config: Config
     metrics: pd.DataFrame  # one row per epoch, the columns of the metrics CSV
     status: str
@@ -36,10 +35,6 @@ class RunSummary:
     @property
     def finished(self) -> bool:
         return not self.problem
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.run_dir / "best.pt"
 
     @property
     def epochs_run(self) -> int:
@@ -71,16 +66,16 @@ class RunSummary:
         return self.name
 
 
-def load_run(output_root: str | Path, name: str) -> RunSummary:
-    """Read experiment ``name`` under ``output_root``; never raises for an unfinished run
-    (see ``problem``), only for one that cannot be read at all."""
+def load_run(out: Outputs, name: str) -> RunSummary:
+    """Read experiment ``name`` under the output root of ``out``; never raises for an unfinished
+    run (see ``problem``), only for one that cannot be read at all."""
     if not is_folder_name(name):
-        raise ValueError(f"experiment name {name!r}: use only letters, digits, '_', '-' and '.'")
-    run_dir = Path(output_root) / "experiments" / name
-    metrics_path = run_dir / f"{name}_metrics.csv"
+        raise ConfigError(f"experiment name {name!r}: use only letters, digits, '_', '-' and '.'")
+    run_dir, metrics_path = out.run_dir(name), out.metrics_csv(name)
     if not metrics_path.is_file():
-        raise FileNotFoundError(f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained "
-                                f"with output_root={output_root}?)")
+        raise UnfinishedRunError(
+            f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained with "
+            f"output_root={out.root}? did its job fail before the first epoch? see hpc/logs/)")
     with open(metrics_path, newline="") as handle:
         rows = [row for row in csv.DictReader(handle)]
     metrics = pd.DataFrame(rows)
@@ -88,18 +83,17 @@ def load_run(output_root: str | Path, name: str) -> RunSummary:
     status = str(metrics["status"].iloc[-1]) if len(metrics) else "empty"
     finished_rows = metrics[metrics["status"].isin(FINISHED + ("running",))]
 
-    config_source = run_dir / "last.pt"
-    if (run_dir / "best.pt").is_file():
-        config_source = run_dir / "best.pt"
+    best = out.best_checkpoint(name)
+    config_source = best if best.is_file() else out.last_checkpoint(name)
     config = config_from_dict(load_checkpoint(config_source)["config"], source=str(config_source))
 
     problem = ""
     if status not in FINISHED:
         problem = (f"stopped after {len(finished_rows)} of {config.training.epochs} epochs without an "
                    f"early-stopping record (last status: {status})")
-    elif not (run_dir / "best.pt").is_file():
-        problem = f"{run_dir / 'best.pt'} is missing"
-    return RunSummary(name, run_dir, config, finished_rows.reset_index(drop=True), status, problem)
+    elif not best.is_file():
+        problem = f"{best} is missing"
+    return RunSummary(name, run_dir, best, config, finished_rows.reset_index(drop=True), status, problem)
 
 
 def require_finished(runs: list[RunSummary], allow_unfinished: bool = False) -> list[str]:
@@ -109,12 +103,13 @@ def require_finished(runs: list[RunSummary], allow_unfinished: bool = False) -> 
     if problems and not allow_unfinished:
         raise UnfinishedRunError(
             "refusing to compare unfinished runs: " + "; ".join(problems)
-            + " (finish or resubmit them; or set allow_unfinished=True to analyse them marked as unfinished)"
+            + " (resubmit its training job, e.g. `bsub < hpc/papermill_V1.sh`, which resumes from last.pt, then "
+            "the analysis; or set allow_unfinished=True to analyse them marked as unfinished)"
         )
     return problems
 
 
-def load_runs(output_root: str | Path, names: list[str], allow_unfinished: bool = False) -> tuple[list[RunSummary], list[str]]:
+def load_runs(out: Outputs, names: list[str], allow_unfinished: bool = False) -> tuple[list[RunSummary], list[str]]:
     """The runs to compare and the warnings about unfinished ones (see ``require_finished``)."""
-    runs = [load_run(output_root, name) for name in names]
+    runs = [load_run(out, name) for name in names]
     return runs, require_finished(runs, allow_unfinished)

@@ -1,8 +1,7 @@
 """Training throughput: the fast path of ``train()`` against a straightforward one, side by side.
 
-    python -m imginav_core.bench [--device auto] [--resolution 512] [--batch-size 16] [--steps 20]
-                                 [--quick] [--json PATH] [--work-dir DIR] [--set KEY=VALUE ...]
-                                 [--variant KEY=VALUE[,KEY=VALUE] ...] [--profile STEPS]
+    python -m imginav_core bench [--set KEY=VALUE ...] [--steps 20] [--quick] [--json PATH]
+                                 [--work-dir DIR] [--variant KEY=VALUE[,KEY=VALUE] ...] [--profile STEPS]
 
 For V1 and V2 it times training steps (forward, losses, backward, AdamW) with the data loading
 included, after warm-up, as the median of repeated timed windows, through two paths:
@@ -20,7 +19,7 @@ into a temporary folder (or ``--work-dir``, reused by later runs).
 
 ``--variant`` adds fast paths with some settings changed (``--variant training.channels_last=off``),
 timed in the same alternating windows, so that candidate settings are compared under the same
-load. ``--profile N`` then profiles N steps of each path's model alone (``step_profile``): which
+load. ``--profile N`` then profiles N steps of each path's model alone (``perf.profile``): which
 kernels take the step's time.
 """
 
@@ -33,7 +32,6 @@ import math
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,18 +42,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from .__main__ import parse_overrides
-from .atomic import write_text_atomic
-from .config import SWITCHES, Config, ConfigError, load_config
-from .data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
-from .data.cache import load_layout
-from .data.manifest import LayoutRecord
-from .model import build_model
-from .step_profile import profile_steps, profile_table
-from .train import Runtime, build_training, make_train_step, maybe_compile, setup_runtime, synchronize
-from .workflow import EXPERIMENTS
+from ..config import SWITCHES, Config, load_config
+from ..data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
+from ..data.cache import load_layout
+from ..data.manifest import LayoutRecord
+from ..errors import ConfigError
+from ..files import write_text_atomic
+from ..model import build_model
+from ..parameters import EXPERIMENTS
+from ..runtime import Runtime, device_name, maybe_compile, setup_runtime, synchronize
+from ..training.loop import build_training, make_train_step
+from . import STARTED, log
+from .profile import profile_steps, profile_table
 
-MODELS = {"V1": EXPERIMENTS["experiment_v1"], "V2": EXPERIMENTS["experiment_v2"]}
+MODELS = EXPERIMENTS  # V1 and V2
 STRAIGHTFORWARD = {"training.amp": "off", "training.channels_last": "off", "training.compile": "off"}
 QUICK = {"resolution": 128, "steps": 3, "windows": 3, "warmup": 1}
 # What a --variant may change: how the same steps run, not which steps (batch, resolution, model),
@@ -64,85 +64,47 @@ VARIANT_KEYS = sorted(SWITCHES | {"data.num_workers"})
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
-STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    """A progress line with the seconds since start, flushed so that a captured log shows it at once."""
-    print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", flush=True)
-
-
 # ---- settings --------------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m imginav_core.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--resolution", type=int, help="image side in pixels (default 512; 128 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, help="timed training steps per path and model (default 20; 3 with --quick)")
-    parser.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; 3 with --quick)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first, torch.compile included (default 3; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="a small run (128 x 128, few steps): under a minute on a CPU")
-    parser.add_argument("--models", default="V1,V2", help="comma-separated subset of V1,V2")
-    parser.add_argument("--json", type=Path, help="write every figure here (the headline ratio under 'speedup')")
-    parser.add_argument("--work-dir", type=Path, help="folder for the synthetic layouts and their cache (default: temporary)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for both paths, e.g. --set training.compile=off or data.num_workers=0")
-    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
-                        help="one more fast path with these settings, timed alongside, e.g. training.channels_last=off")
-    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                        help="profile this many steps of each path's model alone and print the top kernels (default 0: off)")
-    args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else {"resolution": 512, "steps": 20, "windows": 5, "warmup": 3}
+def settle(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[str, dict[str, Any]]) -> argparse.Namespace:
+    """The command line's options with their defaults (``--quick``: small), checked before
+    anything runs: a bad --set or --variant is a ConfigError naming the key."""
+    quick = args.quick
+    defaults = QUICK if quick else {"steps": 20, "windows": 5, "warmup": 3}
     for key, value in defaults.items():
-        if getattr(args, key) is None:
+        if key != "resolution" and getattr(args, key) is None:
             setattr(args, key, value)
+    args.overrides = dict(overrides)
+    if quick:
+        args.overrides.setdefault("data.resolution", QUICK["resolution"])
     args.windows = max(1, min(args.windows, args.steps))
     unknown = set(args.models.split(",")) - set(MODELS)
-    if unknown or args.steps < 1 or args.batch_size < 1 or args.profile < 0:
-        parser.error(f"--models takes a subset of {','.join(MODELS)}; --steps and --batch-size must be >= 1, "
-                     "--profile >= 0")
-    try:
-        args.variants = {variant: parse_overrides(variant.split(",")) for variant in args.variant}
-    except ConfigError as err:  # names the malformed pair
-        parser.error(f"--variant: {err}")
-    for variant, overrides in args.variants.items():
-        for key in sorted(set(overrides) - set(VARIANT_KEYS)):
+    if unknown or args.steps < 1 or args.profile < 0:
+        raise ConfigError(f"bench: --models takes a subset of {','.join(MODELS)}; --steps must be >= 1, --profile >= 0")
+    for variant, changes in variants.items():
+        for key in sorted(set(changes) - set(VARIANT_KEYS)):
             close = difflib.get_close_matches(key, VARIANT_KEYS, n=1)
             why = (f"did you mean {close[0]}?" if close else
                    "it cannot vary within one run (every path trains the same batches of the same model).")
-            parser.error(f"--variant {variant}: {key}: {why} A variant sets only {', '.join(VARIANT_KEYS)}")
+            raise ConfigError(f"--variant {variant}: {key}: {why} A variant sets only {', '.join(VARIANT_KEYS)}")
+    args.variants = variants
+    # the configs, once: a misspelt --set key fails now, not after the first model
+    base = load_config(MODELS["V1"], args.overrides)
+    args.resolution, args.batch_size = base.data.resolution, base.training.batch_size
+    for changes in variants.values():
+        load_config(MODELS["V1"], {**args.overrides, **changes})
     return args
 
 
 def bench_config(key: str, args: argparse.Namespace, work_dir: Path, extra: dict[str, Any] | None = None) -> Config:
     overrides = {
-        **parse_overrides(args.set),
+        **args.overrides,
         "output_root": str(work_dir),
-        "data.resolution": args.resolution,
         # enough layouts for a few different batches after empty ones are dropped and 20% held out
         "data.synthetic_samples": max(8 * args.batch_size, 64),
-        "training.batch_size": args.batch_size,
-        "training.device": args.device,
         **(extra or {}),
     }
     return load_config(MODELS[key], overrides)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
-def describe(rt: Runtime) -> str:
-    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype]
-    return ", ".join([amp, "channels_last" if rt.channels_last else "contiguous", "compiled" if rt.compile else "eager"])
 
 
 # ---- memory ------------------------------------------------------------------------------------
@@ -291,7 +253,7 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
     data = load_data(fast_cfg, log=log)
     whole = len(data.train) // args.batch_size * args.batch_size  # whole batches only: one shape to compile
     if whole == 0:
-        raise SystemExit(f"bench: {len(data.train)} training layouts are fewer than one batch of {args.batch_size}")
+        raise ConfigError(f"bench: {len(data.train)} training layouts are fewer than one batch of {args.batch_size}")
     dataset = CachedLayouts(data.cache, data.train.indices[:whole])
     paths = [fast_path(fast_cfg, dataset),
              straightforward_path(bench_config(key, args, work_dir, STRAIGHTFORWARD), dataset),
@@ -309,7 +271,7 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
     data_steps = max(per_window, 16)
     results: dict[str, dict[str, Any]] = {}
     for path in paths:
-        log(f"{key} {path.name} ({describe(path.rt)}): data pipeline, then {args.warmup} warm-up steps")
+        log(f"{key} {path.name} ({path.rt.describe()}): data pipeline, then {args.warmup} warm-up steps")
         path.next_inputs()  # starts the DataLoader workers
         data_seconds = [timed_window(path.next_inputs, data_steps, device) for _ in range(3)]
         reset_peak_memory(device)
@@ -318,7 +280,7 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
         resident = path.next_inputs()
         model_seconds = [timed_window(lambda: path.step_on(resident), per_window, device) for _ in range(3)]
         results[path.name] = {
-            "settings": describe(path.rt),
+            "settings": path.rt.describe(),
             "data_images_per_s": data_steps * args.batch_size / statistics.median(data_seconds),
             "model_images_per_s": per_window * args.batch_size / statistics.median(model_seconds),
             "warmup_seconds": warm,
@@ -432,8 +394,9 @@ def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[str, dict[str, Any]]) -> int:
+    """``python -m imginav_core bench``: the options are defined with the command line."""
+    args = settle(args, overrides, variants)
 
     def save(report: dict[str, Any]) -> None:
         report["seconds"] = time.perf_counter() - STARTED
@@ -441,16 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="imginav-bench-") as scratch:
-        try:
-            report = run(args, args.work_dir or Path(scratch), save)
-        except ConfigError as err:  # a bad --set or --variant, found before anything is timed
-            print(f"python -m imginav_core.bench: {err}", file=sys.stderr)
-            return 2
+        report = run(args, args.work_dir or Path(scratch), save)
     print("\n" + table(report), flush=True)
     if args.json:
         log(f"figures written to {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): the whole Phase 1.2 study on the embedded synthetic layouts, on the
 # CPU, through exactly the job scripts the cluster runs — V1 and V2 trained by papermill, the
-# analysis notebook, the Jupyter Book report. Small by default; every size can be overridden.
+# analysis notebook, the Jupyter Book report — run here one after the other instead of by bsub.
+# Small by default; every IMGINAV_* variable (`python -m imginav_core parameters`) overrides.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,6 +20,7 @@ bash hpc/papermill_V2.sh
 bash hpc/analysis.sh
 echo
 echo "Phase 1.2 demo finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
-echo "metrics:   $IMGINAV_OUTPUTS/phase1_2_vae_test/"
-echo "decision:  $IMGINAV_OUTPUTS/phase1_2_vae_test/decision.json"
+eval "$(python -m imginav_core check analysis --from-env)"  # PHASE_DIR, DECISION, ...
+echo "metrics:   $PHASE_DIR/"
+echo "decision:  $DECISION"
 echo "report:    $(pwd)/book/_build/html/index.html"

@@ -1,7 +1,6 @@
 """How long the whole Phase 1.2 takes on this machine, from a short real ``train()``.
 
-    python -m imginav_core.phase_timing [--device auto] [--resolution 512] [--samples 4000]
-                                        [--epochs 3] [--json PATH] [--work-dir DIR]
+    python -m imginav_core phase-timing [--set KEY=VALUE ...] [--json PATH] [--work-dir DIR]
 
 Trains V1 for a few epochs on synthetic layouts, exactly as ``python -m imginav_core train``
 would (fast path, validation, sample grids, checkpoints), and times every epoch from start to
@@ -21,7 +20,6 @@ import csv
 import json
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,40 +27,31 @@ from typing import Any
 
 import torch
 
-from .atomic import write_text_atomic
-from .bench import MODELS, device_name, log
-from .config import Config, load_config
-from .data.batches import load_data
-from .train import metrics_csv_path, setup_runtime, train
+from ..config import Config, load_config
+from ..data.batches import load_data
+from ..errors import ConfigError
+from ..files import write_text_atomic
+from ..parameters import EXPERIMENTS
+from ..runtime import device_name, setup_runtime
+from ..training import train
+from . import log
 
 REAL_IMAGES = 27_897  # usable layouts of the real set (reference.md)
 RUNS, EPOCHS = 2, 10  # V1 and V2, 10 epochs each
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+  train ")  # train()'s summary line, logged as an epoch ends
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m imginav_core.phase_timing", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--samples", type=int, default=4000, help="synthetic layouts generated (about 75%% are kept)")
-    parser.add_argument("--epochs", type=int, default=3, help="at least 2: the first carries the one-off costs")
-    parser.add_argument("--json", type=Path, help="write the timings and the estimate here")
-    parser.add_argument("--work-dir", type=Path, help="folder for the layouts, cache and run (default: temporary)")
-    args = parser.parse_args(argv)
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2 (the first epoch includes torch.compile)")
-    return args
+# What the timing run trains unless told otherwise: enough layouts for steady epochs, a few epochs,
+# every one of them run whatever the losses do.
+DEFAULTS = {"data.synthetic_samples": 4000, "training.epochs": 3, "training.early_stopping.patience": 0}
 
 
-def timing_config(args: argparse.Namespace, work_dir: Path) -> Config:
-    return load_config(MODELS["V1"], {
-        "output_root": str(work_dir),
-        "data.resolution": args.resolution,
-        "data.synthetic_samples": args.samples,
-        "training.device": args.device,
-        "training.epochs": args.epochs,
-        "training.early_stopping.patience": 0,  # every epoch runs, whatever the losses do
-    })
+def timing_config(overrides: dict[str, Any], work_dir: Path) -> Config:
+    cfg = load_config(EXPERIMENTS["V1"], {**DEFAULTS, **overrides, "output_root": str(work_dir)})
+    if cfg.training.epochs < 2:
+        raise ConfigError(f"phase-timing: training.epochs = {cfg.training.epochs}: at least 2 (the first epoch "
+                          "includes the one-off costs, torch.compile among them)")
+    return cfg
 
 
 def timed_training(cfg: Config) -> dict[str, Any]:
@@ -83,7 +72,7 @@ def timed_training(cfg: Config) -> dict[str, Any]:
     if sorted(ends) != list(range(1, cfg.training.epochs + 1)):
         raise RuntimeError(f"expected an end-of-epoch line for each of {cfg.training.epochs} epochs, saw {sorted(ends)}")
     epoch_wall = [ends[1] - start] + [ends[e] - ends[e - 1] for e in range(2, cfg.training.epochs + 1)]
-    with open(metrics_csv_path(cfg), newline="") as handle:
+    with open(cfg.outputs.metrics_csv(cfg.name), newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {
         "layouts": len(data.cache), "train_images": len(data.train), "val_images": len(data.val),
@@ -135,15 +124,15 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """``python -m imginav_core phase-timing``: the options are defined with the command line."""
     with tempfile.TemporaryDirectory(prefix="imginav-phase-") as scratch:
-        cfg = timing_config(args, args.work_dir or Path(scratch))
+        cfg = timing_config(overrides, args.work_dir or Path(scratch))
         device = setup_runtime(cfg).device
         measured = timed_training(cfg)
     result = {
         "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-        "resolution": args.resolution, "epochs": args.epochs,
+        "resolution": cfg.data.resolution, "epochs": cfg.training.epochs,
         "measured": measured, "estimate": estimate(measured),
         # prepare_seconds covers drawing the synthetic PNGs as well: an upper bound on decoding alone
         "real_cache_build_seconds": measured["prepare_seconds"] / max(measured["layouts"], 1) * REAL_IMAGES,
@@ -153,7 +142,3 @@ def main(argv: list[str] | None = None) -> int:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         log(f"figures written to {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

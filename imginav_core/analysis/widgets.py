@@ -12,11 +12,11 @@ import ipywidgets as w
 import numpy as np
 import torch
 
-from .analysis.measures import lerp, path_smoothness
-from .analysis.study import Study
-from .checkpoints import load_model
+from ..images import png_bytes, to_uint8
+from ..training.checkpoints import load_model
+from .measures import lerp, path_smoothness
 from .runs import RunSummary
-from .samples import png_bytes, to_uint8
+from .study import Study
 
 DISPLAY_PX = 224
 

@@ -1,0 +1,169 @@
+"""The Jupyter Book report: the numbers its introduction quotes, and staging its inputs.
+
+``python -m imginav_core stage`` copies the executed notebooks of a study into
+``book/generated/`` and puts the ipywidgets HTML manager into ``book/_static/`` (from the npm
+registry, so the report loads no script from a CDN); then ``jupyter-book build book``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ReportError
+from ..files import write_text_atomic
+from ..outputs import Outputs, shown_path
+from ..parameters import REPO_ROOT, study_outputs
+from .runs import RunSummary
+
+BOOK = REPO_ROOT / "book"
+GENERATED = "generated"  # book/generated/: the staged notebooks
+WIDGETS = Path("_static") / "html-manager"  # book/_static/html-manager/embed.js
+# The HTML manager that matches ipywidgets 8 (its __html_manager_version__ is ^1.0).
+HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
+# Book page -> the analysis parameter naming its run (None: the analysis notebook itself)
+PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2", "analysis": None}
+
+
+def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, train_images: int) -> dict[str, Any]:
+    """The values the book's introduction pastes with ``{glue}``, keyed ``v1_...``/``v2_...``."""
+    numbers: dict[str, Any] = {
+        "decision_summary": decision["summary"],
+        "decision_data_sufficient": "yes" if decision["data_sufficient"] else "no",
+        "decision_data_limits": "; ".join(decision["data_limits"]) or "none",
+        "decision_flags": "; ".join(decision["flags"]) or "none",
+        "train_images": train_images,
+        "validation_images": latent_metrics["validation_images"],
+        "resolution": runs[0].config.data.resolution,
+        "dataset": shown_path(runs[0].config.data.manifest) if runs[0].config.data.manifest
+        else "the embedded synthetic layouts",
+    }
+    for run in runs:
+        key = run.label.lower()
+        model = latent_metrics["models"][run.name]
+        rec = model["reconstruction"]["all"]
+        best = run.best_row
+        numbers.update({
+            f"{key}_val_mse": float(best["val_mse"]),
+            f"{key}_epochs": run.epochs_run,
+            f"{key}_best_epoch": run.best_epoch,
+            f"{key}_minutes": run.minutes,
+            f"{key}_psnr": rec["psnr"],
+            f"{key}_ssim": rec["ssim"],
+            f"{key}_miou": rec["miou"],
+            f"{key}_sharpness": rec["sharpness_ratio"],
+            f"{key}_purity": rec["palette_purity"],
+            f"{key}_path_ratio": model["interpolation"]["linear"]["mean_path_length_ratio"],
+            f"{key}_midpoint_purity": model["interpolation"]["linear"]["mean_midpoint_palette_purity"],
+            f"{key}_noise_growth": decision["criteria"]["noise_robustness"][
+                "vae" if run.config.model.variational else "deterministic"],
+        })
+        if "posterior" in model:
+            post = model["posterior"]
+            numbers.update({
+                f"{key}_kld_weighted": post["kld_weighted"],
+                f"{key}_active_units": f"{post['active_units']} of {post['channels']}",
+            })
+    return numbers
+
+
+# ---- staging the book ----------------------------------------------------------------------
+
+def widget_script_source(book: Path | None = None) -> str:
+    """Where the report's widget script will come from; a ReportError now, before a job trains
+    for hours, if it cannot be had."""
+    book = book or BOOK
+    if (book / WIDGETS / "embed.js").is_file():
+        return str(WIDGETS / "embed.js")
+    package = os.environ.get("IMGINAV_HTML_MANAGER")
+    if package:
+        if not Path(package).is_file():
+            raise ReportError(f"IMGINAV_HTML_MANAGER = {package}: no such file (expected a .tgz made by "
+                              f"`npm pack {HTML_MANAGER}`)")
+        return Path(package).name
+    if shutil.which("npm") is None:
+        raise ReportError(
+            f"the report needs {HTML_MANAGER} for its widgets and npm is not installed: install Node.js "
+            f"(conda install nodejs; environment.yml has it), or run `npm pack {HTML_MANAGER}` elsewhere and set "
+            "IMGINAV_HTML_MANAGER to the .tgz"
+        )
+    return f"npm pack {HTML_MANAGER}"
+
+
+def ensure_html_manager(book: Path | None = None) -> Path:
+    """``_static/html-manager/embed.js`` (and the fonts it loads), taken from the npm registry with
+    ``npm pack``; or from ``$IMGINAV_HTML_MANAGER`` (a packed .tgz) on offline nodes."""
+    book = book or BOOK
+    target = book / WIDGETS
+    if (target / "embed.js").is_file():
+        return target / "embed.js"
+    widget_script_source(book)  # a clear error if there is no way to get it
+    with tempfile.TemporaryDirectory() as tmp:
+        package = os.environ.get("IMGINAV_HTML_MANAGER")
+        if not package:
+            done = subprocess.run([shutil.which("npm"), "pack", HTML_MANAGER, "--silent"], cwd=tmp,
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ReportError(f"npm pack {HTML_MANAGER} failed: {done.stderr.strip()}")
+            package = str(Path(tmp) / done.stdout.strip().splitlines()[-1])
+        staging = Path(tmp) / "dist"
+        with tarfile.open(package) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("package/dist/")
+                       and not m.name.endswith((".map", "-amd.js"))]
+            for member in members:
+                member.name = member.name.removeprefix("package/dist/")
+            tar.extractall(staging, members=members, filter="data")
+        if not (staging / "embed.js").is_file():
+            raise ReportError(f"{package}: no dist/embed.js in this package")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(staging, target)
+    return target / "embed.js"
+
+
+def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
+    """Copy the executed notebooks into ``book/generated/`` and make sure the widget script is
+    there. ``params``: the analysis parameters (``parameters.analysis_parameters``)."""
+    book = book or BOOK
+    out = study_outputs(params["output_root"])
+    sources = {page: out.executed_notebook(params[key]) if key else out.analysis_notebook
+               for page, key in PAGES.items()}
+    missing = [str(path) for path in sources.values() if not path.is_file()]
+    if missing:
+        raise ReportError("the report is built from executed notebooks that are not there yet: "
+                          + ", ".join(missing) + " (run the training and analysis jobs first)")
+    target = book / GENERATED
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for page, source in sources.items():
+        copy_for_report(source, target / f"{page}.ipynb", out)
+        copied.append(target / f"{page}.ipynb")
+    ensure_html_manager(book)
+    return copied
+
+
+def copy_for_report(source: Path, target: Path, out: Outputs) -> None:
+    """The executed notebook as the report shows it. papermill writes the parameters it was given
+    into the notebook (its "injected-parameters" cell), and on the cluster those are absolute
+    paths of that machine; the report shows them relative to the output root (``OUTPUT_ROOT/...``)
+    or to the repository. The executed notebook itself is left as it is."""
+    notebook = json.loads(source.read_text())
+    for cell in notebook["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            text = "".join(cell["source"])
+            cell["source"] = re.sub(r"""(["'])(/[^"']*)\1""", lambda m: m[1] + _shown(m[2], out) + m[1], text)
+    write_text_atomic(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+
+
+def _shown(path: str, out: Outputs) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return out.shown(path)

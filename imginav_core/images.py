@@ -1,0 +1,30 @@
+"""The model's images as pictures: [-1, 1] float tensors to uint8 arrays, uint8 arrays to PNG.
+(The way in, uint8 batches to [-1, 1] tensors, is ``data.batches.to_model_inputs``.)"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .files import write_bytes_atomic
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] NCHW float -> NHWC uint8."""
+    return ((images.float().clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Written whole or not at all."""
+    write_bytes_atomic(path, png_bytes(image))

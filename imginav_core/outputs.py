@@ -1,0 +1,137 @@
+"""Every path under an output root, one function each: the README's outputs table in code.
+
+Nothing else in the project spells an output file's name. ``Outputs(root, phase)`` answers for
+one study: ``phase`` is the folder that collects its runs' metrics, samples, notebooks and
+analysis (``phase1_2_vae_test`` for Phase 1.2).
+
+    OUTPUT_ROOT/
+      experiments/NAME/NAME_metrics.csv      one row per epoch
+      experiments/NAME/last.pt, best.pt      checkpoints (resume from last, analyse best)
+      experiments/NAME/config.yaml           the configuration the run used
+      experiments/.NAME.lock                 held while a process trains NAME
+      PHASE/NAME_metrics.csv                 copy of each run's metrics, side by side
+      PHASE/samples/NAME_epoch_NNN_comparison.png
+      PHASE/runs/NAME.ipynb, runs/analysis.ipynb   the executed notebooks
+      PHASE/analysis/latent_metrics.json     the latent-space measurements
+      PHASE/decision.json, PHASE/phase1_3_base.yaml
+      synthetic/nSAMPLES_rRESOLUTION_sSEED/  the generated layouts (layouts.csv + images/)
+      cache/KEY/                             the decoded layouts
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ANALYSIS_NOTEBOOK = "analysis"  # runs/analysis.ipynb beside the runs' NAME.ipynb
+
+
+@dataclass(frozen=True)
+class Outputs:
+    root: Path
+    phase: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # ---- one training run ------------------------------------------------------------------
+    @property
+    def experiments(self) -> Path:
+        return self.root / "experiments"
+
+    def run_dir(self, name: str) -> Path:
+        return self.experiments / name
+
+    def metrics_csv(self, name: str) -> Path:
+        return self.run_dir(name) / f"{name}_metrics.csv"
+
+    def last_checkpoint(self, name: str) -> Path:
+        return self.run_dir(name) / "last.pt"
+
+    def best_checkpoint(self, name: str) -> Path:
+        return self.run_dir(name) / "best.pt"
+
+    def run_config(self, name: str) -> Path:
+        return self.run_dir(name) / "config.yaml"
+
+    def run_lock(self, name: str) -> Path:
+        """Beside the run folder, not in it: held before the folder exists."""
+        return self.experiments / f".{name}.lock"
+
+    # ---- the phase folder ------------------------------------------------------------------
+    @property
+    def phase_dir(self) -> Path:
+        return self.root / self.phase
+
+    def phase_metrics_csv(self, name: str) -> Path:
+        return self.phase_dir / f"{name}_metrics.csv"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.phase_dir / "samples"
+
+    def sample_grid(self, name: str, epoch: int) -> Path:
+        return self.samples_dir / f"{name}_epoch_{epoch:03d}_comparison.png"
+
+    def sample_grids(self, name: str) -> list[Path]:
+        """The sample grids a run wrote so far, oldest epoch first."""
+        return sorted(self.samples_dir.glob(f"{name}_epoch_*_comparison.png"))
+
+    def executed_notebook(self, name: str) -> Path:
+        """The executed training notebook of run NAME (or ``ANALYSIS_NOTEBOOK``)."""
+        return self.phase_dir / "runs" / f"{name}.ipynb"
+
+    @property
+    def analysis_notebook(self) -> Path:
+        return self.executed_notebook(ANALYSIS_NOTEBOOK)
+
+    @property
+    def latent_metrics(self) -> Path:
+        return self.phase_dir / "analysis" / "latent_metrics.json"
+
+    @property
+    def decision(self) -> Path:
+        return self.phase_dir / "decision.json"
+
+    @property
+    def next_phase_config(self) -> Path:
+        return self.phase_dir / "phase1_3_base.yaml"
+
+    # ---- shared by every run -----------------------------------------------------------------
+    def synthetic_set(self, samples: int, resolution: int, seed: int) -> Path:
+        return self.root / "synthetic" / f"n{samples}_r{resolution}_s{seed}"
+
+    @property
+    def cache_root(self) -> Path:
+        return self.root / "cache"
+
+    # ---- what a killed run leaves -------------------------------------------------------------
+    def own_files(self, name: str) -> list[tuple[Path, str]]:
+        """(folder, regular expression of file names): the files only run NAME writes, so that a
+        restarted run may remove the temporaries a kill left of them, and no other run's."""
+        escaped = re.escape(name)
+        return [(self.run_dir(name), ".+"),
+                (self.phase_dir, rf"{escaped}_metrics\.csv"),
+                (self.samples_dir, rf"{escaped}_epoch_\d+_comparison\.png")]
+
+    # ---- showing paths ---------------------------------------------------------------------------
+    def shown(self, path: str | Path) -> str:
+        """A path as logs and the report show it: relative to the output root (``OUTPUT_ROOT/...``)
+        when it lies under it, so that a published report names no folder of the machine that
+        built it; else only its last two parts."""
+        return shown_path(path, self.root)
+
+
+def shown_path(path: str | Path, root: str | Path | None = None) -> str:
+    """``OUTPUT_ROOT/rest`` for a path under ``root``; else its last three parts,
+    ``.../grandparent/parent/name`` (a relative path as given)."""
+    path = Path(path)
+    if root is not None:
+        try:
+            return str(Path("OUTPUT_ROOT") / path.resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            pass
+    if not path.is_absolute():
+        return str(path)
+    return str(Path("...", *path.parts[-3:]))

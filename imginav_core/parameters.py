@@ -1,0 +1,241 @@
+"""The study's experiments and the notebooks' parameters: the one list from which the papermill
+calls, the ``IMGINAV_*`` variables of the LSF jobs and the README's settings table follow.
+
+A training setting has up to four spellings, all listed here once: its config key
+(``--set training.epochs=2``), the notebook parameter (``-p epochs 2``), the job's environment
+variable (``IMGINAV_EPOCHS=2``) and, in the configs, the YAML key. Paths given as parameters
+are relative to the repository root, whatever folder the notebook runs in (papermill from the
+root, Jupyter from ``notebooks/``). ``-p`` values are typed as papermill types them (``None``,
+``True``/``False``, integers, floats such as ``1e-3``, else strings).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import Config, is_folder_name, load_config
+from .errors import ConfigError
+from .outputs import Outputs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The two experiments of Phase 1.2, by the label the figures and the decision use.
+EXPERIMENTS = {
+    "V1": REPO_ROOT / "configs/phase1_2/V1_deterministic.yaml",
+    "V2": REPO_ROOT / "configs/phase1_2/V2_vae_light.yaml",
+}
+KINDS = {"str": (str,), "path": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str  # papermill -p NAME; the variable of the notebook's parameters cell
+    kind: str  # str | path (relative to the repository root) | int | float | bool
+    default: Any
+    meaning: str
+    key: str = ""  # the config key it overrides ("" = not a config setting)
+    env: str = ""  # the IMGINAV_* variable the LSF jobs take it from ("" = none)
+    optional: bool = False  # None allowed: keep the config's value
+
+    def check(self, value: Any, where: str = "") -> Any:
+        """The value, or a ConfigError naming the parameter (and ``where`` it came from)."""
+        if value is None and self.optional:
+            return None
+        kinds = KINDS[self.kind]
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            wanted = self.kind + (" or None" if self.optional else "")
+            source = f"{where}: " if where else ""
+            raise ConfigError(f"{source}notebook parameter '{self.name}' = {value!r}: expected {wanted}")
+        return float(value) if self.kind == "float" else value
+
+
+@dataclass(frozen=True)
+class Notebook:
+    path: str  # relative to the repository root
+    parameters: tuple[Parameter, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    def __getitem__(self, name: str) -> Parameter:
+        for parameter in self.parameters:
+            if parameter.name == name:
+                return parameter
+        raise ConfigError(f"unknown notebook parameter '{name}' of {self.path}; expected one of {', '.join(self.names)}")
+
+    def values(self, namespace: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters as a notebook's namespace holds them (``TRAIN.values(globals())``)."""
+        return {name: namespace[name] for name in self.names if name in namespace}
+
+    def from_strings(self, given: Mapping[str, str], where: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Parameters given as text (``-p`` pairs, environment variables), typed as papermill types
+        them and checked; ``where`` names each one's source for the error."""
+        typed = {}
+        for name, text in given.items():
+            parameter = self[name]
+            value = parse_bool(text) if parameter.kind == "bool" else papermill_value(text)
+            typed[name] = parameter.check(value, (where or {}).get(name, ""))
+        return typed
+
+    def from_environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The parameters the LSF job takes from its ``IMGINAV_*`` variables (those set and not empty,
+        except the manifest, where empty means the synthetic layouts)."""
+        environ = os.environ if environ is None else environ
+        return {p.name: environ[p.env] for p in self.parameters
+                if p.env and p.env in environ and (environ[p.env] != "" or p.kind == "path")}
+
+
+def repo_path(path: str | Path) -> Path:
+    """A parameter path: absolute as given, relative to the repository root otherwise."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def papermill_value(text: str) -> Any:
+    """How papermill types a ``-p`` value."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_bool(text: str) -> Any:
+    """A switch from the environment: true/false, 1/0 (any case) as papermill's True/False."""
+    lowered = text.strip().lower()
+    return {"true": True, "1": True, "false": False, "0": False}.get(lowered, papermill_value(text))
+
+
+# ---- the notebooks ------------------------------------------------------------------------------
+
+TRAIN = Notebook("notebooks/train.ipynb", (
+    Parameter("config", "path", "configs/phase1_2/V1_deterministic.yaml", "the experiment YAML"),
+    Parameter("manifest", "path", "", "`layouts.csv` of the real data (`\"\"`: the embedded synthetic layouts)",
+              key="data.manifest", env="IMGINAV_DATA"),
+    Parameter("output_root", "path", "outputs", "output root", key="output_root", env="IMGINAV_OUTPUTS"),
+    Parameter("name", "str", None, "experiment name (folder and file names of the run)", key="name",
+              env="IMGINAV_NAME", optional=True),
+    Parameter("epochs", "int", None, "epochs", key="training.epochs", env="IMGINAV_EPOCHS", optional=True),
+    Parameter("batch_size", "int", None, "batch size", key="training.batch_size", env="IMGINAV_BATCH_SIZE",
+              optional=True),
+    Parameter("lr", "float", None, "AdamW learning rate", key="training.lr", env="IMGINAV_LR", optional=True),
+    Parameter("kld", "float", None, "KL weight (> 0 only for a variational encoder)", key="loss.kld",
+              env="IMGINAV_KLD", optional=True),
+    Parameter("resolution", "int", None, "image side in pixels", key="data.resolution", env="IMGINAV_RESOLUTION",
+              optional=True),
+    Parameter("synthetic_samples", "int", None, "synthetic layouts generated (when there is no manifest)",
+              key="data.synthetic_samples", env="IMGINAV_SYNTHETIC_SAMPLES", optional=True),
+    Parameter("device", "str", "auto", "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`", key="training.device",
+              env="IMGINAV_DEVICE"),
+    Parameter("num_workers", "int", None, "threads gathering batches", key="data.num_workers",
+              env="IMGINAV_NUM_WORKERS", optional=True),
+    Parameter("seed", "int", None, "training seed (weights, shuffling, VAE noise)", key="training.seed",
+              env="IMGINAV_SEED", optional=True),
+))
+
+ANALYSIS = Notebook("notebooks/analysis.ipynb", (
+    Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
+    Parameter("experiment_v1", "str", None, "the deterministic run (None: the V1 config's name)",
+              env="IMGINAV_EXPERIMENT_V1", optional=True),
+    Parameter("experiment_v2", "str", None, "the variational run (None: the V2 config's name)",
+              env="IMGINAV_EXPERIMENT_V2", optional=True),
+    Parameter("max_images", "int", 512, "validation layouts the analysis measures", env="IMGINAV_MAX_IMAGES"),
+    Parameter("allow_unfinished", "bool", False, "analyse unfinished runs, marked as such, instead of refusing them",
+              env="IMGINAV_ALLOW_UNFINISHED"),
+    Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
+    Parameter("seed", "int", 0, "seed of the interpolation pairs and the latent noise", env="IMGINAV_ANALYSIS_SEED"),
+))
+
+# Read by the job scripts themselves, not by a notebook.
+JOB_VARIABLES = (
+    ("IMGINAV_CONDA_ENV", "imginav", "conda environment the jobs activate (`\"\"`: the current `python`)"),
+    ("IMGINAV_GPUS", "1", "more than 1: train data-parallel with `torchrun` on that many GPUs of one node "
+                          "(ask LSF for them: `bsub -gpu \"num=N:mode=exclusive_process\" -n ...`)"),
+    ("IMGINAV_HTML_MANAGER", "`npm pack` at staging", "a packed `@jupyter-widgets/html-manager` .tgz, for nodes "
+                                                      "without npm or network"),
+)
+
+
+def training_config(config: str | Path = TRAIN["config"].default, overrides: Mapping[str, Any] | None = None,
+                    notebook_defaults: bool = True, **params: Any) -> Config:
+    """The configuration train.ipynb trains with: the experiment YAML, the parameters that are not
+    None (with ``notebook_defaults``, those not given at the parameters cell's values, as the
+    notebook has them), then ``overrides`` (dotted config keys, ``--set``). Raises ConfigError
+    naming the parameter or key."""
+    TRAIN["config"].check(config)
+    for unknown in set(params) - set(TRAIN.names):
+        TRAIN[unknown]  # raises, naming the parameter
+    values = {}
+    for parameter in TRAIN.parameters:
+        if parameter.name == "config":
+            continue
+        if parameter.name not in params and not notebook_defaults:
+            continue
+        value = parameter.check(params.get(parameter.name, parameter.default))
+        if value is None:
+            continue
+        if parameter.kind == "path" and value:
+            value = str(repo_path(value))
+        values[parameter.key] = value
+    if overrides:
+        values = {**values, **overrides}
+    return load_config(repo_path(config), values)
+
+
+def experiment_name(label: str) -> str:
+    """The experiment name of V1 or V2, as its config sets it."""
+    return load_config(EXPERIMENTS[label]).name
+
+
+def study_outputs(output_root: str | Path) -> Outputs:
+    """The Phase 1.2 outputs under ``output_root`` (the phase folder as the experiments set it)."""
+    return Outputs(repo_path(output_root), load_config(EXPERIMENTS["V1"]).phase)
+
+
+def analysis_parameters(**params: Any) -> dict[str, Any]:
+    """analysis.ipynb's parameters, checked; experiment names default to those of the V1/V2 configs."""
+    values = {p.name: p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
+    for unknown in set(params) - set(ANALYSIS.names):
+        ANALYSIS[unknown]  # raises, naming the parameter
+    for key, label in (("experiment_v1", "V1"), ("experiment_v2", "V2")):
+        if values[key] is None:
+            values[key] = experiment_name(label)
+        if not is_folder_name(values[key]):
+            raise ConfigError(f"notebook parameter '{key}' = {values[key]!r}: use only letters, digits, '_', '-', '.'")
+    if values["max_images"] < 2:
+        raise ConfigError(f"notebook parameter 'max_images' = {values['max_images']}: need at least 2 layouts")
+    values["output_root"] = repo_path(values["output_root"])
+    return values
+
+
+# ---- the README's table -----------------------------------------------------------------------
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "the config's"
+    return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
+
+
+def settings_table() -> str:
+    """Markdown: every setting with its ``--set`` key, ``-p`` name and ``IMGINAV_*`` variable."""
+    rows = ["| setting | `--set` key | `-p` name | LSF job variable | default |", "| --- | --- | --- | --- | --- |"]
+    analysis_only = [p for p in ANALYSIS.parameters if p.env not in {t.env for t in TRAIN.parameters}]
+    shared = {p.env for p in ANALYSIS.parameters} - {p.env for p in analysis_only}
+    for p in TRAIN.parameters:
+        notebooks = "train, analysis" if p.env in shared else "train"
+        rows.append(f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` ({notebooks}) | "
+                    f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default)} |")
+    for p in analysis_only:
+        rows.append(f"| {p.meaning} | — | `{p.name}` (analysis) | `{p.env}` | {_default(p.default)} |")
+    for env, default, meaning in JOB_VARIABLES:
+        rows.append(f"| {meaning} | — | — | `{env}` | {default if default.startswith('`') else f'`{default}`'} |")
+    return "\n".join(rows) + "\n"
+

@@ -1,0 +1,149 @@
+"""The one command line, the one list of notebook parameters, the one list of output paths."""
+
+import ast
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import papermill
+import pytest
+
+from imginav_core.__main__ import build_parser, main
+from imginav_core.outputs import Outputs, shown_path
+from imginav_core.parameters import ANALYSIS, TRAIN, settings_table, training_config
+
+from helpers import PHASE, ROOT, V1, V2, V1_NAME
+
+COMMANDS = ["train", "check", "stage", "synthetic", "parameters", "bench", "phase-timing"]
+
+
+def _run(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "imginav_core", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_help_answers_without_importing_torch():
+    code = ("import sys\nfrom imginav_core.__main__ import main\n"
+            f"for argv in [['--help']] + [[c, '--help'] for c in {COMMANDS!r}]:\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch imported:', 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout
+    for command in COMMANDS:
+        assert f"python -m imginav_core {command}" in done.stdout, command  # each has an example
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_a_help_text_and_an_example(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    assert sub.description and "example:" in sub.epilog and f"python -m imginav_core {command}" in sub.epilog
+
+
+def test_the_installed_console_script_is_the_same_command_line():
+    script = os.path.join(os.path.dirname(sys.executable), "imginav")
+    done = subprocess.run([script, "parameters"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == settings_table()
+
+
+def test_readme_settings_table_is_the_parameter_list():
+    """The README's table is generated from imginav_core/parameters.py, never typed by hand."""
+    assert settings_table() in (ROOT / "README.md").read_text()
+    assert _run("parameters").stdout == settings_table()
+
+
+@pytest.mark.parametrize("notebook", [TRAIN, ANALYSIS], ids=["train", "analysis"])
+def test_the_notebooks_parameters_cells_agree_with_the_list(notebook):
+    cell = papermill.inspect_notebook(str(ROOT / notebook.path))
+    assert list(cell) == notebook.names
+    for parameter in notebook.parameters:
+        assert ast.literal_eval(cell[parameter.name]["default"]) == parameter.default, parameter.name
+
+
+def test_check_gives_the_job_its_papermill_parameters_from_the_environment(tmp_path):
+    env = {"IMGINAV_EPOCHS": "3", "IMGINAV_LR": "3e-4", "IMGINAV_OUTPUTS": str(tmp_path), "IMGINAV_DATA": ""}
+    done = _run("check", "train", "--from-env", "-p", "config", str(V2), env=env)
+    assert done.returncode == 0, done.stderr
+    settings = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    assert settings["NAME"] == "phase1_2_AE_V2_vae_light"
+    assert shlex.split(settings["NOTEBOOK"]) == [str(tmp_path / PHASE / "runs" / "phase1_2_AE_V2_vae_light.ipynb")]
+    params = shlex.split(settings["PARAMS"].strip("()"))
+    pairs = dict(zip(params[1::3], params[2::3]))
+    assert params[0::3] == ["-p"] * len(pairs)
+    assert pairs == {"epochs": "3", "lr": "3e-4", "output_root": str(tmp_path), "manifest": "", "config": str(V2)}
+    # what the notebook will train with exactly these parameters
+    cfg = training_config(**TRAIN.from_strings(pairs))
+    assert (cfg.training.epochs, cfg.training.lr, cfg.data.manifest) == (3, 3e-4, "")
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten': expected int"),
+    ({"IMGINAV_KLD": "1e-3"}, "'loss.kld' = 0.001: a KL weight needs a variational encoder"),
+    ({"IMGINAV_DEVICE": "tpu"}, "'training.device' = 'tpu' is not one of"),
+])
+def test_check_refuses_a_bad_parameter_naming_it(env, message, tmp_path):
+    done = _run("check", "train", "--from-env", "-p", "config", str(V1), env={**env, "IMGINAV_OUTPUTS": str(tmp_path)})
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_npm_a_job_stops_before_training_not_after(tmp_path, monkeypatch, capsys):
+    """The report's widget script comes from npm: a node without it must fail at the start."""
+    from imginav_core.analysis import report
+
+    monkeypatch.setattr(report, "BOOK", tmp_path / "book")  # nothing staged there
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
+    monkeypatch.delenv("IMGINAV_HTML_MANAGER", raising=False)
+    assert main(["check", "train", "-p", "config", str(V1), "-p", "output_root", str(tmp_path / "o")]) == 2
+    assert "npm is not installed" in capsys.readouterr().err
+    monkeypatch.setenv("IMGINAV_HTML_MANAGER", str(tmp_path / "missing.tgz"))
+    assert main(["check", "train", "-p", "config", str(V1)]) == 2
+    assert "missing.tgz: no such file" in capsys.readouterr().err
+    (tmp_path / "html-manager.tgz").write_bytes(b"")
+    monkeypatch.setenv("IMGINAV_HTML_MANAGER", str(tmp_path / "html-manager.tgz"))
+    assert main(["check", "train", "-p", "config", str(V1)]) == 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_with_a_config_file_keeps_its_values_and_with_p_config_the_notebooks(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text(f"inherit: {V1}\ndata:\n  manifest: {tmp_path / 'layouts.csv'}\ntraining:\n  device: cpu\n")
+    as_file = training_config(str(own), notebook_defaults=False, epochs=1)
+    assert as_file.data.manifest == str(tmp_path / "layouts.csv") and as_file.training.device == "cpu"
+    as_notebook = training_config(str(own), epochs=1)  # the notebook's defaults: synthetic, auto
+    assert as_notebook.data.manifest == "" and as_notebook.training.device == "auto"
+
+
+def test_outputs_spell_every_documented_path(tmp_path):
+    """The README's outputs table, checked against the one place that spells the names."""
+    out = Outputs(tmp_path, PHASE)
+    documented = {
+        out.metrics_csv(V1_NAME): f"experiments/{V1_NAME}/{V1_NAME}_metrics.csv",
+        out.best_checkpoint(V1_NAME): f"experiments/{V1_NAME}/best.pt",
+        out.last_checkpoint(V1_NAME): f"experiments/{V1_NAME}/last.pt",
+        out.run_config(V1_NAME): f"experiments/{V1_NAME}/config.yaml",
+        out.phase_metrics_csv(V1_NAME): f"{PHASE}/{V1_NAME}_metrics.csv",
+        out.sample_grid(V1_NAME, 7): f"{PHASE}/samples/{V1_NAME}_epoch_007_comparison.png",
+        out.executed_notebook(V1_NAME): f"{PHASE}/runs/{V1_NAME}.ipynb",
+        out.analysis_notebook: f"{PHASE}/runs/analysis.ipynb",
+        out.latent_metrics: f"{PHASE}/analysis/latent_metrics.json",
+        out.decision: f"{PHASE}/decision.json",
+        out.next_phase_config: f"{PHASE}/phase1_3_base.yaml",
+    }
+    readme = (ROOT / "README.md").read_text()
+    for path, relative in documented.items():
+        assert path == tmp_path / relative
+        shape = re.sub(rf"{V1_NAME}", "NAME", relative).replace("007", "NNN").replace(PHASE, "phase1_2_vae_test")
+        assert f"`{shape}`" in readme or f"`{shape.rsplit('/', 1)[0]}/" in readme, shape
+
+
+def test_paths_are_shown_relative_to_the_output_root_never_as_this_machines(tmp_path):
+    out = Outputs(tmp_path, PHASE)
+    assert out.shown(out.decision) == f"OUTPUT_ROOT/{PHASE}/decision.json"
+    assert out.shown(tmp_path) == "OUTPUT_ROOT"
+    elsewhere = shown_path("/data/user/set/layouts.csv", tmp_path)
+    assert elsewhere == ".../user/set/layouts.csv" and "/data" not in elsewhere
+    assert shown_path("relative/layouts.csv") == "relative/layouts.csv"
