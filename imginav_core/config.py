@@ -213,6 +213,11 @@ def _validate(cfg: Config) -> None:
     for key in ("loss.mse", "loss.segmentation", "loss.classification", "loss.kld"):
         if cfg.get(key) < 0:
             fail(key, "loss weights must be >= 0")
+    # One place decides deterministic or variational: a KL weight without a posterior to
+    # regularise would be logged as if it did something.
+    if cfg.loss.kld > 0 and not cfg.model.variational:
+        fail("loss.kld", "a KL weight needs a variational encoder (model.variational: true); "
+                         "the deterministic encoder has no posterior to regularise, so set loss.kld: 0")
     factor = 2 ** cfg.model.downsampling_steps
     if cfg.data.resolution <= 0 or cfg.data.resolution % factor:
         fail("data.resolution", f"must be a positive multiple of 2**model.downsampling_steps = {factor}")
@@ -234,11 +239,24 @@ def _validate(cfg: Config) -> None:
         fail("data.val_fraction", "must be strictly between 0 and 1")
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, reading ``1e-3`` as a number. YAML 1.1 (PyYAML) wants a dot in a float
+    (``1.0e-3``) and reads ``1e-3`` as a string, which is exactly what people type for a learning
+    rate or a KL weight; YAML 1.2 reads it as a float, and so do we."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """Plain data from YAML text, read with the safe loader: a tag such as ``!!python/object``,
     which would build arbitrary Python objects (run code), is refused with a ConfigError."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.constructor.ConstructorError as err:
         line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
         raise ConfigError(

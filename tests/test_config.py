@@ -67,3 +67,24 @@ def test_on_off_switches_read_as_words():
     # YAML 1.1 reads `off` as False: `--set training.compile=off` must still mean "off"
     cfg = load_config(V1, parse_overrides(["training.compile=off", "training.channels_last=on", "training.amp=off"]))
     assert (cfg.training.compile, cfg.training.channels_last, cfg.training.amp) == ("off", "on", "off")
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("3e-4", 3e-4), ("1E-4", 1e-4), ("-2e+1", -20.0),
+                                        ("1.0e-4", 1e-4), ("0.0001", 1e-4)])
+def test_exponent_floats_are_numbers_in_set_and_in_yaml_files(tmp_path, text, value):
+    """What a learning-rate or KL sweep types: PyYAML alone reads `1e-3` as the string '1e-3'."""
+    assert parse_overrides([f"training.lr={text}"]) == {"training.lr": value}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"inherit: {V2}\nname: kl_sweep\nloss:\n  kld: {text.lstrip('-')}\n")
+    assert load_config(path).loss.kld == abs(value)
+
+
+def test_strings_that_only_look_like_exponents_stay_strings():
+    assert parse_overrides(["name=e5", "data.manifest=1e5x.csv"]) == {"name": "e5", "data.manifest": "1e5x.csv"}
+
+
+def test_a_kl_weight_on_a_deterministic_encoder_is_an_error():
+    with pytest.raises(ConfigError, match=r"'loss.kld' = 0.001: a KL weight needs a variational encoder"):
+        load_config(V1, parse_overrides(["loss.kld=1e-3"]))
+    assert load_config(V2, parse_overrides(["loss.kld=1e-3"])).loss.kld == 1e-3
+    assert load_config(V1, {"model.variational": True, "loss.kld": 1e-3}).model.variational
