@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Phase 1.2 analysis (both runs' checkpoints on the validation set) and the Jupyter Book report.
-# Submitted by hpc/launch_phase1_2.sh after V1 and V2 finish; or: bsub < hpc/analysis.sh
+# Submitted by hpc/launch_phase1_2.sh to start when V1 and V2 have ended; or: bsub < hpc/analysis.sh
+# It first checks that both runs finished: a failed training job stops it at once, named.
+# Memory: rusage[mem] and -M are per slot (core): 4 x 4 GB = 16 GB reserved, -M 6GB per slot.
 #BSUB -J phase1_2_analysis
 #BSUB -q gpuv100
 #BSUB -gpu "num=1:mode=exclusive_process"
 #BSUB -n 4
 #BSUB -R "span[hosts=1]"
-#BSUB -R "rusage[mem=8GB]"
+#BSUB -R "rusage[mem=4GB]"
+#BSUB -M 6GB
 #BSUB -W 01:00
 #BSUB -o hpc/logs/phase1_2_analysis.%J.out
 #BSUB -e hpc/logs/phase1_2_analysis.%J.err

@@ -1,9 +1,29 @@
 #!/usr/bin/env bash
-# Submit the whole of Phase 1.2: V1 and V2, then the analysis once both are done.
-# Run from the repository root: bash hpc/launch_phase1_2.sh  (environment: see hpc/common.sh)
+# Submit the whole of Phase 1.2: V1 and V2, then the analysis once both have ended.
+# Run from the repository root: bash hpc/launch_phase1_2.sh  (the IMGINAV_* variables it passes on:
+# `python -m imginav_core parameters`).
+#
+# The analysis waits on the training jobs by *name* with ended(): a job that fails, or is killed
+# and resubmitted under a new id (`bsub < hpc/papermill_V1.sh` keeps the name), still ends, so the
+# analysis never waits forever. It then checks that both runs finished and, if one did not, stops
+# at once naming it: resubmit that training job (it resumes), then `bsub < hpc/analysis.sh`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p hpc/logs  # LSF does not create the log folder; without it the job's output is lost
+
+if [[ -n "${IMGINAV_NAME:-}" ]]; then
+  echo "error: IMGINAV_NAME names one experiment, and this submits two; submit one job with it instead:" \
+       "IMGINAV_NAME=$IMGINAV_NAME bsub < hpc/papermill_V2.sh" >&2
+  exit 2
+fi
+# Every parameter checked now, before anything waits in a queue (python from the current environment).
+for config in configs/phase1_2/V1_deterministic.yaml configs/phase1_2/V2_vae_light.yaml; do
+  python -m imginav_core check train --from-env -p config "$config" > /dev/null
+done
+
+job_name() {  # the -J of a job script: one spelling, in the script itself
+  sed -n 's/^#BSUB -J \([^ ]*\).*/\1/p' "$1"
+}
 
 submit() {  # submit SCRIPT [bsub options...] -> prints the job id
   local script=$1 reply
@@ -19,6 +39,7 @@ if [[ -z "$v1" || -z "$v2" ]]; then
   echo "error: could not read the job ids from bsub's reply" >&2
   exit 1
 fi
-analysis=$(submit hpc/analysis.sh -w "done($v1) && done($v2)")
-echo "V1 job $v1, V2 job $v2, analysis job $analysis (starts when both are done)"
+wait_for="ended(\"$(job_name hpc/papermill_V1.sh)\") && ended(\"$(job_name hpc/papermill_V2.sh)\")"
+analysis=$(submit hpc/analysis.sh -w "$wait_for")
+echo "V1 job $v1, V2 job $v2, analysis job $analysis (starts when both have ended: $wait_for)"
 echo "logs: hpc/logs/; follow with: bjobs $v1 $v2 $analysis"

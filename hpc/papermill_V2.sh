@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Phase 1.2, V2 (VAE, KL weight 1e-4) on an L40s. Submit from the repository root:
 #   bsub < hpc/papermill_V2.sh        (or run locally: bash hpc/papermill_V2.sh)
+# Memory: rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 4GB leaves one
+# process (the GPU trainer, about 3 GB resident) room where LSF enforces it per process.
 #BSUB -J phase1_2_V2
 #BSUB -q gpul40s
 #BSUB -gpu "num=1:mode=exclusive_process"
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
-#BSUB -R "rusage[mem=8GB]"
+#BSUB -R "rusage[mem=2GB]"
+#BSUB -M 4GB
 #BSUB -W 04:00
 #BSUB -o hpc/logs/phase1_2_V2.%J.out
 #BSUB -e hpc/logs/phase1_2_V2.%J.err
