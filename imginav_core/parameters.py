@@ -81,11 +81,12 @@ class Notebook:
         return typed
 
     def from_environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The parameters the LSF job takes from its ``IMGINAV_*`` variables (those set and not empty,
-        except the manifest, where empty means the synthetic layouts)."""
+        """The parameters the LSF job takes from its ``IMGINAV_*`` variables. A variable set but
+        empty means the parameter's default (IMGINAV_OUTPUTS= is the default output root), so it
+        is passed on only where that default is itself empty (the manifest: the synthetic layouts)."""
         environ = os.environ if environ is None else environ
         return {p.name: environ[p.env] for p in self.parameters
-                if p.env and p.env in environ and (environ[p.env] != "" or p.kind == "path")}
+                if p.env and p.env in environ and (environ[p.env] != "" or p.default == "")}
 
 
 def repo_path(path: str | Path) -> Path:

@@ -147,3 +147,12 @@ def test_paths_are_shown_relative_to_the_output_root_never_as_this_machines(tmp_
     elsewhere = shown_path("/data/user/set/layouts.csv", tmp_path)
     assert elsewhere == ".../user/set/layouts.csv" and "/data" not in elsewhere
     assert shown_path("relative/layouts.csv") == "relative/layouts.csv"
+
+
+def test_an_empty_variable_means_the_default_except_where_the_default_is_empty(tmp_path):
+    """IMGINAV_OUTPUTS= (set but empty) is the default output root, not the repository root;
+    IMGINAV_DATA= is the manifest's own default, "", the synthetic layouts."""
+    given = TRAIN.from_environment({"IMGINAV_OUTPUTS": "", "IMGINAV_EPOCHS": "", "IMGINAV_DATA": ""})
+    assert given == {"manifest": ""}
+    cfg = training_config(str(V1), **TRAIN.from_strings(given))
+    assert cfg.output_root == str(ROOT / "outputs") and cfg.data.manifest == ""
