@@ -119,7 +119,7 @@ class Outputs:
     def shown(self, path: str | Path) -> str:
         """A path as logs and the report show it: relative to the output root (``OUTPUT_ROOT/...``)
         when it lies under it, so that a published report names no folder of the machine that
-        built it; else only its last two parts."""
+        built it; else only its last three parts (``shown_path``)."""
         return shown_path(path, self.root)
 
 

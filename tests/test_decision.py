@@ -13,13 +13,13 @@ from imginav_core.errors import UnfinishedRunError
 from imginav_core.outputs import Outputs
 from imginav_core.training.metrics_csv import write_metrics
 
-from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, run_dir, small_config
+from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
 
 
 def _run(config, epochs=10, resolution=512):
     cfg = load_config(config, {"data.resolution": resolution})
     metrics = pd.DataFrame({"epoch": range(1, epochs + 1), "is_best": [1] * epochs, "status": ["completed"] * epochs})
-    return RunSummary(cfg.name, run_dir(cfg), run_dir(cfg) / "best.pt", cfg, metrics, "completed", "")
+    return RunSummary(cfg.name, cfg.outputs, cfg, metrics, "completed", "")
 
 
 def _model(mse=0.001, ssim=0.95, sharp=0.9, path=1.2, noise=2.0, kld=None, collapsed=False):

@@ -23,9 +23,9 @@ def _colour(label: str) -> str:
 def settings_table(cfg: Config) -> pd.DataFrame:
     """Every setting of a run, one dotted key per row (paths as the report may show them)."""
     values = flatten(cfg.to_dict())
-    values["output_root"] = "OUTPUT_ROOT"
-    if values["data.manifest"]:
-        values["data.manifest"] = cfg.outputs.shown(values["data.manifest"])
+    for key in ("output_root", "data.manifest", "data.cache_dir"):
+        if values[key]:
+            values[key] = cfg.outputs.shown(values[key])
     table = pd.DataFrame({"value": {k: str(v) for k, v in values.items()}})
     table.index.name = "setting"
     return table

@@ -152,18 +152,12 @@ def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
 def copy_for_report(source: Path, target: Path, out: Outputs) -> None:
     """The executed notebook as the report shows it. papermill writes the parameters it was given
     into the notebook (its "injected-parameters" cell), and on the cluster those are absolute
-    paths of that machine; the report shows them relative to the output root (``OUTPUT_ROOT/...``)
-    or to the repository. The executed notebook itself is left as it is."""
+    paths of that machine; the report shows them as logs do (``Outputs.shown``: ``OUTPUT_ROOT/...``,
+    else their last parts). The executed notebook itself is left as it is."""
     notebook = json.loads(source.read_text())
     for cell in notebook["cells"]:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             text = "".join(cell["source"])
-            cell["source"] = re.sub(r"""(["'])(/[^"']*)\1""", lambda m: m[1] + _shown(m[2], out) + m[1], text)
+            cell["source"] = re.sub(r"""(["'])(/[^"']*)\1""", lambda m: m[1] + out.shown(m[2]) + m[1], text)
     write_text_atomic(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
-
-def _shown(path: str, out: Outputs) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return out.shown(path)

@@ -25,8 +25,7 @@ FINISHED = ("completed", "early_stopped")
 @dataclass
 class RunSummary:
     name: str
-    run_dir: Path
-    best_checkpoint: Path  # the early-stopping best: the weights the analysis measures
+    outputs: Outputs  # where the run's files are
     config: Config
     metrics: pd.DataFrame  # one row per epoch, the columns of the metrics CSV
     status: str
@@ -35,6 +34,11 @@ class RunSummary:
     @property
     def finished(self) -> bool:
         return not self.problem
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The early-stopping best: the weights the analysis measures."""
+        return self.outputs.best_checkpoint(self.name)
 
     @property
     def epochs_run(self) -> int:
@@ -71,7 +75,7 @@ def load_run(out: Outputs, name: str) -> RunSummary:
     run (see ``problem``), only for one that cannot be read at all."""
     if not is_folder_name(name):
         raise ConfigError(f"experiment name {name!r}: use only letters, digits, '_', '-' and '.'")
-    run_dir, metrics_path = out.run_dir(name), out.metrics_csv(name)
+    metrics_path = out.metrics_csv(name)
     if not metrics_path.is_file():
         raise UnfinishedRunError(
             f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained with "
@@ -93,7 +97,7 @@ def load_run(out: Outputs, name: str) -> RunSummary:
                    f"early-stopping record (last status: {status})")
     elif not best.is_file():
         problem = f"{best} is missing"
-    return RunSummary(name, run_dir, best, config, finished_rows.reset_index(drop=True), status, problem)
+    return RunSummary(name, out, config, finished_rows.reset_index(drop=True), status, problem)
 
 
 def require_finished(runs: list[RunSummary], allow_unfinished: bool = False) -> list[str]:

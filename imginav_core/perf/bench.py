@@ -55,9 +55,9 @@ from ..training.loop import build_training, make_train_step
 from . import STARTED, log
 from .profile import profile_steps, profile_table
 
-MODELS = EXPERIMENTS  # V1 and V2
 STRAIGHTFORWARD = {"training.amp": "off", "training.channels_last": "off", "training.compile": "off"}
-QUICK = {"resolution": 128, "steps": 3, "windows": 3, "warmup": 1}
+QUICK = {"steps": 3, "windows": 3, "warmup": 1}
+QUICK_RESOLUTION = 128
 # What a --variant may change: how the same steps run, not which steps (batch, resolution, model),
 # so that every path's images/s and FLOPs count the same work.
 VARIANT_KEYS = sorted(SWITCHES | {"data.num_workers"})
@@ -72,15 +72,15 @@ def settle(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[s
     quick = args.quick
     defaults = QUICK if quick else {"steps": 20, "windows": 5, "warmup": 3}
     for key, value in defaults.items():
-        if key != "resolution" and getattr(args, key) is None:
+        if getattr(args, key) is None:
             setattr(args, key, value)
     args.overrides = dict(overrides)
     if quick:
-        args.overrides.setdefault("data.resolution", QUICK["resolution"])
+        args.overrides.setdefault("data.resolution", QUICK_RESOLUTION)
     args.windows = max(1, min(args.windows, args.steps))
-    unknown = set(args.models.split(",")) - set(MODELS)
+    unknown = set(args.models.split(",")) - set(EXPERIMENTS)
     if unknown or args.steps < 1 or args.profile < 0:
-        raise ConfigError(f"bench: --models takes a subset of {','.join(MODELS)}; --steps must be >= 1, --profile >= 0")
+        raise ConfigError(f"bench: --models takes a subset of {','.join(EXPERIMENTS)}; --steps must be >= 1, --profile >= 0")
     for variant, changes in variants.items():
         for key in sorted(set(changes) - set(VARIANT_KEYS)):
             close = difflib.get_close_matches(key, VARIANT_KEYS, n=1)
@@ -89,10 +89,10 @@ def settle(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[s
             raise ConfigError(f"--variant {variant}: {key}: {why} A variant sets only {', '.join(VARIANT_KEYS)}")
     args.variants = variants
     # the configs, once: a misspelt --set key fails now, not after the first model
-    base = load_config(MODELS["V1"], args.overrides)
+    base = load_config(EXPERIMENTS["V1"], args.overrides)
     args.resolution, args.batch_size = base.data.resolution, base.training.batch_size
     for changes in variants.values():
-        load_config(MODELS["V1"], {**args.overrides, **changes})
+        load_config(EXPERIMENTS["V1"], {**args.overrides, **changes})
     return args
 
 
@@ -104,7 +104,7 @@ def bench_config(key: str, args: argparse.Namespace, work_dir: Path, extra: dict
         "data.synthetic_samples": max(8 * args.batch_size, 64),
         **(extra or {}),
     }
-    return load_config(MODELS[key], overrides)
+    return load_config(EXPERIMENTS[key], overrides)
 
 
 # ---- memory ------------------------------------------------------------------------------------
@@ -367,9 +367,7 @@ def table(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Both models; ``save`` gets the report after each, so a failure later keeps what was measured."""
     keys = args.models.split(",")
-    cfg = bench_config(keys[0], args, work_dir)
-    for overrides in args.variants.values():  # a misspelt key fails now, not after the first model
-        bench_config(keys[0], args, work_dir, overrides)
+    cfg = bench_config(keys[0], args, work_dir)  # --set and --variant were checked by settle()
     device = setup_runtime(cfg).device
     report = {
         "speedup": None,  # the geometric mean of the models' speedups
