@@ -80,12 +80,20 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("check")
 def _check(args: argparse.Namespace) -> int:
-    from .parameters import ANALYSIS, TRAIN, analysis_parameters, study_outputs, training_config
+    from .parameters import (ANALYSIS, PROBE, TRAIN, analysis_parameters, probe_parameters, study_outputs,
+                             training_config)
     from .analysis.report import widget_script_source
 
-    notebook = TRAIN if args.notebook == "train" else ANALYSIS
+    notebook = {"train": TRAIN, "analysis": ANALYSIS, "probe": PROBE}[args.notebook]
     given, params = notebook_parameters(notebook, args.parameter, args.from_env)
-    if args.notebook == "train":
+    if args.notebook == "probe":
+        from .analysis.runs import load_runs
+
+        out, names, _ = probe_parameters(**params)
+        if not args.parameters_only:  # a training job that failed stops the probe here, with the run named
+            load_runs(out, names)
+        assignments = {"OUTPUT_ROOT": out.root, "PROBE_DIR": out.probe_dir, "NOTEBOOK": out.probe_notebook}
+    elif args.notebook == "train":
         if "config" not in params:
             raise ConfigError("notebook parameter 'config' is required (the experiment YAML)")
         cfg = training_config(**params)
@@ -93,16 +101,30 @@ def _check(args: argparse.Namespace) -> int:
                        "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name)}
     else:
         from .analysis.runs import load_runs
+        from .errors import UnfinishedRunError
 
         values = analysis_parameters(**params)
         out = study_outputs(values["output_root"])
         # A training job that failed stops the analysis here, in seconds, with the run named.
         load_runs(out, [values["experiment_v1"], values["experiment_v2"]], values["allow_unfinished"])
+        if not out.probe_notebook.is_file():  # the report has a chapter for it
+            raise UnfinishedRunError(f"the diffusion probe has not run: {out.probe_notebook} does not exist "
+                                     "(bsub < hpc/diffusion_probe.sh, then the analysis)")
         assignments = {"OUTPUT_ROOT": values["output_root"], "PHASE_DIR": out.phase_dir,
                        "NOTEBOOK": out.analysis_notebook, "DECISION": out.decision}
     # The report is built last: a missing widget script must stop the job now, not after training.
     assignments["WIDGET_SCRIPT"] = widget_script_source()
     print(shell(assignments, given))
+    return 0
+
+
+@command("probe")
+def _probe(args: argparse.Namespace) -> int:
+    from .parameters import PROBE, probe_parameters
+    from .probe.run import run_probe
+
+    _, params = notebook_parameters(PROBE, args.parameter, args.from_env)
+    run_probe(*probe_parameters(**params))
     return 0
 
 
@@ -145,6 +167,15 @@ def _phase_timing(args: argparse.Namespace) -> int:
     from .perf.phase_timing import main
 
     return main(args, parse_overrides(args.set))
+
+
+@command("score-layouts")
+def _score_layouts(args: argparse.Namespace) -> int:
+    from .scoring.command import score_layouts
+
+    score_layouts(args.reference, args.generated, args.json, args.resolution, args.seed, args.bootstrap,
+                  args.cache_dir)
+    return 0
 
 
 # ---- the parser ----------------------------------------------------------------------------------
@@ -193,12 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(sub, "check", "check a notebook's parameters before a job runs it",
                     "python -m imginav_core check train -p config configs/phase1_2/V1_deterministic.yaml -p epochs 2",
-                    "Check the parameters of notebooks/train.ipynb or notebooks/analysis.ipynb as the notebook "
-                    "will, before anything is written (the analysis: also that both runs finished; both: that "
+                    "Check the parameters of notebooks/train.ipynb, analysis.ipynb or diffusion_probe.ipynb as the "
+                    "notebook will, before anything is written (the analysis and the probe: also that the runs "
+                    "finished; all: that "
                     "the report's widget script can be had). Prints shell assignments for the LSF job scripts: "
                     "the run's NAME, RUN_DIR, the executed NOTEBOOK's path, and PARAMS, papermill's -p arguments.")
-    p.add_argument("notebook", choices=("train", "analysis"))
+    p.add_argument("notebook", choices=("train", "analysis", "probe"))
     _parameter_options(p, "the notebook")
+    p.add_argument("--parameters-only", action="store_true",
+                   help="probe: check the parameters only, not that the runs finished (before submitting the jobs)")
+
+    p = _subcommand(sub, "probe", "the diffusion probe: how well a latent diffusion model learns each run's latents",
+                    "python -m imginav_core probe -p output_root outputs/demo -p steps 600 -p width 32",
+                    "Train the same small latent diffusion model (diffusers UNet2DModel, DDPM cosine, EMA) on each "
+                    "finished run's standardised latents, generate layouts with DDIM, decode and score them with "
+                    "the layout scorer; writes OUTPUT_ROOT/<phase>/probe/probe_metrics.json. What "
+                    "notebooks/diffusion_probe.ipynb runs; resumes a killed probe.")
+    _parameter_options(p, "notebooks/diffusion_probe.ipynb")
 
     p = _subcommand(sub, "stage", "put the executed notebooks and the widget script into book/",
                     "python -m imginav_core stage -p output_root outputs/demo && jupyter-book build book",
@@ -241,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
     _set_option(p, "config override (default: 512 x 512, --set data.synthetic_samples=4000, "
                    "--set training.epochs=3; at least 2 epochs)")
     _measurement_options(p, "the timings and the estimate", "the layouts, cache and run")
+
+    p = _subcommand(sub, "score-layouts", "score generated layouts against real ones, each score with its floor",
+                    "python -m imginav_core score-layouts --reference data/layouts.csv --generated samples/ "
+                    "--json scores.json --cache-dir scorer_cache",
+                    "Compare generated layout PNGs with real ones: Frechet and kernel distances, precision, "
+                    "recall, density and coverage in the features of a small network trained on the real "
+                    "layouts, palette purity, class and room/scene shares, speckle, memorisation. The reference "
+                    "is split by scene into a part that trains the network (and is the memorisation reference) "
+                    "and a held-out part the generated layouts are compared with. Each score comes with a 95% "
+                    "bootstrap interval and its floor: the score of as many real layouts.")
+    p.add_argument("--reference", type=Path, required=True, help="the real layouts' layouts.csv")
+    p.add_argument("--generated", type=Path, required=True,
+                   help="a folder holding only the generated PNGs (one square size), or a layouts.csv listing them")
+    p.add_argument("--json", type=Path, help="write every score, interval and floor here")
+    p.add_argument("--resolution", type=int,
+                   help="compare at this side in pixels (default: the generated images'; others are resized "
+                        "nearest-neighbour)")
+    p.add_argument("--seed", type=int, default=0, help="the split, the network, the floor sample, the bootstrap (default 0)")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% intervals (default 200; 0: none)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="keep the trained feature network here, reused while the reference is the same "
+                        "(default: train it each time)")
     return parser
 
 

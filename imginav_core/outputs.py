@@ -14,8 +14,13 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       PHASE/runs/NAME.ipynb, runs/analysis.ipynb   the executed notebooks
       PHASE/analysis/latent_metrics.json     the latent-space measurements
       PHASE/decision.json, PHASE/phase1_3_base.yaml
+      PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
+      PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
+      PHASE/probe/NAME/seed_S/               the probe's denoiser (denoiser.pt), its samples, result.json
+      PHASE/runs/diffusion_probe.ipynb       the executed probe notebook
       synthetic/nSAMPLES_rRESOLUTION_sSEED/  the generated layouts (layouts.csv + images/)
       cache/KEY/                             the decoded layouts
+      cache/scorer/                          the layout scorer's feature networks
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ANALYSIS_NOTEBOOK = "analysis"  # runs/analysis.ipynb beside the runs' NAME.ipynb
+PROBE_NOTEBOOK = "diffusion_probe"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,35 @@ class Outputs:
     def next_phase_config(self) -> Path:
         return self.phase_dir / "phase1_3_base.yaml"
 
+    # ---- the diffusion probe ------------------------------------------------------------------
+    @property
+    def probe_dir(self) -> Path:
+        return self.phase_dir / "probe"
+
+    @property
+    def probe_metrics(self) -> Path:
+        return self.probe_dir / "probe_metrics.json"
+
+    def probe_grid(self, name: str) -> Path:
+        return self.probe_dir / f"{name}_generated.png"
+
+    def probe_seed_dir(self, name: str, seed: int) -> Path:
+        return self.probe_dir / name / f"seed_{seed}"
+
+    def probe_checkpoint(self, name: str, seed: int) -> Path:
+        return self.probe_seed_dir(name, seed) / "denoiser.pt"
+
+    def probe_generated(self, name: str, seed: int) -> Path:
+        """The standardised latents the denoiser generated (decoded again when scored)."""
+        return self.probe_seed_dir(name, seed) / "generated.pt"
+
+    def probe_seed_result(self, name: str, seed: int) -> Path:
+        return self.probe_seed_dir(name, seed) / "result.json"
+
+    @property
+    def probe_notebook(self) -> Path:
+        return self.executed_notebook(PROBE_NOTEBOOK)
+
     # ---- shared by every run -----------------------------------------------------------------
     def synthetic_set(self, samples: int, resolution: int, seed: int) -> Path:
         return self.root / "synthetic" / f"n{samples}_r{resolution}_s{seed}"
@@ -105,6 +140,10 @@ class Outputs:
     @property
     def cache_root(self) -> Path:
         return self.root / "cache"
+
+    @property
+    def scorer_cache(self) -> Path:
+        return self.cache_root / "scorer"
 
     # ---- what a killed run leaves -------------------------------------------------------------
     def own_files(self, name: str) -> list[tuple[Path, str]]:

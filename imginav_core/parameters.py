@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from .config import Config, is_folder_name, load_config
 from .errors import ConfigError
 from .outputs import Outputs
+from .probe.settings import DEFAULTS as PROBE_DEFAULTS, ProbeSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The two experiments of Phase 1.2, by the label the figures and the decision use.
@@ -155,6 +156,22 @@ ANALYSIS = Notebook("notebooks/analysis.ipynb", (
     Parameter("seed", "int", 0, "seed of the interpolation pairs and the latent noise", env="IMGINAV_ANALYSIS_SEED"),
 ))
 
+PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
+    Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
+    Parameter("experiments", "str", None, "comma-separated runs whose latent spaces the probe compares "
+              "(None: V1 and V2)", env="IMGINAV_PROBE_EXPERIMENTS", optional=True),
+    Parameter("steps", "int", PROBE_DEFAULTS.steps, "denoiser training steps per latent space and seed",
+              env="IMGINAV_PROBE_STEPS"),
+    Parameter("batch_size", "int", PROBE_DEFAULTS.batch_size, "denoiser batch size", env="IMGINAV_PROBE_BATCH_SIZE"),
+    Parameter("lr", "float", PROBE_DEFAULTS.lr, "denoiser AdamW learning rate", env="IMGINAV_PROBE_LR"),
+    Parameter("width", "int", PROBE_DEFAULTS.width, "denoiser UNet base channels", env="IMGINAV_PROBE_WIDTH"),
+    Parameter("samples", "int", PROBE_DEFAULTS.samples, "layouts generated per latent space and seed",
+              env="IMGINAV_PROBE_SAMPLES"),
+    Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "probe seeds (denoisers trained per latent space)",
+              env="IMGINAV_PROBE_SEEDS"),
+    Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
+))
+
 # Read by the job scripts themselves, not by a notebook.
 JOB_VARIABLES = (
     ("IMGINAV_CONDA_ENV", "imginav", "conda environment the jobs activate (`\"\"`: the current `python`)"),
@@ -201,6 +218,21 @@ def study_outputs(output_root: str | Path) -> Outputs:
     return Outputs(repo_path(output_root), load_config(EXPERIMENTS["V1"]).phase)
 
 
+def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
+    """diffusion_probe.ipynb's parameters, checked: the outputs, the runs to probe, the settings."""
+    for unknown in set(params) - set(PROBE.names):
+        PROBE[unknown]  # raises, naming the parameter
+    values = {p.name: p.check(params.get(p.name, p.default)) for p in PROBE.parameters}
+    names = ([n.strip() for n in values.pop("experiments").split(",") if n.strip()] if values["experiments"]
+             else [experiment_name("V1"), experiment_name("V2")])
+    values.pop("experiments", None)
+    for name in names:
+        if not is_folder_name(name):
+            raise ConfigError(f"notebook parameter 'experiments': {name!r} is no run name (letters, digits, '_', '-', '.')")
+    out = study_outputs(values.pop("output_root"))
+    return out, names, ProbeSettings(**values)
+
+
 def analysis_parameters(**params: Any) -> dict[str, Any]:
     """analysis.ipynb's parameters, checked; experiment names default to those of the V1/V2 configs."""
     values = {p.name: p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
@@ -225,18 +257,27 @@ def _default(value: Any) -> str:
     return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
 
 
+NOTEBOOKS = (("train", TRAIN), ("analysis", ANALYSIS), ("probe", PROBE))
+
+
 def settings_table() -> str:
-    """Markdown: every setting with its ``--set`` key, ``-p`` name and ``IMGINAV_*`` variable."""
+    """Markdown: every setting with its ``--set`` key, ``-p`` name and ``IMGINAV_*`` variable;
+    a variable several notebooks read is listed once, with the notebooks that read it."""
     rows = ["| setting | `--set` key | `-p` name | LSF job variable | default |", "| --- | --- | --- | --- | --- |"]
-    analysis_only = [p for p in ANALYSIS.parameters if p.env not in {t.env for t in TRAIN.parameters}]
-    shared = {p.env for p in ANALYSIS.parameters} - {p.env for p in analysis_only}
-    for p in TRAIN.parameters:
-        notebooks = "train, analysis" if p.env in shared else "train"
-        rows.append(f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` ({notebooks}) | "
-                    f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default)} |")
-    for p in analysis_only:
-        rows.append(f"| {p.meaning} | — | `{p.name}` (analysis) | `{p.env}` | {_default(p.default)} |")
+    readers: dict[str, list[str]] = {}
+    for label, notebook in NOTEBOOKS:
+        for p in notebook.parameters:
+            if p.env:
+                readers.setdefault(p.env, []).append(label)
+    listed = set()
+    for label, notebook in NOTEBOOKS:
+        for p in notebook.parameters:
+            if p.env in listed:
+                continue
+            listed.add(p.env)
+            rows.append(f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` "
+                        f"({', '.join(readers.get(p.env, [label]))}) | "
+                        f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default)} |")
     for env, default, meaning in JOB_VARIABLES:
         rows.append(f"| {meaning} | — | — | `{env}` | {default if default.startswith('`') else f'`{default}`'} |")
     return "\n".join(rows) + "\n"
-

@@ -12,11 +12,11 @@ import pytest
 
 from imginav_core.__main__ import build_parser, main
 from imginav_core.outputs import Outputs, shown_path
-from imginav_core.parameters import ANALYSIS, TRAIN, settings_table, training_config
+from imginav_core.parameters import ANALYSIS, PROBE, TRAIN, settings_table, training_config
 
 from helpers import PHASE, ROOT, V1, V2, V1_NAME
 
-COMMANDS = ["train", "check", "stage", "synthetic", "parameters", "bench", "phase-timing"]
+COMMANDS = ["train", "check", "probe", "score-layouts", "stage", "synthetic", "parameters", "bench", "phase-timing"]
 
 
 def _run(*args, env=None, **kwargs):
@@ -55,7 +55,7 @@ def test_readme_settings_table_is_the_parameter_list():
     assert _run("parameters").stdout == settings_table()
 
 
-@pytest.mark.parametrize("notebook", [TRAIN, ANALYSIS], ids=["train", "analysis"])
+@pytest.mark.parametrize("notebook", [TRAIN, ANALYSIS, PROBE], ids=["train", "analysis", "probe"])
 def test_the_notebooks_parameters_cells_agree_with_the_list(notebook):
     cell = papermill.inspect_notebook(str(ROOT / notebook.path))
     assert list(cell) == notebook.names

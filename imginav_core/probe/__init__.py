@@ -1,0 +1,1 @@
+"""Probes of a trained autoencoder's latent space."""

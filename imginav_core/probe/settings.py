@@ -1,0 +1,67 @@
+"""What the diffusion probe does, in one record: the same for every latent space it compares.
+
+Torch-free, so that the notebook parameters (``parameters.PROBE``) take their defaults from here
+without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    # The denoiser's training budget: the same for every latent space.
+    steps: int = 15000
+    batch_size: int = 64
+    lr: float = 2e-4
+    # Base channels of the UNet; its depth follows the latent grid (denoiser.unet_layout).
+    width: int = 128
+    ema_decay: float = 0.999
+    # Generated layouts per probe seed, sampled with DDIM from the same initial noise for every
+    # latent space; all seeds' samples are scored together (bootstrap CIs over samples).
+    samples: int = 1000
+    seeds: int = 2
+    ddim_steps: int = 50
+    bootstrap: int = 200
+    # Timesteps (of 1000) where the held-out denoising loss is measured.
+    noise_levels: tuple[int, ...] = (50, 200, 500, 800, 950)
+    loss_every: int = 100  # steps per point of the loss curve (mean training loss over them)
+    checkpoint_every: int = 1000  # steps between resumable checkpoints
+    device: str = "auto"
+    seed: int = 0  # the first probe seed; seed k is seed + k
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "width", "samples", "seeds", "ddim_steps", "loss_every", "checkpoint_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"probe setting '{name}' = {value!r}: expected a positive integer")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"probe setting 'lr' = {self.lr!r}: expected a learning rate between 0 and 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"probe setting 'ema_decay' = {self.ema_decay!r}: expected 0 <= decay < 1")
+        if self.samples < 2:
+            raise ConfigError(f"probe setting 'samples' = {self.samples}: need at least 2 generated layouts to score")
+        if self.width % 8:
+            raise ConfigError(f"probe setting 'width' = {self.width}: expected a multiple of 8 (GroupNorm groups)")
+        if any(not 0 <= t < 1000 for t in self.noise_levels):
+            raise ConfigError(f"probe setting 'noise_levels' = {self.noise_levels}: timesteps are 0..999")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [self.seed + k for k in range(self.seeds)]
+
+    def training_key(self) -> dict:
+        """What a resumed denoiser must share with the checkpoint it resumes: everything that
+        changes what is computed up to the last step (not the device, nor what happens after)."""
+        return {k: v for k, v in asdict(self).items()
+                if k in ("steps", "batch_size", "lr", "width", "ema_decay", "loss_every")}
+
+    def to_json(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+DEFAULTS = ProbeSettings()

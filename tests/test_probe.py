@@ -1,0 +1,187 @@
+"""The diffusion probe: a constructed pair of latent spaces whose answer is known, determinism,
+resumption after a kill, and the probe over two finished runs as the notebook runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imginav_core.data.cache import load_layout
+from imginav_core.data.manifest import read_manifest
+from imginav_core.palette import NUM_CLASSES, class_to_rgb
+from imginav_core.probe.denoiser import heldout_losses, sample_latents, train_denoiser
+from imginav_core.probe.latents import EncodedLayouts, Standardiser
+from imginav_core.probe.settings import ProbeSettings
+
+from helpers import ROOT, V1_NAME, V2_NAME
+
+GRID = 16  # latent grid of the constructed spaces: 32 px layouts pooled by 2
+SMALL = ProbeSettings(steps=150, batch_size=32, width=16, lr=3e-3, samples=48, loss_every=50, checkpoint_every=50,
+                      ddim_steps=10, bootstrap=50, noise_levels=(200, 500, 800), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """Class maps of about 300 synthetic 32 px layouts (the empty ones dropped) in the real manifest
+    format, and their labels."""
+    from imginav_core.data.synthetic import generate_layouts
+
+    manifest = read_manifest(generate_layouts(tmp_path_factory.mktemp("probe_set") / "set", 400, 32, seed=11))
+    maps = np.stack([load_layout(r.path, 32)[1] for r in manifest.records])
+    labels = np.array([r.label for r in manifest.records])
+    return maps, labels
+
+
+def structured_latents(maps: np.ndarray) -> torch.Tensor:
+    """One-hot class maps area-pooled to 8 x 8: a latent space that keeps the layout's structure."""
+    one_hot = F.one_hot(torch.from_numpy(maps).long(), NUM_CLASSES).permute(0, 3, 1, 2).float()
+    return F.avg_pool2d(one_hot, 32 // GRID)
+
+
+def shuffled_latents(latents: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The same latents with their positions permuted, a different permutation per layout: the
+    same values and channel statistics, no spatial structure."""
+    generator = torch.Generator().manual_seed(seed)
+    flat = latents.flatten(2)
+    order = torch.stack([torch.randperm(flat.shape[-1], generator=generator) for _ in range(len(latents))])
+    return flat.gather(2, order[:, None, :].expand_as(flat)).view_as(latents)
+
+
+def decode(latents: torch.Tensor) -> np.ndarray:
+    """The constructed decoder: each cell's strongest class, upsampled to 32 px, in palette colours
+    (the structured space's reconstructions are close to the layouts; the shuffled space's cannot be)."""
+    classes = F.interpolate(latents.argmax(1, keepdim=True).float(), scale_factor=32 // GRID, mode="nearest")
+    return class_to_rgb(classes[:, 0].byte().numpy())
+
+
+def probe_space(latents: torch.Tensor, checkpoint, seed: int = 0):
+    encoded = EncodedLayouts(latents, None)
+    standardiser = Standardiser.fit(encoded)
+    model, state = train_denoiser(encoded, standardiser, SMALL, seed, checkpoint, torch.device("cpu"), log=lambda _: None)
+    generated = standardiser.invert(sample_latents(model, SMALL.samples, encoded.shape, SMALL.ddim_steps, seed))
+    return model, state, standardiser, generated
+
+
+def test_a_structured_latent_space_generates_better_than_the_same_latents_shuffled(layouts, tmp_path, one_thread):
+    from imginav_core.scoring import LayoutScorer, ReferenceSet
+
+    maps, labels = layouts
+    train, held = slice(0, len(maps) * 3 // 4), slice(len(maps) * 3 // 4, None)
+    scorer = LayoutScorer.fit(ReferenceSet(maps[train], labels[train], "train"), ReferenceSet(maps[held], labels[held], "held"),
+                              cache_dir=tmp_path / "scorer", seed=0, log=lambda _: None)
+    structured = structured_latents(maps)
+    shuffled = shuffled_latents(structured)
+    results = {}
+    for name, latents in (("structured", structured), ("shuffled", shuffled)):
+        model, _, standardiser, generated = probe_space(latents[train], tmp_path / f"{name}.pt")
+        loss = heldout_losses(model, standardiser.apply(latents[held]), SMALL.noise_levels, seed=0)
+        results[name] = {"loss": loss, "scores": scorer.score(decode(generated), bootstrap=50, seed=0)["scores"]}
+    good, bad = results["structured"], results["shuffled"]
+    # easier to denoise where it matters, at intermediate noise, where structure predicts the noise
+    assert good["loss"]["500"] < 0.9 * bad["loss"]["500"], results
+    # and what it generates is closer to real layouts, beyond the bootstrap interval
+    assert good["scores"]["fld"]["ci95"][1] < bad["scores"]["fld"]["ci95"][0], results
+    assert good["scores"]["precision"]["value"] > bad["scores"]["precision"]["value"]
+
+
+def test_the_denoiser_is_deterministic_and_a_killed_run_resumes_to_the_same_result(layouts, tmp_path, one_thread):
+    latents = structured_latents(layouts[0][:120])
+    settings = dict(steps=60, batch_size=16, width=16, loss_every=10, checkpoint_every=20, device="cpu")
+    script = f"""
+import sys, torch
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+torch.set_num_threads(1)
+from imginav_core.probe.denoiser import train_denoiser, sample_latents
+from imginav_core.probe.latents import EncodedLayouts, Standardiser
+from imginav_core.probe.settings import ProbeSettings
+latents = torch.load(sys.argv[1])
+encoded = EncodedLayouts(latents, 0.1 * torch.ones_like(latents))  # a VAE's posterior: draws from the generator
+model, state = train_denoiser(encoded, Standardiser.fit(encoded), ProbeSettings(**{settings!r}), 3,
+                              __import__('pathlib').Path(sys.argv[2]), torch.device('cpu'))
+torch.save({{"curve": state.curve, "sample": sample_latents(model, 4, encoded.shape, 5, 3)}}, sys.argv[3])
+"""
+    torch.save(latents, tmp_path / "latents.pt")
+
+    def run(checkpoint, result, kill=""):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "IMGINAV_KILL_AT": kill}
+        return subprocess.run([sys.executable, "-c", script, str(tmp_path / "latents.pt"), str(checkpoint),
+                               str(result)], env=env, capture_output=True, text=True)
+
+    assert run(tmp_path / "a.pt", tmp_path / "a_result.pt").returncode == 0
+    assert run(tmp_path / "b.pt", tmp_path / "b_result.pt").returncode == 0
+    killed = run(tmp_path / "c.pt", tmp_path / "c_result.pt", kill="probe_step@50")
+    assert killed.returncode == -9 and not (tmp_path / "c_result.pt").exists()
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 40  # the last checkpoint before the kill
+    resumed = run(tmp_path / "c.pt", tmp_path / "c_result.pt")
+    assert resumed.returncode == 0 and "resuming the denoiser from step 40 of 60" in resumed.stdout
+    a, b, c = (torch.load(tmp_path / f"{k}_result.pt") for k in "abc")
+    assert a["curve"] == b["curve"] and torch.equal(a["sample"], b["sample"])  # deterministic on the CPU
+    assert a["curve"] == c["curve"] and torch.equal(a["sample"], c["sample"])  # resumed = uninterrupted
+
+
+def test_a_checkpoint_of_other_settings_is_refused_not_resumed(layouts, tmp_path, one_thread):
+    from imginav_core.errors import ResumeError
+
+    encoded = EncodedLayouts(structured_latents(layouts[0][:32]), None)
+    settings = ProbeSettings(steps=4, batch_size=8, width=16, loss_every=2, checkpoint_every=2, device="cpu")
+    train_denoiser(encoded, Standardiser.fit(encoded), settings, 0, tmp_path / "d.pt", torch.device("cpu"),
+                   log=lambda _: None)
+    other = ProbeSettings(steps=4, batch_size=8, width=32, loss_every=2, checkpoint_every=2, device="cpu")
+    with pytest.raises(ResumeError, match="other probe settings"):
+        train_denoiser(encoded, Standardiser.fit(encoded), other, 0, tmp_path / "d.pt", torch.device("cpu"),
+                       log=lambda _: None)
+
+
+def test_standardisation_is_inverted_exactly_and_uses_what_a_vae_denoiser_sees():
+    mean = torch.randn(500, 3, 4, 4) * torch.tensor([1.0, 5.0, 0.1]).view(1, 3, 1, 1) + 2.0
+    std = torch.full_like(mean, 2.0)
+    standardiser = Standardiser.fit(EncodedLayouts(mean, std))
+    drawn = EncodedLayouts(mean, std).draw(torch.arange(500), torch.Generator().manual_seed(0))
+    z = standardiser.apply(drawn)
+    # the samples, not the means, get unit variance: sqrt(var(mean) + 2^2) per channel
+    assert torch.allclose(z.std((0, 2, 3)), torch.ones(3), atol=0.05)
+    assert torch.allclose(standardiser.invert(z), drawn, atol=1e-5)
+
+
+def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_runs, tmp_path):
+    """The command a job runs, on the 2-epoch V1 and V2 runs: both latent spaces probed, scored
+    with floors and intervals, measured; run again, it reuses every finished seed."""
+    import shutil
+
+    root = tmp_path / "outputs"
+    shutil.copytree(tiny_runs, root)
+    args = [sys.executable, "-m", "imginav_core", "probe", "-p", "output_root", str(root), "-p", "steps", "10",
+            "-p", "batch_size", "8", "-p", "width", "16", "-p", "samples", "6", "-p", "seeds", "2", "-p", "device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    phase = root / "phase1_2_vae_test" / "probe"
+    metrics = json.loads((phase / "probe_metrics.json").read_text())
+    assert list(metrics["experiments"]) == [V1_NAME, V2_NAME]
+    for name, result in metrics["experiments"].items():
+        assert (phase / f"{name}_generated.png").is_file()
+        assert len(result["seeds"]) == 2 and len(result["heldout_loss"]) == 5
+        fld = result["generated"]["scores"]["fld"]
+        assert fld["ci95"][0] <= fld["value"] <= fld["ci95"][1] and np.isfinite(fld["floor"])
+        assert result["generated"]["n_generated"] == 12  # 6 samples x 2 seeds
+        assert "fld" in result["reconstructed"]["scores"]
+        assert set(result["diffusability"]["equivariance"]["per_transform"]) == {
+            "rot90", "rot180", "rot270", "flip_h", "flip_v"}
+    assert metrics["experiments"][V2_NAME]["denoiser_trained_on"].startswith("a fresh posterior sample")
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.count("done earlier") == 4, again.stdout[-2000:]
+
+
+def test_the_probe_refuses_an_unfinished_or_missing_run_naming_it(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "imginav_core", "check", "probe", "-p", "output_root",
+                           str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert f"no metrics for experiment '{V1_NAME}'" in done.stderr
+    bad = subprocess.run([sys.executable, "-m", "imginav_core", "check", "probe", "--parameters-only", "-p", "samples",
+                          "1"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "'samples' = 1" in bad.stderr
