@@ -1,5 +1,5 @@
 # Shared body of the Phase 1.2 LSF jobs; sourced by hpc/papermill_V1.sh, papermill_V2.sh,
-# analysis.sh and bench.sh after their #BSUB directives. Runs unchanged outside LSF
+# diffusion_probe.sh, analysis.sh and bench.sh after their #BSUB directives. Runs unchanged outside LSF
 # (bash hpc/papermill_V2.sh). The IMGINAV_* variables it reads are listed, with the notebook
 # parameter and config key each one sets, by `python -m imginav_core parameters` (and the README).
 set -euo pipefail
@@ -60,6 +60,14 @@ run_training() {  # run_training CONFIG: train one experiment through notebooks/
   fi
   # Resubmitting a killed job lands here again: train() resumes from RUN_DIR/last.pt.
   execute_notebook notebooks/train.ipynb "$NOTEBOOK" "${PARAMS[@]}"
+}
+
+run_probe() {  # the diffusion probe notebook
+  local settings
+  settings=$(python -m imginav_core check probe --from-env)
+  eval "$settings"  # OUTPUT_ROOT, PROBE_DIR, NOTEBOOK, WIDGET_SCRIPT, PARAMS
+  execute_notebook notebooks/diffusion_probe.ipynb "$NOTEBOOK" "${PARAMS[@]}"
+  echo "probe metrics: $PROBE_DIR/probe_metrics.json"
 }
 
 run_analysis() {  # the analysis notebook, then the report

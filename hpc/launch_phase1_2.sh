@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Submit the whole of Phase 1.2: V1 and V2, then the analysis once both have ended.
+# Submit the whole of Phase 1.2: V1 and V2, the diffusion probe once both have ended, then the
+# analysis once the probe has ended.
 # Run from the repository root: bash hpc/launch_phase1_2.sh  (the IMGINAV_* variables it passes on:
 # `python -m imginav_core parameters`).
 #
-# The analysis waits on the training jobs by *name* with ended(): a job that fails, or is killed
-# and resubmitted under a new id (`bsub < hpc/papermill_V1.sh` keeps the name), still ends, so the
-# analysis never waits forever. It then checks that both runs finished and, if one did not, stops
-# at once naming it: resubmit that training job (it resumes), then `bsub < hpc/analysis.sh`.
+# The probe waits on the training jobs, and the analysis on the probe, by *name* with ended(): a
+# job that fails, or is killed and resubmitted under a new id (`bsub < hpc/papermill_V1.sh` keeps
+# the name), still ends, so nothing waits forever. Each then checks that what it needs finished
+# and, if not, stops at once naming it: resubmit that job (it resumes), then the ones after it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p hpc/logs  # LSF does not create the log folder; without it the job's output is lost
@@ -20,6 +21,7 @@ fi
 for config in configs/phase1_2/V1_deterministic.yaml configs/phase1_2/V2_vae_light.yaml; do
   python -m imginav_core check train --from-env -p config "$config" > /dev/null
 done
+python -m imginav_core check probe --from-env --parameters-only > /dev/null
 
 job_name() {  # the -J of a job script: one spelling, in the script itself
   sed -n 's/^#BSUB -J \([^ ]*\).*/\1/p' "$1"
@@ -39,7 +41,10 @@ if [[ -z "$v1" || -z "$v2" ]]; then
   echo "error: could not read the job ids from bsub's reply" >&2
   exit 1
 fi
-wait_for="ended(\"$(job_name hpc/papermill_V1.sh)\") && ended(\"$(job_name hpc/papermill_V2.sh)\")"
-analysis=$(submit hpc/analysis.sh -w "$wait_for")
-echo "V1 job $v1, V2 job $v2, analysis job $analysis (starts when both have ended: $wait_for)"
-echo "logs: hpc/logs/; follow with: bjobs $v1 $v2 $analysis"
+trained="ended(\"$(job_name hpc/papermill_V1.sh)\") && ended(\"$(job_name hpc/papermill_V2.sh)\")"
+probe=$(submit hpc/diffusion_probe.sh -w "$trained")
+probed="ended(\"$(job_name hpc/diffusion_probe.sh)\")"
+analysis=$(submit hpc/analysis.sh -w "$probed")
+echo "V1 job $v1, V2 job $v2; probe job $probe (starts when both have ended: $trained);" \
+     "analysis job $analysis (starts when the probe has ended: $probed)"
+echo "logs: hpc/logs/; follow with: bjobs $v1 $v2 $probe $analysis"

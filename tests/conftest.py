@@ -52,6 +52,10 @@ SMALL_STUDY = {
     "IMGINAV_SYNTHETIC_SAMPLES": "64",
     "IMGINAV_NUM_WORKERS": "0",
     "IMGINAV_MAX_IMAGES": "16",
+    "IMGINAV_PROBE_STEPS": "20",
+    "IMGINAV_PROBE_BATCH_SIZE": "16",
+    "IMGINAV_PROBE_WIDTH": "16",
+    "IMGINAV_PROBE_SAMPLES": "12",
     "IMGINAV_CONDA_ENV": "",
 }
 
@@ -95,7 +99,7 @@ def study_environment(repo: Path, lsf_dir: Path, html_manager: Path) -> dict[str
 @pytest.fixture(scope="session")
 def study(tmp_path_factory, html_manager_package):
     """Phase 1.2 submitted with hpc/launch_phase1_2.sh through a stand-in bsub, at a tiny size:
-    V1 and V2 trained by papermill, the analysis notebook, the Jupyter Book built."""
+    V1 and V2 trained by papermill, the diffusion probe, the analysis notebook, the Jupyter Book built."""
     repo = copy_of_repository(tmp_path_factory.mktemp("repo"))
     env = study_environment(repo, tmp_path_factory.mktemp("lsf"), html_manager_package)
     done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)

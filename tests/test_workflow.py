@@ -20,6 +20,7 @@ from helpers import ROOT, V1_NAME, V2_NAME
 JOBS = {
     "papermill_V1.sh": ("phase1_2_V1", "gpuv100"),
     "papermill_V2.sh": ("phase1_2_V2", "gpul40s"),
+    "diffusion_probe.sh": ("phase1_2_probe", "gpul40s"),
     "analysis.sh": ("phase1_2_analysis", "gpuv100"),
     "bench.sh": ("phase1_2_bench", "gpul40s"),
 }
@@ -75,15 +76,18 @@ def test_no_machine_paths_in_the_project():
         assert not re.search(r"(/work\d*/|/home/|/Users/|/zhome/|/tmp/)", text), path
 
 
-def test_the_launcher_submits_both_runs_then_the_analysis_after_them(study):
-    # by name and ended(): a failed or resubmitted training job cannot leave the analysis waiting forever
+def test_the_launcher_submits_both_runs_then_the_probe_then_the_analysis(study):
+    # by name and ended(): a failed or resubmitted job cannot leave the next one waiting forever
     assert 'ended("phase1_2_V1") && ended("phase1_2_V2")' in study["stdout"]
+    assert 'the probe has ended: ended("phase1_2_probe")' in study["stdout"]
     jobs = (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()
     assert [line.split("\t")[1:] for line in jobs] == [
-        ["phase1_2_V1", "gpuv100", "0"], ["phase1_2_V2", "gpul40s", "0"], ["phase1_2_analysis", "gpuv100", "0"]]
-    v1, v2, analysis = (line.split("\t")[0] for line in jobs)
-    assert f"V1 job {v1}, V2 job {v2}, analysis job {analysis}" in study["stdout"]
-    for name, job in (("phase1_2_V1", v1), ("phase1_2_V2", v2), ("phase1_2_analysis", analysis)):
+        ["phase1_2_V1", "gpuv100", "0"], ["phase1_2_V2", "gpul40s", "0"], ["phase1_2_probe", "gpul40s", "0"],
+        ["phase1_2_analysis", "gpuv100", "0"]]
+    v1, v2, probe, analysis = (line.split("\t")[0] for line in jobs)
+    assert f"V1 job {v1}, V2 job {v2}; probe job {probe}" in study["stdout"]
+    for name, job in (("phase1_2_V1", v1), ("phase1_2_V2", v2), ("phase1_2_probe", probe),
+                      ("phase1_2_analysis", analysis)):
         log = (study["repo"] / "hpc" / "logs" / f"{name}.{job}.out").read_text()
         assert f"job {job} {name} on" in log
 
@@ -169,9 +173,9 @@ def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(s
     assert not any(o["output_type"] == "error" for o in _outputs(notebook))
 
 
-def test_a_failed_training_job_stops_the_analysis_at_once_naming_the_run(study, tmp_path):
-    """Both training jobs fail (a manifest that is not there); the analysis job still starts, since
-    they ended, and stops in its first step saying which run to resubmit."""
+def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_the_run(study, tmp_path):
+    """Both training jobs fail (a manifest that is not there); the probe and the analysis jobs still
+    start, since the jobs they wait on ended, and stop in their first step saying which run to resubmit."""
     repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
     lsf = tmp_path / "lsf"
     env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "out"), "FAKE_LSF_DIR": str(lsf),
@@ -180,13 +184,14 @@ def test_a_failed_training_job_stops_the_analysis_at_once_naming_the_run(study, 
     assert done.returncode == 0, done.stderr  # submitting worked; the jobs fail
     jobs = [line.split("\t") for line in (lsf / "jobs.tsv").read_text().splitlines()]
     assert [(name, status != "0") for _, name, _, status in jobs] == [
-        ("phase1_2_V1", True), ("phase1_2_V2", True), ("phase1_2_analysis", True)]
+        ("phase1_2_V1", True), ("phase1_2_V2", True), ("phase1_2_probe", True), ("phase1_2_analysis", True)]
     logs = repo / "hpc" / "logs"
     v1_log = (logs / f"phase1_2_V1.{jobs[0][0]}.out").read_text() + (logs / f"phase1_2_V1.{jobs[0][0]}.err").read_text()
     assert "manifest not found" in v1_log
-    analysis_err = (logs / f"phase1_2_analysis.{jobs[2][0]}.err").read_text()
-    assert "error: no metrics for experiment 'phase1_2_AE_V1_deterministic'" in analysis_err
-    assert not (tmp_path / "out" / "phase1_2_vae_test" / "runs" / "analysis.ipynb").exists()
+    for job, notebook in ((jobs[2], "diffusion_probe.ipynb"), (jobs[3], "analysis.ipynb")):
+        err = (logs / f"{job[1]}.{job[0]}.err").read_text()
+        assert "error: no metrics for experiment 'phase1_2_AE_V1_deterministic'" in err
+        assert not (tmp_path / "out" / "phase1_2_vae_test" / "runs" / notebook).exists()
 
 
 def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(study, tmp_path):

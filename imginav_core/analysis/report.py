@@ -28,8 +28,9 @@ GENERATED = "generated"  # book/generated/: the staged notebooks
 WIDGETS = Path("_static") / "html-manager"  # book/_static/html-manager/embed.js
 # The HTML manager that matches ipywidgets 8 (its __html_manager_version__ is ^1.0).
 HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
-# Book page -> the analysis parameter naming its run (None: the analysis notebook itself)
-PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2", "analysis": None}
+# Book page of a training run -> the analysis parameter naming the run. The study's own pages,
+# the diffusion probe and the analysis, follow them.
+RUN_PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2"}
 
 
 def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, train_images: int) -> dict[str, Any]:
@@ -133,12 +134,13 @@ def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
     there. ``params``: the analysis parameters (``parameters.analysis_parameters``)."""
     book = book or BOOK
     out = study_outputs(params["output_root"])
-    sources = {page: out.executed_notebook(params[key]) if key else out.analysis_notebook
-               for page, key in PAGES.items()}
+    sources = {page: out.executed_notebook(params[key]) for page, key in RUN_PAGES.items()}
+    sources.update({"diffusion_probe": out.probe_notebook, "analysis": out.analysis_notebook})
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:
         raise ReportError("the report is built from executed notebooks that are not there yet: "
-                          + ", ".join(missing) + " (run the training and analysis jobs first)")
+                          + ", ".join(missing) + " (run the training, probe and analysis jobs first: "
+                          "bash hpc/launch_phase1_2.sh)")
     target = book / GENERATED
     target.mkdir(parents=True, exist_ok=True)
     copied = []
