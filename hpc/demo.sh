@@ -9,16 +9,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export IMGINAV_OUTPUTS=${IMGINAV_OUTPUTS:-outputs/demo}
 export IMGINAV_DEVICE=${IMGINAV_DEVICE:-cpu}
 export IMGINAV_RESOLUTION=${IMGINAV_RESOLUTION:-64}
-export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-1000}
+export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-900}
 export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-8}
 export IMGINAV_NUM_WORKERS=${IMGINAV_NUM_WORKERS:-0}
 # The probe's denoiser sized for 4 x 4 x 16 latents and a CPU: illustrative, not the real budget.
 # A learning rate of 3e-3 instead of 2e-4: after 500 steps the held-out loss at t = 500 was
 # 0.21 instead of 0.47 (V1's latents, width 32, batch 64).
-export IMGINAV_PROBE_STEPS=${IMGINAV_PROBE_STEPS:-300}
+export IMGINAV_PROBE_STEPS=${IMGINAV_PROBE_STEPS:-250}
 export IMGINAV_PROBE_LR=${IMGINAV_PROBE_LR:-3e-3}
 export IMGINAV_PROBE_WIDTH=${IMGINAV_PROBE_WIDTH:-32}
-export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-192}
+export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-160}
 export IMGINAV_PROBE_SEEDS=${IMGINAV_PROBE_SEEDS:-2}
 export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not conda
 

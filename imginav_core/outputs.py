@@ -16,6 +16,7 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       PHASE/decision.json, PHASE/phase1_3_base.yaml
       PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
       PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
+      PHASE/probe/real_layouts.png           real validation layouts in the same grid
       PHASE/probe/NAME/seed_S/               the probe's denoiser (denoiser.pt), its samples, result.json
       PHASE/runs/diffusion_probe.ipynb       the executed probe notebook
       synthetic/nSAMPLES_rRESOLUTION_sSEED/  the generated layouts (layouts.csv + images/)
@@ -115,6 +116,11 @@ class Outputs:
 
     def probe_grid(self, name: str) -> Path:
         return self.probe_dir / f"{name}_generated.png"
+
+    @property
+    def probe_real_grid(self) -> Path:
+        """Real validation layouts in the same grid, to compare the generated ones with."""
+        return self.probe_dir / "real_layouts.png"
 
     def probe_seed_dir(self, name: str, seed: int) -> Path:
         return self.probe_dir / name / f"seed_{seed}"

@@ -30,7 +30,11 @@ def test_the_introduction_quotes_the_computed_numbers(study):
     v2 = metrics["models"][V2_NAME]
     assert f"{v2['posterior']['kld_weighted']:.2e}" in intro
     assert f"{v2['interpolation']['linear']['mean_path_length_ratio']:.4f}" in intro
-    assert "generated/analysis.ipynb::" not in intro  # every glue reference resolved
+    probe = json.loads((study["phase_dir"] / "probe" / "probe_metrics.json").read_text())
+    for name, key in ((V1_NAME, "V1"), (V2_NAME, "V2")):
+        fld = probe["experiments"][name]["generated"]["scores"]["fld"]
+        assert f"{fld['value']:.3g} [{fld['ci95'][0]:.3g}, {fld['ci95'][1]:.3g}]" in intro, key
+    assert "generated/analysis.ipynb::" not in intro and "ipynb::" not in intro  # every glue reference resolved
 
 
 def test_the_report_names_no_folder_of_the_machine_that_built_it(study):
@@ -55,13 +59,16 @@ def test_the_report_has_the_using_the_project_part(study):
 
 def test_the_report_has_its_chapters_and_figures(study):
     html = study["html"]
-    for page in ("V1_training", "V2_training", "analysis"):
+    for page, figures in (("V1_training", 2), ("V2_training", 2), ("diffusion_probe", 2), ("analysis", 8)):
         text = (html / "generated" / f"{page}.html").read_text()
         images = re.findall(r'<img[^>]+src="([^"]+\.png)"', text)
-        assert len(images) >= (8 if page == "analysis" else 2), page
+        assert len(images) >= figures, page
         for src in images:
             assert (html / "generated" / src).resolve().is_file(), src
     assert (html / "_static" / "html-manager" / "embed.js").is_file()
+    probe = (html / "generated" / "diffusion_probe.html").read_text()
+    assert "Diffusion probe" in probe and "floor (real)" in probe and "fld" in probe  # the scores with floors
+    assert "high-frequency share" in probe and "equivariance error" in probe
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +103,8 @@ def _open(browser, url):
 
 
 def test_the_report_opens_offline_with_every_figure_rendered(study, browser):
-    for target in ("index.html", "generated/V1_training.html", "generated/analysis.html"):
+    for target in ("index.html", "generated/V1_training.html", "generated/diffusion_probe.html",
+                   "generated/analysis.html"):
         page, blocked, failed = _open(browser, (study["html"] / target).as_uri())
         page.wait_for_function("[...document.images].every(i => i.complete)", timeout=20000)
         assert blocked == [] and failed == [], (target, blocked, failed)

@@ -106,8 +106,9 @@ def train_denoiser(latents: EncodedLayouts, standardiser: Standardiser, settings
     def save() -> None:
         save_checkpoint(checkpoint, {
             "settings": settings.training_key(), "seed": seed, "step": state.step, "curve": state.curve,
-            "seconds": state.seconds, "running": state.running, "counted": state.counted, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict(), "generator": generator.get_state()})
+            "seconds": state.seconds, "running": state.running, "counted": state.counted,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema.state_dict(),
+            "generator": generator.get_state()})
 
     model.train()
     started = time.perf_counter()
@@ -129,7 +130,7 @@ def train_denoiser(latents: EncodedLayouts, standardiser: Standardiser, settings
         state.step += 1
         state.running, state.counted = state.running + loss.item(), state.counted + 1
         kill_point("probe_step")
-        if state.step % settings.loss_every == 0 or state.step == settings.steps:
+        if state.step % settings.curve_every == 0 or state.step == settings.steps:
             state.curve.append([state.step, state.running / state.counted])
             state.running, state.counted = 0.0, 0
         if state.step % settings.checkpoint_every == 0 or state.step == settings.steps:

@@ -15,32 +15,42 @@ def _label(metrics: dict, name: str) -> str:
 
 
 def generated_layouts(metrics: dict, out: Outputs) -> plt.Figure:
-    """Each latent space's generated layouts (the first grid of seed 0), side by side."""
-    names = list(metrics["experiments"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.6), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        ax.imshow(np.asarray(Image.open(out.probe_grid(name))), interpolation="nearest")
-        ax.set_title(f"{_label(metrics, name)}: generated")
+    """Real validation layouts, then each latent space's generated layouts (the first of seed 0)."""
+    panels = [("real (validation)", out.probe_real_grid)] + [
+        (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in metrics["experiments"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
+    for ax, (title, path) in zip(axes[0], panels):
+        ax.imshow(np.asarray(Image.open(path)), interpolation="nearest")
+        ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-def score_table(metrics: dict) -> pd.DataFrame:
-    """Every score of the generated layouts with its 95 % CI, each latent space's reconstructions
-    (the best its decoder allows) and the floor (real training layouts: a perfect generator)."""
+def _scores(metrics: dict, part: str, interval: bool) -> pd.DataFrame:
     rows = {}
     for name, result in metrics["experiments"].items():
-        label = _label(metrics, name)
-        for key, score in result["generated"]["scores"].items():
-            row = rows.setdefault(key, {"better": score.get("better", "")})
-            low, high = score["ci95"]
-            row[f"{label} generated"] = f"{score['value']:.4g} [{low:.4g}, {high:.4g}]"
-            row[f"{label} reconstructed"] = f"{result['reconstructed']['scores'][key]['value']:.4g}"
-            row["floor (real)"] = f"{score['floor']:.4g}"
+        for key, score in result[part]["scores"].items():
+            row = rows.setdefault(key, {"better": score.get("better", ""), "floor (real)": f"{score['floor']:.3g}"})
+            text = f"{score['value']:.3g}"
+            if interval and score["ci95"][0] is not None:
+                text += f" [{score['ci95'][0]:.3g}, {score['ci95'][1]:.3g}]"
+            row[_label(metrics, name)] = text
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "score"
     return table
+
+
+def score_table(metrics: dict) -> pd.DataFrame:
+    """Every score of the generated layouts with its 95 % CI over samples, beside the floor (real
+    training layouts scored the same way: what a perfect generator gets)."""
+    return _scores(metrics, "generated", interval=True)
+
+
+def reconstruction_table(metrics: dict) -> pd.DataFrame:
+    """The same scores for each autoencoder's reconstructions of real training layouts: the best
+    its decoder allows, so that a bad generation score can be told apart from a bad decoder."""
+    return _scores(metrics, "reconstructed", interval=False)
 
 
 def heldout_loss_table(metrics: dict) -> pd.DataFrame:
@@ -68,22 +78,22 @@ def loss_curves(metrics: dict) -> plt.Figure:
 
 def diffusability_table(metrics: dict) -> pd.DataFrame:
     """The cheap measures, with the layouts' own high-frequency share as the reference."""
-    rows = {"high-frequency share, layouts pooled to the grid": {
-        name_label: metrics["layouts"]["high_frequency"]["share"]
-        for name_label in [_label(metrics, n) for n in metrics["experiments"]]}}
+    labels = [_label(metrics, n) for n in metrics["experiments"]]
+    rows = {"high-frequency share, layouts pooled to the latent grid":
+            {label: metrics["layouts"]["high_frequency"]["share"] for label in labels}}
     for name, result in metrics["experiments"].items():
         label = _label(metrics, name)
         measures = result["diffusability"]
-        rows.setdefault("high-frequency share, latent (mean)", {})[label] = measures["high_frequency"]["mean"]["share"]
+        rows.setdefault("high-frequency share, latents (encoder mean)", {})[label] = \
+            measures["high_frequency"]["mean"]["share"]
         if "samples" in measures["high_frequency"]:
             rows.setdefault("high-frequency share, posterior samples", {})[label] = \
                 measures["high_frequency"]["samples"]["share"]
         for transform, value in measures["equivariance"]["per_transform"].items():
             rows.setdefault(f"equivariance error, {transform}", {})[label] = value
         scale = measures["scale_consistency"]
-        for key, value in scale.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                rows.setdefault(f"scale consistency, {key}", {})[label] = value
+        rows.setdefault("scale consistency: D(pool z) vs pool x, relative MSE", {})[label] = scale.get("relative_mse")
+        rows.setdefault("reference: D(z) vs x, relative MSE", {})[label] = scale.get("reference_relative_mse")
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "measure"
     return table

@@ -39,7 +39,7 @@ from .settings import ProbeSettings
 REFERENCE_LIMIT = 4000
 # Validation layouts for the held-out loss and the diffusability measures.
 HELDOUT_LIMIT = 1024
-MEASURE_LIMIT = 256  # images through the encoder for the equivariance and scale measures
+MEASURE_LIMIT = 128  # images through the encoder for the equivariance and scale measures
 GRID_SIDE = 4  # the sample grid: 4 x 4 generated layouts
 
 
@@ -55,6 +55,7 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
     held = _reference(data.val, rng, "validation split")
     scorer = LayoutScorer.fit(fit, held, cache_dir=out.scorer_cache, seed=settings.seed, log=log, device=device)
     heldout_positions = np.sort(rng.permutation(len(data.val))[:HELDOUT_LIMIT])
+    save_png(out.probe_real_grid, _grid(held.subset(np.arange(min(GRID_SIDE**2, len(held.labels)))).rgb()))
     metrics = {
         "settings": settings.to_json(),
         "device": device_name(device),
@@ -110,8 +111,9 @@ def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, 
 
     seeds = [_probe_seed(run, model, train_latents, standardiser, heldout_z, settings, seed, device, out, log)
              for seed in settings.seed_list]
-    generated = np.concatenate([_decode(model, standardiser, torch.load(out.probe_generated(run.name, seed)), device)
-                                for seed in settings.seed_list])
+    generated = np.concatenate([
+        _decode(model, standardiser, torch.load(out.probe_generated(run.name, seed), weights_only=True), device)
+        for seed in settings.seed_list])
     save_png(out.probe_grid(run.name), _grid(generated[:GRID_SIDE**2]))
     log(f"{run.name}: scoring {len(generated)} generated layouts")
     generated_scores = scorer.score(generated, bootstrap=settings.bootstrap, seed=settings.seed)

@@ -28,13 +28,13 @@ class ProbeSettings:
     bootstrap: int = 200
     # Timesteps (of 1000) where the held-out denoising loss is measured.
     noise_levels: tuple[int, ...] = (50, 200, 500, 800, 950)
-    loss_every: int = 100  # steps per point of the loss curve (mean training loss over them)
+    loss_every: int = 0  # steps per point of the loss curve (mean training loss over them); 0: steps / 100
     checkpoint_every: int = 1000  # steps between resumable checkpoints
     device: str = "auto"
     seed: int = 0  # the first probe seed; seed k is seed + k
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "width", "samples", "seeds", "ddim_steps", "loss_every", "checkpoint_every")
+        positive = ("steps", "batch_size", "width", "samples", "seeds", "ddim_steps", "checkpoint_every")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -43,12 +43,19 @@ class ProbeSettings:
             raise ConfigError(f"probe setting 'lr' = {self.lr!r}: expected a learning rate between 0 and 1")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"probe setting 'ema_decay' = {self.ema_decay!r}: expected 0 <= decay < 1")
+        if not isinstance(self.loss_every, int) or self.loss_every < 0:
+            raise ConfigError(f"probe setting 'loss_every' = {self.loss_every!r}: expected 0 (automatic) or more")
         if self.samples < 2:
             raise ConfigError(f"probe setting 'samples' = {self.samples}: need at least 2 generated layouts to score")
         if self.width % 8:
             raise ConfigError(f"probe setting 'width' = {self.width}: expected a multiple of 8 (GroupNorm groups)")
         if any(not 0 <= t < 1000 for t in self.noise_levels):
             raise ConfigError(f"probe setting 'noise_levels' = {self.noise_levels}: timesteps are 0..999")
+
+    @property
+    def curve_every(self) -> int:
+        """Steps per point of the loss curve: about 100 points when not set."""
+        return self.loss_every or max(1, self.steps // 100)
 
     @property
     def seed_list(self) -> list[int]:
