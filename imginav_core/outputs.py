@@ -8,6 +8,7 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       experiments/NAME/NAME_metrics.csv      one row per epoch
       experiments/NAME/last.pt, best.pt      checkpoints (resume from last, analyse best)
       experiments/NAME/config.yaml           the configuration the run used
+      experiments/NAME/split.csv             its train/validation split, by scene
       experiments/.NAME.lock                 held while a process trains NAME
       PHASE/NAME_metrics.csv                 copy of each run's metrics, side by side
       PHASE/samples/NAME_epoch_NNN_comparison.png
@@ -61,6 +62,10 @@ class Outputs:
 
     def run_config(self, name: str) -> Path:
         return self.run_dir(name) / "config.yaml"
+
+    def split_csv(self, name: str) -> Path:
+        """Which layouts run NAME trained and validated on (layout_path, scene_id, type, split)."""
+        return self.run_dir(name) / "split.csv"
 
     def run_lock(self, name: str) -> Path:
         """Beside the run folder, not in it: held before the folder exists."""

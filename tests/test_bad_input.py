@@ -144,14 +144,15 @@ def test_skip_broken_trains_on_the_rest_and_the_log_lists_every_skipped_row(tmp_
     smudged = _palette_image(seed=99)
     smudged[0, :] = (1, 2, 3)  # one row of 16: 6.25% off the palette
     Image.fromarray(smudged).save(data / "smudged.png")
-    rows = [f"s,room,{i},{name},false" for i, name in enumerate(good)]  # lines 2-9
-    rows += [f"s,scene,scene,{name},false" for name in BROKEN_FILES]  # lines 10-15
-    rows += ["s,room,90,missing.png,false",  # 16
-             "s,kitchen,91,g0.png,false",  # 17: unknown type
-             "s,room,92,g1.png,maybe",  # 18: unknown is_empty
-             "s,room,0,g0.png,false",  # 19: the same row as line 2
-             "s,scene,scene,smudged.png,False",  # 20
-             "s,room,93,empty_room.png,1"]  # 21: empty, dropped before any decoding
+    # a house (scene_id) per row: the split keeps houses whole, and needs two of them
+    rows = [f"s{i},room,{i},{name},false" for i, name in enumerate(good)]  # lines 2-9
+    rows += [f"b{i},scene,scene,{name},false" for i, name in enumerate(BROKEN_FILES)]  # lines 10-15
+    rows += ["x16,room,90,missing.png,false",  # 16
+             "x17,kitchen,91,g0.png,false",  # 17: unknown type
+             "x18,room,92,g1.png,maybe",  # 18: unknown is_empty
+             "s0,room,0,g0.png,false",  # 19: the same row as line 2
+             "x20,scene,scene,smudged.png,False",  # 20
+             "x21,room,93,empty_room.png,1"]  # 21: empty, dropped before any decoding
     manifest = data / "layouts.csv"
     manifest.write_text(MANIFEST_HEADER + "\n".join(rows) + "\n")
     settings = {**TINY_MODEL, "data.manifest": str(manifest), "data.resolution": 16}

@@ -146,6 +146,8 @@ def assert_whole(root: Path) -> int:
             assert table[0] == COLUMNS and all(len(row) == len(COLUMNS) for row in table[1:]), path
         elif name == "layouts.csv":
             read_manifest(path, drop_empty=False)
+        elif name == "split.csv":
+            assert path.read_text().startswith("layout_path,scene_id,type,split\n"), path
         elif name == "off_palette.csv":
             assert path.read_text().startswith("layout_path,off_palette_share\n"), path
         elif name.endswith(".png"):

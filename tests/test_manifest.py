@@ -78,3 +78,37 @@ def test_split_is_deterministic_disjoint_and_80_20(synthetic_manifest, tmp_path)
     shutil.copytree(synthetic_manifest.parent, copy)
     moved_train, _ = split_records(read_manifest(copy / "layouts.csv").records, 0.2, 42)
     assert [r.path.name for r in moved_train] == [r.path.name for r in train]
+
+
+def _houses(folder, houses=30, seed=0):
+    """A manifest like the real one: per house (scene_id) one scene layout and 1-5 room layouts
+    cropped from it, rows sorted by house."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for h in range(houses):
+        rows.append(f"house{h:03d},scene,scene,h{h}_scene.png,false\n")
+        rows += [f"house{h:03d},room,{r},h{h}_room{r}.png,false\n" for r in range(rng.randint(1, 5))]
+    return rows
+
+
+def test_the_split_never_separates_a_scene_from_its_rooms_and_is_deterministic(tmp_path):
+    rows = _houses(tmp_path)
+    records = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(rows))).records
+    for seed in range(20):
+        train, val = split_records(records, 0.2, seed)
+        train_houses, val_houses = {r.scene_id for r in train}, {r.scene_id for r in val}
+        assert train_houses.isdisjoint(val_houses), seed
+        assert len(train) + len(val) == len(records) and train and val
+        assert abs(len(val) - 0.2 * len(records)) <= 6  # whole houses: within one house of 20 %
+    # the same seed gives the same split, whatever the order of the rows
+    reordered = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(reversed(rows)), "reversed.csv")).records
+    assert {r.path.name for r in split_records(reordered, 0.2, 42)[1]} == {r.path.name for r in split_records(records, 0.2, 42)[1]}
+    assert {r.path.name for r in split_records(records, 0.2, 7)[1]} != {r.path.name for r in split_records(records, 0.2, 42)[1]}
+
+
+def test_one_house_cannot_be_split_by_scene(tmp_path):
+    records = read_manifest(_write(tmp_path, MANIFEST_HEADER + "h,scene,scene,a.png,false\nh,room,1,b.png,false\n")).records
+    with pytest.raises(ManifestError, match="needs at least 2 scenes"):
+        split_records(records, 0.2, 42)

@@ -1,3 +1,4 @@
+import csv
 import math
 
 import numpy as np
@@ -39,6 +40,15 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     loaded_cfg, model, _ = load_model(run_dir / "best.pt")
     assert loaded_cfg.model.variational == cfg.model.variational
     assert model.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 2, 2)
+    # the split the run used, by scene, with the manifest's own paths
+    with open(run_dir / "split.csv", newline="") as handle:
+        split = list(csv.DictReader(handle))
+    manifest = tmp_path / "synthetic" / "n48_r32_s0" / "layouts.csv"
+    with open(manifest, newline="") as handle:
+        listed = {row["layout_path"] for row in csv.DictReader(handle) if row["is_empty"] == "false"}
+    assert {row["layout_path"] for row in split} == listed
+    sides = {side: {row["scene_id"] for row in split if row["split"] == side} for side in ("train", "val")}
+    assert sides["train"] and sides["val"] and sides["train"].isdisjoint(sides["val"])
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):

@@ -37,7 +37,7 @@ SAME_DATA_KEYS = ("data.manifest", "data.resolution", "data.synthetic_samples", 
 
 @dataclass
 class AnalysisSettings:
-    max_images: int = 512  # validation layouts measured (the first of the validation split)
+    max_images: int = 512  # validation layouts measured: a random subset drawn from ``seed`` (all if fewer)
     batch_size: int = 16
     pairs_per_kind: int = 2  # K pairs each of room-room, scene-scene, room-scene
     steps: int = 11  # T points on each path, alpha = 0, 0.1, ..., 1
@@ -277,8 +277,10 @@ def run_study(runs: list[RunSummary], output_root: str | Path, settings: Analysi
     cfg = shared_config(runs, output_root)
     data = load_data(cfg, log)
     val = data.val
-    positions = np.arange(min(settings.max_images, len(val)))
-    example_positions = np.sort(pick_samples(CachedLayouts(val.cache, val.indices[positions]), per_type=3))
+    # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
+    # give a few houses' rooms.
+    positions = np.sort(np.random.default_rng(settings.seed).permutation(len(val))[:settings.max_images])
+    example_positions = np.sort(positions[pick_samples(CachedLayouts(val.cache, val.indices[positions]), per_type=3)])
     study = Study(
         settings=settings,
         data=data,

@@ -7,7 +7,10 @@ float only on the device, where it is cheap.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -110,6 +113,19 @@ class LayoutData:
     cache: LayoutCache
     train: CachedLayouts
     val: CachedLayouts
+
+    def split_csv(self) -> str:
+        """The split as CSV text, ``layout_path, scene_id, type, split`` (paths as the manifest
+        spells them, relative to its folder): what each run trained and validated on."""
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(("layout_path", "scene_id", "type", "split"))
+        folder = self.manifest.path.resolve().parent
+        for side, layouts in (("train", self.train), ("val", self.val)):
+            for row in layouts.indices:
+                record = self.cache.records[row]
+                writer.writerow((Path(os.path.relpath(record.path, folder)).as_posix(), record.scene_id, record.type, side))
+        return text.getvalue()
 
     def summary(self, root: str | Path | None = None, shown: int = 20) -> str:
         """What was read, with what a user must see: the rows skipped and the off-palette pixels.

@@ -171,12 +171,27 @@ def _record(row: dict[str, str], path: Path, number: int, fields: int,
 def split_records(
     records: list[LayoutRecord], val_fraction: float = 0.2, split_seed: int = 42
 ) -> tuple[list[LayoutRecord], list[LayoutRecord]]:
-    """Deterministic random split into (train, validation); the same seed and manifest
-    always give the same split, whatever machine or run."""
+    """Deterministic split into (train, validation) by scene: a room layout is a crop of its
+    scene's, so a scene and its rooms (one ``scene_id``) always land on the same side, or the
+    validation set would hold crops of training images. Whole scenes, in an order drawn from
+    ``split_seed``, go to validation until it holds ``val_fraction`` of the layouts. The same seed
+    and manifest give the same split on any machine and in any row order. A row without a
+    scene_id is a group of its own."""
     if len(records) < 2:
         raise ManifestError(f"need at least 2 layouts to split into train and validation, have {len(records)}")
-    order = np.random.default_rng(split_seed).permutation(len(records))
-    n_val = min(max(1, round(len(records) * val_fraction)), len(records) - 1)
-    val = sorted(order[:n_val])
-    train = sorted(order[n_val:])
-    return [records[i] for i in train], [records[i] for i in val]
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.scene_id or f"{r.path.name}@{r.line}", []).append(i)
+    if len(groups) < 2:
+        raise ManifestError(f"all {len(records)} layouts belong to scene {records[0].scene_id!r}; a split by scene "
+                            "needs at least 2 scenes")
+    names = sorted(groups)
+    target = min(max(1, round(len(records) * val_fraction)), len(records) - 1)
+    val: list[int] = []
+    for k in np.random.default_rng(split_seed).permutation(len(names)):
+        members = groups[names[k]]
+        if len(val) >= target or len(val) + len(members) == len(records):
+            continue  # enough, or this scene would leave no training layout
+        val += members
+    chosen = set(val)
+    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from ..config import Config
 from ..data.batches import LayoutData, batch_loader, load_data, to_model_inputs
 from ..errors import NonFiniteLossError, RunInProgressError
-from ..files import LockHeldError, exclusive_lock, kill_point, remove_leftovers
+from ..files import LockHeldError, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
 from ..losses import TERMS, compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
@@ -64,6 +64,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
         return out.run_dir(cfg.name)
     if rt.main:
         cfg.save(out.run_config(cfg.name))
+        write_text_atomic(out.split_csv(cfg.name), data.split_csv())
 
     runner = maybe_compile(model, rt, say)
     trained = torch.nn.parallel.DistributedDataParallel(runner) if rt.world > 1 else runner
