@@ -9,6 +9,7 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       experiments/NAME/last.pt, best.pt      checkpoints (resume from last, analyse best)
       experiments/NAME/config.yaml           the configuration the run used
       experiments/NAME/split.csv             its train/validation split, by scene
+      experiments/NAME/provenance.json       commit, versions, device and precision of each (re)start
       experiments/.NAME.lock                 held while a process trains NAME
       PHASE/NAME_metrics.csv                 copy of each run's metrics, side by side
       PHASE/samples/NAME_epoch_NNN_comparison.png
@@ -62,6 +63,10 @@ class Outputs:
 
     def run_config(self, name: str) -> Path:
         return self.run_dir(name) / "config.yaml"
+
+    def provenance(self, name: str) -> Path:
+        """What produced run NAME: commit, versions, device, precision, one entry per (re)start."""
+        return self.run_dir(name) / "provenance.json"
 
     def split_csv(self, name: str) -> Path:
         """Which layouts run NAME trained and validated on (layout_path, scene_id, type, split)."""

@@ -82,6 +82,42 @@ def device_name(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} threads"
 
 
+def provenance(rt: Runtime) -> dict:
+    """What produced a run, as its provenance.json records it for every (re)start: the code's
+    commit, the versions, the machine and the numerical recipe. Two runs compared by the study
+    should agree on the recipe."""
+    import datetime
+    import socket
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16 (loss scaling)"}[rt.amp_dtype]
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD") or "unknown (not a git checkout)",
+        "git_uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if rt.device.type == "cuda" else None,
+        "device": device_name(rt.device),
+        "precision": amp,
+        "memory_format": "channels_last" if rt.channels_last else "contiguous",
+        "compile": rt.compile,
+        "world_size": rt.world,
+        "host": socket.gethostname(),
+    }
+
+
 def setup_runtime(cfg: Config) -> Runtime:
     """Device, distributed rank and the speed settings (what "auto" means is below)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

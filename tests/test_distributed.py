@@ -1,4 +1,5 @@
 """Data-parallel training: two processes under torchrun (gloo on the CPU) give the metrics of one."""
+import json
 import math
 import os
 import subprocess
@@ -50,6 +51,8 @@ def test_two_processes_give_the_metrics_of_one(single, tmp_path, compiled):
     assert [r["epoch"] for r in parallel] == [r["epoch"] for r in single] == ["1", "2"]
     run_dir = tmp_path / "ddp" / "experiments" / V1_NAME
     assert (run_dir / "last.pt").is_file() and (run_dir / f"{V1_NAME}_metrics.csv").is_file()
+    session, = json.loads((run_dir / "provenance.json").read_text())["sessions"]  # written once, by rank 0
+    assert session["world_size"] == 2
     for one, two in zip(single, parallel):
         for column in one.keys() - set(TIMING_COLUMNS):
             try:

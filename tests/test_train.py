@@ -1,5 +1,7 @@
 import csv
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -49,6 +51,11 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     assert {row["layout_path"] for row in split} == listed
     sides = {side: {row["scene_id"] for row in split if row["split"] == side} for side in ("train", "val")}
     assert sides["train"] and sides["val"] and sides["train"].isdisjoint(sides["val"])
+    # what produced the run
+    session, = json.loads((run_dir / "provenance.json").read_text())["sessions"]
+    assert session["torch"] == torch.__version__ and session["precision"] in ("fp32", "bf16")
+    assert session["world_size"] == 1 and session["device"] and session["host"]
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown.*", session["git_commit"])
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
@@ -58,6 +65,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     train(small_config(V2, tmp_path / "resumed", **{"training.epochs": 1}), log=lambda _: None)
     messages = []
     train(small_config(V2, tmp_path / "resumed", **{"training.epochs": 3}), log=messages.append)
+    provenance = tmp_path / "resumed" / "experiments" / straight.name / "provenance.json"
+    assert len(json.loads(provenance.read_text())["sessions"]) == 2  # the start and the resumption
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
     a = load_checkpoint(run_dir(straight) / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "experiments" / straight.name / "last.pt")

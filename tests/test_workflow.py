@@ -107,6 +107,7 @@ def test_training_notebooks_were_executed_and_show_the_run(study, name):
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("model.latent_channels" in h for h in html)  # the configuration used
     assert any("val_mse" in h and "val_psnr" in h for h in html)  # the per-epoch metrics table
+    assert any("git_commit" in h and "precision" in h for h in html)  # what produced the run
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # loss curves, samples
     assert not list((study["phase_dir"] / "runs").glob("*.partial.ipynb"))
 

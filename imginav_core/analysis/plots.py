@@ -3,6 +3,8 @@ DataFrame) and draws nothing the caption in the notebook does not explain."""
 
 from __future__ import annotations
 
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -46,6 +48,17 @@ def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bo
     ax.legend(title="circle = best epoch", fontsize=8, title_fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def provenance_table(run: RunSummary) -> pd.DataFrame:
+    """What produced the run, one column per start (a resumed run may have moved machines)."""
+    path = run.outputs.provenance(run.name)
+    if not path.is_file():
+        return pd.DataFrame({"note": [f"no {path.name}: the run was trained by an older version"]})
+    sessions = json.loads(path.read_text())["sessions"]
+    table = pd.DataFrame(sessions, index=[f"start {i + 1}" for i in range(len(sessions))]).T
+    table.index.name = "recorded"
+    return table
 
 
 def training_curves(run: RunSummary) -> plt.Figure:

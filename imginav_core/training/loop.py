@@ -17,6 +17,7 @@ else an epoch produces except the metrics CSV, and a restarted run rewrites the 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from ..losses import TERMS, compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
 from ..images import save_png
-from ..runtime import Runtime, maybe_compile, setup_runtime, synchronize
+from ..runtime import Runtime, maybe_compile, provenance, setup_runtime, synchronize
 from .checkpoints import RunState, check_resumable, load_checkpoint, rng_state, save_checkpoint, seed_epoch
 from .metrics_csv import LOSS_COLUMNS, write_metrics
 from .progress import progress
@@ -65,6 +66,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
     if rt.main:
         cfg.save(out.run_config(cfg.name))
         write_text_atomic(out.split_csv(cfg.name), data.split_csv())
+        _record_provenance(out.provenance(cfg.name), rt)
 
     runner = maybe_compile(model, rt, say)
     trained = torch.nn.parallel.DistributedDataParallel(runner) if rt.world > 1 else runner
@@ -132,6 +134,13 @@ def _run_lock(cfg: Config, rt: Runtime) -> Iterator[None]:
                     f"(it holds {lock}); wait for it to end or stop it, then run again"
                 ) from None
         yield
+
+
+def _record_provenance(path: Path, rt: Runtime) -> None:
+    """Append this start to the run's provenance.json: a resumed run may continue on another
+    machine, and each part of it is recorded."""
+    sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
+    write_text_atomic(path, json.dumps({"sessions": sessions + [provenance(rt)]}, indent=1) + "\n")
 
 
 def _load_data(cfg: Config, rt: Runtime, say: Log) -> LayoutData:
