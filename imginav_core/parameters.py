@@ -224,9 +224,9 @@ def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
     for unknown in set(params) - set(PROBE.names):
         PROBE[unknown]  # raises, naming the parameter
     values = {p.name: p.check(params.get(p.name, p.default)) for p in PROBE.parameters}
-    names = ([n.strip() for n in values.pop("experiments").split(",") if n.strip()] if values["experiments"]
+    experiments = values.pop("experiments")
+    names = ([n.strip() for n in experiments.split(",") if n.strip()] if experiments
              else [experiment_name("V1"), experiment_name("V2")])
-    values.pop("experiments", None)
     for name in names:
         if not is_folder_name(name):
             raise ConfigError(f"notebook parameter 'experiments': {name!r} is no run name (letters, digits, '_', '-', '.')")

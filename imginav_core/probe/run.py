@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -219,8 +218,3 @@ def _grid(images: np.ndarray, gap: int = 2) -> np.ndarray:
         grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
     return grid
 
-
-def read_probe_metrics(out: Outputs) -> dict | None:
-    """probe_metrics.json, or None when the probe has not run."""
-    path: Path = out.probe_metrics
-    return json.loads(path.read_text()) if path.is_file() else None
