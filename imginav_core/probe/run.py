@@ -108,7 +108,7 @@ def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, 
     # The held-out latents as the denoiser would see them, the same draw for every latent space.
     heldout_z = standardiser.apply(heldout.draw(torch.arange(len(heldout)), torch.Generator().manual_seed(settings.seed)))
 
-    seeds = [_probe_seed(run, model, train_latents, standardiser, heldout_z, settings, seed, device, out, log)
+    seeds = [_probe_seed(run, train_latents, standardiser, heldout_z, settings, seed, device, out, log)
              for seed in settings.seed_list]
     generated = np.concatenate([
         _decode(model, standardiser, torch.load(out.probe_generated(run.name, seed), weights_only=True), device)
@@ -135,8 +135,8 @@ def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, 
     }
 
 
-def _probe_seed(run: RunSummary, model: LayoutAutoencoder, train_latents: EncodedLayouts, standardiser: Standardiser,
-                heldout_z: torch.Tensor, settings: ProbeSettings, seed: int, device: torch.device, out: Outputs,
+def _probe_seed(run: RunSummary, train_latents: EncodedLayouts, standardiser: Standardiser, heldout_z: torch.Tensor,
+                settings: ProbeSettings, seed: int, device: torch.device, out: Outputs,
                 log: Callable[[str], None]) -> dict:
     """One probe seed: train (or resume) the denoiser, measure it, generate; its result is kept
     in its folder, so a resubmitted probe skips what is done."""
