@@ -41,20 +41,60 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tuple[dict[str, str], dict[str, Any]]:
     """(the parameters as text, for papermill; the same typed and checked): from the ``IMGINAV_*``
-    variables when ``from_env``, then from ``-p NAME VALUE`` pairs (which win)."""
+    variables when ``from_env``, then from ``-p NAME VALUE`` pairs (which win). With ``from_env``,
+    the probe's and the analysis's run lists not given are those of the study plan the jobs train
+    (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP), written out, so that the executed notebook names them."""
+    from .parameters import ANALYSIS, PROBE, environment_plan, plan_runs
+
     given, where = {}, {}
     if from_env:
         for name, text in notebook.from_environment().items():
             given[name], where[name] = text, notebook[name].env
     for name, text in pairs:
         given[name], where[name] = text, f"-p {name}"
+    if from_env and notebook in (PROBE, ANALYSIS):
+        for name, text in plan_runs(notebook, environment_plan()).items():
+            if name not in given:
+                given[name], where[name] = text, "the study plan"
     return given, notebook.from_strings(given, where)
 
 
-def shell(assignments: dict[str, Any], params: dict[str, str]) -> str:
+def planned_run_parameters(pairs: list[list[str]], index: int | None, from_env: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """For ``check run``: (the shell assignments, papermill's -p text) of array index ``index`` of
+    the study plan; every planned run checked when ``index`` is None (RUNS: how many)."""
+    import os
+
+    from .parameters import PLANNED, TRAIN, environment_plan, planned_parameters, training_config
+    from .study_plan import planned_run
+
+    for name, _ in pairs:
+        if name in PLANNED:
+            raise ConfigError(f"-p {name}: the study plan sets each run's {name}; change configs/phase1_2/study.yaml, "
+                              "IMGINAV_SEEDS or IMGINAV_KLD_SWEEP instead (or train one run: check train)")
+    if from_env:
+        for name, variable in PLANNED.items():
+            if variable and os.environ.get(variable, ""):
+                raise ConfigError(f"{variable}={os.environ[variable]}: the study plan sets each run's {name}, so it "
+                                  "would be ignored; unset it (seeds: IMGINAV_SEEDS, the KL sweep: IMGINAV_KLD_SWEEP), "
+                                  f"or submit one run with it: {variable}=... bsub < hpc/papermill_V2.sh")
+    plan = environment_plan() if from_env else environment_plan({})
+    runs = plan if index is None else [planned_run(plan, index)]
+    for run in runs:
+        given, params = notebook_parameters(TRAIN, [*pairs, *planned_parameters(run).items()], from_env)
+        cfg = training_config(**params)  # refuses a bad parameter, naming it
+    if index is None:
+        return {"RUNS": len(plan)}, {}
+    assignments = {"INDEX": run.index, "ARM": run.arm, "SEED": run.seed, "KLD": run.kld, "NAME": cfg.name,
+                   "RUN_DIR": cfg.outputs.run_dir(cfg.name), "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name)}
+    return assignments, given
+
+
+def shell(assignments: dict[str, Any], params: dict[str, str] | None) -> str:
     """Lines a job script can ``eval``: NAME=value assignments, and PARAMS as a bash array of
-    papermill ``-p`` arguments."""
+    papermill ``-p`` arguments (none when ``params`` is None)."""
     lines = [f"{key}={shlex.quote(str(value))}" for key, value in assignments.items()]
+    if params is None:
+        return "\n".join(lines)
     pairs = " ".join(f"-p {shlex.quote(name)} {shlex.quote(text)}" for name, text in params.items())
     return "\n".join(lines + [f"PARAMS=({pairs})"])
 
@@ -84,6 +124,14 @@ def _check(args: argparse.Namespace) -> int:
                              training_config)
     from .analysis.report import widget_script_source
 
+    if args.index is not None and args.notebook != "run":
+        raise ConfigError("--index picks a run of the study plan: check run --index I")
+    if args.notebook == "run":
+        assignments, given = planned_run_parameters(args.parameter, args.index, args.from_env)
+        assignments["WIDGET_SCRIPT"] = widget_script_source()
+        # Without --index every run was checked (the launcher, before submitting): no PARAMS.
+        print(shell(assignments, given if args.index is not None else None))
+        return 0
     notebook = {"train": TRAIN, "analysis": ANALYSIS, "probe": PROBE}[args.notebook]
     given, params = notebook_parameters(notebook, args.parameter, args.from_env)
     if args.notebook == "probe":
@@ -106,8 +154,9 @@ def _check(args: argparse.Namespace) -> int:
         values = analysis_parameters(**params)
         out = study_outputs(values["output_root"])
         # A training job that failed stops the analysis here, in seconds, with the run named.
-        load_runs(out, [values["experiment_v1"], values["experiment_v2"]], values["allow_unfinished"])
-        if not out.probe_notebook.is_file():  # the report has a chapter for it
+        if not args.parameters_only:
+            load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
+        if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
             raise UnfinishedRunError(f"the diffusion probe has not run: {out.probe_notebook} does not exist "
                                      "(bsub < hpc/diffusion_probe.sh, then the analysis)")
         assignments = {"OUTPUT_ROOT": values["output_root"], "PHASE_DIR": out.phase_dir,
@@ -136,6 +185,29 @@ def _stage(args: argparse.Namespace) -> int:
     _, params = notebook_parameters(ANALYSIS, args.parameter, args.from_env)
     for path in stage(analysis_parameters(**params)):
         print(f"staged {path}")
+    return 0
+
+
+@command("plan")
+def _plan(args: argparse.Namespace) -> int:
+    from .parameters import environment_plan
+    from .study_plan import arm_indices, check_seeds, plan_table, study_plan
+
+    if args.from_env:
+        plan = environment_plan()
+    else:
+        seeds = None
+        if args.seeds:
+            try:
+                seeds = [int(seed) for seed in args.seeds.split(",")]
+            except ValueError:
+                raise ConfigError(f"--seeds {args.seeds!r}: expected integer seeds separated by commas, e.g. 42,43") from None
+            check_seeds(seeds, "--seeds")
+        plan = study_plan(seeds, args.sweep or None)
+    if args.arrays:
+        print("\n".join(f"{arm} {indices}" for arm, indices in arm_indices(plan).items()))
+    else:
+        print(plan_table(plan), end="")
     return 0
 
 
@@ -229,10 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "finished; all: that "
                     "the report's widget script can be had). Prints shell assignments for the LSF job scripts: "
                     "the run's NAME, RUN_DIR, the executed NOTEBOOK's path, and PARAMS, papermill's -p arguments.")
-    p.add_argument("notebook", choices=("train", "analysis", "probe"))
+    p.add_argument("notebook", choices=("train", "run", "analysis", "probe"),
+                   help="run: a run of the study plan (train.ipynb with its config, seed, name and KL weight)")
     _parameter_options(p, "the notebook")
     p.add_argument("--parameters-only", action="store_true",
-                   help="probe: check the parameters only, not that the runs finished (before submitting the jobs)")
+                   help="probe, analysis: check the parameters only, not that the runs finished (before submitting "
+                        "the jobs)")
+    p.add_argument("--index", type=int,
+                   help="run: the array index ($LSB_JOBINDEX, 1..N of `python -m imginav_core plan`); without it, "
+                        "check every planned run and print RUNS=N")
+
+    p = _subcommand(sub, "plan", "the study's runs: one row per index of the LSF job array",
+                    "python -m imginav_core plan --seeds 42,43 --sweep",
+                    "Print the study plan (configs/phase1_2/study.yaml): for each array index the arm, the run's "
+                    "name (its folder), the config, the training seed, the KL weight and whether it belongs to the "
+                    "KL-weight sweep. Comparison runs first (each arm with each seed), then the sweep when asked.")
+    p.add_argument("--seeds", help="training seeds, comma-separated (default: the plan file's)")
+    p.add_argument("--sweep", action="store_true", help="include the KL-weight sweep")
+    p.add_argument("--from-env", action="store_true",
+                   help="take the seeds and the sweep from IMGINAV_SEEDS and IMGINAV_KLD_SWEEP, as the jobs do")
+    p.add_argument("--arrays", action="store_true",
+                   help="print each arm's array indices as bsub -J takes them (\"V1 1-3\"), for the launcher")
 
     p = _subcommand(sub, "probe", "the diffusion probe: how well a latent diffusion model learns each run's latents",
                     "python -m imginav_core probe -p output_root outputs/demo -p steps 600 -p width 32",

@@ -20,6 +20,7 @@ from .config import Config, is_folder_name, load_config
 from .errors import ConfigError
 from .outputs import Outputs
 from .probe.settings import DEFAULTS as PROBE_DEFAULTS, ProbeSettings
+from .study_plan import PLAN_FILE, PlannedRun, arm_names, check_seeds, study_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The two experiments of Phase 1.2, by the label the figures and the decision use.
@@ -39,6 +40,7 @@ class Parameter:
     key: str = ""  # the config key it overrides ("" = not a config setting)
     env: str = ""  # the IMGINAV_* variable the LSF jobs take it from ("" = none)
     optional: bool = False  # None allowed: keep the config's value
+    shown_default: str = ""  # the settings table's default, where the value alone would not say it
 
     def check(self, value: Any, where: str = "") -> Any:
         """The value, or a ConfigError naming the parameter (and ``where`` it came from)."""
@@ -145,10 +147,10 @@ TRAIN = Notebook("notebooks/train.ipynb", (
 
 ANALYSIS = Notebook("notebooks/analysis.ipynb", (
     Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
-    Parameter("experiment_v1", "str", None, "the deterministic run (None: the V1 config's name)",
-              env="IMGINAV_EXPERIMENT_V1", optional=True),
-    Parameter("experiment_v2", "str", None, "the variational run (None: the V2 config's name)",
-              env="IMGINAV_EXPERIMENT_V2", optional=True),
+    Parameter("experiment_v1", "str", None, "the deterministic runs, comma-separated (None: the plan's V1 runs)",
+              env="IMGINAV_EXPERIMENT_V1", optional=True, shown_default="the plan's"),
+    Parameter("experiment_v2", "str", None, "the variational runs, comma-separated (None: the plan's V2 runs)",
+              env="IMGINAV_EXPERIMENT_V2", optional=True, shown_default="the plan's"),
     Parameter("max_images", "int", 512, "validation layouts the analysis measures (a random subset drawn from `seed`)",
               env="IMGINAV_MAX_IMAGES"),
     Parameter("allow_unfinished", "bool", False, "analyse unfinished runs, marked as such, instead of refusing them",
@@ -160,7 +162,8 @@ ANALYSIS = Notebook("notebooks/analysis.ipynb", (
 PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
     Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
     Parameter("experiments", "str", None, "comma-separated runs whose latent spaces the probe compares "
-              "(None: V1 and V2)", env="IMGINAV_PROBE_EXPERIMENTS", optional=True),
+              "(None: the plan's V1 and V2 runs)", env="IMGINAV_PROBE_EXPERIMENTS", optional=True,
+              shown_default="the plan's"),
     Parameter("steps", "int", PROBE_DEFAULTS.steps, "denoiser training steps per latent space and seed",
               env="IMGINAV_PROBE_STEPS"),
     Parameter("batch_size", "int", PROBE_DEFAULTS.batch_size, "denoiser batch size", env="IMGINAV_PROBE_BATCH_SIZE"),
@@ -168,10 +171,23 @@ PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
     Parameter("width", "int", PROBE_DEFAULTS.width, "denoiser UNet base channels", env="IMGINAV_PROBE_WIDTH"),
     Parameter("samples", "int", PROBE_DEFAULTS.samples, "layouts generated per latent space and seed",
               env="IMGINAV_PROBE_SAMPLES"),
-    Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "probe seeds (denoisers trained per latent space)",
-              env="IMGINAV_PROBE_SEEDS"),
+    Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "denoisers trained per run (the replicates are the "
+              "training seeds)", env="IMGINAV_PROBE_SEEDS"),
     Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
 ))
+
+# The study plan (imginav_core/study_plan.py): read by the launcher, the job array, the demo and
+# `python -m imginav_core plan`, not by a notebook. The probe and the analysis jobs get the runs it
+# names as explicit -p lists (`check probe/analysis --from-env`), so each executed notebook says which.
+PLAN = (
+    Parameter("seeds", "str", None, "training seeds of the study's runs, comma-separated "
+              "(`python -m imginav_core plan`)", env="IMGINAV_SEEDS", optional=True,
+              shown_default="`configs/phase1_2/study.yaml`'s"),
+    Parameter("sweep", "bool", False, "`1`: also train the KL-weight sweep of `configs/phase1_2/study.yaml`",
+              env="IMGINAV_KLD_SWEEP", shown_default="`0` (off)"),
+)
+# What the plan sets for each run; a variable setting one of them for every run is refused.
+PLANNED = {"config": "", "name": "IMGINAV_NAME", "seed": "IMGINAV_SEED", "kld": "IMGINAV_KLD"}
 
 # Read by the job scripts themselves, not by a notebook.
 JOB_VARIABLES = (
@@ -209,6 +225,61 @@ def training_config(config: str | Path = TRAIN["config"].default, overrides: Map
     return load_config(repo_path(config), values)
 
 
+def plan_settings(environ: Mapping[str, str] | None = None) -> tuple[list[int] | None, bool | None]:
+    """(seeds, sweep) for ``study_plan`` from IMGINAV_SEEDS and IMGINAV_KLD_SWEEP; unset or empty:
+    None, the plan file's. A bad value is a ConfigError naming the variable and what it takes."""
+    environ = os.environ if environ is None else environ
+    seeds = sweep = None
+    text = environ.get("IMGINAV_SEEDS", "").strip()
+    if text:
+        try:
+            seeds = [int(seed) for seed in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"IMGINAV_SEEDS = {text!r}: expected integer seeds separated by commas, "
+                              "e.g. 42,43,44") from None
+        check_seeds(seeds, "IMGINAV_SEEDS")
+    text = environ.get("IMGINAV_KLD_SWEEP", "").strip()
+    if text:
+        sweep = parse_bool(text)
+        if not isinstance(sweep, bool):
+            raise ConfigError(f"IMGINAV_KLD_SWEEP = {text!r}: expected 1 or true to also train the KL-weight "
+                              "sweep, 0 or false not to")
+    return seeds, sweep
+
+
+def environment_plan(environ: Mapping[str, str] | None = None, plan_file: str | Path = PLAN_FILE) -> list[PlannedRun]:
+    """The study plan as the LSF jobs see it: the plan file, with IMGINAV_SEEDS and IMGINAV_KLD_SWEEP."""
+    return study_plan(*plan_settings(environ), plan_file=plan_file)
+
+
+def planned_parameters(run: PlannedRun) -> dict[str, str]:
+    """train.ipynb's -p parameters that make one planned run, as text (papermill types them back:
+    ``-p kld 1e-05`` is the float)."""
+    return {"config": run.config, "name": run.name, "seed": str(run.seed), "kld": repr(run.kld)}
+
+
+def plan_runs(notebook: Notebook, plan: list[PlannedRun]) -> dict[str, str]:
+    """The probe's or the analysis's run lists for ``plan``, as -p text: what their None stands for."""
+    if notebook is PROBE:
+        return {"experiments": ",".join(run.name for run in plan if not run.sweep)}
+    if notebook is ANALYSIS:
+        return {"experiment_v1": ",".join(arm_names(plan, "V1")), "experiment_v2": ",".join(arm_names(plan, "V2"))}
+    return {}
+
+
+def run_list(value: Any, parameter: str) -> list[str]:
+    """A run-list parameter (comma-separated names, or a list of them) as a list of run names."""
+    names = value if isinstance(value, (list, tuple)) else [n.strip() for n in str(value).split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"notebook parameter '{parameter}' = {value!r}: name at least one run (or None: the plan's)")
+    for name in names:
+        if not isinstance(name, str) or not is_folder_name(name):
+            raise ConfigError(f"notebook parameter '{parameter}': {name!r} is no run name (letters, digits, '_', '-', '.')")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"notebook parameter '{parameter}' = {value!r}: each run once")
+    return list(names)
+
+
 def experiment_name(label: str) -> str:
     """The experiment name of V1 or V2, as its config sets it."""
     return load_config(EXPERIMENTS[label]).name
@@ -220,30 +291,34 @@ def study_outputs(output_root: str | Path) -> Outputs:
 
 
 def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
-    """diffusion_probe.ipynb's parameters, checked: the outputs, the runs to probe, the settings."""
+    """diffusion_probe.ipynb's parameters, checked: the outputs, the runs to probe (None: every
+    comparison run of the study plan, V1's then V2's), the settings."""
     for unknown in set(params) - set(PROBE.names):
         PROBE[unknown]  # raises, naming the parameter
     values = {p.name: p.check(params.get(p.name, p.default)) for p in PROBE.parameters}
     experiments = values.pop("experiments")
-    names = ([n.strip() for n in experiments.split(",") if n.strip()] if experiments
-             else [experiment_name("V1"), experiment_name("V2")])
-    for name in names:
-        if not is_folder_name(name):
-            raise ConfigError(f"notebook parameter 'experiments': {name!r} is no run name (letters, digits, '_', '-', '.')")
+    if experiments is None:
+        experiments = plan_runs(PROBE, study_plan())["experiments"]
+    names = run_list(experiments, "experiments")
     out = study_outputs(values.pop("output_root"))
     return out, names, ProbeSettings(**values)
 
 
 def analysis_parameters(**params: Any) -> dict[str, Any]:
-    """analysis.ipynb's parameters, checked; experiment names default to those of the V1/V2 configs."""
-    values = {p.name: p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
+    """analysis.ipynb's parameters, checked. ``experiment_v1`` and ``experiment_v2`` come back as
+    lists of run names (given comma-separated; None: the study plan's V1 / V2 runs, in seed order)."""
     for unknown in set(params) - set(ANALYSIS.names):
         ANALYSIS[unknown]  # raises, naming the parameter
-    for key, label in (("experiment_v1", "V1"), ("experiment_v2", "V2")):
-        if values[key] is None:
-            values[key] = experiment_name(label)
-        if not is_folder_name(values[key]):
-            raise ConfigError(f"notebook parameter '{key}' = {values[key]!r}: use only letters, digits, '_', '-', '.'")
+    lists = {key: params[key] for key in ("experiment_v1", "experiment_v2")
+             if isinstance(params.get(key), (list, tuple))}
+    values = {p.name: lists.get(p.name) or p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
+    defaults = plan_runs(ANALYSIS, study_plan()) if None in (values["experiment_v1"], values["experiment_v2"]) else {}
+    for key in ("experiment_v1", "experiment_v2"):
+        values[key] = run_list(defaults[key] if values[key] is None else values[key], key)
+    both = set(values["experiment_v1"]) & set(values["experiment_v2"])
+    if both:
+        raise ConfigError(f"notebook parameters 'experiment_v1' and 'experiment_v2' both name {', '.join(sorted(both))}: "
+                          "a run is in one arm")
     if values["max_images"] < 2:
         raise ConfigError(f"notebook parameter 'max_images' = {values['max_images']}: need at least 2 layouts")
     values["output_root"] = repo_path(values["output_root"])
@@ -252,7 +327,9 @@ def analysis_parameters(**params: Any) -> dict[str, Any]:
 
 # ---- the README's table -----------------------------------------------------------------------
 
-def _default(value: Any) -> str:
+def _default(value: Any, shown: str = "") -> str:
+    if shown:
+        return shown
     if value is None:
         return "the config's"
     return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
@@ -278,7 +355,9 @@ def settings_table() -> str:
             listed.add(p.env)
             rows.append(f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` "
                         f"({', '.join(readers.get(p.env, [label]))}) | "
-                        f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default)} |")
+                        f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default, p.shown_default)} |")
+    for p in PLAN:
+        rows.append(f"| {p.meaning} | — | — | `{p.env}` | {_default(p.default, p.shown_default)} |")
     for env, default, meaning in JOB_VARIABLES:
         rows.append(f"| {meaning} | — | — | `{env}` | {default if default.startswith('`') else f'`{default}`'} |")
     return "\n".join(rows) + "\n"

@@ -23,7 +23,10 @@ class ProbeSettings:
     # Generated layouts per probe seed, sampled with DDIM from the same initial noise for every
     # latent space; all seeds' samples are scored together (bootstrap CIs over samples).
     samples: int = 1000
-    seeds: int = 2
+    # Denoisers trained per run. One: the study's replicates are its training seeds (each arm is
+    # several runs, each probed), which vary what the probe compares, the latent space, and not
+    # only the denoiser's initialisation.
+    seeds: int = 1
     ddim_steps: int = 50
     bootstrap: int = 200
     # Timesteps (of 1000) where the held-out denoising loss is measured.
