@@ -1,5 +1,5 @@
-# Shared body of the Phase 1.2 LSF jobs; sourced by hpc/papermill_V1.sh, papermill_V2.sh,
-# diffusion_probe.sh, analysis.sh and bench.sh after their #BSUB directives. Runs unchanged outside LSF
+# Shared body of the Phase 1.2 LSF jobs; sourced by hpc/phase1_2_array.sh, papermill_V1.sh,
+# papermill_V2.sh, diffusion_probe.sh, analysis.sh and bench.sh after their #BSUB directives. Runs unchanged outside LSF
 # (bash hpc/papermill_V2.sh). The IMGINAV_* variables it reads are listed, with the notebook
 # parameter and config key each one sets, by `python -m imginav_core parameters` (and the README).
 set -euo pipefail
@@ -26,7 +26,7 @@ else
   echo "note: no conda environment activated; using $(command -v python)"
 fi
 
-echo "job ${LSB_JOBID:-local} ${LSB_JOBNAME:-} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT"
+echo "job ${LSB_JOBID:-local}${LSB_JOBINDEX:+[$LSB_JOBINDEX]} ${LSB_JOBNAME:-} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 # papermill writes the executed notebook as it goes: run it under a temporary name and rename it
@@ -53,7 +53,22 @@ run_training() {  # run_training CONFIG: train one experiment through notebooks/
   # bad one (or a missing widget script for the report) stops the job here, not hours later.
   local settings
   settings=$(python -m imginav_core check train --from-env -p config "$1")
-  eval "$settings"  # NAME, RUN_DIR, NOTEBOOK, WIDGET_SCRIPT, PARAMS (papermill's -p arguments)
+  train_checked "$settings"
+}
+
+run_planned() {  # run_planned INDEX: train run INDEX of the study plan (`python -m imginav_core plan`)
+  if [[ -z "${1:-}" || "$1" == 0 ]]; then  # LSF sets LSB_JOBINDEX=0 for a job that is not an array element
+    echo "error: no array index: submit the job array (bash hpc/launch_phase1_2.sh, or" \
+         "bsub -J \"phase1_2[1-N]\" < hpc/phase1_2_array.sh), or run one index: LSB_JOBINDEX=I bash hpc/phase1_2_array.sh" >&2
+    exit 2
+  fi
+  local settings
+  settings=$(python -m imginav_core check run --from-env --index "$1")  # its config, seed, name, KL weight
+  train_checked "$settings"
+}
+
+train_checked() {  # train_checked SETTINGS: the output of `check train` or `check run`
+  eval "$1"  # NAME, RUN_DIR, NOTEBOOK, WIDGET_SCRIPT, PARAMS (papermill's -p arguments)
   echo "experiment $NAME -> $RUN_DIR"
   if [[ "${IMGINAV_GPUS:-1}" -gt 1 ]]; then
     torchrun --standalone --nproc_per_node="$IMGINAV_GPUS" -m imginav_core train "${PARAMS[@]}"

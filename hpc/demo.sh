@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): the whole Phase 1.2 study on the embedded synthetic layouts, on the
-# CPU, through exactly the job scripts the cluster runs — V1 and V2 trained by papermill, the
-# analysis notebook, the Jupyter Book report — run here one after the other instead of by bsub.
+# CPU, through exactly the job scripts the cluster runs — the study plan's runs (V1 and V2, each
+# with 2 seeds) trained by papermill as the job array's elements, the diffusion probe, the analysis
+# notebook, the Jupyter Book report — run here one after the other instead of by bsub.
 # Small by default; every IMGINAV_* variable (`python -m imginav_core parameters`) overrides.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,6 +13,7 @@ export IMGINAV_RESOLUTION=${IMGINAV_RESOLUTION:-64}
 export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-800}
 export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-8}
 export IMGINAV_NUM_WORKERS=${IMGINAV_NUM_WORKERS:-0}
+export IMGINAV_SEEDS=${IMGINAV_SEEDS:-42,43}   # 2 seeds per arm: 4 runs (`python -m imginav_core plan --from-env`)
 # The probe's denoiser sized for 4 x 4 x 16 latents and a CPU: illustrative, not the real budget.
 # A learning rate of 3e-3 instead of 2e-4: after 500 steps the held-out loss at t = 500 was
 # 0.21 instead of 0.47 (V1's latents, width 32, batch 64).
@@ -19,12 +21,14 @@ export IMGINAV_PROBE_STEPS=${IMGINAV_PROBE_STEPS:-250}
 export IMGINAV_PROBE_LR=${IMGINAV_PROBE_LR:-3e-3}
 export IMGINAV_PROBE_WIDTH=${IMGINAV_PROBE_WIDTH:-32}
 export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-160}
-export IMGINAV_PROBE_SEEDS=${IMGINAV_PROBE_SEEDS:-2}
+# One probe seed per run (the default): the training seeds are the replicates; 4 denoisers in all.
 export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not conda
 
 start=$SECONDS
-bash hpc/papermill_V1.sh
-bash hpc/papermill_V2.sh
+eval "$(python -m imginav_core check run --from-env)"  # RUNS: every planned run's parameters checked first
+for ((index = 1; index <= RUNS; index++)); do
+  LSB_JOBINDEX=$index bash hpc/phase1_2_array.sh  # what the job array's element $index runs
+done
 bash hpc/diffusion_probe.sh
 bash hpc/analysis.sh
 echo

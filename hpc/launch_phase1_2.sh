@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Submit the whole of Phase 1.2: V1 and V2, the diffusion probe once both have ended, then the
-# analysis once the probe has ended.
-# Run from the repository root: bash hpc/launch_phase1_2.sh  (the IMGINAV_* variables it passes on:
-# `python -m imginav_core parameters`).
+# Submit the whole of Phase 1.2: the study plan's training runs as a job array (one array per arm,
+# on the arm's queue), the diffusion probe once every run has ended, then the analysis once the
+# probe has ended. The runs: `python -m imginav_core plan` (V1 and V2 x the seeds of
+# configs/phase1_2/study.yaml; IMGINAV_SEEDS=42,43 other seeds; IMGINAV_KLD_SWEEP=1 adds the
+# KL-weight sweep). Run from the repository root: bash hpc/launch_phase1_2.sh  (the IMGINAV_*
+# variables it passes on: `python -m imginav_core parameters`).
 #
-# The probe waits on the training jobs, and the analysis on the probe, by *name* with ended(): a
-# job that fails, or is killed and resubmitted under a new id (`bsub < hpc/papermill_V1.sh` keeps
-# the name), still ends, so nothing waits forever. Each then checks that what it needs finished
-# and, if not, stops at once naming it: resubmit that job (it resumes), then the ones after it.
+# Why one array per arm: a queue is per submission, and V1 runs on gpuv100, V2 on gpul40s (the
+# queues of hpc/papermill_V1.sh and _V2.sh). Both arrays have the name phase1_2, the indices of the
+# plan: -J "phase1_2[1-3]" and -J "phase1_2[4-6]"; each element reads its row from $LSB_JOBINDEX.
+#
+# Why the probe waits on the arrays' job ids, not on ended("phase1_2"): a name stands for all
+# your jobs of that name, but for arrays the bsub -w reference adds that without JOB_DEP_LAST_SUB
+# in lsb.params "the job is rejected if one of your previous arrays has the same name but a
+# different index", and with it "the test is done on the job submitted most recently" only
+# (Platform LSF Command Reference 7, and Reference 6.2, bsub -w). Two arrays named phase1_2 with
+# indices 1-3 and 4-6 are exactly that, and so is an earlier study's array still in LSF's memory.
+# A condition on an array's job id covers the whole array ("Whole array dependency": bsub -w
+# "done(123)", Administering Platform LSF, Job Arrays), and ended() holds once every element has
+# ended, done or failed, so nothing waits forever. The analysis waits on the probe by name, as
+# before: ended("phase1_2_probe"). Each then checks that what it needs finished and, if not, stops
+# at once naming it: resubmit that run (it resumes), then the ones after it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p hpc/logs  # LSF does not create the log folder; without it the job's output is lost
 
-if [[ -n "${IMGINAV_NAME:-}" ]]; then
-  echo "error: IMGINAV_NAME names one experiment, and this submits two; submit one job with it instead:" \
-       "IMGINAV_NAME=$IMGINAV_NAME bsub < hpc/papermill_V2.sh" >&2
-  exit 2
-fi
-# Every parameter checked now, before anything waits in a queue (python from the current environment).
-for config in configs/phase1_2/V1_deterministic.yaml configs/phase1_2/V2_vae_light.yaml; do
-  python -m imginav_core check train --from-env -p config "$config" > /dev/null
-done
+# Every parameter of every planned run checked now, before anything waits in a queue (python from
+# the current environment); also the plan's variables, and that none sets one run's name or seed for all.
+eval "$(python -m imginav_core check run --from-env)"  # RUNS, WIDGET_SCRIPT
 python -m imginav_core check probe --from-env --parameters-only > /dev/null
+python -m imginav_core check analysis --from-env --parameters-only > /dev/null
 
-job_name() {  # the -J of a job script: one spelling, in the script itself
-  sed -n 's/^#BSUB -J \([^ ]*\).*/\1/p' "$1"
+directive() {  # directive FLAG SCRIPT: the value of a #BSUB line, one spelling, in the script itself
+  sed -n "s/^#BSUB $1 \"\{0,1\}\([^ \"]*\).*/\1/p" "$2"
 }
 
 submit() {  # submit SCRIPT [bsub options...] -> prints the job id
@@ -35,16 +43,34 @@ submit() {  # submit SCRIPT [bsub options...] -> prints the job id
   sed -n 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' <<< "$reply"
 }
 
-v1=$(submit hpc/papermill_V1.sh)
-v2=$(submit hpc/papermill_V2.sh)
-if [[ -z "$v1" || -z "$v2" ]]; then
+array=$(directive -J hpc/phase1_2_array.sh)
+array=${array%%\[*}  # phase1_2[1-6] -> phase1_2
+arrays=()
+trained=""
+while read -r arm indices; do
+  single=hpc/papermill_$arm.sh
+  if [[ ! -f "$single" ]]; then
+    echo "error: no $single to take arm $arm's queue from (configs/phase1_2/study.yaml names the arms)" >&2
+    exit 2
+  fi
+  queue=$(directive -q "$single")
+  id=$(submit hpc/phase1_2_array.sh -J "$array[$indices]" -q "$queue")
+  if [[ -z "$id" ]]; then
+    echo "error: could not read the job id from bsub's reply" >&2
+    exit 1
+  fi
+  arrays+=("$arm: job $id, runs $indices on $queue")
+  trained+="${trained:+ && }ended($id)"
+done < <(python -m imginav_core plan --from-env --arrays)
+
+probe=$(submit hpc/diffusion_probe.sh -w "$trained")
+probed="ended(\"$(directive -J hpc/diffusion_probe.sh)\")"
+analysis=$(submit hpc/analysis.sh -w "$probed")
+if [[ -z "$probe" || -z "$analysis" ]]; then
   echo "error: could not read the job ids from bsub's reply" >&2
   exit 1
 fi
-trained="ended(\"$(job_name hpc/papermill_V1.sh)\") && ended(\"$(job_name hpc/papermill_V2.sh)\")"
-probe=$(submit hpc/diffusion_probe.sh -w "$trained")
-probed="ended(\"$(job_name hpc/diffusion_probe.sh)\")"
-analysis=$(submit hpc/analysis.sh -w "$probed")
-echo "V1 job $v1, V2 job $v2; probe job $probe (starts when both have ended: $trained);" \
+echo "$RUNS runs (python -m imginav_core plan --from-env): $(IFS=';'; echo "${arrays[*]}" | sed 's/;/; /g')"
+echo "probe job $probe (starts when every run has ended: $trained);" \
      "analysis job $analysis (starts when the probe has ended: $probed)"
-echo "logs: hpc/logs/; follow with: bjobs $v1 $v2 $probe $analysis"
+echo "logs: hpc/logs/ (phase1_2.JOB.INDEX.out for a run); follow with: bjobs -A; bjobs $probe $analysis"
