@@ -72,52 +72,62 @@ class DiagonalGaussian:
 
 
 class Encoder(nn.Module):
-    """``downsampling_steps`` x [3x3 conv, GN, SiLU, 4x4 stride-2 conv, GN, SiLU], then a 3x3
-    conv to ``out_channels`` (the latent, or mean and log-variance stacked)."""
+    """The Phase 1.1 encoder (reference.md): ``downsampling_steps`` x [3x3 conv, GN, SiLU, 4x4
+    stride-2 conv, GN, SiLU], channels ``base_channels * 2**step``; then a 3x3 conv, GN, SiLU at
+    the latent resolution. ``forward`` returns those features; the 1x1 convs on top of them,
+    ``to_mean`` and (the VAE only) ``to_logvar``, are applied by ``LayoutAutoencoder.posterior``,
+    the one place that decides between a point mass and a Gaussian."""
 
-    def __init__(self, m: ModelConfig, out_channels: int):
+    def __init__(self, m: ModelConfig):
         super().__init__()
         blocks, c_in = [], 3
         for step in range(m.downsampling_steps):
             c_out = m.base_channels * 2**step
             blocks += [_conv_block(c_in, c_out, m.norm_groups), _conv_block(c_out, c_out, m.norm_groups, down=True)]
             c_in = c_out
+        blocks.append(_conv_block(c_in, c_in, m.norm_groups))
         self.blocks = nn.Sequential(*blocks)
-        self.to_latent = nn.Conv2d(c_in, out_channels, kernel_size=3, padding=1)
+        # Two separate 1x1 convs on the same features, as Phase 1.1 measured; the deterministic
+        # encoder has no log-variance to predict, so no parameters for one.
+        self.to_mean = nn.Conv2d(c_in, m.latent_channels, kernel_size=1)
+        self.to_logvar = nn.Conv2d(c_in, m.latent_channels, kernel_size=1) if m.variational else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.blocks(x))
+        return self.blocks(x)
+
+
+def _head(channels: int, out_channels: int, groups: int) -> nn.Sequential:
+    """[3x3 conv, GN, SiLU, 3x3 conv]: the Phase 1.1 RGB and segmentation heads, without any final
+    activation (the RGB head adds its tanh; segmentation emits logits for the cross-entropy)."""
+    return nn.Sequential(*_conv_block(channels, channels, groups),
+                         nn.Conv2d(channels, out_channels, kernel_size=3, padding=1))
 
 
 class Decoder(nn.Module):
-    """Mirror of the encoder: a 3x3 conv from the latent, then per step a 4x4 stride-2
-    transposed conv halving the channels and a 3x3 conv; three heads on top."""
+    """The Phase 1.1 decoder (reference.md): a 3x3 conv from the latent to the encoder's widest
+    channels, GN, SiLU; then per step only a 4x4 stride-2 transposed conv halving the channels, GN,
+    SiLU (256 -> 128 -> 64 -> 32 -> 16 for V1 and V2: ``base_channels / 2`` at full resolution); three
+    heads on those full-resolution features."""
 
     def __init__(self, m: ModelConfig):
         super().__init__()
         c = m.base_channels * 2 ** (m.downsampling_steps - 1)
         self.from_latent = _conv_block(m.latent_channels, c, m.norm_groups)
         blocks = []
-        for step in reversed(range(m.downsampling_steps)):
-            c_out = m.base_channels * 2 ** max(step - 1, 0)
-            blocks += [_conv_block(c, c_out, m.norm_groups, up=True), _conv_block(c_out, c_out, m.norm_groups)]
-            c = c_out
+        for _ in range(m.downsampling_steps):
+            blocks.append(_conv_block(c, c // 2, m.norm_groups, up=True))
+            c //= 2
         self.blocks = nn.Sequential(*blocks)
-        self.rgb_head = nn.Sequential(nn.Conv2d(c, 3, kernel_size=3, padding=1), nn.Tanh())
-        self.segmentation_head = nn.Conv2d(c, NUM_CLASSES, kernel_size=1)
-        bottleneck = m.base_channels * 2 ** (m.downsampling_steps - 1)
-        self.classification_head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(bottleneck, NUM_TYPES)
-        )
+        self.rgb_head = nn.Sequential(*_head(c, 3, m.norm_groups), nn.Tanh())
+        self.segmentation_head = _head(c, NUM_CLASSES, m.norm_groups)  # logits: cross-entropy applies the softmax
+        self.classification_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, NUM_TYPES))
 
     def forward(self, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.from_latent(latent)
-        classification = self.classification_head(features)
-        features = self.blocks(features)
+        features = self.blocks(self.from_latent(latent))
         return {
             "rgb": self.rgb_head(features),
             "segmentation": self.segmentation_head(features),  # logits
-            "classification": classification,  # logits
+            "classification": self.classification_head(features),  # logits
         }
 
 
@@ -127,16 +137,16 @@ class LayoutAutoencoder(nn.Module):
         self.variational = m.variational
         self.latent_channels = m.latent_channels
         self.downsampling_factor = 2**m.downsampling_steps
-        self.encoder = Encoder(m, 2 * m.latent_channels if m.variational else m.latent_channels)
+        self.encoder = Encoder(m)
         self.decoder = Decoder(m)
 
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         """q(z|x) of images ``x`` in [-1, 1]: a Gaussian for the VAE, a point mass otherwise."""
-        moments = self.encoder(x)
+        features = self.encoder(x)
+        mean = self.encoder.to_mean(features)
         if not self.variational:
-            return DiagonalGaussian(moments)
-        mean, logvar = moments.chunk(2, dim=1)
-        return DiagonalGaussian(mean, logvar)
+            return DiagonalGaussian(mean)
+        return DiagonalGaussian(mean, self.encoder.to_logvar(features))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The latent of images ``x`` in [-1, 1]: the posterior's mode (the VAE's mean)."""

@@ -60,7 +60,7 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
         layers = [c["layer"] for c in profile["convolution_layers"]]
         assert all(re.fullmatch(r"(transposed )?conv \d+->\d+ \dx\d at \d+x\d+( backward)?", c) for c in layers), layers
         assert {"conv 3->32 3x3 at 128x128", "conv 3->32 3x3 at 128x128 backward",
-                "transposed conv 256->128 4x4 at 8x8", "conv 32->10 1x1 at 128x128 backward"} <= set(layers), layers
+                "transposed conv 256->128 4x4 at 8x8", "conv 16->10 3x3 at 128x128 backward"} <= set(layers), layers
     assert "by group:" in done.stdout and "convolution layers" in done.stdout
 
 

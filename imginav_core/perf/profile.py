@@ -56,7 +56,7 @@ def _timed_events(prof: profile, device: torch.device) -> list[tuple[str, float]
 
 def conv_layer(event) -> str | None:
     """``aten::convolution`` (forward) or ``aten::convolution_backward`` as a layer named by its
-    channels, kernel and input resolution, e.g. "conv 32->32 3x3 at 512x512 backward"; ``None``
+    channels, kernel and input resolution, e.g. "conv 16->16 3x3 at 512x512 backward"; ``None``
     for any other event."""
     if event.name == "aten::convolution":
         shapes, transposed_at, direction = event.input_shapes[:2], 6, ""
