@@ -26,7 +26,9 @@ else
   echo "note: no conda environment activated; using $(command -v python)"
 fi
 
-echo "job ${LSB_JOBID:-local}${LSB_JOBINDEX:+[$LSB_JOBINDEX]} ${LSB_JOBNAME:-} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT"
+element=""  # LSF sets LSB_JOBINDEX to an array element's index, and to 0 for any other job
+if [[ "${LSB_JOBINDEX:-0}" != 0 ]]; then element="[$LSB_JOBINDEX]"; fi
+echo "job ${LSB_JOBID:-local}$element ${LSB_JOBNAME:-} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 # papermill writes the executed notebook as it goes: run it under a temporary name and rename it

@@ -25,7 +25,8 @@ export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-160}
 export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not conda
 
 start=$SECONDS
-eval "$(python -m imginav_core check run --from-env)"  # RUNS: every planned run's parameters checked first
+checked=$(python -m imginav_core check run --from-env)  # every planned run's parameters, first
+eval "$checked"  # RUNS (eval "$(...)" would not stop on a failure)
 for ((index = 1; index <= RUNS; index++)); do
   LSB_JOBINDEX=$index bash hpc/phase1_2_array.sh  # what the job array's element $index runs
 done

@@ -27,7 +27,8 @@ mkdir -p hpc/logs  # LSF does not create the log folder; without it the job's ou
 
 # Every parameter of every planned run checked now, before anything waits in a queue (python from
 # the current environment); also the plan's variables, and that none sets one run's name or seed for all.
-eval "$(python -m imginav_core check run --from-env)"  # RUNS, WIDGET_SCRIPT
+checked=$(python -m imginav_core check run --from-env)  # (eval "$(...)" would not stop on a failure)
+eval "$checked"  # RUNS, WIDGET_SCRIPT
 python -m imginav_core check probe --from-env --parameters-only > /dev/null
 python -m imginav_core check analysis --from-env --parameters-only > /dev/null
 
@@ -35,14 +36,20 @@ directive() {  # directive FLAG SCRIPT: the value of a #BSUB line, one spelling,
   sed -n "s/^#BSUB $1 \"\{0,1\}\([^ \"]*\).*/\1/p" "$2"
 }
 
-submit() {  # submit SCRIPT [bsub options...] -> prints the job id
-  local script=$1 reply
+submit() {  # submit SCRIPT [bsub options...] -> prints the job id, or stops the launcher
+  local script=$1 reply id
   shift
-  reply=$(bsub "$@" < "$script")
+  reply=$(bsub "$@" < "$script") || true
   echo "$reply" >&2
-  sed -n 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' <<< "$reply"
+  id=$(sed -n 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' <<< "$reply")
+  if [[ -z "$id" ]]; then
+    echo "error: bsub did not submit $script (its reply is above); nothing after it was submitted" >&2
+    return 1
+  fi
+  echo "$id"
 }
 
+by_arm=$(python -m imginav_core plan --from-env --arrays)  # "V1 1-3", "V2 4-6": each arm's indices
 array=$(directive -J hpc/phase1_2_array.sh)
 array=${array%%\[*}  # phase1_2[1-6] -> phase1_2
 arrays=()
@@ -55,21 +62,13 @@ while read -r arm indices; do
   fi
   queue=$(directive -q "$single")
   id=$(submit hpc/phase1_2_array.sh -J "$array[$indices]" -q "$queue")
-  if [[ -z "$id" ]]; then
-    echo "error: could not read the job id from bsub's reply" >&2
-    exit 1
-  fi
   arrays+=("$arm: job $id, runs $indices on $queue")
   trained+="${trained:+ && }ended($id)"
-done < <(python -m imginav_core plan --from-env --arrays)
+done <<< "$by_arm"
 
 probe=$(submit hpc/diffusion_probe.sh -w "$trained")
 probed="ended(\"$(directive -J hpc/diffusion_probe.sh)\")"
 analysis=$(submit hpc/analysis.sh -w "$probed")
-if [[ -z "$probe" || -z "$analysis" ]]; then
-  echo "error: could not read the job ids from bsub's reply" >&2
-  exit 1
-fi
 echo "$RUNS runs (python -m imginav_core plan --from-env): $(IFS=';'; echo "${arrays[*]}" | sed 's/;/; /g')"
 echo "probe job $probe (starts when every run has ended: $trained);" \
      "analysis job $analysis (starts when the probe has ended: $probed)"

@@ -46,6 +46,7 @@ def one_thread():
 # ---- the whole study, run the way the cluster runs it --------------------------------------
 
 SMALL_STUDY = {
+    "IMGINAV_SEEDS": "42,43",  # the plan's runs: V1 and V2 with 2 seeds each, so that each arm has replicates
     "IMGINAV_DEVICE": "cpu",
     "IMGINAV_EPOCHS": "2",
     "IMGINAV_RESOLUTION": "32",
@@ -99,7 +100,8 @@ def study_environment(repo: Path, lsf_dir: Path, html_manager: Path) -> dict[str
 @pytest.fixture(scope="session")
 def study(tmp_path_factory, html_manager_package):
     """Phase 1.2 submitted with hpc/launch_phase1_2.sh through a stand-in bsub, at a tiny size:
-    V1 and V2 trained by papermill, the diffusion probe, the analysis notebook, the Jupyter Book built."""
+    the plan's runs (V1 and V2 x 2 seeds) trained by papermill as job array elements, the diffusion
+    probe, the analysis notebook, the Jupyter Book built."""
     repo = copy_of_repository(tmp_path_factory.mktemp("repo"))
     env = study_environment(repo, tmp_path_factory.mktemp("lsf"), html_manager_package)
     done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)

@@ -8,14 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import os
+
 import nbformat
 import pytest
 import yaml
 
 from imginav_core import load_config
+from imginav_core.parameters import environment_plan
+from imginav_core.study_plan import arm_names, study_plan
 
-from conftest import copy_of_repository
-from helpers import ROOT, V1_NAME, V2_NAME
+from conftest import SMALL_STUDY, copy_of_repository
+from helpers import ROOT
+
+# The runs the study fixture trains: the plan with SMALL_STUDY's seeds.
+PLAN = environment_plan(SMALL_STUDY)
+V1_RUNS, V2_RUNS = arm_names(PLAN, "V1"), arm_names(PLAN, "V2")
 
 JOBS = {
     "papermill_V1.sh": ("phase1_2_V1", "gpuv100"),
@@ -61,6 +69,15 @@ def test_bsub_directives(script):
     assert _gigabytes(d["-M"][0]) >= per_slot  # the kill limit (-M, also per slot) above the reservation
 
 
+def test_the_job_array_script_runs_the_default_plan_with_the_training_jobs_resources():
+    d = directives(ROOT / "hpc/phase1_2_array.sh")
+    assert d["-J"] == [f"phase1_2[1-{len(study_plan())}]"]  # bsub < hpc/phase1_2_array.sh: the default plan
+    assert d["-o"] == ["hpc/logs/phase1_2.%J.%I.out"] and d["-e"] == ["hpc/logs/phase1_2.%J.%I.err"]
+    single = directives(ROOT / "hpc/papermill_V2.sh")
+    assert {k: v for k, v in d.items() if k not in ("-J", "-o", "-e")} == {
+        k: v for k, v in single.items() if k not in ("-J", "-o", "-e")}
+
+
 def test_the_two_training_jobs_differ_only_in_what_differs():
     v1 = (ROOT / "hpc/papermill_V1.sh").read_text().splitlines()
     v2 = (ROOT / "hpc/papermill_V2.sh").read_text().splitlines()
@@ -76,20 +93,80 @@ def test_no_machine_paths_in_the_project():
         assert not re.search(r"(/work\d*/|/home/|/Users/|/zhome/|/tmp/)", text), path
 
 
-def test_the_launcher_submits_both_runs_then_the_probe_then_the_analysis(study):
-    # by name and ended(): a failed or resubmitted job cannot leave the next one waiting forever
-    assert 'ended("phase1_2_V1") && ended("phase1_2_V2")' in study["stdout"]
+def _launch(env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _submissions(lsf: Path) -> list[list[str]]:
+    """What the stand-in bsub was given: [-J, queue, -w] per submission."""
+    return [line.split("\t")[1:] for line in (lsf / "submissions.tsv").read_text().splitlines()]
+
+
+def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """The launcher's environment with a stand-in bsub that records the jobs without running them."""
+    (tmp_path / "html-manager.tgz").write_bytes(b"")  # the widget script the checks ask for (not built here)
+    return {**os.environ, **SMALL_STUDY, **variables, "FAKE_LSF_DRY_RUN": "1", "FAKE_LSF_DIR": str(tmp_path / "lsf"),
+            "PATH": f"{ROOT / 'tests' / 'lsf'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "IMGINAV_HTML_MANAGER": str(tmp_path / "html-manager.tgz"), "IMGINAV_OUTPUTS": str(tmp_path / "out")}
+
+
+@pytest.mark.parametrize("variables,v1,v2", [
+    ({"IMGINAV_SEEDS": ""}, "1-3", "4-6"),  # the plan file's seeds: 42, 43, 44
+    ({"IMGINAV_SEEDS": "1,2"}, "1-2", "3-4"),
+    ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-3", "4-15"),  # + V2 at 3 more KL weights x 3 seeds
+], ids=["plan", "seeds", "sweep"])
+def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis(tmp_path, variables,
+                                                                                             v1, v2):
+    done = _launch(_dry_environment(tmp_path, **variables))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # each arm on its queue (that of its single-run job), the indices the plan gives it
+    assert _submissions(tmp_path / "lsf") == [
+        [f"phase1_2[{v1}]", "gpuv100", ""], [f"phase1_2[{v2}]", "gpul40s", ""],
+        # by the arrays' ids: LSF refuses a name dependency on same-name arrays of different indices
+        ["phase1_2_probe", "gpul40s", "ended(1001) && ended(1002)"],
+        ["phase1_2_analysis", "gpuv100", 'ended("phase1_2_probe")']]
+    runs = int(v2.split("-")[1])
+    assert f"{runs} runs" in done.stdout and "probe job 1003" in done.stdout and "analysis job 1004" in done.stdout
+
+
+def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
+    """Each element in turn with $LSB_JOBINDEX, %I in its log names; a name stands for every
+    element; LSF's refusal of a name dependency on same-name arrays of different indices."""
+    (tmp_path / "logs").mkdir()
+    job = tmp_path / "job.sh"
+    job.write_text('#BSUB -J "runs[1-2]"\n#BSUB -o logs/runs.%J.%I.out\n#BSUB -e logs/runs.%J.%I.err\n'
+                   'echo "index $LSB_JOBINDEX of $LSB_JOBID"\n')
+    env = {**os.environ, "FAKE_LSF_DIR": str(tmp_path / "lsf")}
+    bsub = str(ROOT / "tests" / "lsf" / "bsub")
+
+    def submit(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([bsub, *options], stdin=job.open(), cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    assert submit().returncode == 0
+    assert [(tmp_path / f"logs/runs.1001.{i}.out").read_text() for i in (1, 2)] == ["index 1 of 1001\n",
+                                                                                      "index 2 of 1001\n"]
+    assert submit("-w", 'ended("runs")', "-J", "after").returncode == 0  # every element has ended
+    assert submit("-J", "runs[3]").returncode == 0  # one more element, under a new id
+    refused = submit("-w", 'ended("runs")', "-J", "after")
+    assert refused.returncode == 255 and "different index lists" in refused.stderr
+    assert submit("-w", "ended(1001) && ended(1003)", "-J", "after").returncode == 0  # by id: each whole array
+
+
+def test_the_launcher_submits_the_plan_then_the_probe_then_the_analysis(study):
+    jobs = [line.split("\t") for line in (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()]
+    assert [job[1:] for job in jobs] == [
+        ["phase1_2", "gpuv100", "0"], ["phase1_2", "gpuv100", "0"], ["phase1_2", "gpul40s", "0"],
+        ["phase1_2", "gpul40s", "0"], ["phase1_2_probe", "gpul40s", "0"], ["phase1_2_analysis", "gpuv100", "0"]]
+    assert [job[0] for job in jobs[:4]] == ["1001[1]", "1001[2]", "1002[3]", "1002[4]"]
+    assert "(starts when every run has ended: ended(1001) && ended(1002))" in study["stdout"]
     assert 'the probe has ended: ended("phase1_2_probe")' in study["stdout"]
-    jobs = (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()
-    assert [line.split("\t")[1:] for line in jobs] == [
-        ["phase1_2_V1", "gpuv100", "0"], ["phase1_2_V2", "gpul40s", "0"], ["phase1_2_probe", "gpul40s", "0"],
-        ["phase1_2_analysis", "gpuv100", "0"]]
-    v1, v2, probe, analysis = (line.split("\t")[0] for line in jobs)
-    assert f"V1 job {v1}, V2 job {v2}; probe job {probe}" in study["stdout"]
-    for name, job in (("phase1_2_V1", v1), ("phase1_2_V2", v2), ("phase1_2_probe", probe),
-                      ("phase1_2_analysis", analysis)):
-        log = (study["repo"] / "hpc" / "logs" / f"{name}.{job}.out").read_text()
-        assert f"job {job} {name} on" in log
+    logs = study["repo"] / "hpc" / "logs"
+    for run in PLAN:  # one log per element, named by its array index
+        array = 1001 if run.arm == "V1" else 1002
+        log = (logs / f"phase1_2.{array}.{run.index}.out").read_text()
+        assert f"job {array}[{run.index}] phase1_2[{run.index}] on" in log and f"experiment {run.name}" in log
+    for name, job in (("phase1_2_probe", jobs[4][0]), ("phase1_2_analysis", jobs[5][0])):
+        assert f"job {job} {name} on" in (logs / f"{name}.{job}.out").read_text()
 
 
 def _outputs(notebook: Path) -> list[dict]:
@@ -97,7 +174,7 @@ def _outputs(notebook: Path) -> list[dict]:
     return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
 
 
-@pytest.mark.parametrize("name", [V1_NAME, V2_NAME])
+@pytest.mark.parametrize("name", V1_RUNS + V2_RUNS)
 def test_training_notebooks_were_executed_and_show_the_run(study, name):
     notebook = study["phase_dir"] / "runs" / f"{name}.ipynb"
     outputs = _outputs(notebook)
@@ -114,11 +191,12 @@ def test_training_notebooks_were_executed_and_show_the_run(study, name):
 
 def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(study):
     metrics = json.loads((study["phase_dir"] / "analysis" / "latent_metrics.json").read_text())
-    v1, v2 = metrics["models"][V1_NAME], metrics["models"][V2_NAME]
-    for model in (v1, v2):
+    for name in V1_RUNS + V2_RUNS:  # every run of each arm measured
+        model = metrics["models"][name]
         assert {"reconstruction", "latent", "interpolation", "noise"} <= set(model)
         assert {"all", "room", "scene"} <= set(model["reconstruction"])
         assert 0 < model["reconstruction"]["all"]["ssim"] <= 1
+    v1, v2 = metrics["models"][V1_RUNS[0]], metrics["models"][V2_RUNS[0]]
     assert "posterior" in v2 and "posterior" not in v1
     assert set(v2["interpolation"]) == {"linear", "spherical"} and set(v1["interpolation"]) == {"linear"}
     decision = json.loads((study["phase_dir"] / "decision.json").read_text())
@@ -130,23 +208,56 @@ def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(st
     assert cfg.model.latent_channels == 16 and cfg.model.downsampling_steps == 4
 
 
-def test_resubmitting_a_training_job_resumes_instead_of_restarting(study, tmp_path):
+def test_resubmitting_an_array_element_resumes_instead_of_restarting(study, tmp_path):
     # a copy of the study's outputs, so the other tests keep seeing the original run
     shutil.copytree(study["outputs"], tmp_path / "outputs")
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "outputs"), "IMGINAV_EPOCHS": "3"}
-    log = subprocess.run(["bash", "hpc/papermill_V1.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "outputs"), "IMGINAV_EPOCHS": "3", "LSB_JOBINDEX": "2"}
+    log = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=study["repo"], env=env, capture_output=True,
+                         text=True)
     assert log.returncode == 0, log.stdout[-3000:] + log.stderr[-3000:]
-    assert "resuming phase1_2_AE_V1_deterministic after epoch 2" in log.stdout
-    rows = (tmp_path / "outputs/experiments/phase1_2_AE_V1_deterministic/phase1_2_AE_V1_deterministic_metrics.csv")
+    name = PLAN[1].name
+    assert f"resuming {name} after epoch 2" in log.stdout
+    rows = tmp_path / "outputs" / "experiments" / name / f"{name}_metrics.csv"
     assert len(rows.read_text().splitlines()) == 1 + 3
 
 
-def test_bad_parameters_are_refused_before_anything_is_written(study, tmp_path):
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "fresh"), "IMGINAV_EPOCHS": "ten"}
-    done = subprocess.run(["bash", "hpc/papermill_V2.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
+@pytest.mark.parametrize("script", ["papermill_V2.sh", "phase1_2_array.sh"])
+def test_bad_parameters_are_refused_before_anything_is_written(study, tmp_path, script):
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "fresh"), "IMGINAV_EPOCHS": "ten", "LSB_JOBINDEX": "3"}
+    done = subprocess.run(["bash", f"hpc/{script}"], cwd=study["repo"], env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "'epochs'" in done.stderr and "ten" in done.stderr
     assert not (tmp_path / "fresh").exists()
+
+
+def test_the_array_job_outside_an_array_says_how_to_submit_it(tmp_path):
+    env = {**os.environ, **SMALL_STUDY, "IMGINAV_OUTPUTS": str(tmp_path / "out"), "LSB_JOBINDEX": "0"}
+    done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "no array index" in done.stderr and "LSB_JOBINDEX=I" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_array_element_trains_its_planned_run_into_its_own_folder(tmp_path):
+    """Element I of the array (here a sweep run: KL weight 1e-3, seed 43) trains exactly row I of
+    the plan through train.ipynb: its name, seed and KL weight (the float), provenance.json."""
+    repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
+    env = {**_dry_environment(tmp_path, IMGINAV_KLD_SWEEP="1", IMGINAV_EPOCHS="1"), "FAKE_LSF_DRY_RUN": "0"}
+    plan = environment_plan(env)
+    run = next(r for r in plan if r.sweep and r.kld == 1e-3 and r.seed == 43)
+    done = subprocess.run([str(ROOT / "tests/lsf/bsub"), "-J", f"phase1_2[{run.index}]", "-q", "gpul40s"],
+                          stdin=(repo / "hpc/phase1_2_array.sh").open(), cwd=repo, env=env, capture_output=True,
+                          text=True)
+    log = (repo / "hpc/logs" / f"phase1_2.1001.{run.index}.out").read_text()
+    status = (tmp_path / "lsf/jobs.tsv").read_text().split()
+    assert done.returncode == 0 and status == [f"1001[{run.index}]", "phase1_2", "gpul40s", "0"], log[-3000:]
+    assert f"experiment {run.name}" in log
+    run_dir = tmp_path / "out" / "experiments" / run.name
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["name"] == run.name and saved["training"]["seed"] == 43
+    assert saved["loss"]["kld"] == 0.001 and isinstance(saved["loss"]["kld"], float)
+    session, = json.loads((run_dir / "provenance.json").read_text())["sessions"]
+    assert session["world_size"] == 1
+    assert [p.name for p in (tmp_path / "out" / "experiments").iterdir() if p.is_dir()] == [run.name]  # no other
 
 
 def test_papermill_runs_the_training_notebook_with_its_documented_parameters(study, tmp_path):
@@ -164,44 +275,55 @@ def test_papermill_runs_the_training_notebook_with_its_documented_parameters(stu
 
 
 def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(study, tmp_path):
-    """IMGINAV_GPUS=2: torchrun trains (here two CPU processes, gloo), the notebook then finds the
-    finished run and shows it."""
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "ddp"), "IMGINAV_GPUS": "2", "IMGINAV_EPOCHS": "1"}
-    done = subprocess.run(["bash", "hpc/papermill_V1.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
+    """IMGINAV_GPUS=2: torchrun trains an array element's run (here two CPU processes, gloo), the
+    notebook then finds the finished run and shows it; provenance.json records the two processes."""
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "ddp"), "IMGINAV_GPUS": "2", "IMGINAV_EPOCHS": "1",
+           "LSB_JOBINDEX": "1"}
+    done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=study["repo"], env=env, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "nothing to do (completed, 1 epochs done)" in done.stdout  # the notebook did not train again
-    notebook = tmp_path / "ddp/phase1_2_vae_test/runs/phase1_2_AE_V1_deterministic.ipynb"
+    name = PLAN[0].name
+    notebook = tmp_path / "ddp" / "phase1_2_vae_test" / "runs" / f"{name}.ipynb"
     assert not any(o["output_type"] == "error" for o in _outputs(notebook))
+    session, = json.loads((tmp_path / "ddp" / "experiments" / name / "provenance.json").read_text())["sessions"]
+    assert session["world_size"] == 2  # written once, by rank 0 of torchrun; the notebook started nothing
 
 
 def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_the_run(study, tmp_path):
-    """Both training jobs fail (a manifest that is not there); the probe and the analysis jobs still
-    start, since the jobs they wait on ended, and stop in their first step saying which run to resubmit."""
+    """Every array element fails (a manifest that is not there); the probe and the analysis jobs
+    still start, since the arrays they wait on ended, and stop in their first step saying which run
+    to resubmit."""
     repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
     lsf = tmp_path / "lsf"
     env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "out"), "FAKE_LSF_DIR": str(lsf),
            "IMGINAV_DATA": str(tmp_path / "gone" / "layouts.csv")}
-    done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)
+    done = _launch(env, cwd=repo)
     assert done.returncode == 0, done.stderr  # submitting worked; the jobs fail
     jobs = [line.split("\t") for line in (lsf / "jobs.tsv").read_text().splitlines()]
-    assert [(name, status != "0") for _, name, _, status in jobs] == [
-        ("phase1_2_V1", True), ("phase1_2_V2", True), ("phase1_2_probe", True), ("phase1_2_analysis", True)]
+    assert [(name, status != "0") for _, name, _, status in jobs] == [("phase1_2", True)] * len(PLAN) + [
+        ("phase1_2_probe", True), ("phase1_2_analysis", True)]
     logs = repo / "hpc" / "logs"
-    v1_log = (logs / f"phase1_2_V1.{jobs[0][0]}.out").read_text() + (logs / f"phase1_2_V1.{jobs[0][0]}.err").read_text()
-    assert "manifest not found" in v1_log
-    for job, notebook in ((jobs[2], "diffusion_probe.ipynb"), (jobs[3], "analysis.ipynb")):
+    first = logs / "phase1_2.1001.1"
+    assert "manifest not found" in first.with_suffix(".out").read_text() + first.with_suffix(".err").read_text()
+    for job, notebook in ((jobs[-2], "diffusion_probe.ipynb"), (jobs[-1], "analysis.ipynb")):
         err = (logs / f"{job[1]}.{job[0]}.err").read_text()
-        assert "error: no metrics for experiment 'phase1_2_AE_V1_deterministic'" in err
+        assert f"error: no metrics for experiment '{V1_RUNS[0]}'" in err
         assert not (tmp_path / "out" / "phase1_2_vae_test" / "runs" / notebook).exists()
 
 
-def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(study, tmp_path):
-    lsf = tmp_path / "lsf"
-    env = {**study["env"], "FAKE_LSF_DIR": str(lsf), "IMGINAV_KLD": "1e-3"}  # a KL weight for V1 too
-    done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=study["repo"], env=env, capture_output=True,
-                          text=True)
-    assert done.returncode == 2 and "a KL weight needs a variational encoder" in done.stderr
-    assert not (lsf / "jobs.tsv").exists()
+@pytest.mark.parametrize("variables,message", [
+    ({"IMGINAV_KLD": "1e-3"}, "IMGINAV_KLD=1e-3: the study plan sets each run's kld"),  # would be ignored
+    ({"IMGINAV_NAME": "mine"}, "IMGINAV_NAME=mine: the study plan sets each run's name"),
+    ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten'"),
+    ({"IMGINAV_SEEDS": "42,x"}, "IMGINAV_SEEDS = '42,x': expected integer seeds"),
+    ({"IMGINAV_KLD_SWEEP": "yes please"}, "IMGINAV_KLD_SWEEP = 'yes please': expected 1 or true"),
+    ({"IMGINAV_PROBE_SAMPLES": "1"}, "'samples' = 1"),
+])
+def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(tmp_path, variables, message):
+    done = _launch(_dry_environment(tmp_path, **variables))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "lsf" / "submissions.tsv").exists()
 
 
 def test_the_report_is_published_with_its_widget_script(study, tmp_path):
