@@ -9,14 +9,16 @@ import sys
 
 import papermill
 import pytest
+import yaml
 
 from imginav_core.__main__ import build_parser, main
 from imginav_core.outputs import Outputs, shown_path
 from imginav_core.parameters import ANALYSIS, PROBE, TRAIN, settings_table, training_config
 
-from helpers import PHASE, ROOT, V1, V2, V1_NAME
+from helpers import PHASE, ROOT, TINY_MODEL, V1, V2, V1_NAME
 
-COMMANDS = ["train", "check", "probe", "score-layouts", "stage", "synthetic", "parameters", "bench", "phase-timing"]
+COMMANDS = ["train", "check", "plan", "probe", "score-layouts", "stage", "synthetic", "parameters", "bench",
+            "phase-timing"]
 
 
 def _run(*args, env=None, **kwargs):
@@ -77,6 +79,57 @@ def test_check_gives_the_job_its_papermill_parameters_from_the_environment(tmp_p
     # what the notebook will train with exactly these parameters
     cfg = training_config(**TRAIN.from_strings(pairs))
     assert (cfg.training.epochs, cfg.training.lr, cfg.data.manifest) == (3, 3e-4, "")
+
+
+def _settings(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`check`'s shell assignments, and its PARAMS as name: value."""
+    settings = dict(line.split("=", 1) for line in stdout.splitlines())
+    params = shlex.split(settings["PARAMS"].strip("()"))
+    return settings, dict(zip(params[1::3], params[2::3]))
+
+
+def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
+    env = {"IMGINAV_SEEDS": "42,43", "IMGINAV_KLD_SWEEP": "1", "IMGINAV_EPOCHS": "3", "IMGINAV_OUTPUTS": str(tmp_path)}
+    done = _run("check", "run", "--from-env", "--index", "9", env=env)  # V2, KL weight 1e-3, seed 42
+    assert done.returncode == 0, done.stderr
+    settings, pairs = _settings(done.stdout)
+    name = "phase1_2_AE_V2_vae_light_kld0.001_seed42"
+    assert (settings["INDEX"], settings["ARM"], settings["SEED"], settings["NAME"]) == ("9", "V2", "42", name)
+    assert shlex.split(settings["RUN_DIR"]) == [str(tmp_path / "experiments" / name)]
+    assert pairs == {"config": "configs/phase1_2/V2_vae_light.yaml", "name": name, "seed": "42", "kld": "0.001",
+                     "epochs": "3", "output_root": str(tmp_path)}
+    cfg = training_config(**TRAIN.from_strings(pairs))  # what the notebook trains with these parameters
+    assert (cfg.name, cfg.training.seed, cfg.loss.kld, cfg.training.epochs) == (name, 42, 1e-3, 3)
+    every = _run("check", "run", "--from-env", env=env)  # the launcher's check: every run
+    assert every.returncode == 0 and "RUNS=10" in every.stdout.splitlines()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--index", "7"], {}, "array index 7 is not in the study plan: it has runs 1..6"),
+    (["--index", "0"], {}, "array index 0 is not in the study plan"),
+    (["--index", "1", "-p", "seed", "3"], {}, "-p seed: the study plan sets each run's seed"),
+    (["--index", "1"], {"IMGINAV_SEED": "3"}, "IMGINAV_SEED=3: the study plan sets each run's seed"),
+    (["--index", "1"], {"IMGINAV_SEEDS": "x"}, "IMGINAV_SEEDS = 'x'"),
+])
+def test_check_run_refuses_what_the_plan_cannot_run(tmp_path, args, env, message):
+    done = _run("check", "run", "--from-env", *args, env={**env, "IMGINAV_OUTPUTS": str(tmp_path)})
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("how", ["--set", "-p"])
+def test_a_kl_weight_typed_1e_3_is_the_float_in_the_runs_saved_config(tmp_path, one_thread, how):
+    """`--set loss.kld=1e-3` (YAML 1.1 would read a string) and `-p kld 1e-3` (papermill's typing,
+    the LSF jobs' torchrun call) both train with, and save, 0.001."""
+    tiny = [arg for key, value in {**TINY_MODEL, "data.resolution": 16, "data.synthetic_samples": 24,
+                                   "training.epochs": 1, "training.batch_size": 8, "data.num_workers": 0,
+                                   "training.device": "cpu", "output_root": str(tmp_path)}.items()
+            for arg in ("--set", f"{key}={value}")]
+    weight = ["--set", "loss.kld=1e-3"] if how == "--set" else ["-p", "kld", "1e-3"]
+    assert main(["train", str(V2), *weight, *tiny]) == 0
+    saved = (tmp_path / "experiments" / "phase1_2_AE_V2_vae_light" / "config.yaml").read_text()
+    kld = yaml.safe_load(saved)["loss"]["kld"]
+    assert kld == 0.001 and isinstance(kld, float)
 
 
 @pytest.mark.parametrize("env,message", [
