@@ -147,9 +147,9 @@ TRAIN = Notebook("notebooks/train.ipynb", (
 
 ANALYSIS = Notebook("notebooks/analysis.ipynb", (
     Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
-    Parameter("experiment_v1", "str", None, "the deterministic runs, comma-separated (None: the plan's V1 runs)",
+    Parameter("experiment_v1", "str", None, "V1's runs, comma-separated",
               env="IMGINAV_EXPERIMENT_V1", optional=True, shown_default="the plan's"),
-    Parameter("experiment_v2", "str", None, "the variational runs, comma-separated (None: the plan's V2 runs)",
+    Parameter("experiment_v2", "str", None, "V2's runs, comma-separated",
               env="IMGINAV_EXPERIMENT_V2", optional=True, shown_default="the plan's"),
     Parameter("max_images", "int", 512, "validation layouts the analysis measures (a random subset drawn from `seed`)",
               env="IMGINAV_MAX_IMAGES"),
@@ -161,8 +161,7 @@ ANALYSIS = Notebook("notebooks/analysis.ipynb", (
 
 PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
     Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
-    Parameter("experiments", "str", None, "comma-separated runs whose latent spaces the probe compares "
-              "(None: the plan's V1 and V2 runs)", env="IMGINAV_PROBE_EXPERIMENTS", optional=True,
+    Parameter("experiments", "str", None, "runs whose latent spaces the probe compares, comma-separated", env="IMGINAV_PROBE_EXPERIMENTS", optional=True,
               shown_default="the plan's"),
     Parameter("steps", "int", PROBE_DEFAULTS.steps, "denoiser training steps per latent space and seed",
               env="IMGINAV_PROBE_STEPS"),
@@ -171,8 +170,7 @@ PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
     Parameter("width", "int", PROBE_DEFAULTS.width, "denoiser UNet base channels", env="IMGINAV_PROBE_WIDTH"),
     Parameter("samples", "int", PROBE_DEFAULTS.samples, "layouts generated per latent space and seed",
               env="IMGINAV_PROBE_SAMPLES"),
-    Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "denoisers trained per run (the replicates are the "
-              "training seeds)", env="IMGINAV_PROBE_SEEDS"),
+    Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "denoisers trained per run", env="IMGINAV_PROBE_SEEDS"),
     Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
 ))
 
@@ -180,10 +178,9 @@ PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
 # `python -m imginav_core plan`, not by a notebook. The probe and the analysis jobs get the runs it
 # names as explicit -p lists (`check probe/analysis --from-env`), so each executed notebook says which.
 PLAN = (
-    Parameter("seeds", "str", None, "training seeds of the study's runs, comma-separated "
-              "(`python -m imginav_core plan`)", env="IMGINAV_SEEDS", optional=True,
+    Parameter("seeds", "str", None, "training seeds, comma-separated (`python -m imginav_core plan`)", env="IMGINAV_SEEDS", optional=True,
               shown_default="`configs/phase1_2/study.yaml`'s"),
-    Parameter("sweep", "bool", False, "`1`: also train the KL-weight sweep of `configs/phase1_2/study.yaml`",
+    Parameter("sweep", "bool", False, "`1`: also the KL-weight sweep of `configs/phase1_2/study.yaml`",
               env="IMGINAV_KLD_SWEEP", shown_default="`0` (off)"),
 )
 # What the plan sets for each run; a variable setting one of them for every run is refused.
