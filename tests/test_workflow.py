@@ -222,9 +222,10 @@ def test_resubmitting_an_array_element_resumes_instead_of_restarting(study, tmp_
 
 
 @pytest.mark.parametrize("script", ["papermill_V2.sh", "phase1_2_array.sh"])
-def test_bad_parameters_are_refused_before_anything_is_written(study, tmp_path, script):
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "fresh"), "IMGINAV_EPOCHS": "ten", "LSB_JOBINDEX": "3"}
-    done = subprocess.run(["bash", f"hpc/{script}"], cwd=study["repo"], env=env, capture_output=True, text=True)
+def test_bad_parameters_are_refused_before_anything_is_written(tmp_path, script):
+    env = {**_dry_environment(tmp_path, IMGINAV_EPOCHS="ten"), "IMGINAV_OUTPUTS": str(tmp_path / "fresh"),
+           "LSB_JOBINDEX": "3"}
+    done = subprocess.run(["bash", f"hpc/{script}"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "'epochs'" in done.stderr and "ten" in done.stderr
     assert not (tmp_path / "fresh").exists()
@@ -274,13 +275,12 @@ def test_papermill_runs_the_training_notebook_with_its_documented_parameters(stu
     assert saved["training"]["seed"] == 7 and saved["training"]["batch_size"] == 8
 
 
-def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(study, tmp_path):
+def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(tmp_path):
     """IMGINAV_GPUS=2: torchrun trains an array element's run (here two CPU processes, gloo), the
     notebook then finds the finished run and shows it; provenance.json records the two processes."""
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "ddp"), "IMGINAV_GPUS": "2", "IMGINAV_EPOCHS": "1",
+    env = {**_dry_environment(tmp_path, IMGINAV_GPUS="2", IMGINAV_EPOCHS="1"), "IMGINAV_OUTPUTS": str(tmp_path / "ddp"),
            "LSB_JOBINDEX": "1"}
-    done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=study["repo"], env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "nothing to do (completed, 1 epochs done)" in done.stdout  # the notebook did not train again
     name = PLAN[0].name
