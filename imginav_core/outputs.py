@@ -15,6 +15,7 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       PHASE/samples/NAME_epoch_NNN_comparison.png
       PHASE/runs/NAME.ipynb, runs/analysis.ipynb   the executed notebooks
       PHASE/analysis/latent_metrics.json     the latent-space measurements
+      PHASE/analysis/per_image.csv           every run's measures per validation layout (the decision's data)
       PHASE/decision.json, PHASE/phase1_3_base.yaml
       PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
       PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
@@ -106,6 +107,10 @@ class Outputs:
     @property
     def latent_metrics(self) -> Path:
         return self.phase_dir / "analysis" / "latent_metrics.json"
+
+    @property
+    def per_image(self) -> Path:
+        return self.phase_dir / "analysis" / "per_image.csv"
 
     @property
     def decision(self) -> Path:

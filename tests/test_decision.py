@@ -1,13 +1,15 @@
-"""The decision rule on constructed measurements, and the analysis on real (tiny) runs."""
+"""The decision rule on constructed measurements whose answer is known, and the analysis on real
+(tiny) runs."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from imginav_core import load_config
-from imginav_core.analysis.decision import Thresholds, decide, write_decision
-from imginav_core.analysis.study import AnalysisSettings, run_study
+from imginav_core.analysis.decision import Rule, decide, recipe_flags, write_decision
+from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.analysis.runs import RunSummary, load_run, load_runs
 from imginav_core.errors import UnfinishedRunError
 from imginav_core.outputs import Outputs
@@ -15,74 +17,161 @@ from imginav_core.training.metrics_csv import write_metrics
 
 from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
 
+IMAGES, SCENES, PAIRS = 240, 60, 6
 
-def _run(config, epochs=10, resolution=512):
-    cfg = load_config(config, {"data.resolution": resolution})
-    metrics = pd.DataFrame({"epoch": range(1, epochs + 1), "is_best": [1] * epochs, "status": ["completed"] * epochs})
+
+def _run(config, seed, epochs=10, resolution=512, root="outputs"):
+    cfg = load_config(config, {"data.resolution": resolution, "training.seed": seed, "output_root": str(root),
+                               "name": f"{load_config(config).name}_seed{seed}"})
+    metrics = pd.DataFrame({"epoch": range(1, epochs + 1), "is_best": [1] * epochs, "status": ["completed"] * epochs,
+                            "val_total": [0.05] * epochs})
     return RunSummary(cfg.name, cfg.outputs, cfg, metrics, "completed", "")
 
 
-def _model(mse=0.001, ssim=0.95, sharp=0.9, path=1.2, noise=2.0, kld=None, collapsed=False):
-    model = {"reconstruction": {"all": {"mse": mse, "ssim": ssim, "sharpness_ratio": sharp}},
-             "interpolation": {"linear": {"mean_path_length_ratio": path}},
-             "noise": {"sigmas": [0.0, 0.5, 1.0], "relative_to_clean": [1.0, noise, 2 * noise]}}
-    if kld is not None:
-        model["posterior"] = {"kld_weighted": kld, "collapsed": collapsed, "active_units": 2 if collapsed else 16,
-                              "channels": 16}
-    return model
+def _arm(label, seeds, rng, shared, *, mse=0.001, mse_seed_spread=0.0, purity=0.8, purity_seed_spread=0.0,
+         iou=0.6, kl=2e-4, collapsed=False):
+    """One arm's runs: per-image measures = the arm's level + a shared per-image part (the same
+    layouts are hard for both) + a per-run offset + noise."""
+    results = []
+    for seed in seeds:
+        offset = rng.normal()
+        per_image = {
+            "mse": np.clip(mse * (1 + shared + mse_seed_spread * offset + 0.1 * rng.normal(size=IMAGES)), 1e-6, None),
+            "nn_midpoint_purity": np.clip(purity + 0.05 * shared + purity_seed_spread * rng.normal()
+                                          + 0.02 * rng.normal(size=IMAGES), 0, 1),
+            "small_inter": np.tile(np.array([[iou * 100.0] * 3]), (IMAGES, 1)),
+            "small_union": np.full((IMAGES, 3), 100.0),
+        }
+        for key in ("ssim", "purity", "sharp_out", "sharp_in", "change_sigma0.5"):
+            per_image[key] = np.clip(0.9 + 0.01 * rng.normal(size=IMAGES), 0, None)
+        metrics = {"interpolation": {"pairs": [{"mean_purity": 0.9 + 0.01 * rng.normal()} for _ in range(PAIRS)]}}
+        if label == "V2":
+            metrics["posterior"] = {"kl_weighted": kl, "kl_nats_per_element": kl / 1e-4, "kl_bits_per_pixel": 0.01,
+                                    "kl_share_of_loss": kl / 0.05, "active_share": 0.01 if collapsed else 0.6,
+                                    "active_units": 1 if collapsed else 10, "units": 16, "collapsed": collapsed}
+        results.append(ModelResult(f"{label}_seed{seed}", label, seed, label == "V2", metrics, per_image, None, {}))
+    return results
 
 
-def _metrics(v1, v2):
-    return {"models": {V1_NAME: v1, V2_NAME: v2}}
+def _study(v1, v2):
+    pairs = [Pair("room-room", i, i + 1) for i in range(PAIRS)]
+    return Study(AnalysisSettings(), None, np.arange(IMAGES), np.repeat(np.arange(SCENES), IMAGES // SCENES), pairs,
+                 np.arange(0), None, {}, v1 + v2, [0.0, 0.5, 1.0])
 
 
-RUNS = [_run(V1), _run(V2)]
+def _runs(seeds, **kwargs):
+    return {"V1": [_run(V1, s, **kwargs) for s in seeds], "V2": [_run(V2, s, **kwargs) for s in seeds]}
 
 
-def test_the_vae_wins_when_smoother_without_losing_quality():
-    d = decide(_metrics(_model(), _model(mse=0.0011, path=1.05, noise=1.5, kld=2e-4)), RUNS, train_images=22000)
-    assert d["choice"] == "variational" and d["chosen_experiment"] == V2_NAME
-    assert d["criteria"]["interpolation_smoothness"]["verdict"] == "pass"
-    assert d["data_sufficient"] and "provisional" not in d["summary"] and d["flags"] == []
+def _decide(seeds=(42, 43, 44), v1=None, v2=None, probe=None, **kwargs):
+    rng = np.random.default_rng(0)
+    shared = 0.3 * rng.normal(size=IMAGES)
+    study = _study(_arm("V1", seeds, rng, shared, **(v1 or {})), _arm("V2", seeds, rng, shared, **(v2 or {})))
+    return decide(study, _runs(seeds), train_images=22000, probe=probe, rule=Rule(resamples=500), **kwargs)
 
 
-def test_similar_quality_and_no_smoothness_gain_prefers_the_deterministic_encoder():
-    d = decide(_metrics(_model(), _model(kld=2e-4)), RUNS, train_images=22000)
-    assert d["choice"] == "deterministic" and "not measurably smoother" in d["reason"]
+def _probe(v1_fld, v2_fld, half_width=2.0):
+    experiments = {}
+    for label, values in (("V1", v1_fld), ("V2", v2_fld)):
+        for seed, value in zip((42, 43, 44), values):
+            experiments[f"{label}_seed{seed}"] = {"generated": {"scores": {"fld": {
+                "value": value, "ci95": [value - half_width, value + half_width]}}}}
+    return {"settings": {"samples": 1000, "seeds": 1}, "experiments": experiments}
 
 
-def test_a_smoother_but_blurrier_vae_loses():
-    d = decide(_metrics(_model(), _model(sharp=0.7, path=1.0, noise=1.0, kld=2e-4)), RUNS, train_images=22000)
-    assert d["choice"] == "deterministic" and d["criteria"]["sharpness"]["verdict"] == "fail"
-    d = decide(_metrics(_model(), _model(mse=0.002, path=1.0, noise=1.0, kld=2e-4)), RUNS, train_images=22000)
-    assert d["choice"] == "deterministic" and d["criteria"]["reconstruction_mse"]["verdict"] == "fail"
+def test_the_vae_is_chosen_when_clearly_better_on_the_endpoint_and_non_inferior():
+    d = _decide(v2={"purity": 0.9})  # no probe: the nearest-neighbour midpoints are the endpoint
+    assert d["primary_endpoint"] == "nearest_neighbour_validity" and d["verdict"] == "vae better"
+    assert d["choice"] == "variational" and d["chosen_experiment"] == "V2_seed42"
+    c = d["criteria"]
+    assert c["nearest_neighbour_validity"]["ci95"][0] > 0.05
+    assert c["reconstruction_mse"]["verdict"] == c["small_class_iou"]["verdict"] == "non-inferior"
+    assert d["data_sufficient"] and "provisional" not in d["summary"]
 
 
-def test_collapse_and_a_kld_outside_the_band_are_flagged():
-    d = decide(_metrics(_model(), _model(path=1.0, noise=1.0, kld=5e-6, collapsed=True)), RUNS, train_images=22000)
+def test_differences_within_the_seed_to_seed_spread_are_inconclusive():
+    # the VAE is 0.03 better on average, but runs of one arm differ by about 0.05
+    d = _decide(v1={"purity_seed_spread": 0.05}, v2={"purity": 0.83, "purity_seed_spread": 0.05})
+    primary = d["criteria"]["nearest_neighbour_validity"]
+    assert primary["ci95"][0] < 0 < primary["ci95"][1]
+    assert d["verdict"] == "inconclusive" and d["choice"] == "deterministic"
+    assert "inconclusive" in d["summary"] and "includes zero" in d["reason"]
+    # the same average gain with runs that agree with each other is a clear result
+    assert _decide(v2={"purity": 0.83})["verdict"] == "vae better"
+
+
+def test_one_seed_per_arm_cannot_decide():
+    d = _decide(seeds=(42,), v2={"purity": 0.9})
+    assert d["verdict"] == "inconclusive" and "run-to-run spread is unknown" in d["reason"]
+    assert d["criteria"]["reconstruction_mse"]["n_seeds"] == [1, 1]
+
+
+def test_a_vae_worse_beyond_a_margin_is_said_to_be_worse():
+    d = _decide(v2={"purity": 0.9, "mse": 0.002})  # better endpoint, but twice the MSE
+    assert d["criteria"]["reconstruction_mse"]["verdict"] == "inferior"
+    assert d["verdict"] == "vae worse" and d["choice"] == "deterministic" and "reconstruction_mse" in d["reason"]
+    d = _decide(v2={"purity": 0.9, "iou": 0.4})
+    assert d["criteria"]["small_class_iou"]["verdict"] == "inferior" and d["verdict"] == "vae worse"
+
+
+def test_the_probe_is_the_primary_endpoint_when_it_ran():
+    better = _decide(v2={"purity": 0.7}, probe=_probe([30.0, 32.0, 31.0], [20.0, 21.0, 19.0]))
+    assert better["primary_endpoint"] == "generation_fld" and better["verdict"] == "vae better"
+    assert better["criteria"]["generation_fld"]["n_images"] == 3000
+    noisy = _decide(probe=_probe([30.0, 20.0, 25.0], [22.0, 29.0, 24.0]))
+    assert noisy["verdict"] == "inconclusive" and noisy["choice"] == "deterministic"
+    worse = _decide(probe=_probe([20.0, 21.0, 19.0], [30.0, 32.0, 31.0]))
+    assert worse["verdict"] == "vae worse"
+
+
+def test_every_criterion_has_its_interval_seeds_and_images():
+    d = _decide(probe=_probe([30.0, 32.0, 31.0], [20.0, 21.0, 19.0]))
+    for name, criterion in d["criteria"].items():
+        assert {"ci95", "n_seeds", "n_images", "verdict"} <= set(criterion), name
+        if criterion["role"] != "flag":
+            assert criterion["ci95"][0] <= criterion["estimate"] <= criterion["ci95"][1], name
+            assert criterion["n_seeds"] == [3, 3]
+    assert d["criteria"]["reconstruction_mse"]["n_images"] == IMAGES
+    assert d["criteria"]["path_validity"]["n_images"] == PAIRS
+
+
+def test_collapse_decides_and_the_kl_band_is_read_the_right_way():
+    d = _decide(v2={"purity": 0.9, "kl": 2e-6, "collapsed": True})
     assert d["choice"] == "deterministic" and "collapse" in d["reason"]
-    assert any("outside the band" in f for f in d["flags"]) and any("collapse" in f for f in d["flags"])
-    assert d["criteria"]["kld_band"]["verdict"] == "flag"
-
-
-def test_thresholds_are_parameters():
-    measured = _metrics(_model(), _model(mse=0.0013, path=1.05, noise=1.5, kld=2e-4))
-    assert decide(measured, RUNS, 22000)["choice"] == "deterministic"  # 30 % more MSE > 25 %
-    assert decide(measured, RUNS, 22000, Thresholds(max_mse_increase=0.5))["choice"] == "variational"
+    assert any("near the prior" in f and "towards collapse" in f for f in d["flags"])
+    high = _decide(v2={"kl": 5e-3})
+    assert any("barely regularises" in f for f in high["flags"]) and high["criteria"]["kl"]["verdict"] == "flag"
+    assert _decide()["criteria"]["kl"]["kl_nats_per_element"] == pytest.approx([2.0] * 3)
 
 
 def test_too_little_data_is_said_plainly():
-    runs = [_run(V1, epochs=2, resolution=64), _run(V2, epochs=2, resolution=64)]
-    d = decide(_metrics(_model(), _model(kld=2e-4)), runs, train_images=300)
-    assert not d["data_sufficient"] and len(d["data_limits"]) == 3
-    assert "too little to decide" in d["summary"]
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=IMAGES)
+    study = _study(_arm("V1", (1, 2), rng, shared), _arm("V2", (1, 2), rng, shared))
+    d = decide(study, _runs((1, 2), epochs=2, resolution=64), train_images=300, rule=Rule(resamples=200))
+    assert not d["data_sufficient"] and len(d["data_limits"]) == 3 and "too little to decide" in d["summary"]
+
+
+def test_runs_trained_with_different_recipes_are_flagged(tmp_path):
+    runs = [_run(V1, 42, root=tmp_path), _run(V2, 42, root=tmp_path)]
+    for run, precision in zip(runs, ("fp16 (loss scaling)", "bf16")):
+        path = run.outputs.provenance(run.name)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"sessions": [{"precision": precision, "memory_format": "channels_last",
+                                                  "compile": True, "world_size": 1, "torch": "2.13.0"}]}))
+    flags = recipe_flags(runs)
+    assert len(flags) == 1 and "precision" in flags[0] and "bf16" in flags[0] and "fp16" in flags[0]
+    runs[1].outputs.provenance(runs[1].name).unlink()
+    assert recipe_flags(runs) == [f"{runs[1].name}: no provenance.json, so its numerical recipe is unknown"]
 
 
 def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
-    for measured, variational in ((_metrics(_model(), _model(path=1.0, noise=1.0, kld=2e-4)), True),
-                                  (_metrics(_model(), _model(kld=2e-4)), False)):
-        d = decide(measured, RUNS, 22000)
-        decision_path, config_path = write_decision(d, RUNS, Outputs(tmp_path, PHASE))
+    for v2, variational in (({"purity": 0.9}, True), ({}, False)):
+        d = _decide(v2=v2)
+        runs = [run for arm in _runs((42, 43, 44)).values() for run in arm]
+        for run in runs:
+            run.name = run.name.replace("phase1_2_AE_", "").replace("_deterministic", "").replace("_vae_light", "")
+        decision_path, config_path = write_decision(d, runs, Outputs(tmp_path, PHASE))
         assert (decision_path, config_path) == (tmp_path / PHASE / "decision.json", tmp_path / PHASE / "phase1_3_base.yaml")
         assert json.loads(decision_path.read_text())["choice"] == d["choice"]
         cfg = load_config(config_path)
@@ -91,24 +180,34 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
         assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps) == (16, 32, 4)
 
 
-def test_the_study_is_deterministic_and_measures_both_models_alike(tiny_runs):
+def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
     runs, _ = load_runs(Outputs(tiny_runs, PHASE), [V1_NAME, V2_NAME])
-    settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5)
-    study = run_study(runs, tiny_runs, settings, log=lambda _: None)
+    arms = {"V1": [runs[0]], "V2": [runs[1]]}
+    settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5, neighbour_pool=20)
+    study = run_study(arms, tiny_runs, settings, log=lambda _: None)
     first = study.to_json()
     path = tiny_runs / PHASE / "analysis" / "latent_metrics.json"
     assert json.loads(path.read_text()) == json.loads(json.dumps(first))
-    second = run_study(runs, tiny_runs, settings, log=lambda _: None).to_json()
+    second = run_study(arms, tiny_runs, settings, log=lambda _: None).to_json()
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     v1, v2 = (first["models"][r.name] for r in runs)
-    for model in (v1, v2):  # latent noise at the largest sigma makes the reconstructions worse
-        assert model["noise"]["relative_to_clean"][-1] > 1.0, model["noise"]
+    for model in (v1, v2):  # more latent noise moves the decoded layouts further
+        change = model["noise"]["decoded_change"]
+        assert all(a < b for a, b in zip(change, change[1:])) and change[0] > 0, model["noise"]
+        assert model["interpolation"]["path"] == "linear"
+    assert "posterior" in v2 and "posterior" not in v1 and v2["latent"]["of"] == "posterior samples"
     # one pair of each kind the measured layouts allow: room-room, scene-scene, room-scene
     types = study.data.val.types[study.positions]
     rooms, scenes = int((types == 0).sum()), int((types == 1).sum())
     possible = (rooms >= 2) + (scenes >= 2) + (rooms >= 1 and scenes >= 1)
-    assert possible >= 1 and len(v1["interpolation"]["linear"]["pairs"]) == len(first["pairs"]) == possible
+    assert possible >= 1 and len(v1["interpolation"]["pairs"]) == len(first["pairs"]) == possible
     assert v1["reconstruction"]["all"]["images"] == min(12, len(study.data.val)) == first["validation_images"]
+    # the per-image table: a row per run and layout, scenes named, what the decision resamples
+    table = pd.read_csv(tiny_runs / PHASE / "analysis" / "per_image.csv")
+    assert len(table) == 2 * first["validation_images"] and set(table["arm"]) == {"V1", "V2"}
+    assert table.groupby("run")["mse"].mean()[V1_NAME] == pytest.approx(v1["reconstruction"]["all"]["mse"])
+    d = decide(study, arms, train_images=len(study.data.train), rule=Rule(resamples=100))
+    assert d["verdict"] == "inconclusive" and "run-to-run spread is unknown" in d["reason"]
 
 
 def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):

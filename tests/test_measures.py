@@ -61,59 +61,116 @@ def test_segmentation_confidence_of_uniform_and_certain_logits():
     assert float(m.segmentation_confidence(certain)) == pytest.approx(1.0)
 
 
-def test_latent_statistics_of_known_distributions():
+def test_latent_statistics_per_channel_are_not_fooled_by_unequal_scales():
     g = torch.Generator().manual_seed(0)
     gaussian = 2.0 * torch.randn(400, 4, 8, 8, generator=g) + 0.5
     stats = m.latent_statistics(gaussian)
-    assert stats["std"] == pytest.approx(2.0, rel=0.02) and stats["mean"] == pytest.approx(0.5, abs=0.05)
-    assert stats["scale_factor"] == pytest.approx(0.5, rel=0.02)
-    assert abs(stats["excess_kurtosis"]) < 0.1 and len(stats["channel_std"]) == 4
+    assert stats["std"] == pytest.approx(2.0, rel=0.02) and stats["scale_factor"] == pytest.approx(0.5, rel=0.02)
+    assert max(abs(k) for k in stats["channel_excess_kurtosis"]) < 0.1 and len(stats["channel_std"]) == 4
+    # two Gaussian channels of std 0.5 and 2: pooled, their kurtosis would read 2.3 (heavy tails)
+    mixed = torch.randn(4000, 2, 4, 4, generator=g) * torch.tensor([0.5, 2.0]).view(1, 2, 1, 1)
+    pooled = mixed.double().flatten()
+    assert float((pooled - pooled.mean()).pow(4).mean() / pooled.var().pow(2) - 3) == pytest.approx(2.3, abs=0.2)
+    assert abs(m.latent_statistics(mixed)["max_channel_excess_kurtosis"]) < 0.1
     laplace = torch.distributions.Laplace(0.0, 1.0).sample((400, 4, 8, 8))
-    assert m.latent_statistics(laplace)["excess_kurtosis"] == pytest.approx(3.0, abs=0.4)
+    assert m.latent_statistics(laplace)["median_channel_excess_kurtosis"] == pytest.approx(3.0, abs=0.5)
 
 
-def test_posterior_health_counts_active_channels_and_flags_collapse():
+def test_posterior_health_counts_units_and_states_the_kl_in_units():
     g = torch.Generator().manual_seed(0)
     mu = torch.zeros(200, 4, 2, 2)
     mu[:, :2] = torch.randn(200, 2, 2, 2, generator=g)  # channels 0, 1 vary across layouts
+    mu[:, 2, 0, 0] = torch.randn(200, generator=g)  # and one unit of channel 2
     logvar = torch.zeros_like(mu)
-    health = m.posterior_health(mu, logvar, kld_weight=1e-4, min_active_fraction=0.5)
-    assert health["active_units"] == 2 and health["collapsed"] is False
+    health = m.posterior_health(mu, logvar, kld_weight=1e-4, pixels=64 * 64, total_loss=0.05)
+    assert health["active_units"] == 9 and health["units"] == 16 and health["active_share"] == pytest.approx(9 / 16)
+    assert health["active_share_per_channel"] == pytest.approx([1.0, 1.0, 0.25, 0.0])
     # KL of N(mu, 1) to N(0, 1) is mu^2 / 2 per element
-    assert health["kld"] == pytest.approx(float((mu.pow(2) / 2).mean()), rel=1e-6)
-    assert health["kld_weighted"] == pytest.approx(1e-4 * health["kld"])
-    assert health["kl_per_channel"][2] == 0.0 and health["kl_per_channel"][0] > 0.3
-    collapsed = m.posterior_health(torch.zeros(50, 4, 2, 2), torch.zeros(50, 4, 2, 2), 1e-4, 0.5)
+    nats = float((mu.double().pow(2) / 2).mean())
+    assert health["kl_nats_per_element"] == pytest.approx(nats, rel=1e-6)
+    assert health["kl_bits_per_pixel"] == pytest.approx(nats * 16 / math.log(2) / 4096, rel=1e-6)
+    assert health["kl_share_of_loss"] == pytest.approx(1e-4 * nats / 0.05, rel=1e-6)
+    # sigma_q = 1 against means of spread 1: as much noise as signal in channels 0 and 1
+    assert health["noise_to_signal_per_channel"][0] == pytest.approx(1.0, rel=0.15)
+    assert health["collapsed"] is False
+    # a VAE that prunes half its channels has not collapsed; one that encodes nothing has
+    collapsed = m.posterior_health(torch.zeros(50, 4, 2, 2), torch.zeros(50, 4, 2, 2), 1e-4, 4096, 0.05)
     assert collapsed["active_units"] == 0 and collapsed["collapsed"] is True
 
 
-def test_path_smoothness_of_even_detouring_and_abrupt_paths():
-    a, b = torch.zeros(3, 4, 4), torch.ones(3, 4, 4)
+def _palette_image(colour_left, colour_right, size=64, block=1, seed=0):
+    """A 64 px layout of two palette colours; ``block``-sized squares of the right colour placed at random."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.tensor(PALETTE, dtype=torch.float32) / 127.5 - 1
+    image = colours[colour_left].view(3, 1, 1).repeat(1, size, size)
+    mask = torch.rand(size // block, size // block, generator=g) < 0.5
+    mask = mask.repeat_interleave(block, 0).repeat_interleave(block, 1)
+    image[:, mask] = colours[colour_right].view(3, 1)
+    return image, mask
+
+
+def _confident_logits(images):
+    """Logits that are sure where an image is a palette colour, unsure where it is not."""
+    purity = m.palette_purity(images)
+    return torch.stack([torch.full(images.shape[-2:], 10.0 * float(p)) for p in purity]).unsqueeze(1).repeat(1, 10, 1, 1) * \
+        torch.nn.functional.one_hot(torch.zeros(images.shape[-2:], dtype=torch.long), 10).permute(2, 0, 1)
+
+
+def test_a_crisp_switch_is_a_valid_path_and_a_cross_fade_is_not_though_its_length_ratio_is_1():
+    a, _ = _palette_image(9, 0, seed=1)
+    b, _ = _palette_image(9, 1, seed=2)
     alphas = torch.linspace(0, 1, 11)
-    even = m.path_smoothness(m.lerp(a, b, alphas))
-    assert even["path_length_ratio"] == pytest.approx(1.0) and even["max_step_share"] == pytest.approx(0.1)
-    abrupt = torch.stack([a] * 5 + [b] * 6)
-    jump = m.path_smoothness(abrupt)
-    assert jump["path_length_ratio"] == pytest.approx(1.0) and jump["max_step_share"] == pytest.approx(1.0)
-    detour = torch.stack([a, torch.full((3, 4, 4), 3.0), b])  # overshoots and comes back
-    assert m.path_smoothness(detour)["path_length_ratio"] == pytest.approx(5.0)
+    fade = m.lerp(a, b, alphas)
+    # a per-pixel switch: each pixel jumps from A's colour to B's at its own alpha
+    order = torch.rand(a.shape[-2:], generator=torch.Generator().manual_seed(3))
+    switch = torch.stack([torch.where(order < t, b, a) for t in alphas])
+    blocks = torch.rand(8, 8, generator=torch.Generator().manual_seed(4)).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    block_switch = torch.stack([torch.where(blocks < t, b, a) for t in alphas])
+    # the review's numbers: the length ratio is 1 for the fade, about sqrt(10) for the switches
+    assert m.path_length_ratio(fade) == pytest.approx(1.0)
+    assert m.path_length_ratio(switch) == pytest.approx(3.16, abs=0.15)
+    assert m.path_length_ratio(block_switch) == pytest.approx(2.93, abs=0.3)
+    fade_validity = m.path_validity(fade, _confident_logits(fade))
+    switch_validity = m.path_validity(switch, _confident_logits(switch))
+    assert switch_validity["min_purity"] == 1.0 and m.path_validity(block_switch, _confident_logits(block_switch))["min_purity"] == 1.0
+    # at the fade's midpoint only the pixels A and B share are still a palette colour
+    assert fade_validity["purity"][4] == pytest.approx(float((a == b).all(0).float().mean()), abs=1e-6)
+    assert fade_validity["mean_purity"] < 0.9 < switch_validity["mean_purity"]
+    assert fade_validity["mean_confidence"] < switch_validity["mean_confidence"]
 
 
-def test_slerp_keeps_the_ends_and_the_norm_between_equal_norm_latents():
-    z0 = torch.zeros(2, 2, 2)
-    z1 = torch.zeros(2, 2, 2)
-    z0[0, 0, 0], z1[1, 1, 1] = 3.0, 3.0  # orthogonal, same norm
-    path = m.slerp(z0, z1, torch.linspace(0, 1, 5))
-    assert torch.allclose(path[0], z0, atol=1e-6) and torch.allclose(path[-1], z1, atol=1e-6)
-    assert torch.allclose(path.flatten(1).norm(dim=1), torch.full((5,), 3.0), atol=1e-5)
-    straight = m.lerp(z0, z1, torch.tensor([0.5]))
-    assert float(straight.norm()) == pytest.approx(3 / math.sqrt(2), rel=1e-5)
+def test_nearest_finds_the_closest_latent():
+    pool = torch.stack([torch.full((2, 2, 2), float(v)) for v in (0.0, 1.0, 5.0)])
+    queries = torch.stack([torch.full((2, 2, 2), 0.9), torch.full((2, 2, 2), 4.0)])
+    assert m.nearest(queries, pool).tolist() == [1, 2]
 
 
-def test_latent_noise_scales_with_sigma_and_is_reproducible():
-    z = torch.zeros(2, 4, 3, 3)
-    a = m.add_latent_noise(z, 0.5, 2.0, torch.Generator().manual_seed(3))
-    b = m.add_latent_noise(z, 0.5, 2.0, torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)
-    assert float(a.std()) == pytest.approx(1.0, rel=0.35)
-    assert torch.equal(m.add_latent_noise(z, 0.0, 2.0, torch.Generator().manual_seed(3)), z)
+def test_latent_noise_follows_each_channels_scale_and_is_reproducible():
+    z = torch.zeros(200, 2, 3, 3)
+    scales = torch.tensor([100.0, 0.01])
+    a = m.perturb(z, 0.5, scales, torch.Generator().manual_seed(3))
+    assert torch.equal(a, m.perturb(z, 0.5, scales, torch.Generator().manual_seed(3)))
+    stds = a.transpose(0, 1).flatten(1).std(1)
+    assert float(stds[0]) == pytest.approx(50.0, rel=0.1) and float(stds[1]) == pytest.approx(0.005, rel=0.1)
+    assert torch.equal(m.perturb(z, 0.0, scales, torch.Generator().manual_seed(3)), z)
+
+
+def test_noise_robustness_does_not_reward_a_decoder_worse_without_noise():
+    """Two decoders that react to latent noise identically, one with a constant error added: the
+    old ratio MSE(sigma) / MSE(0) called the worse one more robust; the decoded change does not."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 4, generator=g)
+    target = torch.zeros(8, 3, 5, 5)
+
+    def good(z):
+        return torch.einsum("oc,nchw->nohw", weight, z)
+
+    def worse(z):
+        return good(z) + 0.3
+
+    z = 0.1 * torch.randn(8, 4, 5, 5, generator=g)
+    noisy = m.perturb(z, 0.5, z.transpose(0, 1).flatten(1).std(1), torch.Generator().manual_seed(1))
+    ratio = [float(m.mse_per_image(f(noisy), target).mean() / m.mse_per_image(f(z), target).mean()) for f in (good, worse)]
+    assert ratio[1] < 0.9 * ratio[0]  # the old measure's mistake, reproduced
+    change = [m.decoded_change(f(z), f(noisy)) for f in (good, worse)]
+    assert torch.allclose(change[0], change[1], rtol=1e-5, atol=1e-6) and float(change[0].mean()) > 0

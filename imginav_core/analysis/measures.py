@@ -16,6 +16,7 @@ from ..palette import PALETTE
 
 PURITY_TOLERANCE = 24.0  # RGB distance (0-255 units) within which a pixel counts as a palette colour
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E_q[z|x]) > 0.01
+COLLAPSE_SHARE = 0.05  # fewer active units than this share: the posterior has collapsed
 
 
 # ---- reconstruction --------------------------------------------------------------------
@@ -72,50 +73,65 @@ def segmentation_confidence(logits: torch.Tensor) -> torch.Tensor:
 # ---- latent space --------------------------------------------------------------------------
 
 def latent_statistics(latents: torch.Tensor) -> dict:
-    """Per-channel mean and standard deviation over images and positions; overall std and the
-    scale factor ``1 / std`` a diffusion model would multiply latents by (as in latent
-    diffusion); excess kurtosis ``E[(z - m)^4] / s^4 - 3`` (0 for a Gaussian, large = heavy tails)."""
+    """What a latent diffusion model trained on ``latents`` would see: per-channel mean, standard
+    deviation and excess kurtosis ``E[(z - m)^4] / s^4 - 3`` (0 for a Gaussian, large = heavy
+    tails), each channel on its own scale — pooled over channels of unequal scale the kurtosis
+    of Gaussians is not 0 (std 0.5 and 2 pool to 2.3); and the scale factor ``1 / std`` over
+    everything, the one number latent diffusion multiplies its latents by."""
     z = latents.double()
     per_channel = z.transpose(0, 1).flatten(1)  # C, N*H*W
-    flat = z.flatten()
-    std = float(flat.std())
-    centred = flat - flat.mean()
-    kurtosis = float(centred.pow(4).mean() / centred.pow(2).mean().pow(2) - 3.0)
-    ch_centred = per_channel - per_channel.mean(1, keepdim=True)
-    ch_kurtosis = ch_centred.pow(4).mean(1) / ch_centred.pow(2).mean(1).pow(2) - 3.0
+    centred = per_channel - per_channel.mean(1, keepdim=True)
+    kurtosis = centred.pow(4).mean(1) / centred.pow(2).mean(1).pow(2) - 3.0
+    std = float(z.std())
     return {
         "channel_mean": per_channel.mean(1).tolist(),
         "channel_std": per_channel.std(1).tolist(),
-        "channel_excess_kurtosis": ch_kurtosis.tolist(),
-        "mean": float(flat.mean()),
+        "channel_excess_kurtosis": kurtosis.tolist(),
+        "max_channel_excess_kurtosis": float(kurtosis.max()),
+        "median_channel_excess_kurtosis": float(kurtosis.median()),
         "std": std,
         "scale_factor": 1.0 / std if std > 0 else math.inf,
-        "excess_kurtosis": kurtosis,
     }
 
 
-def channel_activity(means: torch.Tensor) -> torch.Tensor:
-    """Per channel: the variance across images of the (posterior) mean, averaged over latent
-    positions — ``mean_{h,w} Var_x(E[z_{c,h,w} | x])``."""
-    return means.double().var(0).mean((1, 2))
+def unit_activity(means: torch.Tensor) -> torch.Tensor:
+    """``Var_x(E[z_u | x])`` of every latent unit u = (channel, row, column): (C, H, W)."""
+    return means.double().var(0)
 
 
-def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float,
-                     min_active_fraction: float) -> dict:
-    """KL(q(z|x) || N(0, I)) as trained (mean over latent elements), raw and weighted; KL per
-    channel; active units (channels with activity > 0.01); posterior-collapse flag (fewer than
-    ``min_active_fraction`` of the channels active)."""
+def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, pixels: int,
+                     total_loss: float) -> dict:
+    """The VAE's posterior as measured on images whose posterior is N(mu, exp(logvar)).
+
+    The KL is trained as a mean over latent elements, so its size needs units: ``kl_nats_per_element``;
+    ``kl_bits_per_pixel`` = the KL of a whole image (summed over its latent elements) in bits, per
+    image pixel; ``kl_share_of_loss`` = the weighted KL over the validation loss it was part of.
+    Active units (Burda et al. 2016): units whose posterior mean varies across images,
+    ``Var_x(E[z_u|x]) > 0.01``, counted unit by unit; a VAE normally leaves some inactive, so
+    only almost none active (``COLLAPSE_SHARE``) is collapse. ``noise_to_signal`` per channel:
+    ``mean sigma_q / std_x(mu)``, the posterior's own noise against the spread of its means —
+    near 1 or above, the decoder was trained on latents mostly noise."""
     kl = DiagonalGaussian(mu.double(), logvar.double()).kl_elements()
-    activity = channel_activity(mu)
+    nats = float(kl.mean())
+    activity = unit_activity(mu)
     active = activity > ACTIVE_UNIT_THRESHOLD
-    channels = mu.shape[1]
+    sigma = (0.5 * logvar.double()).exp()
+    spread = mu.double().transpose(0, 1).flatten(1).std(1)
+    noise_to_signal = sigma.mean((0, 2, 3)) / spread.clamp_min(1e-12)
+    share = float(active.double().mean())
     return {
-        "kld": float(kl.mean()),
-        "kld_weighted": float(kl.mean()) * kld_weight,
+        "kl_nats_per_element": nats,
+        "kl_weighted": nats * kld_weight,
+        "kl_bits_per_pixel": float(kl.flatten(1).sum(1).mean()) / math.log(2) / pixels,
+        "kl_share_of_loss": nats * kld_weight / total_loss if total_loss > 0 else math.nan,
         "kl_per_channel": kl.mean((0, 2, 3)).tolist(),
         "active_units": int(active.sum()),
-        "channels": channels,
-        "collapsed": bool(active.sum() < min_active_fraction * channels),
+        "units": int(active.numel()),
+        "active_share": share,
+        "active_share_per_channel": active.double().mean((1, 2)).tolist(),
+        "noise_to_signal_per_channel": noise_to_signal.tolist(),
+        "median_noise_to_signal": float(noise_to_signal.median()),
+        "collapsed": share < COLLAPSE_SHARE,
     }
 
 
@@ -127,37 +143,47 @@ def lerp(z0: torch.Tensor, z1: torch.Tensor, alphas: torch.Tensor) -> torch.Tens
     return (1 - a) * z0 + a * z1
 
 
-def slerp(z0: torch.Tensor, z1: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
-    """Spherical path: ``sin((1-a) t) / sin t * z0 + sin(a t) / sin t * z1`` with t the angle
-    between the flattened latents (falls back to the straight line when they are parallel)."""
-    a0, a1 = z0.flatten().double(), z1.flatten().double()
-    cos = torch.dot(a0, a1) / (a0.norm() * a1.norm()).clamp_min(1e-12)
-    theta = torch.arccos(cos.clamp(-1.0, 1.0))
-    if float(theta) < 1e-4:
-        return lerp(z0, z1, alphas)
-    a = alphas.double().view(-1, 1)
-    path = (torch.sin((1 - a) * theta) * a0 + torch.sin(a * theta) * a1) / torch.sin(theta)
-    return path.view(len(alphas), *z0.shape).to(z0)
-
-
-def path_smoothness(frames: torch.Tensor) -> dict:
-    """For decoded frames (T, C, H, W) along a path: with d_t = ||F_{t+1} - F_t|| (L2 over pixels),
-    ``path_length_ratio = sum_t d_t / ||F_T - F_0||`` (1.0 = the frames move straight from one
-    end to the other; higher = detours) and ``max_step_share = max_t d_t / sum_t d_t``
-    (1 / (T-1) = perfectly even steps; near 1 = one abrupt jump)."""
-    f = frames.double().flatten(1)
-    steps = (f[1:] - f[:-1]).norm(dim=1)
-    total = float(steps.sum())
-    ends = float((f[-1] - f[0]).norm())
+def path_validity(rgb: torch.Tensor, segmentation: torch.Tensor) -> dict:
+    """Is what lies between two layouts still a layout? For the decoded frames (T, ...) of a path,
+    the palette purity and segmentation confidence of the inner frames (the ends are the two
+    reconstructions): their mean and the worst frame. A cross-fade of two layouts passes
+    through muddy in-between colours (purity near 0.8 at the midpoint); a path that switches
+    from one layout to the other keeps every frame a clean layout (1.0)."""
+    inner = slice(1, len(rgb) - 1) if len(rgb) > 2 else slice(None)
+    purity = palette_purity(rgb[inner])
+    confidence = segmentation_confidence(segmentation[inner])
     return {
-        "path_length_ratio": total / ends if ends > 0 else math.inf,
-        "max_step_share": float(steps.max()) / total if total > 0 else 0.0,
-        "steps": steps.tolist(),
+        "purity": purity.tolist(),
+        "confidence": confidence.tolist(),
+        "mean_purity": float(purity.mean()),
+        "min_purity": float(purity.min()),
+        "mean_confidence": float(confidence.mean()),
     }
 
 
-def add_latent_noise(z: torch.Tensor, sigma: float, latent_std: float, generator: torch.Generator) -> torch.Tensor:
-    """``z + sigma * eps * std(z)``, eps ~ N(0, I): noise on the scale of the latent space itself,
-    the kind of error a diffusion sampler leaves in the latents it produces."""
+def path_length_ratio(frames: torch.Tensor) -> float:
+    """A description of a path, not a quality: ``sum_t ||F_{t+1} - F_t|| / ||F_T - F_0||``.
+    It is exactly 1 for a pixel cross-fade (ghosting) and about sqrt(T - 1) for a crisp switch
+    between two valid layouts, so lower is not smoother in any sense a layout model wants."""
+    f = frames.double().flatten(1)
+    ends = float((f[-1] - f[0]).norm())
+    return float((f[1:] - f[:-1]).norm(dim=1).sum()) / ends if ends > 0 else math.inf
+
+
+def nearest(queries: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """Index in ``pool`` of each query's nearest latent (Euclidean over all elements)."""
+    q, p = queries.double().flatten(1), pool.double().flatten(1)
+    return torch.cdist(q, p).argmin(1)
+
+
+def perturb(z: torch.Tensor, sigma: float, channel_std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``z + sigma * std_c * eps``, eps ~ N(0, I): noise on each channel's own scale (one global
+    std would give a channel of small spread proportionally much more noise than a wide one)."""
     eps = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device)
-    return z + sigma * latent_std * eps
+    return z + sigma * channel_std.to(z).view(1, -1, 1, 1) * eps
+
+
+def decoded_change(clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    """``MSE(D(z + n), D(z))`` per image: how far latent noise moves the decoded layout, whatever
+    the clean reconstruction's own error (a decoder worse without noise gains nothing here)."""
+    return mse_per_image(noisy, clean)

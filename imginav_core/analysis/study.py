@@ -1,9 +1,13 @@
-"""Measure V1 and V2 side by side on the same validation layouts and write
-``OUTPUT_ROOT/<phase>/analysis/latent_metrics.json``.
+"""Measure every run of both arms (V1: deterministic, V2: VAE; one run per training seed) on the
+same validation layouts and write ``OUTPUT_ROOT/<phase>/analysis/latent_metrics.json`` and
+``per_image.csv``.
 
-One pass per model over a fixed validation subset collects reconstruction quality (all, rooms,
-scenes), blur, latents and posterior statistics; a second pass decodes noisy latents; then fixed
-pairs of layouts are interpolated. The same subset, pairs and noise are used for both models.
+Per run, one pass over a seeded random subset of the validation layouts collects reconstruction
+quality (all, rooms, scenes), blur, latents and the posterior; then latent noise on each
+channel's own scale, decoded and compared with the clean decoding; then the midpoint between
+each validation latent and its nearest training latent; then fixed pairs of layouts interpolated
+on the same straight path for every run. Layouts, pairs and noise are the same for every run, so
+the arms can be compared image by image (``decision.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +27,7 @@ from ..data.batches import CachedLayouts, LayoutData, load_data, to_model_inputs
 from ..files import write_text_atomic
 from ..images import to_uint8
 from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
-from ..palette import class_to_rgb
+from ..palette import CLASS_NAMES, NUM_CLASSES, class_to_rgb
 from ..runtime import resolve_device
 from ..training.checkpoints import load_model
 from ..training.samples import pick_samples
@@ -30,6 +35,9 @@ from . import measures as m
 from .runs import RunSummary
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
+ARMS = ("V1", "V2")
+# The classes a blurry decoder loses first: small objects of a few pixels.
+SMALL_CLASSES = ("chair", "lighting", "pier/stool")
 # What must agree between two runs for their comparison to be fair.
 SAME_DATA_KEYS = ("data.manifest", "data.resolution", "data.synthetic_samples", "data.synthetic_seed",
                   "data.val_fraction", "data.split_seed", "data.drop_empty")
@@ -41,9 +49,9 @@ class AnalysisSettings:
     batch_size: int = 16
     pairs_per_kind: int = 2  # K pairs each of room-room, scene-scene, room-scene
     steps: int = 11  # T points on each path, alpha = 0, 0.1, ..., 1
-    sigmas: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+    sigmas: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)  # latent noise, in each channel's own std
+    neighbour_pool: int = 1024  # training layouts searched for each validation latent's nearest one
     seed: int = 0
-    min_active_fraction: float = 0.5  # below this share of active channels = posterior collapse
     frame_size: int = 128  # pixels of the explorer's frames
     device: str = "auto"
 
@@ -64,25 +72,36 @@ class Pair:
 @dataclass
 class ModelResult:
     name: str
-    label: str
+    label: str  # the arm, V1 or V2
+    seed: int  # the run's training seed
     variational: bool
     metrics: dict  # what goes into latent_metrics.json
+    per_image: dict[str, np.ndarray]  # measure -> (N,) over the study's positions (or (N, K))
     latents: torch.Tensor  # (N, C, h, w) validation latents (posterior means), CPU
     examples: dict[str, np.ndarray]  # "rgb" / "segmentation": (E, H, W, 3) uint8
-    frames: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # path -> pair label -> (T, h, w, 3)
+    frames: dict[str, np.ndarray] = field(default_factory=dict)  # pair label -> (T, h, w, 3)
 
 
 @dataclass
 class Study:
     settings: AnalysisSettings
     data: LayoutData
-    positions: np.ndarray  # measured validation positions
+    positions: np.ndarray  # measured validation positions, in the order of the cache's rows
+    scene_ids: np.ndarray  # the scene of each measured layout (the bootstrap's groups)
     pairs: list[Pair]
     example_positions: np.ndarray
     inputs: np.ndarray  # (E, H, W, 3) uint8 of the examples
     pair_inputs: dict[str, np.ndarray]  # pair label -> (2, h, w, 3)
     models: list[ModelResult]
     alphas: list[float]
+
+    def arm(self, label: str) -> list[ModelResult]:
+        """The runs of one arm, in seed order."""
+        return sorted((r for r in self.models if r.label == label), key=lambda r: r.seed)
+
+    def shown(self, label: str) -> ModelResult:
+        """The run of an arm whose pictures the report shows: its first seed."""
+        return self.arm(label)[0]
 
     def pair_images(self, pair: Pair, device: torch.device) -> torch.Tensor:
         """The pair's two layouts as model inputs, A first."""
@@ -94,14 +113,34 @@ class Study:
         return {
             "settings": asdict(self.settings),
             "validation_images": int(len(self.positions)),
+            "validation_scenes": int(len(np.unique(self.scene_ids))),
+            "arms": {label: [r.name for r in self.arm(label)] for label in ARMS},
             "pairs": [asdict(p) | {"label": p.label} for p in self.pairs],
             "alphas": self.alphas,
             "models": {r.name: r.metrics for r in self.models},
         }
 
+    def per_image_table(self) -> pd.DataFrame:
+        """Every run's per-image measures, one row per (run, layout): ``per_image.csv``."""
+        records = self.data.val.cache.records
+        rows = self.data.val.indices[self.positions]
+        tables = []
+        for r in self.models:
+            table = pd.DataFrame({"run": r.name, "arm": r.label, "seed": r.seed, "position": self.positions,
+                                  "layout_path": [str(records[i].path) for i in rows], "scene_id": self.scene_ids,
+                                  "type": self.data.val.types[self.positions]})
+            for key, values in r.per_image.items():
+                if values.ndim == 1:
+                    table[key] = values
+                else:
+                    for k, name in enumerate(SMALL_CLASSES):
+                        table[f"{key}_{name.replace('/', '_')}"] = values[:, k]
+            tables.append(table)
+        return pd.concat(tables, ignore_index=True)
+
 
 def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
-    """The data configuration both runs trained on (refuses runs trained on different data)."""
+    """The data configuration every run trained on (refuses runs trained on different data)."""
     base = runs[0].config
     for run in runs[1:]:
         differ = [k for k in SAME_DATA_KEYS if run.config.get(k) != base.get(k)]
@@ -116,7 +155,7 @@ def choose_pairs(layouts: CachedLayouts, positions: np.ndarray, per_kind: int, s
     """K fixed pairs of each kind among the measured layouts (deterministic per seed)."""
     rng = np.random.default_rng(seed)
     types = layouts.types[positions]
-    rooms, scenes = positions[types == 0], positions[types == 1]
+    rooms, scenes = np.sort(positions[types == 0]), np.sort(positions[types == 1])
     pools = {"room-room": (rooms, rooms), "scene-scene": (scenes, scenes), "room-scene": (rooms, scenes)}
     pairs = []
     for kind in PAIR_KINDS:
@@ -137,131 +176,180 @@ def _frames_uint8(images: torch.Tensor, size: int) -> np.ndarray:
     return to_uint8(images)
 
 
-def _summarise(per_image: dict[str, torch.Tensor], types: torch.Tensor, matrices: dict[str, torch.Tensor]) -> dict:
+def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device):
+    """(slice, rgb, class_map, label) over ``positions`` in the cache's row order, which is the
+    order a batch comes back in."""
+    s = study.settings
+    for start in range(0, len(positions), s.batch_size):
+        x, class_map, label = to_model_inputs(layouts[positions[start:start + s.batch_size]], device)
+        yield slice(start, start + len(x)), x, class_map, label
+
+
+def _small_class_counts(prediction: torch.Tensor, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and small class: intersection and union pixel counts, (N, K) each."""
+    inter, union = [], []
+    for name in SMALL_CLASSES:
+        c = CLASS_NAMES.index(name)
+        pred, true = prediction == c, class_map == c
+        inter.append((pred & true).flatten(1).sum(1))
+        union.append((pred | true).flatten(1).sum(1))
+    return torch.stack(inter, 1).double(), torch.stack(union, 1).double()
+
+
+def _summarise(per_image: dict[str, np.ndarray], types: np.ndarray, matrices: dict[str, torch.Tensor]) -> dict:
     out = {}
-    for subset, mask in (("all", torch.ones_like(types, dtype=torch.bool)), ("room", types == 0), ("scene", types == 1)):
-        if not bool(mask.any()):
+    for subset, mask in (("all", np.ones_like(types, dtype=bool)), ("room", types == 0), ("scene", types == 1)):
+        if not mask.any():
             continue
-        sel = {k: v[mask].double() for k, v in per_image.items()}
+        sel = {k: v[mask] for k, v in per_image.items()}
+        inter, union = sel["small_inter"].sum(0), sel["small_union"].sum(0)
         out[subset] = {
             "images": int(mask.sum()),
             "mse": float(sel["mse"].mean()),
             "psnr": float(sel["psnr"].mean()),
             "ssim": float(sel["ssim"].mean()),
             "miou": miou(matrices[subset]),
+            "small_class_iou": float(np.mean([i / u for i, u in zip(inter, union) if u > 0])) if union.any() else math.nan,
             "pixel_accuracy": pixel_accuracy(matrices[subset]),
             "classification_accuracy": float(sel["correct"].mean()),
-            "sharpness_ratio": float(sel["sharp_out"].sum() / sel["sharp_in"].sum().clamp_min(1e-12)),
-            "palette_purity": float(sel["purity_out"].mean()),
+            "sharpness_ratio": float(sel["sharp_out"].sum() / max(sel["sharp_in"].sum(), 1e-12)),
+            "palette_purity": float(sel["purity"].mean()),
             "input_palette_purity": float(sel["purity_in"].mean()),
         }
     return out
 
 
 @torch.no_grad()
-def measure_model(run: RunSummary, study: Study, device: torch.device) -> ModelResult:
+def measure_model(run: RunSummary, label: str, study: Study, device: torch.device) -> ModelResult:
     s = study.settings
     cfg, model, _ = load_model(run.best_checkpoint, device)
     val = study.data.val
-    per_image: dict[str, list[torch.Tensor]] = {k: [] for k in
-                                                ("mse", "psnr", "ssim", "correct", "sharp_in", "sharp_out",
-                                                 "purity_in", "purity_out")}
-    matrices = {k: torch.zeros(10, 10, dtype=torch.int64) for k in ("all", "room", "scene")}
-    latents, logvars, labels = [], [], []
-    for start in range(0, len(study.positions), s.batch_size):
-        x, class_map, label = to_model_inputs(val[study.positions[start:start + s.batch_size]], device)
+    per_image: dict[str, list] = {k: [] for k in ("mse", "psnr", "ssim", "correct", "sharp_in", "sharp_out",
+                                                   "purity_in", "purity", "small_inter", "small_union")}
+    matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
+    means, logvars, seen = [], [], []
+    # What a diffusion model trained on this space would see: the VAE's posterior samples.
+    sampling = torch.Generator().manual_seed(s.seed)
+    for _, x, class_map, label_ in _batches(study, val, study.positions, device):
         posterior = model.posterior(x)
         z = posterior.mode()
         out = model.decode(z)
-        latents.append(z.cpu())
-        labels.append(label.cpu())
-        if not posterior.deterministic:
+        means.append(z.cpu())
+        if posterior.deterministic:
+            seen.append(z.cpu())
+        else:
             logvars.append(posterior.logvar.cpu())
-        per_image["mse"].append(m.mse_per_image(out["rgb"], x).cpu())
-        per_image["psnr"].append(psnr_per_image(out["rgb"], x).cpu())
-        per_image["ssim"].append(m.ssim_per_image(out["rgb"], x).cpu())
-        per_image["correct"].append((out["classification"].argmax(1) == label).float().cpu())
+            eps = torch.randn(z.shape, generator=sampling)
+            seen.append(z.cpu() + (0.5 * posterior.logvar.cpu()).exp() * eps)
+        per_image["mse"].append(m.mse_per_image(out["rgb"], x))
+        per_image["psnr"].append(psnr_per_image(out["rgb"], x))
+        per_image["ssim"].append(m.ssim_per_image(out["rgb"], x))
+        per_image["correct"].append((out["classification"].argmax(1) == label_).float())
         sharp_out, sharp_in = m.edge_energy(out["rgb"], x)
-        per_image["sharp_in"].append(sharp_in.cpu())
-        per_image["sharp_out"].append(sharp_out.cpu())
-        per_image["purity_in"].append(m.palette_purity(x).cpu())
-        per_image["purity_out"].append(m.palette_purity(out["rgb"]).cpu())
+        per_image["sharp_in"].append(sharp_in)
+        per_image["sharp_out"].append(sharp_out)
+        per_image["purity_in"].append(m.palette_purity(x))
+        per_image["purity"].append(m.palette_purity(out["rgb"]))
         prediction = out["segmentation"].argmax(1)
-        for subset, mask in (("all", label >= 0), ("room", label == 0), ("scene", label == 1)):
+        inter, union = _small_class_counts(prediction, class_map)
+        per_image["small_inter"].append(inter)
+        per_image["small_union"].append(union)
+        for subset, mask in (("all", label_ >= 0), ("room", label_ == 0), ("scene", label_ == 1)):
             if bool(mask.any()):
                 matrices[subset] += confusion(prediction[mask], class_map[mask]).cpu()
-    stacked = {k: torch.cat(v) for k, v in per_image.items()}
-    types = torch.cat(labels)
-    z_all = torch.cat(latents)
+    arrays = {k: torch.cat(v).double().cpu().numpy() for k, v in per_image.items()}
+    types = val.types[study.positions]
+    z_all, z_seen = torch.cat(means), torch.cat(seen)
     metrics: dict = {
         "experiment": run.name,
+        "arm": label,
+        "seed": run.config.training.seed,
         "variational": cfg.model.variational,
-        "reconstruction": _summarise(stacked, types, matrices),
-        "latent": m.latent_statistics(z_all),
-        "channel_activity": m.channel_activity(z_all).tolist(),
+        "reconstruction": _summarise(arrays, types, matrices),
+        "latent": m.latent_statistics(z_seen) | {"of": "posterior samples" if cfg.model.variational else "latents"},
     }
     if cfg.model.variational:
-        metrics["posterior"] = m.posterior_health(z_all, torch.cat(logvars), cfg.loss.kld, s.min_active_fraction)
-    metrics["noise"] = _noise_robustness(model, study, z_all, metrics["latent"]["std"], device)
-    result = ModelResult(run.name, run.label, cfg.model.variational, metrics, z_all, {})
+        total = float(run.best_row["val_total"]) if "val_total" in run.best_row else math.nan
+        metrics["posterior"] = m.posterior_health(z_all, torch.cat(logvars), cfg.loss.kld,
+                                                  cfg.data.resolution ** 2, total)
+    channel_std = torch.tensor(metrics["latent"]["channel_std"], dtype=torch.float32)
+    change = _noise_robustness(model, study, z_all, channel_std, device)
+    metrics["noise"] = {"sigmas": list(s.sigmas), "scale": "each channel's std of " + metrics["latent"]["of"],
+                        "decoded_change": [float(v.mean()) for v in change.values()]}
+    if "posterior" in metrics:
+        metrics["noise"]["posterior_noise_to_signal"] = metrics["posterior"]["median_noise_to_signal"]
+    for sigma, values in change.items():
+        arrays[f"change_sigma{sigma:g}"] = values
+    neighbour = _nearest_neighbour_midpoints(model, study, z_all, device)
+    arrays.update(neighbour)
+    metrics["nearest_neighbour"] = {k: float(v.mean()) for k, v in neighbour.items()}
+    result = ModelResult(run.name, label, run.config.training.seed, cfg.model.variational, metrics, arrays, z_all, {})
     _interpolate(model, study, result, device)
     _examples(model, study, result, device)
     return result
 
 
-def _noise_robustness(model, study: Study, z_all: torch.Tensor, latent_std: float, device) -> dict:
-    """Reconstruction MSE of ``decode(z + sigma * eps * std(z))`` against the input, per sigma;
-    the same eps for every model (same generator seeds, same latent shape)."""
+def _noise_robustness(model, study: Study, z_all: torch.Tensor, channel_std: torch.Tensor, device) -> dict:
+    """Per sigma and image, ``MSE(D(z + n), D(z))`` with ``n`` of std sigma x each channel's std;
+    the same draws for every run (one generator per sigma, same seeds, same latent shape)."""
     s = study.settings
-    # One generator per sigma, each drawing batch after batch in order; the inputs read once per batch.
-    generators = [torch.Generator().manual_seed(s.seed * 1000 + k) for k in range(len(s.sigmas))]
-    errors: list[list[torch.Tensor]] = [[] for _ in s.sigmas]
-    for start in range(0, len(study.positions), s.batch_size):
-        x, _, _ = to_model_inputs(study.data.val[study.positions[start:start + s.batch_size]], device)
+    generators = {sigma: torch.Generator().manual_seed(s.seed * 1000 + k) for k, sigma in enumerate(s.sigmas)}
+    change: dict[float, list[torch.Tensor]] = {sigma: [] for sigma in s.sigmas}
+    for start in range(0, len(z_all), s.batch_size):
         z = z_all[start:start + s.batch_size].to(device)
-        for sigma, generator, out in zip(s.sigmas, generators, errors):
-            noisy = m.add_latent_noise(z, sigma, latent_std, generator)
-            out.append(m.mse_per_image(model.decode(noisy)["rgb"], x).cpu())
-    mse = [float(torch.cat(out).double().mean()) for out in errors]
-    return {"sigmas": list(s.sigmas), "mse": mse, "relative_to_clean": [v / mse[0] if mse[0] > 0 else math.inf for v in mse]}
+        clean = model.decode(z)["rgb"]
+        for sigma, generator in generators.items():
+            noisy = model.decode(m.perturb(z, sigma, channel_std, generator))["rgb"]
+            change[sigma].append(m.decoded_change(clean, noisy).cpu())
+    return {sigma: torch.cat(v).double().numpy() for sigma, v in change.items()}
+
+
+def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, device) -> dict[str, np.ndarray]:
+    """For each validation latent, the midpoint to its nearest training latent, decoded: is the
+    space between a layout and its closest known neighbour still a layout?"""
+    s = study.settings
+    train = study.data.train
+    pool_positions = np.random.default_rng(s.seed).permutation(len(train))[:s.neighbour_pool]
+    pool_positions = pool_positions[np.argsort(train.indices[pool_positions])]
+    pool = torch.cat([model.encode(x).cpu() for _, x, _, _ in _batches(study, train, pool_positions, device)])
+    nearest = m.nearest(z_val, pool)
+    purity, confidence = [], []
+    for start in range(0, len(z_val), s.batch_size):
+        stop = start + s.batch_size
+        mid = 0.5 * (z_val[start:stop] + pool[nearest[start:stop]])
+        out = model.decode(mid.to(device))
+        purity.append(m.palette_purity(out["rgb"]).cpu())
+        confidence.append(m.segmentation_confidence(out["segmentation"]).cpu())
+    return {"nn_midpoint_purity": torch.cat(purity).double().numpy(),
+            "nn_midpoint_confidence": torch.cat(confidence).double().numpy()}
 
 
 def _interpolate(model, study: Study, result: ModelResult, device) -> None:
+    """The same straight path, between the same pairs, for every run."""
     s = study.settings
     alphas = torch.tensor(study.alphas)
-    paths = {"linear": m.lerp} | ({"spherical": m.slerp} if result.variational else {})
-    summary: dict = {}
-    for path_name, path in paths.items():
-        pairs_out = []
-        result.frames[path_name] = {}
-        for pair in study.pairs:
-            x = study.pair_images(pair, device)
-            z = model.encode(x)
-            out = model.decode(path(z[0], z[1], alphas))
-            smooth = m.path_smoothness(out["rgb"])
-            mid = len(study.alphas) // 2
-            pairs_out.append({
-                "pair": pair.label,
-                "kind": pair.kind,
-                **{k: v for k, v in smooth.items() if k != "steps"},
-                "step_sizes": smooth["steps"],
-                "midpoint_palette_purity": float(m.palette_purity(out["rgb"][mid:mid + 1])[0]),
-                "midpoint_segmentation_confidence": float(m.segmentation_confidence(out["segmentation"][mid:mid + 1])[0]),
-            })
-            result.frames[path_name][pair.label] = _frames_uint8(out["rgb"], s.frame_size)
-            if pair.label not in study.pair_inputs:
-                study.pair_inputs[pair.label] = _frames_uint8(x, s.frame_size)
-        summary[path_name] = {"pairs": pairs_out, **_mean_over_pairs(pairs_out)}
-        for kind in PAIR_KINDS:
-            of_kind = [p for p in pairs_out if p["kind"] == kind]
-            if of_kind:
-                summary[path_name][kind] = _mean_over_pairs(of_kind)
+    pairs_out = []
+    for pair in study.pairs:
+        x = study.pair_images(pair, device)
+        z = model.encode(x)
+        out = model.decode(m.lerp(z[0], z[1], alphas))
+        validity = m.path_validity(out["rgb"], out["segmentation"])
+        pairs_out.append({"pair": pair.label, "kind": pair.kind, **validity,
+                          "path_length_ratio": m.path_length_ratio(out["rgb"])})
+        result.frames[pair.label] = _frames_uint8(out["rgb"], s.frame_size)
+        if pair.label not in study.pair_inputs:
+            study.pair_inputs[pair.label] = _frames_uint8(x, s.frame_size)
+    summary = {"path": "linear", "pairs": pairs_out, **_mean_over_pairs(pairs_out)}
+    for kind in PAIR_KINDS:
+        of_kind = [p for p in pairs_out if p["kind"] == kind]
+        if of_kind:
+            summary[kind] = _mean_over_pairs(of_kind)
     result.metrics["interpolation"] = summary
 
 
 def _mean_over_pairs(pairs: list[dict]) -> dict:
-    keys = ("path_length_ratio", "max_step_share", "midpoint_palette_purity", "midpoint_segmentation_confidence")
-    return {f"mean_{k}": float(np.mean([p[k] for p in pairs])) if pairs else math.nan for k in keys}
+    keys = ("mean_purity", "min_purity", "mean_confidence", "path_length_ratio")
+    return {f"pairs_{k}": float(np.mean([p[k] for p in pairs])) if pairs else math.nan for k in keys}
 
 
 def _examples(model, study: Study, result: ModelResult, device) -> None:
@@ -270,21 +358,25 @@ def _examples(model, study: Study, result: ModelResult, device) -> None:
     result.examples = {"rgb": to_uint8(out["rgb"]), "segmentation": class_to_rgb(out["segmentation"].argmax(1))}
 
 
-def run_study(runs: list[RunSummary], output_root: str | Path, settings: AnalysisSettings | None = None,
+def run_study(arms: dict[str, list[RunSummary]], output_root: str | Path, settings: AnalysisSettings | None = None,
               log=print) -> Study:
-    """Measure every run on the same validation layouts, pairs and noise; write latent_metrics.json."""
+    """Measure every run of every arm on the same validation layouts, pairs and noise; write
+    latent_metrics.json and per_image.csv."""
     settings = settings or AnalysisSettings()
+    runs = [run for label in ARMS for run in arms[label]]
     cfg = shared_config(runs, output_root)
     data = load_data(cfg, log)
     val = data.val
     # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
-    # give a few houses' rooms.
-    positions = np.sort(np.random.default_rng(settings.seed).permutation(len(val))[:settings.max_images])
+    # give a few houses' rooms. Kept in the cache's row order, the order batches come back in.
+    positions = np.random.default_rng(settings.seed).permutation(len(val))[:settings.max_images]
+    positions = positions[np.argsort(val.indices[positions])]
     example_positions = np.sort(positions[pick_samples(CachedLayouts(val.cache, val.indices[positions]), per_type=3)])
     study = Study(
         settings=settings,
         data=data,
         positions=positions,
+        scene_ids=np.array([val.cache.records[row].scene_id for row in val.indices[positions]]),
         pairs=choose_pairs(val, positions, settings.pairs_per_kind, settings.seed),
         example_positions=example_positions,
         inputs=val[example_positions]["rgb"].numpy(),
@@ -293,10 +385,13 @@ def run_study(runs: list[RunSummary], output_root: str | Path, settings: Analysi
         alphas=[float(a) for a in np.linspace(0.0, 1.0, settings.steps)],
     )
     device = resolve_device(settings.device, "analysis device")
-    for run in runs:
-        log(f"measuring {run.name} on {len(positions)} validation layouts ({device})")
-        study.models.append(measure_model(run, study, device))
+    for label in ARMS:
+        for run in arms[label]:
+            log(f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "
+                f"validation layouts of {len(np.unique(study.scene_ids))} scenes ({device})")
+            study.models.append(measure_model(run, label, study, device))
     path = cfg.outputs.latent_metrics
     write_text_atomic(path, json.dumps(study.to_json(), indent=1, allow_nan=True))
-    log(f"latent-space measurements written to {cfg.outputs.shown(path)}")
+    write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))
+    log(f"latent-space measurements written to {cfg.outputs.shown(path)} and per_image.csv beside it")
     return study
