@@ -156,7 +156,8 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
     root = tmp_path / "outputs"
     shutil.copytree(tiny_runs, root)
     args = [sys.executable, "-m", "imginav_core", "probe", "-p", "output_root", str(root), "-p", "steps", "10",
-            "-p", "batch_size", "8", "-p", "width", "16", "-p", "samples", "6", "-p", "seeds", "2", "-p", "device", "cpu"]
+            "-p", "batch_size", "8", "-p", "width", "16", "-p", "samples", "6", "-p", "seeds", "2", "-p", "device", "cpu",
+            "-p", "experiments", f"{V1_NAME},{V2_NAME}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
@@ -181,7 +182,7 @@ def test_the_probe_refuses_an_unfinished_or_missing_run_naming_it(tmp_path):
     done = subprocess.run([sys.executable, "-m", "imginav_core", "check", "probe", "-p", "output_root",
                            str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
-    assert f"no metrics for experiment '{V1_NAME}'" in done.stderr
+    assert f"no metrics for experiment '{V1_NAME}_seed42'" in done.stderr  # the plan's first run
     bad = subprocess.run([sys.executable, "-m", "imginav_core", "check", "probe", "--parameters-only", "-p", "samples",
                           "1"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "'samples' = 1" in bad.stderr

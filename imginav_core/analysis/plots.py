@@ -10,16 +10,30 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, flatten
-from .decision import Thresholds
+from .decision import Rule
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
-from .study import Study
+from .study import ARMS, Study
 
 COLOURS = {"V1": "#377eb8", "V2": "#e41a1c"}
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
 def _colour(label: str) -> str:
     return COLOURS.get(label, "#4d4d4d")
+
+
+def _seed_index(runs: list[RunSummary], run: RunSummary) -> int:
+    """The position of ``run`` among the runs of its arm, by seed: its line style."""
+    same = sorted((r for r in runs if r.label == run.label), key=lambda r: r.config.training.seed)
+    return next(i for i, r in enumerate(same) if r.name == run.name)
+
+
+def run_label(run: RunSummary) -> str:
+    """``V1 seed 42``: the arm and the training seed."""
+    return f"{run.label} seed {run.config.training.seed}"
 
 
 def settings_table(cfg: Config) -> pd.DataFrame:
@@ -34,18 +48,21 @@ def settings_table(cfg: Config) -> pd.DataFrame:
 
 
 def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bool = True) -> plt.Figure:
-    """One line per run of a metrics-CSV column against the epoch; the best epoch is marked."""
+    """One line per run of a metrics-CSV column against the epoch (colour: the arm; line style:
+    the seed); the best epoch is circled."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for run in runs:
-        ax.plot(run.metrics["epoch"], run.metrics[column], marker="o", color=_colour(run.label), label=run.label)
+        style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
+        ax.plot(run.metrics["epoch"], run.metrics[column], marker="o", ms=3, ls=style, color=_colour(run.label),
+                label=run_label(run))
         if run.best_epoch:
-            ax.scatter([run.best_epoch], [run.best_row[column]], s=120, facecolors="none",
-                       edgecolors=_colour(run.label), linewidths=2)
+            ax.scatter([run.best_epoch], [run.best_row[column]], s=90, facecolors="none",
+                       edgecolors=_colour(run.label), linewidths=1.5)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     if log:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(title="circle = best epoch", fontsize=8, title_fontsize=8)
+    ax.legend(title="circle = best epoch", fontsize=7, title_fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -80,37 +97,41 @@ def training_curves(run: RunSummary) -> plt.Figure:
     return fig
 
 
-def kld_trend(run: RunSummary, low: float = Thresholds.kld_low, high: float = Thresholds.kld_high) -> plt.Figure:
-    """The VAE's weighted validation KLD per epoch against the specification's band."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.axhspan(low, high, color="#4daf4a", alpha=0.15, label=f"specification band {low:g}..{high:g}")
-    ax.plot(run.metrics["epoch"], run.metrics["val_kld_weighted"], marker="o", color=_colour(run.label),
-            label=f"{run.label} weighted KLD (validation)")
-    ax.plot(run.metrics["epoch"], run.metrics["train_kld_weighted"], marker=".", ls="--", color=_colour(run.label),
-            alpha=0.6, label=f"{run.label} weighted KLD (training)")
-    values = np.concatenate([run.metrics["val_kld_weighted"].to_numpy(), [low, high]])
-    ax.set(xlabel="epoch", ylabel="KLD x weight", title="KL regularisation of the VAE", yscale="log",
-           ylim=(values[values > 0].min() / 3, values.max() * 3))
+def kld_trend(runs: list[RunSummary], low: float = Rule.kld_low, high: float = Rule.kld_high) -> plt.Figure:
+    """The weighted KLD of each VAE run per epoch against the specification's band."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    values = [low, high]
+    for run in runs:
+        style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
+        ax.plot(run.metrics["epoch"], run.metrics["val_kld_weighted"], marker="o", ms=3, ls=style,
+                color=_colour(run.label), label=f"{run_label(run)} validation")
+        values += run.metrics["val_kld_weighted"].tolist()
+    ax.axhspan(low, high, color="#4daf4a", alpha=0.15, label=f"band {low:g}..{high:g}")
+    finite = [v for v in values if np.isfinite(v) and v > 0]
+    ax.set(xlabel="epoch", ylabel="weighted KLD", yscale="log", title="KL term against the band",
+           ylim=(min(finite) / 2, max(finite) * 2))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def stability(runs: list[RunSummary]) -> plt.Figure:
-    """Left: training loss per epoch. Right: its epoch-to-epoch relative change |L_t - L_t-1| / L_t-1."""
+    """Left: training loss per epoch. Right: its relative change from one epoch to the next."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
     for run in runs:
+        style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
         loss = run.metrics["train_total"].to_numpy()
-        left.plot(run.metrics["epoch"], loss, marker="o", color=_colour(run.label), label=run.label)
+        left.plot(run.metrics["epoch"], loss, marker="o", ms=3, ls=style, color=_colour(run.label), label=run_label(run))
         if len(loss) > 1:
-            change = np.abs(np.diff(loss)) / loss[:-1]
-            right.plot(run.metrics["epoch"].to_numpy()[1:], change, marker="o", color=_colour(run.label), label=run.label)
+            change = np.abs(np.diff(loss)) / np.abs(loss[:-1])
+            right.plot(run.metrics["epoch"].to_numpy()[1:], change, marker="o", ms=3, ls=style,
+                       color=_colour(run.label), label=run_label(run))
     left.set(xlabel="epoch", ylabel="training loss (total)", yscale="log", title="training loss")
-    right.set(xlabel="epoch", ylabel="relative change from previous epoch", yscale="log", title="epoch-to-epoch variation")
+    right.set(xlabel="epoch", ylabel="|change| / previous", yscale="log", title="epoch-to-epoch change")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -120,8 +141,7 @@ def final_metrics_table(runs: list[RunSummary]) -> pd.DataFrame:
     rows = {}
     for run in runs:
         best = run.best_row
-        rows[run.label] = {
-            "experiment": run.name,
+        rows[run_label(run)] = {
             "status": run.status + ("" if run.finished else " (UNFINISHED)"),
             "val MSE": best["val_mse"],
             "PSNR (dB)": best["val_psnr"],
@@ -139,16 +159,38 @@ def final_metrics_table(runs: list[RunSummary]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rate_distortion(points: dict[float, list[RunSummary]]) -> plt.Figure:
+    """The KL-weight sweep: validation MSE against the KL (nats per latent element) at each run's
+    best epoch, one point per weight with the seeds' mean and, as error bars, their standard
+    deviation (none for a single seed)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for weight, runs in sorted(points.items()):
+        kl = np.array([float(r.best_row["val_kld"]) for r in runs])
+        mse = np.array([float(r.best_row["val_mse"]) for r in runs])
+        spread = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
+        ax.errorbar([kl.mean()], [mse.mean()], xerr=[spread(kl)], yerr=[spread(mse)], marker="o", capsize=3,
+                    color=_colour("V2"))
+        ax.scatter(kl, mse, s=10, color=_colour("V2"), alpha=0.4)
+        ax.annotate(f"weight {weight:g} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", (kl.mean(), mse.mean()),
+                    textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.set(xlabel="KL (nats per latent element): the rate", ylabel="validation MSE: the distortion",
+           title="Rate against distortion over the KL weight", yscale="log")
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def reconstructions(study: Study) -> plt.Figure:
-    """Per row one validation layout: input, each model's reconstruction, each model's segmentation."""
+    """Per row one validation layout: input, each arm's reconstruction and segmentation (the
+    arm's first seed)."""
+    shown = [study.shown(label) for label in ARMS]
     types = study.data.val.types[study.example_positions]
-    titles = ["input"] + [f"{r.label} reconstruction" for r in study.models] + \
-             [f"{r.label} segmentation" for r in study.models]
+    titles = ["input"] + [f"{r.label} reconstruction" for r in shown] + [f"{r.label} segmentation" for r in shown]
     n = len(study.example_positions)
     fig, axes = plt.subplots(n, len(titles), figsize=(2.0 * len(titles), 2.0 * n), squeeze=False)
     for i in range(n):
-        images = [study.inputs[i]] + [r.examples["rgb"][i] for r in study.models] + \
-                 [r.examples["segmentation"][i] for r in study.models]
+        images = [study.inputs[i]] + [r.examples["rgb"][i] for r in shown] + [r.examples["segmentation"][i] for r in shown]
         for j, image in enumerate(images):
             ax = axes[i, j]
             ax.imshow(image, interpolation="nearest")
@@ -158,14 +200,15 @@ def reconstructions(study: Study) -> plt.Figure:
                 ax.set_title(titles[j], fontsize=8)
             if j == 0:
                 ax.set_ylabel("room" if types[i] == 0 else "scene", fontsize=8)
+    fig.suptitle(f"seeds shown: " + ", ".join(f"{r.label} {r.seed}" for r in shown), fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> plt.Figure:
-    """Decoded frames along the path between one pair, one row per model and path."""
+    """Decoded frames along the straight path between one pair, one row per arm (first seed)."""
     label = study.pairs[pair_index].label
-    rows = [(f"{r.label} {path}", frames[label]) for r in study.models for path, frames in r.frames.items()]
+    rows = [(f"{r.label} seed {r.seed}", r.frames[label]) for r in (study.shown(a) for a in ARMS)]
     picks = list(range(0, len(study.alphas), every))
     if picks[-1] != len(study.alphas) - 1:
         picks.append(len(study.alphas) - 1)
@@ -186,35 +229,41 @@ def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> p
 
 
 def noise_robustness(study: Study) -> plt.Figure:
-    """Reconstruction MSE after adding noise of sigma x std(z) to the latents."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
-    for r in study.models:
-        noise = r.metrics["noise"]
-        left.plot(noise["sigmas"], noise["mse"], marker="o", color=_colour(r.label), label=r.label)
-        right.plot(noise["sigmas"], noise["relative_to_clean"], marker="o", color=_colour(r.label), label=r.label)
-    left.set(xlabel="noise sigma (x latent std)", ylabel="reconstruction MSE", yscale="log", title="MSE under latent noise")
-    right.set(xlabel="noise sigma (x latent std)", ylabel="MSE / MSE without noise", yscale="log",
-              title="degradation relative to clean")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    """How far latent noise moves the decoded layout, ``MSE(D(z + n), D(z))``, against the noise
+    (sigma x each channel's std): each run a thin line, each arm's mean over seeds a thick one."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for label in ARMS:
+        runs = study.arm(label)
+        sigmas = runs[0].metrics["noise"]["sigmas"]
+        change = np.array([r.metrics["noise"]["decoded_change"] for r in runs])
+        for r, line in zip(runs, change):
+            ax.plot(sigmas, line, color=_colour(label), alpha=0.35, lw=1)
+        ax.plot(sigmas, change.mean(0), marker="o", color=_colour(label), lw=2,
+                label=f"{label} (mean of {len(runs)} seed{'s' if len(runs) > 1 else ''})")
+    ax.set(xlabel="noise sigma (x each latent channel's std)", ylabel="MSE(D(z + n), D(z))", yscale="log",
+           title="Decoded change under latent noise (lower = more robust)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def latent_distribution(study: Study) -> plt.Figure:
-    """Left: histogram of latent values (standardised by each model's scale factor would centre them
-    at unit width). Right: per-channel standard deviation, and the VAE's KL per channel."""
+    """Left: histogram of what a diffusion model would see, scaled by its scale factor (the VAE's
+    posterior samples). Right: per-channel excess kurtosis (0 = Gaussian)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
-    for r in study.models:
-        values = r.latents.flatten().numpy()
-        left.hist(values, bins=80, histtype="step", density=True, color=_colour(r.label),
-                  label=f"{r.label} (std {r.metrics['latent']['std']:.3g}, kurtosis {r.metrics['latent']['excess_kurtosis']:.2g})")
-        std = r.metrics["latent"]["channel_std"]
-        right.bar(np.arange(len(std)) + (0.2 if r.variational else -0.2), std, width=0.4, color=_colour(r.label),
-                  label=f"{r.label} channel std")
-    left.set(xlabel="latent value", ylabel="density", yscale="log", title="latent values")
-    right.set(xlabel="latent channel", ylabel="std over images and positions", title="per-channel spread")
+    for k, label in enumerate(ARMS):
+        r = study.shown(label)
+        lat = r.metrics["latent"]
+        values = r.latents.flatten().numpy() * lat["scale_factor"]
+        left.hist(values, bins=80, histtype="step", density=True, color=_colour(label),
+                  label=f"{label} seed {r.seed} (means, x scale factor {lat['scale_factor']:.3g})")
+        kurtosis = lat["channel_excess_kurtosis"]
+        right.bar(np.arange(len(kurtosis)) + (0.2 if k else -0.2), kurtosis, width=0.4, color=_colour(label),
+                  label=f"{label} ({lat['of']})")
+    left.set(xlabel="latent value x scale factor", ylabel="density", yscale="log", title="latent values")
+    right.axhline(0, color="k", lw=0.8)
+    right.set(xlabel="latent channel", ylabel="excess kurtosis", title="heavy tails per channel (0 = Gaussian)")
     for ax in (left, right):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -223,97 +272,129 @@ def latent_distribution(study: Study) -> plt.Figure:
 
 
 def posterior_channels(study: Study) -> plt.Figure | None:
-    """The VAE's KL per latent channel and each channel's activity (variance of the posterior mean
-    across layouts); channels under the dashed line are inactive."""
-    vae = [r for r in study.models if r.variational]
-    if not vae:
+    """The VAE's KL per latent channel and the share of each channel's units that are active."""
+    r = study.shown("V2")
+    post = r.metrics.get("posterior")
+    if not post:
         return None
-    r = vae[0]
-    post = r.metrics["posterior"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.2))
-    channels = np.arange(post["channels"])
-    left.bar(channels, post["kl_per_channel"], color=_colour(r.label))
-    left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"{r.label}: KL per channel")
-    right.bar(channels, r.metrics["channel_activity"], color=_colour(r.label))  # study: of the same means
-    right.axhline(ACTIVE_UNIT_THRESHOLD, ls="--", color="k", lw=1, label=f"active-unit threshold {ACTIVE_UNIT_THRESHOLD:g}")
-    right.set(xlabel="latent channel", ylabel="Var over layouts of posterior mean", yscale="log",
-              title=f"{r.label}: {post['active_units']} of {post['channels']} channels active")
-    right.legend(fontsize=8)
+    channels = np.arange(len(post["kl_per_channel"]))
+    left.bar(channels, post["kl_per_channel"], color=_colour("V2"))
+    left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"V2 seed {r.seed}: KL per channel")
+    right.bar(channels, post["active_share_per_channel"], color=_colour("V2"))
+    right.set(xlabel="latent channel", ylabel="share of units active", ylim=(0, 1.05),
+              title=f"V2 seed {r.seed}: {post['active_units']} of {post['units']} units active")
     fig.tight_layout()
     return fig
 
 
 # ---- tables of the latent-space measurements ------------------------------------------------
 
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
 def reconstruction_table(study: Study) -> pd.DataFrame:
-    """Reconstruction quality and blur: one row per measure, one column per model and subset (all
-    measured layouts, rooms, scenes), so that the table stays as wide as the page."""
+    """Reconstruction quality and blur, each arm's mean over its seeds: one row per measure, one
+    column per arm and subset (all measured layouts, rooms, scenes). Intervals: the criteria table."""
     columns = {}
-    for r in study.models:
-        for subset, values in r.metrics["reconstruction"].items():
-            columns[(r.label, subset)] = {
-                "layouts": values["images"], "MSE": values["mse"], "PSNR (dB)": values["psnr"], "SSIM": values["ssim"],
-                "mIoU": values["miou"], "pixel accuracy": values["pixel_accuracy"],
-                "room/scene accuracy": values["classification_accuracy"], "sharpness ratio": values["sharpness_ratio"],
-                "palette purity": values["palette_purity"],
-            }
+    for label in ARMS:
+        runs = study.arm(label)
+        for subset in runs[0].metrics["reconstruction"]:
+            values = [r.metrics["reconstruction"][subset] for r in runs]
+            columns[(label, subset)] = {name: _mean([v[key] for v in values]) for name, key in (
+                ("layouts", "images"), ("MSE", "mse"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim"), ("mIoU", "miou"),
+                ("small-class IoU", "small_class_iou"), ("pixel accuracy", "pixel_accuracy"),
+                ("room/scene accuracy", "classification_accuracy"), ("sharpness ratio", "sharpness_ratio"),
+                ("palette purity", "palette_purity"))}
     table = pd.DataFrame(columns)
-    table.columns.names = ["model", "layouts"]
+    table.columns.names = ["arm (mean over seeds)", "layouts"]
     return table
 
 
 def latent_table(study: Study) -> pd.DataFrame:
-    """What a diffusion model trained on these latents would see, and the VAE's posterior health."""
+    """What a diffusion model trained on each space would see, and the VAE's posterior, each run
+    a column."""
     rows = {}
     for r in study.models:
         lat, post = r.metrics["latent"], r.metrics.get("posterior")
-        activity = np.asarray(r.metrics["channel_activity"])
-        rows[r.label] = {
-            "latent mean": lat["mean"], "latent std": lat["std"], "scale factor (1/std)": lat["scale_factor"],
-            "excess kurtosis": lat["excess_kurtosis"],
+        row = {
+            "what a diffusion model sees": lat["of"],
+            "std": f"{lat['std']:.3g}", "scale factor (1/std)": f"{lat['scale_factor']:.3g}",
             "channel std min..max": f"{min(lat['channel_std']):.3g}..{max(lat['channel_std']):.3g}",
-            f"active channels (var > {ACTIVE_UNIT_THRESHOLD:g})": f"{int((activity > ACTIVE_UNIT_THRESHOLD).sum())} of {len(activity)}",
-            "KLD raw": f"{post['kld']:.4g}" if post else "n/a",
-            "KLD weighted": f"{post['kld_weighted']:.3g}" if post else "n/a",
-            "posterior collapse": ("yes" if post["collapsed"] else "no") if post else "n/a",
+            "excess kurtosis per channel, median (max)":
+                f"{lat['median_channel_excess_kurtosis']:.2g} ({lat['max_channel_excess_kurtosis']:.2g})",
         }
-    return pd.DataFrame(rows)
+        if post:
+            row |= {
+                "KL (nats per latent element)": f"{post['kl_nats_per_element']:.3g}",
+                "KL (bits per pixel)": f"{post['kl_bits_per_pixel']:.3g}",
+                "KL weighted (band 1e-4..1e-3)": f"{post['kl_weighted']:.3g}",
+                "KL share of the validation loss": f"{100 * post['kl_share_of_loss']:.2g} %",
+                f"active units (var > {ACTIVE_UNIT_THRESHOLD:g})": f"{post['active_units']} of {post['units']} "
+                                                                    f"({100 * post['active_share']:.0f} %)",
+                "posterior noise / spread of means (median channel)": f"{post['median_noise_to_signal']:.3g}",
+                "posterior collapse": "yes" if post["collapsed"] else "no",
+            }
+        rows[f"{r.label} seed {r.seed}"] = row
+    return pd.DataFrame(rows).fillna("n/a (deterministic)")
 
 
 def interpolation_table(study: Study) -> pd.DataFrame:
-    """Smoothness of the paths between the fixed pairs, averaged over pairs of each kind."""
+    """What lies between the fixed pairs on the straight path, per arm (mean over seeds) and kind
+    of pair; and between each validation layout and its nearest training layout."""
     rows = {}
-    for r in study.models:
-        for path, info in r.metrics["interpolation"].items():
-            for kind in ("all pairs", "room-room", "scene-scene", "room-scene"):
-                values = info if kind == "all pairs" else info.get(kind)
-                if values:
-                    rows[(f"{r.label} {path}", kind)] = {
-                        "path-length ratio": values["mean_path_length_ratio"],
-                        "largest step share": values["mean_max_step_share"],
-                        "midpoint palette purity": values["mean_midpoint_palette_purity"],
-                        "midpoint seg. confidence": values["mean_midpoint_segmentation_confidence"],
-                    }
+    for label in ARMS:
+        runs = study.arm(label)
+        for kind in ("all pairs", "room-room", "scene-scene", "room-scene"):
+            infos = [r.metrics["interpolation"] if kind == "all pairs" else r.metrics["interpolation"].get(kind)
+                     for r in runs]
+            if all(infos):
+                rows[(label, kind)] = {
+                    "path purity (mean)": _mean([i["pairs_mean_purity"] for i in infos]),
+                    "path purity (worst frame)": _mean([i["pairs_min_purity"] for i in infos]),
+                    "path seg. confidence": _mean([i["pairs_mean_confidence"] for i in infos]),
+                    "path-length ratio (description)": _mean([i["pairs_path_length_ratio"] for i in infos]),
+                }
+        rows[(label, "nearest training layout")] = {
+            "path purity (mean)": _mean([r.metrics["nearest_neighbour"]["nn_midpoint_purity"] for r in runs]),
+            "path seg. confidence": _mean([r.metrics["nearest_neighbour"]["nn_midpoint_confidence"] for r in runs]),
+        }
     table = pd.DataFrame(rows).T
-    table.index.names = ["model, path", "pairs"]
+    table.index.names = ["arm (mean over seeds)", "pairs"]
     return table
 
 
 def criteria_table(decision: dict) -> pd.DataFrame:
-    """Each decision criterion: V1's and V2's numbers, the compared value, threshold, verdict and
-    what is compared (numbers to 3 significant digits, so that the table fits the page; show it
-    with ``.style``, which does not cut the long cells short as a DataFrame's display does)."""
+    """Each criterion of the rule: its role, each arm's mean over its seeds, the difference (VAE
+    minus deterministic; relative where said) with its 95 % interval, the margin, the verdict,
+    the seeds and images behind it, and what is compared (each seed's value: decision.json).
+    Show it with ``.style``."""
 
     def shown(value) -> str:
-        if isinstance(value, (list, tuple)):
-            return " to ".join(shown(v) for v in value)
         return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+    def mean(values) -> str:
+        return shown(float(np.mean(values))) if values else ""
 
     rows = {}
     for name, c in decision["criteria"].items():
+        interval = c.get("ci95")
+        if c["role"] == "flag":
+            difference = ", ".join(f"{k.replace('_', ' ')} {mean(c[k])}" for k in
+                                   ("kl_nats_per_element", "kl_bits_per_pixel", "kl_weighted") if k in c)
+        else:
+            difference = f"{shown(c['estimate'])} [{shown(interval[0])}, {shown(interval[1])}]"
         rows[name.replace("_", " ")] = {
-            "V1": shown(c.get("deterministic")), "V2": shown(c.get("vae")), "value": shown(c["value"]),
-            "threshold": shown(c["threshold"]), "verdict": c["verdict"], "what is compared": c["meaning"]}
+            "role": c["role"],
+            "V1": mean(c.get("deterministic")),
+            "V2": mean(c.get("vae")),
+            "V2 - V1 [95 % interval]": difference,
+            "margin": shown(c.get("margin")),
+            "verdict": c["verdict"],
+            "seeds, images": f"{'+'.join(map(str, c['n_seeds']))}, {c['n_images']}",
+            "what is compared": c["meaning"],
+        }
     table = pd.DataFrame(rows).T
     table.index.name = "criterion"
     return table

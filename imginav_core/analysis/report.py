@@ -33,45 +33,61 @@ HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
 RUN_PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2"}
 
 
-def key_numbers(runs: list[RunSummary], latent_metrics: dict, decision: dict, train_images: int) -> dict[str, Any]:
-    """The values the book's introduction pastes with ``{glue}``, keyed ``v1_...``/``v2_...``."""
+# The criteria the introduction's table quotes.
+INTRO_CRITERIA = ("generation_fld", "reconstruction_mse", "small_class_iou", "nearest_neighbour_validity",
+                  "path_validity", "reconstruction_ssim", "sharpness", "palette_purity", "latent_noise")
+
+
+def _number(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def key_numbers(arms: dict[str, list[RunSummary]], latent_metrics: dict, decision: dict,
+                train_images: int) -> dict[str, Any]:
+    """The values the book's introduction pastes with ``{glue}``: the decision, the data, and per
+    criterion ``<criterion>_v1`` / ``_v2`` (each arm's mean over its seeds), ``_diff`` (V2 - V1
+    with its 95 % interval) and ``_verdict``."""
+    first = arms["V1"][0]
     numbers: dict[str, Any] = {
         "decision_summary": decision["summary"],
+        "decision_verdict": decision["verdict"],
+        "decision_primary": decision["primary_endpoint"].replace("_", " "),
         "decision_data_sufficient": "yes" if decision["data_sufficient"] else "no",
         "decision_data_limits": "; ".join(decision["data_limits"]) or "none",
         "decision_flags": "; ".join(decision["flags"]) or "none",
         "train_images": train_images,
         "validation_images": latent_metrics["validation_images"],
-        "resolution": runs[0].config.data.resolution,
-        "dataset": shown_path(runs[0].config.data.manifest) if runs[0].config.data.manifest
+        "validation_scenes": latent_metrics["validation_scenes"],
+        "seeds": ", ".join(f"{label} {', '.join(str(r.config.training.seed) for r in runs)}"
+                           for label, runs in arms.items()),
+        "resolution": first.config.data.resolution,
+        "dataset": shown_path(first.config.data.manifest) if first.config.data.manifest
         else "the embedded synthetic layouts",
     }
-    for run in runs:
-        key = run.label.lower()
-        model = latent_metrics["models"][run.name]
-        rec = model["reconstruction"]["all"]
-        best = run.best_row
+    for name in INTRO_CRITERIA:  # a criterion the rule did not compute (no probe) reads "not measured"
+        numbers.update({f"{name}_{part}": "not measured" for part in ("v1", "v2", "diff", "verdict")})
+    for name, c in decision["criteria"].items():
+        if c["role"] == "flag":
+            continue
+        relative = " (relative)" if "relative" in c["meaning"] else ""
         numbers.update({
-            f"{key}_val_mse": float(best["val_mse"]),
-            f"{key}_epochs": run.epochs_run,
-            f"{key}_best_epoch": run.best_epoch,
-            f"{key}_minutes": run.minutes,
-            f"{key}_psnr": rec["psnr"],
-            f"{key}_ssim": rec["ssim"],
-            f"{key}_miou": rec["miou"],
-            f"{key}_sharpness": rec["sharpness_ratio"],
-            f"{key}_purity": rec["palette_purity"],
-            f"{key}_path_ratio": model["interpolation"]["linear"]["mean_path_length_ratio"],
-            f"{key}_midpoint_purity": model["interpolation"]["linear"]["mean_midpoint_palette_purity"],
-            f"{key}_noise_growth": decision["criteria"]["noise_robustness"][
-                "vae" if run.config.model.variational else "deterministic"],
+            f"{name}_v1": _number(float(sum(c["deterministic"]) / len(c["deterministic"]))),
+            f"{name}_v2": _number(float(sum(c["vae"]) / len(c["vae"]))),
+            f"{name}_diff": f"{_number(c['estimate'])} [{_number(c['ci95'][0])}, {_number(c['ci95'][1])}]{relative}",
+            f"{name}_verdict": c["verdict"] + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
         })
-        if "posterior" in model:
-            post = model["posterior"]
-            numbers.update({
-                f"{key}_kld_weighted": post["kld_weighted"],
-                f"{key}_active_units": f"{post['active_units']} of {post['channels']}",
-            })
+    posts = [latent_metrics["models"][r.name]["posterior"] for r in arms["V2"]]
+    numbers.update({
+        "v2_kl_nats": _number(float(sum(p["kl_nats_per_element"] for p in posts) / len(posts))),
+        "v2_kl_bits_per_pixel": _number(float(sum(p["kl_bits_per_pixel"] for p in posts) / len(posts))),
+        "v2_kl_weighted": _number(float(sum(p["kl_weighted"] for p in posts) / len(posts))),
+        "v2_active_share": f"{100 * sum(p['active_share'] for p in posts) / len(posts):.0f} %",
+    })
+    for label, runs in arms.items():
+        key = label.lower()
+        numbers[f"{key}_val_mse"] = _number(float(sum(r.best_row["val_mse"] for r in runs) / len(runs)))
+        numbers[f"{key}_epochs"] = ", ".join(str(r.epochs_run) for r in runs)
+        numbers[f"{key}_minutes"] = _number(float(sum(r.minutes for r in runs) / len(runs)))
     return numbers
 
 
@@ -134,7 +150,8 @@ def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
     there. ``params``: the analysis parameters (``parameters.analysis_parameters``)."""
     book = book or BOOK
     out = study_outputs(params["output_root"])
-    sources = {page: out.executed_notebook(params[key]) for page, key in RUN_PAGES.items()}
+    # a training page shows its arm's first run (the others are in OUTPUT_ROOT/<phase>/runs/)
+    sources = {page: out.executed_notebook(params[key][0]) for page, key in RUN_PAGES.items()}
     sources.update({"diffusion_probe": out.probe_notebook, "analysis": out.analysis_notebook})
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:

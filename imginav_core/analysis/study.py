@@ -80,6 +80,7 @@ class ModelResult:
     latents: torch.Tensor  # (N, C, h, w) validation latents (posterior means), CPU
     examples: dict[str, np.ndarray]  # "rgb" / "segmentation": (E, H, W, 3) uint8
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # pair label -> (T, h, w, 3)
+    checkpoint: Path | None = None  # the weights measured (the live explorer decodes with them)
 
 
 @dataclass
@@ -283,7 +284,8 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     neighbour = _nearest_neighbour_midpoints(model, study, z_all, device)
     arrays.update(neighbour)
     metrics["nearest_neighbour"] = {k: float(v.mean()) for k, v in neighbour.items()}
-    result = ModelResult(run.name, label, run.config.training.seed, cfg.model.variational, metrics, arrays, z_all, {})
+    result = ModelResult(run.name, label, run.config.training.seed, cfg.model.variational, metrics, arrays, z_all, {},
+                         checkpoint=run.best_checkpoint)
     _interpolate(model, study, result, device)
     _examples(model, study, result, device)
     return result

@@ -11,13 +11,23 @@ from ..outputs import Outputs
 
 
 def _label(metrics: dict, name: str) -> str:
-    return metrics["experiments"][name]["label"]
+    """``V1 seed 42``: the arm and the autoencoder's training seed."""
+    result = metrics["experiments"][name]
+    return f"{result['label']} seed {result['training_seed']}" if "training_seed" in result else result["label"]
+
+
+def _first_of_each_arm(metrics: dict) -> list[str]:
+    first: dict[str, str] = {}
+    for name, result in metrics["experiments"].items():
+        first.setdefault(result["label"], name)
+    return list(first.values())
 
 
 def generated_layouts(metrics: dict, out: Outputs) -> plt.Figure:
-    """Real validation layouts, then each latent space's generated layouts (the first of seed 0)."""
+    """Real validation layouts, then the generated layouts of each arm's first run (the first of
+    probe seed 0); every run's grid is in the probe folder."""
     panels = [("real (validation)", out.probe_real_grid)] + [
-        (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in metrics["experiments"]]
+        (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in _first_of_each_arm(metrics)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, path) in zip(axes[0], panels):
         ax.imshow(np.asarray(Image.open(path)), interpolation="nearest")
@@ -100,18 +110,27 @@ def diffusability_table(metrics: dict) -> pd.DataFrame:
 
 
 def key_numbers(metrics: dict) -> dict:
-    """The probe's headline numbers the book's introduction quotes (``{glue}``), keyed by run label."""
-    numbers = {}
+    """The probe's headline numbers the book's introduction quotes (``{glue}``), per arm: the mean
+    over its runs, and each run's value (the decision's interval is in the analysis)."""
+    arms: dict[str, list[dict]] = {}
     for result in metrics["experiments"].values():
-        key = result["label"].lower()
-        scores = result["generated"]["scores"]
-        fld = scores["fld"]
+        arms.setdefault(result["label"], []).append(result)
+    numbers = {}
+    for label, results in arms.items():
+        key = label.lower()
+
+        def mean_and_runs(values: list[float], digits: str = ".3g") -> str:
+            text = f"{np.mean(values):{digits}}"
+            return text + (f" ({', '.join(f'{v:{digits}}' for v in values)})" if len(values) > 1 else "")
+
+        generated = [r["generated"]["scores"] for r in results]
         numbers.update({
-            f"{key}_probe_fld": f"{fld['value']:.3g} [{fld['ci95'][0]:.3g}, {fld['ci95'][1]:.3g}]",
-            f"{key}_probe_recon_fld": f"{result['reconstructed']['scores']['fld']['value']:.3g}",
-            f"{key}_probe_precision_recall": f"{scores['precision']['value']:.2f} / {scores['recall']['value']:.2f}",
-            f"{key}_probe_purity": f"{scores['palette_purity']['value']:.3f}",
-            f"{key}_probe_heldout": float(np.mean(list(result["heldout_loss"].values()))),
+            f"{key}_probe_fld": mean_and_runs([g["fld"]["value"] for g in generated]),
+            f"{key}_probe_recon_fld": mean_and_runs([r["reconstructed"]["scores"]["fld"]["value"] for r in results]),
+            f"{key}_probe_precision_recall": f"{np.mean([g['precision']['value'] for g in generated]):.2f} / "
+                                             f"{np.mean([g['recall']['value'] for g in generated]):.2f}",
+            f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated], ".3f"),
+            f"{key}_probe_heldout": float(np.mean([np.mean(list(r["heldout_loss"].values())) for r in results])),
         })
-        numbers["probe_fld_floor"] = f"{fld['floor']:.3g}"
+        numbers["probe_fld_floor"] = f"{generated[0]['fld']['floor']:.3g}"
     return numbers

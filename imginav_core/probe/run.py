@@ -120,6 +120,7 @@ def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, 
                                         bootstrap=settings.bootstrap, seed=settings.seed)
     return {
         "label": run.label,
+        "training_seed": run.config.training.seed,
         "variational": model.variational,
         "latent_shape": list(train_latents.shape),
         "denoiser_trained_on": ("a fresh posterior sample each time a layout is drawn" if model.variational
