@@ -118,6 +118,19 @@ def provenance(rt: Runtime) -> dict:
     }
 
 
+def auto_precision(cuda: bool) -> str:
+    """What ``training.amp: auto`` means. On GPUs fp16 with loss scaling, on every card: the V100s
+    (V1's queue) have no bf16, and the two arms must share one numerical recipe, or a difference
+    between them could be the recipe's (the analysis flags runs whose provenance.json differ).
+    Ampere and later run fp16 on the same tensor cores as bf16, so the cost should be the loss
+    scaler's bookkeeping (not yet measured on a GPU: `bench --variant training.amp=bf16` does).
+    ``training.amp: bf16`` remains for runs not compared with a V100's. CPUs: bf16 with
+    AVX512-BF16 or AMX (about 2x, measured by the benchmark), else float32."""
+    if cuda:
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "off"
+
+
 def setup_runtime(cfg: Config) -> Runtime:
     """Device, distributed rank and the speed settings (what "auto" means is below)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -132,15 +145,7 @@ def setup_runtime(cfg: Config) -> Runtime:
     cuda = device.type == "cuda"
     if cuda:  # the shapes are fixed: cuDNN times its convolution algorithms once and keeps the fastest
         torch.backends.cudnn.benchmark = True
-    amp = cfg.training.amp
-    if amp == "auto":
-        # bf16 wherever the hardware computes it natively: Ampere and later GPUs, and CPUs with
-        # AVX512-BF16 or AMX (about 2x, measured by the benchmark); fp16 with loss scaling on
-        # older GPUs (V100); plain float32 on other CPUs, where emulated bf16 is slower.
-        if cuda:
-            amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            amp = "bf16" if cpu_has_native_bf16() else "off"
+    amp = auto_precision(cuda) if cfg.training.amp == "auto" else cfg.training.amp
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
     # "auto": channels_last on CUDA, where cuDNN's tensor-core convolutions work in NHWC. On a CPU
     # only in float32, where oneDNN ran the step 1.35x faster in channels_last. In bf16 it ran

@@ -140,3 +140,11 @@ def test_auto_memory_format_on_the_cpu_follows_the_precision(tmp_path, amp, chan
         forced = small_config(V1, tmp_path, **{"training.device": "cpu", "training.amp": amp,
                                                 "training.channels_last": switch})
         assert setup_runtime(forced).channels_last is wanted
+
+
+@pytest.mark.parametrize("bf16_card", [True, False])  # an L40s (V2's queue), a V100 (V1's)
+def test_both_queues_get_the_same_precision_by_default(monkeypatch, bf16_card):
+    from imginav_core.runtime import auto_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_card)
+    assert auto_precision(cuda=True) == "fp16"
