@@ -198,10 +198,15 @@ def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(st
         assert 0 < model["reconstruction"]["all"]["ssim"] <= 1
     v1, v2 = metrics["models"][V1_RUNS[0]], metrics["models"][V2_RUNS[0]]
     assert "posterior" in v2 and "posterior" not in v1
-    assert set(v2["interpolation"]) == {"linear", "spherical"} and set(v1["interpolation"]) == {"linear"}
+    # the same straight paths between the same pairs for both arms
+    assert v1["interpolation"]["path"] == v2["interpolation"]["path"] == "linear"
+    assert [p["pair"] for p in v1["interpolation"]["pairs"]] == [p["pair"] for p in v2["interpolation"]["pairs"]]
     decision = json.loads((study["phase_dir"] / "decision.json").read_text())
     assert decision["data_sufficient"] is False  # 32 x 32 synthetic layouts, 2 epochs: too little to decide
     assert "too little" in decision["summary"]
+    assert decision["arms"] == {"V1": V1_RUNS, "V2": V2_RUNS} and decision["primary_endpoint"] == "generation_fld"
+    for name, criterion in decision["criteria"].items():
+        assert {"ci95", "n_seeds", "n_images"} <= set(criterion), name
     cfg = load_config(study["phase_dir"] / "phase1_3_base.yaml")
     assert cfg.model.variational == (decision["choice"] == "variational")
     assert (cfg.loss.kld > 0) == cfg.model.variational
@@ -304,8 +309,8 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
     assert [(name, status != "0") for _, name, _, status in jobs] == [("phase1_2", True)] * len(PLAN) + [
         ("phase1_2_probe", True), ("phase1_2_analysis", True)]
     logs = repo / "hpc" / "logs"
-    first = logs / "phase1_2.1001.1"
-    assert "manifest not found" in first.with_suffix(".out").read_text() + first.with_suffix(".err").read_text()
+    first = "phase1_2.1001.1"  # element 1 of the first array (with_suffix would take ".1" for a suffix)
+    assert "manifest not found" in (logs / f"{first}.out").read_text() + (logs / f"{first}.err").read_text()
     for job, notebook in ((jobs[-2], "diffusion_probe.ipynb"), (jobs[-1], "analysis.ipynb")):
         err = (logs / f"{job[1]}.{job[0]}.err").read_text()
         assert f"error: no metrics for experiment '{V1_RUNS[0]}'" in err

@@ -366,10 +366,10 @@ def interpolation_table(study: Study) -> pd.DataFrame:
 
 
 def criteria_table(decision: dict) -> pd.DataFrame:
-    """Each criterion of the rule: its role, each arm's mean over its seeds, the difference (VAE
-    minus deterministic; relative where said) with its 95 % interval, the margin, the verdict,
-    the seeds and images behind it, and what is compared (each seed's value: decision.json).
-    Show it with ``.style``."""
+    """Each criterion of the rule and its role, each arm's mean over its seeds, the difference (VAE
+    minus deterministic; relative where said) with its 95 % interval, the verdict (against the
+    margin, if any), the seeds and images behind it, and what is compared (each seed's value:
+    decision.json). Few columns, so that the table fits the page; show it with ``.style``."""
 
     def shown(value) -> str:
         return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
@@ -385,13 +385,11 @@ def criteria_table(decision: dict) -> pd.DataFrame:
                                    ("kl_nats_per_element", "kl_bits_per_pixel", "kl_weighted") if k in c)
         else:
             difference = f"{shown(c['estimate'])} [{shown(interval[0])}, {shown(interval[1])}]"
-        rows[name.replace("_", " ")] = {
-            "role": c["role"],
-            "V1": mean(c.get("deterministic")),
-            "V2": mean(c.get("vae")),
+        margin = f" (margin {shown(c['margin'])})" if c.get("margin") is not None else ""
+        rows[f"{name.replace('_', ' ')} ({c['role']})"] = {
+            "V1 / V2": f"{mean(c.get('deterministic')) or '—'} / {mean(c.get('vae')) or '—'}",
             "V2 - V1 [95 % interval]": difference,
-            "margin": shown(c.get("margin")),
-            "verdict": c["verdict"],
+            "verdict": c["verdict"] + margin,
             "seeds, images": f"{'+'.join(map(str, c['n_seeds']))}, {c['n_images']}",
             "what is compared": c["meaning"],
         }
