@@ -138,6 +138,16 @@ def test_damaged_layouts_score_clearly_worse(results, case):
         assert damaged["palette_purity"]["value"] == 1.0
 
 
+def test_each_real_layout_is_judged_real_and_a_blurred_or_noisy_one_is_not(fitted, new_real):
+    """The per-layout judgement the analysis uses along interpolation paths."""
+    scorer, _ = fitted
+    real = scorer.on_manifold(new_real)
+    assert real.shape == (len(new_real),) and set(np.unique(real)) <= {0.0, 1.0}
+    assert real.mean() >= 0.8
+    assert scorer.on_manifold(blurred(new_real)).mean() < real.mean() - 0.3
+    assert scorer.on_manifold(noisy(new_real)).mean() < 0.2
+
+
 def test_copies_of_the_training_layouts_are_flagged_as_memorised(fitted):
     scorer, _ = fitted
     copies = scorer.fit_set.subset(np.arange(60)).rgb()

@@ -131,6 +131,13 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
         (Measure("path_validity", "secondary", "mean palette purity of the inner frames of the interpolation "
                  "paths (same pairs, straight paths)", "higher"), ("mean_purity", "pairs"), pair_groups, None),
     ]
+    if "nn_midpoint_realism" in study.models[0].per_image:  # the layout scorer judged them too
+        measures += [
+            (Measure("nearest_neighbour_realism", "secondary", "share of nearest-neighbour midpoints the layout "
+                     "scorer places among real layouts", "higher"), ("nn_midpoint_realism", None), groups, None),
+            (Measure("path_realism", "secondary", "share of the interpolation paths' inner frames the layout scorer "
+                     "places among real layouts", "higher"), ("mean_realism", "pairs"), pair_groups, None),
+        ]
     criteria: dict[str, dict[str, Any]] = {}
     if probe is not None:
         measure = Measure("generation_fld", "primary", "FLD of the layouts a latent diffusion model generates in "

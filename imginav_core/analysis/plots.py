@@ -351,14 +351,17 @@ def interpolation_table(study: Study) -> pd.DataFrame:
                      for r in runs]
             if all(infos):
                 rows[(label, kind)] = {
-                    "path purity (mean)": _mean([i["pairs_mean_purity"] for i in infos]),
-                    "path purity (worst frame)": _mean([i["pairs_min_purity"] for i in infos]),
-                    "path seg. confidence": _mean([i["pairs_mean_confidence"] for i in infos]),
+                    "purity (mean)": _mean([i["pairs_mean_purity"] for i in infos]),
+                    "purity (worst frame)": _mean([i["pairs_min_purity"] for i in infos]),
+                    "seg. confidence": _mean([i["pairs_mean_confidence"] for i in infos]),
+                    "looks real (scorer)": _mean([i.get("pairs_mean_realism", np.nan) for i in infos]),
                     "path-length ratio (description)": _mean([i["pairs_path_length_ratio"] for i in infos]),
                 }
+        neighbours = [r.metrics["nearest_neighbour"] for r in runs]
         rows[(label, "nearest training layout")] = {
-            "path purity (mean)": _mean([r.metrics["nearest_neighbour"]["nn_midpoint_purity"] for r in runs]),
-            "path seg. confidence": _mean([r.metrics["nearest_neighbour"]["nn_midpoint_confidence"] for r in runs]),
+            "purity (mean)": _mean([n["nn_midpoint_purity"] for n in neighbours]),
+            "seg. confidence": _mean([n["nn_midpoint_confidence"] for n in neighbours]),
+            "looks real (scorer)": _mean([n.get("nn_midpoint_realism", np.nan) for n in neighbours]),
         }
     table = pd.DataFrame(rows).T
     table.index.names = ["arm (mean over seeds)", "pairs"]

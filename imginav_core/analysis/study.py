@@ -28,7 +28,10 @@ from ..files import write_text_atomic
 from ..images import to_uint8
 from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ..palette import CLASS_NAMES, NUM_CLASSES, class_to_rgb
+from ..probe.reference import study_scorer
+from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..runtime import resolve_device
+from ..scoring import LayoutScorer
 from ..training.checkpoints import load_model
 from ..training.samples import pick_samples
 from . import measures as m
@@ -51,6 +54,7 @@ class AnalysisSettings:
     steps: int = 11  # T points on each path, alpha = 0, 0.1, ..., 1
     sigmas: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)  # latent noise, in each channel's own std
     neighbour_pool: int = 1024  # training layouts searched for each validation latent's nearest one
+    scorer: bool = True  # also judge in-between layouts with the layout scorer (fitted once, cached)
     seed: int = 0
     frame_size: int = 128  # pixels of the explorer's frames
     device: str = "auto"
@@ -95,6 +99,7 @@ class Study:
     pair_inputs: dict[str, np.ndarray]  # pair label -> (2, h, w, 3)
     models: list[ModelResult]
     alphas: list[float]
+    scorer: LayoutScorer | None = None  # whether a layout looks real, from the probe's scorer
 
     def arm(self, label: str) -> list[ModelResult]:
         """The runs of one arm, in seed order."""
@@ -315,15 +320,20 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
     pool_positions = pool_positions[np.argsort(train.indices[pool_positions])]
     pool = torch.cat([model.encode(x).cpu() for _, x, _, _ in _batches(study, train, pool_positions, device)])
     nearest = m.nearest(z_val, pool)
-    purity, confidence = [], []
+    purity, confidence, real = [], [], []
     for start in range(0, len(z_val), s.batch_size):
         stop = start + s.batch_size
         mid = 0.5 * (z_val[start:stop] + pool[nearest[start:stop]])
         out = model.decode(mid.to(device))
         purity.append(m.palette_purity(out["rgb"]).cpu())
         confidence.append(m.segmentation_confidence(out["segmentation"]).cpu())
-    return {"nn_midpoint_purity": torch.cat(purity).double().numpy(),
-            "nn_midpoint_confidence": torch.cat(confidence).double().numpy()}
+        if study.scorer is not None:
+            real.append(torch.from_numpy(study.scorer.on_manifold(to_uint8(out["rgb"]))))
+    found = {"nn_midpoint_purity": torch.cat(purity).double().numpy(),
+             "nn_midpoint_confidence": torch.cat(confidence).double().numpy()}
+    if real:
+        found["nn_midpoint_realism"] = torch.cat(real).double().numpy()
+    return found
 
 
 def _interpolate(model, study: Study, result: ModelResult, device) -> None:
@@ -336,6 +346,8 @@ def _interpolate(model, study: Study, result: ModelResult, device) -> None:
         z = model.encode(x)
         out = model.decode(m.lerp(z[0], z[1], alphas))
         validity = m.path_validity(out["rgb"], out["segmentation"])
+        if study.scorer is not None:  # the share of inner frames the scorer takes for real layouts
+            validity["mean_realism"] = float(study.scorer.on_manifold(to_uint8(out["rgb"][1:-1])).mean())
         pairs_out.append({"pair": pair.label, "kind": pair.kind, **validity,
                           "path_length_ratio": m.path_length_ratio(out["rgb"])})
         result.frames[pair.label] = _frames_uint8(out["rgb"], s.frame_size)
@@ -350,8 +362,8 @@ def _interpolate(model, study: Study, result: ModelResult, device) -> None:
 
 
 def _mean_over_pairs(pairs: list[dict]) -> dict:
-    keys = ("mean_purity", "min_purity", "mean_confidence", "path_length_ratio")
-    return {f"pairs_{k}": float(np.mean([p[k] for p in pairs])) if pairs else math.nan for k in keys}
+    keys = ("mean_purity", "min_purity", "mean_confidence", "mean_realism", "path_length_ratio")
+    return {f"pairs_{k}": float(np.mean([p[k] for p in pairs])) for k in keys if pairs and k in pairs[0]}
 
 
 def _examples(model, study: Study, result: ModelResult, device) -> None:
@@ -387,6 +399,9 @@ def run_study(arms: dict[str, list[RunSummary]], output_root: str | Path, settin
         alphas=[float(a) for a in np.linspace(0.0, 1.0, settings.steps)],
     )
     device = resolve_device(settings.device, "analysis device")
+    if settings.scorer:
+        # the probe's seed: the same reference, so the feature network comes from the scorer cache
+        study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
     for label in ARMS:
         for run in arms[label]:
             log(f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "

@@ -27,15 +27,14 @@ from ..images import save_png, to_uint8
 from ..model import LayoutAutoencoder
 from ..outputs import Outputs
 from ..runtime import device_name, resolve_device
-from ..scoring import LayoutScorer, ReferenceSet
+from ..scoring import LayoutScorer
 from ..training.checkpoints import load_model
 from . import diffusability as d
 from .denoiser import heldout_losses, precision, sample_latents, train_denoiser, unet_layout
 from .latents import EncodedLayouts, Standardiser, encode_layouts
+from .reference import study_scorer
 from .settings import ProbeSettings
 
-# The scorer's reference sets are capped: at 512 x 512 every class map is 256 KiB.
-REFERENCE_LIMIT = 4000
 # Validation layouts for the held-out loss and the diffusability measures.
 HELDOUT_LIMIT = 1024
 MEASURE_LIMIT = 128  # images through the encoder for the equivariance and scale measures
@@ -49,10 +48,7 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
     cfg = shared_config(runs, out.root)
     data = load_data(cfg, log)
     device = resolve_device(settings.device, "probe device")
-    rng = np.random.default_rng(settings.seed)
-    fit = _reference(data.train, rng, "training split")
-    held = _reference(data.val, rng, "validation split")
-    scorer = LayoutScorer.fit(fit, held, cache_dir=out.scorer_cache, seed=settings.seed, log=log, device=device)
+    scorer, held, rng = study_scorer(data, out, settings.seed, device, log)
     heldout_positions = np.sort(rng.permutation(len(data.val))[:HELDOUT_LIMIT])
     save_png(out.probe_real_grid, _grid(held.subset(np.arange(min(GRID_SIDE**2, len(held.labels)))).rgb()))
     metrics = {
@@ -70,14 +66,6 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
         write_text_atomic(out.probe_metrics, json.dumps(metrics, indent=1, allow_nan=True))
     log(f"probe metrics written to {out.shown(out.probe_metrics)}")
     return metrics
-
-
-def _reference(layouts: CachedLayouts, rng: np.random.Generator, what: str) -> ReferenceSet:
-    positions = np.sort(rng.permutation(len(layouts))[:REFERENCE_LIMIT])
-    batch = layouts[positions]  # in the order of the cache's rows
-    scenes = [layouts.cache.records[row].scene_id for row in np.sort(layouts.indices[positions])]
-    return ReferenceSet(batch["class_map"].numpy(), batch["label"].numpy(), f"{len(positions)} layouts of the {what}",
-                        scene_ids=np.array(scenes))
 
 
 def _layout_spectrum(val: CachedLayouts, positions: np.ndarray, run: RunSummary) -> dict:

@@ -181,6 +181,17 @@ class LayoutScorer:
         """(M, num_features) float64 features of (M, R, R, 3) uint8 RGB layouts."""
         return embed(self.net, self._check(rgb)).features
 
+    def on_manifold(self, rgb: np.ndarray) -> np.ndarray:
+        """Per layout, 1.0 if its features fall inside the k-NN ball of some held real layout, else
+        0.0: the per-layout part of ``precision`` (Kynkäänniemi et al. 2019). Real layouts score
+        about ``precision``'s floor; blurred or muddy ones fall outside."""
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[1:] != (self.resolution, self.resolution, 3):
+            raise ConfigError(f"layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
+                              f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at")
+        features = torch.from_numpy(embed(self.net, rgb).features)
+        return (_distances(features, self.held_features) <= self.held_radii).any(1).double().numpy()
+
     def _check(self, rgb: np.ndarray) -> np.ndarray:
         rgb = np.asarray(rgb)
         expected = (self.resolution, self.resolution, 3)
