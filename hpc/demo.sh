@@ -11,7 +11,8 @@ export IMGINAV_OUTPUTS=${IMGINAV_OUTPUTS:-outputs/demo}
 export IMGINAV_DEVICE=${IMGINAV_DEVICE:-cpu}
 export IMGINAV_RESOLUTION=${IMGINAV_RESOLUTION:-64}
 # Sized for 4 runs (2 seeds per arm) within 10 minutes from a fresh clone on a 2-core CPU: 800
-# layouts x 8 epochs took 11:08 in all (each run about 1:30); 640 x 6 trains 60 % of that.
+# layouts x 8 epochs took 11:08 in all (each run about 1:30); 640 x 6 (about 1:05 a run) with a
+# 250-step probe took 9:40, so the probe is shortened too.
 export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-640}
 export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-6}
 export IMGINAV_NUM_WORKERS=${IMGINAV_NUM_WORKERS:-0}
@@ -19,10 +20,10 @@ export IMGINAV_SEEDS=${IMGINAV_SEEDS:-42,43}   # 2 seeds per arm: 4 runs (`pytho
 # The probe's denoiser sized for 4 x 4 x 16 latents and a CPU: illustrative, not the real budget.
 # A learning rate of 3e-3 instead of 2e-4: after 500 steps the held-out loss at t = 500 was
 # 0.21 instead of 0.47 (V1's latents, width 32, batch 64).
-export IMGINAV_PROBE_STEPS=${IMGINAV_PROBE_STEPS:-250}
+export IMGINAV_PROBE_STEPS=${IMGINAV_PROBE_STEPS:-200}
 export IMGINAV_PROBE_LR=${IMGINAV_PROBE_LR:-3e-3}
 export IMGINAV_PROBE_WIDTH=${IMGINAV_PROBE_WIDTH:-32}
-export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-160}
+export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-128}
 # One probe seed per run (the default): the training seeds are the replicates; 4 denoisers in all.
 export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not conda
 
