@@ -11,10 +11,10 @@ export IMGINAV_OUTPUTS=${IMGINAV_OUTPUTS:-outputs/demo}
 export IMGINAV_DEVICE=${IMGINAV_DEVICE:-cpu}
 export IMGINAV_RESOLUTION=${IMGINAV_RESOLUTION:-64}
 # Sized for 4 runs (2 seeds per arm) within 10 minutes from a fresh clone on a 2-core CPU: 800
-# layouts x 8 epochs took 11:08 in all (each run about 1:30); 640 x 6 (about 1:05 a run) with a
-# 250-step probe took 9:40, so the probe is shortened too.
+# layouts x 8 epochs took 11:08 in all (each run about 1:30); 640 x 6 (about 1:05 a run) took
+# 9:40 and 9:37 (2:05-2:09 of it setting up .venv): 5 epochs leave a margin for a slower machine.
 export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-640}
-export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-6}
+export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-5}
 export IMGINAV_NUM_WORKERS=${IMGINAV_NUM_WORKERS:-0}
 export IMGINAV_SEEDS=${IMGINAV_SEEDS:-42,43}   # 2 seeds per arm: 4 runs (`python -m imginav_core plan --from-env`)
 # The probe's denoiser sized for 4 x 4 x 16 latents and a CPU: illustrative, not the real budget.
