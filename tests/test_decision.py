@@ -228,3 +228,16 @@ def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
     (root / "experiments" / V1_NAME / "best.pt").unlink()
     with pytest.raises(UnfinishedRunError, match="best.pt is missing"):
         load_runs(Outputs(root, PHASE), [V1_NAME])
+
+
+def test_a_probe_that_misses_a_compared_run_is_not_the_endpoint(tmp_path):
+    from imginav_core.analysis.decision import read_probe
+
+    runs = [_run(V1, 42), _run(V2, 42)]
+    path = tmp_path / "probe_metrics.json"
+    assert read_probe(path, runs) == (None, [])  # no probe ran
+    path.write_text(json.dumps({"experiments": {runs[0].name: {}}}))
+    probe, why = read_probe(path, runs)
+    assert probe is None and runs[1].name in why[0]
+    path.write_text(json.dumps({"experiments": {run.name: {} for run in runs}}))
+    assert read_probe(path, runs)[0] is not None

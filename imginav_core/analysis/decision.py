@@ -62,6 +62,7 @@ class Measure:
     meaning: str
     better: str  # lower | higher
     relative: bool = False  # the difference as VAE / deterministic - 1
+    per: str = "image"  # image: per-image values, resampled by scene; pair: per interpolation pair
 
 
 def _per_image(study: Study, label: str, key: str, denominator: str | None = None) -> PerImage:
@@ -77,7 +78,8 @@ def _per_pair(study: Study, label: str, key: str) -> PerImage:
     return PerImage.mean_of(np.stack([[p[key] for p in r.metrics["interpolation"]["pairs"]] for r in study.arm(label)]))
 
 
-def _arm_values(study: Study, label: str, data: PerImage) -> list[float]:
+def _arm_values(data: PerImage) -> list[float]:
+    """Each seed's value over all items."""
     return data.per_seed(np.ones((1, data.numerator.shape[1])))[0].tolist()
 
 
@@ -109,34 +111,32 @@ def _probe_scores(probe: dict, names: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[str, Any]]:
-    groups = study.scene_ids
-    pair_groups = np.arange(len(study.pairs))
     sigma = f"change_sigma{rule.noise_sigma:g}"
     nn_primary = probe is None
-    measures: list[tuple[Measure, Any, np.ndarray | None, float | None]] = [
+    measures: list[tuple[Measure, tuple[str, str | None], float | None]] = [
         (Measure("reconstruction_mse", "non-inferiority", "validation MSE of the reconstructions (relative "
-                 "difference, VAE / deterministic - 1)", "lower", relative=True), ("mse", None), groups, rule.mse_margin),
+                 "difference, VAE / deterministic - 1)", "lower", relative=True), ("mse", None), rule.mse_margin),
         (Measure("small_class_iou", "non-inferiority", "IoU of the segmentation of the small classes (chair, "
-                 "lighting, pier / stool)", "higher"), ("small_inter", "small_union"), groups, rule.small_class_iou_margin),
+                 "lighting, pier / stool)", "higher"), ("small_inter", "small_union"), rule.small_class_iou_margin),
         (Measure("nearest_neighbour_validity", "primary" if nn_primary else "secondary",
                  "palette purity of the midpoint between a validation latent and its nearest training latent",
-                 "higher"), ("nn_midpoint_purity", None), groups, None),
-        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None), groups, None),
+                 "higher"), ("nn_midpoint_purity", None), None),
+        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None), None),
         (Measure("sharpness", "secondary", "gradient energy at the input's edges, reconstruction over input "
-                 "(1 = as sharp)", "higher"), ("sharp_out", "sharp_in"), groups, None),
+                 "(1 = as sharp)", "higher"), ("sharp_out", "sharp_in"), None),
         (Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
-         ("purity", None), groups, None),
+         ("purity", None), None),
         (Measure("latent_noise", "secondary", f"decoded change MSE(D(z + n), D(z)) under noise of {rule.noise_sigma:g} "
-                 "x each channel's std (relative difference)", "lower", relative=True), (sigma, None), groups, None),
+                 "x each channel's std (relative difference)", "lower", relative=True), (sigma, None), None),
         (Measure("path_validity", "secondary", "mean palette purity of the inner frames of the interpolation "
-                 "paths (same pairs, straight paths)", "higher"), ("mean_purity", "pairs"), pair_groups, None),
+                 "paths (same pairs, straight paths)", "higher", per="pair"), ("mean_purity", None), None),
     ]
     if "nn_midpoint_realism" in study.models[0].per_image:  # the layout scorer judged them too
         measures += [
             (Measure("nearest_neighbour_realism", "secondary", "share of nearest-neighbour midpoints the layout "
-                     "scorer places among real layouts", "higher"), ("nn_midpoint_realism", None), groups, None),
+                     "scorer places among real layouts", "higher"), ("nn_midpoint_realism", None), None),
             (Measure("path_realism", "secondary", "share of the interpolation paths' inner frames the layout scorer "
-                     "places among real layouts", "higher"), ("mean_realism", "pairs"), pair_groups, None),
+                     "places among real layouts", "higher", per="pair"), ("mean_realism", None), None),
         ]
     criteria: dict[str, dict[str, Any]] = {}
     if probe is not None:
@@ -151,16 +151,18 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
                                   "n_images": int(probe["settings"]["samples"]) * int(probe["settings"]["seeds"]) * len(a),
                                   "deterministic": a.tolist(), "vae": b.tolist(),
                                   "verdict": _verdict(measure, interval, None)}
-    for measure, (key, denominator), item_groups, margin in measures:
-        if denominator == "pairs":
+    for measure, (key, denominator), margin in measures:
+        if measure.per == "pair":  # pairs are the items, each its own group
             a, b = _per_pair(study, "V1", key), _per_pair(study, "V2", key)
-        else:
+            item_groups = np.arange(len(study.pairs))
+        else:  # layouts are the items, resampled scene by scene
             a, b = _per_image(study, "V1", key, denominator), _per_image(study, "V2", key, denominator)
+            item_groups = study.scene_ids
         interval = arm_difference(a, b, item_groups, relative=measure.relative, resamples=rule.resamples,
                                   seed=rule.seed)
         criteria[measure.name] = {"role": measure.role, "meaning": measure.meaning, "better": measure.better,
-                                  **interval, "margin": margin,
-                                  "deterministic": _arm_values(study, "V1", a), "vae": _arm_values(study, "V2", b),
+                                  **interval, "margin": margin, "relative": measure.relative,
+                                  "deterministic": _arm_values(a), "vae": _arm_values(b),
                                   "verdict": _verdict(measure, interval, margin)}
     return criteria
 
@@ -272,6 +274,18 @@ def decide(study: Study, runs: dict[str, list[RunSummary]], train_images: int, p
         "flags": flags,
         "rule": asdict(rule),
     }
+
+
+def read_probe(path: Path, runs: list[RunSummary]) -> tuple[dict | None, list[str]]:
+    """The probe's metrics when they cover every compared run (the primary endpoint), else None
+    and why not, for the decision's flags."""
+    if not path.is_file():
+        return None, []
+    probe = json.loads(path.read_text())
+    missing = [run.name for run in runs if run.name not in probe["experiments"]]
+    if missing:
+        return None, [f"the probe's metrics do not cover {', '.join(missing)}, so the probe is not the endpoint"]
+    return probe, []
 
 
 RECIPE_KEYS = ("precision", "memory_format", "compile", "world_size", "torch")

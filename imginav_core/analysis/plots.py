@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, flatten
-from .decision import Rule
+from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
 from .study import ARMS, Study
@@ -76,6 +76,16 @@ def provenance_table(run: RunSummary) -> pd.DataFrame:
     table = pd.DataFrame(sessions, index=[f"start {i + 1}" for i in range(len(sessions))]).T
     table.index.name = "recorded"
     return table
+
+
+def recipe_summary(runs: list[RunSummary]) -> str:
+    """The runs' differing recipes (``decision.recipe_flags``), or the one recipe they share."""
+    flags = recipe_flags(runs)
+    if flags:
+        return "\n".join(flags)
+    shared = provenance_table(runs[0]).iloc[:, -1]
+    return "every run used the same recipe: " + ", ".join(
+        f"{key} {value}" for key, value in shared.items() if key in ("precision", "memory_format", "compile", "world_size"))
 
 
 def training_curves(run: RunSummary) -> plt.Figure:
@@ -200,7 +210,7 @@ def reconstructions(study: Study) -> plt.Figure:
                 ax.set_title(titles[j], fontsize=8)
             if j == 0:
                 ax.set_ylabel("room" if types[i] == 0 else "scene", fontsize=8)
-    fig.suptitle(f"seeds shown: " + ", ".join(f"{r.label} {r.seed}" for r in shown), fontsize=8)
+    fig.suptitle("seeds shown: " + ", ".join(f"{r.label} {r.seed}" for r in shown), fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -69,7 +69,7 @@ def key_numbers(arms: dict[str, list[RunSummary]], latent_metrics: dict, decisio
     for name, c in decision["criteria"].items():
         if c["role"] == "flag":
             continue
-        relative = " (relative)" if "relative" in c["meaning"] else ""
+        relative = " (relative)" if c.get("relative") else ""
         numbers.update({
             f"{name}_v1": _number(float(sum(c["deterministic"]) / len(c["deterministic"]))),
             f"{name}_v2": _number(float(sum(c["vae"]) / len(c["vae"]))),
