@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from helpers import ROOT, V1_NAME, V2_NAME
+from helpers import ROOT
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

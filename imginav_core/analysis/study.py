@@ -183,12 +183,12 @@ def _frames_uint8(images: torch.Tensor, size: int) -> np.ndarray:
 
 
 def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device):
-    """(slice, rgb, class_map, label) over ``positions`` in the cache's row order, which is the
+    """(rgb, class_map, label) batches over ``positions``, in the cache's row order, which is the
     order a batch comes back in."""
     s = study.settings
     for start in range(0, len(positions), s.batch_size):
         x, class_map, label = to_model_inputs(layouts[positions[start:start + s.batch_size]], device)
-        yield slice(start, start + len(x)), x, class_map, label
+        yield x, class_map, label
 
 
 def _small_class_counts(prediction: torch.Tensor, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +236,7 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     means, logvars, seen = [], [], []
     # What a diffusion model trained on this space would see: the VAE's posterior samples.
     sampling = torch.Generator().manual_seed(s.seed)
-    for _, x, class_map, label_ in _batches(study, val, study.positions, device):
+    for x, class_map, label_ in _batches(study, val, study.positions, device):
         posterior = model.posterior(x)
         z = posterior.mode()
         out = model.decode(z)
@@ -318,7 +318,7 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
     train = study.data.train
     pool_positions = np.random.default_rng(s.seed).permutation(len(train))[:s.neighbour_pool]
     pool_positions = pool_positions[np.argsort(train.indices[pool_positions])]
-    pool = torch.cat([model.encode(x).cpu() for _, x, _, _ in _batches(study, train, pool_positions, device)])
+    pool = torch.cat([model.encode(x).cpu() for x, _, _ in _batches(study, train, pool_positions, device)])
     nearest = m.nearest(z_val, pool)
     purity, confidence, real = [], [], []
     for start in range(0, len(z_val), s.batch_size):
