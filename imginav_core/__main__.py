@@ -11,8 +11,9 @@ import argparse
 import shlex
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ConfigError, ImginavError
 
@@ -23,6 +24,7 @@ def command(name: str):
     def register(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         COMMANDS[name] = function
         return function
+
     return register
 
 
@@ -59,7 +61,9 @@ def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tup
     return given, notebook.from_strings(given, where)
 
 
-def planned_run_parameters(pairs: list[list[str]], index: int | None, from_env: bool) -> tuple[dict[str, Any], dict[str, str]]:
+def planned_run_parameters(
+    pairs: list[list[str]], index: int | None, from_env: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
     """For ``check run``: (the shell assignments, papermill's -p text) of array index ``index`` of
     the study plan; every planned run checked when ``index`` is None (RUNS: how many)."""
     import os
@@ -69,14 +73,18 @@ def planned_run_parameters(pairs: list[list[str]], index: int | None, from_env: 
 
     for name, _ in pairs:
         if name in PLANNED:
-            raise ConfigError(f"-p {name}: the study plan sets each run's {name}; change configs/phase1_2/study.yaml, "
-                              "IMGINAV_SEEDS or IMGINAV_KLD_SWEEP instead (or train one run: check train)")
+            raise ConfigError(
+                f"-p {name}: the study plan sets each run's {name}; change configs/phase1_2/study.yaml, "
+                "IMGINAV_SEEDS or IMGINAV_KLD_SWEEP instead (or train one run: check train)"
+            )
     if from_env:
         for name, variable in PLANNED.items():
             if variable and os.environ.get(variable, ""):
-                raise ConfigError(f"{variable}={os.environ[variable]}: the study plan sets each run's {name}, so it "
-                                  "would be ignored; unset it (seeds: IMGINAV_SEEDS, the KL sweep: IMGINAV_KLD_SWEEP), "
-                                  f"or submit one run with it: {variable}=... bsub < hpc/papermill_V2.sh")
+                raise ConfigError(
+                    f"{variable}={os.environ[variable]}: the study plan sets each run's {name}, so it "
+                    "would be ignored; unset it (seeds: IMGINAV_SEEDS, the KL sweep: IMGINAV_KLD_SWEEP), "
+                    f"or submit one run with it: {variable}=... bsub < hpc/papermill_V2.sh"
+                )
     plan = environment_plan() if from_env else environment_plan({})
     runs = plan if index is None else [planned_run(plan, index)]
     for run in runs:
@@ -84,8 +92,15 @@ def planned_run_parameters(pairs: list[list[str]], index: int | None, from_env: 
         cfg = training_config(**params)  # refuses a bad parameter, naming it
     if index is None:
         return {"RUNS": len(plan)}, {}
-    assignments = {"INDEX": run.index, "ARM": run.arm, "SEED": run.seed, "KLD": run.kld, "NAME": cfg.name,
-                   "RUN_DIR": cfg.outputs.run_dir(cfg.name), "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name)}
+    assignments = {
+        "INDEX": run.index,
+        "ARM": run.arm,
+        "SEED": run.seed,
+        "KLD": run.kld,
+        "NAME": cfg.name,
+        "RUN_DIR": cfg.outputs.run_dir(cfg.name),
+        "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name),
+    }
     return assignments, given
 
 
@@ -100,6 +115,7 @@ def shell(assignments: dict[str, Any], params: dict[str, str] | None) -> str:
 
 
 # ---- commands ----------------------------------------------------------------------------------
+
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
@@ -120,9 +136,16 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("check")
 def _check(args: argparse.Namespace) -> int:
-    from .parameters import (ANALYSIS, PROBE, TRAIN, analysis_parameters, probe_parameters, study_outputs,
-                             training_config)
     from .analysis.report import widget_script_source
+    from .parameters import (
+        ANALYSIS,
+        PROBE,
+        TRAIN,
+        analysis_parameters,
+        probe_parameters,
+        study_outputs,
+        training_config,
+    )
 
     if args.index is not None and args.notebook != "run":
         raise ConfigError("--index picks a run of the study plan: check run --index I")
@@ -145,8 +168,11 @@ def _check(args: argparse.Namespace) -> int:
         if "config" not in params:
             raise ConfigError("notebook parameter 'config' is required (the experiment YAML)")
         cfg = training_config(**params)
-        assignments = {"NAME": cfg.name, "RUN_DIR": cfg.outputs.run_dir(cfg.name),
-                       "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name)}
+        assignments = {
+            "NAME": cfg.name,
+            "RUN_DIR": cfg.outputs.run_dir(cfg.name),
+            "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name),
+        }
     else:
         from .analysis.runs import load_runs
         from .errors import UnfinishedRunError
@@ -157,10 +183,16 @@ def _check(args: argparse.Namespace) -> int:
         if not args.parameters_only:
             load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
         if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
-            raise UnfinishedRunError(f"the diffusion probe has not run: {out.probe_notebook} does not exist "
-                                     "(bsub < hpc/diffusion_probe.sh, then the analysis)")
-        assignments = {"OUTPUT_ROOT": values["output_root"], "PHASE_DIR": out.phase_dir,
-                       "NOTEBOOK": out.analysis_notebook, "DECISION": out.decision}
+            raise UnfinishedRunError(
+                f"the diffusion probe has not run: {out.probe_notebook} does not exist "
+                "(bsub < hpc/diffusion_probe.sh, then the analysis)"
+            )
+        assignments = {
+            "OUTPUT_ROOT": values["output_root"],
+            "PHASE_DIR": out.phase_dir,
+            "NOTEBOOK": out.analysis_notebook,
+            "DECISION": out.decision,
+        }
     # The report is built last: a missing widget script must stop the job now, not after training.
     assignments["WIDGET_SCRIPT"] = widget_script_source()
     print(shell(assignments, given))
@@ -201,7 +233,9 @@ def _plan(args: argparse.Namespace) -> int:
             try:
                 seeds = [int(seed) for seed in args.seeds.split(",")]
             except ValueError:
-                raise ConfigError(f"--seeds {args.seeds!r}: expected integer seeds separated by commas, e.g. 42,43") from None
+                raise ConfigError(
+                    f"--seeds {args.seeds!r}: expected integer seeds separated by commas, e.g. 42,43"
+                ) from None
             check_seeds(seeds, "--seeds")
         plan = study_plan(seeds, args.sweep or None)
     if args.arrays:
@@ -245,25 +279,38 @@ def _phase_timing(args: argparse.Namespace) -> int:
 def _score_layouts(args: argparse.Namespace) -> int:
     from .scoring.command import score_layouts
 
-    score_layouts(args.reference, args.generated, args.json, args.resolution, args.seed, args.bootstrap,
-                  args.cache_dir)
+    score_layouts(args.reference, args.generated, args.json, args.resolution, args.seed, args.bootstrap, args.cache_dir)
     return 0
 
 
 # ---- the parser ----------------------------------------------------------------------------------
 
+
 def _subcommand(sub, name: str, summary: str, example: str, description: str = "") -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=summary, description=textwrap.fill(description or summary, 100),
-                          epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description or summary, 100),
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _parameter_options(parser: argparse.ArgumentParser, notebook: str, env: bool = True) -> None:
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help=f"a parameter of {notebook}, typed as papermill types it (repeatable); "
-                             "`python -m imginav_core parameters` lists them")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help=f"a parameter of {notebook}, typed as papermill types it (repeatable); "
+        "`python -m imginav_core parameters` lists them",
+    )
     if env:
-        parser.add_argument("--from-env", action="store_true",
-                            help="also take the parameters from their IMGINAV_* variables (-p wins)")
+        parser.add_argument(
+            "--from-env", action="store_true", help="also take the parameters from their IMGINAV_* variables (-p wins)"
+        )
 
 
 def _set_option(parser: argparse.ArgumentParser, explanation: str) -> None:
@@ -280,120 +327,204 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m imginav_core",
         description="ImgiNav Phase 1.2: deterministic or variational latent space for layout diffusion?",
-        epilog="`python -m imginav_core COMMAND --help` shows a command's options and an example.")
+        epilog="`python -m imginav_core COMMAND --help` shows a command's options and an example.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _subcommand(sub, "train", "train (or resume) one experiment",
-                    "python -m imginav_core train configs/phase1_2/V2_vae_light.yaml --set training.epochs=1 "
-                    "--set data.resolution=64",
-                    "Train (or resume from its last.pt) one experiment. CONFIG: the YAML's values, changed only by "
-                    "the -p parameters and --set keys given. -p config instead: exactly what notebooks/train.ipynb "
-                    "trains with the same -p parameters (its defaults included: the LSF jobs call it so). --set "
-                    "changes any config key last. Runs data-parallel under torchrun.")
+    p = _subcommand(
+        sub,
+        "train",
+        "train (or resume) one experiment",
+        "python -m imginav_core train configs/phase1_2/V2_vae_light.yaml --set training.epochs=1 "
+        "--set data.resolution=64",
+        "Train (or resume from its last.pt) one experiment. CONFIG: the YAML's values, changed only by "
+        "the -p parameters and --set keys given. -p config instead: exactly what notebooks/train.ipynb "
+        "trains with the same -p parameters (its defaults included: the LSF jobs call it so). --set "
+        "changes any config key last. Runs data-parallel under torchrun.",
+    )
     p.add_argument("config", nargs="?", help="the experiment YAML (or -p config, relative to the repository root)")
     _set_option(p, "override a config key, e.g. --set loss.kld=1e-3 (repeatable; values are YAML)")
     _parameter_options(p, "notebooks/train.ipynb", env=False)
 
-    p = _subcommand(sub, "check", "check a notebook's parameters before a job runs it",
-                    "python -m imginav_core check train -p config configs/phase1_2/V1_deterministic.yaml -p epochs 2",
-                    "Check the parameters of notebooks/train.ipynb, analysis.ipynb or diffusion_probe.ipynb as the "
-                    "notebook will, before anything is written (the analysis and the probe: also that the runs "
-                    "finished; all: that "
-                    "the report's widget script can be had). Prints shell assignments for the LSF job scripts: "
-                    "the run's NAME, RUN_DIR, the executed NOTEBOOK's path, and PARAMS, papermill's -p arguments.")
-    p.add_argument("notebook", choices=("train", "run", "analysis", "probe"),
-                   help="run: a run of the study plan (train.ipynb with its config, seed, name and KL weight)")
+    p = _subcommand(
+        sub,
+        "check",
+        "check a notebook's parameters before a job runs it",
+        "python -m imginav_core check train -p config configs/phase1_2/V1_deterministic.yaml -p epochs 2",
+        "Check the parameters of notebooks/train.ipynb, analysis.ipynb or diffusion_probe.ipynb as the "
+        "notebook will, before anything is written (the analysis and the probe: also that the runs "
+        "finished; all: that "
+        "the report's widget script can be had). Prints shell assignments for the LSF job scripts: "
+        "the run's NAME, RUN_DIR, the executed NOTEBOOK's path, and PARAMS, papermill's -p arguments.",
+    )
+    p.add_argument(
+        "notebook",
+        choices=("train", "run", "analysis", "probe"),
+        help="run: a run of the study plan (train.ipynb with its config, seed, name and KL weight)",
+    )
     _parameter_options(p, "the notebook")
-    p.add_argument("--parameters-only", action="store_true",
-                   help="probe, analysis: check the parameters only, not that the runs finished (before submitting "
-                        "the jobs)")
-    p.add_argument("--index", type=int,
-                   help="run: the array index ($LSB_JOBINDEX, 1..N of `python -m imginav_core plan`); without it, "
-                        "check every planned run and print RUNS=N")
+    p.add_argument(
+        "--parameters-only",
+        action="store_true",
+        help="probe, analysis: check the parameters only, not that the runs finished (before submitting the jobs)",
+    )
+    p.add_argument(
+        "--index",
+        type=int,
+        help="run: the array index ($LSB_JOBINDEX, 1..N of `python -m imginav_core plan`); without it, "
+        "check every planned run and print RUNS=N",
+    )
 
-    p = _subcommand(sub, "plan", "the study's runs: one row per index of the LSF job array",
-                    "python -m imginav_core plan --seeds 42,43 --sweep",
-                    "Print the study plan (configs/phase1_2/study.yaml): for each array index the arm, the run's "
-                    "name (its folder), the config, the training seed, the KL weight and whether it belongs to the "
-                    "KL-weight sweep. Comparison runs first (each arm with each seed), then the sweep when asked.")
+    p = _subcommand(
+        sub,
+        "plan",
+        "the study's runs: one row per index of the LSF job array",
+        "python -m imginav_core plan --seeds 42,43 --sweep",
+        "Print the study plan (configs/phase1_2/study.yaml): for each array index the arm, the run's "
+        "name (its folder), the config, the training seed, the KL weight and whether it belongs to the "
+        "KL-weight sweep. Comparison runs first (each arm with each seed), then the sweep when asked.",
+    )
     p.add_argument("--seeds", help="training seeds, comma-separated (default: the plan file's)")
     p.add_argument("--sweep", action="store_true", help="include the KL-weight sweep")
-    p.add_argument("--from-env", action="store_true",
-                   help="take the seeds and the sweep from IMGINAV_SEEDS and IMGINAV_KLD_SWEEP, as the jobs do")
-    p.add_argument("--arrays", action="store_true",
-                   help="print each arm's array indices as bsub -J takes them (\"V1 1-3\"), for the launcher")
+    p.add_argument(
+        "--from-env",
+        action="store_true",
+        help="take the seeds and the sweep from IMGINAV_SEEDS and IMGINAV_KLD_SWEEP, as the jobs do",
+    )
+    p.add_argument(
+        "--arrays",
+        action="store_true",
+        help='print each arm\'s array indices as bsub -J takes them ("V1 1-3"), for the launcher',
+    )
 
-    p = _subcommand(sub, "probe", "the diffusion probe: how well a latent diffusion model learns each run's latents",
-                    "python -m imginav_core probe -p output_root outputs/demo -p steps 600 -p width 32",
-                    "Train the same small latent diffusion model (diffusers UNet2DModel, DDPM cosine, EMA) on each "
-                    "finished run's standardised latents, generate layouts with DDIM, decode and score them with "
-                    "the layout scorer; writes OUTPUT_ROOT/<phase>/probe/probe_metrics.json. What "
-                    "notebooks/diffusion_probe.ipynb runs; resumes a killed probe.")
+    p = _subcommand(
+        sub,
+        "probe",
+        "the diffusion probe: how well a latent diffusion model learns each run's latents",
+        "python -m imginav_core probe -p output_root outputs/demo -p steps 600 -p width 32",
+        "Train the same small latent diffusion model (diffusers UNet2DModel, DDPM cosine, EMA) on each "
+        "finished run's standardised latents, generate layouts with DDIM, decode and score them with "
+        "the layout scorer; writes OUTPUT_ROOT/<phase>/probe/probe_metrics.json. What "
+        "notebooks/diffusion_probe.ipynb runs; resumes a killed probe.",
+    )
     _parameter_options(p, "notebooks/diffusion_probe.ipynb")
 
-    p = _subcommand(sub, "stage", "put the executed notebooks and the widget script into book/",
-                    "python -m imginav_core stage -p output_root outputs/demo && jupyter-book build book",
-                    "Copy the study's executed notebooks into book/generated/ and the ipywidgets HTML manager "
-                    "into book/_static/ (from the npm registry, or $IMGINAV_HTML_MANAGER), so that "
-                    "`jupyter-book build book` builds the report.")
+    p = _subcommand(
+        sub,
+        "stage",
+        "put the executed notebooks and the widget script into book/",
+        "python -m imginav_core stage -p output_root outputs/demo && jupyter-book build book",
+        "Copy the study's executed notebooks into book/generated/ and the ipywidgets HTML manager "
+        "into book/_static/ (from the npm registry, or $IMGINAV_HTML_MANAGER), so that "
+        "`jupyter-book build book` builds the report.",
+    )
     _parameter_options(p, "notebooks/analysis.ipynb (output_root, experiment_v1, experiment_v2)")
 
-    p = _subcommand(sub, "synthetic", "write a synthetic layout set (PNGs and layouts.csv)",
-                    "python -m imginav_core synthetic data/synthetic --samples 200 --resolution 512")
+    p = _subcommand(
+        sub,
+        "synthetic",
+        "write a synthetic layout set (PNGs and layouts.csv)",
+        "python -m imginav_core synthetic data/synthetic --samples 200 --resolution 512",
+    )
     p.add_argument("out_dir", help="folder for images/ and layouts.csv (an existing complete set is kept)")
     p.add_argument("--samples", type=int, default=200, help="layouts, about a quarter of them empty (default 200)")
     p.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same set (default 0)")
 
-    _subcommand(sub, "parameters", "print every setting with its --set key, -p name and IMGINAV_* variable",
-                "python -m imginav_core parameters")
+    _subcommand(
+        sub,
+        "parameters",
+        "print every setting with its --set key, -p name and IMGINAV_* variable",
+        "python -m imginav_core parameters",
+    )
 
-    p = _subcommand(sub, "bench", "training throughput: the fast path against a straightforward one",
-                    "python -m imginav_core bench --set training.device=cpu --set data.resolution=128 --steps 30",
-                    "Times training steps (data included) of V1 and V2 through the fast path train() uses and a "
-                    "straightforward one, in alternating windows; see imginav_core/perf/README.md.")
-    _set_option(p, "config override for every path, e.g. --set data.resolution=128 (default: the configs, "
-                   "512 x 512, batch 16; --quick: 128 x 128)")
+    p = _subcommand(
+        sub,
+        "bench",
+        "training throughput: the fast path against a straightforward one",
+        "python -m imginav_core bench --set training.device=cpu --set data.resolution=128 --steps 30",
+        "Times training steps (data included) of V1 and V2 through the fast path train() uses and a "
+        "straightforward one, in alternating windows; see imginav_core/perf/README.md.",
+    )
+    _set_option(
+        p,
+        "config override for every path, e.g. --set data.resolution=128 (default: the configs, "
+        "512 x 512, batch 16; --quick: 128 x 128)",
+    )
     p.add_argument("--steps", type=int, help="timed training steps per path and model (default 20; 3 with --quick)")
     p.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; 3 with --quick)")
     p.add_argument("--warmup", type=int, help="untimed steps first, torch.compile included (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small run (128 x 128, few steps): under a minute on a CPU")
     p.add_argument("--models", default="V1,V2", help="comma-separated subset of V1,V2 (default both)")
-    _measurement_options(p, "every figure (the headline ratio under 'speedup')", "the synthetic layouts and their cache")
-    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
-                   help="one more fast path with these settings, timed alongside, e.g. training.channels_last=off")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="profile this many steps of each path's model alone (default 0: off)")
+    _measurement_options(
+        p, "every figure (the headline ratio under 'speedup')", "the synthetic layouts and their cache"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="one more fast path with these settings, timed alongside, e.g. training.channels_last=off",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="profile this many steps of each path's model alone (default 0: off)",
+    )
 
-    p = _subcommand(sub, "phase-timing", "how long the whole Phase 1.2 takes here, from a short real run",
-                    "python -m imginav_core phase-timing --set training.device=cuda --json phase_timing.json",
-                    "Trains V1 for a few epochs on synthetic layouts exactly as `train` does, times every epoch, "
-                    "and scales the steady epochs to the real set (2 runs x 10 epochs x 27,897 layouts).")
-    _set_option(p, "config override (default: 512 x 512, --set data.synthetic_samples=4000, "
-                   "--set training.epochs=3; at least 2 epochs)")
+    p = _subcommand(
+        sub,
+        "phase-timing",
+        "how long the whole Phase 1.2 takes here, from a short real run",
+        "python -m imginav_core phase-timing --set training.device=cuda --json phase_timing.json",
+        "Trains V1 for a few epochs on synthetic layouts exactly as `train` does, times every epoch, "
+        "and scales the steady epochs to the real set (2 runs x 10 epochs x 27,897 layouts).",
+    )
+    _set_option(
+        p,
+        "config override (default: 512 x 512, --set data.synthetic_samples=4000, "
+        "--set training.epochs=3; at least 2 epochs)",
+    )
     _measurement_options(p, "the timings and the estimate", "the layouts, cache and run")
 
-    p = _subcommand(sub, "score-layouts", "score generated layouts against real ones, each score with its floor",
-                    "python -m imginav_core score-layouts --reference data/layouts.csv --generated samples/ "
-                    "--json scores.json --cache-dir scorer_cache",
-                    "Compare generated layout PNGs with real ones: Frechet and kernel distances, precision, "
-                    "recall, density and coverage in the features of a small network trained on the real "
-                    "layouts, palette purity, class and room/scene shares, speckle, memorisation. The reference "
-                    "is split by scene into a part that trains the network (and is the memorisation reference) "
-                    "and a held-out part the generated layouts are compared with. Each score comes with a 95% "
-                    "bootstrap interval and its floor: the score of as many real layouts.")
+    p = _subcommand(
+        sub,
+        "score-layouts",
+        "score generated layouts against real ones, each score with its floor",
+        "python -m imginav_core score-layouts --reference data/layouts.csv --generated samples/ "
+        "--json scores.json --cache-dir scorer_cache",
+        "Compare generated layout PNGs with real ones: Frechet and kernel distances, precision, "
+        "recall, density and coverage in the features of a small network trained on the real "
+        "layouts, palette purity, class and room/scene shares, speckle, memorisation. The reference "
+        "is split by scene into a part that trains the network (and is the memorisation reference) "
+        "and a held-out part the generated layouts are compared with. Each score comes with a 95% "
+        "bootstrap interval and its floor: the score of as many real layouts.",
+    )
     p.add_argument("--reference", type=Path, required=True, help="the real layouts' layouts.csv")
-    p.add_argument("--generated", type=Path, required=True,
-                   help="a folder holding only the generated PNGs (one square size), or a layouts.csv listing them")
+    p.add_argument(
+        "--generated",
+        type=Path,
+        required=True,
+        help="a folder holding only the generated PNGs (one square size), or a layouts.csv listing them",
+    )
     p.add_argument("--json", type=Path, help="write every score, interval and floor here")
-    p.add_argument("--resolution", type=int,
-                   help="compare at this side in pixels (default: the generated images'; others are resized "
-                        "nearest-neighbour)")
-    p.add_argument("--seed", type=int, default=0, help="the split, the network, the floor sample, the bootstrap (default 0)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="compare at this side in pixels (default: the generated images'; others are resized nearest-neighbour)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="the split, the network, the floor sample, the bootstrap (default 0)"
+    )
     p.add_argument("--bootstrap", type=int, default=200, help="resamples for the 95%% intervals (default 200; 0: none)")
-    p.add_argument("--cache-dir", type=Path,
-                   help="keep the trained feature network here, reused while the reference is the same "
-                        "(default: train it each time)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="keep the trained feature network here, reused while the reference is the same "
+        "(default: train it each time)",
+    )
     return parser
 
 

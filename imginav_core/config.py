@@ -13,9 +13,10 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -216,14 +217,23 @@ def _validate(cfg: Config) -> None:
     # One place decides deterministic or variational: a KL weight without a posterior to
     # regularise would be logged as if it did something.
     if cfg.loss.kld > 0 and not cfg.model.variational:
-        fail("loss.kld", "a KL weight needs a variational encoder (model.variational: true); "
-                         "the deterministic encoder has no posterior to regularise, so set loss.kld: 0")
-    factor = 2 ** cfg.model.downsampling_steps
+        fail(
+            "loss.kld",
+            "a KL weight needs a variational encoder (model.variational: true); "
+            "the deterministic encoder has no posterior to regularise, so set loss.kld: 0",
+        )
+    factor = 2**cfg.model.downsampling_steps
     if cfg.data.resolution <= 0 or cfg.data.resolution % factor:
         fail("data.resolution", f"must be a positive multiple of 2**model.downsampling_steps = {factor}")
     for key in (
-        "model.latent_channels", "model.base_channels", "model.downsampling_steps", "model.norm_groups",
-        "training.epochs", "training.batch_size", "training.sample_interval", "data.synthetic_samples",
+        "model.latent_channels",
+        "model.base_channels",
+        "model.downsampling_steps",
+        "model.norm_groups",
+        "training.epochs",
+        "training.batch_size",
+        "training.sample_interval",
+        "data.synthetic_samples",
     ):
         if cfg.get(key) <= 0:
             fail(key, "must be > 0")
@@ -233,8 +243,10 @@ def _validate(cfg: Config) -> None:
         if cfg.get(key) < 0:
             fail(key, "must be >= 0")
     if cfg.training.early_stopping.patience < 0 or cfg.data.num_workers < 0:
-        fail("training.early_stopping.patience" if cfg.training.early_stopping.patience < 0 else "data.num_workers",
-             "must be >= 0")
+        fail(
+            "training.early_stopping.patience" if cfg.training.early_stopping.patience < 0 else "data.num_workers",
+            "must be >= 0",
+        )
     if not 0.0 < cfg.data.val_fraction < 1.0:
         fail("data.val_fraction", "must be strictly between 0 and 1")
 
@@ -260,8 +272,7 @@ def parse_yaml(text: str, where: str) -> Any:
     except yaml.constructor.ConstructorError as err:
         line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
         raise ConfigError(
-            f"{where}: refused{line}: {err.problem}; config values are plain data "
-            "(numbers, strings, lists, mappings)"
+            f"{where}: refused{line}: {err.problem}; config values are plain data (numbers, strings, lists, mappings)"
         ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None
@@ -308,8 +319,9 @@ def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], sourc
     return values
 
 
-def config_from_dict(values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
-                     source: str = "<dict>") -> Config:
+def config_from_dict(
+    values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: str = "<dict>"
+) -> Config:
     """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's."""
     values = _apply_overrides(copy.deepcopy(dict(values)), overrides or {}, source)
     cfg = _build(Config, values, "", source)

@@ -37,8 +37,8 @@ import os
 import re
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 # ---- kill points ---------------------------------------------------------------------------------
 
@@ -119,6 +119,7 @@ def remove_leftovers(folder: str | Path, names: str = ".+") -> int:
 
 
 # ---- locks ---------------------------------------------------------------------------------------------
+
 
 class LockHeldError(RuntimeError):
     """Another process holds the lock."""

@@ -61,8 +61,9 @@ class MetricSums:
             self.sums[name] = self.sums[name] + contribution if name in self.sums else contribution
         self.images += batch
 
-    def add_outputs(self, outputs: dict[str, torch.Tensor], rgb: torch.Tensor, class_map: torch.Tensor,
-                    label: torch.Tensor) -> None:
+    def add_outputs(
+        self, outputs: dict[str, torch.Tensor], rgb: torch.Tensor, class_map: torch.Tensor, label: torch.Tensor
+    ) -> None:
         self.psnr += psnr_per_image(outputs["rgb"], rgb).double().sum()
         self.matrix += confusion(outputs["segmentation"].argmax(1), class_map)
         self.correct += (outputs["classification"].argmax(1) == label).double().sum()

@@ -99,8 +99,9 @@ class Encoder(nn.Module):
 def _head(channels: int, out_channels: int, groups: int) -> nn.Sequential:
     """[3x3 conv, GN, SiLU, 3x3 conv]: the Phase 1.1 RGB and segmentation heads, without any final
     activation (the RGB head adds its tanh; segmentation emits logits for the cross-entropy)."""
-    return nn.Sequential(*_conv_block(channels, channels, groups),
-                         nn.Conv2d(channels, out_channels, kernel_size=3, padding=1))
+    return nn.Sequential(
+        *_conv_block(channels, channels, groups), nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
+    )
 
 
 class Decoder(nn.Module):

@@ -171,9 +171,11 @@ class Outputs:
         """(folder, regular expression of file names): the files only run NAME writes, so that a
         restarted run may remove the temporaries a kill left of them, and no other run's."""
         escaped = re.escape(name)
-        return [(self.run_dir(name), ".+"),
-                (self.phase_dir, rf"{escaped}_metrics\.csv"),
-                (self.samples_dir, rf"{escaped}_epoch_\d+_comparison\.png")]
+        return [
+            (self.run_dir(name), ".+"),
+            (self.phase_dir, rf"{escaped}_metrics\.csv"),
+            (self.samples_dir, rf"{escaped}_epoch_\d+_comparison\.png"),
+        ]
 
     # ---- showing paths ---------------------------------------------------------------------------
     def shown(self, path: str | Path) -> str:

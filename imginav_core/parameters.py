@@ -12,14 +12,16 @@ root, Jupyter from ``notebooks/``). ``-p`` values are typed as papermill types t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .config import Config, is_folder_name, load_config
 from .errors import ConfigError
 from .outputs import Outputs
-from .probe.settings import DEFAULTS as PROBE_DEFAULTS, ProbeSettings
+from .probe.settings import DEFAULTS as PROBE_DEFAULTS
+from .probe.settings import ProbeSettings
 from .study_plan import PLAN_FILE, PlannedRun, arm_names, check_seeds, study_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +69,9 @@ class Notebook:
         for parameter in self.parameters:
             if parameter.name == name:
                 return parameter
-        raise ConfigError(f"unknown notebook parameter '{name}' of {self.path}; expected one of {', '.join(self.names)}")
+        raise ConfigError(
+            f"unknown notebook parameter '{name}' of {self.path}; expected one of {', '.join(self.names)}"
+        )
 
     def values(self, namespace: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters as a notebook's namespace holds them (``TRAIN.values(globals())``)."""
@@ -88,8 +92,11 @@ class Notebook:
         empty means the parameter's default (IMGINAV_OUTPUTS= is the default output root), so it
         is passed on only where that default is itself empty (the manifest: the synthetic layouts)."""
         environ = os.environ if environ is None else environ
-        return {p.name: environ[p.env] for p in self.parameters
-                if p.env and p.env in environ and (environ[p.env] != "" or p.default == "")}
+        return {
+            p.name: environ[p.env]
+            for p in self.parameters
+            if p.env and p.env in environ and (environ[p.env] != "" or p.default == "")
+        }
 
 
 def repo_path(path: str | Path) -> Path:
@@ -120,84 +127,217 @@ def parse_bool(text: str) -> Any:
 
 # ---- the notebooks ------------------------------------------------------------------------------
 
-TRAIN = Notebook("notebooks/train.ipynb", (
-    Parameter("config", "path", "configs/phase1_2/V1_deterministic.yaml", "the experiment YAML"),
-    Parameter("manifest", "path", "", "`layouts.csv` of the real data (`\"\"`: the embedded synthetic layouts)",
-              key="data.manifest", env="IMGINAV_DATA"),
-    Parameter("output_root", "path", "outputs", "output root", key="output_root", env="IMGINAV_OUTPUTS"),
-    Parameter("name", "str", None, "experiment name (folder and file names of the run)", key="name",
-              env="IMGINAV_NAME", optional=True),
-    Parameter("epochs", "int", None, "epochs", key="training.epochs", env="IMGINAV_EPOCHS", optional=True),
-    Parameter("batch_size", "int", None, "batch size", key="training.batch_size", env="IMGINAV_BATCH_SIZE",
-              optional=True),
-    Parameter("lr", "float", None, "AdamW learning rate", key="training.lr", env="IMGINAV_LR", optional=True),
-    Parameter("kld", "float", None, "KL weight (> 0 only for a variational encoder)", key="loss.kld",
-              env="IMGINAV_KLD", optional=True),
-    Parameter("resolution", "int", None, "image side in pixels", key="data.resolution", env="IMGINAV_RESOLUTION",
-              optional=True),
-    Parameter("synthetic_samples", "int", None, "synthetic layouts generated (when there is no manifest)",
-              key="data.synthetic_samples", env="IMGINAV_SYNTHETIC_SAMPLES", optional=True),
-    Parameter("device", "str", "auto", "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`", key="training.device",
-              env="IMGINAV_DEVICE"),
-    Parameter("num_workers", "int", None, "threads gathering batches", key="data.num_workers",
-              env="IMGINAV_NUM_WORKERS", optional=True),
-    Parameter("seed", "int", None, "training seed (weights, shuffling, VAE noise)", key="training.seed",
-              env="IMGINAV_SEED", optional=True),
-))
+TRAIN = Notebook(
+    "notebooks/train.ipynb",
+    (
+        Parameter("config", "path", "configs/phase1_2/V1_deterministic.yaml", "the experiment YAML"),
+        Parameter(
+            "manifest",
+            "path",
+            "",
+            '`layouts.csv` of the real data (`""`: the embedded synthetic layouts)',
+            key="data.manifest",
+            env="IMGINAV_DATA",
+        ),
+        Parameter("output_root", "path", "outputs", "output root", key="output_root", env="IMGINAV_OUTPUTS"),
+        Parameter(
+            "name",
+            "str",
+            None,
+            "experiment name (folder and file names of the run)",
+            key="name",
+            env="IMGINAV_NAME",
+            optional=True,
+        ),
+        Parameter("epochs", "int", None, "epochs", key="training.epochs", env="IMGINAV_EPOCHS", optional=True),
+        Parameter(
+            "batch_size", "int", None, "batch size", key="training.batch_size", env="IMGINAV_BATCH_SIZE", optional=True
+        ),
+        Parameter("lr", "float", None, "AdamW learning rate", key="training.lr", env="IMGINAV_LR", optional=True),
+        Parameter(
+            "kld",
+            "float",
+            None,
+            "KL weight (> 0 only for a variational encoder)",
+            key="loss.kld",
+            env="IMGINAV_KLD",
+            optional=True,
+        ),
+        Parameter(
+            "resolution",
+            "int",
+            None,
+            "image side in pixels",
+            key="data.resolution",
+            env="IMGINAV_RESOLUTION",
+            optional=True,
+        ),
+        Parameter(
+            "synthetic_samples",
+            "int",
+            None,
+            "synthetic layouts generated (when there is no manifest)",
+            key="data.synthetic_samples",
+            env="IMGINAV_SYNTHETIC_SAMPLES",
+            optional=True,
+        ),
+        Parameter(
+            "device",
+            "str",
+            "auto",
+            "`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`",
+            key="training.device",
+            env="IMGINAV_DEVICE",
+        ),
+        Parameter(
+            "num_workers",
+            "int",
+            None,
+            "threads gathering batches",
+            key="data.num_workers",
+            env="IMGINAV_NUM_WORKERS",
+            optional=True,
+        ),
+        Parameter(
+            "seed",
+            "int",
+            None,
+            "training seed (weights, shuffling, VAE noise)",
+            key="training.seed",
+            env="IMGINAV_SEED",
+            optional=True,
+        ),
+    ),
+)
 
-ANALYSIS = Notebook("notebooks/analysis.ipynb", (
-    Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
-    Parameter("experiment_v1", "str", None, "V1's runs, comma-separated",
-              env="IMGINAV_EXPERIMENT_V1", optional=True, shown_default="the plan's"),
-    Parameter("experiment_v2", "str", None, "V2's runs, comma-separated",
-              env="IMGINAV_EXPERIMENT_V2", optional=True, shown_default="the plan's"),
-    Parameter("max_images", "int", 512, "validation layouts the analysis measures (a random subset drawn from `seed`)",
-              env="IMGINAV_MAX_IMAGES"),
-    Parameter("allow_unfinished", "bool", False, "analyse unfinished runs, marked as such, instead of refusing them",
-              env="IMGINAV_ALLOW_UNFINISHED"),
-    Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
-    Parameter("seed", "int", 0, "seed of the interpolation pairs and the latent noise", env="IMGINAV_ANALYSIS_SEED"),
-))
+ANALYSIS = Notebook(
+    "notebooks/analysis.ipynb",
+    (
+        Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
+        Parameter(
+            "experiment_v1",
+            "str",
+            None,
+            "V1's runs, comma-separated",
+            env="IMGINAV_EXPERIMENT_V1",
+            optional=True,
+            shown_default="the plan's",
+        ),
+        Parameter(
+            "experiment_v2",
+            "str",
+            None,
+            "V2's runs, comma-separated",
+            env="IMGINAV_EXPERIMENT_V2",
+            optional=True,
+            shown_default="the plan's",
+        ),
+        Parameter(
+            "max_images",
+            "int",
+            512,
+            "validation layouts the analysis measures (a random subset drawn from `seed`)",
+            env="IMGINAV_MAX_IMAGES",
+        ),
+        Parameter(
+            "allow_unfinished",
+            "bool",
+            False,
+            "analyse unfinished runs, marked as such, instead of refusing them",
+            env="IMGINAV_ALLOW_UNFINISHED",
+        ),
+        Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
+        Parameter(
+            "seed", "int", 0, "seed of the interpolation pairs and the latent noise", env="IMGINAV_ANALYSIS_SEED"
+        ),
+    ),
+)
 
-PROBE = Notebook("notebooks/diffusion_probe.ipynb", (
-    Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
-    Parameter("experiments", "str", None, "runs whose latent spaces the probe compares, comma-separated", env="IMGINAV_PROBE_EXPERIMENTS", optional=True,
-              shown_default="the plan's"),
-    Parameter("steps", "int", PROBE_DEFAULTS.steps, "denoiser training steps per latent space and seed",
-              env="IMGINAV_PROBE_STEPS"),
-    Parameter("batch_size", "int", PROBE_DEFAULTS.batch_size, "denoiser batch size", env="IMGINAV_PROBE_BATCH_SIZE"),
-    Parameter("lr", "float", PROBE_DEFAULTS.lr, "denoiser AdamW learning rate", env="IMGINAV_PROBE_LR"),
-    Parameter("width", "int", PROBE_DEFAULTS.width, "denoiser UNet base channels", env="IMGINAV_PROBE_WIDTH"),
-    Parameter("samples", "int", PROBE_DEFAULTS.samples, "layouts generated per latent space and seed",
-              env="IMGINAV_PROBE_SAMPLES"),
-    Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "denoisers trained per run", env="IMGINAV_PROBE_SEEDS"),
-    Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
-))
+PROBE = Notebook(
+    "notebooks/diffusion_probe.ipynb",
+    (
+        Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
+        Parameter(
+            "experiments",
+            "str",
+            None,
+            "runs whose latent spaces the probe compares, comma-separated",
+            env="IMGINAV_PROBE_EXPERIMENTS",
+            optional=True,
+            shown_default="the plan's",
+        ),
+        Parameter(
+            "steps",
+            "int",
+            PROBE_DEFAULTS.steps,
+            "denoiser training steps per latent space and seed",
+            env="IMGINAV_PROBE_STEPS",
+        ),
+        Parameter(
+            "batch_size", "int", PROBE_DEFAULTS.batch_size, "denoiser batch size", env="IMGINAV_PROBE_BATCH_SIZE"
+        ),
+        Parameter("lr", "float", PROBE_DEFAULTS.lr, "denoiser AdamW learning rate", env="IMGINAV_PROBE_LR"),
+        Parameter("width", "int", PROBE_DEFAULTS.width, "denoiser UNet base channels", env="IMGINAV_PROBE_WIDTH"),
+        Parameter(
+            "samples",
+            "int",
+            PROBE_DEFAULTS.samples,
+            "layouts generated per latent space and seed",
+            env="IMGINAV_PROBE_SAMPLES",
+        ),
+        Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "denoisers trained per run", env="IMGINAV_PROBE_SEEDS"),
+        Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
+    ),
+)
 
 # The study plan (imginav_core/study_plan.py): read by the launcher, the job array, the demo and
 # `python -m imginav_core plan`, not by a notebook. The probe and the analysis jobs get the runs it
 # names as explicit -p lists (`check probe/analysis --from-env`), so each executed notebook says which.
 PLAN = (
-    Parameter("seeds", "str", None, "training seeds, comma-separated (`python -m imginav_core plan`)", env="IMGINAV_SEEDS", optional=True,
-              shown_default="`configs/phase1_2/study.yaml`'s"),
-    Parameter("sweep", "bool", False, "`1`: also the KL-weight sweep of `configs/phase1_2/study.yaml`",
-              env="IMGINAV_KLD_SWEEP", shown_default="`0` (off)"),
+    Parameter(
+        "seeds",
+        "str",
+        None,
+        "training seeds, comma-separated (`python -m imginav_core plan`)",
+        env="IMGINAV_SEEDS",
+        optional=True,
+        shown_default="`configs/phase1_2/study.yaml`'s",
+    ),
+    Parameter(
+        "sweep",
+        "bool",
+        False,
+        "`1`: also the KL-weight sweep of `configs/phase1_2/study.yaml`",
+        env="IMGINAV_KLD_SWEEP",
+        shown_default="`0` (off)",
+    ),
 )
 # What the plan sets for each run; a variable setting one of them for every run is refused.
 PLANNED = {"config": "", "name": "IMGINAV_NAME", "seed": "IMGINAV_SEED", "kld": "IMGINAV_KLD"}
 
 # Read by the job scripts themselves, not by a notebook.
 JOB_VARIABLES = (
-    ("IMGINAV_CONDA_ENV", "imginav", "conda environment the jobs activate (`\"\"`: the current `python`)"),
-    ("IMGINAV_GPUS", "1", "more than 1: train data-parallel with `torchrun` on that many GPUs of one node "
-                          "(ask LSF for them: `bsub -gpu \"num=N:mode=exclusive_process\" -n ...`)"),
-    ("IMGINAV_HTML_MANAGER", "`npm pack` at staging", "a packed `@jupyter-widgets/html-manager` .tgz, for nodes "
-                                                      "without npm or network"),
+    ("IMGINAV_CONDA_ENV", "imginav", 'conda environment the jobs activate (`""`: the current `python`)'),
+    (
+        "IMGINAV_GPUS",
+        "1",
+        "more than 1: train data-parallel with `torchrun` on that many GPUs of one node "
+        '(ask LSF for them: `bsub -gpu "num=N:mode=exclusive_process" -n ...`)',
+    ),
+    (
+        "IMGINAV_HTML_MANAGER",
+        "`npm pack` at staging",
+        "a packed `@jupyter-widgets/html-manager` .tgz, for nodes without npm or network",
+    ),
 )
 
 
-def training_config(config: str | Path = TRAIN["config"].default, overrides: Mapping[str, Any] | None = None,
-                    notebook_defaults: bool = True, **params: Any) -> Config:
+def training_config(
+    config: str | Path = TRAIN["config"].default,
+    overrides: Mapping[str, Any] | None = None,
+    notebook_defaults: bool = True,
+    **params: Any,
+) -> Config:
     """The configuration train.ipynb trains with: the experiment YAML, the parameters that are not
     None (with ``notebook_defaults``, those not given at the parameters cell's values, as the
     notebook has them), then ``overrides`` (dotted config keys, ``--set``). Raises ConfigError
@@ -232,15 +372,17 @@ def plan_settings(environ: Mapping[str, str] | None = None) -> tuple[list[int] |
         try:
             seeds = [int(seed) for seed in text.split(",")]
         except ValueError:
-            raise ConfigError(f"IMGINAV_SEEDS = {text!r}: expected integer seeds separated by commas, "
-                              "e.g. 42,43,44") from None
+            raise ConfigError(
+                f"IMGINAV_SEEDS = {text!r}: expected integer seeds separated by commas, e.g. 42,43,44"
+            ) from None
         check_seeds(seeds, "IMGINAV_SEEDS")
     text = environ.get("IMGINAV_KLD_SWEEP", "").strip()
     if text:
         sweep = parse_bool(text)
         if not isinstance(sweep, bool):
-            raise ConfigError(f"IMGINAV_KLD_SWEEP = {text!r}: expected 1 or true to also train the KL-weight "
-                              "sweep, 0 or false not to")
+            raise ConfigError(
+                f"IMGINAV_KLD_SWEEP = {text!r}: expected 1 or true to also train the KL-weight sweep, 0 or false not to"
+            )
     return seeds, sweep
 
 
@@ -271,7 +413,9 @@ def run_list(value: Any, parameter: str) -> list[str]:
         raise ConfigError(f"notebook parameter '{parameter}' = {value!r}: name at least one run (or None: the plan's)")
     for name in names:
         if not isinstance(name, str) or not is_folder_name(name):
-            raise ConfigError(f"notebook parameter '{parameter}': {name!r} is no run name (letters, digits, '_', '-', '.')")
+            raise ConfigError(
+                f"notebook parameter '{parameter}': {name!r} is no run name (letters, digits, '_', '-', '.')"
+            )
     if len(set(names)) != len(names):
         raise ConfigError(f"notebook parameter '{parameter}' = {value!r}: each run once")
     return list(names)
@@ -306,16 +450,19 @@ def analysis_parameters(**params: Any) -> dict[str, Any]:
     lists of run names (given comma-separated; None: the study plan's V1 / V2 runs, in seed order)."""
     for unknown in set(params) - set(ANALYSIS.names):
         ANALYSIS[unknown]  # raises, naming the parameter
-    lists = {key: params[key] for key in ("experiment_v1", "experiment_v2")
-             if isinstance(params.get(key), (list, tuple))}
+    lists = {
+        key: params[key] for key in ("experiment_v1", "experiment_v2") if isinstance(params.get(key), (list, tuple))
+    }
     values = {p.name: lists.get(p.name) or p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
     defaults = plan_runs(ANALYSIS, study_plan()) if None in (values["experiment_v1"], values["experiment_v2"]) else {}
     for key in ("experiment_v1", "experiment_v2"):
         values[key] = run_list(defaults[key] if values[key] is None else values[key], key)
     both = set(values["experiment_v1"]) & set(values["experiment_v2"])
     if both:
-        raise ConfigError(f"notebook parameters 'experiment_v1' and 'experiment_v2' both name {', '.join(sorted(both))}: "
-                          "a run is in one arm")
+        raise ConfigError(
+            f"notebook parameters 'experiment_v1' and 'experiment_v2' both name {', '.join(sorted(both))}: "
+            "a run is in one arm"
+        )
     if values["max_images"] < 2:
         raise ConfigError(f"notebook parameter 'max_images' = {values['max_images']}: need at least 2 layouts")
     values["output_root"] = repo_path(values["output_root"])
@@ -323,6 +470,7 @@ def analysis_parameters(**params: Any) -> dict[str, Any]:
 
 
 # ---- the README's table -----------------------------------------------------------------------
+
 
 def _default(value: Any, shown: str = "") -> str:
     if shown:
@@ -350,9 +498,11 @@ def settings_table() -> str:
             if p.env in listed:
                 continue
             listed.add(p.env)
-            rows.append(f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` "
-                        f"({', '.join(readers.get(p.env, [label]))}) | "
-                        f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default, p.shown_default)} |")
+            rows.append(
+                f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` "
+                f"({', '.join(readers.get(p.env, [label]))}) | "
+                f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default, p.shown_default)} |"
+            )
     for p in PLAN:
         rows.append(f"| {p.meaning} | — | — | `{p.env}` | {_default(p.default, p.shown_default)} |")
     for env, default, meaning in JOB_VARIABLES:

@@ -9,9 +9,9 @@ import contextlib
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -41,8 +41,9 @@ class Runtime:
     def describe(self) -> str:
         """e.g. ``bf16, channels_last, compiled``."""
         amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
-        return ", ".join([amp, "channels_last" if self.channels_last else "contiguous",
-                          "compiled" if self.compile else "eager"])
+        return ", ".join(
+            [amp, "channels_last" if self.channels_last else "contiguous", "compiled" if self.compile else "eager"]
+        )
 
 
 def synchronize(device: torch.device) -> None:
@@ -75,8 +76,11 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = platform.processor() or platform.machine()
     return f"{model}, {torch.get_num_threads()} threads"
@@ -102,7 +106,7 @@ def provenance(rt: Runtime) -> dict:
 
     amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16 (loss scaling)"}[rt.amp_dtype]
     return {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": git("rev-parse", "HEAD") or "unknown (not a git checkout)",
         "git_uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "python": sys.version.split()[0],

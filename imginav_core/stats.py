@@ -4,14 +4,21 @@ difference between two arms of seeded runs measured on the same images."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n: int, *, resamples: int = 200,
-                 level: float = 0.95, seed: int = 0, estimate: float | np.ndarray | None = None) -> np.ndarray:
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], float | np.ndarray],
+    n: int,
+    *,
+    resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    estimate: float | np.ndarray | None = None,
+) -> np.ndarray:
     """Bootstrap interval of ``statistic`` over a sample of ``n`` items.
 
     ``statistic(idx)`` gets an int array of ``n`` indices drawn with replacement (the sample's
@@ -42,8 +49,7 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n: int, 
     draws = [np.asarray(statistic(rng.integers(0, n, size=n)), dtype=np.float64) for _ in range(resamples)]
     scalar = draws[0].ndim == 0
     values = np.array([np.atleast_1d(d) for d in draws])  # (resamples, k)
-    estimates = None if estimate is None else np.broadcast_to(np.asarray(estimate, dtype=np.float64),
-                                                              values.shape[1:])
+    estimates = None if estimate is None else np.broadcast_to(np.asarray(estimate, dtype=np.float64), values.shape[1:])
     tails = np.array([(1 - level) / 2, (1 + level) / 2])
     interval = np.full((values.shape[1], 2), np.nan)
     for column in range(values.shape[1]):
@@ -58,6 +64,7 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n: int, 
 
 # ---- comparing two arms of seeded runs on the same images -----------------------------------------
 
+
 def t_quantile(p: float, df: float) -> float:
     """Student's t quantile (``p`` in (0.5, 1)), by integrating the density; the normal's for
     ``df`` infinite. numpy only: this project has no scipy."""
@@ -67,8 +74,12 @@ def t_quantile(p: float, df: float) -> float:
     if math.isinf(df):
         log_pdf = -0.5 * x * x - 0.5 * math.log(2 * math.pi)
     else:
-        log_pdf = (math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-                   - (df + 1) / 2 * np.log1p(x * x / df))
+        log_pdf = (
+            math.lgamma((df + 1) / 2)
+            - math.lgamma(df / 2)
+            - 0.5 * math.log(df * math.pi)
+            - (df + 1) / 2 * np.log1p(x * x / df)
+        )
     pdf = np.exp(log_pdf)
     cdf = 0.5 + np.concatenate([[0.0], np.cumsum((pdf[1:] + pdf[:-1]) / 2 * np.diff(x))])
     return float(np.interp(p, cdf, x))
@@ -97,11 +108,12 @@ class PerImage:
     for seed s, image i and part k. The arm's value is the mean over seeds of, per seed,
     ``mean_k(sum_i num / sum_i den)``: a mean when the denominator is 1 (one part), an IoU of
     small classes when the parts are classes and the counts are intersections and unions."""
+
     numerator: np.ndarray  # (S, N, K)
     denominator: np.ndarray  # (S, N, K)
 
     @classmethod
-    def mean_of(cls, values: np.ndarray) -> "PerImage":
+    def mean_of(cls, values: np.ndarray) -> PerImage:
         values = np.asarray(values, dtype=np.float64)[..., None]  # (S, N, 1)
         return cls(values, np.ones_like(values))
 
@@ -133,27 +145,42 @@ def _interval(estimate: float, replicates: np.ndarray, seeds: tuple[int, int], l
     """``estimate +- t * se``: the bootstrap's standard error with a t quantile of 2 (S - 1)
     degrees of freedom for S seeds per arm. With three seeds whose spread matters, the normal's
     1.96 on the same standard error covered the truth 90 % of the time in tests/test_stats.py's
-    simulation (plain percentiles less), the t quantile at least the nominal 95 %. With one seed in an arm the seed-to-seed spread is unknown: the
-    interval is the images' alone (normal quantile) and is marked so."""
+    simulation (plain percentiles less), the t quantile at least the nominal 95 %. With one seed
+    in an arm the seed-to-seed spread is unknown: the interval is the images' alone (normal
+    quantile) and is marked so."""
     finite = replicates[np.isfinite(replicates)]
     se = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
     fewest = min(seeds)
     df = 2 * (fewest - 1) if fewest > 1 else math.inf
     half = t_quantile((1 + level) / 2, df) * se
-    return {"estimate": float(estimate), "ci95": [float(estimate - half), float(estimate + half)], "se": se,
-            "n_seeds": list(seeds), "seed_spread_known": fewest > 1}
+    return {
+        "estimate": float(estimate),
+        "ci95": [float(estimate - half), float(estimate + half)],
+        "se": se,
+        "n_seeds": list(seeds),
+        "seed_spread_known": fewest > 1,
+    }
 
 
-def arm_difference(a: PerImage, b: PerImage, groups: np.ndarray, *, relative: bool = False,
-                   resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def arm_difference(
+    a: PerImage,
+    b: PerImage,
+    groups: np.ndarray,
+    *,
+    relative: bool = False,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """B minus A (``relative``: B / A - 1) on the same N images, with a hierarchical-bootstrap
     interval: seeds (each arm's own), then scenes (``groups``), then images within scenes; the
     images drawn are the same for both arms, so the comparison is paired per image.
     Returns ``estimate``, ``ci95``, ``se``, ``n_seeds`` ([A, B]), ``n_images``."""
     n = a.numerator.shape[1]
     if b.numerator.shape[1] != n or len(groups) != n:
-        raise ValueError(f"the arms must be measured on the same images: {n}, {b.numerator.shape[1]} and "
-                         f"{len(groups)} groups")
+        raise ValueError(
+            f"the arms must be measured on the same images: {n}, {b.numerator.shape[1]} and {len(groups)} groups"
+        )
     rng = np.random.default_rng(seed)
     weights = cluster_weights(groups, resamples, rng)
     ones = np.ones((1, n))
@@ -166,8 +193,16 @@ def arm_difference(a: PerImage, b: PerImage, groups: np.ndarray, *, relative: bo
     return _interval(estimate, replicates, (a.seeds, b.seeds), level) | {"n_images": int(n)}
 
 
-def run_difference(a: np.ndarray, a_se: np.ndarray, b: np.ndarray, b_se: np.ndarray, *,
-                   resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def run_difference(
+    a: np.ndarray,
+    a_se: np.ndarray,
+    b: np.ndarray,
+    b_se: np.ndarray,
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """B minus A for a score of each run as a whole (the probe's FLD of each seed's generated
     layouts), each with its own sampling standard error: seeds resampled as in ``arm_difference``,
     then each drawn run's score perturbed by its normal sampling error."""

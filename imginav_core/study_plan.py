@@ -35,6 +35,7 @@ class PlannedRun:
 @dataclass(frozen=True)
 class StudyFile:
     """``study.yaml`` as read and checked."""
+
     path: Path
     arms: dict[str, Path]  # label -> experiment config
     seeds: list[int]
@@ -43,8 +44,11 @@ class StudyFile:
 
 
 def _seeds(value: Any, where: str) -> list[int]:
-    if (not isinstance(value, list) or not value
-            or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value)):
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in value)
+    ):
         raise ConfigError(f"{where} = {value!r}: expected a list of integer seeds (>= 0), e.g. [42, 43, 44]")
     if len(set(value)) != len(value):
         raise ConfigError(f"{where} = {value!r}: each seed once (two runs of one seed would share a folder)")
@@ -72,23 +76,32 @@ def read_plan_file(plan_file: str | Path = PLAN_FILE) -> StudyFile:
             raise ConfigError(f"{path}: missing key '{key}'")
     arms = values["arms"]
     if not isinstance(arms, dict) or not arms or any(not isinstance(c, str) for c in arms.values()):
-        raise ConfigError(f"{path}: 'arms' = {arms!r}: expected label: config file (relative to this file), "
-                          "e.g. {V1: V1_deterministic.yaml}")
+        raise ConfigError(
+            f"{path}: 'arms' = {arms!r}: expected label: config file (relative to this file), "
+            "e.g. {V1: V1_deterministic.yaml}"
+        )
     for label in arms:
         if not isinstance(label, str) or not is_folder_name(label):
             raise ConfigError(f"{path}: arm label {label!r}: use only letters, digits, '_', '-', '.'")
     sweep = values.get("kld_sweep") or []
-    if (not isinstance(sweep, list)
-            or any(not isinstance(k, (int, float)) or isinstance(k, bool) or k < 0 for k in sweep)):
+    if not isinstance(sweep, list) or any(
+        not isinstance(k, (int, float)) or isinstance(k, bool) or k < 0 for k in sweep
+    ):
         raise ConfigError(f"{path}: 'kld_sweep' = {sweep!r}: expected a list of KL weights >= 0, e.g. [0.0, 1.0e-4]")
     if len(set(sweep)) != len(sweep):
         raise ConfigError(f"{path}: 'kld_sweep' = {sweep!r}: each weight once")
     sweep_arm = values.get("sweep_arm")
     if sweep and sweep_arm not in arms:
-        raise ConfigError(f"{path}: 'sweep_arm' = {sweep_arm!r}: expected the arm the KL sweep varies, one of "
-                          f"{', '.join(arms)}")
-    return StudyFile(path, {label: path.parent / config for label, config in arms.items()},
-                     _seeds(values["seeds"], f"{path}: 'seeds'"), [float(k) for k in sweep], sweep_arm)
+        raise ConfigError(
+            f"{path}: 'sweep_arm' = {sweep_arm!r}: expected the arm the KL sweep varies, one of {', '.join(arms)}"
+        )
+    return StudyFile(
+        path,
+        {label: path.parent / config for label, config in arms.items()},
+        _seeds(values["seeds"], f"{path}: 'seeds'"),
+        [float(k) for k in sweep],
+        sweep_arm,
+    )
 
 
 def _shown(config: Path) -> str:
@@ -97,8 +110,9 @@ def _shown(config: Path) -> str:
     return str(config.relative_to(REPO_ROOT)) if config.is_relative_to(REPO_ROOT) else str(config)
 
 
-def study_plan(seeds: list[int] | None = None, sweep: bool | None = None,
-               plan_file: str | Path = PLAN_FILE) -> list[PlannedRun]:
+def study_plan(
+    seeds: list[int] | None = None, sweep: bool | None = None, plan_file: str | Path = PLAN_FILE
+) -> list[PlannedRun]:
     """The runs, in array-index order. ``seeds``: None = the plan file's; ``sweep``: None = off
     (the sweep is trained only when asked: IMGINAV_KLD_SWEEP=1)."""
     study = read_plan_file(plan_file)
@@ -108,8 +122,12 @@ def study_plan(seeds: list[int] | None = None, sweep: bool | None = None,
     for arm, config in study.arms.items():
         cfg = load_config(config)
         own_kld[arm] = cfg.loss.kld
-        rows += [dict(arm=arm, config=_shown(config), seed=seed, kld=cfg.loss.kld, name=f"{cfg.name}_seed{seed}",
-                      sweep=False) for seed in seeds]
+        rows += [
+            dict(
+                arm=arm, config=_shown(config), seed=seed, kld=cfg.loss.kld, name=f"{cfg.name}_seed{seed}", sweep=False
+            )
+            for seed in seeds
+        ]
     if sweep:
         config = study.arms[study.sweep_arm]
         for kld in study.kld_sweep:
@@ -118,8 +136,17 @@ def study_plan(seeds: list[int] | None = None, sweep: bool | None = None,
             if kld == own_kld[study.sweep_arm]:
                 continue
             cfg = load_config(config, {"loss.kld": kld})  # refuses a weight the arm cannot take, naming it
-            rows += [dict(arm=study.sweep_arm, config=_shown(config), seed=seed, kld=kld,
-                          name=f"{cfg.name}_kld{kld:g}_seed{seed}", sweep=True) for seed in seeds]
+            rows += [
+                dict(
+                    arm=study.sweep_arm,
+                    config=_shown(config),
+                    seed=seed,
+                    kld=kld,
+                    name=f"{cfg.name}_kld{kld:g}_seed{seed}",
+                    sweep=True,
+                )
+                for seed in seeds
+            ]
     return [PlannedRun(index=i, **row) for i, row in enumerate(rows, start=1)]
 
 
@@ -149,8 +176,10 @@ def sweep_names(plan: list[PlannedRun]) -> dict[float, list[str]]:
 def planned_run(plan: list[PlannedRun], index: int) -> PlannedRun:
     """Row ``index`` of the plan; a ConfigError saying the range otherwise."""
     if not 1 <= index <= len(plan):
-        raise ConfigError(f"array index {index} is not in the study plan: it has runs 1..{len(plan)} "
-                          "(python -m imginav_core plan lists them)")
+        raise ConfigError(
+            f"array index {index} is not in the study plan: it has runs 1..{len(plan)} "
+            "(python -m imginav_core plan lists them)"
+        )
     return plan[index - 1]
 
 
@@ -176,6 +205,8 @@ def arm_indices(plan: list[PlannedRun]) -> dict[str, str]:
 def plan_table(plan: list[PlannedRun]) -> str:
     """The plan as a Markdown table, one row per array index."""
     rows = ["| index | arm | name | config | seed | kld | sweep |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    rows += [f"| {r.index} | {r.arm} | {r.name} | {r.config} | {r.seed} | {r.kld:g} | {'yes' if r.sweep else 'no'} |"
-             for r in plan]
+    rows += [
+        f"| {r.index} | {r.arm} | {r.name} | {r.config} | {r.seed} | {r.kld:g} | {'yes' if r.sweep else 'no'} |"
+        for r in plan
+    ]
     return "\n".join(rows) + "\n"

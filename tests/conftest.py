@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from imginav_core.data.synthetic import generate_layouts
-
-from helpers import ROOT
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +21,9 @@ def synthetic_manifest(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory) -> Path:
     """An output root holding a finished 2-epoch V1 and V2 run on tiny synthetic layouts."""
-    from imginav_core import train
-
     from helpers import V1, V2, small_config
+
+    from imginav_core import train
 
     root = tmp_path_factory.mktemp("runs")
     for config in (V1, V2):
@@ -64,8 +63,16 @@ SMALL_STUDY = {
 def copy_of_repository(target: Path) -> Path:
     """The repository's files (tracked and not ignored) in ``target``: the tests run the job
     scripts and build the book there, never touching the working copy's outputs or report."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -80,8 +87,13 @@ def html_manager_package(tmp_path_factory) -> Path:
     from imginav_core.analysis.report import HTML_MANAGER
 
     folder = tmp_path_factory.mktemp("npm")
-    name = subprocess.run(["npm", "pack", HTML_MANAGER, "--silent"], cwd=folder, capture_output=True, text=True,
-                          check=True).stdout.strip().splitlines()[-1]
+    name = (
+        subprocess.run(
+            ["npm", "pack", HTML_MANAGER, "--silent"], cwd=folder, capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return folder / name
 
 
@@ -107,5 +119,11 @@ def study(tmp_path_factory, html_manager_package):
     done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((repo / "hpc" / "logs").glob("*.*")))
     assert done.returncode == 0, done.stdout + done.stderr + logs
-    return {"repo": repo, "env": env, "stdout": done.stdout, "outputs": repo / "outputs",
-            "phase_dir": repo / "outputs" / "phase1_2_vae_test", "html": repo / "book" / "_build" / "html"}
+    return {
+        "repo": repo,
+        "env": env,
+        "stdout": done.stdout,
+        "outputs": repo / "outputs",
+        "phase_dir": repo / "outputs" / "phase1_2_vae_test",
+        "html": repo / "book" / "_build" / "html",
+    }

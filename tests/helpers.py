@@ -1,4 +1,5 @@
 """Shared by the tests: the experiment configs and a config shrunk to run in seconds."""
+
 from __future__ import annotations
 
 import csv
@@ -40,9 +41,14 @@ def small_config(path: Path, output_root: Path, **overrides):
     values.update(overrides)
     return load_config(path, values)
 
+
 # A model of a few thousand parameters, for tests about files and messages rather than learning.
-TINY_MODEL = {"model.base_channels": 8, "model.latent_channels": 4, "model.norm_groups": 4,
-              "model.downsampling_steps": 2}
+TINY_MODEL = {
+    "model.base_channels": 8,
+    "model.latent_channels": 4,
+    "model.norm_groups": 4,
+    "model.downsampling_steps": 2,
+}
 
 
 def metrics_rows(path: Path, timing: bool = True) -> list[dict[str, str]]:

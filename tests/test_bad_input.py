@@ -14,15 +14,14 @@ import re
 
 import numpy as np
 import pytest
+from helpers import MANIFEST_HEADER, TINY_MODEL, V1, run_dir, small_config
 from PIL import Image
 
 from imginav_core import train
 from imginav_core.data.cache import build_cache, load_layout
-from imginav_core.errors import LayoutReadError, ManifestError
 from imginav_core.data.manifest import read_manifest
+from imginav_core.errors import LayoutReadError, ManifestError
 from imginav_core.palette import BACKGROUND, PALETTE, WALL
-
-from helpers import MANIFEST_HEADER, TINY_MODEL, V1, run_dir, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,12 +84,14 @@ def test_off_palette_pixels_are_kept_ignored_and_reported_per_image(tmp_path):
     Image.fromarray(smudged).save(tmp_path / "smudged.png")
     manifest = tmp_path / "layouts.csv"
     manifest.write_text(MANIFEST_HEADER + "s,room,1,clean.png,false\ns,room,2,smudged.png,false\n")
-    cache = build_cache(read_manifest(manifest).records, 16, tmp_path / "cache", manifest, workers=1,
-                        log=lambda _: None)
+    cache = build_cache(
+        read_manifest(manifest).records, 16, tmp_path / "cache", manifest, workers=1, log=lambda _: None
+    )
     assert len(cache) == 2 and cache.off_palette.tolist() == [0.0, 0.25]
     assert json.loads((cache.folder / "meta.json").read_text())["off_palette"] == [0.0, 0.25]
-    assert (cache.folder / "off_palette.csv").read_text() == \
-        f"layout_path,off_palette_share\n{tmp_path / 'smudged.png'},0.250000\n"
+    assert (
+        cache.folder / "off_palette.csv"
+    ).read_text() == f"layout_path,off_palette_share\n{tmp_path / 'smudged.png'},0.250000\n"
     assert "1 of 2 layouts have pixels outside the palette" in cache.off_palette_summary()
     assert "line 3 smudged.png (25.00%)" in cache.off_palette_summary()
 
@@ -147,12 +148,14 @@ def test_skip_broken_trains_on_the_rest_and_the_log_lists_every_skipped_row(tmp_
     # a house (scene_id) per row: the split keeps houses whole, and needs two of them
     rows = [f"s{i},room,{i},{name},false" for i, name in enumerate(good)]  # lines 2-9
     rows += [f"b{i},scene,scene,{name},false" for i, name in enumerate(BROKEN_FILES)]  # lines 10-15
-    rows += ["x16,room,90,missing.png,false",  # 16
-             "x17,kitchen,91,g0.png,false",  # 17: unknown type
-             "x18,room,92,g1.png,maybe",  # 18: unknown is_empty
-             "s0,room,0,g0.png,false",  # 19: the same row as line 2
-             "x20,scene,scene,smudged.png,False",  # 20
-             "x21,room,93,empty_room.png,1"]  # 21: empty, dropped before any decoding
+    rows += [
+        "x16,room,90,missing.png,false",  # 16
+        "x17,kitchen,91,g0.png,false",  # 17: unknown type
+        "x18,room,92,g1.png,maybe",  # 18: unknown is_empty
+        "s0,room,0,g0.png,false",  # 19: the same row as line 2
+        "x20,scene,scene,smudged.png,False",  # 20
+        "x21,room,93,empty_room.png,1",
+    ]  # 21: empty, dropped before any decoding
     manifest = data / "layouts.csv"
     manifest.write_text(MANIFEST_HEADER + "\n".join(rows) + "\n")
     settings = {**TINY_MODEL, "data.manifest": str(manifest), "data.resolution": 16}

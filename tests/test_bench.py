@@ -1,33 +1,49 @@
 """The benchmark and the phase timing run end to end on the CPU and report every figure.
 Speed is never asserted here: the figures are measurements, not pass/fail criteria."""
+
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+from helpers import ROOT
 
 from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
 from imginav_core.perf.profile import group_of
 
-from helpers import ROOT
-
 
 def _bench(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "imginav_core", "bench", *args], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "imginav_core", "bench", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timing(tmp_path):
     """hpc/bench.sh as the GPU job runs it, small and on the CPU: the quick benchmark with a
     variant and a profile, then the phase timing."""
-    env = {**os.environ, "IMGINAV_BENCH_CPU": "1", "IMGINAV_CONDA_ENV": "", "OUT": str(tmp_path),
-           "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "IMGINAV_BENCH_CPU": "1",
+        "IMGINAV_CONDA_ENV": "",
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+    }
     done = subprocess.run(["bash", "hpc/bench.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.log", "environment.txt",
-                                                          "phase_timing.json", "phase_timing.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bench.json",
+        "bench.log",
+        "environment.txt",
+        "phase_timing.json",
+        "phase_timing.log",
+    ]
     timing = json.loads((tmp_path / "phase_timing.json").read_text())
     assert timing["epochs"] == 2 and timing["resolution"] == 64 and len(timing["measured"]["epoch_wall_seconds"]) == 2
     assert timing["estimate"]["phase_minutes"] > 0
@@ -59,8 +75,12 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
         # every convolution of the model, forward and backward, named as a layer
         layers = [c["layer"] for c in profile["convolution_layers"]]
         assert all(re.fullmatch(r"(transposed )?conv \d+->\d+ \dx\d at \d+x\d+( backward)?", c) for c in layers), layers
-        assert {"conv 3->32 3x3 at 128x128", "conv 3->32 3x3 at 128x128 backward",
-                "transposed conv 256->128 4x4 at 8x8", "conv 16->10 3x3 at 128x128 backward"} <= set(layers), layers
+        assert {
+            "conv 3->32 3x3 at 128x128",
+            "conv 3->32 3x3 at 128x128 backward",
+            "transposed conv 256->128 4x4 at 8x8",
+            "conv 16->10 3x3 at 128x128 backward",
+        } <= set(layers), layers
     assert "by group:" in done.stdout and "convolution layers" in done.stdout
 
 
@@ -68,25 +88,29 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
 def test_a_variant_it_cannot_time_is_named_before_anything_runs(tmp_path, variant):
     """A misspelt key, or one that would change the work itself (so images/s would compare
     different things), stops the benchmark at once with the key named."""
-    done = _bench("--quick", "--set", "training.device=cpu", "--variant", variant, "--json", str(tmp_path / "b.json"),
-                  timeout=120)
+    done = _bench(
+        "--quick", "--set", "training.device=cpu", "--variant", variant, "--json", str(tmp_path / "b.json"), timeout=120
+    )
     assert done.returncode == 2
     assert variant.split("=")[0] in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "b.json").exists()
 
 
-@pytest.mark.parametrize("name,group", [
-    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x64x64", "convolutions"),
-    ("void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816dgrad_optimized_bf16>", "convolutions"),
-    ("aten::convolution_backward", "convolutions"),
-    ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>", "memory layout conversions"),
-    ("triton_red_fused_convolution_backward_native_group_norm_silu_3", "fused by torch.compile"),
-    ("## Call CompiledFxGraph fx67mp7x6huhtgoclx4gqkcicbtf6vsacevqmoetflu3egg6ajo5 ##", "fused by torch.compile"),
-    ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
-    ("aten::native_group_norm_backward", "normalisation and element-wise"),
-    ("Memcpy HtoD (Pinned -> Device)", "copies and fills"),
-    ("autograd::engine::evaluate_function: ConvolutionBackward0", "autograd bookkeeping"),
-])
+@pytest.mark.parametrize(
+    "name,group",
+    [
+        ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x64x64", "convolutions"),
+        ("void cutlass__5x_cudnn::Kernel<cutlass_tensorop_bf16_s16816dgrad_optimized_bf16>", "convolutions"),
+        ("aten::convolution_backward", "convolutions"),
+        ("void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>", "memory layout conversions"),
+        ("triton_red_fused_convolution_backward_native_group_norm_silu_3", "fused by torch.compile"),
+        ("## Call CompiledFxGraph fx67mp7x6huhtgoclx4gqkcicbtf6vsacevqmoetflu3egg6ajo5 ##", "fused by torch.compile"),
+        ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", "optimizer"),
+        ("aten::native_group_norm_backward", "normalisation and element-wise"),
+        ("Memcpy HtoD (Pinned -> Device)", "copies and fills"),
+        ("autograd::engine::evaluate_function: ConvolutionBackward0", "autograd bookkeeping"),
+    ],
+)
 def test_kernels_are_grouped_by_what_they_do(name, group):
     assert group_of(name) == group
 
@@ -95,10 +119,14 @@ def test_phase_estimate_scales_steady_epochs_to_the_real_set():
     # 100 train images/s in steady epochs of 12 s wall: 10 s training, 1.5 s validating 50 images,
     # 0.5 s for samples and checkpoints, which does not grow with the data; the first epoch is 30 s
     # longer (compile).
-    measured = {"epoch_wall_seconds": [42.0, 12.0, 12.0], "epoch_train_seconds": [40.0, 10.0, 10.0],
-                "epoch_val_seconds": [3.0, 1.5, 1.5], "train_images_per_s": [25.0, 100.0, 100.0], "val_images": 50}
+    measured = {
+        "epoch_wall_seconds": [42.0, 12.0, 12.0],
+        "epoch_train_seconds": [40.0, 10.0, 10.0],
+        "epoch_val_seconds": [3.0, 1.5, 1.5],
+        "train_images_per_s": [25.0, 100.0, 100.0],
+        "val_images": 50,
+    }
     got = estimate(measured)
     epoch = 0.8 * REAL_IMAGES / 100.0 + 1.5 * 0.2 * REAL_IMAGES / 50 + 0.5
     assert abs(got["real_epoch_seconds"] - epoch) < 1e-6
     assert abs(got["phase_seconds"] - RUNS * (30.0 + EPOCHS * epoch)) < 1e-6
-

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from imginav_core.data.cache import build_cache, load_layout
-from imginav_core.errors import LayoutReadError
 from imginav_core.data.manifest import read_manifest
+from imginav_core.errors import LayoutReadError
 from imginav_core.palette import PALETTE, rgb_to_class
 
 
@@ -64,7 +64,8 @@ def test_unreadable_image_names_the_manifest_line_and_leaves_nothing(tmp_path):
     with pytest.raises(LayoutReadError, match=r"layouts.csv, line 3: .*broken.png: cannot decode"):
         build_cache(records, 8, tmp_path / "cache", folder / "layouts.csv", workers=1, log=lambda _: None)
     assert not any(p.name.endswith(".partial") or (p / "meta.json").exists() for p in (tmp_path / "cache").iterdir())
-    cache = build_cache(records, 8, tmp_path / "cache", folder / "layouts.csv", skip_broken=True, workers=1,
-                        log=lambda _: None)
+    cache = build_cache(
+        records, 8, tmp_path / "cache", folder / "layouts.csv", skip_broken=True, workers=1, log=lambda _: None
+    )
     assert [r.path.name for r in cache.records] == ["ok.png"]
     assert len(cache.skipped) == 2 and "line 4" in cache.skipped[1] and "not found" in cache.skipped[1]

@@ -10,27 +10,44 @@ import sys
 import papermill
 import pytest
 import yaml
+from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2
 
 from imginav_core.__main__ import build_parser, main
 from imginav_core.outputs import Outputs, shown_path
 from imginav_core.parameters import ANALYSIS, PROBE, TRAIN, settings_table, training_config
 
-from helpers import PHASE, ROOT, TINY_MODEL, V1, V2, V1_NAME
-
-COMMANDS = ["train", "check", "plan", "probe", "score-layouts", "stage", "synthetic", "parameters", "bench",
-            "phase-timing"]
+COMMANDS = [
+    "train",
+    "check",
+    "plan",
+    "probe",
+    "score-layouts",
+    "stage",
+    "synthetic",
+    "parameters",
+    "bench",
+    "phase-timing",
+]
 
 
 def _run(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "imginav_core", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "imginav_core", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
 
 
 def test_help_answers_without_importing_torch():
-    code = ("import sys\nfrom imginav_core.__main__ import main\n"
-            f"for argv in [['--help']] + [[c, '--help'] for c in {COMMANDS!r}]:\n"
-            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "print('torch imported:', 'torch' in sys.modules)\n")
+    code = (
+        "import sys\nfrom imginav_core.__main__ import main\n"
+        f"for argv in [['--help']] + [[c, '--help'] for c in {COMMANDS!r}]:\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "torch imported: False" in done.stdout
@@ -96,8 +113,14 @@ def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
     name = "phase1_2_AE_V2_vae_light_kld0.001_seed42"
     assert (settings["INDEX"], settings["ARM"], settings["SEED"], settings["NAME"]) == ("9", "V2", "42", name)
     assert shlex.split(settings["RUN_DIR"]) == [str(tmp_path / "experiments" / name)]
-    assert pairs == {"config": "configs/phase1_2/V2_vae_light.yaml", "name": name, "seed": "42", "kld": "0.001",
-                     "epochs": "3", "output_root": str(tmp_path)}
+    assert pairs == {
+        "config": "configs/phase1_2/V2_vae_light.yaml",
+        "name": name,
+        "seed": "42",
+        "kld": "0.001",
+        "epochs": "3",
+        "output_root": str(tmp_path),
+    }
     cfg = training_config(**TRAIN.from_strings(pairs))  # what the notebook trains with these parameters
     assert (cfg.name, cfg.training.seed, cfg.loss.kld, cfg.training.epochs) == (name, 42, 1e-3, 3)
     every = _run("check", "run", "--from-env", env=env)  # the launcher's check: every run
@@ -105,13 +128,16 @@ def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args,env,message", [
-    (["--index", "7"], {}, "array index 7 is not in the study plan: it has runs 1..6"),
-    (["--index", "0"], {}, "array index 0 is not in the study plan"),
-    (["--index", "1", "-p", "seed", "3"], {}, "-p seed: the study plan sets each run's seed"),
-    (["--index", "1"], {"IMGINAV_SEED": "3"}, "IMGINAV_SEED=3: the study plan sets each run's seed"),
-    (["--index", "1"], {"IMGINAV_SEEDS": "x"}, "IMGINAV_SEEDS = 'x'"),
-])
+@pytest.mark.parametrize(
+    "args,env,message",
+    [
+        (["--index", "7"], {}, "array index 7 is not in the study plan: it has runs 1..6"),
+        (["--index", "0"], {}, "array index 0 is not in the study plan"),
+        (["--index", "1", "-p", "seed", "3"], {}, "-p seed: the study plan sets each run's seed"),
+        (["--index", "1"], {"IMGINAV_SEED": "3"}, "IMGINAV_SEED=3: the study plan sets each run's seed"),
+        (["--index", "1"], {"IMGINAV_SEEDS": "x"}, "IMGINAV_SEEDS = 'x'"),
+    ],
+)
 def test_check_run_refuses_what_the_plan_cannot_run(tmp_path, args, env, message):
     done = _run("check", "run", "--from-env", *args, env={**env, "IMGINAV_OUTPUTS": str(tmp_path)})
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
@@ -121,10 +147,20 @@ def test_check_run_refuses_what_the_plan_cannot_run(tmp_path, args, env, message
 def test_a_kl_weight_typed_1e_3_is_the_float_in_the_runs_saved_config(tmp_path, one_thread, how):
     """`--set loss.kld=1e-3` (YAML 1.1 would read a string) and `-p kld 1e-3` (papermill's typing,
     the LSF jobs' torchrun call) both train with, and save, 0.001."""
-    tiny = [arg for key, value in {**TINY_MODEL, "data.resolution": 16, "data.synthetic_samples": 24,
-                                   "training.epochs": 1, "training.batch_size": 8, "data.num_workers": 0,
-                                   "training.device": "cpu", "output_root": str(tmp_path)}.items()
-            for arg in ("--set", f"{key}={value}")]
+    tiny = [
+        arg
+        for key, value in {
+            **TINY_MODEL,
+            "data.resolution": 16,
+            "data.synthetic_samples": 24,
+            "training.epochs": 1,
+            "training.batch_size": 8,
+            "data.num_workers": 0,
+            "training.device": "cpu",
+            "output_root": str(tmp_path),
+        }.items()
+        for arg in ("--set", f"{key}={value}")
+    ]
     weight = ["--set", "loss.kld=1e-3"] if how == "--set" else ["-p", "kld", "1e-3"]
     assert main(["train", str(V2), *weight, *tiny]) == 0
     saved = (tmp_path / "experiments" / "phase1_2_AE_V2_vae_light" / "config.yaml").read_text()
@@ -132,11 +168,14 @@ def test_a_kl_weight_typed_1e_3_is_the_float_in_the_runs_saved_config(tmp_path, 
     assert kld == 0.001 and isinstance(kld, float)
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten': expected int"),
-    ({"IMGINAV_KLD": "1e-3"}, "'loss.kld' = 0.001: a KL weight needs a variational encoder"),
-    ({"IMGINAV_DEVICE": "tpu"}, "'training.device' = 'tpu' is not one of"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten': expected int"),
+        ({"IMGINAV_KLD": "1e-3"}, "'loss.kld' = 0.001: a KL weight needs a variational encoder"),
+        ({"IMGINAV_DEVICE": "tpu"}, "'training.device' = 'tpu' is not one of"),
+    ],
+)
 def test_check_refuses_a_bad_parameter_naming_it(env, message, tmp_path):
     done = _run("check", "train", "--from-env", "-p", "config", str(V1), env={**env, "IMGINAV_OUTPUTS": str(tmp_path)})
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -1,10 +1,9 @@
 import pytest
 import yaml
+from helpers import ROOT, V1, V2
 
 from imginav_core import ConfigError, load_config
 from imginav_core.__main__ import parse_overrides
-
-from helpers import ROOT, V1, V2
 
 
 def test_experiments_inherit_the_architecture_and_set_only_what_they_vary():
@@ -13,11 +12,20 @@ def test_experiments_inherit_the_architecture_and_set_only_what_they_vary():
         assert set(own) == {"inherit", "name", "model", "loss"}
         assert own["model"] == {"variational": variational} and own["loss"] == {"kld": kld}
         cfg = load_config(path)
-        assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps,
-                cfg.model.norm_groups) == (16, 32, 4, 8)
+        assert (
+            cfg.model.latent_channels,
+            cfg.model.base_channels,
+            cfg.model.downsampling_steps,
+            cfg.model.norm_groups,
+        ) == (16, 32, 4, 8)
         assert (cfg.loss.mse, cfg.loss.segmentation, cfg.loss.classification, cfg.loss.kld) == (1.0, 0.05, 0.01, kld)
-        assert (cfg.training.batch_size, cfg.training.epochs, cfg.training.lr, cfg.training.weight_decay,
-                cfg.training.seed) == (16, 10, 1e-4, 0.01, 42)
+        assert (
+            cfg.training.batch_size,
+            cfg.training.epochs,
+            cfg.training.lr,
+            cfg.training.weight_decay,
+            cfg.training.seed,
+        ) == (16, 10, 1e-4, 0.01, 42)
         assert (cfg.training.early_stopping.patience, cfg.training.early_stopping.min_delta) == (3, 1e-4)
     # the architecture is written once in configs/
     mentions = [p for p in (ROOT / "configs").rglob("*.yaml") if "latent_channels" in p.read_text()]
@@ -69,8 +77,9 @@ def test_on_off_switches_read_as_words():
     assert (cfg.training.compile, cfg.training.channels_last, cfg.training.amp) == ("off", "on", "off")
 
 
-@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("3e-4", 3e-4), ("1E-4", 1e-4), ("-2e+1", -20.0),
-                                        ("1.0e-4", 1e-4), ("0.0001", 1e-4)])
+@pytest.mark.parametrize(
+    "text,value", [("1e-3", 1e-3), ("3e-4", 3e-4), ("1E-4", 1e-4), ("-2e+1", -20.0), ("1.0e-4", 1e-4), ("0.0001", 1e-4)]
+)
 def test_exponent_floats_are_numbers_in_set_and_in_yaml_files(tmp_path, text, value):
     """What a learning-rate or KL sweep types: PyYAML alone reads `1e-3` as the string '1e-3'."""
     assert parse_overrides([f"training.lr={text}"]) == {"training.lr": value}

@@ -6,30 +6,54 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
 
 from imginav_core import load_config
 from imginav_core.analysis.decision import Rule, decide, recipe_flags, write_decision
-from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.analysis.runs import RunSummary, load_run, load_runs
+from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.errors import UnfinishedRunError
 from imginav_core.outputs import Outputs
 from imginav_core.training.metrics_csv import write_metrics
-
-from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
 
 IMAGES, SCENES, PAIRS = 240, 60, 6
 
 
 def _run(config, seed, epochs=10, resolution=512, root="outputs"):
-    cfg = load_config(config, {"data.resolution": resolution, "training.seed": seed, "output_root": str(root),
-                               "name": f"{load_config(config).name}_seed{seed}"})
-    metrics = pd.DataFrame({"epoch": range(1, epochs + 1), "is_best": [1] * epochs, "status": ["completed"] * epochs,
-                            "val_total": [0.05] * epochs})
+    cfg = load_config(
+        config,
+        {
+            "data.resolution": resolution,
+            "training.seed": seed,
+            "output_root": str(root),
+            "name": f"{load_config(config).name}_seed{seed}",
+        },
+    )
+    metrics = pd.DataFrame(
+        {
+            "epoch": range(1, epochs + 1),
+            "is_best": [1] * epochs,
+            "status": ["completed"] * epochs,
+            "val_total": [0.05] * epochs,
+        }
+    )
     return RunSummary(cfg.name, cfg.outputs, cfg, metrics, "completed", "")
 
 
-def _arm(label, seeds, rng, shared, *, mse=0.001, mse_seed_spread=0.0, purity=0.8, purity_seed_spread=0.0,
-         iou=0.6, kl=2e-4, collapsed=False):
+def _arm(
+    label,
+    seeds,
+    rng,
+    shared,
+    *,
+    mse=0.001,
+    mse_seed_spread=0.0,
+    purity=0.8,
+    purity_seed_spread=0.0,
+    iou=0.6,
+    kl=2e-4,
+    collapsed=False,
+):
     """One arm's runs: per-image measures = the arm's level + a shared per-image part (the same
     layouts are hard for both) + a per-run offset + noise."""
     results = []
@@ -37,8 +61,9 @@ def _arm(label, seeds, rng, shared, *, mse=0.001, mse_seed_spread=0.0, purity=0.
         offset = rng.normal()
         per_image = {
             "mse": np.clip(mse * (1 + shared + mse_seed_spread * offset + 0.1 * rng.normal(size=IMAGES)), 1e-6, None),
-            "nn_midpoint_purity": np.clip(purity + 0.05 * shared + purity_seed_spread * rng.normal()
-                                          + 0.02 * rng.normal(size=IMAGES), 0, 1),
+            "nn_midpoint_purity": np.clip(
+                purity + 0.05 * shared + purity_seed_spread * rng.normal() + 0.02 * rng.normal(size=IMAGES), 0, 1
+            ),
             "small_inter": np.tile(np.array([[iou * 100.0] * 3]), (IMAGES, 1)),
             "small_union": np.full((IMAGES, 3), 100.0),
         }
@@ -46,17 +71,34 @@ def _arm(label, seeds, rng, shared, *, mse=0.001, mse_seed_spread=0.0, purity=0.
             per_image[key] = np.clip(0.9 + 0.01 * rng.normal(size=IMAGES), 0, None)
         metrics = {"interpolation": {"pairs": [{"mean_purity": 0.9 + 0.01 * rng.normal()} for _ in range(PAIRS)]}}
         if label == "V2":
-            metrics["posterior"] = {"kl_weighted": kl, "kl_nats_per_element": kl / 1e-4, "kl_bits_per_pixel": 0.01,
-                                    "kl_share_of_loss": kl / 0.05, "active_share": 0.01 if collapsed else 0.6,
-                                    "active_units": 1 if collapsed else 10, "units": 16, "collapsed": collapsed}
+            metrics["posterior"] = {
+                "kl_weighted": kl,
+                "kl_nats_per_element": kl / 1e-4,
+                "kl_bits_per_pixel": 0.01,
+                "kl_share_of_loss": kl / 0.05,
+                "active_share": 0.01 if collapsed else 0.6,
+                "active_units": 1 if collapsed else 10,
+                "units": 16,
+                "collapsed": collapsed,
+            }
         results.append(ModelResult(f"{label}_seed{seed}", label, seed, label == "V2", metrics, per_image, None, {}))
     return results
 
 
 def _study(v1, v2):
     pairs = [Pair("room-room", i, i + 1) for i in range(PAIRS)]
-    return Study(AnalysisSettings(), None, np.arange(IMAGES), np.repeat(np.arange(SCENES), IMAGES // SCENES), pairs,
-                 np.arange(0), None, {}, v1 + v2, [0.0, 0.5, 1.0])
+    return Study(
+        AnalysisSettings(),
+        None,
+        np.arange(IMAGES),
+        np.repeat(np.arange(SCENES), IMAGES // SCENES),
+        pairs,
+        np.arange(0),
+        None,
+        {},
+        v1 + v2,
+        [0.0, 0.5, 1.0],
+    )
 
 
 def _runs(seeds, **kwargs):
@@ -74,8 +116,9 @@ def _probe(v1_fld, v2_fld, half_width=2.0):
     experiments = {}
     for label, values in (("V1", v1_fld), ("V2", v2_fld)):
         for seed, value in zip((42, 43, 44), values):
-            experiments[f"{label}_seed{seed}"] = {"generated": {"scores": {"fld": {
-                "value": value, "ci95": [value - half_width, value + half_width]}}}}
+            experiments[f"{label}_seed{seed}"] = {
+                "generated": {"scores": {"fld": {"value": value, "ci95": [value - half_width, value + half_width]}}}
+            }
     return {"settings": {"samples": 1000, "seeds": 1}, "experiments": experiments}
 
 
@@ -157,8 +200,21 @@ def test_runs_trained_with_different_recipes_are_flagged(tmp_path):
     for run, precision in zip(runs, ("fp16 (loss scaling)", "bf16")):
         path = run.outputs.provenance(run.name)
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"sessions": [{"precision": precision, "memory_format": "channels_last",
-                                                  "compile": True, "world_size": 1, "torch": "2.13.0"}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "sessions": [
+                        {
+                            "precision": precision,
+                            "memory_format": "channels_last",
+                            "compile": True,
+                            "world_size": 1,
+                            "torch": "2.13.0",
+                        }
+                    ]
+                }
+            )
+        )
     flags = recipe_flags(runs)
     assert len(flags) == 1 and "precision" in flags[0] and "bf16" in flags[0] and "fp16" in flags[0]
     runs[1].outputs.provenance(runs[1].name).unlink()
@@ -172,7 +228,10 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
         for run in runs:
             run.name = run.name.replace("phase1_2_AE_", "").replace("_deterministic", "").replace("_vae_light", "")
         decision_path, config_path = write_decision(d, runs, Outputs(tmp_path, PHASE))
-        assert (decision_path, config_path) == (tmp_path / PHASE / "decision.json", tmp_path / PHASE / "phase1_3_base.yaml")
+        assert (decision_path, config_path) == (
+            tmp_path / PHASE / "decision.json",
+            tmp_path / PHASE / "phase1_3_base.yaml",
+        )
         assert json.loads(decision_path.read_text())["choice"] == d["choice"]
         cfg = load_config(config_path)
         assert cfg.model.variational is variational and cfg.name == "phase1_3_base"

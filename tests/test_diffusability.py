@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import V2
 
 from imginav_core import build_model, load_config
 from imginav_core.palette import IGNORE_INDEX, NUM_CLASSES, class_to_rgb
 from imginav_core.probe import diffusability as d
-
-from helpers import V2
 
 
 def _gen(seed=0):
@@ -36,6 +35,7 @@ def _smooth(n, c, size, seed=0):
 
 
 # ---- spectrum ------------------------------------------------------------------------------------
+
 
 def test_dct_is_orthonormal_and_matches_its_formula():
     n = 5
@@ -74,7 +74,8 @@ def test_smooth_fields_have_a_low_share_and_checkerboards_a_share_near_one():
     # On 4 x 4, (-1)^i puts (2 + sqrt 2) / 4 of its power in DCT bin 3 and the rest in bin 1,
     # so only bin (1, 1) of the 2-D checkerboard is low.
     assert d.high_frequency_share(signs * _checkerboard(4))["share"] == pytest.approx(
-        1 - ((2 - math.sqrt(2)) / 4) ** 2, abs=1e-9)
+        1 - ((2 - math.sqrt(2)) / 4) ** 2, abs=1e-9
+    )
 
 
 def test_share_is_invariant_to_each_channels_scale_and_offset():
@@ -118,6 +119,7 @@ def test_constant_channels_are_left_out_not_counted_as_smooth():
 
 # ---- class maps ------------------------------------------------------------------------------------
 
+
 def test_pooled_class_maps_are_cell_shares_that_sum_to_one():
     maps = torch.randint(0, NUM_CLASSES, (5, 32, 32), generator=_gen(), dtype=torch.uint8)
     pooled = d.pooled_class_maps(maps, 4)
@@ -154,6 +156,7 @@ def test_ignored_pixels_count_for_no_class():
 
 
 # ---- equivariance -------------------------------------------------------------------------------------
+
 
 def _pointwise_encoder(seed=0):
     """A 1x1 conv then 4x4 average pooling: commutes with every rotation and flip exactly."""
@@ -205,7 +208,10 @@ def test_a_horizontal_kernel_is_flip_but_not_rotation_equivariant():
     error is the output of k' - k (taps +1 above and below, -1 left and right: squared norm 4) on
     white noise, against the output of k (squared norm 6), so 4/6 away from the zero-padded border."""
     kernel = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64).view(1, 1, 1, 3).repeat(3, 1, 1, 1)
-    encode = lambda x: F.conv2d(x, kernel, padding=(0, 1), groups=3)
+
+    def encode(x):
+        return F.conv2d(x, kernel, padding=(0, 1), groups=3)
+
     result = d.equivariance_errors(encode, _images(n=16, size=32))["per_transform"]
     for name in ("flip_h", "flip_v", "rot180"):
         assert result[name] < 1e-12
@@ -217,7 +223,10 @@ def test_an_antisymmetric_kernel_flips_the_sign_and_scores_four():
     ||2 E(x)||^2 = 4 ||E(x)||^2 against a variance of ~||E(x)||^2 (its mean is ~0): worse than an
     unrelated latent. Mirroring top-bottom commutes with it."""
     kernel = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64).view(1, 1, 1, 3)
-    encode = lambda x: F.conv2d(x[:, :1], kernel, padding=(0, 1))
+
+    def encode(x):
+        return F.conv2d(x[:, :1], kernel, padding=(0, 1))
+
     x = _images(n=32)
     result = d.equivariance_errors(encode, x)["per_transform"]
     z = encode(x)
@@ -242,6 +251,7 @@ def test_non_square_images_skip_the_quarter_turns():
 
 # ---- scale consistency -------------------------------------------------------------------------------
 
+
 def test_identity_autoencoder_is_scale_consistent():
     x = _images(n=4)
     result = d.scale_consistency(lambda b: b, lambda z: {"rgb": z}, x, factor=2)
@@ -251,7 +261,10 @@ def test_identity_autoencoder_is_scale_consistent():
 
 def test_a_decoder_adding_a_checkerboard_is_off_by_its_power():
     x = _images(n=4)
-    decode = lambda z: z + 0.5 * _checkerboard(z.shape[-1])
+
+    def decode(z):
+        return z + 0.5 * _checkerboard(z.shape[-1])
+
     result = d.scale_consistency(lambda b: b, decode, x, factor=2)
     pooled = F.avg_pool2d(x, 2)
     variance = float((pooled - pooled.mean((0, 2, 3), keepdim=True)).pow(2).mean())
@@ -272,13 +285,17 @@ def test_a_lossless_but_scale_inconsistent_autoencoder_is_caught():
 
 def test_scale_consistency_skips_grids_too_small_to_pool():
     x = _images(n=2, size=4)
-    identity = lambda t: t
+
+    def identity(t):
+        return t
+
     assert "skipped" in d.scale_consistency(lambda b: b[..., :2, :2], identity, x, factor=2)
     assert "skipped" in d.scale_consistency(lambda b: b[..., :3, :3], identity, x, factor=2)
     assert "skipped" not in d.scale_consistency(identity, identity, x, factor=2)  # 4x4 -> 2x2
 
 
 # ---- the real model ---------------------------------------------------------------------------------
+
 
 def _finite(value) -> bool:
     if isinstance(value, dict):
@@ -295,7 +312,9 @@ def test_every_measure_runs_on_the_untrained_layout_autoencoder():
     maps = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)
     maps[:, 31, :5] = IGNORE_INDEX  # a few anti-aliased pixels
     images = torch.from_numpy(class_to_rgb(maps)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    encode = lambda x: model.posterior(x).mean
+
+    def encode(x):
+        return model.posterior(x).mean
 
     with torch.no_grad():
         latents = encode(images)

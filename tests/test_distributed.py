@@ -1,4 +1,5 @@
 """Data-parallel training: two processes under torchrun (gloo on the CPU) give the metrics of one."""
+
 import json
 import math
 import os
@@ -7,11 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import PHASE, ROOT, V1, V1_NAME, metrics_rows
 
 from imginav_core.data.batches import EpochBatches
 from imginav_core.training.metrics_csv import TIMING_COLUMNS
-
-from helpers import PHASE, ROOT, V1, V1_NAME, metrics_rows
 
 # Two processes split every global batch of 8 into equal shares of 4, so each rank's mean loss
 # averages (DDP averages the gradients) to the one-process mean. What remains is float summation
@@ -21,15 +21,28 @@ from helpers import PHASE, ROOT, V1, V1_NAME, metrics_rows
 RELATIVE_TOLERANCE = 1e-4
 # float32: bf16 autocast (on by default on CPUs with native bf16) rounds differently for a batch of
 # 4 than for one of 8, which would hide what this test compares, the data-parallel arithmetic.
-SETTINGS = ["data.resolution=32", "data.synthetic_samples=48", "training.epochs=2", "training.batch_size=8",
-            "data.num_workers=0", "training.device=cpu", "training.amp=off"]
+SETTINGS = [
+    "data.resolution=32",
+    "data.synthetic_samples=48",
+    "training.epochs=2",
+    "training.batch_size=8",
+    "data.num_workers=0",
+    "training.device=cpu",
+    "training.amp=off",
+]
 
 
 def _train(launcher: list[str], output_root, extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
     sets = [arg for s in [*SETTINGS, *extra, f"output_root={output_root}"] for arg in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([*launcher, "-m", "imginav_core", "train", str(V1), *sets], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [*launcher, "-m", "imginav_core", "train", str(V1), *sets],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return metrics_rows(output_root / PHASE / f"{V1_NAME}_metrics.csv")
 
@@ -51,7 +64,7 @@ def test_two_processes_give_the_metrics_of_one(single, tmp_path, compiled):
     assert [r["epoch"] for r in parallel] == [r["epoch"] for r in single] == ["1", "2"]
     run_dir = tmp_path / "ddp" / "experiments" / V1_NAME
     assert (run_dir / "last.pt").is_file() and (run_dir / f"{V1_NAME}_metrics.csv").is_file()
-    session, = json.loads((run_dir / "provenance.json").read_text())["sessions"]  # written once, by rank 0
+    (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]  # written once, by rank 0
     assert session["world_size"] == 2
     for one, two in zip(single, parallel):
         for column in one.keys() - set(TIMING_COLUMNS):

@@ -25,14 +25,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, metrics_rows
 from PIL import Image
 
 from imginav_core.config import config_from_dict
 from imginav_core.data.manifest import read_manifest
 from imginav_core.training.checkpoints import load_checkpoint
 from imginav_core.training.metrics_csv import COLUMNS
-
-from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, metrics_rows
 
 EPOCHS = 3
 SETTINGS = {
@@ -57,15 +56,27 @@ SCENARIOS = {
     "epoch 3 (last) writing the phase copy of the metrics CSV": [f"written:{CSV}@6"],
     "random progress line, kill from outside": ["random"],
     "startup: synthetic set, then cache, then config.yaml": [
-        "written:layouts.csv", "written:meta.json", "written:config.yaml"],
+        "written:layouts.csv",
+        "written:meta.json",
+        "written:config.yaml",
+    ],
     "epoch 1 writing the sample PNG, then epoch 2 with last.pt's temporary still empty": [
-        f"written:{V2_NAME}_epoch_001_comparison.png", "write:last.pt@2"],
+        f"written:{V2_NAME}_epoch_001_comparison.png",
+        "write:last.pt@2",
+    ],
 }
 
 
 def _command(config: Path, root: Path, workers: int = 0) -> list[str]:
     settings = {**SETTINGS, "output_root": root, "data.num_workers": workers}
-    return [sys.executable, "-m", "imginav_core", "train", str(config), *(f"--set={k}={v}" for k, v in settings.items())]
+    return [
+        sys.executable,
+        "-m",
+        "imginav_core",
+        "train",
+        str(config),
+        *(f"--set={k}={v}" for k, v in settings.items()),
+    ]
 
 
 def _env(kill_at: str | None = None) -> dict[str, str]:
@@ -78,8 +89,15 @@ def _env(kill_at: str | None = None) -> dict[str, str]:
 
 def _start(config: Path, root: Path, kill_at: str | None = None, workers: int = 0) -> subprocess.Popen:
     # A session of its own, like a batch job: killing its process group leaves nothing behind.
-    return subprocess.Popen(_command(config, root, workers), cwd=ROOT, env=_env(kill_at), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        _command(config, root, workers),
+        cwd=ROOT,
+        env=_env(kill_at),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _reap(proc: subprocess.Popen) -> None:
@@ -254,4 +272,3 @@ def test_v1_and_v2_at_once_into_one_root_end_like_runs_one_after_the_other(refer
     # one synthetic set and one decoded cache, shared
     assert len([p for p in (root / "synthetic").iterdir() if p.is_dir()]) == 1
     assert len([p for p in (root / "cache").iterdir() if p.is_dir()]) == 1
-

@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+from helpers import V1, V2
 from torch.distributions import Normal, kl_divergence
 
 from imginav_core import build_model, load_config
@@ -8,8 +9,6 @@ from imginav_core.data.manifest import read_manifest
 from imginav_core.losses import compute_losses
 from imginav_core.model import DiagonalGaussian
 from imginav_core.palette import IGNORE_INDEX
-
-from helpers import V1, V2
 
 
 def _outputs(batch=2, size=8, variational=True, seed=0):
@@ -26,9 +25,11 @@ def _outputs(batch=2, size=8, variational=True, seed=0):
 
 def _targets(batch=2, size=8):
     g = torch.Generator().manual_seed(1)
-    return (torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-            torch.randint(0, 10, (batch, size, size), generator=g),
-            torch.randint(0, 2, (batch,), generator=g))
+    return (
+        torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
+        torch.randint(0, 10, (batch, size, size), generator=g),
+        torch.randint(0, 2, (batch,), generator=g),
+    )
 
 
 def test_kld_matches_the_closed_form_mean_over_latent_elements():
@@ -75,8 +76,8 @@ def test_cross_entropy_takes_logits_and_skips_off_palette_pixels():
 def test_the_segmentation_head_learns(synthetic_manifest):
     records = read_manifest(synthetic_manifest).records[:8]
     layouts = [load_layout(r.path, 32) for r in records]
-    rgb = torch.from_numpy(np.stack([l[0] for l in layouts])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    class_map = torch.from_numpy(np.stack([l[1] for l in layouts])).long()
+    rgb = torch.from_numpy(np.stack([layout[0] for layout in layouts])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    class_map = torch.from_numpy(np.stack([layout[1] for layout in layouts])).long()
     label = torch.tensor([r.label for r in records])
     cfg = load_config(V1, {"data.resolution": 32})
     torch.manual_seed(0)

@@ -1,12 +1,10 @@
 import shutil
 
 import pytest
+from helpers import MANIFEST_HEADER
 
 from imginav_core.data.manifest import read_manifest, split_records
 from imginav_core.errors import ManifestError
-
-from helpers import MANIFEST_HEADER
-
 
 
 def _write(folder, text, name="layouts.csv"):
@@ -17,7 +15,9 @@ def _write(folder, text, name="layouts.csv"):
 
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path):
     (tmp_path / "data").mkdir()
-    path = _write(tmp_path / "data", MANIFEST_HEADER + "s1,room,0001,img/a.png,false\ns1,scene,scene,/abs/b.png,False\n")
+    path = _write(
+        tmp_path / "data", MANIFEST_HEADER + "s1,room,0001,img/a.png,false\ns1,scene,scene,/abs/b.png,False\n"
+    )
     records = read_manifest(path).records
     assert records[0].path == (tmp_path / "data" / "img" / "a.png").resolve()
     assert str(records[1].path) == "/abs/b.png"
@@ -56,8 +56,9 @@ def test_missing_column_unknown_type_and_empty_files_are_clear_errors(tmp_path):
 
 
 def test_duplicate_rows_are_dropped_and_conflicting_ones_refused(tmp_path):
-    manifest = read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,room,1,a.png,false\n"
-                                    "s,room,2,b.png,false\n"))
+    manifest = read_manifest(
+        _write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,room,1,a.png,false\ns,room,2,b.png,false\n")
+    )
     assert len(manifest.records) == 2 and manifest.dropped_duplicates == [3]
     with pytest.raises(ManifestError, match="line 3.*also listed on line 2"):
         read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,scene,1,a.png,false\n"))
@@ -104,11 +105,17 @@ def test_the_split_never_separates_a_scene_from_its_rooms_and_is_deterministic(t
         assert abs(len(val) - 0.2 * len(records)) <= 6  # whole houses: within one house of 20 %
     # the same seed gives the same split, whatever the order of the rows
     reordered = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(reversed(rows)), "reversed.csv")).records
-    assert {r.path.name for r in split_records(reordered, 0.2, 42)[1]} == {r.path.name for r in split_records(records, 0.2, 42)[1]}
-    assert {r.path.name for r in split_records(records, 0.2, 7)[1]} != {r.path.name for r in split_records(records, 0.2, 42)[1]}
+    assert {r.path.name for r in split_records(reordered, 0.2, 42)[1]} == {
+        r.path.name for r in split_records(records, 0.2, 42)[1]
+    }
+    assert {r.path.name for r in split_records(records, 0.2, 7)[1]} != {
+        r.path.name for r in split_records(records, 0.2, 42)[1]
+    }
 
 
 def test_one_house_cannot_be_split_by_scene(tmp_path):
-    records = read_manifest(_write(tmp_path, MANIFEST_HEADER + "h,scene,scene,a.png,false\nh,room,1,b.png,false\n")).records
+    records = read_manifest(
+        _write(tmp_path, MANIFEST_HEADER + "h,scene,scene,a.png,false\nh,room,1,b.png,false\n")
+    ).records
     with pytest.raises(ManifestError, match="needs at least 2 scenes"):
         split_records(records, 0.2, 42)

@@ -17,7 +17,7 @@ def _layout(n=2, size=16, seed=0):
     for i in range(n):
         a, b, c = colours[torch.randint(0, 10, (3,), generator=g)]
         images[i] = a.view(3, 1, 1)
-        images[i, :, :, size // 2:] = b.view(3, 1, 1)
+        images[i, :, :, size // 2 :] = b.view(3, 1, 1)
         images[i, :, 4:8, 4:8] = c.view(3, 1, 1)
     return images
 
@@ -112,8 +112,9 @@ def _palette_image(colour_left, colour_right, size=64, block=1, seed=0):
 def _confident_logits(images):
     """Logits that are sure where an image is a palette colour, unsure where it is not."""
     purity = m.palette_purity(images)
-    return torch.stack([torch.full(images.shape[-2:], 10.0 * float(p)) for p in purity]).unsqueeze(1).repeat(1, 10, 1, 1) * \
-        torch.nn.functional.one_hot(torch.zeros(images.shape[-2:], dtype=torch.long), 10).permute(2, 0, 1)
+    return torch.stack([torch.full(images.shape[-2:], 10.0 * float(p)) for p in purity]).unsqueeze(1).repeat(
+        1, 10, 1, 1
+    ) * torch.nn.functional.one_hot(torch.zeros(images.shape[-2:], dtype=torch.long), 10).permute(2, 0, 1)
 
 
 def test_a_crisp_switch_is_a_valid_path_and_a_cross_fade_is_not_though_its_length_ratio_is_1():
@@ -124,7 +125,9 @@ def test_a_crisp_switch_is_a_valid_path_and_a_cross_fade_is_not_though_its_lengt
     # a per-pixel switch: each pixel jumps from A's colour to B's at its own alpha
     order = torch.rand(a.shape[-2:], generator=torch.Generator().manual_seed(3))
     switch = torch.stack([torch.where(order < t, b, a) for t in alphas])
-    blocks = torch.rand(8, 8, generator=torch.Generator().manual_seed(4)).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    blocks = (
+        torch.rand(8, 8, generator=torch.Generator().manual_seed(4)).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    )
     block_switch = torch.stack([torch.where(blocks < t, b, a) for t in alphas])
     # the review's numbers: the length ratio is 1 for the fade, about sqrt(10) for the switches
     assert m.path_length_ratio(fade) == pytest.approx(1.0)
@@ -132,7 +135,10 @@ def test_a_crisp_switch_is_a_valid_path_and_a_cross_fade_is_not_though_its_lengt
     assert m.path_length_ratio(block_switch) == pytest.approx(2.93, abs=0.3)
     fade_validity = m.path_validity(fade, _confident_logits(fade))
     switch_validity = m.path_validity(switch, _confident_logits(switch))
-    assert switch_validity["min_purity"] == 1.0 and m.path_validity(block_switch, _confident_logits(block_switch))["min_purity"] == 1.0
+    assert (
+        switch_validity["min_purity"] == 1.0
+        and m.path_validity(block_switch, _confident_logits(block_switch))["min_purity"] == 1.0
+    )
     # at the fade's midpoint only the pixels A and B share are still a palette colour
     assert fade_validity["purity"][4] == pytest.approx(float((a == b).all(0).float().mean()), abs=1e-6)
     assert fade_validity["mean_purity"] < 0.9 < switch_validity["mean_purity"]
@@ -170,7 +176,9 @@ def test_noise_robustness_does_not_reward_a_decoder_worse_without_noise():
 
     z = 0.1 * torch.randn(8, 4, 5, 5, generator=g)
     noisy = m.perturb(z, 0.5, z.transpose(0, 1).flatten(1).std(1), torch.Generator().manual_seed(1))
-    ratio = [float(m.mse_per_image(f(noisy), target).mean() / m.mse_per_image(f(z), target).mean()) for f in (good, worse)]
+    ratio = [
+        float(m.mse_per_image(f(noisy), target).mean() / m.mse_per_image(f(z), target).mean()) for f in (good, worse)
+    ]
     assert ratio[1] < 0.9 * ratio[0]  # the old measure's mistake, reproduced
     change = [m.decoded_change(f(z), f(noisy)) for f in (good, worse)]
     assert torch.allclose(change[0], change[1], rtol=1e-5, atol=1e-6) and float(change[0].mean()) > 0

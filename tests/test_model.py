@@ -1,12 +1,11 @@
 import pytest
 import torch
+from helpers import V1, V2
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from imginav_core import build_model, load_config
 from imginav_core.model import DiagonalGaussian, count_parameters
-
-from helpers import V1, V2
 
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])

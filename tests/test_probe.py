@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT, V1_NAME, V2_NAME
 
 from imginav_core.data.cache import load_layout
 from imginav_core.data.manifest import read_manifest
@@ -18,11 +19,20 @@ from imginav_core.probe.denoiser import heldout_losses, sample_latents, train_de
 from imginav_core.probe.latents import EncodedLayouts, Standardiser
 from imginav_core.probe.settings import ProbeSettings
 
-from helpers import ROOT, V1_NAME, V2_NAME
-
 GRID = 16  # latent grid of the constructed spaces: 32 px layouts pooled by 2
-SMALL = ProbeSettings(steps=150, batch_size=32, width=16, lr=3e-3, samples=48, loss_every=50, checkpoint_every=50,
-                      ddim_steps=10, bootstrap=50, noise_levels=(200, 500, 800), device="cpu")
+SMALL = ProbeSettings(
+    steps=150,
+    batch_size=32,
+    width=16,
+    lr=3e-3,
+    samples=48,
+    loss_every=50,
+    checkpoint_every=50,
+    ddim_steps=10,
+    bootstrap=50,
+    noise_levels=(200, 500, 800),
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +72,9 @@ def decode(latents: torch.Tensor) -> np.ndarray:
 def probe_space(latents: torch.Tensor, checkpoint, seed: int = 0):
     encoded = EncodedLayouts(latents, None)
     standardiser = Standardiser.fit(encoded)
-    model, state = train_denoiser(encoded, standardiser, SMALL, seed, checkpoint, torch.device("cpu"), log=lambda _: None)
+    model, state = train_denoiser(
+        encoded, standardiser, SMALL, seed, checkpoint, torch.device("cpu"), log=lambda _: None
+    )
     generated = standardiser.invert(sample_latents(model, SMALL.samples, encoded.shape, SMALL.ddim_steps, seed))
     return model, state, standardiser, generated
 
@@ -72,8 +84,13 @@ def test_a_structured_latent_space_generates_better_than_the_same_latents_shuffl
 
     maps, labels = layouts
     train, held = slice(0, len(maps) * 3 // 4), slice(len(maps) * 3 // 4, None)
-    scorer = LayoutScorer.fit(ReferenceSet(maps[train], labels[train], "train"), ReferenceSet(maps[held], labels[held], "held"),
-                              cache_dir=tmp_path / "scorer", seed=0, log=lambda _: None)
+    scorer = LayoutScorer.fit(
+        ReferenceSet(maps[train], labels[train], "train"),
+        ReferenceSet(maps[held], labels[held], "held"),
+        cache_dir=tmp_path / "scorer",
+        seed=0,
+        log=lambda _: None,
+    )
     structured = structured_latents(maps)
     shuffled = shuffled_latents(structured)
     results = {}
@@ -94,7 +111,7 @@ def test_the_denoiser_is_deterministic_and_a_killed_run_resumes_to_the_same_resu
     settings = dict(steps=60, batch_size=16, width=16, loss_every=10, checkpoint_every=20, device="cpu")
     script = f"""
 import sys, torch
-sys.path.insert(0, {str(ROOT / 'tests')!r})
+sys.path.insert(0, {str(ROOT / "tests")!r})
 torch.set_num_threads(1)
 from imginav_core.probe.denoiser import train_denoiser, sample_latents
 from imginav_core.probe.latents import EncodedLayouts, Standardiser
@@ -109,8 +126,12 @@ torch.save({{"curve": state.curve, "sample": sample_latents(model, 4, encoded.sh
 
     def run(checkpoint, result, kill=""):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "IMGINAV_KILL_AT": kill}
-        return subprocess.run([sys.executable, "-c", script, str(tmp_path / "latents.pt"), str(checkpoint),
-                               str(result)], env=env, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "latents.pt"), str(checkpoint), str(result)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
 
     assert run(tmp_path / "a.pt", tmp_path / "a_result.pt").returncode == 0
     assert run(tmp_path / "b.pt", tmp_path / "b_result.pt").returncode == 0
@@ -129,12 +150,14 @@ def test_a_checkpoint_of_other_settings_is_refused_not_resumed(layouts, tmp_path
 
     encoded = EncodedLayouts(structured_latents(layouts[0][:32]), None)
     settings = ProbeSettings(steps=4, batch_size=8, width=16, loss_every=2, checkpoint_every=2, device="cpu")
-    train_denoiser(encoded, Standardiser.fit(encoded), settings, 0, tmp_path / "d.pt", torch.device("cpu"),
-                   log=lambda _: None)
+    train_denoiser(
+        encoded, Standardiser.fit(encoded), settings, 0, tmp_path / "d.pt", torch.device("cpu"), log=lambda _: None
+    )
     other = ProbeSettings(steps=4, batch_size=8, width=32, loss_every=2, checkpoint_every=2, device="cpu")
     with pytest.raises(ResumeError, match="other probe settings"):
-        train_denoiser(encoded, Standardiser.fit(encoded), other, 0, tmp_path / "d.pt", torch.device("cpu"),
-                       log=lambda _: None)
+        train_denoiser(
+            encoded, Standardiser.fit(encoded), other, 0, tmp_path / "d.pt", torch.device("cpu"), log=lambda _: None
+        )
 
 
 def test_standardisation_is_inverted_exactly_and_uses_what_a_vae_denoiser_sees():
@@ -155,9 +178,36 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
 
     root = tmp_path / "outputs"
     shutil.copytree(tiny_runs, root)
-    args = [sys.executable, "-m", "imginav_core", "probe", "-p", "output_root", str(root), "-p", "steps", "10",
-            "-p", "batch_size", "8", "-p", "width", "16", "-p", "samples", "6", "-p", "seeds", "2", "-p", "device", "cpu",
-            "-p", "experiments", f"{V1_NAME},{V2_NAME}"]
+    args = [
+        sys.executable,
+        "-m",
+        "imginav_core",
+        "probe",
+        "-p",
+        "output_root",
+        str(root),
+        "-p",
+        "steps",
+        "10",
+        "-p",
+        "batch_size",
+        "8",
+        "-p",
+        "width",
+        "16",
+        "-p",
+        "samples",
+        "6",
+        "-p",
+        "seeds",
+        "2",
+        "-p",
+        "device",
+        "cpu",
+        "-p",
+        "experiments",
+        f"{V1_NAME},{V2_NAME}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
@@ -172,17 +222,30 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
         assert result["generated"]["n_generated"] == 12  # 6 samples x 2 seeds
         assert "fld" in result["reconstructed"]["scores"]
         assert set(result["diffusability"]["equivariance"]["per_transform"]) == {
-            "rot90", "rot180", "rot270", "flip_h", "flip_v"}
+            "rot90",
+            "rot180",
+            "rot270",
+            "flip_h",
+            "flip_v",
+        }
     assert metrics["experiments"][V2_NAME]["denoiser_trained_on"].startswith("a fresh posterior sample")
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count("done earlier") == 4, again.stdout[-2000:]
 
 
 def test_the_probe_refuses_an_unfinished_or_missing_run_naming_it(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "imginav_core", "check", "probe", "-p", "output_root",
-                           str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "imginav_core", "check", "probe", "-p", "output_root", str(tmp_path / "none")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2
     assert f"no metrics for experiment '{V1_NAME}_seed42'" in done.stderr  # the plan's first run
-    bad = subprocess.run([sys.executable, "-m", "imginav_core", "check", "probe", "--parameters-only", "-p", "samples",
-                          "1"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "imginav_core", "check", "probe", "--parameters-only", "-p", "samples", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "'samples' = 1" in bad.stderr

@@ -6,11 +6,16 @@ import re
 import shutil
 
 import pytest
-
 from helpers import ROOT
 
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _best_row(study, name):
@@ -103,8 +108,12 @@ def _open(browser, url):
 
 
 def test_the_report_opens_offline_with_every_figure_rendered(study, browser):
-    for target in ("index.html", "generated/V1_training.html", "generated/diffusion_probe.html",
-                   "generated/analysis.html"):
+    for target in (
+        "index.html",
+        "generated/V1_training.html",
+        "generated/diffusion_probe.html",
+        "generated/analysis.html",
+    ):
         page, blocked, failed = _open(browser, (study["html"] / target).as_uri())
         page.wait_for_function("[...document.images].every(i => i.complete)", timeout=20000)
         assert blocked == [] and failed == [], (target, blocked, failed)
@@ -131,10 +140,13 @@ def test_the_interpolation_explorer_works_without_a_kernel(study, browser):
     for _ in range(5):
         handle.press("ArrowRight")
     # until both models show another frame (or the timeout fails the test)
-    page.wait_for_function(f"""before => ['V1', 'V2'].every(m => {{
+    page.wait_for_function(
+        f"""before => ['V1', 'V2'].every(m => {{
                                   const now = ({visible})(m);
                                   return now.length === 1 && now[0] !== before[m][0]; }})""",
-                           arg=before, timeout=10000)
+        arg=before,
+        timeout=10000,
+    )
     after = {m: shown(m) for m in ("V1", "V2")}
     for model in ("V1", "V2"):
         assert len(after[model]) == 1 and after[model] != before[model], model
@@ -151,7 +163,8 @@ def test_wide_tables_stay_inside_the_page(study, browser):
         const right = article.getBoundingClientRect().right;
         return [...article.querySelectorAll('.cell_output table')].map(t => ({
             head: t.innerText.slice(0, 40), right: t.getBoundingClientRect().right, limit: right,
-            hidden: t.scrollWidth - t.clientWidth, parentHidden: t.parentElement.scrollWidth - t.parentElement.clientWidth}));
+            hidden: t.scrollWidth - t.clientWidth,
+            parentHidden: t.parentElement.scrollWidth - t.parentElement.clientWidth}));
     }""")
     assert len(tables) >= 5
     too_wide = [t for t in tables if t["right"] > t["limit"] + 1 or t["hidden"] > 1 or t["parentHidden"] > 1]

@@ -11,23 +11,21 @@ import tempfile
 
 import pytest
 import torch
+from helpers import TINY_MODEL, V1, V2, metrics_rows, phase_dir, run_dir, small_config
 
 from imginav_core import train
 from imginav_core.data.cache import build_cache
 from imginav_core.data.manifest import read_manifest
 from imginav_core.errors import NonFiniteLossError, RunInProgressError
-from imginav_core.training.checkpoints import load_checkpoint
 from imginav_core.files import exclusive_lock
-
-from helpers import TINY_MODEL, V1, V2, metrics_rows, phase_dir, run_dir, small_config
+from imginav_core.training.checkpoints import load_checkpoint
 
 training = importlib.import_module("imginav_core.training.loop")  # the package's ``train`` is the function
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the_last_good_epoch(
-        tmp_path, monkeypatch):
+def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
     cfg = small_config(V2, tmp_path, **TINY_MODEL, **{"training.epochs": 3})
     real_losses = training.compute_losses
     train_steps = 0
@@ -62,11 +60,14 @@ def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the
 def test_a_diverging_first_epoch_says_there_is_no_checkpoint(tmp_path):
     # A learning rate of 1e6 sends the weights to NaN by the second step.
     cfg = small_config(V1, tmp_path, **TINY_MODEL, **{"training.lr": 1e6})
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: total=nan.*no epoch completed, so there is no checkpoint"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"epoch 1, step 2: total=nan.*no epoch completed, so there is no checkpoint"
+    ):
         train(cfg, log=lambda _: None)
     assert not (run_dir(cfg) / "last.pt").exists() and not (run_dir(cfg) / "best.pt").exists()
-    assert [(r["epoch"], r["status"]) for r in metrics_rows(run_dir(cfg) / f"{cfg.name}_metrics.csv")] == \
-        [("1", "stopped_non_finite")]
+    assert [(r["epoch"], r["status"]) for r in metrics_rows(run_dir(cfg) / f"{cfg.name}_metrics.csv")] == [
+        ("1", "stopped_non_finite")
+    ]
 
 
 def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_path):
@@ -77,9 +78,17 @@ def test_a_second_copy_of_a_running_experiment_is_refused_before_it_writes(tmp_p
     # the first job: another process holding the experiment's lock (a process never conflicts
     # with its own lock, so it cannot be this one)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); "
-                               "print('held', flush=True); sys.stdin.read()", str(lock)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(RunInProgressError, match=rf"another process is already training '{cfg.name}'"):
@@ -96,7 +105,10 @@ def test_a_killed_jobs_lock_is_free_at_once_even_while_a_worker_it_forked_lives(
     its own lock still taken by them."""
     lock = tmp_path / ".experiment.lock"
     job = subprocess.Popen(
-        [sys.executable, "-c", """
+        [
+            sys.executable,
+            "-c",
+            """
 import os, signal, sys, time
 from imginav_core.files import exclusive_lock
 with exclusive_lock(sys.argv[1]):
@@ -106,7 +118,13 @@ with exclusive_lock(sys.argv[1]):
         os._exit(0)
     print(worker, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
-""", str(lock)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+""",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         worker = int(job.stdout.readline())
         assert job.wait(timeout=60) == -signal.SIGKILL
@@ -129,9 +147,15 @@ def test_a_restarted_run_removes_its_own_leftover_temporaries_and_no_one_elses(t
     v1 = small_config(V1, tmp_path, **TINY_MODEL, **{"training.epochs": 2})
     v2 = small_config(V2, tmp_path, **TINY_MODEL)
     train(v1, log=lambda _: None)
-    ours = [run_dir(v1) / "last.pt", phase_dir(v1) / f"{v1.name}_metrics.csv",
-            phase_dir(v1) / "samples" / f"{v1.name}_epoch_002_comparison.png"]
-    theirs = [phase_dir(v2) / f"{v2.name}_metrics.csv", phase_dir(v2) / "samples" / f"{v2.name}_epoch_001_comparison.png"]
+    ours = [
+        run_dir(v1) / "last.pt",
+        phase_dir(v1) / f"{v1.name}_metrics.csv",
+        phase_dir(v1) / "samples" / f"{v1.name}_epoch_002_comparison.png",
+    ]
+    theirs = [
+        phase_dir(v2) / f"{v2.name}_metrics.csv",
+        phase_dir(v2) / "samples" / f"{v2.name}_epoch_001_comparison.png",
+    ]
     for path in ours + theirs:
         _leave_temporary(path)
     messages = []
@@ -148,8 +172,14 @@ def test_a_cache_build_killed_mid_way_leaves_no_staging_folder_behind(synthetic_
     abandoned.mkdir(parents=True)
     (abandoned / "rgb.u8").write_bytes(bytes(1000))
     messages = []
-    build_cache(read_manifest(synthetic_manifest).records, 32, tmp_path / "cache", synthetic_manifest,
-                workers=1, log=messages.append)
+    build_cache(
+        read_manifest(synthetic_manifest).records,
+        32,
+        tmp_path / "cache",
+        synthetic_manifest,
+        workers=1,
+        log=messages.append,
+    )
     assert not abandoned.exists()
     # named by its last parts only: logs end up in the published report
     assert f"removed .../{tmp_path.name}/cache/{abandoned.name}, left by a cache build that was killed" in messages

@@ -13,18 +13,24 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import MANIFEST_HEADER, ROOT
 from PIL import Image
 
 from imginav_core.__main__ import main
 from imginav_core.data.synthetic import generate_layouts
 from imginav_core.errors import LayoutReadError, ManifestError
 from imginav_core.palette import PALETTE
-from imginav_core.scoring import (SCORE_KEYS, LayoutScorer, ReferenceSet, format_scores, read_generated,
-                                  reference_from_manifest, split_by_scene)
+from imginav_core.scoring import (
+    SCORE_KEYS,
+    LayoutScorer,
+    ReferenceSet,
+    format_scores,
+    read_generated,
+    reference_from_manifest,
+    split_by_scene,
+)
 from imginav_core.scoring.pixels import label_components, speckle_counts
 from imginav_core.stats import bootstrap_ci
-
-from helpers import MANIFEST_HEADER, ROOT
 
 RESOLUTION = 64
 
@@ -91,14 +97,21 @@ def results(fitted, new_real):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {name: scorer.score(images, bootstrap=50, seed=0) for name, images in
-                [("real", new_real), ("blurred", blurred(new_real)), ("shuffled", shuffled(new_real)),
-                 ("noisy", noisy(new_real))]}
+        return {
+            name: scorer.score(images, bootstrap=50, seed=0)
+            for name, images in [
+                ("real", new_real),
+                ("blurred", blurred(new_real)),
+                ("shuffled", shuffled(new_real)),
+                ("noisy", noisy(new_real)),
+            ]
+        }
     finally:
         torch.set_num_threads(before)
 
 
 # ---- what the scores say ----------------------------------------------------------------------
+
 
 def test_the_feature_net_learned_what_a_layout_is(fitted):
     scorer, _ = fitted
@@ -182,6 +195,7 @@ def test_the_feature_net_is_trained_once_per_reference(fitted, cache_dir):
 
 # ---- pieces ----------------------------------------------------------------------------------
 
+
 def _flood_fill_regions(class_map: np.ndarray) -> np.ndarray:
     """Region sizes by plain breadth-first search, for comparison."""
     h, w = class_map.shape
@@ -238,7 +252,10 @@ def test_bootstrap_intervals_cover_the_mean_at_about_the_nominal_rate():
     covered = {"percentile": 0, "centred": 0}
     for trial in range(trials):
         x = rng.exponential(2.0, size=n)  # skewed, true mean 2
-        statistic = lambda idx: x[idx].mean()  # noqa: E731
+
+        def statistic(idx, x=x):
+            return x[idx].mean()
+
         lo, hi = bootstrap_ci(statistic, n, resamples=200, seed=trial)
         covered["percentile"] += lo <= 2.0 <= hi
         lo, hi = bootstrap_ci(statistic, n, resamples=200, seed=trial, estimate=x.mean())
@@ -257,6 +274,7 @@ def test_a_set_statistic_biased_by_repeats_keeps_its_estimate_inside_the_interva
 
 
 # ---- bad input ---------------------------------------------------------------------------------
+
 
 def _png(path, side=RESOLUTION, array=None, mode=None):
     rng = np.random.default_rng(0)
@@ -303,9 +321,18 @@ def _case_manifest_missing_image(folder):
     return folder / "layouts.csv", LayoutReadError, "line 2.*image file not found"
 
 
-BAD = {f.__name__.removeprefix("_case_"): f for f in
-       (_case_empty, _case_not_png, _case_other_size, _case_sixteen_bit, _case_not_square,
-        _case_manifest_without_rows, _case_manifest_missing_image)}
+BAD = {
+    f.__name__.removeprefix("_case_"): f
+    for f in (
+        _case_empty,
+        _case_not_png,
+        _case_other_size,
+        _case_sixteen_bit,
+        _case_not_square,
+        _case_manifest_without_rows,
+        _case_manifest_missing_image,
+    )
+}
 
 
 def _given(named, folder):
@@ -327,8 +354,17 @@ def test_the_command_line_says_what_is_wrong_and_keeps_the_old_json(tmp_path, ca
     named, _, message = BAD[case](folder)
     old = tmp_path / "scores.json"
     old.write_text('{"earlier": true}\n')
-    status = main(["score-layouts", "--reference", str(reference_manifest), "--generated", str(_given(named, folder)),
-                   "--json", str(old)])
+    status = main(
+        [
+            "score-layouts",
+            "--reference",
+            str(reference_manifest),
+            "--generated",
+            str(_given(named, folder)),
+            "--json",
+            str(old),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: ") and str(named) in err, err
     assert old.read_text() == '{"earlier": true}\n'
@@ -342,21 +378,36 @@ def test_a_reference_manifest_without_rows_names_it(tmp_path, capsys):
     (tmp_path / "generated").mkdir()
     for name in ("a.png", "b.png"):
         (tmp_path / name).rename(tmp_path / "generated" / name)
-    status = main(["score-layouts", "--reference", str(tmp_path / "layouts.csv"), "--generated",
-                   str(tmp_path / "generated")])
+    status = main(
+        ["score-layouts", "--reference", str(tmp_path / "layouts.csv"), "--generated", str(tmp_path / "generated")]
+    )
     err = capsys.readouterr().err
     assert status == 2 and str(tmp_path / "layouts.csv") in err and "no rows" in err
 
 
-def test_the_command_scores_a_folder_and_writes_the_json(tmp_path, capsys, fitted, reference_manifest, cache_dir,
-                                                         new_real, one_thread):
+def test_the_command_scores_a_folder_and_writes_the_json(
+    tmp_path, capsys, fitted, reference_manifest, cache_dir, new_real, one_thread
+):
     folder = tmp_path / "generated"
     folder.mkdir()
     for i, image in enumerate(new_real[:40]):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
     out = tmp_path / "out" / "scores.json"
-    status = main(["score-layouts", "--reference", str(reference_manifest), "--generated", str(folder),
-                   "--json", str(out), "--cache-dir", str(cache_dir), "--bootstrap", "20"])
+    status = main(
+        [
+            "score-layouts",
+            "--reference",
+            str(reference_manifest),
+            "--generated",
+            str(folder),
+            "--json",
+            str(out),
+            "--cache-dir",
+            str(cache_dir),
+            "--bootstrap",
+            "20",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0
     assert "feature net loaded" in printed  # the module's network, not a new one
@@ -368,15 +419,29 @@ def test_the_command_scores_a_folder_and_writes_the_json(tmp_path, capsys, fitte
 
 
 def test_the_command_exits_with_status_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "imginav_core", "score-layouts", "--reference",
-                           str(tmp_path / "missing.csv"), "--generated", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imginav_core",
+            "score-layouts",
+            "--reference",
+            str(tmp_path / "missing.csv"),
+            "--generated",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"error: {tmp_path}: no PNG files; expected the generated layouts as PNGs\n"
 
 
 def test_the_help_answers_without_importing_torch():
-    code = ("import sys\nfrom imginav_core.__main__ import main\ntry:\n    main(['score-layouts', '--help'])\n"
-            "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)\n")
+    code = (
+        "import sys\nfrom imginav_core.__main__ import main\ntry:\n    main(['score-layouts', '--help'])\n"
+        "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert "python -m imginav_core score-layouts" in done.stdout and "torch imported: False" in done.stdout

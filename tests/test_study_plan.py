@@ -7,14 +7,20 @@ import sys
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from imginav_core import load_config
 from imginav_core.errors import ConfigError
 from imginav_core.parameters import analysis_parameters, environment_plan, probe_parameters
-from imginav_core.study_plan import (arm_indices, arm_names, index_ranges, planned_run, read_plan_file, study_plan,
-                                     sweep_names)
-
-from helpers import ROOT
+from imginav_core.study_plan import (
+    arm_indices,
+    arm_names,
+    index_ranges,
+    planned_run,
+    read_plan_file,
+    study_plan,
+    sweep_names,
+)
 
 STUDY = ROOT / "configs/phase1_2/study.yaml"
 
@@ -25,8 +31,13 @@ def _study_file() -> dict:
 
 
 def _run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "imginav_core", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "imginav_core", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_the_table_is_each_arm_with_each_seed_as_the_configs_say():
@@ -35,8 +46,10 @@ def test_the_table_is_each_arm_with_each_seed_as_the_configs_say():
     expected = []
     for arm, config in study["arms"].items():
         cfg = load_config(STUDY.parent / config)
-        expected += [(arm, f"configs/phase1_2/{config}", seed, cfg.loss.kld, f"{cfg.name}_seed{seed}", False)
-                     for seed in study["seeds"]]
+        expected += [
+            (arm, f"configs/phase1_2/{config}", seed, cfg.loss.kld, f"{cfg.name}_seed{seed}", False)
+            for seed in study["seeds"]
+        ]
     assert [(r.arm, r.config, r.seed, r.kld, r.name, r.sweep) for r in plan] == expected
     assert [r.index for r in plan] == list(range(1, len(expected) + 1))
     assert [r.arm for r in plan] == ["V1"] * 3 + ["V2"] * 3 and [r.kld for r in plan] == [0.0] * 3 + [1e-4] * 3
@@ -49,13 +62,14 @@ def test_the_kl_sweep_is_appended_only_when_asked():
     study = _study_file()
     plan, with_sweep = study_plan(), study_plan(sweep=True)
     assert study_plan(sweep=False) == plan and not any(r.sweep for r in plan)
-    assert with_sweep[:len(plan)] == plan  # the comparison runs keep their indices
-    swept = with_sweep[len(plan):]
+    assert with_sweep[: len(plan)] == plan  # the comparison runs keep their indices
+    swept = with_sweep[len(plan) :]
     own = load_config(STUDY.parent / study["arms"][study["sweep_arm"]]).loss.kld
     weights = [float(k) for k in study["kld_sweep"] if float(k) != own]  # the arm's own weight: its comparison runs
     assert [(r.kld, r.seed) for r in swept] == [(k, s) for k in weights for s in study["seeds"]]
-    assert all(r.sweep and r.arm == study["sweep_arm"] and r.config == "configs/phase1_2/V2_vae_light.yaml"
-               for r in swept)
+    assert all(
+        r.sweep and r.arm == study["sweep_arm"] and r.config == "configs/phase1_2/V2_vae_light.yaml" for r in swept
+    )
     assert swept[-1].name == "phase1_2_AE_V2_vae_light_kld0.001_seed44" and swept[-1].index == len(with_sweep)
     assert arm_names(with_sweep, "V2") == arm_names(plan, "V2")  # the sweep is not part of the comparison
     points = sweep_names(with_sweep)
@@ -72,12 +86,15 @@ def test_the_environment_changes_the_seeds_and_adds_the_sweep():
     assert environment_plan({"IMGINAV_KLD_SWEEP": "true"}) == study_plan(sweep=True)
 
 
-@pytest.mark.parametrize("variable,value,message", [
-    ("IMGINAV_SEEDS", "42;43", "IMGINAV_SEEDS = '42;43': expected integer seeds separated by commas"),
-    ("IMGINAV_SEEDS", "42,42", "IMGINAV_SEEDS = [42, 42]: each seed once"),
-    ("IMGINAV_SEEDS", "-1", "IMGINAV_SEEDS = [-1]: expected a list of integer seeds"),
-    ("IMGINAV_KLD_SWEEP", "yes", "IMGINAV_KLD_SWEEP = 'yes': expected 1 or true"),
-])
+@pytest.mark.parametrize(
+    "variable,value,message",
+    [
+        ("IMGINAV_SEEDS", "42;43", "IMGINAV_SEEDS = '42;43': expected integer seeds separated by commas"),
+        ("IMGINAV_SEEDS", "42,42", "IMGINAV_SEEDS = [42, 42]: each seed once"),
+        ("IMGINAV_SEEDS", "-1", "IMGINAV_SEEDS = [-1]: expected a list of integer seeds"),
+        ("IMGINAV_KLD_SWEEP", "yes", "IMGINAV_KLD_SWEEP = 'yes': expected 1 or true"),
+    ],
+)
 def test_a_bad_plan_variable_is_refused_naming_it(variable, value, message):
     with pytest.raises(ConfigError) as err:
         environment_plan({variable: value})
@@ -86,14 +103,19 @@ def test_a_bad_plan_variable_is_refused_naming_it(variable, value, message):
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("text,message", [
-    ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nseed: 2\n", "unknown key 'seed'"),
-    ("arms: {V1: V1_deterministic.yaml}\n", "missing key 'seeds'"),
-    ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V9\n", "'sweep_arm' = 'V9'"),
-    ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V1\n",
-     "a KL weight needs a variational encoder"),
-    ("arms: {V1: missing.yaml}\nseeds: [1]\n", "config file not found"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nseed: 2\n", "unknown key 'seed'"),
+        ("arms: {V1: V1_deterministic.yaml}\n", "missing key 'seeds'"),
+        ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V9\n", "'sweep_arm' = 'V9'"),
+        (
+            "arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V1\n",
+            "a KL weight needs a variational encoder",
+        ),
+        ("arms: {V1: missing.yaml}\nseeds: [1]\n", "config file not found"),
+    ],
+)
 def test_a_bad_study_file_is_refused_naming_the_file_and_key(tmp_path, text, message):
     (tmp_path / "phase1_2").mkdir()  # a copy of configs/: common.yaml inherits ../phase1_1_architecture.yaml
     study = tmp_path / "phase1_2" / "study.yaml"
@@ -121,9 +143,13 @@ def test_the_plan_command_prints_the_table():
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "| index | arm | name | config | seed | kld | sweep |"
-    assert lines[2] == "| 1 | V1 | phase1_2_AE_V1_deterministic_seed7 | configs/phase1_2/V1_deterministic.yaml | 7 | 0 | no |"
-    assert lines[-1] == ("| 5 | V2 | phase1_2_AE_V2_vae_light_kld0.001_seed7 | configs/phase1_2/V2_vae_light.yaml | 7 "
-                         "| 0.001 | yes |")
+    assert (
+        lines[2]
+        == "| 1 | V1 | phase1_2_AE_V1_deterministic_seed7 | configs/phase1_2/V1_deterministic.yaml | 7 | 0 | no |"
+    )
+    assert lines[-1] == (
+        "| 5 | V2 | phase1_2_AE_V2_vae_light_kld0.001_seed7 | configs/phase1_2/V2_vae_light.yaml | 7 | 0.001 | yes |"
+    )
     arrays = _run("plan", "--from-env", "--arrays", env={"IMGINAV_SEEDS": "1,2", "IMGINAV_KLD_SWEEP": "1"})
     assert arrays.stdout.splitlines() == ["V1 1-2", "V2 3-10"]
 

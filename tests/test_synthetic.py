@@ -44,8 +44,10 @@ def test_deterministic_per_seed_and_index_at_any_resolution(tmp_path):
     small = generate_layouts(tmp_path / "small", samples=5, resolution=48, seed=2)
     large = generate_layouts(tmp_path / "large", samples=8, resolution=48, seed=2)
     for name in sorted(p.name for p in (small.parent / "images").iterdir()):
-        assert np.array_equal(np.asarray(Image.open(small.parent / "images" / name)),
-                              np.asarray(Image.open(large.parent / "images" / name)))
+        assert np.array_equal(
+            np.asarray(Image.open(small.parent / "images" / name)),
+            np.asarray(Image.open(large.parent / "images" / name)),
+        )
 
 
 def test_an_existing_set_is_reused(tmp_path):

@@ -6,14 +6,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import PHASE, V1, V2, metrics_rows, run_dir, small_config
 from PIL import Image
 
 from imginav_core import train
 from imginav_core.errors import LayoutReadError, ManifestError
 from imginav_core.runtime import setup_runtime
 from imginav_core.training.checkpoints import load_checkpoint, load_model
-
-from helpers import PHASE, V1, V2, metrics_rows, run_dir, small_config
 
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
@@ -23,11 +22,24 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     assert run_dir == tmp_path / "experiments" / cfg.name
     rows = metrics_rows(run_dir / f"{cfg.name}_metrics.csv")
     assert len(rows) == 1 and rows[0]["status"] == "completed"
-    assert (tmp_path / PHASE / f"{cfg.name}_metrics.csv").read_text() == \
-        (run_dir / f"{cfg.name}_metrics.csv").read_text()
-    for column in ("train_total", "val_total", "val_mse", "val_psnr", "val_miou", "val_pixel_accuracy",
-                   "val_classification_accuracy", "val_kld", "val_segmentation_weighted", "lr",
-                   "epoch_seconds", "train_images_per_s", "val_seconds"):
+    assert (tmp_path / PHASE / f"{cfg.name}_metrics.csv").read_text() == (
+        run_dir / f"{cfg.name}_metrics.csv"
+    ).read_text()
+    for column in (
+        "train_total",
+        "val_total",
+        "val_mse",
+        "val_psnr",
+        "val_miou",
+        "val_pixel_accuracy",
+        "val_classification_accuracy",
+        "val_kld",
+        "val_segmentation_weighted",
+        "lr",
+        "epoch_seconds",
+        "train_images_per_s",
+        "val_seconds",
+    ):
         assert math.isfinite(float(rows[0][column])), column
     assert float(rows[0]["val_seconds"]) > 0
     assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
@@ -52,7 +64,7 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     sides = {side: {row["scene_id"] for row in split if row["split"] == side} for side in ("train", "val")}
     assert sides["train"] and sides["val"] and sides["train"].isdisjoint(sides["val"])
     # what produced the run
-    session, = json.loads((run_dir / "provenance.json").read_text())["sessions"]
+    (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]
     assert session["torch"] == torch.__version__ and session["precision"] in ("fp32", "bf16")
     assert session["world_size"] == 1 and session["device"] and session["host"]
     assert re.fullmatch(r"[0-9a-f]{40}|unknown.*", session["git_commit"])
@@ -73,7 +85,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     rows_a = metrics_rows(run_dir(straight) / f"{straight.name}_metrics.csv", timing=False)
-    rows_b = metrics_rows(tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv", timing=False)
+    rows_b = metrics_rows(
+        tmp_path / "resumed" / "experiments" / straight.name / f"{straight.name}_metrics.csv", timing=False
+    )
     assert rows_a == rows_b and len(rows_a) == 3
 
 
@@ -97,8 +111,11 @@ def test_resuming_with_another_architecture_is_refused(tmp_path):
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     # min_delta so large that no epoch after the first counts as an improvement
-    cfg = small_config(V1, tmp_path, **{"training.epochs": 5, "training.early_stopping.patience": 2,
-                                       "training.early_stopping.min_delta": 1e3})
+    cfg = small_config(
+        V1,
+        tmp_path,
+        **{"training.epochs": 5, "training.early_stopping.patience": 2, "training.early_stopping.min_delta": 1e3},
+    )
     train(cfg, log=lambda _: None)
     rows = metrics_rows(run_dir(cfg) / f"{cfg.name}_metrics.csv")
     assert len(rows) == 3 and rows[-1]["status"] == "early_stopped"
@@ -137,8 +154,9 @@ def test_auto_memory_format_on_the_cpu_follows_the_precision(tmp_path, amp, chan
     cfg = small_config(V1, tmp_path, **{"training.device": "cpu", "training.amp": amp})
     assert setup_runtime(cfg).channels_last is channels_last
     for switch, wanted in (("on", True), ("off", False)):
-        forced = small_config(V1, tmp_path, **{"training.device": "cpu", "training.amp": amp,
-                                                "training.channels_last": switch})
+        forced = small_config(
+            V1, tmp_path, **{"training.device": "cpu", "training.amp": amp, "training.channels_last": switch}
+        )
         assert setup_runtime(forced).channels_last is wanted
 
 

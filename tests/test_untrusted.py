@@ -4,13 +4,12 @@ import os
 
 import pytest
 import torch
+from helpers import ROOT, TINY_MODEL, V1, V1_NAME, run_dir, small_config
 
 from imginav_core import ConfigError, load_config, train
 from imginav_core.__main__ import main
 from imginav_core.errors import CheckpointError, ResumeError
 from imginav_core.training.checkpoints import load_checkpoint, load_model, save_checkpoint
-
-from helpers import ROOT, TINY_MODEL, V1, V1_NAME, run_dir, small_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,7 +29,9 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     path = tmp_path / "experiments" / V1_NAME / "last.pt"
     path.parent.mkdir(parents=True)
     torch.save({"format": 1, "model": {}, "extra": _RunsCode(marker)}, path)
-    with pytest.raises(CheckpointError, match=r"last.pt: refused: it asks to build the Python object .*open, which could run code"):
+    with pytest.raises(
+        CheckpointError, match=r"last.pt: refused: it asks to build the Python object .*open, which could run code"
+    ):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="refused"):
         load_model(path)

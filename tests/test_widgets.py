@@ -2,13 +2,12 @@
 
 import ipywidgets as w
 import pytest
-
-from imginav_core.analysis.study import AnalysisSettings, run_study
-from imginav_core.analysis.runs import load_runs
-from imginav_core.outputs import Outputs
-from imginav_core.analysis.widgets import frames_explorer, live_explorer, pair_numbers
-
 from helpers import PHASE, V1_NAME, V2_NAME
+
+from imginav_core.analysis.runs import load_runs
+from imginav_core.analysis.study import AnalysisSettings, run_study
+from imginav_core.analysis.widgets import frames_explorer, live_explorer, pair_numbers
+from imginav_core.outputs import Outputs
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +26,12 @@ def _find(widget, kind):
 
 def _study_numbers(study, label):
     """Each arm's (mean purity, worst purity, confidence, length ratio) of a pair, as the study wrote them."""
-    return [f"{p['mean_purity']:.3f}" for arm in ("V1", "V2")
-            for p in study.shown(arm).metrics["interpolation"]["pairs"] if p["pair"] == label]
+    return [
+        f"{p['mean_purity']:.3f}"
+        for arm in ("V1", "V2")
+        for p in study.shown(arm).metrics["interpolation"]["pairs"]
+        if p["pair"] == label
+    ]
 
 
 def test_the_static_explorer_links_one_slider_to_every_arms_frames(study):

@@ -1,6 +1,7 @@
 """The study as users run it: LSF job scripts, papermill notebooks, the analysis and the report."""
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -8,18 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import os
-
 import nbformat
 import pytest
 import yaml
+from conftest import SMALL_STUDY, copy_of_repository
+from helpers import ROOT
 
 from imginav_core import load_config
 from imginav_core.parameters import environment_plan
 from imginav_core.study_plan import arm_names, study_plan
-
-from conftest import SMALL_STUDY, copy_of_repository
-from helpers import ROOT
 
 # The runs the study fixture trains: the plan with SMALL_STUDY's seeds.
 PLAN = environment_plan(SMALL_STUDY)
@@ -43,7 +41,7 @@ def directives(script: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for line in script.read_text().splitlines():
         if line.startswith("#BSUB"):
-            flag, *values = shlex.split(line[len("#BSUB"):])
+            flag, *values = shlex.split(line[len("#BSUB") :])
             found.setdefault(flag, []).append(" ".join(values))
     return found
 
@@ -75,7 +73,8 @@ def test_the_job_array_script_runs_the_default_plan_with_the_training_jobs_resou
     assert d["-o"] == ["hpc/logs/phase1_2.%J.%I.out"] and d["-e"] == ["hpc/logs/phase1_2.%J.%I.err"]
     single = directives(ROOT / "hpc/papermill_V2.sh")
     assert {k: v for k, v in d.items() if k not in ("-J", "-o", "-e")} == {
-        k: v for k, v in single.items() if k not in ("-J", "-o", "-e")}
+        k: v for k, v in single.items() if k not in ("-J", "-o", "-e")
+    }
 
 
 def test_the_two_training_jobs_differ_only_in_what_differs():
@@ -87,8 +86,13 @@ def test_the_two_training_jobs_differ_only_in_what_differs():
 
 
 def test_no_machine_paths_in_the_project():
-    for path in [*(ROOT / "hpc").glob("*.sh"), *(ROOT / "configs").rglob("*.yaml"), ROOT / "environment.yml",
-                 *(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "book").glob("*.*")]:
+    for path in [
+        *(ROOT / "hpc").glob("*.sh"),
+        *(ROOT / "configs").rglob("*.yaml"),
+        ROOT / "environment.yml",
+        *(ROOT / "notebooks").glob("*.ipynb"),
+        *(ROOT / "book").glob("*.*"),
+    ]:
         text = path.read_text()
         assert not re.search(r"(/work\d*/|/home/|/Users/|/zhome/|/tmp/)", text), path
 
@@ -105,26 +109,40 @@ def _submissions(lsf: Path) -> list[list[str]]:
 def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
     """The launcher's environment with a stand-in bsub that records the jobs without running them."""
     (tmp_path / "html-manager.tgz").write_bytes(b"")  # the widget script the checks ask for (not built here)
-    return {**os.environ, **SMALL_STUDY, **variables, "FAKE_LSF_DRY_RUN": "1", "FAKE_LSF_DIR": str(tmp_path / "lsf"),
-            "PATH": f"{ROOT / 'tests' / 'lsf'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "IMGINAV_HTML_MANAGER": str(tmp_path / "html-manager.tgz"), "IMGINAV_OUTPUTS": str(tmp_path / "out")}
+    return {
+        **os.environ,
+        **SMALL_STUDY,
+        **variables,
+        "FAKE_LSF_DRY_RUN": "1",
+        "FAKE_LSF_DIR": str(tmp_path / "lsf"),
+        "PATH": f"{ROOT / 'tests' / 'lsf'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "IMGINAV_HTML_MANAGER": str(tmp_path / "html-manager.tgz"),
+        "IMGINAV_OUTPUTS": str(tmp_path / "out"),
+    }
 
 
-@pytest.mark.parametrize("variables,v1,v2", [
-    ({"IMGINAV_SEEDS": ""}, "1-3", "4-6"),  # the plan file's seeds: 42, 43, 44
-    ({"IMGINAV_SEEDS": "1,2"}, "1-2", "3-4"),
-    ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-3", "4-15"),  # + V2 at 3 more KL weights x 3 seeds
-], ids=["plan", "seeds", "sweep"])
-def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis(tmp_path, variables,
-                                                                                             v1, v2):
+@pytest.mark.parametrize(
+    "variables,v1,v2",
+    [
+        ({"IMGINAV_SEEDS": ""}, "1-3", "4-6"),  # the plan file's seeds: 42, 43, 44
+        ({"IMGINAV_SEEDS": "1,2"}, "1-2", "3-4"),
+        ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-3", "4-15"),  # + V2 at 3 more KL weights x 3 seeds
+    ],
+    ids=["plan", "seeds", "sweep"],
+)
+def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis(
+    tmp_path, variables, v1, v2
+):
     done = _launch(_dry_environment(tmp_path, **variables))
     assert done.returncode == 0, done.stdout + done.stderr
     # each arm on its queue (that of its single-run job), the indices the plan gives it
     assert _submissions(tmp_path / "lsf") == [
-        [f"phase1_2[{v1}]", "gpuv100", ""], [f"phase1_2[{v2}]", "gpul40s", ""],
+        [f"phase1_2[{v1}]", "gpuv100", ""],
+        [f"phase1_2[{v2}]", "gpul40s", ""],
         # by the arrays' ids: LSF refuses a name dependency on same-name arrays of different indices
         ["phase1_2_probe", "gpul40s", "ended(1001) && ended(1002)"],
-        ["phase1_2_analysis", "gpuv100", 'ended("phase1_2_probe")']]
+        ["phase1_2_analysis", "gpuv100", 'ended("phase1_2_probe")'],
+    ]
     runs = int(v2.split("-")[1])
     assert f"{runs} runs" in done.stdout and "probe job 1003" in done.stdout and "analysis job 1004" in done.stdout
 
@@ -134,8 +152,10 @@ def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
     element; LSF's refusal of a name dependency on same-name arrays of different indices."""
     (tmp_path / "logs").mkdir()
     job = tmp_path / "job.sh"
-    job.write_text('#BSUB -J "runs[1-2]"\n#BSUB -o logs/runs.%J.%I.out\n#BSUB -e logs/runs.%J.%I.err\n'
-                   'echo "index $LSB_JOBINDEX of $LSB_JOBID"\n')
+    job.write_text(
+        '#BSUB -J "runs[1-2]"\n#BSUB -o logs/runs.%J.%I.out\n#BSUB -e logs/runs.%J.%I.err\n'
+        'echo "index $LSB_JOBINDEX of $LSB_JOBID"\n'
+    )
     env = {**os.environ, "FAKE_LSF_DIR": str(tmp_path / "lsf")}
     bsub = str(ROOT / "tests" / "lsf" / "bsub")
 
@@ -143,8 +163,10 @@ def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
         return subprocess.run([bsub, *options], stdin=job.open(), cwd=tmp_path, env=env, capture_output=True, text=True)
 
     assert submit().returncode == 0
-    assert [(tmp_path / f"logs/runs.1001.{i}.out").read_text() for i in (1, 2)] == ["index 1 of 1001\n",
-                                                                                      "index 2 of 1001\n"]
+    assert [(tmp_path / f"logs/runs.1001.{i}.out").read_text() for i in (1, 2)] == [
+        "index 1 of 1001\n",
+        "index 2 of 1001\n",
+    ]
     assert submit("-w", 'ended("runs")', "-J", "after").returncode == 0  # every element has ended
     assert submit("-J", "runs[3]").returncode == 0  # one more element, under a new id
     refused = submit("-w", 'ended("runs")', "-J", "after")
@@ -155,8 +177,13 @@ def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
 def test_the_launcher_submits_the_plan_then_the_probe_then_the_analysis(study):
     jobs = [line.split("\t") for line in (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()]
     assert [job[1:] for job in jobs] == [
-        ["phase1_2", "gpuv100", "0"], ["phase1_2", "gpuv100", "0"], ["phase1_2", "gpul40s", "0"],
-        ["phase1_2", "gpul40s", "0"], ["phase1_2_probe", "gpul40s", "0"], ["phase1_2_analysis", "gpuv100", "0"]]
+        ["phase1_2", "gpuv100", "0"],
+        ["phase1_2", "gpuv100", "0"],
+        ["phase1_2", "gpul40s", "0"],
+        ["phase1_2", "gpul40s", "0"],
+        ["phase1_2_probe", "gpul40s", "0"],
+        ["phase1_2_analysis", "gpuv100", "0"],
+    ]
     assert [job[0] for job in jobs[:4]] == ["1001[1]", "1001[2]", "1002[3]", "1002[4]"]
     assert "(starts when every run has ended: ended(1001) && ended(1002))" in study["stdout"]
     assert 'the probe has ended: ended("phase1_2_probe")' in study["stdout"]
@@ -217,8 +244,7 @@ def test_resubmitting_an_array_element_resumes_instead_of_restarting(study, tmp_
     # a copy of the study's outputs, so the other tests keep seeing the original run
     shutil.copytree(study["outputs"], tmp_path / "outputs")
     env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "outputs"), "IMGINAV_EPOCHS": "3", "LSB_JOBINDEX": "2"}
-    log = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=study["repo"], env=env, capture_output=True,
-                         text=True)
+    log = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
     assert log.returncode == 0, log.stdout[-3000:] + log.stderr[-3000:]
     name = PLAN[1].name
     assert f"resuming {name} after epoch 2" in log.stdout
@@ -228,8 +254,11 @@ def test_resubmitting_an_array_element_resumes_instead_of_restarting(study, tmp_
 
 @pytest.mark.parametrize("script", ["papermill_V2.sh", "phase1_2_array.sh"])
 def test_bad_parameters_are_refused_before_anything_is_written(tmp_path, script):
-    env = {**_dry_environment(tmp_path, IMGINAV_EPOCHS="ten"), "IMGINAV_OUTPUTS": str(tmp_path / "fresh"),
-           "LSB_JOBINDEX": "3"}
+    env = {
+        **_dry_environment(tmp_path, IMGINAV_EPOCHS="ten"),
+        "IMGINAV_OUTPUTS": str(tmp_path / "fresh"),
+        "LSB_JOBINDEX": "3",
+    }
     done = subprocess.run(["bash", f"hpc/{script}"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "'epochs'" in done.stderr and "ten" in done.stderr
@@ -250,9 +279,14 @@ def test_an_array_element_trains_its_planned_run_into_its_own_folder(tmp_path):
     env = {**_dry_environment(tmp_path, IMGINAV_KLD_SWEEP="1", IMGINAV_EPOCHS="1"), "FAKE_LSF_DRY_RUN": "0"}
     plan = environment_plan(env)
     run = next(r for r in plan if r.sweep and r.kld == 1e-3 and r.seed == 43)
-    done = subprocess.run([str(ROOT / "tests/lsf/bsub"), "-J", f"phase1_2[{run.index}]", "-q", "gpul40s"],
-                          stdin=(repo / "hpc/phase1_2_array.sh").open(), cwd=repo, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [str(ROOT / "tests/lsf/bsub"), "-J", f"phase1_2[{run.index}]", "-q", "gpul40s"],
+        stdin=(repo / "hpc/phase1_2_array.sh").open(),
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     log = (repo / "hpc/logs" / f"phase1_2.1001.{run.index}.out").read_text()
     status = (tmp_path / "lsf/jobs.tsv").read_text().split()
     assert done.returncode == 0 and status == [f"1001[{run.index}]", "phase1_2", "gpul40s", "0"], log[-3000:]
@@ -261,7 +295,7 @@ def test_an_array_element_trains_its_planned_run_into_its_own_folder(tmp_path):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["name"] == run.name and saved["training"]["seed"] == 43
     assert saved["loss"]["kld"] == 0.001 and isinstance(saved["loss"]["kld"], float)
-    session, = json.loads((run_dir / "provenance.json").read_text())["sessions"]
+    (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]
     assert session["world_size"] == 1
     assert [p.name for p in (tmp_path / "out" / "experiments").iterdir() if p.is_dir()] == [run.name]  # no other
 
@@ -269,10 +303,41 @@ def test_an_array_element_trains_its_planned_run_into_its_own_folder(tmp_path):
 def test_papermill_runs_the_training_notebook_with_its_documented_parameters(study, tmp_path):
     """The example command of the README, shrunk: every parameter name is accepted."""
     out = tmp_path / "out.ipynb"
-    args = ["papermill", "notebooks/train.ipynb", str(out), "-p", "config", "configs/phase1_2/V2_vae_light.yaml",
-            "-p", "epochs", "1", "-p", "resolution", "32", "-p", "manifest", "", "-p", "output_root",
-            str(tmp_path / "o"), "-p", "batch_size", "8", "-p", "synthetic_samples", "40", "-p", "device", "cpu",
-            "-p", "num_workers", "0", "-p", "seed", "7"]
+    args = [
+        "papermill",
+        "notebooks/train.ipynb",
+        str(out),
+        "-p",
+        "config",
+        "configs/phase1_2/V2_vae_light.yaml",
+        "-p",
+        "epochs",
+        "1",
+        "-p",
+        "resolution",
+        "32",
+        "-p",
+        "manifest",
+        "",
+        "-p",
+        "output_root",
+        str(tmp_path / "o"),
+        "-p",
+        "batch_size",
+        "8",
+        "-p",
+        "synthetic_samples",
+        "40",
+        "-p",
+        "device",
+        "cpu",
+        "-p",
+        "num_workers",
+        "0",
+        "-p",
+        "seed",
+        "7",
+    ]
     done = subprocess.run(args, cwd=study["repo"], env=study["env"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Passed unknown parameter" not in done.stderr
@@ -283,15 +348,18 @@ def test_papermill_runs_the_training_notebook_with_its_documented_parameters(stu
 def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(tmp_path):
     """IMGINAV_GPUS=2: torchrun trains an array element's run (here two CPU processes, gloo), the
     notebook then finds the finished run and shows it; provenance.json records the two processes."""
-    env = {**_dry_environment(tmp_path, IMGINAV_GPUS="2", IMGINAV_EPOCHS="1"), "IMGINAV_OUTPUTS": str(tmp_path / "ddp"),
-           "LSB_JOBINDEX": "1"}
+    env = {
+        **_dry_environment(tmp_path, IMGINAV_GPUS="2", IMGINAV_EPOCHS="1"),
+        "IMGINAV_OUTPUTS": str(tmp_path / "ddp"),
+        "LSB_JOBINDEX": "1",
+    }
     done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "nothing to do (completed, 1 epochs done)" in done.stdout  # the notebook did not train again
     name = PLAN[0].name
     notebook = tmp_path / "ddp" / "phase1_2_vae_test" / "runs" / f"{name}.ipynb"
     assert not any(o["output_type"] == "error" for o in _outputs(notebook))
-    session, = json.loads((tmp_path / "ddp" / "experiments" / name / "provenance.json").read_text())["sessions"]
+    (session,) = json.loads((tmp_path / "ddp" / "experiments" / name / "provenance.json").read_text())["sessions"]
     assert session["world_size"] == 2  # written once, by rank 0 of torchrun; the notebook started nothing
 
 
@@ -301,13 +369,19 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
     to resubmit."""
     repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
     lsf = tmp_path / "lsf"
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "out"), "FAKE_LSF_DIR": str(lsf),
-           "IMGINAV_DATA": str(tmp_path / "gone" / "layouts.csv")}
+    env = {
+        **study["env"],
+        "IMGINAV_OUTPUTS": str(tmp_path / "out"),
+        "FAKE_LSF_DIR": str(lsf),
+        "IMGINAV_DATA": str(tmp_path / "gone" / "layouts.csv"),
+    }
     done = _launch(env, cwd=repo)
     assert done.returncode == 0, done.stderr  # submitting worked; the jobs fail
     jobs = [line.split("\t") for line in (lsf / "jobs.tsv").read_text().splitlines()]
     assert [(name, status != "0") for _, name, _, status in jobs] == [("phase1_2", True)] * len(PLAN) + [
-        ("phase1_2_probe", True), ("phase1_2_analysis", True)]
+        ("phase1_2_probe", True),
+        ("phase1_2_analysis", True),
+    ]
     logs = repo / "hpc" / "logs"
     first = "phase1_2.1001.1"  # element 1 of the first array (with_suffix would take ".1" for a suffix)
     assert "manifest not found" in (logs / f"{first}.out").read_text() + (logs / f"{first}.err").read_text()
@@ -317,14 +391,17 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
         assert not (tmp_path / "out" / "phase1_2_vae_test" / "runs" / notebook).exists()
 
 
-@pytest.mark.parametrize("variables,message", [
-    ({"IMGINAV_KLD": "1e-3"}, "IMGINAV_KLD=1e-3: the study plan sets each run's kld"),  # would be ignored
-    ({"IMGINAV_NAME": "mine"}, "IMGINAV_NAME=mine: the study plan sets each run's name"),
-    ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten'"),
-    ({"IMGINAV_SEEDS": "42,x"}, "IMGINAV_SEEDS = '42,x': expected integer seeds"),
-    ({"IMGINAV_KLD_SWEEP": "yes please"}, "IMGINAV_KLD_SWEEP = 'yes please': expected 1 or true"),
-    ({"IMGINAV_PROBE_SAMPLES": "1"}, "'samples' = 1"),
-])
+@pytest.mark.parametrize(
+    "variables,message",
+    [
+        ({"IMGINAV_KLD": "1e-3"}, "IMGINAV_KLD=1e-3: the study plan sets each run's kld"),  # would be ignored
+        ({"IMGINAV_NAME": "mine"}, "IMGINAV_NAME=mine: the study plan sets each run's name"),
+        ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten'"),
+        ({"IMGINAV_SEEDS": "42,x"}, "IMGINAV_SEEDS = '42,x': expected integer seeds"),
+        ({"IMGINAV_KLD_SWEEP": "yes please"}, "IMGINAV_KLD_SWEEP = 'yes please': expected 1 or true"),
+        ({"IMGINAV_PROBE_SAMPLES": "1"}, "'samples' = 1"),
+    ],
+)
 def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(tmp_path, variables, message):
     done = _launch(_dry_environment(tmp_path, **variables))
     assert done.returncode == 2 and message in done.stderr, done.stderr
@@ -339,14 +416,25 @@ def test_the_report_is_published_with_its_widget_script(study, tmp_path):
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     site = tmp_path / "site"
     shutil.copytree(study["html"], site / "book" / "_build" / "html")
-    git = {**study["env"], "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    git = {
+        **study["env"],
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
     for args in (["init", "-q"], ["remote", "add", "origin", str(remote)]):
         subprocess.run(["git", *args], cwd=site, check=True, env=git)
     venv = Path(sys.executable).parent.parent
-    publish = subprocess.run(["make", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/.installed",
-                              "publish"], cwd=site, env=git, capture_output=True, text=True)
+    publish = subprocess.run(
+        ["make", "-f", str(ROOT / "Makefile"), f"VENV={venv}", "-o", f"{venv}/.installed", "publish"],
+        cwd=site,
+        env=git,
+        capture_output=True,
+        text=True,
+    )
     assert publish.returncode == 0, publish.stdout + publish.stderr
-    files = subprocess.run(["git", "ls-tree", "-r", "--name-only", "gh-pages"], cwd=remote, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "gh-pages"], cwd=remote, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert {".nojekyll", "index.html", "_static/html-manager/embed.js", "generated/analysis.html"} <= set(files)

@@ -114,43 +114,124 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
     sigma = f"change_sigma{rule.noise_sigma:g}"
     nn_primary = probe is None
     measures: list[tuple[Measure, tuple[str, str | None], float | None]] = [
-        (Measure("reconstruction_mse", "non-inferiority", "validation MSE of the reconstructions (relative "
-                 "difference, VAE / deterministic - 1)", "lower", relative=True), ("mse", None), rule.mse_margin),
-        (Measure("small_class_iou", "non-inferiority", "IoU of the segmentation of the small classes (chair, "
-                 "lighting, pier / stool)", "higher"), ("small_inter", "small_union"), rule.small_class_iou_margin),
-        (Measure("nearest_neighbour_validity", "primary" if nn_primary else "secondary",
-                 "palette purity of the midpoint between a validation latent and its nearest training latent",
-                 "higher"), ("nn_midpoint_purity", None), None),
+        (
+            Measure(
+                "reconstruction_mse",
+                "non-inferiority",
+                "validation MSE of the reconstructions (relative difference, VAE / deterministic - 1)",
+                "lower",
+                relative=True,
+            ),
+            ("mse", None),
+            rule.mse_margin,
+        ),
+        (
+            Measure(
+                "small_class_iou",
+                "non-inferiority",
+                "IoU of the segmentation of the small classes (chair, lighting, pier / stool)",
+                "higher",
+            ),
+            ("small_inter", "small_union"),
+            rule.small_class_iou_margin,
+        ),
+        (
+            Measure(
+                "nearest_neighbour_validity",
+                "primary" if nn_primary else "secondary",
+                "palette purity of the midpoint between a validation latent and its nearest training latent",
+                "higher",
+            ),
+            ("nn_midpoint_purity", None),
+            None,
+        ),
         (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None), None),
-        (Measure("sharpness", "secondary", "gradient energy at the input's edges, reconstruction over input "
-                 "(1 = as sharp)", "higher"), ("sharp_out", "sharp_in"), None),
-        (Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
-         ("purity", None), None),
-        (Measure("latent_noise", "secondary", f"decoded change MSE(D(z + n), D(z)) under noise of {rule.noise_sigma:g} "
-                 "x each channel's std (relative difference)", "lower", relative=True), (sigma, None), None),
-        (Measure("path_validity", "secondary", "mean palette purity of the inner frames of the interpolation "
-                 "paths (same pairs, straight paths)", "higher", per="pair"), ("mean_purity", None), None),
+        (
+            Measure(
+                "sharpness",
+                "secondary",
+                "gradient energy at the input's edges, reconstruction over input (1 = as sharp)",
+                "higher",
+            ),
+            ("sharp_out", "sharp_in"),
+            None,
+        ),
+        (
+            Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
+            ("purity", None),
+            None,
+        ),
+        (
+            Measure(
+                "latent_noise",
+                "secondary",
+                f"decoded change MSE(D(z + n), D(z)) under noise of {rule.noise_sigma:g} "
+                "x each channel's std (relative difference)",
+                "lower",
+                relative=True,
+            ),
+            (sigma, None),
+            None,
+        ),
+        (
+            Measure(
+                "path_validity",
+                "secondary",
+                "mean palette purity of the inner frames of the interpolation paths (same pairs, straight paths)",
+                "higher",
+                per="pair",
+            ),
+            ("mean_purity", None),
+            None,
+        ),
     ]
     if "nn_midpoint_realism" in study.models[0].per_image:  # the layout scorer judged them too
         measures += [
-            (Measure("nearest_neighbour_realism", "secondary", "share of nearest-neighbour midpoints the layout "
-                     "scorer places among real layouts", "higher"), ("nn_midpoint_realism", None), None),
-            (Measure("path_realism", "secondary", "share of the interpolation paths' inner frames the layout scorer "
-                     "places among real layouts", "higher", per="pair"), ("mean_realism", None), None),
+            (
+                Measure(
+                    "nearest_neighbour_realism",
+                    "secondary",
+                    "share of nearest-neighbour midpoints the layout scorer places among real layouts",
+                    "higher",
+                ),
+                ("nn_midpoint_realism", None),
+                None,
+            ),
+            (
+                Measure(
+                    "path_realism",
+                    "secondary",
+                    "share of the interpolation paths' inner frames the layout scorer places among real layouts",
+                    "higher",
+                    per="pair",
+                ),
+                ("mean_realism", None),
+                None,
+            ),
         ]
     criteria: dict[str, dict[str, Any]] = {}
     if probe is not None:
-        measure = Measure("generation_fld", "primary", "FLD of the layouts a latent diffusion model generates in "
-                          "the space (the diffusion probe), against validation layouts", "lower")
+        measure = Measure(
+            "generation_fld",
+            "primary",
+            "FLD of the layouts a latent diffusion model generates in "
+            "the space (the diffusion probe), against validation layouts",
+            "lower",
+        )
         a, a_se = _probe_scores(probe, [r.name for r in study.arm("V1")])
         b, b_se = _probe_scores(probe, [r.name for r in study.arm("V2")])
         interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed)
-        criteria[measure.name] = {"role": measure.role, "meaning": measure.meaning, "better": measure.better,
-                                  **interval,
-                                  # generated layouts per arm: samples x probe seeds x runs
-                                  "n_images": int(probe["settings"]["samples"]) * int(probe["settings"]["seeds"]) * len(a),
-                                  "deterministic": a.tolist(), "vae": b.tolist(),
-                                  "verdict": _verdict(measure, interval, None)}
+        criteria[measure.name] = {
+            "role": measure.role,
+            "meaning": measure.meaning,
+            "better": measure.better,
+            **interval,
+            # generated layouts per arm: samples x probe seeds x runs
+            "n_images": int(probe["settings"]["samples"]) * int(probe["settings"]["seeds"]) * len(a),
+            "deterministic": a.tolist(),
+            "vae": b.tolist(),
+            "verdict": _verdict(measure, interval, None),
+        }
     for measure, (key, denominator), margin in measures:
         if measure.per == "pair":  # pairs are the items, each its own group
             a, b = _per_pair(study, "V1", key), _per_pair(study, "V2", key)
@@ -158,12 +239,20 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
         else:  # layouts are the items, resampled scene by scene
             a, b = _per_image(study, "V1", key, denominator), _per_image(study, "V2", key, denominator)
             item_groups = study.scene_ids
-        interval = arm_difference(a, b, item_groups, relative=measure.relative, resamples=rule.resamples,
-                                  seed=rule.seed)
-        criteria[measure.name] = {"role": measure.role, "meaning": measure.meaning, "better": measure.better,
-                                  **interval, "margin": margin, "relative": measure.relative,
-                                  "deterministic": _arm_values(a), "vae": _arm_values(b),
-                                  "verdict": _verdict(measure, interval, margin)}
+        interval = arm_difference(
+            a, b, item_groups, relative=measure.relative, resamples=rule.resamples, seed=rule.seed
+        )
+        criteria[measure.name] = {
+            "role": measure.role,
+            "meaning": measure.meaning,
+            "better": measure.better,
+            **interval,
+            "margin": margin,
+            "relative": measure.relative,
+            "deterministic": _arm_values(a),
+            "vae": _arm_values(b),
+            "verdict": _verdict(measure, interval, margin),
+        }
     return criteria
 
 
@@ -175,40 +264,62 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
             continue
         kl = post["kl_weighted"]
         if kl < rule.kld_low:
-            flags.append(f"{r.name}: weighted KL {kl:.2e} is below {rule.kld_low:g}: the posterior is near the prior "
-                         f"({post['kl_nats_per_element']:.3g} nats per latent element), towards collapse")
+            flags.append(
+                f"{r.name}: weighted KL {kl:.2e} is below {rule.kld_low:g}: the posterior is near the prior "
+                f"({post['kl_nats_per_element']:.3g} nats per latent element), towards collapse"
+            )
         elif kl > rule.kld_high:
-            flags.append(f"{r.name}: weighted KL {kl:.2e} is above {rule.kld_high:g}: the KL barely regularises "
-                         f"({post['kl_nats_per_element']:.3g} nats per latent element)")
+            flags.append(
+                f"{r.name}: weighted KL {kl:.2e} is above {rule.kld_high:g}: the KL barely regularises "
+                f"({post['kl_nats_per_element']:.3g} nats per latent element)"
+            )
         if post["collapsed"]:
             collapsed = True
             flags.append(f"{r.name}: posterior collapse: {post['active_units']} of {post['units']} latent units active")
     posts = [r.metrics["posterior"] for r in study.arm("V2") if "posterior" in r.metrics]
     if posts:
-        criteria["kl"] = {"role": "flag", "meaning": "the VAE's KL: weighted (band "
-                          f"{rule.kld_low:g}..{rule.kld_high:g}), in nats per latent element, bits per pixel, "
-                          "share of the validation loss",
-                          "kl_weighted": [p["kl_weighted"] for p in posts],
-                          "kl_nats_per_element": [p["kl_nats_per_element"] for p in posts],
-                          "kl_bits_per_pixel": [p["kl_bits_per_pixel"] for p in posts],
-                          "kl_share_of_loss": [p["kl_share_of_loss"] for p in posts],
-                          "verdict": "flag" if any(not rule.kld_low <= p["kl_weighted"] <= rule.kld_high for p in posts)
-                          else "ok", "n_seeds": [0, len(posts)], "n_images": len(study.positions), "ci95": None}
-        criteria["active_units"] = {"role": "flag", "meaning": "share of the VAE's latent units whose posterior mean "
-                                    "varies across layouts (Burda et al. 2016); collapse below 5 %",
-                                    "vae": [p["active_share"] for p in posts],
-                                    "verdict": "flag" if collapsed else "ok", "n_seeds": [0, len(posts)],
-                                    "n_images": len(study.positions), "ci95": None}
+        criteria["kl"] = {
+            "role": "flag",
+            "meaning": "the VAE's KL: weighted (band "
+            f"{rule.kld_low:g}..{rule.kld_high:g}), in nats per latent element, bits per pixel, "
+            "share of the validation loss",
+            "kl_weighted": [p["kl_weighted"] for p in posts],
+            "kl_nats_per_element": [p["kl_nats_per_element"] for p in posts],
+            "kl_bits_per_pixel": [p["kl_bits_per_pixel"] for p in posts],
+            "kl_share_of_loss": [p["kl_share_of_loss"] for p in posts],
+            "verdict": "flag" if any(not rule.kld_low <= p["kl_weighted"] <= rule.kld_high for p in posts) else "ok",
+            "n_seeds": [0, len(posts)],
+            "n_images": len(study.positions),
+            "ci95": None,
+        }
+        criteria["active_units"] = {
+            "role": "flag",
+            "meaning": "share of the VAE's latent units whose posterior mean "
+            "varies across layouts (Burda et al. 2016); collapse below 5 %",
+            "vae": [p["active_share"] for p in posts],
+            "verdict": "flag" if collapsed else "ok",
+            "n_seeds": [0, len(posts)],
+            "n_images": len(study.positions),
+            "ci95": None,
+        }
     return flags, collapsed
 
 
-def decide(study: Study, runs: dict[str, list[RunSummary]], train_images: int, probe: dict | None = None,
-           rule: Rule = Rule(), warnings: list[str] | None = None) -> dict[str, Any]:
+def decide(
+    study: Study,
+    runs: dict[str, list[RunSummary]],
+    train_images: int,
+    probe: dict | None = None,
+    rule: Rule = Rule(),
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
     """The decision record (``decision.json``'s content) for the deterministic arm (V1) and the
     variational arm (V2), each one run per seed, measured in ``study``."""
     if not study.arm("V1") or not study.arm("V2"):
-        raise ValueError("the decision compares a deterministic arm (V1) and a variational arm (V2); got runs "
-                         f"{[r.name for r in study.models]}")
+        raise ValueError(
+            "the decision compares a deterministic arm (V1) and a variational arm (V2); got runs "
+            f"{[r.name for r in study.models]}"
+        )
     wrong = [r.name for r in study.arm("V1") if r.variational] + [r.name for r in study.arm("V2") if not r.variational]
     if wrong:
         raise ValueError(f"runs in the wrong arm (V1 must be deterministic, V2 variational): {wrong}")
@@ -228,19 +339,32 @@ def decide(study: Study, runs: dict[str, list[RunSummary]], train_images: int, p
     if collapsed:
         verdict, reason = "vae worse", "the VAE's posterior collapsed"
     elif not seeds_known:
-        verdict, reason = "inconclusive", ("one seed in an arm: the run-to-run spread is unknown, so no difference "
-                                           "can be told from it; train at least 2 seeds per arm (3 by default)")
+        verdict, reason = (
+            "inconclusive",
+            (
+                "one seed in an arm: the run-to-run spread is unknown, so no difference "
+                "can be told from it; train at least 2 seeds per arm (3 by default)"
+            ),
+        )
     elif primary["verdict"] == "vae better" and non_inferior:
-        verdict, reason = "vae better", (f"the VAE is better on the primary endpoint ({primary_name}), its 95 % "
-                                         "interval excluding zero, and non-inferior in reconstruction")
+        verdict, reason = (
+            "vae better",
+            (
+                f"the VAE is better on the primary endpoint ({primary_name}), its 95 % "
+                "interval excluding zero, and non-inferior in reconstruction"
+            ),
+        )
     elif primary["verdict"] == "vae worse" or inferior:
-        worse = ([f"worse on the primary endpoint ({primary_name})"] if primary["verdict"] == "vae worse" else []) + \
-                [f"inferior beyond the margin on {k}" for k in inferior]
+        worse = ([f"worse on the primary endpoint ({primary_name})"] if primary["verdict"] == "vae worse" else []) + [
+            f"inferior beyond the margin on {k}" for k in inferior
+        ]
         verdict, reason = "vae worse", "the VAE was shown " + " and ".join(worse)
     else:
-        open_ = ([f"the primary endpoint ({primary_name}) interval includes zero"] if primary["verdict"] != "vae better"
-                 else []) + [f"non-inferiority on {k} is not shown" for k, c in margins.items()
-                             if c["verdict"] != "non-inferior"]
+        open_ = (
+            [f"the primary endpoint ({primary_name}) interval includes zero"]
+            if primary["verdict"] != "vae better"
+            else []
+        ) + [f"non-inferiority on {k} is not shown" for k, c in margins.items() if c["verdict"] != "non-inferior"]
         verdict, reason = "inconclusive", "inconclusive: " + "; ".join(open_)
     choice = "variational" if verdict == "vae better" else "deterministic"
     chosen = study.arm("V2" if choice == "variational" else "V1")[0]
@@ -251,15 +375,19 @@ def decide(study: Study, runs: dict[str, list[RunSummary]], train_images: int, p
     if train_images < rule.min_train_images:
         too_little.append(f"{train_images} training layouts (< {rule.min_train_images})")
     if any_run.config.data.resolution < rule.min_resolution:
-        too_little.append(f"{any_run.config.data.resolution} x {any_run.config.data.resolution} pixels "
-                          f"(< {rule.min_resolution})")
+        too_little.append(
+            f"{any_run.config.data.resolution} x {any_run.config.data.resolution} pixels (< {rule.min_resolution})"
+        )
     if epochs < rule.min_epochs:
         too_little.append(f"{epochs} epochs (< {rule.min_epochs})")
     arm_name = "V2 (variational)" if choice == "variational" else "V1 (deterministic)"
     summary = f"Choose {arm_name}: {reason}."
     if too_little:
-        summary += (" This is provisional: the data is too little to decide (" + ", ".join(too_little) +
-                    "); rerun on the full layout set at 512 x 512 for 10 epochs.")
+        summary += (
+            " This is provisional: the data is too little to decide ("
+            + ", ".join(too_little)
+            + "); rerun on the full layout set at 512 x 512 for 10 epochs."
+        )
     return {
         "choice": choice,
         "verdict": verdict,

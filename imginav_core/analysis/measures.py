@@ -21,6 +21,7 @@ COLLAPSE_SHARE = 0.05  # fewer active units than this share: the posterior has c
 
 # ---- reconstruction --------------------------------------------------------------------
 
+
 def mse_per_image(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``mean((prediction - target)^2)`` over C, H, W, in the [-1, 1] range (the training loss's scale)."""
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
@@ -72,6 +73,7 @@ def segmentation_confidence(logits: torch.Tensor) -> torch.Tensor:
 
 # ---- latent space --------------------------------------------------------------------------
 
+
 def latent_statistics(latents: torch.Tensor) -> dict:
     """What a latent diffusion model trained on ``latents`` would see: per-channel mean, standard
     deviation and excess kurtosis ``E[(z - m)^4] / s^4 - 3`` (0 for a Gaussian, large = heavy
@@ -99,8 +101,7 @@ def unit_activity(means: torch.Tensor) -> torch.Tensor:
     return means.double().var(0)
 
 
-def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, pixels: int,
-                     total_loss: float) -> dict:
+def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, pixels: int, total_loss: float) -> dict:
     """The VAE's posterior as measured on images whose posterior is N(mu, exp(logvar)).
 
     The KL is trained as a mean over latent elements, so its size needs units: ``kl_nats_per_element``;
@@ -136,6 +137,7 @@ def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, 
 
 
 # ---- paths through the latent space -------------------------------------------------------------
+
 
 def lerp(z0: torch.Tensor, z1: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """Straight line ``(1 - a) z0 + a z1`` for each alpha: (T, C, H, W)."""

@@ -53,11 +53,24 @@ def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bo
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for run in runs:
         style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
-        ax.plot(run.metrics["epoch"], run.metrics[column], marker="o", ms=3, ls=style, color=_colour(run.label),
-                label=run_label(run))
+        ax.plot(
+            run.metrics["epoch"],
+            run.metrics[column],
+            marker="o",
+            ms=3,
+            ls=style,
+            color=_colour(run.label),
+            label=run_label(run),
+        )
         if run.best_epoch:
-            ax.scatter([run.best_epoch], [run.best_row[column]], s=90, facecolors="none",
-                       edgecolors=_colour(run.label), linewidths=1.5)
+            ax.scatter(
+                [run.best_epoch],
+                [run.best_row[column]],
+                s=90,
+                facecolors="none",
+                edgecolors=_colour(run.label),
+                linewidths=1.5,
+            )
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     if log:
         ax.set_yscale("log")
@@ -85,7 +98,10 @@ def recipe_summary(runs: list[RunSummary]) -> str:
         return "\n".join(flags)
     shared = provenance_table(runs[0]).iloc[:, -1]
     return "every run used the same recipe: " + ", ".join(
-        f"{key} {value}" for key, value in shared.items() if key in ("precision", "memory_format", "compile", "world_size"))
+        f"{key} {value}"
+        for key, value in shared.items()
+        if key in ("precision", "memory_format", "compile", "world_size")
+    )
 
 
 def training_curves(run: RunSummary) -> plt.Figure:
@@ -94,7 +110,7 @@ def training_curves(run: RunSummary) -> plt.Figure:
     columns = 3 if len(terms) > 4 else 2
     rows = -(-len(terms) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for ax in axes.flat[len(terms):]:
+    for ax in axes.flat[len(terms) :]:
         ax.set_visible(False)
     for ax, term in zip(axes.flat, terms):
         ax.plot(run.metrics["epoch"], run.metrics[f"train_{term}"], marker=".", label="train")
@@ -113,13 +129,25 @@ def kld_trend(runs: list[RunSummary], low: float = Rule.kld_low, high: float = R
     values = [low, high]
     for run in runs:
         style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
-        ax.plot(run.metrics["epoch"], run.metrics["val_kld_weighted"], marker="o", ms=3, ls=style,
-                color=_colour(run.label), label=f"{run_label(run)} validation")
+        ax.plot(
+            run.metrics["epoch"],
+            run.metrics["val_kld_weighted"],
+            marker="o",
+            ms=3,
+            ls=style,
+            color=_colour(run.label),
+            label=f"{run_label(run)} validation",
+        )
         values += run.metrics["val_kld_weighted"].tolist()
     ax.axhspan(low, high, color="#4daf4a", alpha=0.15, label=f"band {low:g}..{high:g}")
     finite = [v for v in values if np.isfinite(v) and v > 0]
-    ax.set(xlabel="epoch", ylabel="weighted KLD", yscale="log", title="KL term against the band",
-           ylim=(min(finite) / 2, max(finite) * 2))
+    ax.set(
+        xlabel="epoch",
+        ylabel="weighted KLD",
+        yscale="log",
+        title="KL term against the band",
+        ylim=(min(finite) / 2, max(finite) * 2),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -132,11 +160,20 @@ def stability(runs: list[RunSummary]) -> plt.Figure:
     for run in runs:
         style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
         loss = run.metrics["train_total"].to_numpy()
-        left.plot(run.metrics["epoch"], loss, marker="o", ms=3, ls=style, color=_colour(run.label), label=run_label(run))
+        left.plot(
+            run.metrics["epoch"], loss, marker="o", ms=3, ls=style, color=_colour(run.label), label=run_label(run)
+        )
         if len(loss) > 1:
             change = np.abs(np.diff(loss)) / np.abs(loss[:-1])
-            right.plot(run.metrics["epoch"].to_numpy()[1:], change, marker="o", ms=3, ls=style,
-                       color=_colour(run.label), label=run_label(run))
+            right.plot(
+                run.metrics["epoch"].to_numpy()[1:],
+                change,
+                marker="o",
+                ms=3,
+                ls=style,
+                color=_colour(run.label),
+                label=run_label(run),
+            )
     left.set(xlabel="epoch", ylabel="training loss (total)", yscale="log", title="training loss")
     right.set(xlabel="epoch", ylabel="|change| / previous", yscale="log", title="epoch-to-epoch change")
     for ax in (left, right):
@@ -177,14 +214,27 @@ def rate_distortion(points: dict[float, list[RunSummary]]) -> plt.Figure:
     for weight, runs in sorted(points.items()):
         kl = np.array([float(r.best_row["val_kld"]) for r in runs])
         mse = np.array([float(r.best_row["val_mse"]) for r in runs])
-        spread = (lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
-        ax.errorbar([kl.mean()], [mse.mean()], xerr=[spread(kl)], yerr=[spread(mse)], marker="o", capsize=3,
-                    color=_colour("V2"))
+
+        def spread(v):
+            return v.std(ddof=1) if len(v) > 1 else 0.0
+
+        ax.errorbar(
+            [kl.mean()], [mse.mean()], xerr=[spread(kl)], yerr=[spread(mse)], marker="o", capsize=3, color=_colour("V2")
+        )
         ax.scatter(kl, mse, s=10, color=_colour("V2"), alpha=0.4)
-        ax.annotate(f"weight {weight:g} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", (kl.mean(), mse.mean()),
-                    textcoords="offset points", xytext=(6, 4), fontsize=7)
-    ax.set(xlabel="KL (nats per latent element): the rate", ylabel="validation MSE: the distortion",
-           title="Rate against distortion over the KL weight", yscale="log")
+        ax.annotate(
+            f"weight {weight:g} ({len(runs)} seed{'s' if len(runs) > 1 else ''})",
+            (kl.mean(), mse.mean()),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=7,
+        )
+    ax.set(
+        xlabel="KL (nats per latent element): the rate",
+        ylabel="validation MSE: the distortion",
+        title="Rate against distortion over the KL weight",
+        yscale="log",
+    )
     ax.set_xscale("symlog", linthresh=1e-3)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -200,7 +250,9 @@ def reconstructions(study: Study) -> plt.Figure:
     n = len(study.example_positions)
     fig, axes = plt.subplots(n, len(titles), figsize=(2.0 * len(titles), 2.0 * n), squeeze=False)
     for i in range(n):
-        images = [study.inputs[i]] + [r.examples["rgb"][i] for r in shown] + [r.examples["segmentation"][i] for r in shown]
+        images = (
+            [study.inputs[i]] + [r.examples["rgb"][i] for r in shown] + [r.examples["segmentation"][i] for r in shown]
+        )
         for j, image in enumerate(images):
             ax = axes[i, j]
             ax.imshow(image, interpolation="nearest")
@@ -246,12 +298,22 @@ def noise_robustness(study: Study) -> plt.Figure:
         runs = study.arm(label)
         sigmas = runs[0].metrics["noise"]["sigmas"]
         change = np.array([r.metrics["noise"]["decoded_change"] for r in runs])
-        for r, line in zip(runs, change):
+        for line in change:
             ax.plot(sigmas, line, color=_colour(label), alpha=0.35, lw=1)
-        ax.plot(sigmas, change.mean(0), marker="o", color=_colour(label), lw=2,
-                label=f"{label} (mean of {len(runs)} seed{'s' if len(runs) > 1 else ''})")
-    ax.set(xlabel="noise sigma (x each latent channel's std)", ylabel="MSE(D(z + n), D(z))", yscale="log",
-           title="Decoded change under latent noise (lower = more robust)")
+        ax.plot(
+            sigmas,
+            change.mean(0),
+            marker="o",
+            color=_colour(label),
+            lw=2,
+            label=f"{label} (mean of {len(runs)} seed{'s' if len(runs) > 1 else ''})",
+        )
+    ax.set(
+        xlabel="noise sigma (x each latent channel's std)",
+        ylabel="MSE(D(z + n), D(z))",
+        yscale="log",
+        title="Decoded change under latent noise (lower = more robust)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -266,11 +328,22 @@ def latent_distribution(study: Study) -> plt.Figure:
         r = study.shown(label)
         lat = r.metrics["latent"]
         values = r.latents.flatten().numpy() * lat["scale_factor"]
-        left.hist(values, bins=80, histtype="step", density=True, color=_colour(label),
-                  label=f"{label} seed {r.seed} (means, x scale factor {lat['scale_factor']:.3g})")
+        left.hist(
+            values,
+            bins=80,
+            histtype="step",
+            density=True,
+            color=_colour(label),
+            label=f"{label} seed {r.seed} (means, x scale factor {lat['scale_factor']:.3g})",
+        )
         kurtosis = lat["channel_excess_kurtosis"]
-        right.bar(np.arange(len(kurtosis)) + (0.2 if k else -0.2), kurtosis, width=0.4, color=_colour(label),
-                  label=f"{label} ({lat['of']})")
+        right.bar(
+            np.arange(len(kurtosis)) + (0.2 if k else -0.2),
+            kurtosis,
+            width=0.4,
+            color=_colour(label),
+            label=f"{label} ({lat['of']})",
+        )
     left.set(xlabel="latent value x scale factor", ylabel="density", yscale="log", title="latent values")
     right.axhline(0, color="k", lw=0.8)
     right.set(xlabel="latent channel", ylabel="excess kurtosis", title="heavy tails per channel (0 = Gaussian)")
@@ -292,13 +365,18 @@ def posterior_channels(study: Study) -> plt.Figure | None:
     left.bar(channels, post["kl_per_channel"], color=_colour("V2"))
     left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"V2 seed {r.seed}: KL per channel")
     right.bar(channels, post["active_share_per_channel"], color=_colour("V2"))
-    right.set(xlabel="latent channel", ylabel="share of units active", ylim=(0, 1.05),
-              title=f"V2 seed {r.seed}: {post['active_units']} of {post['units']} units active")
+    right.set(
+        xlabel="latent channel",
+        ylabel="share of units active",
+        ylim=(0, 1.05),
+        title=f"V2 seed {r.seed}: {post['active_units']} of {post['units']} units active",
+    )
     fig.tight_layout()
     return fig
 
 
 # ---- tables of the latent-space measurements ------------------------------------------------
+
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
@@ -312,11 +390,21 @@ def reconstruction_table(study: Study) -> pd.DataFrame:
         runs = study.arm(label)
         for subset in runs[0].metrics["reconstruction"]:
             values = [r.metrics["reconstruction"][subset] for r in runs]
-            columns[(label, subset)] = {name: _mean([v[key] for v in values]) for name, key in (
-                ("layouts", "images"), ("MSE", "mse"), ("PSNR (dB)", "psnr"), ("SSIM", "ssim"), ("mIoU", "miou"),
-                ("small-class IoU", "small_class_iou"), ("pixel accuracy", "pixel_accuracy"),
-                ("room/scene accuracy", "classification_accuracy"), ("sharpness ratio", "sharpness_ratio"),
-                ("palette purity", "palette_purity"))}
+            columns[(label, subset)] = {
+                name: _mean([v[key] for v in values])
+                for name, key in (
+                    ("layouts", "images"),
+                    ("MSE", "mse"),
+                    ("PSNR (dB)", "psnr"),
+                    ("SSIM", "ssim"),
+                    ("mIoU", "miou"),
+                    ("small-class IoU", "small_class_iou"),
+                    ("pixel accuracy", "pixel_accuracy"),
+                    ("room/scene accuracy", "classification_accuracy"),
+                    ("sharpness ratio", "sharpness_ratio"),
+                    ("palette purity", "palette_purity"),
+                )
+            }
     table = pd.DataFrame(columns)
     table.columns.names = ["arm (mean over seeds)", "layouts"]
     return table
@@ -330,10 +418,12 @@ def latent_table(study: Study) -> pd.DataFrame:
         lat, post = r.metrics["latent"], r.metrics.get("posterior")
         row = {
             "what a diffusion model sees": lat["of"],
-            "std": f"{lat['std']:.3g}", "scale factor (1/std)": f"{lat['scale_factor']:.3g}",
+            "std": f"{lat['std']:.3g}",
+            "scale factor (1/std)": f"{lat['scale_factor']:.3g}",
             "channel std min..max": f"{min(lat['channel_std']):.3g}..{max(lat['channel_std']):.3g}",
-            "excess kurtosis per channel, median (max)":
-                f"{lat['median_channel_excess_kurtosis']:.2g} ({lat['max_channel_excess_kurtosis']:.2g})",
+            "excess kurtosis per channel, median (max)": (
+                f"{lat['median_channel_excess_kurtosis']:.2g} ({lat['max_channel_excess_kurtosis']:.2g})"
+            ),
         }
         if post:
             row |= {
@@ -342,7 +432,7 @@ def latent_table(study: Study) -> pd.DataFrame:
                 "KL weighted (band 1e-4..1e-3)": f"{post['kl_weighted']:.3g}",
                 "KL share of the validation loss": f"{100 * post['kl_share_of_loss']:.2g} %",
                 f"active units (var > {ACTIVE_UNIT_THRESHOLD:g})": f"{post['active_units']} of {post['units']} "
-                                                                    f"({100 * post['active_share']:.0f} %)",
+                f"({100 * post['active_share']:.0f} %)",
                 "posterior noise / spread of means (median channel)": f"{post['median_noise_to_signal']:.3g}",
                 "posterior collapse": "yes" if post["collapsed"] else "no",
             }
@@ -357,8 +447,10 @@ def interpolation_table(study: Study) -> pd.DataFrame:
     for label in ARMS:
         runs = study.arm(label)
         for kind in ("all pairs", "room-room", "scene-scene", "room-scene"):
-            infos = [r.metrics["interpolation"] if kind == "all pairs" else r.metrics["interpolation"].get(kind)
-                     for r in runs]
+            infos = [
+                r.metrics["interpolation"] if kind == "all pairs" else r.metrics["interpolation"].get(kind)
+                for r in runs
+            ]
             if all(infos):
                 rows[(label, kind)] = {
                     "purity (mean)": _mean([i["pairs_mean_purity"] for i in infos]),
@@ -394,8 +486,11 @@ def criteria_table(decision: dict) -> pd.DataFrame:
     for name, c in decision["criteria"].items():
         interval = c.get("ci95")
         if c["role"] == "flag":
-            difference = ", ".join(f"{k.replace('_', ' ')} {mean(c[k])}" for k in
-                                   ("kl_nats_per_element", "kl_bits_per_pixel", "kl_weighted") if k in c)
+            difference = ", ".join(
+                f"{k.replace('_', ' ')} {mean(c[k])}"
+                for k in ("kl_nats_per_element", "kl_bits_per_pixel", "kl_weighted")
+                if k in c
+            )
         else:
             difference = f"{shown(c['estimate'])} [{shown(interval[0])}, {shown(interval[1])}]"
         margin = f" (margin {shown(c['margin'])})" if c.get("margin") is not None else ""

@@ -34,16 +34,26 @@ RUN_PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2"}
 
 
 # The criteria the introduction's table quotes.
-INTRO_CRITERIA = ("generation_fld", "reconstruction_mse", "small_class_iou", "nearest_neighbour_validity",
-                  "path_validity", "reconstruction_ssim", "sharpness", "palette_purity", "latent_noise")
+INTRO_CRITERIA = (
+    "generation_fld",
+    "reconstruction_mse",
+    "small_class_iou",
+    "nearest_neighbour_validity",
+    "path_validity",
+    "reconstruction_ssim",
+    "sharpness",
+    "palette_purity",
+    "latent_noise",
+)
 
 
 def _number(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def key_numbers(arms: dict[str, list[RunSummary]], latent_metrics: dict, decision: dict,
-                train_images: int) -> dict[str, Any]:
+def key_numbers(
+    arms: dict[str, list[RunSummary]], latent_metrics: dict, decision: dict, train_images: int
+) -> dict[str, Any]:
     """The values the book's introduction pastes with ``{glue}``: the decision, the data, and per
     criterion ``<criterion>_v1`` / ``_v2`` (each arm's mean over its seeds), ``_diff`` (V2 - V1
     with its 95 % interval) and ``_verdict``."""
@@ -58,10 +68,12 @@ def key_numbers(arms: dict[str, list[RunSummary]], latent_metrics: dict, decisio
         "train_images": train_images,
         "validation_images": latent_metrics["validation_images"],
         "validation_scenes": latent_metrics["validation_scenes"],
-        "seeds": ", ".join(f"{label} {', '.join(str(r.config.training.seed) for r in runs)}"
-                           for label, runs in arms.items()),
+        "seeds": ", ".join(
+            f"{label} {', '.join(str(r.config.training.seed) for r in runs)}" for label, runs in arms.items()
+        ),
         "resolution": first.config.data.resolution,
-        "dataset": shown_path(first.config.data.manifest) if first.config.data.manifest
+        "dataset": shown_path(first.config.data.manifest)
+        if first.config.data.manifest
         else "the embedded synthetic layouts",
     }
     for name in INTRO_CRITERIA:  # a criterion the rule did not compute (no probe) reads "not measured"
@@ -70,19 +82,26 @@ def key_numbers(arms: dict[str, list[RunSummary]], latent_metrics: dict, decisio
         if c["role"] == "flag":
             continue
         relative = " (relative)" if c.get("relative") else ""
-        numbers.update({
-            f"{name}_v1": _number(float(sum(c["deterministic"]) / len(c["deterministic"]))),
-            f"{name}_v2": _number(float(sum(c["vae"]) / len(c["vae"]))),
-            f"{name}_diff": f"{_number(c['estimate'])} [{_number(c['ci95'][0])}, {_number(c['ci95'][1])}]{relative}",
-            f"{name}_verdict": c["verdict"] + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
-        })
+        numbers.update(
+            {
+                f"{name}_v1": _number(float(sum(c["deterministic"]) / len(c["deterministic"]))),
+                f"{name}_v2": _number(float(sum(c["vae"]) / len(c["vae"]))),
+                f"{name}_diff": (
+                    f"{_number(c['estimate'])} [{_number(c['ci95'][0])}, {_number(c['ci95'][1])}]{relative}"
+                ),
+                f"{name}_verdict": c["verdict"]
+                + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
+            }
+        )
     posts = [latent_metrics["models"][r.name]["posterior"] for r in arms["V2"]]
-    numbers.update({
-        "v2_kl_nats": _number(float(sum(p["kl_nats_per_element"] for p in posts) / len(posts))),
-        "v2_kl_bits_per_pixel": _number(float(sum(p["kl_bits_per_pixel"] for p in posts) / len(posts))),
-        "v2_kl_weighted": _number(float(sum(p["kl_weighted"] for p in posts) / len(posts))),
-        "v2_active_share": f"{100 * sum(p['active_share'] for p in posts) / len(posts):.0f} %",
-    })
+    numbers.update(
+        {
+            "v2_kl_nats": _number(float(sum(p["kl_nats_per_element"] for p in posts) / len(posts))),
+            "v2_kl_bits_per_pixel": _number(float(sum(p["kl_bits_per_pixel"] for p in posts) / len(posts))),
+            "v2_kl_weighted": _number(float(sum(p["kl_weighted"] for p in posts) / len(posts))),
+            "v2_active_share": f"{100 * sum(p['active_share'] for p in posts) / len(posts):.0f} %",
+        }
+    )
     for label, runs in arms.items():
         key = label.lower()
         numbers[f"{key}_val_mse"] = _number(float(sum(r.best_row["val_mse"] for r in runs) / len(runs)))
@@ -93,6 +112,7 @@ def key_numbers(arms: dict[str, list[RunSummary]], latent_metrics: dict, decisio
 
 # ---- staging the book ----------------------------------------------------------------------
 
+
 def widget_script_source(book: Path | None = None) -> str:
     """Where the report's widget script will come from; a ReportError now, before a job trains
     for hours, if it cannot be had."""
@@ -102,8 +122,9 @@ def widget_script_source(book: Path | None = None) -> str:
     package = os.environ.get("IMGINAV_HTML_MANAGER")
     if package:
         if not Path(package).is_file():
-            raise ReportError(f"IMGINAV_HTML_MANAGER = {package}: no such file (expected a .tgz made by "
-                              f"`npm pack {HTML_MANAGER}`)")
+            raise ReportError(
+                f"IMGINAV_HTML_MANAGER = {package}: no such file (expected a .tgz made by `npm pack {HTML_MANAGER}`)"
+            )
         return Path(package).name
     if shutil.which("npm") is None:
         raise ReportError(
@@ -125,15 +146,19 @@ def ensure_html_manager(book: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         package = os.environ.get("IMGINAV_HTML_MANAGER")
         if not package:
-            done = subprocess.run([shutil.which("npm"), "pack", HTML_MANAGER, "--silent"], cwd=tmp,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [shutil.which("npm"), "pack", HTML_MANAGER, "--silent"], cwd=tmp, capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise ReportError(f"npm pack {HTML_MANAGER} failed: {done.stderr.strip()}")
             package = str(Path(tmp) / done.stdout.strip().splitlines()[-1])
         staging = Path(tmp) / "dist"
         with tarfile.open(package) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("package/dist/")
-                       and not m.name.endswith((".map", "-amd.js"))]
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.startswith("package/dist/") and not m.name.endswith((".map", "-amd.js"))
+            ]
             for member in members:
                 member.name = member.name.removeprefix("package/dist/")
             tar.extractall(staging, members=members, filter="data")
@@ -155,9 +180,12 @@ def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
     sources.update({"diffusion_probe": out.probe_notebook, "analysis": out.analysis_notebook})
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:
-        raise ReportError("the report is built from executed notebooks that are not there yet: "
-                          + ", ".join(missing) + " (run the training, probe and analysis jobs first: "
-                          "bash hpc/launch_phase1_2.sh)")
+        raise ReportError(
+            "the report is built from executed notebooks that are not there yet: "
+            + ", ".join(missing)
+            + " (run the training, probe and analysis jobs first: "
+            "bash hpc/launch_phase1_2.sh)"
+        )
     target = book / GENERATED
     target.mkdir(parents=True, exist_ok=True)
     copied = []
@@ -179,4 +207,3 @@ def copy_for_report(source: Path, target: Path, out: Outputs) -> None:
             text = "".join(cell["source"])
             cell["source"] = re.sub(r"""(["'])(/[^"']*)\1""", lambda m: m[1] + out.shown(m[2]) + m[1], text)
     write_text_atomic(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-

@@ -79,7 +79,8 @@ def load_run(out: Outputs, name: str) -> RunSummary:
     if not metrics_path.is_file():
         raise UnfinishedRunError(
             f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained with "
-            f"output_root={out.root}? did its job fail before the first epoch? see hpc/logs/)")
+            f"output_root={out.root}? did its job fail before the first epoch? see hpc/logs/)"
+        )
     with open(metrics_path, newline="") as handle:
         rows = [row for row in csv.DictReader(handle)]
     metrics = pd.DataFrame(rows)
@@ -93,8 +94,10 @@ def load_run(out: Outputs, name: str) -> RunSummary:
 
     problem = ""
     if status not in FINISHED:
-        problem = (f"stopped after {len(finished_rows)} of {config.training.epochs} epochs without an "
-                   f"early-stopping record (last status: {status})")
+        problem = (
+            f"stopped after {len(finished_rows)} of {config.training.epochs} epochs without an "
+            f"early-stopping record (last status: {status})"
+        )
     elif not best.is_file():
         problem = f"{best} is missing"
     return RunSummary(name, out, config, finished_rows.reset_index(drop=True), status, problem)
@@ -106,7 +109,8 @@ def require_finished(runs: list[RunSummary], allow_unfinished: bool = False) -> 
     problems = [f"{run.name}: {run.problem}" for run in runs if not run.finished]
     if problems and not allow_unfinished:
         raise UnfinishedRunError(
-            "refusing to compare unfinished runs: " + "; ".join(problems)
+            "refusing to compare unfinished runs: "
+            + "; ".join(problems)
             + " (resubmit its training job, e.g. `bsub < hpc/papermill_V1.sh`, which resumes from last.pt, then "
             "the analysis; or set allow_unfinished=True to analyse them marked as unfinished)"
         )

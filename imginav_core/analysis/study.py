@@ -42,8 +42,15 @@ ARMS = ("V1", "V2")
 # The classes a blurry decoder loses first: small objects of a few pixels.
 SMALL_CLASSES = ("chair", "lighting", "pier/stool")
 # What must agree between two runs for their comparison to be fair.
-SAME_DATA_KEYS = ("data.manifest", "data.resolution", "data.synthetic_samples", "data.synthetic_seed",
-                  "data.val_fraction", "data.split_seed", "data.drop_empty")
+SAME_DATA_KEYS = (
+    "data.manifest",
+    "data.resolution",
+    "data.synthetic_samples",
+    "data.synthetic_seed",
+    "data.val_fraction",
+    "data.split_seed",
+    "data.drop_empty",
+)
 
 
 @dataclass
@@ -132,9 +139,17 @@ class Study:
         rows = self.data.val.indices[self.positions]
         tables = []
         for r in self.models:
-            table = pd.DataFrame({"run": r.name, "arm": r.label, "seed": r.seed, "position": self.positions,
-                                  "layout_path": [str(records[i].path) for i in rows], "scene_id": self.scene_ids,
-                                  "type": self.data.val.types[self.positions]})
+            table = pd.DataFrame(
+                {
+                    "run": r.name,
+                    "arm": r.label,
+                    "seed": r.seed,
+                    "position": self.positions,
+                    "layout_path": [str(records[i].path) for i in rows],
+                    "scene_id": self.scene_ids,
+                    "type": self.data.val.types[self.positions],
+                }
+            )
             for key, values in r.per_image.items():
                 if values.ndim == 1:
                     table[key] = values
@@ -152,8 +167,10 @@ def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
         differ = [k for k in SAME_DATA_KEYS if run.config.get(k) != base.get(k)]
         if differ:
             detail = ", ".join(f"{k}: {base.get(k)!r} vs {run.config.get(k)!r}" for k in differ)
-            raise ValueError(f"{runs[0].name} and {run.name} were trained on different data ({detail}); "
-                             "they cannot be compared on one validation set")
+            raise ValueError(
+                f"{runs[0].name} and {run.name} were trained on different data ({detail}); "
+                "they cannot be compared on one validation set"
+            )
     return config_from_dict(base.to_dict(), {"output_root": str(output_root), "data.num_workers": 0})
 
 
@@ -187,7 +204,7 @@ def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device
     order a batch comes back in."""
     s = study.settings
     for start in range(0, len(positions), s.batch_size):
-        x, class_map, label = to_model_inputs(layouts[positions[start:start + s.batch_size]], device)
+        x, class_map, label = to_model_inputs(layouts[positions[start : start + s.batch_size]], device)
         yield x, class_map, label
 
 
@@ -215,7 +232,9 @@ def _summarise(per_image: dict[str, np.ndarray], types: np.ndarray, matrices: di
             "psnr": float(sel["psnr"].mean()),
             "ssim": float(sel["ssim"].mean()),
             "miou": miou(matrices[subset]),
-            "small_class_iou": float(np.mean([i / u for i, u in zip(inter, union) if u > 0])) if union.any() else math.nan,
+            "small_class_iou": float(np.mean([i / u for i, u in zip(inter, union) if u > 0]))
+            if union.any()
+            else math.nan,
             "pixel_accuracy": pixel_accuracy(matrices[subset]),
             "classification_accuracy": float(sel["correct"].mean()),
             "sharpness_ratio": float(sel["sharp_out"].sum() / max(sel["sharp_in"].sum(), 1e-12)),
@@ -230,8 +249,21 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     s = study.settings
     cfg, model, _ = load_model(run.best_checkpoint, device)
     val = study.data.val
-    per_image: dict[str, list] = {k: [] for k in ("mse", "psnr", "ssim", "correct", "sharp_in", "sharp_out",
-                                                   "purity_in", "purity", "small_inter", "small_union")}
+    per_image: dict[str, list] = {
+        k: []
+        for k in (
+            "mse",
+            "psnr",
+            "ssim",
+            "correct",
+            "sharp_in",
+            "sharp_out",
+            "purity_in",
+            "purity",
+            "small_inter",
+            "small_union",
+        )
+    }
     matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
     means, logvars, seen = [], [], []
     # What a diffusion model trained on this space would see: the VAE's posterior samples.
@@ -276,12 +308,16 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     }
     if cfg.model.variational:
         total = float(run.best_row["val_total"]) if "val_total" in run.best_row else math.nan
-        metrics["posterior"] = m.posterior_health(z_all, torch.cat(logvars), cfg.loss.kld,
-                                                  cfg.data.resolution ** 2, total)
+        metrics["posterior"] = m.posterior_health(
+            z_all, torch.cat(logvars), cfg.loss.kld, cfg.data.resolution**2, total
+        )
     channel_std = torch.tensor(metrics["latent"]["channel_std"], dtype=torch.float32)
     change = _noise_robustness(model, study, z_all, channel_std, device)
-    metrics["noise"] = {"sigmas": list(s.sigmas), "scale": "each channel's std of " + metrics["latent"]["of"],
-                        "decoded_change": [float(v.mean()) for v in change.values()]}
+    metrics["noise"] = {
+        "sigmas": list(s.sigmas),
+        "scale": "each channel's std of " + metrics["latent"]["of"],
+        "decoded_change": [float(v.mean()) for v in change.values()],
+    }
     if "posterior" in metrics:
         metrics["noise"]["posterior_noise_to_signal"] = metrics["posterior"]["median_noise_to_signal"]
     for sigma, values in change.items():
@@ -289,8 +325,17 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     neighbour = _nearest_neighbour_midpoints(model, study, z_all, device)
     arrays.update(neighbour)
     metrics["nearest_neighbour"] = {k: float(v.mean()) for k, v in neighbour.items()}
-    result = ModelResult(run.name, label, run.config.training.seed, cfg.model.variational, metrics, arrays, z_all, {},
-                         checkpoint=run.best_checkpoint)
+    result = ModelResult(
+        run.name,
+        label,
+        run.config.training.seed,
+        cfg.model.variational,
+        metrics,
+        arrays,
+        z_all,
+        {},
+        checkpoint=run.best_checkpoint,
+    )
     _interpolate(model, study, result, device)
     _examples(model, study, result, device)
     return result
@@ -303,7 +348,7 @@ def _noise_robustness(model, study: Study, z_all: torch.Tensor, channel_std: tor
     generators = {sigma: torch.Generator().manual_seed(s.seed * 1000 + k) for k, sigma in enumerate(s.sigmas)}
     change: dict[float, list[torch.Tensor]] = {sigma: [] for sigma in s.sigmas}
     for start in range(0, len(z_all), s.batch_size):
-        z = z_all[start:start + s.batch_size].to(device)
+        z = z_all[start : start + s.batch_size].to(device)
         clean = model.decode(z)["rgb"]
         for sigma, generator in generators.items():
             noisy = model.decode(m.perturb(z, sigma, channel_std, generator))["rgb"]
@@ -316,7 +361,7 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
     space between a layout and its closest known neighbour still a layout?"""
     s = study.settings
     train = study.data.train
-    pool_positions = np.random.default_rng(s.seed).permutation(len(train))[:s.neighbour_pool]
+    pool_positions = np.random.default_rng(s.seed).permutation(len(train))[: s.neighbour_pool]
     pool_positions = pool_positions[np.argsort(train.indices[pool_positions])]
     pool = torch.cat([model.encode(x).cpu() for x, _, _ in _batches(study, train, pool_positions, device)])
     nearest = m.nearest(z_val, pool)
@@ -329,8 +374,10 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
         confidence.append(m.segmentation_confidence(out["segmentation"]).cpu())
         if study.scorer is not None:
             real.append(torch.from_numpy(study.scorer.on_manifold(to_uint8(out["rgb"]))))
-    found = {"nn_midpoint_purity": torch.cat(purity).double().numpy(),
-             "nn_midpoint_confidence": torch.cat(confidence).double().numpy()}
+    found = {
+        "nn_midpoint_purity": torch.cat(purity).double().numpy(),
+        "nn_midpoint_confidence": torch.cat(confidence).double().numpy(),
+    }
     if real:
         found["nn_midpoint_realism"] = torch.cat(real).double().numpy()
     return found
@@ -348,8 +395,9 @@ def _interpolate(model, study: Study, result: ModelResult, device) -> None:
         validity = m.path_validity(out["rgb"], out["segmentation"])
         if study.scorer is not None:  # the share of inner frames the scorer takes for real layouts
             validity["mean_realism"] = float(study.scorer.on_manifold(to_uint8(out["rgb"][1:-1])).mean())
-        pairs_out.append({"pair": pair.label, "kind": pair.kind, **validity,
-                          "path_length_ratio": m.path_length_ratio(out["rgb"])})
+        pairs_out.append(
+            {"pair": pair.label, "kind": pair.kind, **validity, "path_length_ratio": m.path_length_ratio(out["rgb"])}
+        )
         result.frames[pair.label] = _frames_uint8(out["rgb"], s.frame_size)
         if pair.label not in study.pair_inputs:
             study.pair_inputs[pair.label] = _frames_uint8(x, s.frame_size)
@@ -372,8 +420,9 @@ def _examples(model, study: Study, result: ModelResult, device) -> None:
     result.examples = {"rgb": to_uint8(out["rgb"]), "segmentation": class_to_rgb(out["segmentation"].argmax(1))}
 
 
-def run_study(arms: dict[str, list[RunSummary]], output_root: str | Path, settings: AnalysisSettings | None = None,
-              log=print) -> Study:
+def run_study(
+    arms: dict[str, list[RunSummary]], output_root: str | Path, settings: AnalysisSettings | None = None, log=print
+) -> Study:
     """Measure every run of every arm on the same validation layouts, pairs and noise; write
     latent_metrics.json and per_image.csv."""
     settings = settings or AnalysisSettings()
@@ -383,7 +432,7 @@ def run_study(arms: dict[str, list[RunSummary]], output_root: str | Path, settin
     val = data.val
     # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
     # give a few houses' rooms. Kept in the cache's row order, the order batches come back in.
-    positions = np.random.default_rng(settings.seed).permutation(len(val))[:settings.max_images]
+    positions = np.random.default_rng(settings.seed).permutation(len(val))[: settings.max_images]
     positions = positions[np.argsort(val.indices[positions])]
     example_positions = np.sort(positions[pick_samples(CachedLayouts(val.cache, val.indices[positions]), per_type=3)])
     study = Study(
@@ -404,8 +453,10 @@ def run_study(arms: dict[str, list[RunSummary]], output_root: str | Path, settin
         study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
     for label in ARMS:
         for run in arms[label]:
-            log(f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "
-                f"validation layouts of {len(np.unique(study.scene_ids))} scenes ({device})")
+            log(
+                f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "
+                f"validation layouts of {len(np.unique(study.scene_ids))} scenes ({device})"
+            )
             study.models.append(measure_model(run, label, study, device))
     path = cfg.outputs.latent_metrics
     write_text_atomic(path, json.dumps(study.to_json(), indent=1, allow_nan=True))

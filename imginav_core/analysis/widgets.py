@@ -26,14 +26,20 @@ PIXELATED = "<style>.imginav-frame, .imginav-frame img { image-rendering: pixela
 
 
 def _image(array: np.ndarray) -> w.Image:
-    return w.Image(value=png_bytes(array), format="png", width=DISPLAY_PX, height=DISPLAY_PX,
-                   layout=w.Layout(object_fit="contain")).add_class("imginav-frame")
+    return w.Image(
+        value=png_bytes(array), format="png", width=DISPLAY_PX, height=DISPLAY_PX, layout=w.Layout(object_fit="contain")
+    ).add_class("imginav-frame")
 
 
 def _chooser(study: Study) -> w.Dropdown:
     # width "auto": a <select> as wide as its longest pair label, so none is cut
-    return w.Dropdown(options=[p.label for p in study.pairs], index=0, description="pair",
-                      style={"description_width": "initial"}, layout=w.Layout(width="auto", min_width="480px"))
+    return w.Dropdown(
+        options=[p.label for p in study.pairs],
+        index=0,
+        description="pair",
+        style={"description_width": "initial"},
+        layout=w.Layout(width="auto", min_width="480px"),
+    )
 
 
 def pair_numbers(study: Study, label: str) -> str:
@@ -43,26 +49,37 @@ def pair_numbers(study: Study, label: str) -> str:
         result: ModelResult = study.shown(arm)
         pair = next(p for p in result.metrics["interpolation"]["pairs"] if p["pair"] == label)
         realism = f"{pair['mean_realism']:.2f}" if "mean_realism" in pair else "—"
-        rows.append(f"<tr><td>{arm} seed {result.seed}</td><td>{pair['mean_purity']:.3f}</td>"
-                    f"<td>{pair['min_purity']:.3f}</td><td>{pair['mean_confidence']:.3f}</td>"
-                    f"<td>{realism}</td><td>{pair['path_length_ratio']:.3f}</td></tr>")
-    head = ("<tr><th>arm</th><th>path purity (mean)</th><th>path purity (worst frame)</th>"
-            "<th>seg. confidence</th><th>frames that look real (scorer)</th>"
-            "<th>path-length ratio (description)</th></tr>")
+        rows.append(
+            f"<tr><td>{arm} seed {result.seed}</td><td>{pair['mean_purity']:.3f}</td>"
+            f"<td>{pair['min_purity']:.3f}</td><td>{pair['mean_confidence']:.3f}</td>"
+            f"<td>{realism}</td><td>{pair['path_length_ratio']:.3f}</td></tr>"
+        )
+    head = (
+        "<tr><th>arm</th><th>path purity (mean)</th><th>path purity (worst frame)</th>"
+        "<th>seg. confidence</th><th>frames that look real (scorer)</th>"
+        "<th>path-length ratio (description)</th></tr>"
+    )
     return f"<table class='imginav-pair-numbers'>{head}{''.join(rows)}</table>"
 
 
 def _ends(study: Study, label: str) -> list[w.VBox]:
     ends = study.pair_inputs[label]
-    return [w.VBox([w.HTML("<b>A</b> (alpha 0)"), _image(ends[0])]),
-            w.VBox([w.HTML("<b>B</b> (alpha 1)"), _image(ends[1])])]
+    return [
+        w.VBox([w.HTML("<b>A</b> (alpha 0)"), _image(ends[0])]),
+        w.VBox([w.HTML("<b>B</b> (alpha 1)"), _image(ends[1])]),
+    ]
 
 
 def frames_explorer(study: Study) -> w.VBox:
     """Pick a pair, slide alpha: each arm's decoded frame side by side, from precomputed frames."""
     labels = [p.label for p in study.pairs]
-    alpha = w.SelectionSlider(options=[f"{a:.2f}" for a in study.alphas], value=f"{study.alphas[0]:.2f}",
-                              description="alpha", continuous_update=True, layout=w.Layout(width="480px"))
+    alpha = w.SelectionSlider(
+        options=[f"{a:.2f}" for a in study.alphas],
+        value=f"{study.alphas[0]:.2f}",
+        description="alpha",
+        continuous_update=True,
+        layout=w.Layout(width="480px"),
+    )
     chooser = _chooser(study)
     views = []
     for label in labels:
@@ -70,7 +87,8 @@ def frames_explorer(study: Study) -> w.VBox:
         for arm in ARMS:
             result = study.shown(arm)
             stack = w.Stack([_image(frame) for frame in result.frames[label]], selected_index=0).add_class(
-                f"imginav-stack-{arm}")
+                f"imginav-stack-{arm}"
+            )
             w.jslink((alpha, "index"), (stack, "selected_index"))
             columns.append(w.VBox([w.HTML(f"<b>{arm}</b> seed {result.seed} decoded"), stack]))
         views.append(w.VBox([w.HBox(columns), w.HTML(pair_numbers(study, label))]))
@@ -85,8 +103,15 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
     models = {arm: load_model(study.shown(arm).checkpoint, device)[1] for arm in ARMS}
     labels = [p.label for p in study.pairs]
     chooser = _chooser(study)
-    alpha = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="alpha",
-                          continuous_update=False, layout=w.Layout(width="480px"))
+    alpha = w.FloatSlider(
+        value=0.5,
+        min=0.0,
+        max=1.0,
+        step=0.01,
+        description="alpha",
+        continuous_update=False,
+        layout=w.Layout(width="480px"),
+    )
     images = {arm: _image(np.zeros((8, 8, 3), np.uint8)) for arm in ARMS}
     ends = w.HBox()
     numbers = w.HTML()

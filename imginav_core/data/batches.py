@@ -12,10 +12,10 @@ import io
 import itertools
 import os
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -67,8 +67,9 @@ class EpochBatches(Sampler):
     the last batch is empty skips it.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1,
-                 lockstep: bool = True):
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1, lockstep: bool = True
+    ):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.rank, self.world, self.lockstep = rank, world, lockstep
         self.epoch = 0
@@ -89,16 +90,17 @@ class EpochBatches(Sampler):
             else np.arange(self.size)
         )
         for start in range(0, self.size, self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             if self.lockstep and len(batch) < self.world:
                 return
-            share = batch[self.rank::self.world]
+            share = batch[self.rank :: self.world]
             if len(share):
                 yield share
 
 
-def to_model_inputs(batch: dict[str, torch.Tensor], device: torch.device,
-                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def to_model_inputs(
+    batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rgb float in [-1, 1] as NCHW, class_map int64, label int64) on ``device``."""
     rgb = batch["rgb"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     rgb = rgb.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -124,7 +126,9 @@ class LayoutData:
         for side, layouts in (("train", self.train), ("val", self.val)):
             for row in layouts.indices:
                 record = self.cache.records[row]
-                writer.writerow((Path(os.path.relpath(record.path, folder)).as_posix(), record.scene_id, record.type, side))
+                writer.writerow(
+                    (Path(os.path.relpath(record.path, folder)).as_posix(), record.scene_id, record.type, side)
+                )
         return text.getvalue()
 
     def summary(self, root: str | Path | None = None, shown: int = 20) -> str:
@@ -147,8 +151,10 @@ def manifest_path(cfg: Config, log=print) -> Path:
         return Path(cfg.data.manifest)
     folder = cfg.outputs.synthetic_set(cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
     if not (folder / "layouts.csv").is_file():
-        log(f"generating {cfg.data.synthetic_samples} synthetic layouts at {cfg.data.resolution}px in "
-            f"{cfg.outputs.shown(folder)}")
+        log(
+            f"generating {cfg.data.synthetic_samples} synthetic layouts at {cfg.data.resolution}px in "
+            f"{cfg.outputs.shown(folder)}"
+        )
     return generate_layouts(folder, cfg.data.synthetic_samples, cfg.data.resolution, cfg.data.synthetic_seed)
 
 
@@ -156,8 +162,9 @@ def load_data(cfg: Config, log=print) -> LayoutData:
     """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation split."""
     path = manifest_path(cfg, log)
     manifest = read_manifest(path, drop_empty=cfg.data.drop_empty, skip_broken=cfg.data.skip_broken)
-    cache = build_cache(manifest.records, cfg.data.resolution, cfg.cache_root, path,
-                        skip_broken=cfg.data.skip_broken, log=log)
+    cache = build_cache(
+        manifest.records, cfg.data.resolution, cfg.cache_root, path, skip_broken=cfg.data.skip_broken, log=log
+    )
     if cache.skipped and not cfg.data.skip_broken:
         raise LayoutReadError(
             f"{cache.skipped[0]} (the cache at {cache.folder} was built with data.skip_broken: true and "
@@ -170,7 +177,9 @@ def load_data(cfg: Config, log=print) -> LayoutData:
     train = CachedLayouts(cache, np.array([position[r.path] for r in train_records if r.path in position]))
     val = CachedLayouts(cache, np.array([position[r.path] for r in val_records if r.path in position]))
     if len(train) == 0 or len(val) == 0:
-        raise LayoutReadError(f"{path}: no readable layouts left in the {'training' if len(train) == 0 else 'validation'} split")
+        raise LayoutReadError(
+            f"{path}: no readable layouts left in the {'training' if len(train) == 0 else 'validation'} split"
+        )
     return LayoutData(manifest, cache, train, val)
 
 
@@ -209,8 +218,18 @@ class BatchLoader:
                 yield batch
 
 
-def batch_loader(dataset: CachedLayouts, batch_size: int, *, shuffle: bool, seed: int, num_workers: int,
-                 pin_memory: bool, rank: int = 0, world: int = 1, lockstep: bool = True) -> BatchLoader:
+def batch_loader(
+    dataset: CachedLayouts,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    pin_memory: bool,
+    rank: int = 0,
+    world: int = 1,
+    lockstep: bool = True,
+) -> BatchLoader:
     """Whole batches of ``dataset``; ``batch_size`` is the global batch, split over ``world`` ranks."""
     sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, rank, world, lockstep)
     return BatchLoader(dataset, sampler, num_workers, pin_memory)

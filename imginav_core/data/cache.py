@@ -71,7 +71,9 @@ def load_layout(path: str | Path, resolution: int, where: str = "") -> tuple[np.
 def _check_header(image: Image.Image, where: str) -> None:
     """Refuse, before decoding the pixels, an image that cannot be a layout."""
     if image.format != "PNG":
-        raise LayoutReadError(f"{where}: a {image.format} file; layouts must be PNG, which keeps every class colour exact")
+        raise LayoutReadError(
+            f"{where}: a {image.format} file; layouts must be PNG, which keeps every class colour exact"
+        )
     if image.mode not in EIGHT_BIT_MODES:
         raise LayoutReadError(f"{where}: PNG mode {image.mode}; expected an 8-bit RGB, RGBA, grayscale or palette PNG")
     width, height = image.size
@@ -99,8 +101,9 @@ class LayoutCache:
         if len(affected) == 0:
             return "every pixel of every layout is a palette colour"
         worst = affected[np.argsort(-self.off_palette[affected], kind="stable")][:shown]
-        listed = ", ".join(f"line {self.records[i].line} {self.records[i].path.name} ({self.off_palette[i]:.2%})"
-                           for i in worst)
+        listed = ", ".join(
+            f"line {self.records[i].line} {self.records[i].path.name} ({self.off_palette[i]:.2%})" for i in worst
+        )
         return (
             f"{len(affected)} of {len(self)} layouts have pixels outside the palette (ignored by the "
             f"segmentation loss; images kept), mean share {self.off_palette[affected].mean():.2%}; most: "
@@ -139,8 +142,15 @@ def _decode_into(args: tuple[Path, int, list[tuple[int, str, str]]]) -> list[tup
     return results
 
 
-def build_cache(records: list[LayoutRecord], resolution: int, cache_root: str | Path, manifest: str | Path,
-                skip_broken: bool = False, workers: int | None = None, log=print) -> LayoutCache:
+def build_cache(
+    records: list[LayoutRecord],
+    resolution: int,
+    cache_root: str | Path,
+    manifest: str | Path,
+    skip_broken: bool = False,
+    workers: int | None = None,
+    log=print,
+) -> LayoutCache:
     """Decode ``records`` at ``resolution`` into ``cache_root/<key>/`` unless already there.
 
     An unreadable image stops the build with a message naming the manifest line and file (nothing
@@ -179,8 +189,16 @@ def _remove_abandoned_builds(cache_root: Path, log) -> None:
         log(f"removed {shown_path(staging)}, left by a cache build that was killed")
 
 
-def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution: int, manifest,
-           skip_broken: bool, workers: int | None, log) -> LayoutCache:
+def _build(
+    staging: Path,
+    folder: Path,
+    records: list[LayoutRecord],
+    resolution: int,
+    manifest,
+    skip_broken: bool,
+    workers: int | None,
+    log,
+) -> LayoutCache:
     n = len(records)
     (staging / "shape.json").write_text(json.dumps({"n": n}))
     for name, shape in (("rgb.u8", (n, resolution, resolution, 3)), ("class_map.u8", (n, resolution, resolution))):
@@ -189,7 +207,7 @@ def _build(staging: Path, folder: Path, records: list[LayoutRecord], resolution:
     jobs = [(i, str(r.path), f"{manifest}, line {r.line}: {r.path}") for i, r in enumerate(records)]
     workers = workers or min(8, os.cpu_count() or 1)
     chunk = max(1, min(256, n // (workers * 4) or 1))
-    chunks = [(staging, resolution, jobs[i:i + chunk]) for i in range(0, n, chunk)]
+    chunks = [(staging, resolution, jobs[i : i + chunk]) for i in range(0, n, chunk)]
     log(f"decoding {n} layouts at {resolution}x{resolution} into {shown_path(folder)} ({workers} processes)")
     unknown = np.zeros(n, dtype=np.int64)
     errors: dict[int, str] = {}
@@ -250,7 +268,7 @@ def _compact(staging: Path, n: int, resolution: int, keep: np.ndarray) -> None:
         target_path = staging / f"{name}.compact"
         target = np.memmap(target_path, dtype=np.uint8, mode="w+", shape=(len(keep), *shape))
         for start in range(0, len(keep), 256):
-            target[start:start + 256] = source[keep[start:start + 256]]
+            target[start : start + 256] = source[keep[start : start + 256]]
         target.flush()
         del source, target
         os.replace(target_path, staging / name)

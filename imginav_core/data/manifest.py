@@ -109,7 +109,11 @@ def read_manifest(path: str | Path, drop_empty: bool = True, skip_broken: bool =
     if not manifest.records:
         raise ManifestError(
             f"{path}: no layouts left after dropping {manifest.dropped_empty} empty ones"
-            + (f" and skipping {len(manifest.skipped)} broken rows, first: {manifest.skipped[0]}" if manifest.skipped else "")
+            + (
+                f" and skipping {len(manifest.skipped)} broken rows, first: {manifest.skipped[0]}"
+                if manifest.skipped
+                else ""
+            )
         )
     return manifest
 
@@ -123,7 +127,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             reader = csv.DictReader(handle)
             header = [name.strip() for name in (reader.fieldnames or [])]
             if not header:
-                raise ManifestError(f"{path}: the manifest is empty (expected a header with columns {', '.join(COLUMNS)})")
+                raise ManifestError(
+                    f"{path}: the manifest is empty (expected a header with columns {', '.join(COLUMNS)})"
+                )
             missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise ManifestError(
@@ -139,8 +145,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def _record(row: dict[str, str], path: Path, number: int, fields: int,
-            seen: dict[Path, LayoutRecord]) -> LayoutRecord:
+def _record(row: dict[str, str], path: Path, number: int, fields: int, seen: dict[Path, LayoutRecord]) -> LayoutRecord:
     """One row as a record; a ManifestError naming the line if the row is broken."""
     where = f"{path}, line {number}"
     if None in row or any(row.get(c) is None for c in COLUMNS):
@@ -183,8 +188,10 @@ def split_records(
     for i, r in enumerate(records):
         groups.setdefault(r.scene_id or f"{r.path.name}@{r.line}", []).append(i)
     if len(groups) < 2:
-        raise ManifestError(f"all {len(records)} layouts belong to scene {records[0].scene_id!r}; a split by scene "
-                            "needs at least 2 scenes")
+        raise ManifestError(
+            f"all {len(records)} layouts belong to scene {records[0].scene_id!r}; a split by scene "
+            "needs at least 2 scenes"
+        )
     names = sorted(groups)
     target = min(max(1, round(len(records) * val_fraction)), len(records) - 1)
     val: list[int] = []

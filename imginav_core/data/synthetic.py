@@ -27,9 +27,7 @@ from ..palette import CLASS_NAMES, PALETTE
 from .manifest import COLUMNS
 
 COLOUR = {name: tuple(int(c) for c in PALETTE[i]) for i, name in enumerate(CLASS_NAMES)}
-BED, CABINET, CHAIR, LAMP, OTHERS, STOOL, SOFA, TABLE, WALL, BACKGROUND = (
-    COLOUR[n] for n in CLASS_NAMES
-)
+BED, CABINET, CHAIR, LAMP, OTHERS, STOOL, SOFA, TABLE, WALL, BACKGROUND = (COLOUR[n] for n in CLASS_NAMES)
 
 Rect = tuple[float, float, float, float]  # x0, y0, x1, y1 in metres
 
@@ -72,6 +70,7 @@ class Canvas:
 
 
 # ---- furniture ---------------------------------------------------------------------------
+
 
 def _against(room: Rect, side: str, along: float, width: float, depth: float, gap: float = 0.05) -> Rect:
     """A ``width`` x ``depth`` item with its back to wall ``side``, ``along`` in [0, 1] of the wall."""
@@ -135,7 +134,12 @@ def _desk(c: Canvas, room: Rect, rng: np.random.Generator, avoid: tuple[str, ...
     dx, dy = {"top": (0, 0.55), "bottom": (0, -0.55), "left": (0.55, 0), "right": (-0.55, 0)}[side]
     c.rounded((cx + dx - 0.24, cy + dy - 0.24, cx + dx + 0.24, cy + dy + 0.24), CHAIR, 0.08)
     if rng.random() < 0.5:
-        c.blob(desk[0] + 0.2 if side in ("top", "bottom") else cx, desk[1] + 0.2 if side in ("left", "right") else cy, 0.12, LAMP)
+        c.blob(
+            desk[0] + 0.2 if side in ("top", "bottom") else cx,
+            desk[1] + 0.2 if side in ("left", "right") else cy,
+            0.12,
+            LAMP,
+        )
 
 
 def _living(c: Canvas, room: Rect, rng: np.random.Generator) -> None:
@@ -209,7 +213,9 @@ def _dining(c: Canvas, room: Rect, rng: np.random.Generator) -> None:
 
 def _kitchen(c: Canvas, room: Rect, rng: np.random.Generator) -> None:
     first = str(rng.choice(SIDES))
-    run = _against(room, first, 0.0, (room[2] - room[0]) if first in ("top", "bottom") else (room[3] - room[1]), 0.6, gap=0.0)
+    run = _against(
+        room, first, 0.0, (room[2] - room[0]) if first in ("top", "bottom") else (room[3] - room[1]), 0.6, gap=0.0
+    )
     c.rect(run, CABINET)
     if rng.random() < 0.6:
         second = str(rng.choice([s for s in SIDES if s not in (first, OPPOSITE[first])]))
@@ -256,16 +262,27 @@ FURNISH = {
 
 # ---- walls ---------------------------------------------------------------------------------
 
+
 def _walls(c: Canvas, room: Rect, thickness: float) -> None:
     x0, y0, x1, y1 = room
     t = thickness / 2
-    for rect in ((x0 - t, y0 - t, x1 + t, y0 + t), (x0 - t, y1 - t, x1 + t, y1 + t),
-                 (x0 - t, y0 - t, x0 + t, y1 + t), (x1 - t, y0 - t, x1 + t, y1 + t)):
+    for rect in (
+        (x0 - t, y0 - t, x1 + t, y0 + t),
+        (x0 - t, y1 - t, x1 + t, y1 + t),
+        (x0 - t, y0 - t, x0 + t, y1 + t),
+        (x1 - t, y0 - t, x1 + t, y1 + t),
+    ):
         c.rect(rect, WALL)
 
 
-def _door(c: Canvas, a: tuple[float, float], b: tuple[float, float], thickness: float,
-          rng: np.random.Generator, width: float = 0.9) -> None:
+def _door(
+    c: Canvas,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    thickness: float,
+    rng: np.random.Generator,
+    width: float = 0.9,
+) -> None:
     """Cut a door gap of ``width`` metres into the wall segment a-b (axis-aligned)."""
     length = abs(b[0] - a[0]) + abs(b[1] - a[1])
     if length < width + 0.4:
@@ -282,8 +299,10 @@ def _door(c: Canvas, a: tuple[float, float], b: tuple[float, float], thickness: 
 
 # ---- whole layouts -------------------------------------------------------------------------
 
-def _canvas(resolution: int, extent: tuple[float, float], fill: float, rng: np.random.Generator,
-            centred: bool) -> tuple[Image.Image, Canvas]:
+
+def _canvas(
+    resolution: int, extent: tuple[float, float], fill: float, rng: np.random.Generator, centred: bool
+) -> tuple[Image.Image, Canvas]:
     image = Image.new("RGB", (resolution, resolution), BACKGROUND)
     scale = resolution * fill / max(extent)
     free_x = resolution - extent[0] * scale
@@ -337,7 +356,7 @@ def render_scene(resolution: int, rng: np.random.Generator, empty: bool = False)
     image, c = _canvas(resolution, (W, H), rng.uniform(0.5, 0.85), rng, centred=False)
     rooms = _split((0.0, 0.0, W, H), int(rng.integers(3, 8)), rng)
     if rng.random() < 0.3 and len(rooms) > 3:  # an L-shaped flat: one corner room is not there
-        rooms.sort(key=lambda r: (r[0] + r[1]))
+        rooms.sort(key=lambda r: r[0] + r[1])
         rooms.pop()
     rooms.sort(key=lambda r: -(r[2] - r[0]) * (r[3] - r[1]))
     kinds = ["living"] + ["bedroom", "kitchen", "bathroom", "bedroom", "study", "dining", "bathroom"]
@@ -349,7 +368,7 @@ def render_scene(resolution: int, rng: np.random.Generator, empty: bool = False)
     for room in rooms:
         _walls(c, room, thickness)
     for i, a in enumerate(rooms):  # a door in every wall two rooms share
-        for b in rooms[i + 1:]:
+        for b in rooms[i + 1 :]:
             shared = _shared_wall(a, b)
             if shared:
                 _door(c, *shared, thickness, rng, width=0.8)
@@ -381,8 +400,9 @@ class SyntheticLayout:
     image: Image.Image
 
 
-def synthetic_layout(index: int, resolution: int = 512, seed: int = 0, scene_share: float = 0.25,
-                     empty_share: float = 0.25) -> SyntheticLayout:
+def synthetic_layout(
+    index: int, resolution: int = 512, seed: int = 0, scene_share: float = 0.25, empty_share: float = 0.25
+) -> SyntheticLayout:
     """Layout number ``index`` of the synthetic set with this seed (deterministic)."""
     rng = np.random.default_rng([seed, index])
     scene_id = f"{rng.integers(0, 16**8):08x}-{rng.integers(0, 16**4):04x}"
@@ -393,8 +413,14 @@ def synthetic_layout(index: int, resolution: int = 512, seed: int = 0, scene_sha
     return SyntheticLayout(scene_id, "scene" if is_scene else "room", room_id, empty, image)
 
 
-def generate_layouts(out_dir: str | Path, samples: int, resolution: int = 512, seed: int = 0,
-                     scene_share: float = 0.25, empty_share: float = 0.25) -> Path:
+def generate_layouts(
+    out_dir: str | Path,
+    samples: int,
+    resolution: int = 512,
+    seed: int = 0,
+    scene_share: float = 0.25,
+    empty_share: float = 0.25,
+) -> Path:
     """Write ``samples`` layouts as PNGs under ``out_dir/images`` and ``out_dir/layouts.csv`` in
     the real manifest format (relative paths). Returns the manifest path.
 
@@ -417,8 +443,9 @@ def generate_layouts(out_dir: str | Path, samples: int, resolution: int = 512, s
             layout = synthetic_layout(index, resolution, seed, scene_share, empty_share)
             name = f"{index:06d}_{layout.scene_id}_{layout.room_id}.png"
             layout.image.save(staging / "images" / name, format="PNG", optimize=False)
-            rows.append([layout.scene_id, layout.type, layout.room_id, f"images/{name}",
-                         "true" if layout.is_empty else "false"])
+            rows.append(
+                [layout.scene_id, layout.type, layout.room_id, f"images/{name}", "true" if layout.is_empty else "false"]
+            )
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(COLUMNS)
@@ -428,4 +455,3 @@ def generate_layouts(out_dir: str | Path, samples: int, resolution: int = 512, s
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
     return manifest
-

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import math
 import platform
@@ -34,9 +35,10 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -66,7 +68,10 @@ PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear
 
 # ---- settings --------------------------------------------------------------------------------
 
-def settle(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[str, dict[str, Any]]) -> argparse.Namespace:
+
+def settle(
+    args: argparse.Namespace, overrides: dict[str, Any], variants: dict[str, dict[str, Any]]
+) -> argparse.Namespace:
     """The command line's options with their defaults (``--quick``: small), checked before
     anything runs: a bad --set or --variant is a ConfigError naming the key."""
     quick = args.quick
@@ -80,12 +85,17 @@ def settle(args: argparse.Namespace, overrides: dict[str, Any], variants: dict[s
     args.windows = max(1, min(args.windows, args.steps))
     unknown = set(args.models.split(",")) - set(EXPERIMENTS)
     if unknown or args.steps < 1 or args.profile < 0:
-        raise ConfigError(f"bench: --models takes a subset of {','.join(EXPERIMENTS)}; --steps must be >= 1, --profile >= 0")
+        raise ConfigError(
+            f"bench: --models takes a subset of {','.join(EXPERIMENTS)}; --steps must be >= 1, --profile >= 0"
+        )
     for variant, changes in variants.items():
         for key in sorted(set(changes) - set(VARIANT_KEYS)):
             close = difflib.get_close_matches(key, VARIANT_KEYS, n=1)
-            why = (f"did you mean {close[0]}?" if close else
-                   "it cannot vary within one run (every path trains the same batches of the same model).")
+            why = (
+                f"did you mean {close[0]}?"
+                if close
+                else "it cannot vary within one run (every path trains the same batches of the same model)."
+            )
             raise ConfigError(f"--variant {variant}: {key}: {why} A variant sets only {', '.join(VARIANT_KEYS)}")
     args.variants = variants
     # the configs, once: a misspelt --set key fails now, not after the first model
@@ -108,6 +118,7 @@ def bench_config(key: str, args: argparse.Namespace, work_dir: Path, extra: dict
 
 
 # ---- memory ------------------------------------------------------------------------------------
+
 
 def memory_kind(device: torch.device) -> str:
     if device.type == "cuda":
@@ -132,13 +143,14 @@ def peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     try:
-        line = next(l for l in PROC_STATUS.read_text().splitlines() if l.startswith("VmHWM:"))
+        line = next(x for x in PROC_STATUS.read_text().splitlines() if x.startswith("VmHWM:"))
         return int(line.split()[1]) * 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
 # ---- the two data paths ------------------------------------------------------------------------
+
 
 class PerSampleLayouts(Dataset):
     """The straightforward data path: each sample's PNG decoded and colour-matched when asked for,
@@ -181,8 +193,14 @@ class TrainingPath:
 
 def fast_path(cfg: Config, dataset: CachedLayouts, name: str = "fast") -> TrainingPath:
     rt = setup_runtime(cfg)
-    loader = batch_loader(dataset, cfg.training.batch_size, shuffle=True, seed=cfg.training.seed,
-                          num_workers=cfg.data.num_workers, pin_memory=rt.device.type == "cuda")
+    loader = batch_loader(
+        dataset,
+        cfg.training.batch_size,
+        shuffle=True,
+        seed=cfg.training.seed,
+        num_workers=cfg.data.num_workers,
+        pin_memory=rt.device.type == "cuda",
+    )
     batches = endless(loader)
     model, optimizer, scaler = build_training(cfg, rt)
     step = make_train_step(maybe_compile(model, rt, log), optimizer, cfg, rt, scaler)
@@ -203,8 +221,14 @@ def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
     rt = setup_runtime(cfg)
     records = [dataset.cache.records[i] for i in dataset.indices]
     workers = cfg.data.num_workers
-    loader = DataLoader(PerSampleLayouts(records, cfg.data.resolution), batch_size=cfg.training.batch_size,
-                        shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0)
+    loader = DataLoader(
+        PerSampleLayouts(records, cfg.data.resolution),
+        batch_size=cfg.training.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     batches = endless(loader)
     model, optimizer, scaler = build_training(cfg, rt)
     step = make_train_step(model, optimizer, cfg, rt, scaler)
@@ -223,6 +247,7 @@ def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
 
 # ---- timing ------------------------------------------------------------------------------------
 
+
 def timed_window(action: Callable[[], Any], steps: int, device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -240,8 +265,11 @@ def train_step_flops(cfg: Config) -> int:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr)
     step = make_train_step(model, optimizer, cfg, Runtime(torch.device("meta")), None)
     r, b = cfg.data.resolution, cfg.training.batch_size
-    inputs = (torch.empty(b, 3, r, r, device="meta"), torch.zeros(b, r, r, dtype=torch.long, device="meta"),
-              torch.zeros(b, dtype=torch.long, device="meta"))
+    inputs = (
+        torch.empty(b, 3, r, r, device="meta"),
+        torch.zeros(b, r, r, dtype=torch.long, device="meta"),
+        torch.zeros(b, dtype=torch.long, device="meta"),
+    )
     with FlopCounterMode(display=False) as counter:
         step(*inputs)
     return counter.get_total_flops()
@@ -255,10 +283,14 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
     if whole == 0:
         raise ConfigError(f"bench: {len(data.train)} training layouts are fewer than one batch of {args.batch_size}")
     dataset = CachedLayouts(data.cache, data.train.indices[:whole])
-    paths = [fast_path(fast_cfg, dataset),
-             straightforward_path(bench_config(key, args, work_dir, STRAIGHTFORWARD), dataset),
-             *(fast_path(bench_config(key, args, work_dir, overrides), dataset, name)
-               for name, overrides in args.variants.items())]
+    paths = [
+        fast_path(fast_cfg, dataset),
+        straightforward_path(bench_config(key, args, work_dir, STRAIGHTFORWARD), dataset),
+        *(
+            fast_path(bench_config(key, args, work_dir, overrides), dataset, name)
+            for name, overrides in args.variants.items()
+        ),
+    ]
     device = paths[0].rt.device
     try:
         flops = train_step_flops(fast_cfg)
@@ -278,7 +310,7 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
         warm = timed_window(path.train_step, args.warmup, device)
         # The model alone: steps on one batch already on the device, so no data path at all.
         resident = path.next_inputs()
-        model_seconds = [timed_window(lambda: path.step_on(resident), per_window, device) for _ in range(3)]
+        model_seconds = [timed_window(functools.partial(path.step_on, resident), per_window, device) for _ in range(3)]
         results[path.name] = {
             "settings": path.rt.describe(),
             "data_images_per_s": data_steps * args.batch_size / statistics.median(data_seconds),
@@ -290,11 +322,16 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
         for path in paths:
             reset_peak_memory(device)
             results[path.name]["window_seconds"].append(timed_window(path.train_step, per_window, device))
-            results[path.name]["peak_memory_bytes"] = max(results[path.name].get("peak_memory_bytes", 0),
-                                                          peak_memory(device))
-        log(f"{key} window {window + 1}/{args.windows}: "
-            + ", ".join(f"{p.name} {per_window * args.batch_size / results[p.name]['window_seconds'][-1]:.1f} img/s"
-                        for p in paths))
+            results[path.name]["peak_memory_bytes"] = max(
+                results[path.name].get("peak_memory_bytes", 0), peak_memory(device)
+            )
+        log(
+            f"{key} window {window + 1}/{args.windows}: "
+            + ", ".join(
+                f"{p.name} {per_window * args.batch_size / results[p.name]['window_seconds'][-1]:.1f} img/s"
+                for p in paths
+            )
+        )
     for figures in results.values():
         steps_per_s = per_window / statistics.median(figures["window_seconds"])
         figures["train_images_per_s"] = steps_per_s * args.batch_size
@@ -327,10 +364,14 @@ def profile_model(key: str, path: TrainingPath, args: argparse.Namespace, figure
 
 # ---- report ------------------------------------------------------------------------------------
 
+
 def rows(figures: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(path name, figures) of one model: fast, straightforward, then the --variant paths."""
-    return [("fast", figures["fast"]), ("straightforward", figures["straightforward"]),
-            *figures.get("variants", {}).items()]
+    return [
+        ("fast", figures["fast"]),
+        ("straightforward", figures["straightforward"]),
+        *figures.get("variants", {}).items(),
+    ]
 
 
 def table(report: dict[str, Any]) -> str:
@@ -338,7 +379,8 @@ def table(report: dict[str, Any]) -> str:
     width = max([16] + [len(name) for figures in report["models"].values() for name, _ in rows(figures)])
     lines = [
         f"ImgiNav training benchmark: {report['device']} ({report['device_name']}), torch {report['torch']}",
-        f"{s['resolution']}x{s['resolution']}, batch {s['batch_size']}, {s['num_workers']} data workers (fast: threads, straightforward: DataLoader processes); "
+        f"{s['resolution']}x{s['resolution']}, batch {s['batch_size']}, {s['num_workers']} data workers "
+        "(fast: threads, straightforward: DataLoader processes); "
         f"median of {s['windows']} windows x {s['steps_per_window']} steps after {s['warmup']} warm-up steps",
         f"peak memory: {report['peak_memory']}",
         "",
@@ -348,18 +390,25 @@ def table(report: dict[str, Any]) -> str:
     for model, figures in report["models"].items():
         for path, f in rows(figures):
             tflops = "n/a" if f["tflops"] is None else f"{f['tflops']:.3f}"
-            lines.append(f"{model:<6} {path:<{width}} {f['settings']:<30} {f['train_images_per_s']:>11.1f} "
-                         f"{tflops:>8} {f['peak_memory_bytes'] / 2**20:>9.0f} {f['data_images_per_s']:>11.0f} "
-                         f"{f['model_images_per_s']:>16.1f} {f['speedup']:>11.2f}x")
+            lines.append(
+                f"{model:<6} {path:<{width}} {f['settings']:<30} {f['train_images_per_s']:>11.1f} "
+                f"{tflops:>8} {f['peak_memory_bytes'] / 2**20:>9.0f} {f['data_images_per_s']:>11.0f} "
+                f"{f['model_images_per_s']:>16.1f} {f['speedup']:>11.2f}x"
+            )
     per_model = ", ".join(f"{m} {f['speedup']:.2f}x" for m, f in report["models"].items())
-    lines += ["", f"speedup, fast / straightforward (training images/s, data included): {per_model}; "
-                  f"overall (geometric mean) {report['speedup']:.2f}x"]
+    lines += [
+        "",
+        f"speedup, fast / straightforward (training images/s, data included): {per_model}; "
+        f"overall (geometric mean) {report['speedup']:.2f}x",
+    ]
     for model, figures in report["models"].items():
         for path, f in rows(figures):
             if "profile" in f:
                 # GPU kernel time against wall time says how often the GPU waited for the host; on a
                 # CPU, the operators' time is the wall time (plus the profiler's overhead)
-                step_ms = 1e3 * s["batch_size"] / f["model_images_per_s"] if report["device"].startswith("cuda") else None
+                step_ms = (
+                    1e3 * s["batch_size"] / f["model_images_per_s"] if report["device"].startswith("cuda") else None
+                )
                 lines += ["", profile_table(f"{model} {path}, the model alone", f["profile"], step_ms)]
     return "\n".join(lines)
 
@@ -377,10 +426,17 @@ def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]
         "python": platform.python_version(),
         "peak_memory": memory_kind(device),
         "settings": {
-            "resolution": args.resolution, "batch_size": args.batch_size, "steps": args.steps,
-            "windows": args.windows, "steps_per_window": max(1, args.steps // args.windows),
-            "warmup": args.warmup, "num_workers": cfg.data.num_workers, "quick": args.quick, "overrides": args.set,
-            "variants": args.variant, "profile_steps": args.profile,
+            "resolution": args.resolution,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "windows": args.windows,
+            "steps_per_window": max(1, args.steps // args.windows),
+            "warmup": args.warmup,
+            "num_workers": cfg.data.num_workers,
+            "quick": args.quick,
+            "overrides": args.set,
+            "variants": args.variant,
+            "profile_steps": args.profile,
         },
         "models": {},
     }

@@ -49,8 +49,10 @@ DEFAULTS = {"data.synthetic_samples": 4000, "training.epochs": 3, "training.earl
 def timing_config(overrides: dict[str, Any], work_dir: Path) -> Config:
     cfg = load_config(EXPERIMENTS["V1"], {**DEFAULTS, **overrides, "output_root": str(work_dir)})
     if cfg.training.epochs < 2:
-        raise ConfigError(f"phase-timing: training.epochs = {cfg.training.epochs}: at least 2 (the first epoch "
-                          "includes the one-off costs, torch.compile among them)")
+        raise ConfigError(
+            f"phase-timing: training.epochs = {cfg.training.epochs}: at least 2 (the first epoch "
+            "includes the one-off costs, torch.compile among them)"
+        )
     return cfg
 
 
@@ -70,12 +72,16 @@ def timed_training(cfg: Config) -> dict[str, Any]:
     start = time.perf_counter()
     train(cfg, log=stamp)
     if sorted(ends) != list(range(1, cfg.training.epochs + 1)):
-        raise RuntimeError(f"expected an end-of-epoch line for each of {cfg.training.epochs} epochs, saw {sorted(ends)}")
+        raise RuntimeError(
+            f"expected an end-of-epoch line for each of {cfg.training.epochs} epochs, saw {sorted(ends)}"
+        )
     epoch_wall = [ends[1] - start] + [ends[e] - ends[e - 1] for e in range(2, cfg.training.epochs + 1)]
     with open(cfg.outputs.metrics_csv(cfg.name), newline="") as handle:
         rows = list(csv.DictReader(handle))
     return {
-        "layouts": len(data.cache), "train_images": len(data.train), "val_images": len(data.val),
+        "layouts": len(data.cache),
+        "train_images": len(data.train),
+        "val_images": len(data.val),
         "prepare_seconds": prepare,  # generating the synthetic PNGs and decoding them into the cache
         "epoch_wall_seconds": epoch_wall,
         "epoch_train_seconds": [float(r["epoch_seconds"]) for r in rows],
@@ -112,7 +118,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     walls = ", ".join(f"{s:.1f}" for s in m["epoch_wall_seconds"])
     return [
         f"Phase 1.2 timing: {result['device']} ({result['device_name']}), torch {result['torch']}, "
-        f"{result['resolution']}x{result['resolution']}, V1 on {m['train_images']} + {m['val_images']} synthetic layouts",
+        f"{result['resolution']}x{result['resolution']}, "
+        f"V1 on {m['train_images']} + {m['val_images']} synthetic layouts",
         f"epoch wall seconds (train + validation + samples + checkpoints): {walls}",
         f"steady training {e['steady_train_images_per_s']:.0f} images/s, validation "
         f"{e['steady_val_images_per_s'] or float('nan'):.0f} images/s, {e['other_seconds_per_epoch']:.1f} s per epoch "
@@ -131,9 +138,13 @@ def main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         device = setup_runtime(cfg).device
         measured = timed_training(cfg)
     result = {
-        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-        "resolution": cfg.data.resolution, "epochs": cfg.training.epochs,
-        "measured": measured, "estimate": estimate(measured),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "resolution": cfg.data.resolution,
+        "epochs": cfg.training.epochs,
+        "measured": measured,
+        "estimate": estimate(measured),
         # prepare_seconds covers drawing the synthetic PNGs as well: an upper bound on decoding alone
         "real_cache_build_seconds": measured["prepare_seconds"] / max(measured["layouts"], 1) * REAL_IMAGES,
     }

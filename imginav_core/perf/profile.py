@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.autograd import DeviceType
@@ -32,7 +33,10 @@ GROUPS = [
     ("memory layout conversions", r"nchwToNhwc|nhwcToNchw|transpose|permute|contiguous"),
     ("convolutions", r"conv|xmma|cudnn|implicit_gemm|fprop|dgrad|wgrad|cutlass|splitKreduce|winograd|mkldnn"),
     ("optimizer", r"adam|multi_tensor|foreach"),
-    ("normalisation and element-wise", r"norm|silu|tanh|sigmoid|elementwise|reduce|softmax|nll|mse|moments|mul|add|sub|div|exp|pow|sum|mean"),
+    (
+        "normalisation and element-wise",
+        r"norm|silu|tanh|sigmoid|elementwise|reduce|softmax|nll|mse|moments|mul|add|sub|div|exp|pow|sum|mean",
+    ),
     ("copies and fills", r"copy|memcpy|memset|fill|cat|zero|empty"),
 ]
 
@@ -49,8 +53,11 @@ def _timed_events(prof: profile, device: torch.device) -> list[tuple[str, float]
     ``record_function`` left out, as they span kernels already counted), operators' self time on
     a CPU."""
     if device.type == "cuda":
-        return [(e.name, e.self_device_time_total) for e in prof.events()
-                if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+        return [
+            (e.name, e.self_device_time_total)
+            for e in prof.events()
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+        ]
     return [(e.name, e.self_cpu_time_total) for e in prof.events() if e.device_type == DeviceType.CPU]
 
 
@@ -112,12 +119,23 @@ def profile_steps(action: Callable[[], Any], steps: int, device: torch.device, t
         "steps": steps,
         "busy_ms_per_step": busy / steps / 1e3,
         "distinct": len(totals),
-        "top": [{"name": name, "ms_per_step": micros / steps / 1e3, "calls_per_step": calls[name] / steps,
-                 "share": micros / busy, "group": group_of(name)} for name, micros in ranked[:top]],
-        "groups": {group: {"ms_per_step": micros / steps / 1e3, "share": micros / busy}
-                   for group, micros in sorted(groups.items(), key=lambda item: -item[1])},
-        "convolution_layers": [{"layer": layer, "ms_per_step": micros / steps / 1e3, "share": micros / busy}
-                               for layer, micros in layers],  # all of them (two per layer); the table shows the top
+        "top": [
+            {
+                "name": name,
+                "ms_per_step": micros / steps / 1e3,
+                "calls_per_step": calls[name] / steps,
+                "share": micros / busy,
+                "group": group_of(name),
+            }
+            for name, micros in ranked[:top]
+        ],
+        "groups": {
+            group: {"ms_per_step": micros / steps / 1e3, "share": micros / busy}
+            for group, micros in sorted(groups.items(), key=lambda item: -item[1])
+        },
+        "convolution_layers": [
+            {"layer": layer, "ms_per_step": micros / steps / 1e3, "share": micros / busy} for layer, micros in layers
+        ],  # all of them (two per layer); the table shows the top
     }
 
 
@@ -133,7 +151,7 @@ def profile_table(label: str, summary: dict[str, Any], step_ms: float | None = N
     for k in summary["top"]:
         name = k["name"] if len(k["name"]) <= 110 else k["name"][:107] + "..."
         lines.append(f"    {k['share']:6.1%} {k['ms_per_step']:9.3f} ms  x{k['calls_per_step']:<4g} {name}")
-    layers = summary["convolution_layers"][:len(summary["top"])]
+    layers = summary["convolution_layers"][: len(summary["top"])]
     if layers:
         lines.append(f"  top {len(layers)} convolution layers (the kernels each call launched):")
         lines += [f"    {c['share']:6.1%} {c['ms_per_step']:9.3f} ms  {c['layer']}" for c in layers]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -31,8 +31,12 @@ TRAIN_TIMESTEPS = 1000
 
 def noise_schedule() -> DDPMScheduler:
     # Latents are not bounded to [-1, 1]: clipping the predicted sample would distort them.
-    return DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="epsilon", clip_sample=False)
+    return DDPMScheduler(
+        num_train_timesteps=TRAIN_TIMESTEPS,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
 
 
 def unet_layout(grid: int, width: int) -> dict:
@@ -40,17 +44,29 @@ def unet_layout(grid: int, width: int) -> dict:
     latents (a third would leave 1 x 1), three with self-attention on the lower two for the real
     32 x 32 latents."""
     if grid < 16:
-        return {"block_out_channels": (width, 2 * width), "layers_per_block": 1 if grid <= 4 else 2,
-                "down_block_types": ("DownBlock2D", "DownBlock2D"), "up_block_types": ("UpBlock2D", "UpBlock2D")}
-    return {"block_out_channels": (width, 2 * width, 2 * width), "layers_per_block": 2,
-            "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
-            "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D")}
+        return {
+            "block_out_channels": (width, 2 * width),
+            "layers_per_block": 1 if grid <= 4 else 2,
+            "down_block_types": ("DownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "UpBlock2D"),
+        }
+    return {
+        "block_out_channels": (width, 2 * width, 2 * width),
+        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    }
 
 
 def build_denoiser(latent_shape: tuple[int, int, int], width: int) -> UNet2DModel:
     channels, grid, _ = latent_shape
-    return UNet2DModel(sample_size=grid, in_channels=channels, out_channels=channels,
-                       norm_num_groups=min(32, width // 4), **unet_layout(grid, width))
+    return UNet2DModel(
+        sample_size=grid,
+        in_channels=channels,
+        out_channels=channels,
+        norm_num_groups=min(32, width // 4),
+        **unet_layout(grid, width),
+    )
 
 
 @dataclass
@@ -72,9 +88,15 @@ def precision(device: torch.device) -> str:
     return "bf16 autocast" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
-def train_denoiser(latents: EncodedLayouts, standardiser: Standardiser, settings: ProbeSettings, seed: int,
-                   checkpoint: Path, device: torch.device, log: Callable[[str], None] = print,
-                   ) -> tuple[UNet2DModel, DenoiserState]:
+def train_denoiser(
+    latents: EncodedLayouts,
+    standardiser: Standardiser,
+    settings: ProbeSettings,
+    seed: int,
+    checkpoint: Path,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> tuple[UNet2DModel, DenoiserState]:
     """Train (or resume from ``checkpoint``) the denoiser on ``latents``; returns the EMA model
     in eval mode and the training record. The checkpoint is rewritten every
     ``settings.checkpoint_every`` steps and at the end."""
@@ -93,7 +115,8 @@ def train_denoiser(latents: EncodedLayouts, standardiser: Standardiser, settings
             raise ResumeError(
                 f"{checkpoint} was trained with other probe settings ({saved['settings']}, seed {saved['seed']}) "
                 f"than now ({settings.training_key()}, seed {seed}); delete its folder to start again, or "
-                "probe into another output root")
+                "probe into another output root"
+            )
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         ema.load_state_dict(saved["ema"])
@@ -104,11 +127,22 @@ def train_denoiser(latents: EncodedLayouts, standardiser: Standardiser, settings
             log(f"resuming the denoiser from step {state.step} of {settings.steps} ({checkpoint.name})")
 
     def save() -> None:
-        save_checkpoint(checkpoint, {
-            "settings": settings.training_key(), "seed": seed, "step": state.step, "curve": state.curve,
-            "seconds": state.seconds, "running": state.running, "counted": state.counted,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "ema": ema.state_dict(),
-            "generator": generator.get_state()})
+        save_checkpoint(
+            checkpoint,
+            {
+                "settings": settings.training_key(),
+                "seed": seed,
+                "step": state.step,
+                "curve": state.curve,
+                "seconds": state.seconds,
+                "running": state.running,
+                "counted": state.counted,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict(),
+                "generator": generator.get_state(),
+            },
+        )
 
     model.train()
     started = time.perf_counter()
@@ -144,8 +178,9 @@ def train_denoiser(latents: EncodedLayouts, standardiser: Standardiser, settings
 
 
 @torch.no_grad()
-def heldout_losses(model: UNet2DModel, latents: torch.Tensor, levels: tuple[int, ...], seed: int,
-                   batch_size: int = 256) -> dict[str, float]:
+def heldout_losses(
+    model: UNet2DModel, latents: torch.Tensor, levels: tuple[int, ...], seed: int, batch_size: int = 256
+) -> dict[str, float]:
     """The epsilon-prediction loss on standardised held-out latents at fixed timesteps, with the
     same noise for every latent space (drawn from ``seed``)."""
     device = next(model.parameters()).device
@@ -157,7 +192,7 @@ def heldout_losses(model: UNet2DModel, latents: torch.Tensor, levels: tuple[int,
         a = alphas[level]
         total = 0.0
         for start in range(0, len(latents), batch_size):
-            z0, eps = latents[start:start + batch_size].to(device), noise[start:start + batch_size].to(device)
+            z0, eps = latents[start : start + batch_size].to(device), noise[start : start + batch_size].to(device)
             t = torch.full((len(z0),), level, device=device, dtype=torch.long)
             with _autocast(device):
                 predicted = model(a.sqrt() * z0 + (1 - a).sqrt() * eps, t).sample
@@ -167,8 +202,9 @@ def heldout_losses(model: UNet2DModel, latents: torch.Tensor, levels: tuple[int,
 
 
 @torch.no_grad()
-def sample_latents(model: UNet2DModel, count: int, shape: tuple[int, int, int], ddim_steps: int, seed: int,
-                   batch_size: int = 256) -> torch.Tensor:
+def sample_latents(
+    model: UNet2DModel, count: int, shape: tuple[int, int, int], ddim_steps: int, seed: int, batch_size: int = 256
+) -> torch.Tensor:
     """``count`` standardised latents by deterministic DDIM (eta 0) from initial noise drawn from
     ``seed``: the same noise for every latent space of the same shape."""
     device = next(model.parameters()).device
@@ -177,7 +213,7 @@ def sample_latents(model: UNet2DModel, count: int, shape: tuple[int, int, int], 
     initial = torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
     out = []
     for start in range(0, count, batch_size):
-        x = initial[start:start + batch_size].to(device)
+        x = initial[start : start + batch_size].to(device)
         for t in scheduler.timesteps:
             with _autocast(device):
                 eps = model(x, t.to(device).expand(len(x))).sample

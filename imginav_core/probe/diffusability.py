@@ -19,7 +19,7 @@ Sums are taken in float64 on the CPU, so results do not depend on the device or 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ _QUARTER_TURNS = ("rot90", "rot270")  # the transforms that need a square grid
 
 
 # ---- spectrum --------------------------------------------------------------------------------
+
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     """Orthonormal DCT-II matrix ``D`` (n, n): ``D[k, i] = s_k cos(pi (2i + 1) k / (2n))`` with
@@ -150,7 +151,7 @@ def pooled_class_maps(class_maps, grid: int, chunk: int = 32) -> torch.Tensor:
     # values that are neither a class nor IGNORE_INDEX show up in it. Chunks bound the int64
     # index (8 bytes a pixel: all of 400 images at 512 px would be 0.8 GB).
     for start in range(0, n, chunk):
-        part = maps[start:start + chunk].long()
+        part = maps[start : start + chunk].long()
         m = len(part)
         values = part.view(m, grid, bh, grid, bw).permute(0, 1, 3, 2, 4).reshape(m, grid * grid, bh * bw)
         counts = torch.zeros(m, grid * grid, 256, dtype=torch.int32)
@@ -160,23 +161,25 @@ def pooled_class_maps(class_maps, grid: int, chunk: int = 32) -> torch.Tensor:
             raise ValueError(f"class maps hold values other than 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}")
         classes = counts[..., :NUM_CLASSES].float()
         shares = classes / classes.sum(-1, keepdim=True).clamp_min(1.0)
-        out[start:start + m] = shares.transpose(1, 2).reshape(m, NUM_CLASSES, grid, grid)
+        out[start : start + m] = shares.transpose(1, 2).reshape(m, NUM_CLASSES, grid, grid)
     return out
 
 
 # ---- equivariance ---------------------------------------------------------------------------------
 
+
 def _batches(images: torch.Tensor, batch_size: int):
     for start in range(0, len(images), batch_size):
-        yield images[start:start + batch_size]
+        yield images[start : start + batch_size]
 
 
 def _cpu64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
 
 
-def equivariance_errors(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                        batch_size: int = 64) -> dict:
+def equivariance_errors(
+    encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 64
+) -> dict:
     """Relative equivariance error of ``encode`` (images -> latents, e.g. the posterior mean) under
     each exact symmetry T of a top-down layout (90/180/270-degree rotations, flips):
 
@@ -212,20 +215,25 @@ def equivariance_errors(encode: Callable[[torch.Tensor], torch.Tensor], images: 
     if variance <= float(_rounding_level(dtype, z.abs().max())) ** 2 * z[0].numel():
         per_transform = {name: None for name in TRANSFORMS}
         return {"per_transform": per_transform, "mean": None, "latent_variance": variance}
-    per_transform = {name: (errors[name] / len(z) / variance if name in errors else None)
-                     for name in TRANSFORMS}
+    per_transform = {name: (errors[name] / len(z) / variance if name in errors else None) for name in TRANSFORMS}
     kept = [v for v in per_transform.values() if v is not None]
     return {"per_transform": per_transform, "mean": sum(kept) / len(kept), "latent_variance": variance}
 
 
 # ---- scale consistency ------------------------------------------------------------------------------
 
+
 def _rgb(decoded) -> torch.Tensor:
     return decoded["rgb"] if isinstance(decoded, dict) else decoded
 
 
-def scale_consistency(encode: Callable[[torch.Tensor], torch.Tensor], decode: Callable, images: torch.Tensor,
-                      factor: int = 2, batch_size: int = 64) -> dict:
+def scale_consistency(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    decode: Callable,
+    images: torch.Tensor,
+    factor: int = 2,
+    batch_size: int = 64,
+) -> dict:
     """How well the decoder turns a coarsened latent into the coarsened image.
 
     The latent is average-pooled by ``factor``; the (fully convolutional) decoder then returns an
@@ -254,13 +262,15 @@ def scale_consistency(encode: Callable[[torch.Tensor], torch.Tensor], decode: Ca
             z = encode(batch)
             h, w = z.shape[-2:]
             if h % factor or w % factor or h // factor < 2 or w // factor < 2:
-                return {"skipped": f"a {h}x{w} latent grid does not pool by {factor} to at least 2x2",
-                        "factor": factor}
+                return {"skipped": f"a {h}x{w} latent grid does not pool by {factor} to at least 2x2", "factor": factor}
             coarse = _rgb(decode(F.avg_pool2d(z, factor)))
             ch, cw = coarse.shape[-2:]
             if batch.shape[-2] % ch or batch.shape[-1] % cw:
-                return {"skipped": f"the {ch}x{cw} decoded image does not divide the "
-                                   f"{batch.shape[-2]}x{batch.shape[-1]} input", "factor": factor}
+                return {
+                    "skipped": f"the {ch}x{cw} decoded image does not divide the "
+                    f"{batch.shape[-2]}x{batch.shape[-1]} input",
+                    "factor": factor,
+                }
             x = _cpu64(batch)
             target = F.avg_pool2d(x, (x.shape[-2] // ch, x.shape[-1] // cw))
             sums["pooled"] += float((_cpu64(coarse) - target).pow(2).sum())

@@ -40,8 +40,9 @@ class EncodedLayouts:
 
 
 @torch.no_grad()
-def encode_layouts(model: LayoutAutoencoder, layouts: CachedLayouts, device: torch.device,
-                   batch_size: int = 64) -> EncodedLayouts:
+def encode_layouts(
+    model: LayoutAutoencoder, layouts: CachedLayouts, device: torch.device, batch_size: int = 64
+) -> EncodedLayouts:
     """Every layout's posterior, in the order of ``layouts``."""
     model.eval()
     means, stds = [], []
@@ -64,7 +65,7 @@ class Standardiser:
     scale: torch.Tensor  # (C,)
 
     @classmethod
-    def fit(cls, encoded: EncodedLayouts) -> "Standardiser":
+    def fit(cls, encoded: EncodedLayouts) -> Standardiser:
         mean = encoded.mean.double()
         shift = mean.mean((0, 2, 3))
         variance = mean.var((0, 2, 3), unbiased=False)

@@ -27,7 +27,8 @@ def generated_layouts(metrics: dict, out: Outputs) -> plt.Figure:
     """Real validation layouts, then the generated layouts of each arm's first run (the first of
     probe seed 0); every run's grid is in the probe folder."""
     panels = [("real (validation)", out.probe_real_grid)] + [
-        (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in _first_of_each_arm(metrics)]
+        (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in _first_of_each_arm(metrics)
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
     for ax, (title, path) in zip(axes[0], panels):
         ax.imshow(np.asarray(Image.open(path)), interpolation="nearest")
@@ -65,8 +66,9 @@ def reconstruction_table(metrics: dict) -> pd.DataFrame:
 
 def heldout_loss_table(metrics: dict) -> pd.DataFrame:
     """The denoiser's held-out epsilon loss per timestep (of 1000), mean over probe seeds."""
-    table = pd.DataFrame({_label(metrics, name): result["heldout_loss"]
-                          for name, result in metrics["experiments"].items()})
+    table = pd.DataFrame(
+        {_label(metrics, name): result["heldout_loss"] for name, result in metrics["experiments"].items()}
+    )
     table.index.name = "timestep"
     return table
 
@@ -89,16 +91,21 @@ def loss_curves(metrics: dict) -> plt.Figure:
 def diffusability_table(metrics: dict) -> pd.DataFrame:
     """The cheap measures, with the layouts' own high-frequency share as the reference."""
     labels = [_label(metrics, n) for n in metrics["experiments"]]
-    rows = {"high-frequency share, layouts pooled to the latent grid":
-            {label: metrics["layouts"]["high_frequency"]["share"] for label in labels}}
+    rows = {
+        "high-frequency share, layouts pooled to the latent grid": {
+            label: metrics["layouts"]["high_frequency"]["share"] for label in labels
+        }
+    }
     for name, result in metrics["experiments"].items():
         label = _label(metrics, name)
         measures = result["diffusability"]
-        rows.setdefault("high-frequency share, latents (encoder mean)", {})[label] = \
-            measures["high_frequency"]["mean"]["share"]
+        rows.setdefault("high-frequency share, latents (encoder mean)", {})[label] = measures["high_frequency"]["mean"][
+            "share"
+        ]
         if "samples" in measures["high_frequency"]:
-            rows.setdefault("high-frequency share, posterior samples", {})[label] = \
-                measures["high_frequency"]["samples"]["share"]
+            rows.setdefault("high-frequency share, posterior samples", {})[label] = measures["high_frequency"][
+                "samples"
+            ]["share"]
         for transform, value in measures["equivariance"]["per_transform"].items():
             rows.setdefault(f"equivariance error, {transform}", {})[label] = value
         scale = measures["scale_consistency"]
@@ -124,13 +131,17 @@ def key_numbers(metrics: dict) -> dict:
             return text + (f" ({', '.join(f'{v:{digits}}' for v in values)})" if len(values) > 1 else "")
 
         generated = [r["generated"]["scores"] for r in results]
-        numbers.update({
-            f"{key}_probe_fld": mean_and_runs([g["fld"]["value"] for g in generated]),
-            f"{key}_probe_recon_fld": mean_and_runs([r["reconstructed"]["scores"]["fld"]["value"] for r in results]),
-            f"{key}_probe_precision_recall": f"{np.mean([g['precision']['value'] for g in generated]):.2f} / "
-                                             f"{np.mean([g['recall']['value'] for g in generated]):.2f}",
-            f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated], ".3f"),
-            f"{key}_probe_heldout": float(np.mean([np.mean(list(r["heldout_loss"].values())) for r in results])),
-        })
+        numbers.update(
+            {
+                f"{key}_probe_fld": mean_and_runs([g["fld"]["value"] for g in generated]),
+                f"{key}_probe_recon_fld": mean_and_runs(
+                    [r["reconstructed"]["scores"]["fld"]["value"] for r in results]
+                ),
+                f"{key}_probe_precision_recall": f"{np.mean([g['precision']['value'] for g in generated]):.2f} / "
+                f"{np.mean([g['recall']['value'] for g in generated]):.2f}",
+                f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated], ".3f"),
+                f"{key}_probe_heldout": float(np.mean([np.mean(list(r["heldout_loss"].values())) for r in results])),
+            }
+        )
         numbers["probe_fld_floor"] = f"{generated[0]['fld']['floor']:.3g}"
     return numbers

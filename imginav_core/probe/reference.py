@@ -4,7 +4,7 @@ the same seed, so the feature network is trained once and found in the scorer ca
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,12 +21,17 @@ def reference_set(layouts: CachedLayouts, rng: np.random.Generator, what: str) -
     positions = np.sort(rng.permutation(len(layouts))[:REFERENCE_LIMIT])
     batch = layouts[positions]  # in the order of the cache's rows
     scenes = [layouts.cache.records[row].scene_id for row in np.sort(layouts.indices[positions])]
-    return ReferenceSet(batch["class_map"].numpy(), batch["label"].numpy(), f"{len(positions)} layouts of the {what}",
-                        scene_ids=np.array(scenes))
+    return ReferenceSet(
+        batch["class_map"].numpy(),
+        batch["label"].numpy(),
+        f"{len(positions)} layouts of the {what}",
+        scene_ids=np.array(scenes),
+    )
 
 
-def study_scorer(data: LayoutData, out: Outputs, seed: int, device: torch.device,
-                 log: Callable[[str], None]) -> tuple[LayoutScorer, ReferenceSet, np.random.Generator]:
+def study_scorer(
+    data: LayoutData, out: Outputs, seed: int, device: torch.device, log: Callable[[str], None]
+) -> tuple[LayoutScorer, ReferenceSet, np.random.Generator]:
     """The scorer, its held reference, and the generator it was drawn from (the probe draws its
     held-out latents from it next)."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -55,8 +55,13 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
         "settings": settings.to_json(),
         "device": device_name(device),
         "precision": precision(device),
-        "data": {"train": len(data.train), "validation": len(data.val), "resolution": cfg.data.resolution,
-                 "scored_against": len(held.labels), "heldout_latents": len(heldout_positions)},
+        "data": {
+            "train": len(data.train),
+            "validation": len(data.val),
+            "resolution": cfg.data.resolution,
+            "scored_against": len(held.labels),
+            "heldout_latents": len(heldout_positions),
+        },
         "layouts": _layout_spectrum(data.val, heldout_positions, runs[0]),
         "experiments": {},
     }
@@ -84,8 +89,16 @@ def _high_frequency(latents: torch.Tensor) -> dict:
         return {"skipped": str(err), "share": None}
 
 
-def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, scorer: LayoutScorer,
-              settings: ProbeSettings, device: torch.device, out: Outputs, log: Callable[[str], None]) -> dict:
+def probe_run(
+    run: RunSummary,
+    data: LayoutData,
+    heldout_positions: np.ndarray,
+    scorer: LayoutScorer,
+    settings: ProbeSettings,
+    device: torch.device,
+    out: Outputs,
+    log: Callable[[str], None],
+) -> dict:
     _, model, _ = load_model(run.best_checkpoint, device)
     started = time.perf_counter()
     train_latents = encode_layouts(model, data.train, device)
@@ -94,25 +107,38 @@ def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, 
     standardiser = Standardiser.fit(train_latents)
     encode_seconds = time.perf_counter() - started
     # The held-out latents as the denoiser would see them, the same draw for every latent space.
-    heldout_z = standardiser.apply(heldout.draw(torch.arange(len(heldout)), torch.Generator().manual_seed(settings.seed)))
+    heldout_z = standardiser.apply(
+        heldout.draw(torch.arange(len(heldout)), torch.Generator().manual_seed(settings.seed))
+    )
 
-    seeds = [_probe_seed(run, train_latents, standardiser, heldout_z, settings, seed, device, out, log)
-             for seed in settings.seed_list]
-    generated = np.concatenate([
-        _decode(model, standardiser, torch.load(out.probe_generated(run.name, seed), weights_only=True), device)
-        for seed in settings.seed_list])
-    save_png(out.probe_grid(run.name), _grid(generated[:GRID_SIDE**2]))
+    seeds = [
+        _probe_seed(run, train_latents, standardiser, heldout_z, settings, seed, device, out, log)
+        for seed in settings.seed_list
+    ]
+    generated = np.concatenate(
+        [
+            _decode(model, standardiser, torch.load(out.probe_generated(run.name, seed), weights_only=True), device)
+            for seed in settings.seed_list
+        ]
+    )
+    save_png(out.probe_grid(run.name), _grid(generated[: GRID_SIDE**2]))
     log(f"{run.name}: scoring {len(generated)} generated layouts")
     generated_scores = scorer.score(generated, bootstrap=settings.bootstrap, seed=settings.seed)
-    reconstructed_scores = scorer.score(_reconstruct(model, data.train, len(generated), settings.seed, device),
-                                        bootstrap=settings.bootstrap, seed=settings.seed)
+    reconstructed_scores = scorer.score(
+        _reconstruct(model, data.train, len(generated), settings.seed, device),
+        bootstrap=settings.bootstrap,
+        seed=settings.seed,
+    )
     return {
         "label": run.label,
         "training_seed": run.config.training.seed,
         "variational": model.variational,
         "latent_shape": list(train_latents.shape),
-        "denoiser_trained_on": ("a fresh posterior sample each time a layout is drawn" if model.variational
-                                else "the encoder's latent (deterministic)"),
+        "denoiser_trained_on": (
+            "a fresh posterior sample each time a layout is drawn"
+            if model.variational
+            else "the encoder's latent (deterministic)"
+        ),
         "standardisation": standardiser.to_json(),
         "generated": generated_scores,
         "reconstructed": reconstructed_scores,
@@ -124,13 +150,26 @@ def probe_run(run: RunSummary, data: LayoutData, heldout_positions: np.ndarray, 
     }
 
 
-def _probe_seed(run: RunSummary, train_latents: EncodedLayouts, standardiser: Standardiser, heldout_z: torch.Tensor,
-                settings: ProbeSettings, seed: int, device: torch.device, out: Outputs,
-                log: Callable[[str], None]) -> dict:
+def _probe_seed(
+    run: RunSummary,
+    train_latents: EncodedLayouts,
+    standardiser: Standardiser,
+    heldout_z: torch.Tensor,
+    settings: ProbeSettings,
+    seed: int,
+    device: torch.device,
+    out: Outputs,
+    log: Callable[[str], None],
+) -> dict:
     """One probe seed: train (or resume) the denoiser, measure it, generate; its result is kept
     in its folder, so a resubmitted probe skips what is done."""
-    key = {**settings.training_key(), "samples": settings.samples, "ddim_steps": settings.ddim_steps,
-           "noise_levels": list(settings.noise_levels), "seed": seed}
+    key = {
+        **settings.training_key(),
+        "samples": settings.samples,
+        "ddim_steps": settings.ddim_steps,
+        "noise_levels": list(settings.noise_levels),
+        "seed": seed,
+    }
     result_path, generated_path = out.probe_seed_result(run.name, seed), out.probe_generated(run.name, seed)
     if result_path.is_file() and generated_path.is_file():
         result = json.loads(result_path.read_text())
@@ -138,18 +177,27 @@ def _probe_seed(run: RunSummary, train_latents: EncodedLayouts, standardiser: St
             log(f"{run.name} seed {seed}: done earlier ({out.shown(result_path)})")
             return result
     result_path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"{run.name} seed {seed}: training the denoiser for {settings.steps} steps "
-        f"(UNet {unet_layout(train_latents.shape[1], settings.width)['block_out_channels']})")
-    denoiser, state = train_denoiser(train_latents, standardiser, settings, seed, out.probe_checkpoint(run.name, seed),
-                                     device, log)
+    log(
+        f"{run.name} seed {seed}: training the denoiser for {settings.steps} steps "
+        f"(UNet {unet_layout(train_latents.shape[1], settings.width)['block_out_channels']})"
+    )
+    denoiser, state = train_denoiser(
+        train_latents, standardiser, settings, seed, out.probe_checkpoint(run.name, seed), device, log
+    )
     started = time.perf_counter()
     generated = sample_latents(denoiser, settings.samples, train_latents.shape, settings.ddim_steps, seed)
     sampling_seconds = time.perf_counter() - started
     with atomic_path(generated_path) as tmp:
         torch.save(generated, tmp)
-    result = {"key": key, "seed": seed, "steps": state.step, "training_seconds": state.seconds,
-              "sampling_seconds": sampling_seconds, "curve": state.curve,
-              "heldout_loss": heldout_losses(denoiser, heldout_z, settings.noise_levels, seed)}
+    result = {
+        "key": key,
+        "seed": seed,
+        "steps": state.step,
+        "training_seconds": state.seconds,
+        "sampling_seconds": sampling_seconds,
+        "curve": state.curve,
+        "heldout_loss": heldout_losses(denoiser, heldout_z, settings.noise_levels, seed),
+    }
     write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=True))
     return result
 
@@ -159,20 +207,30 @@ def _mean_over_seeds(values: list[dict[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _decode(model: LayoutAutoencoder, standardiser: Standardiser, latents: torch.Tensor, device: torch.device,
-            batch_size: int = 64) -> np.ndarray:
-    return np.concatenate([to_uint8(model.decode(standardiser.invert(latents[i:i + batch_size].to(device)))["rgb"])
-                           for i in range(0, len(latents), batch_size)])
+def _decode(
+    model: LayoutAutoencoder,
+    standardiser: Standardiser,
+    latents: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 64,
+) -> np.ndarray:
+    return np.concatenate(
+        [
+            to_uint8(model.decode(standardiser.invert(latents[i : i + batch_size].to(device)))["rgb"])
+            for i in range(0, len(latents), batch_size)
+        ]
+    )
 
 
 @torch.no_grad()
-def _reconstruct(model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device,
-                 batch_size: int = 64) -> np.ndarray:
+def _reconstruct(
+    model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
     """Reconstructions (through the posterior mean) of ``count`` training layouts drawn from ``seed``."""
     positions = np.sort(np.random.default_rng(seed).choice(len(layouts), size=count, replace=count > len(layouts)))
     images = []
     for start in range(0, count, batch_size):
-        chunk = positions[start:start + batch_size]
+        chunk = positions[start : start + batch_size]
         # Repeated positions (count > layouts) are read once each by the dataset: index the batch back.
         unique, inverse = np.unique(chunk, return_inverse=True)
         rgb, _, _ = to_model_inputs(layouts[unique], device)
@@ -181,8 +239,9 @@ def _reconstruct(model: LayoutAutoencoder, layouts: CachedLayouts, count: int, s
 
 
 @torch.no_grad()
-def _diffusability(model: LayoutAutoencoder, heldout: EncodedLayouts, layouts: CachedLayouts,
-                   device: torch.device) -> dict:
+def _diffusability(
+    model: LayoutAutoencoder, heldout: EncodedLayouts, layouts: CachedLayouts, device: torch.device
+) -> dict:
     measures = {"high_frequency": {"mean": _high_frequency(heldout.mean)}}
     if heldout.std is not None:
         generator = torch.Generator().manual_seed(0)
@@ -204,6 +263,5 @@ def _grid(images: np.ndarray, gap: int = 2) -> np.ndarray:
     grid = np.full((side * (h + gap) - gap, side * (w + gap) - gap, 3), 40, dtype=np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, side)
-        grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
+        grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = image
     return grid
-

@@ -67,8 +67,11 @@ class ProbeSettings:
     def training_key(self) -> dict:
         """What a resumed denoiser must share with the checkpoint it resumes: everything that
         changes what is computed up to the last step (not the device, nor what happens after)."""
-        return {k: v for k, v in asdict(self).items()
-                if k in ("steps", "batch_size", "lr", "width", "ema_decay", "loss_every")}
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k in ("steps", "batch_size", "lr", "width", "ema_decay", "loss_every")
+        }
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

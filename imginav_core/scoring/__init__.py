@@ -1,6 +1,7 @@
 """A layout-quality scorer: how close generated layout images are to real ones.
 
-    from imginav_core.scoring import LayoutScorer, format_scores, read_generated, reference_from_manifest, split_by_scene
+    from imginav_core.scoring import (LayoutScorer, format_scores, read_generated,
+                                      reference_from_manifest, split_by_scene)
     reference = reference_from_manifest("layouts.csv", resolution=64)
     fit, held = split_by_scene(reference, seed=0)
     scorer = LayoutScorer.fit(fit, held, cache_dir="scorer_cache")
@@ -17,11 +18,20 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "ReferenceSet": "inputs", "RGBView": "inputs", "generated_files": "inputs", "read_generated": "inputs",
-    "reference_from_manifest": "inputs", "split_by_scene": "inputs",
-    "LayoutFeatureNet": "features", "NUM_FEATURES": "features", "palette_encoding": "features",
-    "pixel_statistics": "pixels", "speckle_max_pixels": "pixels",
-    "SCORE_KEYS": "scores", "LayoutScorer": "scores", "format_scores": "scores",
+    "ReferenceSet": "inputs",
+    "RGBView": "inputs",
+    "generated_files": "inputs",
+    "read_generated": "inputs",
+    "reference_from_manifest": "inputs",
+    "split_by_scene": "inputs",
+    "LayoutFeatureNet": "features",
+    "NUM_FEATURES": "features",
+    "palette_encoding": "features",
+    "pixel_statistics": "pixels",
+    "speckle_max_pixels": "pixels",
+    "SCORE_KEYS": "scores",
+    "LayoutScorer": "scores",
+    "format_scores": "scores",
 }
 __all__ = sorted(_WHERE)
 

@@ -10,9 +10,16 @@ from ..files import write_text_atomic
 from .inputs import read_generated, reference_from_manifest, split_by_scene
 
 
-def score_layouts(reference: str | Path, generated: str | Path, json_path: str | Path | None = None,
-                  resolution: int | None = None, seed: int = 0, bootstrap: int = 200,
-                  cache_dir: str | Path | None = None, log=print) -> dict:
+def score_layouts(
+    reference: str | Path,
+    generated: str | Path,
+    json_path: str | Path | None = None,
+    resolution: int | None = None,
+    seed: int = 0,
+    bootstrap: int = 200,
+    cache_dir: str | Path | None = None,
+    log=print,
+) -> dict:
     """Score the layouts at ``generated`` (PNG folder or layouts.csv) against the manifest
     ``reference``; print the table, write everything to ``json_path`` (whole or not at all)."""
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
@@ -36,4 +43,3 @@ def score_layouts(reference: str | Path, generated: str | Path, json_path: str |
         write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
         log(f"wrote {json_path}")
     return result
-

@@ -61,7 +61,9 @@ def palette_encoding(rgb: torch.Tensor) -> torch.Tensor:
     # |x - p|^2 = |x|^2 - 2 x.p + |p|^2, the cross term as a 1x1 convolution: ~10x faster than
     # broadcasting (N, 10, 3, R, R)
     cross = F.conv2d(pixels, palette.view(NUM_CLASSES, 3, 1, 1))
-    squared = (pixels.square().sum(1, keepdim=True) - 2 * cross + palette.square().sum(1).view(1, -1, 1, 1)).clamp_min(0)
+    squared = (pixels.square().sum(1, keepdim=True) - 2 * cross + palette.square().sum(1).view(1, -1, 1, 1)).clamp_min(
+        0
+    )
     soft = torch.softmax(-squared / (2 * SOFTNESS**2), dim=1)
     distance = squared.amin(1, keepdim=True).sqrt() / DISTANCE_SCALE
     return torch.cat([soft, distance], dim=1)
@@ -98,8 +100,7 @@ class LayoutFeatureNet(nn.Module):
         widths = [min(num_features, 16 * 2**i) for i in range(stages - 1)] + [num_features]
         layers, channels = [], NUM_CLASSES + 1
         for width in widths:
-            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             channels = width
         self.trunk = nn.Sequential(*layers)
         self.scene_head = nn.Linear(num_features, 1)
@@ -149,10 +150,16 @@ def embed(net: LayoutFeatureNet, rgb, batch_size: int = 128) -> Embedding:
     device = next(net.parameters()).device
     parts = []
     for start in range(0, len(rgb), batch_size):
-        pooled = net.pooled(_nchw(rgb[start:start + batch_size], device))
+        pooled = net.pooled(_nchw(rgb[start : start + batch_size], device))
         scene, shares, presence = net.heads(pooled)
-        parts.append([net.standardise(pooled).double(), torch.sigmoid(scene).double(),
-                      torch.softmax(shares, 1).double(), torch.sigmoid(presence).double()])
+        parts.append(
+            [
+                net.standardise(pooled).double(),
+                torch.sigmoid(scene).double(),
+                torch.softmax(shares, 1).double(),
+                torch.sigmoid(presence).double(),
+            ]
+        )
     return Embedding(*(torch.cat(column).cpu().numpy() for column in zip(*parts)))
 
 
@@ -160,10 +167,11 @@ def targets(reference: ReferenceSet) -> tuple[np.ndarray, np.ndarray]:
     """(area shares (N, 10) over the palette pixels, presence (N, 10) bool)."""
     counts = np.empty((len(reference), NUM_CLASSES))
     for start in range(0, len(reference), 256):  # one bincount per chunk: no (N, R, R) temporaries
-        chunk = reference.class_maps[start:start + 256].reshape(-1, reference.resolution**2).astype(np.int64)
+        chunk = reference.class_maps[start : start + 256].reshape(-1, reference.resolution**2).astype(np.int64)
         offsets = (np.arange(len(chunk)) * 256)[:, None]
-        counts[start:start + 256] = np.bincount((chunk + offsets).ravel(), minlength=len(chunk) * 256
-                                                ).reshape(-1, 256)[:, :NUM_CLASSES]
+        counts[start : start + 256] = np.bincount((chunk + offsets).ravel(), minlength=len(chunk) * 256).reshape(
+            -1, 256
+        )[:, :NUM_CLASSES]
     total = np.maximum(counts.sum(1, keepdims=True), 1)
     return counts / total, counts > 0
 
@@ -191,8 +199,9 @@ def epochs_for(n: int) -> int:
     return min(EPOCHS, max(3, math.ceil(SAMPLE_BUDGET / max(n, 1))))
 
 
-def train_net(fit: ReferenceSet, seed: int = 0, device: str | torch.device = "cpu",
-              epochs: int | None = None, log=print) -> LayoutFeatureNet:
+def train_net(
+    fit: ReferenceSet, seed: int = 0, device: str | torch.device = "cpu", epochs: int | None = None, log=print
+) -> LayoutFeatureNet:
     """Train the network on ``fit``'s class maps; deterministic given the seed (and thread count).
 
     The global torch random state is left as it was: everything random is drawn inside a fork.
@@ -217,13 +226,15 @@ def train_net(fit: ReferenceSet, seed: int = 0, device: str | torch.device = "cp
             order = torch.randperm(len(fit), generator=generator)
             total = 0.0
             for start in range(0, len(fit), BATCH_SIZE):
-                idx = order[start:start + BATCH_SIZE]
+                idx = order[start : start + BATCH_SIZE]
                 k = int(torch.randint(8, (1,), generator=generator))
                 x = _dihedral(class_map_encoding(class_maps[idx].to(device)), k)
                 scene, share_logits, presence_logits = net.heads(net.pooled_encoding(x))
-                loss = (F.binary_cross_entropy_with_logits(scene, labels[idx])
-                        + -(shares_t[idx] * F.log_softmax(share_logits, 1)).sum(1).mean()
-                        + F.binary_cross_entropy_with_logits(presence_logits, presence_t[idx]))
+                loss = (
+                    F.binary_cross_entropy_with_logits(scene, labels[idx])
+                    + -(shares_t[idx] * F.log_softmax(share_logits, 1)).sum(1).mean()
+                    + F.binary_cross_entropy_with_logits(presence_logits, presence_t[idx])
+                )
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -242,9 +253,11 @@ def train_net(fit: ReferenceSet, seed: int = 0, device: str | torch.device = "cp
 
 def cache_key(fit: ReferenceSet, seed: int) -> str:
     """Changes with anything that changes the trained weights."""
-    digest = hashlib.sha256(f"layout-features v{NET_VERSION} r{fit.resolution} s{seed} f{NUM_FEATURES} "
-                            f"e{EPOCHS}/{SAMPLE_BUDGET} b{BATCH_SIZE} l{LEARNING_RATE} w{WORK_RESOLUTION} "
-                            f"t{SOFTNESS} d{DISTANCE_SCALE}\n".encode())
+    digest = hashlib.sha256(
+        f"layout-features v{NET_VERSION} r{fit.resolution} s{seed} f{NUM_FEATURES} "
+        f"e{EPOCHS}/{SAMPLE_BUDGET} b{BATCH_SIZE} l{LEARNING_RATE} w{WORK_RESOLUTION} "
+        f"t{SOFTNESS} d{DISTANCE_SCALE}\n".encode()
+    )
     digest.update(np.ascontiguousarray(fit.class_maps).tobytes())
     digest.update(np.ascontiguousarray(fit.labels, dtype=np.int64).tobytes())
     return digest.hexdigest()[:20]
@@ -258,8 +271,14 @@ class FeatureModel:
     recorded: dict = field(default_factory=dict)  # what the cache file recorded at training
 
 
-def load_or_train(fit: ReferenceSet, held: ReferenceSet, cache_dir: str | Path | None, seed: int = 0,
-                  device: str | torch.device = "cpu", log=print) -> FeatureModel:
+def load_or_train(
+    fit: ReferenceSet,
+    held: ReferenceSet,
+    cache_dir: str | Path | None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    log=print,
+) -> FeatureModel:
     """The network for ``fit``: from ``cache_dir`` if trained before, else trained (and cached)."""
     if cache_dir is None:
         start = time.perf_counter()
@@ -278,17 +297,25 @@ def load_or_train(fit: ReferenceSet, held: ReferenceSet, cache_dir: str | Path |
                 net.load_state_dict(saved["state_dict"])
                 net.to(device).eval()
                 log(f"feature net loaded from {shown_path(path)}")
-                return FeatureModel(net, f"loaded {shown_path(path)}", float(saved["fit_seconds"]),
-                                    dict(saved["heldout_accuracy"]))
+                return FeatureModel(
+                    net, f"loaded {shown_path(path)}", float(saved["fit_seconds"]), dict(saved["heldout_accuracy"])
+                )
             except Exception as err:  # noqa: BLE001 - an unreadable cache is retrained, never trusted
                 log(f"feature net cache {shown_path(path)} unreadable ({type(err).__name__}: {err}); retraining")
         start = time.perf_counter()
         net = train_net(fit, seed, device, log=log)
         seconds = time.perf_counter() - start
         accuracy = heldout_accuracy(net, held)
-        payload = {"version": NET_VERSION, "resolution": fit.resolution, "seed": seed, "n_fit": len(fit),
-                   "source": fit.source, "fit_seconds": seconds, "heldout_accuracy": accuracy,
-                   "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+        payload = {
+            "version": NET_VERSION,
+            "resolution": fit.resolution,
+            "seed": seed,
+            "n_fit": len(fit),
+            "source": fit.source,
+            "fit_seconds": seconds,
+            "heldout_accuracy": accuracy,
+            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         log(f"feature net trained in {seconds:.1f} s, saved to {shown_path(path)}")

@@ -34,8 +34,13 @@ class ReferenceSet:
 
     def __post_init__(self) -> None:
         self.class_maps = np.asarray(self.class_maps)
-        if self.class_maps.dtype != np.uint8 and np.issubdtype(self.class_maps.dtype, np.integer) \
-                and self.class_maps.size and 0 <= self.class_maps.min() and self.class_maps.max() <= 255:
+        if (
+            self.class_maps.dtype != np.uint8
+            and np.issubdtype(self.class_maps.dtype, np.integer)
+            and self.class_maps.size
+            and 0 <= self.class_maps.min()
+            and self.class_maps.max() <= 255
+        ):
             self.class_maps = self.class_maps.astype(np.uint8)  # int64 class maps, as a training batch holds
         self.labels = np.asarray(self.labels, dtype=np.int64)
         shape = self.class_maps.shape
@@ -55,16 +60,20 @@ class ReferenceSet:
     def resolution(self) -> int:
         return int(self.class_maps.shape[1])
 
-    def subset(self, idx, source: str | None = None) -> "ReferenceSet":
+    def subset(self, idx, source: str | None = None) -> ReferenceSet:
         idx = np.asarray(idx)
-        return ReferenceSet(self.class_maps[idx], self.labels[idx], source or self.source,
-                            None if self.scene_ids is None else self.scene_ids[idx])
+        return ReferenceSet(
+            self.class_maps[idx],
+            self.labels[idx],
+            source or self.source,
+            None if self.scene_ids is None else self.scene_ids[idx],
+        )
 
     def rgb(self) -> np.ndarray:
         """The layouts as (N, R, R, 3) uint8 RGB; off-palette pixels (whose colour is not kept) black."""
         return class_to_rgb(self.class_maps)
 
-    def rgb_view(self) -> "RGBView":
+    def rgb_view(self) -> RGBView:
         """The same, converted a slice at a time, for the batched readers."""
         return RGBView(self.class_maps)
 
@@ -84,8 +93,9 @@ class RGBView:
         return class_to_rgb(self.class_maps[index])
 
 
-def reference_from_manifest(path: str | Path, resolution: int, *, drop_empty: bool = True,
-                            root: str | Path | None = None) -> ReferenceSet:
+def reference_from_manifest(
+    path: str | Path, resolution: int, *, drop_empty: bool = True, root: str | Path | None = None
+) -> ReferenceSet:
     """Every layout of a ``layouts.csv`` as a class map at ``resolution`` (nearest-neighbour).
 
     ``root``: shown as OUTPUT_ROOT in ``source``. Errors name the manifest line and the file.
@@ -100,8 +110,12 @@ def reference_from_manifest(path: str | Path, resolution: int, *, drop_empty: bo
         class_maps[i] = load_layout(records[i].path, resolution, where[i])[1]
 
     _in_threads(decode, len(records))
-    return ReferenceSet(class_maps, np.array([r.label for r in records]), shown_path(path, root),
-                        np.array([r.scene_id for r in records], dtype=str))
+    return ReferenceSet(
+        class_maps,
+        np.array([r.label for r in records]),
+        shown_path(path, root),
+        np.array([r.scene_id for r in records], dtype=str),
+    )
 
 
 def _in_threads(function, n: int) -> None:
@@ -121,8 +135,9 @@ def _in_threads(function, n: int) -> None:
             raise
 
 
-def split_by_scene(reference: ReferenceSet, held_fraction: float = 0.3, seed: int = 0
-                   ) -> tuple[ReferenceSet, ReferenceSet]:
+def split_by_scene(
+    reference: ReferenceSet, held_fraction: float = 0.3, seed: int = 0
+) -> tuple[ReferenceSet, ReferenceSet]:
     """(fit, held): whole scenes on one side, about ``held_fraction`` of the layouts held.
 
     A scene's rooms look alike (same walls, same furniture); with some on each side, held-out
@@ -134,8 +149,10 @@ def split_by_scene(reference: ReferenceSet, held_fraction: float = 0.3, seed: in
     groups = reference.scene_ids if reference.scene_ids is not None else np.arange(len(reference)).astype(str)
     scenes, group = np.unique(groups, return_inverse=True)
     if len(scenes) < 2:
-        raise ManifestError(f"{reference.source}: {len(reference)} layouts of {len(scenes)} scene; "
-                            "need at least 2 scenes to hold some out")
+        raise ManifestError(
+            f"{reference.source}: {len(reference)} layouts of {len(scenes)} scene; "
+            "need at least 2 scenes to hold some out"
+        )
     order = np.random.default_rng(seed).permutation(len(scenes))
     sizes = np.bincount(group, minlength=len(scenes))[order]
     # whole scenes until the held part reaches its share; at least one scene on each side
@@ -143,8 +160,10 @@ def split_by_scene(reference: ReferenceSet, held_fraction: float = 0.3, seed: in
     held_scene = np.zeros(len(scenes), dtype=bool)
     held_scene[order[:n_held]] = True
     held = held_scene[group]
-    return (reference.subset(np.flatnonzero(~held), f"{reference.source}, fit part (split seed {seed})"),
-            reference.subset(np.flatnonzero(held), f"{reference.source}, held-out part (split seed {seed})"))
+    return (
+        reference.subset(np.flatnonzero(~held), f"{reference.source}, fit part (split seed {seed})"),
+        reference.subset(np.flatnonzero(held), f"{reference.source}, held-out part (split seed {seed})"),
+    )
 
 
 def _check_resolution(resolution) -> int:
@@ -170,8 +189,10 @@ def generated_files(path: str | Path) -> list[tuple[Path, str]]:
             continue
         if not entry.is_file() or entry.suffix.lower() != ".png":
             what = "a folder" if entry.is_dir() else "not a .png file"
-            raise LayoutReadError(f"{entry}: {what}; the folder of generated layouts must hold only PNG files "
-                                  "(or give a layouts.csv listing them)")
+            raise LayoutReadError(
+                f"{entry}: {what}; the folder of generated layouts must hold only PNG files "
+                "(or give a layouts.csv listing them)"
+            )
         files.append((entry, str(entry)))
     if not files:
         raise LayoutReadError(f"{path}: no PNG files; expected the generated layouts as PNGs")
@@ -205,8 +226,10 @@ def read_generated(path: str | Path, resolution: int | None = None) -> np.ndarra
         if side is None:
             side, first = this, where
         elif this != side:
-            raise LayoutReadError(f"{where}: {this} x {this} pixels, but {first} is {side} x {side}; "
-                                  "the generated layouts must all be one size")
+            raise LayoutReadError(
+                f"{where}: {this} x {this} pixels, but {first} is {side} x {side}; "
+                "the generated layouts must all be one size"
+            )
     resolution = _check_resolution(resolution if resolution is not None else side)
     rgb = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
 

@@ -120,7 +120,7 @@ def pixel_statistics(rgb, tolerance: float = PURITY_TOLERANCE) -> PixelStatistic
     max_pixels = speckle_max_pixels(side)
     parts = []
     for start in range(0, len(rgb), BATCH):
-        batch = np.asarray(rgb[start:start + BATCH])
+        batch = np.asarray(rgb[start : start + BATCH])
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (side, side, 3):
             raise ValueError(f"expected (M, R, R, 3) uint8 RGB layouts, got {batch.dtype} {batch.shape}")
         nearest, distance = nearest_palette(batch)

@@ -55,15 +55,38 @@ from .inputs import ReferenceSet
 from .pixels import PixelStatistics, pixel_statistics, speckle_max_pixels
 
 SCORE_KEYS: tuple[str, ...] = (
-    "fld", "kid", "precision", "recall", "density", "coverage", "palette_purity",
-    "class_frequency_distance", "scene_share_distance", "speckle_rate", "memorisation",
+    "fld",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "palette_purity",
+    "class_frequency_distance",
+    "scene_share_distance",
+    "speckle_rate",
+    "memorisation",
 )
 # What each score can be, to clip its (re-centred) interval to: probabilities, distances, KID unbounded
-RANGE = {"fld": (0, math.inf), "kid": (-math.inf, math.inf), "density": (0, math.inf),
-         "memorisation_median_ratio": (0, math.inf)}
-BETTER = {"fld": "lower", "kid": "lower", "precision": "higher", "recall": "higher", "density": "higher",
-          "coverage": "higher", "palette_purity": "higher", "class_frequency_distance": "lower",
-          "scene_share_distance": "lower", "speckle_rate": "lower", "memorisation": "lower"}
+RANGE = {
+    "fld": (0, math.inf),
+    "kid": (-math.inf, math.inf),
+    "density": (0, math.inf),
+    "memorisation_median_ratio": (0, math.inf),
+}
+BETTER = {
+    "fld": "lower",
+    "kid": "lower",
+    "precision": "higher",
+    "recall": "higher",
+    "density": "higher",
+    "coverage": "higher",
+    "palette_purity": "higher",
+    "class_frequency_distance": "lower",
+    "scene_share_distance": "lower",
+    "speckle_rate": "lower",
+    "memorisation": "lower",
+}
 NEIGHBOURS = 5  # k of the k-NN balls (both papers' default)
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
@@ -98,7 +121,7 @@ class _Sample:
 def _distances(a: torch.Tensor, b: torch.Tensor, batch: int = 2048) -> torch.Tensor:
     """Euclidean distances, float32: the k-NN matrices of thousands of layouts are the memory."""
     a, b = a.float(), b.float()
-    return torch.cat([torch.cdist(a[i:i + batch], b) for i in range(0, len(a), batch)])
+    return torch.cat([torch.cdist(a[i : i + batch], b) for i in range(0, len(a), batch)])
 
 
 def _nearest(a: torch.Tensor, b: torch.Tensor, exclude: np.ndarray | None = None, batch: int = 1024) -> np.ndarray:
@@ -107,10 +130,10 @@ def _nearest(a: torch.Tensor, b: torch.Tensor, exclude: np.ndarray | None = None
     out = []
     a, b = a.float(), b.float()
     for start in range(0, len(a), batch):
-        d = torch.cdist(a[start:start + batch], b)
+        d = torch.cdist(a[start : start + batch], b)
         if exclude is not None:
             rows = torch.arange(len(d))
-            cols = torch.as_tensor(exclude[start:start + batch])
+            cols = torch.as_tensor(exclude[start : start + batch])
             keep = cols >= 0
             d[rows[keep], cols[keep]] = math.inf
         out.append(d.amin(1))
@@ -128,11 +151,13 @@ def _kth_radius(distances: torch.Tensor, k: int) -> torch.Tensor:
 
 def _check_parts(fit: ReferenceSet, held: ReferenceSet) -> None:
     if len(fit) < 2 or len(held) < 2:
-        raise ConfigError(f"{len(fit)} fit and {len(held)} held-out layouts ({held.source}); "
-                          "the scores need at least 2 of each")
+        raise ConfigError(
+            f"{len(fit)} fit and {len(held)} held-out layouts ({held.source}); the scores need at least 2 of each"
+        )
     if fit.resolution != held.resolution:
-        raise ConfigError(f"fit layouts are {fit.resolution} px, held ones {held.resolution} px: "
-                          "read both at one resolution")
+        raise ConfigError(
+            f"fit layouts are {fit.resolution} px, held ones {held.resolution} px: read both at one resolution"
+        )
 
 
 class LayoutScorer:
@@ -162,13 +187,23 @@ class LayoutScorer:
         self.held_nearest_fit = _nearest(self.held_features, self.fit_features)
         self.memorisation_threshold = float(np.quantile(self.held_nearest_fit, MEMORISATION_QUANTILE))
         self.held_median_nearest = float(np.median(self.held_nearest_fit))
-        log(f"reference embedded in {time.perf_counter() - start:.1f} s: {len(fit)} fit, {len(held)} held layouts; "
+        log(
+            f"reference embedded in {time.perf_counter() - start:.1f} s: {len(fit)} fit, {len(held)} held layouts; "
             f"feature net held-out room/scene accuracy {self.accuracy['room_scene']:.3f}, "
-            f"presence accuracy {self.accuracy['presence']:.3f}, area-share MAE {self.accuracy['area_share_mae']:.4f}")
+            f"presence accuracy {self.accuracy['presence']:.3f}, area-share MAE {self.accuracy['area_share_mae']:.4f}"
+        )
 
     @classmethod
-    def fit(cls, fit: ReferenceSet, held: ReferenceSet, *, cache_dir: Path | None = None, seed: int = 0, log=print,
-            device: str | torch.device = "cpu") -> "LayoutScorer":
+    def fit(
+        cls,
+        fit: ReferenceSet,
+        held: ReferenceSet,
+        *,
+        cache_dir: Path | None = None,
+        seed: int = 0,
+        log=print,
+        device: str | torch.device = "cpu",
+    ) -> LayoutScorer:
         """Train (or load from ``cache_dir``) the feature network on ``fit``; embed both parts."""
         _check_parts(fit, held)
         return cls(load_or_train(fit, held, cache_dir, seed, device, log), fit, held, log)
@@ -187,8 +222,10 @@ class LayoutScorer:
         about ``precision``'s floor; blurred or muddy ones fall outside."""
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[1:] != (self.resolution, self.resolution, 3):
-            raise ConfigError(f"layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
-                              f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at")
+            raise ConfigError(
+                f"layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
+                f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at"
+            )
         features = torch.from_numpy(embed(self.net, rgb).features)
         return (_distances(features, self.held_features) <= self.held_radii).any(1).double().numpy()
 
@@ -196,17 +233,24 @@ class LayoutScorer:
         rgb = np.asarray(rgb)
         expected = (self.resolution, self.resolution, 3)
         if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[1:] != expected:
-            raise ConfigError(f"generated layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
-                              f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at")
+            raise ConfigError(
+                f"generated layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
+                f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at"
+            )
         if len(rgb) < 2:
             raise ConfigError(f"{len(rgb)} generated layout(s); the distribution scores need at least 2")
         return rgb
 
     def _sample(self, rgb: np.ndarray, embedding: Embedding, fit_index: np.ndarray | None = None) -> _Sample:
         features = torch.from_numpy(embedding.features)
-        return _Sample(features, pixel_statistics(rgb), embedding.scene_probability,
-                       _nearest(features, self.fit_features, fit_index), _distances(features, self.held_features),
-                       _distances(features, features))
+        return _Sample(
+            features,
+            pixel_statistics(rgb),
+            embedding.scene_probability,
+            _nearest(features, self.fit_features, fit_index),
+            _distances(features, self.held_features),
+            _distances(features, features),
+        )
 
     def score(self, generated_rgb: np.ndarray, *, bootstrap: int = 200, seed: int = 0) -> dict:
         """Scores of (M, R, R, 3) uint8 RGB layouts against the held reference; JSON-ready."""
@@ -216,8 +260,12 @@ class LayoutScorer:
         rng = np.random.default_rng(seed)
         n_floor = min(len(rgb), len(self.fit_set))
         floor_index = np.sort(rng.choice(len(self.fit_set), n_floor, replace=False))
-        floor_embedding = Embedding(*(getattr(self.fit_embedding, f)[floor_index] for f in
-                                      ("features", "scene_probability", "shares", "presence")))
+        floor_embedding = Embedding(
+            *(
+                getattr(self.fit_embedding, f)[floor_index]
+                for f in ("features", "scene_probability", "shares", "presence")
+            )
+        )
         floor = self._sample(self.fit_set.subset(floor_index).rgb(), floor_embedding, floor_index)
 
         kid_size = min(KID_SUBSET_SIZE, n_floor, len(self.held))
@@ -227,9 +275,17 @@ class LayoutScorer:
             values = self._statistics(generated, np.arange(len(rgb)), fld, kid)
             floor_values = self._statistics(floor, np.arange(n_floor), fld, kid)
             fld_b, kid_b = self._metrics(kid_size, KID_BOOTSTRAP_SUBSETS)
-            intervals = (bootstrap_ci(lambda idx: list(self._statistics(generated, idx, fld_b, kid_b).values()), len(rgb),
-                                      resamples=bootstrap, seed=seed, estimate=list(values.values()))
-                         if bootstrap > 0 else np.full((len(values), 2), np.nan))
+            intervals = (
+                bootstrap_ci(
+                    lambda idx: list(self._statistics(generated, idx, fld_b, kid_b).values()),
+                    len(rgb),
+                    resamples=bootstrap,
+                    seed=seed,
+                    estimate=list(values.values()),
+                )
+                if bootstrap > 0
+                else np.full((len(values), 2), np.nan)
+            )
         names = list(values)
         for i, name in enumerate(names):
             intervals[i] = np.clip(intervals[i], *RANGE.get(name, (0, 1)))
@@ -237,30 +293,48 @@ class LayoutScorer:
         for i, name in enumerate(names):
             if name == "memorisation_median_ratio":
                 continue
-            scores[name] = {"value": values[name], "ci95": _pair(intervals[i]), "floor": floor_values[name],
-                            "better": BETTER[name]}
+            scores[name] = {
+                "value": values[name],
+                "ci95": _pair(intervals[i]),
+                "floor": floor_values[name],
+                "better": BETTER[name],
+            }
         ratio = names.index("memorisation_median_ratio")
-        scores["memorisation"].update({
-            "median_ratio": {"value": values["memorisation_median_ratio"], "ci95": _pair(intervals[ratio]),
-                             "floor": floor_values["memorisation_median_ratio"]},
-            "quantile": MEMORISATION_QUANTILE, "threshold_distance": self.memorisation_threshold})
+        scores["memorisation"].update(
+            {
+                "median_ratio": {
+                    "value": values["memorisation_median_ratio"],
+                    "ci95": _pair(intervals[ratio]),
+                    "floor": floor_values["memorisation_median_ratio"],
+                },
+                "quantile": MEMORISATION_QUANTILE,
+                "threshold_distance": self.memorisation_threshold,
+            }
+        )
         scores["kid"].update({"subset_size": kid_size, "subsets": KID_SUBSETS})
         for name in ("precision", "recall", "density", "coverage"):
             scores[name]["k"] = self.k
         scores["palette_purity"]["tolerance"] = PURITY_TOLERANCE
         scores["speckle_rate"]["max_pixels"] = speckle_max_pixels(self.resolution)
-        return _finite_or_none({
-            "n_generated": len(rgb),
-            "n_reference": len(self.held),
-            "n_floor": n_floor,
-            "resolution": self.resolution,
-            "reference": self.held.source,
-            "bootstrap": bootstrap,
-            "seed": seed,
-            "features": {"heldout_accuracy": self.accuracy, "num_features": self.num_features,
-                         "cache": self.model.cache, "fit_seconds": self.model.fit_seconds, "n_fit": len(self.fit_set)},
-            "scores": {name: scores[name] for name in SCORE_KEYS},
-        })
+        return _finite_or_none(
+            {
+                "n_generated": len(rgb),
+                "n_reference": len(self.held),
+                "n_floor": n_floor,
+                "resolution": self.resolution,
+                "reference": self.held.source,
+                "bootstrap": bootstrap,
+                "seed": seed,
+                "features": {
+                    "heldout_accuracy": self.accuracy,
+                    "num_features": self.num_features,
+                    "cache": self.model.cache,
+                    "fit_seconds": self.model.fit_seconds,
+                    "n_fit": len(self.fit_set),
+                },
+                "scores": {name: scores[name] for name in SCORE_KEYS},
+            }
+        )
 
     def _metrics(self, kid_size: int, subsets: int) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
         """FID and KID holding the held features, to be given a sample's features again and again."""
@@ -268,14 +342,16 @@ class LayoutScorer:
         fld = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         with warnings.catch_warnings():  # that KID keeps every feature: here a few thousand x 64
             warnings.filterwarnings("ignore", "Metric `Kernel Inception Distance` will save")
-            kid = KernelInceptionDistance(feature=extractor, subsets=subsets, subset_size=kid_size,
-                                          reset_real_features=False)
+            kid = KernelInceptionDistance(
+                feature=extractor, subsets=subsets, subset_size=kid_size, reset_real_features=False
+            )
         fld.update(self.held_features, real=True)
         kid.update(self.held_features, real=True)
         return fld, kid
 
-    def _statistics(self, sample: _Sample, idx: np.ndarray, fld: FrechetInceptionDistance,
-                    kid: KernelInceptionDistance) -> dict[str, float]:
+    def _statistics(
+        self, sample: _Sample, idx: np.ndarray, fld: FrechetInceptionDistance, kid: KernelInceptionDistance
+    ) -> dict[str, float]:
         """Every score of the layouts ``sample[idx]`` (a bootstrap resample: repeats allowed)."""
         index = torch.as_tensor(idx)
         features = sample.features[index]
@@ -305,7 +381,8 @@ class LayoutScorer:
             "speckle_rate": float(pixels.small_regions[idx].sum() / max(1, pixels.regions[idx].sum())),
             "memorisation": float(np.mean(nearest < self.memorisation_threshold)),
             "memorisation_median_ratio": float(np.median(nearest) / self.held_median_nearest)
-            if self.held_median_nearest > 0 else math.nan,
+            if self.held_median_nearest > 0
+            else math.nan,
         }
 
 
@@ -346,8 +423,10 @@ def format_scores(result: dict) -> str:
     def row(name: str, entry: dict) -> str:
         lo, hi = entry["ci95"]
         interval = "n/a" if lo is None or hi is None else f"[{lo:.4g}, {hi:.4g}]"
-        return (f"{name:<26} {_number(entry['value']):>10}  {interval:<23} {_number(entry['floor']):>10}  "
-                f"{entry.get('better', '')}")
+        return (
+            f"{name:<26} {_number(entry['value']):>10}  {interval:<23} {_number(entry['floor']):>10}  "
+            f"{entry.get('better', '')}"
+        )
 
     for name, entry in result["scores"].items():
         lines.append(row(name, entry))

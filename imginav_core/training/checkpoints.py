@@ -26,8 +26,15 @@ FORMAT = 1
 # Keys that may change between the interrupted run and its resumption: where and how fast it
 # runs, not what it computes.
 RESUMABLE_CHANGES = {
-    "output_root", "training.epochs", "training.device", "training.compile", "training.channels_last",
-    "training.sample_interval", "data.num_workers", "data.cache_dir", "data.manifest",
+    "output_root",
+    "training.epochs",
+    "training.device",
+    "training.compile",
+    "training.channels_last",
+    "training.sample_interval",
+    "data.num_workers",
+    "data.cache_dir",
+    "data.manifest",
 }
 
 
@@ -65,8 +72,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "by something else or altered"
             ) from None
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch's text runs to paragraphs
-        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file of tensors and plain data: "
-                              f"{first_line})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (not a torch file of tensors and plain data: {first_line})"
+        ) from None
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -20,8 +20,9 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,10 +31,10 @@ from ..config import Config
 from ..data.batches import LayoutData, batch_loader, load_data, to_model_inputs
 from ..errors import NonFiniteLossError, RunInProgressError
 from ..files import LockHeldError, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
+from ..images import save_png
 from ..losses import TERMS, compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
-from ..images import save_png
 from ..runtime import Runtime, maybe_compile, provenance, setup_runtime, synchronize
 from .checkpoints import RunState, check_resumable, load_checkpoint, rng_state, save_checkpoint, seed_epoch
 from .metrics_csv import LOSS_COLUMNS, write_metrics
@@ -85,14 +86,19 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
             if not math.isfinite(val["total"]):
                 raise NonFiniteLossError(f"non-finite validation loss after epoch {epoch}: {_terms(val)}")
 
-        improved = _record_epoch(state, cfg, epoch, {
-            **{f"train_{k}": train_losses[k] for k in LOSS_COLUMNS},
-            **{f"val_{k}": v for k, v in val.items()},
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": seconds,
-            "train_images_per_s": images / seconds,
-            "val_seconds": val_seconds,
-        })
+        improved = _record_epoch(
+            state,
+            cfg,
+            epoch,
+            {
+                **{f"train_{k}": train_losses[k] for k in LOSS_COLUMNS},
+                **{f"val_{k}": v for k, v in val.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": seconds,
+                "train_images_per_s": images / seconds,
+                "val_seconds": val_seconds,
+            },
+        )
         if rt.main:
             # last.pt commits the epoch. A kill before it: the restarted run redoes the epoch and
             # rewrites best.pt and the sample identically. A kill after it: the restarted run
@@ -101,7 +107,9 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
             if improved:
                 save_checkpoint(out.best_checkpoint(cfg.name), payload)
             if epoch % cfg.training.sample_interval == 0 or state.finished:
-                save_png(out.sample_grid(cfg.name, epoch), comparison_grid(model, data.val, sample_positions, rt.device))
+                save_png(
+                    out.sample_grid(cfg.name, epoch), comparison_grid(model, data.val, sample_positions, rt.device)
+                )
             save_checkpoint(out.last_checkpoint(cfg.name), payload)
             write_metrics(cfg, state.history)
             say(_epoch_line(cfg, state.history[-1], improved))
@@ -109,16 +117,21 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
             break
 
     if state.status == "early_stopped":
-        say(f"{cfg.name}: early stop after epoch {state.epoch}; the best weights (epoch {state.best_epoch}, "
-            f"val total {state.best_val:.5f}) are in {out.shown(out.best_checkpoint(cfg.name))}")
+        say(
+            f"{cfg.name}: early stop after epoch {state.epoch}; the best weights (epoch {state.best_epoch}, "
+            f"val total {state.best_val:.5f}) are in {out.shown(out.best_checkpoint(cfg.name))}"
+        )
     if rt.world > 1:
         dist.barrier()
-    say(f"{cfg.name}: metrics in {out.shown(out.metrics_csv(cfg.name))} and "
-        f"{out.shown(out.phase_metrics_csv(cfg.name))}")
+    say(
+        f"{cfg.name}: metrics in {out.shown(out.metrics_csv(cfg.name))} and "
+        f"{out.shown(out.phase_metrics_csv(cfg.name))}"
+    )
     return out.run_dir(cfg.name)
 
 
 # ---- before the first epoch -------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _run_lock(cfg: Config, rt: Runtime) -> Iterator[None]:
@@ -154,8 +167,9 @@ def _load_data(cfg: Config, rt: Runtime, say: Log) -> LayoutData:
     return data
 
 
-def build_training(cfg: Config, rt: Runtime) -> tuple[torch.nn.Module, torch.optim.Optimizer,
-                                                      torch.amp.GradScaler | None]:
+def build_training(
+    cfg: Config, rt: Runtime
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.amp.GradScaler | None]:
     """The freshly seeded model in the runtime's device and memory format, its AdamW, and the
     loss scaler fp16 needs (``None`` otherwise)."""
     torch.manual_seed(cfg.training.seed)
@@ -163,14 +177,21 @@ def build_training(cfg: Config, rt: Runtime) -> tuple[torch.nn.Module, torch.opt
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # fused: one kernel for the whole update on CUDA instead of several per parameter group
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay,
-                                  fused=rt.device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay, fused=rt.device.type == "cuda"
+    )
     scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
     return model, optimizer, scaler
 
 
-def _resume(cfg: Config, rt: Runtime, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, say: Log) -> RunState:
+def _resume(
+    cfg: Config,
+    rt: Runtime,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    say: Log,
+) -> RunState:
     """The state of the run in ``last.pt`` (weights, optimizer and RNG restored), or a fresh one."""
     last = cfg.outputs.last_checkpoint(cfg.name)
     if not last.is_file():
@@ -202,18 +223,40 @@ def _tidy(cfg: Config, state: RunState, say: Log) -> None:
 def _loaders(cfg: Config, data: LayoutData, rt: Runtime):
     pin = rt.device.type == "cuda"
     global_batch = cfg.training.batch_size  # split over the ranks: the optimisation is that of one process
-    train_loader = batch_loader(data.train, global_batch, shuffle=True, seed=cfg.training.seed,
-                                num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world)
-    val_loader = batch_loader(data.val, global_batch, shuffle=False, seed=cfg.training.seed,
-                              num_workers=cfg.data.num_workers, pin_memory=pin, rank=rt.rank, world=rt.world,
-                              lockstep=False)
+    train_loader = batch_loader(
+        data.train,
+        global_batch,
+        shuffle=True,
+        seed=cfg.training.seed,
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin,
+        rank=rt.rank,
+        world=rt.world,
+    )
+    val_loader = batch_loader(
+        data.val,
+        global_batch,
+        shuffle=False,
+        seed=cfg.training.seed,
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin,
+        rank=rt.rank,
+        world=rt.world,
+        lockstep=False,
+    )
     return train_loader, val_loader
 
 
 # ---- one optimisation step and one pass over the data -------------------------------------------
 
-def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Config, rt: Runtime,
-                    scaler: torch.amp.GradScaler | None) -> TrainStep:
+
+def make_train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    rt: Runtime,
+    scaler: torch.amp.GradScaler | None,
+) -> TrainStep:
     """forward -> losses -> backward -> AdamW step; returns the loss terms, still on the device."""
 
     def step(rgb: torch.Tensor, class_map: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -233,7 +276,9 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cf
     return step
 
 
-def train_one_epoch(step: TrainStep, loader, epoch: int, cfg: Config, rt: Runtime) -> tuple[dict[str, float], int, float]:
+def train_one_epoch(
+    step: TrainStep, loader, epoch: int, cfg: Config, rt: Runtime
+) -> tuple[dict[str, float], int, float]:
     """Returns (mean loss terms, images seen by all processes, seconds)."""
     sums = MetricSums(rt.device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)
@@ -283,6 +328,7 @@ def evaluate(model: torch.nn.Module, loader, cfg: Config, rt: Runtime) -> dict[s
 
 # ---- after each epoch ------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _stop_on_non_finite(cfg: Config, state: RunState, epoch: int, rt: Runtime) -> Iterator[None]:
     """A NaN or inf ends the run: a metrics row saying so, the last good checkpoint kept."""
@@ -293,8 +339,11 @@ def _stop_on_non_finite(cfg: Config, state: RunState, epoch: int, rt: Runtime) -
         if rt.main:
             write_metrics(cfg, state.history + [{"epoch": epoch, "status": state.status}])
         last = cfg.outputs.last_checkpoint(cfg.name)
-        kept = (f"the last good checkpoint is {cfg.outputs.shown(last)} (epoch {state.epoch})" if state.epoch
-                else "no epoch completed, so there is no checkpoint")
+        kept = (
+            f"the last good checkpoint is {cfg.outputs.shown(last)} (epoch {state.epoch})"
+            if state.epoch
+            else "no epoch completed, so there is no checkpoint"
+        )
         raise NonFiniteLossError(f"{cfg.name}: {err}. Training stopped; {kept}") from None
 
 
@@ -317,8 +366,13 @@ def _record_epoch(state: RunState, cfg: Config, epoch: int, figures: dict[str, A
     return improved
 
 
-def _checkpoint(cfg: Config, state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler | None) -> dict[str, Any]:
+def _checkpoint(
+    cfg: Config,
+    state: RunState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
         "model": model.state_dict(),
@@ -331,10 +385,12 @@ def _checkpoint(cfg: Config, state: RunState, model: torch.nn.Module, optimizer:
 
 
 def _epoch_line(cfg: Config, row: dict[str, Any], improved: bool) -> str:
-    return (f"epoch {row['epoch']}/{cfg.training.epochs}  train {row['train_total']:.5f}  "
-            f"val {row['val_total']:.5f}  val_mse {row['val_mse']:.6f}  psnr {row['val_psnr']:.2f}  "
-            f"miou {row['val_miou']:.3f}  acc {row['val_classification_accuracy']:.3f}  "
-            f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f}s" + ("  *best" if improved else ""))
+    return (
+        f"epoch {row['epoch']}/{cfg.training.epochs}  train {row['train_total']:.5f}  "
+        f"val {row['val_total']:.5f}  val_mse {row['val_mse']:.6f}  psnr {row['val_psnr']:.2f}  "
+        f"miou {row['val_miou']:.3f}  acc {row['val_classification_accuracy']:.3f}  "
+        f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f}s" + ("  *best" if improved else "")
+    )
 
 
 def _terms(losses: dict[str, float]) -> str:

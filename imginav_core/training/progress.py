@@ -9,7 +9,8 @@ thousands of fragments; there the bar prints about ten plain lines per epoch ins
 from __future__ import annotations
 
 import sys
-from typing import Iterable, TextIO, TypeVar
+from collections.abc import Iterable
+from typing import TextIO, TypeVar
 
 from tqdm.auto import tqdm as _tqdm_auto
 from tqdm.std import tqdm as _tqdm_text

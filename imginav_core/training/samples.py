@@ -20,8 +20,9 @@ def pick_samples(layouts: CachedLayouts, per_type: int = 3) -> np.ndarray:
 
 
 @torch.no_grad()
-def comparison_grid(model: torch.nn.Module, layouts: CachedLayouts, positions: np.ndarray,
-                    device: torch.device) -> np.ndarray:
+def comparison_grid(
+    model: torch.nn.Module, layouts: CachedLayouts, positions: np.ndarray, device: torch.device
+) -> np.ndarray:
     """(rows x H, 3 x W, 3) uint8: per row the input, its reconstruction, its predicted segmentation."""
     was_training = model.training
     model.eval()
