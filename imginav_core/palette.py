@@ -7,6 +7,8 @@ All conversions are vectorised over whole arrays (any leading shape).
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -41,6 +43,9 @@ PALETTE.setflags(write=False)
 
 NUM_CLASSES = len(CLASS_NAMES)
 IGNORE_INDEX = 255
+# RGB distance (0-255 units) within which a pixel counts as a palette colour: the scorer's pixel
+# statistics and the analysis's palette purity both judge "is this pixel a class colour" with it.
+PURITY_TOLERANCE = 24.0
 WALL = CLASS_NAMES.index("wall")
 BACKGROUND = CLASS_NAMES.index("background")
 
@@ -85,3 +90,15 @@ def class_to_rgb(class_map) -> np.ndarray:
     colours = np.zeros((256, 3), dtype=np.uint8)
     colours[:NUM_CLASSES] = PALETTE
     return colours[np.asarray(class_map, dtype=np.uint8)]
+
+
+def class_map_hash(class_map: np.ndarray) -> str:
+    """A layout's identity: a digest of its uint8 class map (shape and bytes). Two layouts with
+    the same hash are the same layout, whatever file or scene they came from; the split groups
+    them and the memorisation check looks generated layouts up by it. One function, so that the
+    cache, the split and the probe agree on what "identical" means."""
+    class_map = np.ascontiguousarray(class_map, dtype=np.uint8)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(class_map.shape).encode())
+    digest.update(class_map.tobytes())
+    return digest.hexdigest()

@@ -31,6 +31,7 @@ from ..config import config_from_dict
 from ..files import write_text_atomic
 from ..outputs import Outputs
 from ..stats import PerImage, arm_difference, run_difference
+from .criteria import Measure, image_criteria
 from .runs import RunSummary
 from .study import Study
 
@@ -53,16 +54,6 @@ class Rule:
     min_train_images: int = 5000
     min_resolution: int = 256
     min_epochs: int = 5
-
-
-@dataclass(frozen=True)
-class Measure:
-    name: str
-    role: str  # primary | non-inferiority | secondary
-    meaning: str
-    better: str  # lower | higher
-    relative: bool = False  # the difference as VAE / deterministic - 1
-    per: str = "image"  # image: per-image values, resampled by scene; pair: per interpolation pair
 
 
 def _per_image(study: Study, label: str, key: str, denominator: str | None = None) -> PerImage:
@@ -111,104 +102,14 @@ def _probe_scores(probe: dict, names: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[str, Any]]:
-    sigma = f"change_sigma{rule.noise_sigma:g}"
-    nn_primary = probe is None
-    measures: list[tuple[Measure, tuple[str, str | None], float | None]] = [
-        (
-            Measure(
-                "reconstruction_mse",
-                "non-inferiority",
-                "validation MSE of the reconstructions (relative difference, VAE / deterministic - 1)",
-                "lower",
-                relative=True,
-            ),
-            ("mse", None),
-            rule.mse_margin,
-        ),
-        (
-            Measure(
-                "small_class_iou",
-                "non-inferiority",
-                "IoU of the segmentation of the small classes (chair, lighting, pier / stool)",
-                "higher",
-            ),
-            ("small_inter", "small_union"),
-            rule.small_class_iou_margin,
-        ),
-        (
-            Measure(
-                "nearest_neighbour_validity",
-                "primary" if nn_primary else "secondary",
-                "palette purity of the midpoint between a validation latent and its nearest training latent",
-                "higher",
-            ),
-            ("nn_midpoint_purity", None),
-            None,
-        ),
-        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None), None),
-        (
-            Measure(
-                "sharpness",
-                "secondary",
-                "gradient energy at the input's edges, reconstruction over input (1 = as sharp)",
-                "higher",
-            ),
-            ("sharp_out", "sharp_in"),
-            None,
-        ),
-        (
-            Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
-            ("purity", None),
-            None,
-        ),
-        (
-            Measure(
-                "latent_noise",
-                "secondary",
-                f"decoded change MSE(D(z + n), D(z)) under noise of {rule.noise_sigma:g} "
-                "x each channel's std (relative difference)",
-                "lower",
-                relative=True,
-            ),
-            (sigma, None),
-            None,
-        ),
-        (
-            Measure(
-                "path_validity",
-                "secondary",
-                "mean palette purity of the inner frames of the interpolation paths (same pairs, straight paths)",
-                "higher",
-                per="pair",
-            ),
-            ("mean_purity", None),
-            None,
-        ),
-    ]
-    if "nn_midpoint_realism" in study.models[0].per_image:  # the layout scorer judged them too
-        measures += [
-            (
-                Measure(
-                    "nearest_neighbour_realism",
-                    "secondary",
-                    "share of nearest-neighbour midpoints the layout scorer places among real layouts",
-                    "higher",
-                ),
-                ("nn_midpoint_realism", None),
-                None,
-            ),
-            (
-                Measure(
-                    "path_realism",
-                    "secondary",
-                    "share of the interpolation paths' inner frames the layout scorer places among real layouts",
-                    "higher",
-                    per="pair",
-                ),
-                ("mean_realism", None),
-                None,
-            ),
-        ]
+    with_realism = "nn_midpoint_realism" in study.models[0].per_image  # the layout scorer judged them too
+    measures = image_criteria(
+        rule.mse_margin,
+        rule.small_class_iou_margin,
+        rule.noise_sigma,
+        nn_primary=probe is None,
+        with_realism=with_realism,
+    )
     criteria: dict[str, dict[str, Any]] = {}
     if probe is not None:
         measure = Measure(

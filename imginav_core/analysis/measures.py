@@ -12,9 +12,8 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ..model import DiagonalGaussian
-from ..palette import PALETTE
+from ..palette import PALETTE, PURITY_TOLERANCE
 
-PURITY_TOLERANCE = 24.0  # RGB distance (0-255 units) within which a pixel counts as a palette colour
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E_q[z|x]) > 0.01
 COLLAPSE_SHARE = 0.05  # fewer active units than this share: the posterior has collapsed
 

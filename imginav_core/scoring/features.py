@@ -28,10 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..analysis.measures import PURITY_TOLERANCE
 from ..files import atomic_path, file_lock
 from ..outputs import shown_path
-from ..palette import NUM_CLASSES, PALETTE, class_to_rgb
+from ..palette import NUM_CLASSES, PALETTE, PURITY_TOLERANCE, class_to_rgb
 from .inputs import ReferenceSet
 
 NET_VERSION = 1  # bump when the architecture, encoding or training changes: old caches are then ignored

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis.measures import PURITY_TOLERANCE
-from ..palette import IGNORE_INDEX, NUM_CLASSES, PALETTE, rgb_to_class
+from ..palette import IGNORE_INDEX, NUM_CLASSES, PALETTE, PURITY_TOLERANCE, rgb_to_class
 
 BATCH = 64  # images per step: (64, 10, R, R) float distances stay ~170 MB at 256 x 256
 

@@ -47,8 +47,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ..analysis.measures import PURITY_TOLERANCE
 from ..errors import ConfigError
+from ..palette import PURITY_TOLERANCE
 from ..stats import bootstrap_ci
 from .features import Embedding, FeatureModel, embed, heldout_accuracy, load_or_train
 from .inputs import ReferenceSet
