@@ -65,14 +65,14 @@ class DiagonalGaussian:
         return -0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())
 
     def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) averaged over every latent element of the batch (reference.md)."""
+        """KL(q || N(0, I)) averaged over every latent element of the batch (book/using/network.md)."""
         if self.logvar is None:
             return self.mean.new_zeros((), dtype=torch.float32)
         return self.kl_elements().mean()
 
 
 class Encoder(nn.Module):
-    """The Phase 1.1 encoder (reference.md): ``downsampling_steps`` x [3x3 conv, GN, SiLU, 4x4
+    """The Phase 1.1 encoder (book/using/network.md): ``downsampling_steps`` x [3x3 conv, GN, SiLU, 4x4
     stride-2 conv, GN, SiLU], channels ``base_channels * 2**step``; then a 3x3 conv, GN, SiLU at
     the latent resolution. ``forward`` returns those features; the 1x1 convs on top of them,
     ``to_mean`` and (the VAE only) ``to_logvar``, are applied by ``LayoutAutoencoder.posterior``,
@@ -105,7 +105,7 @@ def _head(channels: int, out_channels: int, groups: int) -> nn.Sequential:
 
 
 class Decoder(nn.Module):
-    """The Phase 1.1 decoder (reference.md): a 3x3 conv from the latent to the encoder's widest
+    """The Phase 1.1 decoder (book/using/network.md): a 3x3 conv from the latent to the encoder's widest
     channels, GN, SiLU; then per step only a 4x4 stride-2 transposed conv halving the channels, GN,
     SiLU (256 -> 128 -> 64 -> 32 -> 16 for V1 and V2: ``base_channels / 2`` at full resolution); three
     heads on those full-resolution features."""

@@ -13,7 +13,7 @@ V1 = ROOT / "configs/phase1_2/V1_deterministic.yaml"
 V2 = ROOT / "configs/phase1_2/V2_vae_light.yaml"
 V1_NAME, V2_NAME = load_config(V1).name, load_config(V2).name  # the experiments' folder and file names
 PHASE = load_config(V1).phase  # the phase folder under output_root
-# The real manifest's header (reference.md), written out so a change of the reader's columns shows.
+# The real manifest's header (book/using/probe.md, "The data"), written out so a change of the reader's columns shows.
 MANIFEST_HEADER = "scene_id,type,room_id,layout_path,is_empty\n"
 
 

@@ -36,7 +36,7 @@ def _meta_model(config):
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
 def test_512_gives_a_32x32x16_latent_and_the_phase_1_1_size(config):
-    """reference.md: the Phase 1.1 network has about 3.12 M parameters and costs 25.3 GFLOP
+    """book/using/network.md: the Phase 1.1 network has about 3.12 M parameters and costs 25.3 GFLOP
     forward per 512 x 512 image (flop_counter, a multiply-add counted as 2). V1 exactly 3,119,455;
     V2 adds only the log-variance's 1x1 conv (4,112)."""
     model = _meta_model(config)

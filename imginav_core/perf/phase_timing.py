@@ -36,7 +36,7 @@ from ..runtime import device_name, setup_runtime
 from ..training import train
 from . import log
 
-REAL_IMAGES = 27_897  # usable layouts of the real set (reference.md)
+REAL_IMAGES = 27_897  # usable layouts of the real set (book/using/probe.md, the data)
 RUNS, EPOCHS = 2, 10  # V1 and V2, 10 epochs each
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+  train ")  # train()'s summary line, logged as an epoch ends
 
