@@ -1,8 +1,11 @@
 """Batches from the decoded cache, and the one place a configuration becomes data.
 
 A batch is gathered from the memory-mapped arrays with one fancy index per array (no per-image
-Python work), handed over as uint8 tensors (pinned when the model is on a GPU) and converted to
-float only on the device, where it is cheap.
+Python work): the class maps, and the exact RGB of the few layouts with off-palette pixels. The
+training loader hands that over as uint8 tensors (pinned when the model is on a GPU); the RGB
+images are rebuilt from the class maps by a palette lookup and converted to float only on the
+device (``to_model_inputs``), where it is cheap. ``layouts[positions]`` gives the same batch with
+its RGB images rebuilt on the CPU, for code that reads images rather than trains on them.
 """
 
 from __future__ import annotations
@@ -23,9 +26,43 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
 from ..errors import LayoutReadError
+from ..palette import class_to_rgb
 from .cache import LayoutCache, build_cache
 from .manifest import Manifest, read_manifest, split_records
 from .synthetic import generate_layouts
+
+# The RGB colour of each class index (256 entries; IGNORE_INDEX and the unused ones black): a
+# palette-pure layout's image is this table looked up at its class map.
+_COLOURS = class_to_rgb(np.arange(256))
+_COLOURS_ON: dict[torch.device, torch.Tensor] = {}
+
+
+def rgb_from_class_maps(class_map: torch.Tensor, off_rows: torch.Tensor, off_rgb: torch.Tensor) -> torch.Tensor:
+    """(B, R, R, 3) uint8 RGB images on ``class_map``'s device: the palette colours of the class
+    maps, with the rows ``off_rows`` (positions in the batch) replaced by their exact RGB ``off_rgb``
+    (layouts with off-palette pixels, which the class map does not hold)."""
+    if class_map.device.type == "cpu":  # numpy gathers at uint8 indices: no int64 copy of the maps
+        rgb = torch.from_numpy(_COLOURS[class_map.numpy()])
+    else:
+        colours = _COLOURS_ON.get(class_map.device)
+        if colours is None:
+            colours = _COLOURS_ON.setdefault(class_map.device, torch.from_numpy(_COLOURS).to(class_map.device))
+        rgb = colours[class_map.long()]
+    if len(off_rows):
+        rgb[off_rows] = off_rgb.to(rgb.device)
+    return rgb
+
+
+class LayoutBatch(dict):
+    """A batch of ``CachedLayouts.stored`` whose ``"rgb"`` images are rebuilt from the class maps
+    (on the CPU) when first asked for: code that reads only the class maps never pays for them,
+    and ``to_model_inputs`` rebuilds them on its device instead."""
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        if key != "rgb":
+            raise KeyError(key)
+        rgb = self["rgb"] = rgb_from_class_maps(self["class_map"], self["off_palette_rows"], self["off_palette_rgb"])
+        return rgb
 
 
 class CachedLayouts(Dataset):
@@ -34,7 +71,7 @@ class CachedLayouts(Dataset):
     def __init__(self, cache: LayoutCache, indices: np.ndarray):
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
-        self._arrays: tuple[np.memmap, np.memmap] | None = None  # opened on first use
+        self._arrays: tuple[np.memmap, np.ndarray] | None = None  # opened on first use
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -43,17 +80,33 @@ class CachedLayouts(Dataset):
     def types(self) -> np.ndarray:
         return self.cache.labels[self.indices]
 
-    def __getitem__(self, positions) -> dict[str, torch.Tensor]:
+    @property
+    def hashes(self) -> np.ndarray:
+        """Each layout's ``palette.class_map_hash``: equal hashes, identical layouts."""
+        return self.cache.hashes[self.indices]
+
+    def stored(self, positions) -> dict[str, torch.Tensor]:
+        """A batch as the cache holds it: ``class_map`` (B, R, R) and ``label`` (B,), and
+        ``off_palette_rgb`` (K, R, R, 3), the exact RGB of the batch's rows ``off_palette_rows``
+        (K,); every other image is its class map in palette colours (``rgb_from_class_maps``)."""
         if self._arrays is None:
             self._arrays = self.cache.arrays()
-        rgb, class_map = self._arrays
+        class_map, exact = self._arrays
         # Sorted rows read the memory map front to back; order within a batch does not matter.
         rows = np.sort(self.indices[np.atleast_1d(np.asarray(positions))])
+        slots = self.cache.rgb_slot[rows]
+        off = np.flatnonzero(slots >= 0)
         return {
-            "rgb": torch.from_numpy(np.ascontiguousarray(rgb[rows])),
             "class_map": torch.from_numpy(np.ascontiguousarray(class_map[rows])),
             "label": torch.from_numpy(self.cache.labels[rows]),
+            "off_palette_rows": torch.from_numpy(off),
+            "off_palette_rgb": torch.from_numpy(np.ascontiguousarray(exact[slots[off]])),
         }
+
+    def __getitem__(self, positions) -> LayoutBatch:
+        """``rgb`` (B, R, R, 3) and ``class_map`` (B, R, R) uint8, ``label`` (B,) int64, on the CPU,
+        rows in the cache's order (the stored batch, its ``rgb`` rebuilt when first read)."""
+        return LayoutBatch(self.stored(positions))
 
 
 class EpochBatches(Sampler):
@@ -101,10 +154,18 @@ class EpochBatches(Sampler):
 def to_model_inputs(
     batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rgb float in [-1, 1] as NCHW, class_map int64, label int64) on ``device``."""
-    rgb = batch["rgb"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    """(rgb float in [-1, 1] as NCHW, class_map int64, label int64) on ``device``, from a batch
+    with its ``rgb`` images (``layouts[positions]``) or as stored (``layouts.stored``), whose
+    images are rebuilt on the device."""
+    class_map = batch["class_map"].to(device, non_blocking=True)
+    if "rgb" in batch:
+        rgb = batch["rgb"].to(device, non_blocking=True)
+    else:
+        off_rows = batch["off_palette_rows"].to(device, non_blocking=True)
+        rgb = rgb_from_class_maps(class_map, off_rows, batch["off_palette_rgb"].to(device, non_blocking=True))
+    rgb = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     rgb = rgb.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    class_map = batch["class_map"].to(device, non_blocking=True).long()
+    class_map = class_map.long()
     label = batch["label"].to(device, non_blocking=True)
     return rgb, class_map, label
 
@@ -200,7 +261,7 @@ class BatchLoader:
         return len(self.sampler)
 
     def _load(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = self.dataset[positions]
+        batch = self.dataset.stored(positions)  # images are rebuilt from class maps on the device
         return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
