@@ -11,6 +11,8 @@ its RGB images rebuilt on the CPU, for code that reads images rather than trains
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import itertools
 import os
@@ -28,7 +30,16 @@ from ..config import Config
 from ..errors import LayoutReadError
 from ..palette import class_to_rgb
 from .cache import LayoutCache, build_cache
-from .manifest import Manifest, read_manifest, split_records
+from .manifest import (
+    SIDE_NAMES,
+    SIDES,
+    SPLIT_SCHEME,
+    Manifest,
+    SplitFigures,
+    read_manifest,
+    split_figures,
+    split_records,
+)
 from .synthetic import generate_layouts
 
 # The RGB colour of each class index (256 entries; IGNORE_INDEX and the unused ones black): a
@@ -79,6 +90,12 @@ class CachedLayouts(Dataset):
     @property
     def types(self) -> np.ndarray:
         return self.cache.labels[self.indices]
+
+    @property
+    def groups(self) -> np.ndarray:
+        """int64 group id per layout: its scene joined with every scene sharing an identical
+        layout (the split's unit, and the cluster to resample when bootstrapping)."""
+        return self.cache.groups[self.indices]
 
     @property
     def hashes(self) -> np.ndarray:
@@ -172,30 +189,68 @@ def to_model_inputs(
 
 @dataclass
 class LayoutData:
+    """The manifest, its decoded cache, and its split into ``train`` (what the model fits),
+    ``val`` (per-epoch validation: best checkpoint, early stopping) and ``test`` (held out from
+    both, for the measures that compare runs)."""
+
     manifest: Manifest
     cache: LayoutCache
     train: CachedLayouts
     val: CachedLayouts
+    test: CachedLayouts
+    figures: SplitFigures  # the split's sizes and what it did with identical layouts
+
+    def sides(self) -> list[tuple[str, CachedLayouts]]:
+        return [("train", self.train), ("val", self.val), ("test", self.test)]
 
     def split_csv(self) -> str:
-        """The split as CSV text, ``layout_path, scene_id, type, split`` (paths as the manifest
-        spells them, relative to its folder): what each run trained and validated on."""
+        """The split as CSV text, ``layout_path, scene_id, type, split, group, hash`` (paths as the
+        manifest spells them, relative to its folder; split train, val or test; group the
+        ``CachedLayouts.groups`` id; hash the class-map hash): what each run trained, validated and
+        will be tested on."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(("layout_path", "scene_id", "type", "split"))
-        folder = self.manifest.path.resolve().parent
-        for side, layouts in (("train", self.train), ("val", self.val)):
+        writer.writerow(("layout_path", "scene_id", "type", "split", "group", "hash"))
+        for side, layouts in self.sides():
             for row in layouts.indices:
                 record = self.cache.records[row]
+                path = self._relative(record.path)
                 writer.writerow(
-                    (Path(os.path.relpath(record.path, folder)).as_posix(), record.scene_id, record.type, side)
+                    (path, record.scene_id, record.type, side, self.cache.groups[row], self.cache.hashes[row])
                 )
         return text.getvalue()
 
+    def _relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.manifest.path.resolve().parent)).as_posix()
+
+    def split_summary(self) -> dict:
+        """``split_summary.json``: the scheme, fractions and seed, the layouts and groups per side,
+        and the duplicate figures (``manifest.SplitFigures``)."""
+        return dataclasses.asdict(self.figures)
+
+    def split_state(self) -> dict:
+        """What a checkpoint records of the split, to refuse resuming under another: the scheme,
+        fractions, seed, and a digest of which layout is on which side (paths relative to the
+        manifest's folder, so a moved data set is the same split)."""
+        digest = hashlib.sha256()
+        for line in sorted(
+            f"{self._relative(self.cache.records[row].path)}\t{side}"
+            for side, layouts in self.sides()
+            for row in layouts.indices
+        ):
+            digest.update(line.encode() + b"\n")
+        return {
+            "scheme": SPLIT_SCHEME,
+            "val_fraction": self.figures.val_fraction,
+            "test_fraction": self.figures.test_fraction,
+            "split_seed": self.figures.split_seed,
+            "digest": digest.hexdigest(),
+        }
+
     def summary(self, root: str | Path | None = None, shown: int = 20) -> str:
-        """What was read, with what a user must see: the rows skipped and the off-palette pixels.
-        Paths under ``root`` (the output root) are shown relative to it."""
-        lines = [f"{self.manifest.summary(root)}; train {len(self.train)}, validation {len(self.val)}"]
+        """What was read, with what a user must see: the split and its duplicates, the rows skipped
+        and the off-palette pixels. Paths under ``root`` (the output root) are shown relative to it."""
+        lines = [self.manifest.summary(root), *self.figures.lines()]
         skipped = self.manifest.skipped + self.cache.skipped
         if skipped:
             lines.append(f"{len(skipped)} broken rows skipped (data.skip_broken: true):")
@@ -220,7 +275,7 @@ def manifest_path(cfg: Config, log=print) -> Path:
 
 
 def load_data(cfg: Config, log=print) -> LayoutData:
-    """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation split."""
+    """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation/test split."""
     path = manifest_path(cfg, log)
     manifest = read_manifest(path, drop_empty=cfg.data.drop_empty, skip_broken=cfg.data.skip_broken)
     cache = build_cache(
@@ -232,16 +287,26 @@ def load_data(cfg: Config, log=print) -> LayoutData:
             f"left out {len(cache.skipped)} images; set data.skip_broken: true to train without them)"
         )
     # Split the manifest, not the cache, so skipping a broken image never moves another image
-    # from one side of the split to the other.
-    train_records, val_records = split_records(manifest.records, cfg.data.val_fraction, cfg.data.split_seed)
+    # from one side of the split to the other (an unreadable image has no hash: it joins its
+    # scene's group only, which its scene's other layouts are in anyway).
     position = {r.path: i for i, r in enumerate(cache.records)}
-    train = CachedLayouts(cache, np.array([position[r.path] for r in train_records if r.path in position]))
-    val = CachedLayouts(cache, np.array([position[r.path] for r in val_records if r.path in position]))
-    if len(train) == 0 or len(val) == 0:
-        raise LayoutReadError(
-            f"{path}: no readable layouts left in the {'training' if len(train) == 0 else 'validation'} split"
-        )
-    return LayoutData(manifest, cache, train, val)
+    hashes = [cache.hashes[position[r.path]] if r.path in position else None for r in manifest.records]
+    split = split_records(
+        manifest.records, hashes, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, source=path
+    )
+    rows = np.array([position.get(r.path, -1) for r in manifest.records], dtype=np.int64)
+    sides = {}
+    for k, side in enumerate(SIDES):
+        chosen = rows[(split.sides == k) & (rows >= 0)]
+        if len(chosen) == 0:
+            raise LayoutReadError(f"{path}: no readable layouts left in the {SIDE_NAMES[side]} split")
+        sides[side] = CachedLayouts(cache, np.sort(chosen))
+    cache_sides = np.empty(len(cache), dtype=np.int64)
+    cache_sides[rows[rows >= 0]] = split.sides[rows >= 0]
+    figures = split_figures(
+        cache.hashes, cache.groups, cache_sides, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+    )
+    return LayoutData(manifest, cache, sides["train"], sides["val"], sides["test"], figures)
 
 
 class BatchLoader:

@@ -6,8 +6,8 @@ palette lookup when a batch is formed (``batches.rgb_from_class_maps``), bit for
 PNG. Only the layouts with off-palette pixels keep their exact RGB, in ``off_palette_rgb.u8``
 ((M, R, R, 3) uint8, one image per row listed in ``meta.json``'s ``rgb_rows``). At 512 x 512 that
 is 262 KB a layout instead of 1 MB. ``meta.json`` also holds the paths, labels, each image's
-share of off-palette pixels, its class-map hash (``palette.class_map_hash``: one definition
-of an identical layout) and the rows skipped as unreadable; ``off_palette.csv`` the images with
+share of off-palette pixels, its class-map hash (``palette.class_map_hash``: what the split and
+the probe call identical) and the rows skipped as unreadable; ``off_palette.csv`` the images with
 off-palette pixels, most first. The folder is keyed by the manifest's content, the resolution and
 ``CACHE_VERSION``, so any epoch after the first, and any later run on the same data, reads
 memory-mapped bytes: no PNG decoding and no colour matching on the training path; a cache of
@@ -36,7 +36,7 @@ from ..errors import LayoutReadError
 from ..files import LockHeldError, exclusive_lock, file_lock, write_text_atomic
 from ..outputs import shown_path
 from ..palette import class_map_hash, rgb_to_class
-from .manifest import LayoutRecord
+from .manifest import LayoutRecord, group_layouts
 
 CACHE_VERSION = 3  # 2: off_palette.csv; 3: RGB only for off-palette layouts, class-map hashes
 CLASS_MAPS = "class_map.u8"
@@ -106,6 +106,12 @@ class LayoutCache:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @cached_property
+    def groups(self) -> np.ndarray:
+        """int64 (N,): the split's group of each row (``manifest.group_layouts``): its scene,
+        joined with every scene holding an identical layout."""
+        return group_layouts(self.records, list(self.hashes))
 
     @cached_property
     def rgb_slot(self) -> np.ndarray:
