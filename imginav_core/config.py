@@ -48,7 +48,8 @@ class DataConfig:
     resolution: int
     synthetic_samples: int
     synthetic_seed: int
-    val_fraction: float
+    val_fraction: float  # of the layouts, for per-epoch validation (best checkpoint, early stopping)
+    test_fraction: float  # of the layouts, held out from training and validation, for the measures
     split_seed: int
     drop_empty: bool
     cache_dir: str  # "" = OUTPUT_ROOT/cache
@@ -247,8 +248,15 @@ def _validate(cfg: Config) -> None:
             "training.early_stopping.patience" if cfg.training.early_stopping.patience < 0 else "data.num_workers",
             "must be >= 0",
         )
-    if not 0.0 < cfg.data.val_fraction < 1.0:
-        fail("data.val_fraction", "must be strictly between 0 and 1")
+    for key in ("data.val_fraction", "data.test_fraction"):
+        if not 0.0 < cfg.get(key) < 1.0:
+            fail(key, "must be strictly between 0 and 1")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        fail(
+            "data.test_fraction",
+            f"data.val_fraction + data.test_fraction must be below 1 (val_fraction is {cfg.data.val_fraction}), "
+            "or nothing is left to train on",
+        )
 
 
 class _Loader(yaml.SafeLoader):

@@ -8,7 +8,8 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       experiments/NAME/NAME_metrics.csv      one row per epoch
       experiments/NAME/last.pt, best.pt      checkpoints (resume from last, analyse best)
       experiments/NAME/config.yaml           the configuration the run used
-      experiments/NAME/split.csv             its train/validation split, by scene
+      experiments/NAME/split.csv             its train/val/test split, by group (scene + identical layouts)
+      experiments/NAME/split_summary.json    the split's sizes and duplicate figures
       experiments/NAME/provenance.json       commit, versions, device and precision of each (re)start
       experiments/.NAME.lock                 held while a process trains NAME
       PHASE/NAME_metrics.csv                 copy of each run's metrics, side by side
@@ -70,8 +71,13 @@ class Outputs:
         return self.run_dir(name) / "provenance.json"
 
     def split_csv(self, name: str) -> Path:
-        """Which layouts run NAME trained and validated on (layout_path, scene_id, type, split)."""
+        """Which layouts run NAME trained, validated and is tested on
+        (layout_path, scene_id, type, split, group, hash)."""
         return self.run_dir(name) / "split.csv"
+
+    def split_summary(self, name: str) -> Path:
+        """Run NAME's split in figures: layouts and groups per side, identical layouts, duplicate rate."""
+        return self.run_dir(name) / "split_summary.json"
 
     def run_lock(self, name: str) -> Path:
         """Beside the run folder, not in it: held before the folder exists."""

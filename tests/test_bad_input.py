@@ -189,3 +189,21 @@ def test_grey_and_palette_pngs_decode_to_the_same_classes_as_rgb(tmp_path):
     Image.fromarray(grey, mode="L").convert("LA").save(tmp_path / "grey_alpha.png")
     _, class_map, unknown = load_layout(tmp_path / "grey_alpha.png", 8)
     assert unknown == 0 and set(np.unique(class_map)) == {WALL, BACKGROUND}
+
+
+@pytest.mark.parametrize(
+    "houses,found",
+    [(["a", "a", "b", "b"], 2), (["a", "b", "c", "d"], 1)],
+    ids=["two scenes", "four scenes, one identical layout in all"],
+)
+def test_too_few_groups_to_split_name_the_manifest(tmp_path, houses, found):
+    """A split into train, validation and test needs three groups; identical layouts under
+    different scenes make one group of them (the second case: every scene holds the same image)."""
+    for i in range(len(houses)):
+        Image.fromarray(_palette_image(seed=i if found > 1 else 0)).save(tmp_path / f"{i}.png")
+    manifest = tmp_path / "layouts.csv"
+    manifest.write_text(MANIFEST_HEADER + "".join(f"{h},room,{i},{i}.png,false\n" for i, h in enumerate(houses)))
+    cfg = small_config(V1, tmp_path / "out", **TINY_MODEL, **{"data.manifest": str(manifest), "data.resolution": 16})
+    with pytest.raises(ManifestError, match=rf"layouts.csv: the 4 layouts form {found} group\(s\).*at least 3 groups"):
+        train(cfg, log=lambda _: None)
+    assert not run_dir(cfg).exists()

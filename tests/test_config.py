@@ -4,6 +4,7 @@ from helpers import ROOT, V1, V2
 
 from imginav_core import ConfigError, load_config
 from imginav_core.__main__ import parse_overrides
+from imginav_core.config import config_from_dict
 
 
 def test_experiments_inherit_the_architecture_and_set_only_what_they_vary():
@@ -97,3 +98,17 @@ def test_a_kl_weight_on_a_deterministic_encoder_is_an_error():
         load_config(V1, parse_overrides(["loss.kld=1e-3"]))
     assert load_config(V2, parse_overrides(["loss.kld=1e-3"])).loss.kld == 1e-3
     assert load_config(V1, {"model.variational": True, "loss.kld": 1e-3}).model.variational
+
+
+def test_the_split_fractions_default_to_70_10_20_and_must_leave_layouts_to_train_on():
+    data = load_config(V1).data
+    assert (data.val_fraction, data.test_fraction, data.split_seed) == (0.1, 0.2, 42)
+    assert load_config(V2, {"data.test_fraction": 0.25}).data.test_fraction == 0.25
+    with pytest.raises(ConfigError, match=r"'data.test_fraction' = 0.0: must be strictly between 0 and 1"):
+        load_config(V1, {"data.test_fraction": 0.0})
+    with pytest.raises(ConfigError, match=r"'data.test_fraction' = 0.5: data.val_fraction \+ data.test_fraction"):
+        load_config(V1, {"data.val_fraction": 0.5, "data.test_fraction": 0.5})
+    with pytest.raises(ConfigError, match=r"missing config key 'data.test_fraction'"):
+        values = load_config(V1).to_dict()
+        del values["data"]["test_fraction"]
+        config_from_dict(values)

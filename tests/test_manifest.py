@@ -1,10 +1,24 @@
+import csv
+import io
 import shutil
 
+import numpy as np
 import pytest
-from helpers import MANIFEST_HEADER
+from helpers import MANIFEST_HEADER, V1, small_config
+from PIL import Image
 
-from imginav_core.data.manifest import read_manifest, split_records
+from imginav_core.data.batches import load_data
+from imginav_core.data.manifest import (
+    SIDES,
+    assign_sides,
+    group_layouts,
+    read_manifest,
+    side_targets,
+    split_figures,
+    split_records,
+)
 from imginav_core.errors import ManifestError
+from imginav_core.palette import PALETTE
 
 
 def _write(folder, text, name="layouts.csv"):
@@ -64,21 +78,30 @@ def test_duplicate_rows_are_dropped_and_conflicting_ones_refused(tmp_path):
         read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,scene,1,a.png,false\n"))
 
 
-def test_split_is_deterministic_disjoint_and_80_20(synthetic_manifest, tmp_path):
+def _sides(split):
+    return {side: split.side(side) for side in SIDES}
+
+
+def test_split_is_deterministic_disjoint_and_70_10_20(synthetic_manifest, tmp_path):
     records = read_manifest(synthetic_manifest).records
-    train, val = split_records(records, 0.2, 42)
-    again_train, again_val = split_records(records, 0.2, 42)
-    assert [r.path for r in train] == [r.path for r in again_train]
-    assert {r.path for r in train}.isdisjoint(r.path for r in val)
-    assert len(train) + len(val) == len(records)
-    assert len(val) == round(0.2 * len(records))
-    other_train, _ = split_records(records, 0.2, 7)
-    assert [r.path for r in other_train] != [r.path for r in train]
+    split = split_records(records, None, 0.1, 0.2, 42)
+    sides = _sides(split)
+    assert [r.path for r in sides["train"]] == [
+        r.path for r in _sides(split_records(records, None, 0.1, 0.2, 42))["train"]
+    ]
+    assert sum(map(len, sides.values())) == len(records)
+    assert len({r.path for side in sides.values() for r in side}) == len(records)  # each layout on one side
+    largest = max(np.bincount(split.groups))
+    for side, fraction in (("val", 0.1), ("test", 0.2)):
+        assert abs(len(sides[side]) - fraction * len(records)) < 2 * largest, side
+    assert [r.path for r in _sides(split_records(records, None, 0.1, 0.2, 7))["train"]] != [
+        r.path for r in sides["train"]
+    ]
     # the split follows the manifest's content, not where the folder lives
     copy = tmp_path / "moved"
     shutil.copytree(synthetic_manifest.parent, copy)
-    moved_train, _ = split_records(read_manifest(copy / "layouts.csv").records, 0.2, 42)
-    assert [r.path.name for r in moved_train] == [r.path.name for r in train]
+    moved = _sides(split_records(read_manifest(copy / "layouts.csv").records, None, 0.1, 0.2, 42))
+    assert {s: [r.path.name for r in moved[s]] for s in SIDES} == {s: [r.path.name for r in sides[s]] for s in SIDES}
 
 
 def _houses(folder, houses=30, seed=0):
@@ -98,24 +121,174 @@ def test_the_split_never_separates_a_scene_from_its_rooms_and_is_deterministic(t
     rows = _houses(tmp_path)
     records = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(rows))).records
     for seed in range(20):
-        train, val = split_records(records, 0.2, seed)
-        train_houses, val_houses = {r.scene_id for r in train}, {r.scene_id for r in val}
-        assert train_houses.isdisjoint(val_houses), seed
-        assert len(train) + len(val) == len(records) and train and val
-        assert abs(len(val) - 0.2 * len(records)) <= 6  # whole houses: within one house of 20 %
+        sides = _sides(split_records(records, None, 0.1, 0.2, seed))
+        houses = {side: {r.scene_id for r in members} for side, members in sides.items()}
+        assert not (
+            houses["train"] & houses["val"] or houses["train"] & houses["test"] or houses["val"] & houses["test"]
+        )
+        assert sum(map(len, sides.values())) == len(records) and all(sides.values()), seed
+        # whole houses of at most 6 layouts: within two houses of the fractions
+        assert abs(len(sides["val"]) - 0.1 * len(records)) < 12 and abs(len(sides["test"]) - 0.2 * len(records)) < 12
     # the same seed gives the same split, whatever the order of the rows
     reordered = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(reversed(rows)), "reversed.csv")).records
-    assert {r.path.name for r in split_records(reordered, 0.2, 42)[1]} == {
-        r.path.name for r in split_records(records, 0.2, 42)[1]
-    }
-    assert {r.path.name for r in split_records(records, 0.2, 7)[1]} != {
-        r.path.name for r in split_records(records, 0.2, 42)[1]
+    for side in SIDES:
+        assert {r.path.name for r in split_records(reordered, None, 0.1, 0.2, 42).side(side)} == {
+            r.path.name for r in split_records(records, None, 0.1, 0.2, 42).side(side)
+        }
+    assert {r.path.name for r in split_records(records, None, 0.1, 0.2, 7).side("test")} != {
+        r.path.name for r in split_records(records, None, 0.1, 0.2, 42).side("test")
     }
 
 
-def test_one_house_cannot_be_split_by_scene(tmp_path):
-    records = read_manifest(
-        _write(tmp_path, MANIFEST_HEADER + "h,scene,scene,a.png,false\nh,room,1,b.png,false\n")
-    ).records
-    with pytest.raises(ManifestError, match="needs at least 2 scenes"):
-        split_records(records, 0.2, 42)
+def test_identical_layouts_join_their_scenes_in_one_group_whatever_the_row_order(tmp_path):
+    """Scenes a and b share a layout, b and c another: a, b and c are one group (a chain);
+    d is alone, and a layout repeated within d changes nothing."""
+    rows = [
+        ("a", "scene", "a.png", "H1"),
+        ("a", "room", "a1.png", "H2"),
+        ("b", "scene", "b.png", "H2"),  # identical to a's room
+        ("b", "room", "b1.png", "H3"),
+        ("c", "room", "c1.png", "H3"),  # identical to b's room
+        ("d", "scene", "d.png", "H4"),
+        ("d", "room", "d1.png", "H4"),
+        ("e", "room", "e1.png", None),  # unreadable: no hash, its scene's group only
+    ]
+    text = "".join(f"{scene},{kind},{i},{name},false\n" for i, (scene, kind, name, _) in enumerate(rows))
+    records = read_manifest(_write(tmp_path, MANIFEST_HEADER + text)).records
+    groups = group_layouts(records, [h for *_, h in rows])
+    assert groups.tolist() == [0, 0, 0, 0, 0, 1, 1, 2]  # numbered by smallest scene: a, d, e
+    reordered = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(reversed(text.splitlines(True))), "r.csv"))
+    by_name = dict(
+        zip((r.path.name for r in reordered.records), group_layouts(reordered.records, [h for *_, h in reversed(rows)]))
+    )
+    assert [by_name[r.path.name] for r in records] == groups.tolist()
+    # without the hashes the split would see 5 groups: a, b and c could land on three sides
+    assert group_layouts(records, [None] * len(records)).tolist() == [0, 0, 1, 1, 2, 3, 3, 4]
+
+
+def test_identical_layouts_under_other_scenes_never_straddle_the_split(tmp_path):
+    """The leak a scene-only split lets through: 20 layouts copied under new scene ids. Grouped by
+    scene alone, some copies land on another side than their originals; grouped with their hashes
+    (as the cache gives them) none do, for any seed."""
+    rows = _houses(tmp_path, houses=60)
+    originals = rows[1::3][:20]  # 20 layouts of different houses (rows 1, 4, 7, ...)
+    copies = [f"copy{k:02d},room,1,{line.split(',')[3]},false\n" for k, line in enumerate(originals)]
+    # a copy is another image file with the same content: give it its own path
+    copies = [line.replace(".png", f"_copy{k}.png") for k, line in enumerate(copies)]
+    records = read_manifest(_write(tmp_path, MANIFEST_HEADER + "".join(rows + copies))).records
+    content = {r.path.name: r.path.name.split("_copy")[0].removesuffix(".png") for r in records}
+    hashes = [content[r.path.name] for r in records]  # the copy has its original's hash
+    straddling = {"by scene": 0, "by group": 0}
+    for seed in range(10):
+        for name, given in (("by scene", None), ("by group", hashes)):
+            split = split_records(records, given, 0.1, 0.2, seed)
+            side_of = {}
+            for record, side in zip(records, split.sides):
+                side_of.setdefault(content[record.path.name], set()).add(int(side))
+            straddling[name] += sum(len(s) > 1 for s in side_of.values())
+    assert straddling["by scene"] > 0  # the case fools a split by scene
+    assert straddling["by group"] == 0
+
+
+def test_a_few_groups_still_fill_every_side_and_too_few_are_named(tmp_path):
+    # one big house and two one-layout houses: each side gets one, whatever the seed
+    rows = [f"big,room,{i},big{i}.png,false\n" for i in range(30)] + [
+        "s1,room,1,a.png,false\n",
+        "s2,room,1,b.png,false\n",
+    ]
+    path = _write(tmp_path, MANIFEST_HEADER + "".join(rows))
+    records = read_manifest(path).records
+    for seed in range(10):
+        assert all(split_records(records, None, 0.1, 0.2, seed).side(side) for side in SIDES), seed
+    # the two small houses hold the same layout: two groups left, too few, and the message says why
+    hashes = [f"big{i}" for i in range(30)] + ["same", "same"]
+    with pytest.raises(
+        ManifestError, match=r"layouts.csv: the 32 layouts form 2 group\(s\) .*identical layout.*at least 3"
+    ):
+        split_records(records, hashes, 0.1, 0.2, 42, source=path)
+
+
+def test_sides_stay_within_a_group_of_their_targets():
+    """Random group sizes and seeds: every group on one side, no side empty, no side past its
+    target by a whole group, none further from it than twice the largest group."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        count = int(rng.integers(3, 40))
+        sizes = rng.integers(1, 8, size=count) ** rng.integers(1, 3)  # now and then a few big groups
+        groups = np.repeat(np.arange(count), sizes)
+        sides = assign_sides(groups, 0.1, 0.2, trial)
+        assert len({(g, s) for g, s in zip(groups.tolist(), sides.tolist())}) == count, trial  # one side per group
+        counts = np.bincount(sides, minlength=3)
+        targets = side_targets(len(groups), 0.1, 0.2)
+        assert (counts > 0).all(), trial
+        assert (counts - targets < sizes.max()).all() and (targets - counts < 2 * sizes.max()).all(), trial
+
+
+def test_split_figures_count_identical_layouts_and_their_sides():
+    hashes = ["a", "a", "a", "b", "b", "c", "d"]
+    groups = np.array([0, 0, 0, 1, 1, 2, 3])
+    sides = np.array([0, 0, 0, 2, 2, 1, 0])
+    figures = split_figures(hashes, groups, sides, 0.1, 0.2, 42)
+    assert (figures.identical_layouts, figures.layouts_with_twin, figures.identical_sets) == (3, 5, 2)
+    assert figures.duplicate_rate == pytest.approx(5 / 7) and figures.identical_across_sides == 0
+    assert figures.layouts == {"train": 4, "val": 1, "test": 2} and figures.groups == 4 and figures.largest_group == 3
+    leaky = split_figures(hashes, np.arange(7), np.array([0, 1, 0, 2, 2, 1, 0]), 0.1, 0.2, 42)
+    assert leaky.identical_across_sides == 1  # "a" on train and val
+    assert "identical layouts on two sides: 1" in "\n".join(leaky.lines())
+
+
+def _palette_png(path, seed, size=16):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(PALETTE[rng.integers(0, 10, size=(size, size))]).save(path)
+
+
+def test_copies_under_new_scenes_land_with_their_originals_and_are_counted(tmp_path):
+    """The held-out case: 60 houses, then 20 of their layouts copied (other files, same pixels)
+    under new scene ids. Through the cache: every copy shares its original's hash and group,
+    no hash and no group is on two sides, and the log and split_summary give the figures."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    lines = _houses(folder, houses=60)
+    for seed, line in enumerate(lines):
+        _palette_png(folder / line.split(",")[3], seed)
+    originals = [line.split(",")[3] for line in lines[1::3][:20]]
+    for k, name in enumerate(originals):
+        shutil.copy(folder / name, folder / f"copy{k}.png")
+    copies = [f"copy{k:02d},room,1,copy{k}.png,false\n" for k in range(20)]
+    path = _write(folder, MANIFEST_HEADER + "".join(lines + copies))
+    cfg = small_config(V1, tmp_path / "out", **{"data.manifest": str(path), "data.resolution": 16})
+    log = []
+    data = load_data(cfg, log.append)
+
+    layouts = len(lines) + 20
+    assert sum(len(side) for _, side in data.sides()) == layouts
+    row = {r.path.name: i for i, r in enumerate(data.cache.records)}
+    for k, name in enumerate(originals):
+        original, copy = row[name], row[f"copy{k}.png"]
+        assert data.cache.hashes[original] == data.cache.hashes[copy]
+        assert data.cache.groups[original] == data.cache.groups[copy]
+    side_of_hash, side_of_group = {}, {}
+    for side, members in data.sides():
+        for h, g in zip(members.hashes, members.groups):
+            side_of_hash.setdefault(h, set()).add(side)
+            side_of_group.setdefault(int(g), set()).add(side)
+    assert all(len(s) == 1 for s in side_of_hash.values()) and all(len(s) == 1 for s in side_of_group.values())
+    assert len(data.test) > len(data.val) > 0
+
+    figures = data.split_summary()
+    assert (figures["identical_layouts"], figures["layouts_with_twin"], figures["identical_sets"]) == (20, 40, 20)
+    assert figures["duplicate_rate"] == pytest.approx(40 / layouts) and figures["identical_across_sides"] == 0
+    assert figures["groups"] == 60 and sum(figures["layouts"].values()) == layouts
+    assert figures["layouts"] == {side: len(members) for side, members in data.sides()}
+    summary = data.summary()
+    assert f"20 identical layouts (copies of another layout; 40 layouts, {40 / layouts:.1%}" in summary
+    assert "identical layouts on two sides: 0" in summary
+    # split.csv: one row per layout, its side, group and hash, as the manifest spells its path
+    table = list(csv.DictReader(io.StringIO(data.split_csv())))
+    assert list(table[0]) == ["layout_path", "scene_id", "type", "split", "group", "hash"]
+    assert sorted(r["layout_path"] for r in table) == sorted(line.split(",")[3] for line in lines + copies)
+    assert {r["split"] for r in table} == set(SIDES)
+    by_hash = {}
+    for r in table:
+        by_hash.setdefault(r["hash"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_hash.values())

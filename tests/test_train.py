@@ -2,17 +2,19 @@ import csv
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from helpers import PHASE, V1, V2, metrics_rows, run_dir, small_config
+from helpers import PHASE, TINY_MODEL, V1, V2, metrics_rows, run_dir, small_config
 from PIL import Image
 
 from imginav_core import train
-from imginav_core.errors import LayoutReadError, ManifestError
+from imginav_core.errors import LayoutReadError, ManifestError, ResumeError
+from imginav_core.palette import PALETTE
 from imginav_core.runtime import setup_runtime
-from imginav_core.training.checkpoints import load_checkpoint, load_model
+from imginav_core.training.checkpoints import load_checkpoint, load_model, save_checkpoint
 
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
@@ -61,8 +63,15 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     with open(manifest, newline="") as handle:
         listed = {row["layout_path"] for row in csv.DictReader(handle) if row["is_empty"] == "false"}
     assert {row["layout_path"] for row in split} == listed
-    sides = {side: {row["scene_id"] for row in split if row["split"] == side} for side in ("train", "val")}
-    assert sides["train"] and sides["val"] and sides["train"].isdisjoint(sides["val"])
+    assert list(split[0]) == ["layout_path", "scene_id", "type", "split", "group", "hash"]
+    for key in ("scene_id", "group", "hash"):  # a scene, a group, an identical layout: one side each
+        sides = {side: {row[key] for row in split if row["split"] == side} for side in ("train", "val", "test")}
+        assert all(sides.values()) and not (sides["train"] & sides["val"] or sides["train"] & sides["test"]), key
+        assert sides["val"].isdisjoint(sides["test"]), key
+    summary = json.loads((run_dir / "split_summary.json").read_text())
+    assert summary["layouts"] == {side: sum(row["split"] == side for row in split) for side in ("train", "val", "test")}
+    assert summary["identical_across_sides"] == 0 and summary["groups"] == len({row["group"] for row in split})
+    assert (summary["val_fraction"], summary["test_fraction"], summary["split_seed"]) == (0.1, 0.2, 42)
     # what produced the run
     (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]
     assert session["torch"] == torch.__version__ and session["precision"] in ("fp32", "bf16")
@@ -166,3 +175,57 @@ def test_both_queues_get_the_same_precision_by_default(monkeypatch, bf16_card):
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_card)
     assert auto_precision(cuda=True) == "fp16"
+
+
+def _palette_manifest(folder, houses):
+    """A house (scene_id) per layout, each a random 16 x 16 palette image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for h in range(houses):
+        Image.fromarray(PALETTE[rng.integers(0, 10, size=(16, 16))]).save(folder / f"h{h}.png")
+    return _manifest(folder, [f"house{h},room,{h},h{h}.png,false\n" for h in range(houses)])
+
+
+def test_resuming_under_another_split_is_refused_and_says_what_to_do(tmp_path, one_thread):
+    manifest = _palette_manifest(tmp_path / "data", 20)
+    settings = {**TINY_MODEL, "data.manifest": str(manifest), "data.resolution": 16}
+    cfg = small_config(V1, tmp_path / "out", **settings)
+    train(cfg, log=lambda _: None)
+    more = {**settings, "training.epochs": 2}
+    last = run_dir(cfg) / "last.pt"
+    assert load_checkpoint(last)["split"]["test_fraction"] == 0.2
+
+    with pytest.raises(
+        ResumeError,
+        match=r"another split of the data \(.*test_fraction 0.2, .*\) than this run's "
+        r"\(.*test_fraction 0.25.*delete the run folder",
+    ):
+        train(small_config(V1, tmp_path / "out", **more, **{"data.test_fraction": 0.25}), log=lambda _: None)
+
+    # a checkpoint of the earlier scheme: train/validation by scene, 80/20, no split recorded
+    payload = load_checkpoint(last)
+    del payload["split"], payload["config"]["data"]["test_fraction"]
+    payload["config"]["data"]["val_fraction"] = 0.2
+    save_checkpoint(last, {k: v for k, v in payload.items() if k != "format"})
+    with pytest.raises(ResumeError, match=r"train/validation by scene, val_fraction 0.2, split_seed 42, no test split"):
+        train(small_config(V1, tmp_path / "out", **more), log=lambda _: None)
+
+
+def test_resuming_after_the_manifest_changed_is_refused(tmp_path, one_thread):
+    manifest = _palette_manifest(tmp_path / "data", 20)
+    settings = {**TINY_MODEL, "data.manifest": str(manifest), "data.resolution": 16}
+    train(small_config(V1, tmp_path / "out", **settings), log=lambda _: None)
+    _palette_manifest(tmp_path / "data", 24)  # four houses more: other layouts on each side
+    with pytest.raises(
+        ResumeError, match=r"same split scheme but other layouts on its sides: the manifest's layouts changed"
+    ):
+        train(small_config(V1, tmp_path / "out", **settings, **{"training.epochs": 2}), log=lambda _: None)
+    # the same layouts in another order, in a moved folder: the same split, resumed
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    _palette_manifest(tmp_path / "moved", 20)
+    lines = (tmp_path / "moved" / "layouts.csv").read_text().splitlines(True)
+    (tmp_path / "moved" / "layouts.csv").write_text(lines[0] + "".join(reversed(lines[1:])))
+    moved = {**settings, "data.manifest": str(tmp_path / "moved" / "layouts.csv"), "training.epochs": 2}
+    messages = []
+    train(small_config(V1, tmp_path / "out", **moved), log=messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)

@@ -1,13 +1,18 @@
 """Batches from the decoded cache, and the one place a configuration becomes data.
 
 A batch is gathered from the memory-mapped arrays with one fancy index per array (no per-image
-Python work), handed over as uint8 tensors (pinned when the model is on a GPU) and converted to
-float only on the device, where it is cheap.
+Python work): the class maps, and the exact RGB of the few layouts with off-palette pixels. The
+training loader hands that over as uint8 tensors (pinned when the model is on a GPU); the RGB
+images are rebuilt from the class maps by a palette lookup and converted to float only on the
+device (``to_model_inputs``), where it is cheap. ``layouts[positions]`` gives the same batch with
+its RGB images rebuilt on the CPU, for code that reads images rather than trains on them.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import itertools
 import os
@@ -23,9 +28,52 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
 from ..errors import LayoutReadError
+from ..palette import class_to_rgb
 from .cache import LayoutCache, build_cache
-from .manifest import Manifest, read_manifest, split_records
+from .manifest import (
+    SIDE_NAMES,
+    SIDES,
+    SPLIT_SCHEME,
+    Manifest,
+    SplitFigures,
+    read_manifest,
+    split_figures,
+    split_records,
+)
 from .synthetic import generate_layouts
+
+# The RGB colour of each class index (256 entries; IGNORE_INDEX and the unused ones black): a
+# palette-pure layout's image is this table looked up at its class map.
+_COLOURS = class_to_rgb(np.arange(256))
+_COLOURS_ON: dict[torch.device, torch.Tensor] = {}
+
+
+def rgb_from_class_maps(class_map: torch.Tensor, off_rows: torch.Tensor, off_rgb: torch.Tensor) -> torch.Tensor:
+    """(B, R, R, 3) uint8 RGB images on ``class_map``'s device: the palette colours of the class
+    maps, with the rows ``off_rows`` (positions in the batch) replaced by their exact RGB ``off_rgb``
+    (layouts with off-palette pixels, which the class map does not hold)."""
+    if class_map.device.type == "cpu":  # numpy gathers at uint8 indices: no int64 copy of the maps
+        rgb = torch.from_numpy(_COLOURS[class_map.numpy()])
+    else:
+        colours = _COLOURS_ON.get(class_map.device)
+        if colours is None:
+            colours = _COLOURS_ON.setdefault(class_map.device, torch.from_numpy(_COLOURS).to(class_map.device))
+        rgb = colours[class_map.long()]
+    if len(off_rows):
+        rgb[off_rows] = off_rgb.to(rgb.device)
+    return rgb
+
+
+class LayoutBatch(dict):
+    """A batch of ``CachedLayouts.stored`` whose ``"rgb"`` images are rebuilt from the class maps
+    (on the CPU) when first asked for: code that reads only the class maps never pays for them,
+    and ``to_model_inputs`` rebuilds them on its device instead."""
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        if key != "rgb":
+            raise KeyError(key)
+        rgb = self["rgb"] = rgb_from_class_maps(self["class_map"], self["off_palette_rows"], self["off_palette_rgb"])
+        return rgb
 
 
 class CachedLayouts(Dataset):
@@ -34,7 +82,7 @@ class CachedLayouts(Dataset):
     def __init__(self, cache: LayoutCache, indices: np.ndarray):
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
-        self._arrays: tuple[np.memmap, np.memmap] | None = None  # opened on first use
+        self._arrays: tuple[np.memmap, np.ndarray] | None = None  # opened on first use
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -43,17 +91,39 @@ class CachedLayouts(Dataset):
     def types(self) -> np.ndarray:
         return self.cache.labels[self.indices]
 
-    def __getitem__(self, positions) -> dict[str, torch.Tensor]:
+    @property
+    def groups(self) -> np.ndarray:
+        """int64 group id per layout: its scene joined with every scene sharing an identical
+        layout (the split's unit, and the cluster to resample when bootstrapping)."""
+        return self.cache.groups[self.indices]
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """Each layout's ``palette.class_map_hash``: equal hashes, identical layouts."""
+        return self.cache.hashes[self.indices]
+
+    def stored(self, positions) -> dict[str, torch.Tensor]:
+        """A batch as the cache holds it: ``class_map`` (B, R, R) and ``label`` (B,), and
+        ``off_palette_rgb`` (K, R, R, 3), the exact RGB of the batch's rows ``off_palette_rows``
+        (K,); every other image is its class map in palette colours (``rgb_from_class_maps``)."""
         if self._arrays is None:
             self._arrays = self.cache.arrays()
-        rgb, class_map = self._arrays
+        class_map, exact = self._arrays
         # Sorted rows read the memory map front to back; order within a batch does not matter.
         rows = np.sort(self.indices[np.atleast_1d(np.asarray(positions))])
+        slots = self.cache.rgb_slot[rows]
+        off = np.flatnonzero(slots >= 0)
         return {
-            "rgb": torch.from_numpy(np.ascontiguousarray(rgb[rows])),
             "class_map": torch.from_numpy(np.ascontiguousarray(class_map[rows])),
             "label": torch.from_numpy(self.cache.labels[rows]),
+            "off_palette_rows": torch.from_numpy(off),
+            "off_palette_rgb": torch.from_numpy(np.ascontiguousarray(exact[slots[off]])),
         }
+
+    def __getitem__(self, positions) -> LayoutBatch:
+        """``rgb`` (B, R, R, 3) and ``class_map`` (B, R, R) uint8, ``label`` (B,) int64, on the CPU,
+        rows in the cache's order (the stored batch, its ``rgb`` rebuilt when first read)."""
+        return LayoutBatch(self.stored(positions))
 
 
 class EpochBatches(Sampler):
@@ -101,40 +171,86 @@ class EpochBatches(Sampler):
 def to_model_inputs(
     batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rgb float in [-1, 1] as NCHW, class_map int64, label int64) on ``device``."""
-    rgb = batch["rgb"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    """(rgb float in [-1, 1] as NCHW, class_map int64, label int64) on ``device``, from a batch
+    with its ``rgb`` images (``layouts[positions]``) or as stored (``layouts.stored``), whose
+    images are rebuilt on the device."""
+    class_map = batch["class_map"].to(device, non_blocking=True)
+    if "rgb" in batch:
+        rgb = batch["rgb"].to(device, non_blocking=True)
+    else:
+        off_rows = batch["off_palette_rows"].to(device, non_blocking=True)
+        rgb = rgb_from_class_maps(class_map, off_rows, batch["off_palette_rgb"].to(device, non_blocking=True))
+    rgb = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     rgb = rgb.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    class_map = batch["class_map"].to(device, non_blocking=True).long()
+    class_map = class_map.long()
     label = batch["label"].to(device, non_blocking=True)
     return rgb, class_map, label
 
 
 @dataclass
 class LayoutData:
+    """The manifest, its decoded cache, and its split into ``train`` (what the model fits),
+    ``val`` (per-epoch validation: best checkpoint, early stopping) and ``test`` (held out from
+    both, for the measures that compare runs)."""
+
     manifest: Manifest
     cache: LayoutCache
     train: CachedLayouts
     val: CachedLayouts
+    test: CachedLayouts
+    figures: SplitFigures  # the split's sizes and what it did with identical layouts
+
+    def sides(self) -> list[tuple[str, CachedLayouts]]:
+        return [("train", self.train), ("val", self.val), ("test", self.test)]
 
     def split_csv(self) -> str:
-        """The split as CSV text, ``layout_path, scene_id, type, split`` (paths as the manifest
-        spells them, relative to its folder): what each run trained and validated on."""
+        """The split as CSV text, ``layout_path, scene_id, type, split, group, hash`` (paths as the
+        manifest spells them, relative to its folder; split train, val or test; group the
+        ``CachedLayouts.groups`` id; hash the class-map hash): what each run trained, validated and
+        will be tested on."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(("layout_path", "scene_id", "type", "split"))
-        folder = self.manifest.path.resolve().parent
-        for side, layouts in (("train", self.train), ("val", self.val)):
+        writer.writerow(("layout_path", "scene_id", "type", "split", "group", "hash"))
+        for side, layouts in self.sides():
             for row in layouts.indices:
                 record = self.cache.records[row]
+                path = self._relative(record.path)
                 writer.writerow(
-                    (Path(os.path.relpath(record.path, folder)).as_posix(), record.scene_id, record.type, side)
+                    (path, record.scene_id, record.type, side, self.cache.groups[row], self.cache.hashes[row])
                 )
         return text.getvalue()
 
+    def _relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.manifest.path.resolve().parent)).as_posix()
+
+    def split_summary(self) -> dict:
+        """``split_summary.json``: the scheme, fractions and seed, the layouts and groups per side,
+        and the duplicate figures (``manifest.SplitFigures``)."""
+        return dataclasses.asdict(self.figures)
+
+    def split_state(self) -> dict:
+        """What a checkpoint records of the split, to refuse resuming under another: the scheme,
+        fractions, seed, and a digest of which layout is on which side (paths relative to the
+        manifest's folder, so a moved data set is the same split)."""
+        digest = hashlib.sha256()
+        for line in sorted(
+            f"{self._relative(self.cache.records[row].path)}\t{side}"
+            for side, layouts in self.sides()
+            for row in layouts.indices
+        ):
+            digest.update(line.encode() + b"\n")
+        return {
+            "scheme": SPLIT_SCHEME,
+            "val_fraction": self.figures.val_fraction,
+            "test_fraction": self.figures.test_fraction,
+            "split_seed": self.figures.split_seed,
+            "digest": digest.hexdigest(),
+        }
+
     def summary(self, root: str | Path | None = None, shown: int = 20) -> str:
-        """What was read, with what a user must see: the rows skipped and the off-palette pixels.
-        Paths under ``root`` (the output root) are shown relative to it."""
-        lines = [f"{self.manifest.summary(root)}; train {len(self.train)}, validation {len(self.val)}"]
+        """What was read, with what a user must see: the split and its duplicates, the rows skipped
+        and the off-palette pixels. Paths under ``root`` (the output root) are shown relative to it."""
+        lines = [self.manifest.summary(root), *self.figures.lines()]
         skipped = self.manifest.skipped + self.cache.skipped
         if skipped:
             lines.append(f"{len(skipped)} broken rows skipped (data.skip_broken: true):")
@@ -159,7 +275,7 @@ def manifest_path(cfg: Config, log=print) -> Path:
 
 
 def load_data(cfg: Config, log=print) -> LayoutData:
-    """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation split."""
+    """Manifest (or synthetic set) -> decoded cache -> deterministic train/validation/test split."""
     path = manifest_path(cfg, log)
     manifest = read_manifest(path, drop_empty=cfg.data.drop_empty, skip_broken=cfg.data.skip_broken)
     cache = build_cache(
@@ -171,16 +287,26 @@ def load_data(cfg: Config, log=print) -> LayoutData:
             f"left out {len(cache.skipped)} images; set data.skip_broken: true to train without them)"
         )
     # Split the manifest, not the cache, so skipping a broken image never moves another image
-    # from one side of the split to the other.
-    train_records, val_records = split_records(manifest.records, cfg.data.val_fraction, cfg.data.split_seed)
+    # from one side of the split to the other (an unreadable image has no hash: it joins its
+    # scene's group only, which its scene's other layouts are in anyway).
     position = {r.path: i for i, r in enumerate(cache.records)}
-    train = CachedLayouts(cache, np.array([position[r.path] for r in train_records if r.path in position]))
-    val = CachedLayouts(cache, np.array([position[r.path] for r in val_records if r.path in position]))
-    if len(train) == 0 or len(val) == 0:
-        raise LayoutReadError(
-            f"{path}: no readable layouts left in the {'training' if len(train) == 0 else 'validation'} split"
-        )
-    return LayoutData(manifest, cache, train, val)
+    hashes = [cache.hashes[position[r.path]] if r.path in position else None for r in manifest.records]
+    split = split_records(
+        manifest.records, hashes, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed, source=path
+    )
+    rows = np.array([position.get(r.path, -1) for r in manifest.records], dtype=np.int64)
+    sides = {}
+    for k, side in enumerate(SIDES):
+        chosen = rows[(split.sides == k) & (rows >= 0)]
+        if len(chosen) == 0:
+            raise LayoutReadError(f"{path}: no readable layouts left in the {SIDE_NAMES[side]} split")
+        sides[side] = CachedLayouts(cache, np.sort(chosen))
+    cache_sides = np.empty(len(cache), dtype=np.int64)
+    cache_sides[rows[rows >= 0]] = split.sides[rows >= 0]
+    figures = split_figures(
+        cache.hashes, cache.groups, cache_sides, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+    )
+    return LayoutData(manifest, cache, sides["train"], sides["val"], sides["test"], figures)
 
 
 class BatchLoader:
@@ -200,7 +326,7 @@ class BatchLoader:
         return len(self.sampler)
 
     def _load(self, positions: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = self.dataset[positions]
+        batch = self.dataset.stored(positions)  # images are rebuilt from class maps on the device
         return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -1,12 +1,18 @@
 """The decoded cache: every layout PNG decoded and colour-matched once, into file-backed arrays.
 
-``rgb.u8`` holds (N, R, R, 3) uint8 images and ``class_map.u8`` (N, R, R) uint8 class indices
-(``IGNORE_INDEX`` for off-palette pixels); ``meta.json`` the paths, labels, each image's share
-of off-palette pixels and the rows skipped as unreadable; ``off_palette.csv`` the images with
-off-palette pixels, most first. The folder is keyed by the manifest's content and the
-resolution, so any epoch after the first, and any later run on the same data, reads
-memory-mapped bytes: no PNG decoding and no colour matching on the training path. It is built
-in a staging folder and renamed into place whole, under a lock shared by concurrent jobs.
+``class_map.u8`` holds (N, R, R) uint8 class indices (``IGNORE_INDEX`` for off-palette pixels).
+A layout whose every pixel is a palette colour is its class map: its RGB image is rebuilt by a
+palette lookup when a batch is formed (``batches.rgb_from_class_maps``), bit for bit the decoded
+PNG. Only the layouts with off-palette pixels keep their exact RGB, in ``off_palette_rgb.u8``
+((M, R, R, 3) uint8, one image per row listed in ``meta.json``'s ``rgb_rows``). At 512 x 512 that
+is 262 KB a layout instead of 1 MB. ``meta.json`` also holds the paths, labels, each image's
+share of off-palette pixels, its class-map hash (``palette.class_map_hash``: what the split and
+the probe call identical) and the rows skipped as unreadable; ``off_palette.csv`` the images with
+off-palette pixels, most first. The folder is keyed by the manifest's content, the resolution and
+``CACHE_VERSION``, so any epoch after the first, and any later run on the same data, reads
+memory-mapped bytes: no PNG decoding and no colour matching on the training path; a cache of
+another version is never read, but rebuilt in a folder of its own. It is built in a staging folder
+and renamed into place whole, under a lock shared by concurrent jobs.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +35,12 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import LayoutReadError
 from ..files import LockHeldError, exclusive_lock, file_lock, write_text_atomic
 from ..outputs import shown_path
-from ..palette import rgb_to_class
-from .manifest import LayoutRecord
+from ..palette import class_map_hash, rgb_to_class
+from .manifest import LayoutRecord, group_layouts
 
-CACHE_VERSION = 2  # 2: off_palette.csv
+CACHE_VERSION = 3  # 2: off_palette.csv; 3: RGB only for off-palette layouts, class-map hashes
+CLASS_MAPS = "class_map.u8"
+OFF_PALETTE_RGB = "off_palette_rgb.u8"
 # The modes Pillow gives 8-bit PNGs: bilevel, grayscale, palette and RGB, each with or without alpha.
 EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA"}
 
@@ -90,10 +100,25 @@ class LayoutCache:
     resolution: int
     labels: np.ndarray  # int64 (N,): room 0, scene 1
     off_palette: np.ndarray  # float32 (N,): share of pixels outside the palette
+    hashes: np.ndarray  # str (N,): palette.class_map_hash of each class map
+    rgb_rows: np.ndarray  # int64 (M,): the rows whose exact RGB is kept (off-palette pixels), ascending
     skipped: list[str]  # messages for rows skipped because their image was unreadable
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @cached_property
+    def groups(self) -> np.ndarray:
+        """int64 (N,): the split's group of each row (``manifest.group_layouts``): its scene,
+        joined with every scene holding an identical layout."""
+        return group_layouts(self.records, list(self.hashes))
+
+    @cached_property
+    def rgb_slot(self) -> np.ndarray:
+        """int64 (N,): each row's image in ``off_palette_rgb.u8``, -1 where the class map is the image."""
+        slot = np.full(len(self.records), -1, dtype=np.int64)
+        slot[self.rgb_rows] = np.arange(len(self.rgb_rows))
+        return slot
 
     def off_palette_summary(self, shown: int = 3, root: str | Path | None = None) -> str:
         """How many images have pixels outside the palette, the worst ones, where the rest are."""
@@ -110,11 +135,14 @@ class LayoutCache:
             f"{listed}; every image: {shown_path(self.folder / 'off_palette.csv', root)}"
         )
 
-    def arrays(self, mode: str = "r") -> tuple[np.memmap, np.memmap]:
+    def arrays(self) -> tuple[np.memmap, np.ndarray]:
+        """(class maps (N, R, R), the exact RGB of the ``rgb_rows`` (M, R, R, 3)), read-only."""
         n, r = len(self.records), self.resolution
-        rgb = np.memmap(self.folder / "rgb.u8", dtype=np.uint8, mode=mode, shape=(n, r, r, 3))
-        class_map = np.memmap(self.folder / "class_map.u8", dtype=np.uint8, mode=mode, shape=(n, r, r))
-        return rgb, class_map
+        class_map = np.memmap(self.folder / CLASS_MAPS, dtype=np.uint8, mode="r", shape=(n, r, r))
+        if len(self.rgb_rows) == 0:  # an empty file cannot be memory-mapped
+            return class_map, np.zeros((0, r, r, 3), dtype=np.uint8)
+        rgb = np.memmap(self.folder / OFF_PALETTE_RGB, dtype=np.uint8, mode="r", shape=(len(self.rgb_rows), r, r, 3))
+        return class_map, rgb
 
 
 def cache_key(records: list[LayoutRecord], resolution: int) -> str:
@@ -124,22 +152,31 @@ def cache_key(records: list[LayoutRecord], resolution: int) -> str:
     return digest.hexdigest()[:20]
 
 
-def _decode_into(args: tuple[Path, int, list[tuple[int, str, str]]]) -> list[tuple[int, int, str]]:
-    """Worker: decode a chunk of images straight into the memory-mapped arrays."""
-    folder, resolution, jobs = args
+def _decode_into(args: tuple[Path, int, int, list[tuple[int, str, str]]]) -> list[tuple[int, int, str, str]]:
+    """Worker: decode a chunk of images, class maps straight into the memory-mapped array; the
+    exact RGB of the images with off-palette pixels, in slot order, into ``rgb.FIRST.part``.
+    Returns (slot, off-palette pixels or -1, error, class-map hash) per image."""
+    folder, resolution, first, jobs = args
     n = int(json.loads((folder / "shape.json").read_text())["n"])
-    rgb = np.memmap(folder / "rgb.u8", dtype=np.uint8, mode="r+", shape=(n, resolution, resolution, 3))
-    class_map = np.memmap(folder / "class_map.u8", dtype=np.uint8, mode="r+", shape=(n, resolution, resolution))
+    class_maps = np.memmap(folder / CLASS_MAPS, dtype=np.uint8, mode="r+", shape=(n, resolution, resolution))
     results = []
-    for slot, path, where in jobs:
-        try:
-            rgb[slot], class_map[slot], unknown = load_layout(path, resolution, where)
-            results.append((slot, unknown, ""))
-        except LayoutReadError as err:
-            results.append((slot, -1, str(err)))
-    rgb.flush()
-    class_map.flush()
+    with open(_rgb_part(folder, first), "wb") as exact:
+        for slot, path, where in jobs:
+            try:
+                rgb, class_map, unknown = load_layout(path, resolution, where)
+            except LayoutReadError as err:
+                results.append((slot, -1, str(err), ""))
+                continue
+            class_maps[slot] = class_map
+            if unknown:
+                exact.write(np.ascontiguousarray(rgb).tobytes())
+            results.append((slot, unknown, "", class_map_hash(class_map)))
+    class_maps.flush()
     return results
+
+
+def _rgb_part(folder: Path, first: int) -> Path:
+    return folder / f"rgb.{first}.part"
 
 
 def build_cache(
@@ -166,6 +203,11 @@ def build_cache(
         cache = _open(folder, records, resolution)
         if cache is not None:
             return cache
+        for older, version, size in older_caches(folder.parent):
+            log(
+                f"{shown_path(older)} holds a decoded cache of an older version ({version}; {size / 1e9:.1f} GB), "
+                "which this version never reads: delete it unless an older checkout still uses it"
+            )
         staging = folder.parent / f".{folder.name}.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -201,26 +243,26 @@ def _build(
 ) -> LayoutCache:
     n = len(records)
     (staging / "shape.json").write_text(json.dumps({"n": n}))
-    for name, shape in (("rgb.u8", (n, resolution, resolution, 3)), ("class_map.u8", (n, resolution, resolution))):
-        with open(staging / name, "wb") as handle:
-            handle.truncate(int(np.prod(shape)))
+    with open(staging / CLASS_MAPS, "wb") as handle:
+        handle.truncate(n * resolution * resolution)
     jobs = [(i, str(r.path), f"{manifest}, line {r.line}: {r.path}") for i, r in enumerate(records)]
     workers = workers or min(8, os.cpu_count() or 1)
     chunk = max(1, min(256, n // (workers * 4) or 1))
-    chunks = [(staging, resolution, jobs[i : i + chunk]) for i in range(0, n, chunk)]
+    chunks = [(staging, resolution, i, jobs[i : i + chunk]) for i in range(0, n, chunk)]
     log(f"decoding {n} layouts at {resolution}x{resolution} into {shown_path(folder)} ({workers} processes)")
     unknown = np.zeros(n, dtype=np.int64)
+    hashes = [""] * n
     errors: dict[int, str] = {}
     if workers > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(workers) as pool:
             outcomes = [r for part in pool.map(_decode_into, chunks) for r in part]
     else:
         outcomes = [r for c in chunks for r in _decode_into(c)]
-    for slot, count, error in outcomes:
+    for slot, count, error, digest in outcomes:
         if error:
             errors[slot] = error
         else:
-            unknown[slot] = count
+            unknown[slot], hashes[slot] = count, digest
     if errors and not skip_broken:
         first = errors[min(errors)]
         more = f" (and {len(errors) - 1} more unreadable images)" if len(errors) > 1 else ""
@@ -229,8 +271,10 @@ def _build(
     keep = np.array([i for i in range(n) if i not in errors], dtype=np.int64)
     if len(keep) == 0:
         raise LayoutReadError(f"{manifest}: none of the {n} images could be read; first: {errors[min(errors)]}")
-    if errors:  # compact the arrays to the readable images
+    if errors:  # compact the class maps to the readable images
         _compact(staging, n, resolution, keep)
+    rgb_rows = np.flatnonzero(unknown[keep] > 0)
+    _gather_exact_rgb(staging, [c[2] for c in chunks], len(rgb_rows), resolution)
     kept = [records[i] for i in keep]
     shares = unknown[keep] / float(resolution * resolution)
     _write_off_palette(staging / "off_palette.csv", kept, shares)
@@ -241,6 +285,8 @@ def _build(
         "paths": [str(r.path) for r in kept],
         "labels": [r.label for r in kept],
         "off_palette": shares.tolist(),
+        "hashes": [hashes[i] for i in keep],
+        "rgb_rows": rgb_rows.tolist(),
         "skipped": [errors[i] for i in sorted(errors)],
     }
     (staging / "shape.json").write_text(json.dumps({"n": len(kept)}))
@@ -248,7 +294,33 @@ def _build(
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
-    return _open(folder, records, resolution)
+    cache = _open(folder, records, resolution)
+    log(
+        f"cached {len(cache)} layouts: class maps, and the exact RGB of the {len(rgb_rows)} with off-palette "
+        f"pixels ({_size(folder) / 1e9:.2f} GB)"
+    )
+    return cache
+
+
+def _gather_exact_rgb(staging: Path, firsts: list[int], count: int, resolution: int) -> None:
+    """Join the workers' ``rgb.FIRST.part`` files, in slot order, into ``off_palette_rgb.u8``."""
+    target_path = staging / OFF_PALETTE_RGB
+    target_path.write_bytes(b"")
+    image_bytes = resolution * resolution * 3
+    written = 0
+    with open(target_path, "ab") as target:
+        for first in firsts:
+            part = _rgb_part(staging, first)
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, target, 64 * image_bytes)
+            written += part.stat().st_size
+            part.unlink()
+    if written != count * image_bytes:
+        raise RuntimeError(f"{staging}: {written} bytes of exact RGB for {count} images of {image_bytes} bytes")
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def _write_off_palette(path: Path, records: list[LayoutRecord], shares: np.ndarray) -> None:
@@ -263,22 +335,25 @@ def _write_off_palette(path: Path, records: list[LayoutRecord], shares: np.ndarr
 
 
 def _compact(staging: Path, n: int, resolution: int, keep: np.ndarray) -> None:
-    for name, shape in (("rgb.u8", (resolution, resolution, 3)), ("class_map.u8", (resolution, resolution))):
-        source = np.memmap(staging / name, dtype=np.uint8, mode="r", shape=(n, *shape))
-        target_path = staging / f"{name}.compact"
-        target = np.memmap(target_path, dtype=np.uint8, mode="w+", shape=(len(keep), *shape))
-        for start in range(0, len(keep), 256):
-            target[start : start + 256] = source[keep[start : start + 256]]
-        target.flush()
-        del source, target
-        os.replace(target_path, staging / name)
+    shape = (resolution, resolution)
+    source = np.memmap(staging / CLASS_MAPS, dtype=np.uint8, mode="r", shape=(n, *shape))
+    target_path = staging / f"{CLASS_MAPS}.compact"
+    target = np.memmap(target_path, dtype=np.uint8, mode="w+", shape=(len(keep), *shape))
+    for start in range(0, len(keep), 256):
+        target[start : start + 256] = source[keep[start : start + 256]]
+    target.flush()
+    del source, target
+    os.replace(target_path, staging / CLASS_MAPS)
 
 
 def _open(folder: Path, records: list[LayoutRecord], resolution: int) -> LayoutCache | None:
+    """The cache in ``folder``; None where there is none of this version (built again then)."""
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text())
+    if meta.get("version") != CACHE_VERSION or meta.get("resolution") != resolution:
+        return None
     by_path = {str(r.path): r for r in records}
     kept = [by_path[p] for p in meta["paths"]]
     return LayoutCache(
@@ -287,5 +362,19 @@ def _open(folder: Path, records: list[LayoutRecord], resolution: int) -> LayoutC
         resolution=resolution,
         labels=np.asarray(meta["labels"], dtype=np.int64),
         off_palette=np.asarray(meta["off_palette"], dtype=np.float32),
+        hashes=np.asarray(meta["hashes"], dtype=str),
+        rgb_rows=np.asarray(meta["rgb_rows"], dtype=np.int64),
         skipped=list(meta["skipped"]),
     )
+
+
+def older_caches(cache_root: Path) -> list[tuple[Path, int, int]]:
+    """(folder, version, bytes) of the decoded caches under ``cache_root`` built by an older version,
+    which this one never reads: at 512 x 512 each holds up to tens of GB."""
+    found = []
+    for meta in sorted(Path(cache_root).glob("*/meta.json")):
+        with open(meta, "rb") as handle:
+            named = re.search(rb'"version": (\d+)', handle.read(64))  # the first key json.dumps writes
+        if named and int(named[1]) < CACHE_VERSION:
+            found.append((meta.parent, int(named[1]), _size(meta.parent)))
+    return found

@@ -1,4 +1,4 @@
-"""Reader for the real ``layouts.csv`` manifest and the deterministic train/validation split.
+"""Reader for the real ``layouts.csv`` manifest, and the deterministic train/validation/test split.
 
 Columns: ``scene_id, type, room_id, layout_path, is_empty`` (others are ignored).
 Relative ``layout_path`` values resolve against the manifest's own folder, so a dataset folder
@@ -6,11 +6,17 @@ can be moved or copied as a whole. Errors name the file and the line. A broken r
 ``type``, unreadable ``is_empty``, no ``layout_path``, wrong number of fields, the same image
 listed twice with different metadata) stops the reader, or with ``skip_broken`` is left out
 and listed in ``Manifest.skipped``; a broken file (missing, empty, a missing column) always stops it.
+
+The split keeps together what a model could recognise across sides: a scene and its rooms (crops
+of it, one ``scene_id``), and identical layouts (the same class map under several scenes, by
+``palette.class_map_hash``). Scenes sharing an identical layout form one group; whole groups go
+to train, validation or test.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,32 +179,175 @@ def _record(row: dict[str, str], path: Path, number: int, fields: int, seen: dic
     return record
 
 
+SIDES = ("train", "val", "test")
+SIDE_NAMES = {"train": "training", "val": "validation", "test": "test"}
+# How layouts are grouped and groups assigned to sides. A checkpoint records it; a run trained under
+# another scheme is not resumed, since its training layouts may be on another side of this split.
+SPLIT_SCHEME = "scene+identical-layout groups, train/val/test (1)"
+
+
+def group_layouts(records: Sequence[LayoutRecord], hashes: Sequence[str | None]) -> np.ndarray:
+    """An int64 group id per record: records sharing a scene (``scene_id``) or a class-map hash
+    are in one group, transitively (a scene with a room identical to another scene's room joins
+    that scene's group). A record without a hash (an unreadable image) joins its scene's group
+    only; one without a scene_id is grouped by its file name. Groups are numbered in the order of
+    their smallest scene key, so the ids follow the content, not the order of the rows."""
+    if len(hashes) != len(records):
+        raise ValueError(f"{len(hashes)} hashes for {len(records)} records")
+    parent = list(range(len(records)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, (record, digest) in enumerate(zip(records, hashes)):
+        for key in (_scene_key(record), f"layout:{digest}" if digest else None):
+            if key is not None:
+                a, b = root(i), root(first.setdefault(key, i))
+                parent[max(a, b)] = min(a, b)
+    roots = [root(i) for i in range(len(records))]
+    names: dict[int, str] = {}
+    for i, r in enumerate(roots):
+        key = _scene_key(records[i])
+        names[r] = min(names.get(r, key), key)
+    number = {name: k for k, name in enumerate(sorted(set(names.values())))}
+    return np.array([number[names[r]] for r in roots], dtype=np.int64)
+
+
+def _scene_key(record: LayoutRecord) -> str:
+    return f"scene:{record.scene_id}" if record.scene_id else f"file:{record.path.name}"
+
+
+def side_targets(layouts: int, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """Layouts wanted on (train, val, test): the fractions rounded, at least one on each side."""
+    val = max(1, round(layouts * val_fraction))
+    test = max(1, round(layouts * test_fraction))
+    return np.array([layouts - val - test, val, test], dtype=np.int64)
+
+
+def assign_sides(groups: np.ndarray, val_fraction: float, test_fraction: float, split_seed: int) -> np.ndarray:
+    """The side of each layout (an index into ``SIDES``), whole groups at a time.
+
+    Groups are taken in an order drawn from ``split_seed``; each goes to the side furthest below
+    its target, so no side passes its target by a group or more, and sides fill in proportion
+    (a large group is not pushed to whichever side happens to be filled last). When only as many
+    groups are left as sides are still empty, they go to the empty sides: with 3 groups or more,
+    no side is empty. The same groups and seed give the same sides on any machine."""
+    sizes = np.bincount(groups)
+    targets = side_targets(int(sizes.sum()), val_fraction, test_fraction)
+    counts = np.zeros(len(SIDES), dtype=np.int64)
+    side_of_group = np.empty(len(sizes), dtype=np.int64)
+    everywhere = np.arange(len(SIDES))
+    for placed, group in enumerate(np.random.default_rng(split_seed).permutation(len(sizes))):
+        empty = np.flatnonzero(counts == 0)
+        candidates = empty if len(sizes) - placed <= len(empty) else everywhere
+        side = candidates[np.argmax((targets - counts)[candidates])]
+        side_of_group[group] = side
+        counts[side] += sizes[group]
+    return side_of_group[groups]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Each record's group and side (index into ``SIDES``), in the order of ``records``."""
+
+    records: list[LayoutRecord]
+    groups: np.ndarray  # int64 (N,)
+    sides: np.ndarray  # int64 (N,)
+
+    def side(self, name: str) -> list[LayoutRecord]:
+        wanted = SIDES.index(name)
+        return [r for r, s in zip(self.records, self.sides) if s == wanted]
+
+
 def split_records(
-    records: list[LayoutRecord], val_fraction: float = 0.2, split_seed: int = 42
-) -> tuple[list[LayoutRecord], list[LayoutRecord]]:
-    """Deterministic split into (train, validation) by scene: a room layout is a crop of its
-    scene's, so a scene and its rooms (one ``scene_id``) always land on the same side, or the
-    validation set would hold crops of training images. Whole scenes, in an order drawn from
-    ``split_seed``, go to validation until it holds ``val_fraction`` of the layouts. The same seed
-    and manifest give the same split on any machine and in any row order. A row without a
-    scene_id is a group of its own."""
-    if len(records) < 2:
-        raise ManifestError(f"need at least 2 layouts to split into train and validation, have {len(records)}")
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        groups.setdefault(r.scene_id or f"{r.path.name}@{r.line}", []).append(i)
-    if len(groups) < 2:
+    records: Sequence[LayoutRecord],
+    hashes: Sequence[str | None] | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    split_seed: int = 42,
+    source: str | Path = "",
+) -> Split:
+    """Deterministic split into train, validation and test by group (``group_layouts``): a room
+    layout is a crop of its scene's, and an identical layout under another scene is the same
+    image, so either on two sides would put training images in the held-out sets. ``hashes``
+    (``palette.class_map_hash`` per record; None: group by scene only) come from the decoded
+    cache. The same seed and manifest give the same split on any machine and in any row order.
+    ``source`` (the manifest) names the data in errors."""
+    hashes = list(hashes) if hashes is not None else [None] * len(records)
+    where = f"{source}: " if source else ""
+    groups = group_layouts(records, hashes)
+    count = int(groups.max()) + 1 if len(groups) else 0
+    if count < len(SIDES):
         raise ManifestError(
-            f"all {len(records)} layouts belong to scene {records[0].scene_id!r}; a split by scene "
-            "needs at least 2 scenes"
+            f"{where}the {len(records)} layouts form {count} group(s) (a scene with its rooms, joined with every "
+            f"scene sharing an identical layout); a split into training, validation and test needs at least "
+            f"{len(SIDES)} groups"
         )
-    names = sorted(groups)
-    target = min(max(1, round(len(records) * val_fraction)), len(records) - 1)
-    val: list[int] = []
-    for k in np.random.default_rng(split_seed).permutation(len(names)):
-        members = groups[names[k]]
-        if len(val) >= target or len(val) + len(members) == len(records):
-            continue  # enough, or this scene would leave no training layout
-        val += members
-    chosen = set(val)
-    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])
+    return Split(list(records), groups, assign_sides(groups, val_fraction, test_fraction, split_seed))
+
+
+@dataclass
+class SplitFigures:
+    """What the split did with the duplicates, for the log and ``split_summary.json``."""
+
+    scheme: str
+    split_seed: int
+    val_fraction: float
+    test_fraction: float
+    layouts: dict[str, int]  # per side
+    groups_per_side: dict[str, int]
+    groups: int
+    largest_group: int  # layouts in the largest group
+    distinct_layouts: int  # different class maps
+    identical_layouts: int  # layouts identical to another one counted before them (layouts - distinct)
+    layouts_with_twin: int  # layouts that have at least one identical twin
+    duplicate_rate: float  # layouts_with_twin / layouts
+    identical_sets: int  # class maps that occur more than once
+    identical_across_sides: int  # of those, the ones on more than one side (0 by construction)
+
+    def lines(self) -> list[str]:
+        total = sum(self.layouts.values())
+        sides = ", ".join(
+            f"{SIDE_NAMES[s]} {n} ({n / max(total, 1):.1%}, {self.groups_per_side[s]} groups)"
+            for s, n in self.layouts.items()
+        )
+        return [
+            f"split by group (a scene with its rooms, joined with every scene sharing an identical layout; "
+            f"seed {self.split_seed}): {sides}",
+            f"{self.identical_layouts} identical layouts (copies of another layout; {self.layouts_with_twin} layouts, "
+            f"{self.duplicate_rate:.1%}, have an identical twin, in {self.identical_sets} sets); "
+            f"{self.groups} groups, the largest {self.largest_group} layouts; "
+            f"identical layouts on two sides: {self.identical_across_sides}",
+        ]
+
+
+def split_figures(
+    hashes: Sequence[str], groups: np.ndarray, sides: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> SplitFigures:
+    """The duplicate figures of a split, over the layouts given (each with its hash, group, side)."""
+    hashes = np.asarray(hashes)
+    _, inverse, copies = np.unique(hashes, return_inverse=True, return_counts=True)
+    twins = copies[inverse] > 1
+    sides_per_set = {(h, s) for h, s in zip(inverse[twins].tolist(), np.asarray(sides)[twins].tolist())}
+    spread = np.bincount([h for h, _ in sides_per_set], minlength=len(copies))
+    group_sizes = np.bincount(groups) if len(groups) else np.zeros(0, dtype=np.int64)
+    return SplitFigures(
+        scheme=SPLIT_SCHEME,
+        split_seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        layouts={s: int(np.sum(sides == k)) for k, s in enumerate(SIDES)},
+        groups_per_side={s: len(np.unique(groups[sides == k])) for k, s in enumerate(SIDES)},
+        groups=int(np.count_nonzero(group_sizes)),
+        largest_group=int(group_sizes.max(initial=0)),
+        distinct_layouts=len(copies),
+        identical_layouts=int(len(hashes) - len(copies)),
+        layouts_with_twin=int(twins.sum()),
+        duplicate_rate=float(twins.mean()) if len(hashes) else 0.0,
+        identical_sets=int(np.sum(copies > 1)),
+        identical_across_sides=int(np.sum(spread > 1)),
+    )

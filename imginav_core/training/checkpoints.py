@@ -103,6 +103,43 @@ def check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
         )
 
 
+def check_split(payload: dict[str, Any], current: dict[str, Any], path: Path, run_dir: Path) -> None:
+    """Refuse a checkpoint trained under another split of the data: another scheme (the earlier
+    train/validation split by scene, recorded as no ``split`` at all), other fractions or seed, or
+    other layouts on the sides (the manifest changed). Resumed, such a run would validate and be
+    tested on layouts it may have trained on. ``current`` is ``LayoutData.split_state()``."""
+    saved = payload.get("split")
+    if saved is None:
+        data = payload.get("config", {}).get("data", {})
+        described = (
+            f"train/validation by scene, val_fraction {data.get('val_fraction')}, "
+            f"split_seed {data.get('split_seed')}, no test split"
+        )
+    elif saved == current:
+        return
+    elif {k: v for k, v in saved.items() if k != "digest"} == {k: v for k, v in current.items() if k != "digest"}:
+        raise ResumeError(
+            f"{path} was trained on the same split scheme but other layouts on its sides: the manifest's "
+            "layouts changed since (rows added or removed, an image now skipped or read). Train afresh in a "
+            f"new folder (another output_root or experiment name), or delete the run folder {run_dir} to start over"
+        )
+    else:
+        described = _split_text(saved)
+    raise ResumeError(
+        f"{path} was trained under another split of the data ({described}) than this run's "
+        f"({_split_text(current)}); resumed, it would validate and be tested on layouts it may have trained on. "
+        f"Train afresh in a new folder (another output_root or experiment name), or delete the run folder "
+        f"{run_dir} to start over"
+    )
+
+
+def _split_text(state: dict[str, Any]) -> str:
+    return (
+        f"{state['scheme']}, val_fraction {state['val_fraction']}, test_fraction {state['test_fraction']}, "
+        f"split_seed {state['split_seed']}"
+    )
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

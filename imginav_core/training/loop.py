@@ -36,7 +36,15 @@ from ..losses import TERMS, compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
 from ..runtime import Runtime, maybe_compile, provenance, setup_runtime, synchronize
-from .checkpoints import RunState, check_resumable, load_checkpoint, rng_state, save_checkpoint, seed_epoch
+from .checkpoints import (
+    RunState,
+    check_resumable,
+    check_split,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_epoch,
+)
 from .metrics_csv import LOSS_COLUMNS, write_metrics
 from .progress import progress
 from .samples import comparison_grid, pick_samples
@@ -58,7 +66,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
     data = _load_data(cfg, rt, say)
     say(data.summary(root=cfg.output_root))
     model, optimizer, scaler = build_training(cfg, rt)
-    state = _resume(cfg, rt, model, optimizer, scaler, say)
+    state = _resume(cfg, rt, model, optimizer, scaler, data, say)
     if rt.main:
         _tidy(cfg, state, say)
     if state.finished or state.epoch >= epochs:
@@ -67,6 +75,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
     if rt.main:
         cfg.save(out.run_config(cfg.name))
         write_text_atomic(out.split_csv(cfg.name), data.split_csv())
+        write_text_atomic(out.split_summary(cfg.name), json.dumps(data.split_summary(), indent=1) + "\n")
         _record_provenance(out.provenance(cfg.name), rt)
 
     runner = maybe_compile(model, rt, say)
@@ -103,7 +112,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
             # last.pt commits the epoch. A kill before it: the restarted run redoes the epoch and
             # rewrites best.pt and the sample identically. A kill after it: the restarted run
             # brings the CSV level with last.pt, so the CSV never shows an uncommitted epoch.
-            payload = _checkpoint(cfg, state, model, optimizer, scaler)
+            payload = _checkpoint(cfg, state, model, optimizer, scaler, data)
             if improved:
                 save_checkpoint(out.best_checkpoint(cfg.name), payload)
             if epoch % cfg.training.sample_interval == 0 or state.finished:
@@ -190,13 +199,16 @@ def _resume(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
+    data: LayoutData,
     say: Log,
 ) -> RunState:
-    """The state of the run in ``last.pt`` (weights, optimizer and RNG restored), or a fresh one."""
+    """The state of the run in ``last.pt`` (weights, optimizer and RNG restored), or a fresh one.
+    A checkpoint of another split of the data, or another configuration, is refused."""
     last = cfg.outputs.last_checkpoint(cfg.name)
     if not last.is_file():
         return RunState()
     saved = load_checkpoint(last, rt.device)
+    check_split(saved, data.split_state(), last, cfg.outputs.run_dir(cfg.name))
     check_resumable(saved["config"], cfg, last)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -372,9 +384,11 @@ def _checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
+    data: LayoutData,
 ) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
+        "split": data.split_state(),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
