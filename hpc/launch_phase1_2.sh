@@ -144,12 +144,13 @@ if [[ -n "$trained" ]]; then starts="when every run has ended: $trained"; fi
 echo "probe job $probe (starts $starts); analysis job $analysis (starts when the probe has ended: $probed)"
 echo "study $study (job names $study.*); logs: hpc/logs/ (phase1_2.JOB.INDEX.out for a run, phase1_2_probe.JOB.out," \
      "phase1_2_analysis.JOB.out)"
+follow() { printf '  %-30s # %s\n' "$1" "$2"; }  # follow COMMAND WHAT-IT-SHOWS
 echo "follow them:"
-echo "  bjobs -w ${ids[*]}        # or by name: bjobs -w -J \"$study.*\""
+follow "bjobs -w ${ids[*]}" "this study's jobs (or by name: bjobs -w -J \"$study.*\")"
 if ((${#arrays[@]} > 0)); then
-  first=${ids[0]} index=$(head -n 1 <<< "$by_arm" | cut -d ' ' -f 2)
-  echo "  bpeek -f \"${first}[${index%%[-,]*}]\"        # a run's output as it is written (the probe's: bpeek -f $probe)"
+  index=$(head -n 1 <<< "$by_arm" | cut -d ' ' -f 2)
+  follow "bpeek -f \"${ids[0]}[${index%%[-,]*}]\"" "a run's output as it is written (the probe's: bpeek -f $probe)"
 else
-  echo "  bpeek -f $probe        # the probe's output as it is written"
+  follow "bpeek -f $probe" "the probe's output as it is written"
 fi
-echo "  bjdepinfo -r 2 -l $analysis        # what the analysis still waits for"
+follow "bjdepinfo -r 2 -l $analysis" "what the analysis still waits for"
