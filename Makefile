@@ -12,11 +12,36 @@ REMOTE ?= origin
 
 venv: $(VENV)/.installed
 
-# torch first, pinned: the CPU wheel on a plain machine; the package then finds it satisfied.
-$(VENV)/.installed: pyproject.toml
+# torch first, pinned to the version the project is tested with, as the build that fits the
+# machine: with an NVIDIA GPU (nvidia-smi) the default index's (on Linux a CUDA build); without
+# one the CPU build from PyTorch's CPU index, a fraction of the CUDA build's size, unless that index
+# cannot be reached: then the default index's, said on the console. The package then finds torch
+# satisfied. TORCH_CPU_INDEX and NVIDIA_SMI may be overridden (the tests do); PIP_FLAGS too.
+TORCH := torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+NVIDIA_SMI ?= $(shell command -v nvidia-smi 2>/dev/null)
+PIP_FLAGS ?= --quiet
+
+$(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	@if [ -n "$(NVIDIA_SMI)" ]; then \
+	  echo "torch: an NVIDIA GPU is here ($(NVIDIA_SMI)): $(TORCH) from the default index"; \
+	  $(PY) -m pip install $(PIP_FLAGS) "$(TORCH)"; \
+	elif ! $(PY) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=20)' \
+	    "$(TORCH_CPU_INDEX)" 2>/dev/null; then \
+	  echo "torch: no NVIDIA GPU here, but $(TORCH_CPU_INDEX) cannot be reached:" \
+	       "$(TORCH) from the default index instead (on Linux from PyPI that is the CUDA build, several GB)"; \
+	  $(PY) -m pip install $(PIP_FLAGS) "$(TORCH)"; \
+	else \
+	  echo "torch: no NVIDIA GPU here: $(TORCH), the CPU build, from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install $(PIP_FLAGS) --index-url "$(TORCH_CPU_INDEX)" "$(TORCH)" || { \
+	    echo "torch: $(TORCH_CPU_INDEX) has no $(TORCH) for this machine (above): from the default index instead"; \
+	    $(PY) -m pip install $(PIP_FLAGS) "$(TORCH)"; }; \
+	fi
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install --quiet -e ".[notebooks,book,dev]"
 	touch $@
 

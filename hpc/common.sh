@@ -1,7 +1,12 @@
+# shellcheck shell=bash
 # Shared body of the Phase 1.2 LSF jobs; sourced by hpc/phase1_2_array.sh, papermill_V1.sh,
 # papermill_V2.sh, diffusion_probe.sh, analysis.sh and bench.sh after their #BSUB directives. Runs unchanged outside LSF
 # (bash hpc/papermill_V2.sh). The IMGINAV_* variables it reads are listed, with the notebook
 # parameter and config key each one sets, by `python -m imginav_core parameters` (and the README).
+# The conda environment (IMGINAV_CONDA_ENV, default imginav; empty: the python on the PATH) is
+# activated from the conda installation at IMGINAV_CONDA_BASE, else that of $CONDA_EXE (set by
+# `conda init` shells, and passed on by bsub), else that of the `conda` on the PATH. If none is
+# found or the activation fails, the job stops at once with exit status 2, before anything runs.
 set -euo pipefail
 
 # Under LSF the job script is a spooled copy, so its own path says nothing: LSF starts the job in
@@ -18,18 +23,53 @@ fi
 cd "$IMGINAV_ROOT"
 export PYTHONUNBUFFERED=1
 
-if [[ -n "${IMGINAV_CONDA_ENV-imginav}" ]] && command -v conda >/dev/null 2>&1; then
-  # shellcheck disable=SC1091
-  source "$(conda info --base)/etc/profile.d/conda.sh"
-  conda activate "${IMGINAV_CONDA_ENV-imginav}"
+conda_error() {  # conda_error ENV WHY: stop the job, before anything ran, saying how to fix it
+  echo "error: the job runs in the conda environment '$1' (IMGINAV_CONDA_ENV), but $2." >&2
+  echo "  Fix: create it once on a login node (conda env create -f environment.yml); point IMGINAV_CONDA_BASE at" \
+       "the conda installation (the folder holding etc/profile.d/conda.sh, e.g. \$HOME/miniconda3); or set" \
+       "IMGINAV_CONDA_ENV= to run with the python on the PATH ($(command -v python || echo none))." >&2
+  exit 2
+}
+
+activate_conda() {  # activate_conda ENV, or stop the job (exit 2)
+  local env=$1 base="" from=""
+  if [[ -n "${IMGINAV_CONDA_BASE:-}" ]]; then
+    base=$IMGINAV_CONDA_BASE from="IMGINAV_CONDA_BASE"
+  elif [[ -n "${CONDA_EXE:-}" ]]; then  # BASE/bin/conda or BASE/condabin/conda
+    base=$(dirname "$(dirname "$CONDA_EXE")") from="CONDA_EXE=$CONDA_EXE"
+  elif command -v conda >/dev/null 2>&1; then
+    from=$(command -v conda)
+    base=$(conda info --base 2>/dev/null) || conda_error "$env" "'$from info --base' failed"
+  else
+    conda_error "$env" "conda cannot be found: no conda on the PATH, no \$CONDA_EXE, no IMGINAV_CONDA_BASE"
+  fi
+  if [[ ! -f "$base/etc/profile.d/conda.sh" ]]; then
+    conda_error "$env" "$base (from $from) is not a conda installation: it has no etc/profile.d/conda.sh"
+  fi
+  # conda's activation scripts (and the environment's own activate.d scripts) read variables that
+  # may be unset; under set -u they would stop the job halfway through activating.
+  set +u
+  # shellcheck source=/dev/null
+  if ! source "$base/etc/profile.d/conda.sh" || ! conda activate "$env"; then
+    set -u
+    conda_error "$env" "'conda activate $env' failed (its message is above; conda env list shows the environments of $base)"
+  fi
+  set -u
+  echo "conda environment $env activated from $base (python: $(command -v python))"
+}
+
+if [[ -n "${IMGINAV_CONDA_ENV-imginav}" ]]; then
+  activate_conda "${IMGINAV_CONDA_ENV-imginav}"
 else
-  echo "note: no conda environment activated; using $(command -v python)"
+  echo "note: no conda environment activated (IMGINAV_CONDA_ENV is empty); using $(command -v python)"
 fi
 
 element=""  # LSF sets LSB_JOBINDEX to an array element's index, and to 0 for any other job
 if [[ "${LSB_JOBINDEX:-0}" != 0 ]]; then element="[$LSB_JOBINDEX]"; fi
 echo "job ${LSB_JOBID:-local}$element ${LSB_JOBNAME:-} on $(hostname) at $(date -Is); repository $IMGINAV_ROOT"
-command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+fi
 
 # papermill writes the executed notebook as it goes: run it under a temporary name and rename it
 # only when it succeeded, so a failed or killed job never replaces a good executed notebook.
@@ -38,8 +78,12 @@ execute_notebook() {  # execute_notebook INPUT OUTPUT [papermill -p arguments...
   shift 2
   mkdir -p "$(dirname "$output")"
   local partial="${output%.ipynb}.partial.ipynb"
-  # papermill logs the cells' output on stderr: keep it in the job's main log (.out) with the rest.
-  if papermill "$input" "$partial" --log-output --request-save-on-cell-execute "$@" 2>&1; then
+  # papermill logs the cells' output on stderr: keep it in the job's main log (.out) with the rest;
+  # without the progress bar, whose redrawn line fills a log file with carriage returns. The kernel
+  # gets 300 s to start instead of papermill's 60: on a compute node the first start imports
+  # Python, torch and the kernel from a shared file system with a cold cache, which can take longer.
+  if papermill "$input" "$partial" --log-output --no-progress-bar --start-timeout 300 \
+    --request-save-on-cell-execute "$@" 2>&1; then
     mv -f "$partial" "$output"
     echo "executed notebook: $output"
   else

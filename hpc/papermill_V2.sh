@@ -3,6 +3,7 @@
 #   bsub < hpc/papermill_V2.sh        (or run locally: bash hpc/papermill_V2.sh)
 # Memory: rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 4GB leaves one
 # process (the GPU trainer, about 3 GB resident) room where LSF enforces it per process.
+# -Ne: a mail (to you, or to bsub -u ADDRESS) only if the run fails.
 #BSUB -J phase1_2_V2
 #BSUB -q gpul40s
 #BSUB -gpu "num=1:mode=exclusive_process"
@@ -11,6 +12,7 @@
 #BSUB -R "rusage[mem=2GB]"
 #BSUB -M 4GB
 #BSUB -W 04:00
+#BSUB -Ne
 #BSUB -o hpc/logs/phase1_2_V2.%J.out
 #BSUB -e hpc/logs/phase1_2_V2.%J.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"

@@ -12,6 +12,7 @@
 # 10.1, bsub -o: "%I is replaced by the index of the job in the array"). The array's size must
 # match the plan: with IMGINAV_SEEDS or IMGINAV_KLD_SWEEP=1 it has other runs (the launcher
 # computes the indices). Memory as the single-run jobs: 8 x 2 GB reserved, -M 4GB per slot.
+# -Ne: a mail (to you, or to IMGINAV_MAIL through the launcher) for each element that fails.
 #BSUB -J "phase1_2[1-6]"
 #BSUB -q gpul40s
 #BSUB -gpu "num=1:mode=exclusive_process"
@@ -20,6 +21,7 @@
 #BSUB -R "rusage[mem=2GB]"
 #BSUB -M 4GB
 #BSUB -W 04:00
+#BSUB -Ne
 #BSUB -o hpc/logs/phase1_2.%J.%I.out
 #BSUB -e hpc/logs/phase1_2.%J.%I.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"

@@ -158,10 +158,10 @@ def _check(args: argparse.Namespace) -> int:
     notebook = {"train": TRAIN, "analysis": ANALYSIS, "probe": PROBE}[args.notebook]
     given, params = notebook_parameters(notebook, args.parameter, args.from_env)
     if args.notebook == "probe":
-        from .analysis.runs import load_runs
-
         out, names, _ = probe_parameters(**params)
         if not args.parameters_only:  # a training job that failed stops the probe here, with the run named
+            from .analysis.runs import load_runs  # (torch: not for the launcher's check on a login node)
+
             load_runs(out, names)
         assignments = {"OUTPUT_ROOT": out.root, "PROBE_DIR": out.probe_dir, "NOTEBOOK": out.probe_notebook}
     elif args.notebook == "train":
@@ -174,13 +174,14 @@ def _check(args: argparse.Namespace) -> int:
             "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name),
         }
     else:
-        from .analysis.runs import load_runs
         from .errors import UnfinishedRunError
 
         values = analysis_parameters(**params)
         out = study_outputs(values["output_root"])
         # A training job that failed stops the analysis here, in seconds, with the run named.
         if not args.parameters_only:
+            from .analysis.runs import load_runs  # (torch: not for the launcher's check on a login node)
+
             load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
         if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
             raise UnfinishedRunError(
@@ -238,10 +239,41 @@ def _plan(args: argparse.Namespace) -> int:
                 ) from None
             check_seeds(seeds, "--seeds")
         plan = study_plan(seeds, args.sweep or None)
+    if args.pending:
+        plan = unfinished_runs(plan, args.from_env)
     if args.arrays:
         print("\n".join(f"{arm} {indices}" for arm, indices in arm_indices(plan).items()))
     else:
         print(plan_table(plan), end="")
+    return 0
+
+
+def unfinished_runs(plan: list, from_env: bool) -> list:
+    """The runs of ``plan`` whose run folder does not say they finished (``analysis.runs``: the
+    metrics CSV ends in completed or early_stopped, and best.pt is there) under the output root
+    the jobs train into: what ``launch_phase1_2.sh --resume`` submits again."""
+    from .analysis.runs import load_run
+    from .errors import CheckpointError, UnfinishedRunError
+    from .parameters import TRAIN, planned_parameters, training_config
+
+    unfinished = []
+    for run in plan:
+        _, params = notebook_parameters(TRAIN, list(planned_parameters(run).items()), from_env)
+        cfg = training_config(**params)
+        try:
+            finished = load_run(cfg.outputs, cfg.name).finished
+        except (UnfinishedRunError, CheckpointError):  # no metrics yet; no checkpoint, or one cut short
+            finished = False
+        if not finished:
+            unfinished.append(run)
+    return unfinished
+
+
+@command("fetch-widgets")
+def _fetch_widgets(args: argparse.Namespace) -> int:
+    from .analysis.report import ensure_html_manager
+
+    print(f"widget script: {ensure_html_manager()}")
     return 0
 
 
@@ -395,6 +427,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--arrays",
         action="store_true",
         help='print each arm\'s array indices as bsub -J takes them ("V1 1-3"), for the launcher',
+    )
+    p.add_argument(
+        "--pending",
+        action="store_true",
+        help="only the runs that have not finished (no metrics CSV ending in completed or early_stopped, "
+        "or no best.pt) in the output root (with --from-env: IMGINAV_OUTPUTS's): what "
+        "`bash hpc/launch_phase1_2.sh --resume` submits again",
+    )
+
+    p = _subcommand(
+        sub,
+        "fetch-widgets",
+        "put the report's widget script into book/_static/ now",
+        "python -m imginav_core fetch-widgets",
+        "Fetch the ipywidgets HTML manager the report's widgets need (npm pack "
+        "@jupyter-widgets/html-manager, or the .tgz named by $IMGINAV_HTML_MANAGER) into "
+        "book/_static/html-manager/, unless it is there. The launcher runs it on the login node before "
+        "submitting, so that no compute job needs a network.",
     )
 
     p = _subcommand(

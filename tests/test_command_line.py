@@ -27,6 +27,7 @@ COMMANDS = [
     "parameters",
     "bench",
     "phase-timing",
+    "fetch-widgets",
 ]
 
 

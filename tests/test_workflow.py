@@ -1,5 +1,6 @@
 """The study as users run it: LSF job scripts, papermill notebooks, the analysis and the report."""
 
+import io
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import nbformat
@@ -97,18 +99,35 @@ def test_no_machine_paths_in_the_project():
         assert not re.search(r"(/work\d*/|/home/|/Users/|/zhome/|/tmp/)", text), path
 
 
-def _launch(env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=cwd, env=env, capture_output=True, text=True)
+def _launch(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The launcher, run in ``cwd``: a copy of the repository, since it puts the widget script into book/."""
+    return subprocess.run(["bash", "hpc/launch_phase1_2.sh", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def _submissions(lsf: Path) -> list[list[str]]:
     """What the stand-in bsub was given: [-J, queue, -w] per submission."""
-    return [line.split("\t")[1:] for line in (lsf / "submissions.tsv").read_text().splitlines()]
+    return [line.split("\t")[1:4] for line in (lsf / "submissions.tsv").read_text().splitlines()]
+
+
+def _submitted(lsf: Path) -> list[dict[str, str]]:
+    """Everything the stand-in bsub recorded of each submission (tests/lsf/bsub names the columns)."""
+    columns = ("id", "-J", "-q", "-w", "-n", "-gpu", "-M", "-W", "-u", "mail")
+    return [dict(zip(columns, line.split("\t"))) for line in (lsf / "submissions.tsv").read_text().splitlines()]
+
+
+def _widget_package(path: Path) -> Path:
+    """A stand-in for the npm package of the report's widget script: package/dist/embed.js."""
+    script = b"// the widget script\n"
+    with tarfile.open(path, "w:gz") as tar:
+        member = tarfile.TarInfo("package/dist/embed.js")
+        member.size = len(script)
+        tar.addfile(member, io.BytesIO(script))
+    return path
 
 
 def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
     """The launcher's environment with a stand-in bsub that records the jobs without running them."""
-    (tmp_path / "html-manager.tgz").write_bytes(b"")  # the widget script the checks ask for (not built here)
+    _widget_package(tmp_path / "html-manager.tgz")  # the widget script the checks ask for
     return {
         **os.environ,
         **SMALL_STUDY,
@@ -130,21 +149,122 @@ def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
     ],
     ids=["plan", "seeds", "sweep"],
 )
-def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis(
+def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis_on_its_id(
     tmp_path, variables, v1, v2
 ):
-    done = _launch(_dry_environment(tmp_path, **variables))
+    repo = copy_of_repository(tmp_path / "repo")
+    done = _launch(_dry_environment(tmp_path, **variables), repo)
     assert done.returncode == 0, done.stdout + done.stderr
-    # each arm on its queue (that of its single-run job), the indices the plan gives it
+    # each arm on its queue (that of its single-run job), the indices the plan gives it; every
+    # dependency by job id (LSF refuses a name dependency on same-name arrays of different indices);
+    # the study's tag (the output root's folder name, "out") before each name
     assert _submissions(tmp_path / "lsf") == [
-        [f"phase1_2[{v1}]", "gpuv100", ""],
-        [f"phase1_2[{v2}]", "gpul40s", ""],
-        # by the arrays' ids: LSF refuses a name dependency on same-name arrays of different indices
-        ["phase1_2_probe", "gpul40s", "ended(1001) && ended(1002)"],
-        ["phase1_2_analysis", "gpuv100", 'ended("phase1_2_probe")'],
+        [f"out.phase1_2[{v1}]", "gpuv100", ""],
+        [f"out.phase1_2[{v2}]", "gpul40s", ""],
+        ["out.phase1_2_probe", "gpul40s", "ended(1001) && ended(1002)"],
+        ["out.phase1_2_analysis", "gpuv100", "ended(1003)"],
     ]
     runs = int(v2.split("-")[1])
     assert f"{runs} runs" in done.stdout and "probe job 1003" in done.stdout and "analysis job 1004" in done.stdout
+    # how to follow them, with their ids
+    assert "bjobs -w 1001 1002 1003 1004" in done.stdout and 'bjobs -w -J "out.*"' in done.stdout
+    assert 'bpeek -f "1001[1]"' in done.stdout and "bjdepinfo -r 2 -l 1004" in done.stdout
+    # the widget script was put into the book before anything was submitted: no job needs a network
+    assert (repo / "book" / "_static" / "html-manager" / "embed.js").is_file()
+
+
+def test_the_launcher_tags_the_jobs_with_the_study_and_mails_failures_and_the_end(tmp_path):
+    repo = copy_of_repository(tmp_path / "repo")
+    env = _dry_environment(tmp_path, IMGINAV_STUDY="kl-study.2", IMGINAV_MAIL="someone@example.org")
+    done = _launch(env, repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    submitted = _submitted(tmp_path / "lsf")
+    assert [s["-J"].split("[")[0] for s in submitted] == ["kl-study.2.phase1_2"] * 2 + [
+        "kl-study.2.phase1_2_probe",
+        "kl-study.2.phase1_2_analysis",
+    ]
+    assert {s["-u"] for s in submitted} == {"someone@example.org"}
+    # a mail for each run that fails (-Ne), one when the analysis ends (-N); the probe's end is the analysis's start
+    assert [s["mail"] for s in submitted] == ["Ne", "Ne", "", "N"]
+    # the resources of the job scripts, in a form bsub takes (the stand-in checks it)
+    assert [(s["-n"], s["-M"], s["-W"]) for s in submitted] == [("8", "4GB", "04:00")] * 2 + [
+        ("4", "12GB", "02:00"),
+        ("4", "6GB", "01:00"),
+    ]
+    assert {s["-gpu"] for s in submitted} == {"num=1:mode=exclusive_process"}
+
+
+@pytest.mark.parametrize(
+    "variables,message",
+    [
+        ({"IMGINAV_STUDY": "my study"}, "IMGINAV_STUDY = 'my study': expected letters, digits"),
+        ({"IMGINAV_MAIL": "a@b.org c@d.org"}, "IMGINAV_MAIL = 'a@b.org c@d.org': expected one mail address"),
+    ],
+)
+def test_the_launcher_refuses_a_bad_tag_or_address_before_submitting(tmp_path, variables, message):
+    done = _launch(_dry_environment(tmp_path, **variables), copy_of_repository(tmp_path / "repo"))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "lsf" / "submissions.tsv").exists()
+
+
+def test_the_launcher_stops_before_submitting_when_the_widget_script_cannot_be_had(tmp_path):
+    """The login node fetches it (npm pack); a package that is not one stops the launcher there."""
+    env = _dry_environment(tmp_path)
+    Path(env["IMGINAV_HTML_MANAGER"]).write_bytes(b"<html>a proxy's error page</html>")
+    done = _launch(env, copy_of_repository(tmp_path / "repo"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not a package made by `npm pack @jupyter-widgets/html-manager" in done.stderr
+    assert "nothing was submitted" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "lsf" / "submissions.tsv").exists()
+
+
+def _leave_run(out: Path, run, status: str) -> None:
+    """A run folder as a training job leaves it: its metrics CSV (one epoch, ``status`` on its
+    last row), its checkpoints holding its configuration."""
+    from imginav_core.training.checkpoints import save_checkpoint
+    from imginav_core.training.metrics_csv import write_metrics
+
+    cfg = load_config(ROOT / run.config, {"name": run.name, "output_root": str(out)})
+    for checkpoint in (cfg.outputs.best_checkpoint(run.name), cfg.outputs.last_checkpoint(run.name)):
+        save_checkpoint(checkpoint, {"config": cfg.to_dict()})
+    write_metrics(cfg, [{"epoch": 1, "is_best": True, "status": status}])
+
+
+def test_resume_submits_only_the_unfinished_runs_then_the_probe_and_the_analysis_on_their_ids(tmp_path):
+    """A study whose run 2 was killed after its first epoch (a wall-time limit) and whose run 3
+    failed before its first: --resume submits those two, each on its arm's queue, then the probe
+    and the analysis chained on the new ids; once every run finished, the probe and the analysis only."""
+    repo, lsf, out = copy_of_repository(tmp_path / "repo"), tmp_path / "lsf", tmp_path / "out"
+    env = _dry_environment(tmp_path)
+    assert _launch(env, repo).returncode == 0  # the study: jobs 1001-1004
+    for run in PLAN:
+        if run.index != 3:
+            _leave_run(out, run, "running" if run.index == 2 else "completed")
+    done = _launch(env, repo, "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _submissions(lsf)[4:] == [
+        ["out.phase1_2[2]", "gpuv100", ""],
+        ["out.phase1_2[3]", "gpul40s", ""],
+        ["out.phase1_2_probe", "gpul40s", "ended(1005) && ended(1006)"],
+        ["out.phase1_2_analysis", "gpuv100", "ended(1007)"],
+    ]
+    assert f"the unfinished runs of {len(PLAN)}" in done.stdout
+
+    for run in PLAN[1:3]:  # the resubmitted runs finish
+        _leave_run(out, run, "early_stopped" if run.index == 3 else "completed")
+    done = _launch(env, repo, "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _submissions(lsf)[8:] == [
+        ["out.phase1_2_probe", "gpul40s", ""],  # at once
+        ["out.phase1_2_analysis", "gpuv100", "ended(1009)"],
+    ]
+    assert f"every one of the {len(PLAN)} runs has finished" in done.stdout
+
+
+def test_the_launcher_refuses_an_unknown_argument(tmp_path):
+    done = _launch(_dry_environment(tmp_path), ROOT, "--resmue")
+    assert done.returncode == 2 and "unknown arguments '--resmue'" in done.stderr and "--resume" in done.stderr
+    assert not (tmp_path / "lsf").exists()
 
 
 def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
@@ -176,24 +296,25 @@ def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
 
 def test_the_launcher_submits_the_plan_then_the_probe_then_the_analysis(study):
     jobs = [line.split("\t") for line in (Path(study["env"]["FAKE_LSF_DIR"]) / "jobs.tsv").read_text().splitlines()]
+    # the study's tag, the output root's folder name ("outputs"), before each job's name
     assert [job[1:] for job in jobs] == [
-        ["phase1_2", "gpuv100", "0"],
-        ["phase1_2", "gpuv100", "0"],
-        ["phase1_2", "gpul40s", "0"],
-        ["phase1_2", "gpul40s", "0"],
-        ["phase1_2_probe", "gpul40s", "0"],
-        ["phase1_2_analysis", "gpuv100", "0"],
+        ["outputs.phase1_2", "gpuv100", "0"],
+        ["outputs.phase1_2", "gpuv100", "0"],
+        ["outputs.phase1_2", "gpul40s", "0"],
+        ["outputs.phase1_2", "gpul40s", "0"],
+        ["outputs.phase1_2_probe", "gpul40s", "0"],
+        ["outputs.phase1_2_analysis", "gpuv100", "0"],
     ]
     assert [job[0] for job in jobs[:4]] == ["1001[1]", "1001[2]", "1002[3]", "1002[4]"]
     assert "(starts when every run has ended: ended(1001) && ended(1002))" in study["stdout"]
-    assert 'the probe has ended: ended("phase1_2_probe")' in study["stdout"]
+    assert "the probe has ended: ended(1003)" in study["stdout"]
     logs = study["repo"] / "hpc" / "logs"
     for run in PLAN:  # one log per element, named by its array index
         array = 1001 if run.arm == "V1" else 1002
         log = (logs / f"phase1_2.{array}.{run.index}.out").read_text()
-        assert f"job {array}[{run.index}] phase1_2[{run.index}] on" in log and f"experiment {run.name}" in log
+        assert f"job {array}[{run.index}] outputs.phase1_2[{run.index}] on" in log and f"experiment {run.name}" in log
     for name, job in (("phase1_2_probe", jobs[4][0]), ("phase1_2_analysis", jobs[5][0])):
-        assert f"job {job} {name} on" in (logs / f"{name}.{job}.out").read_text()
+        assert f"job {job} outputs.{name} on" in (logs / f"{name}.{job}.out").read_text()
 
 
 def _outputs(notebook: Path) -> list[dict]:
@@ -378,15 +499,15 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
     done = _launch(env, cwd=repo)
     assert done.returncode == 0, done.stderr  # submitting worked; the jobs fail
     jobs = [line.split("\t") for line in (lsf / "jobs.tsv").read_text().splitlines()]
-    assert [(name, status != "0") for _, name, _, status in jobs] == [("phase1_2", True)] * len(PLAN) + [
-        ("phase1_2_probe", True),
-        ("phase1_2_analysis", True),
+    assert [(name, status != "0") for _, name, _, status in jobs] == [("out.phase1_2", True)] * len(PLAN) + [
+        ("out.phase1_2_probe", True),
+        ("out.phase1_2_analysis", True),
     ]
     logs = repo / "hpc" / "logs"
     first = "phase1_2.1001.1"  # element 1 of the first array (with_suffix would take ".1" for a suffix)
     assert "manifest not found" in (logs / f"{first}.out").read_text() + (logs / f"{first}.err").read_text()
     for job, notebook in ((jobs[-2], "diffusion_probe.ipynb"), (jobs[-1], "analysis.ipynb")):
-        err = (logs / f"{job[1]}.{job[0]}.err").read_text()
+        err = (logs / f"{job[1].removeprefix('out.')}.{job[0]}.err").read_text()
         assert f"error: no metrics for experiment '{V1_RUNS[0]}'" in err
         assert not (tmp_path / "out" / "phase1_2_vae_test" / "runs" / notebook).exists()
 
@@ -403,7 +524,7 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
     ],
 )
 def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(tmp_path, variables, message):
-    done = _launch(_dry_environment(tmp_path, **variables))
+    done = _launch(_dry_environment(tmp_path, **variables), copy_of_repository(tmp_path / "repo"))
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "lsf" / "submissions.tsv").exists()
 

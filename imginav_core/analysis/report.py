@@ -3,6 +3,8 @@
 ``python -m imginav_core stage`` copies the executed notebooks of a study into
 ``book/generated/`` and puts the ipywidgets HTML manager into ``book/_static/`` (from the npm
 registry, so the report loads no script from a CDN); then ``jupyter-book build book``.
+``python -m imginav_core fetch-widgets`` puts the widget script there alone: the launcher runs it
+on the login node, so that the analysis job, on a compute node, needs no network.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ReportError
 from ..files import write_text_atomic
 from ..outputs import Outputs, shown_path
 from ..parameters import REPO_ROOT, study_outputs
-from .runs import RunSummary
+
+if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
+    from .runs import RunSummary
 
 BOOK = REPO_ROOT / "book"
 GENERATED = "generated"  # book/generated/: the staged notebooks
@@ -129,7 +133,8 @@ def widget_script_source(book: Path | None = None) -> str:
     if shutil.which("npm") is None:
         raise ReportError(
             f"the report needs {HTML_MANAGER} for its widgets and npm is not installed: install Node.js "
-            f"(conda install nodejs; environment.yml has it), or run `npm pack {HTML_MANAGER}` elsewhere and set "
+            "(conda install nodejs; environment.yml has it) and run `python -m imginav_core fetch-widgets` "
+            f"(bash hpc/launch_phase1_2.sh does), or run `npm pack {HTML_MANAGER}` elsewhere and set "
             "IMGINAV_HTML_MANAGER to the .tgz"
         )
     return f"npm pack {HTML_MANAGER}"
@@ -150,18 +155,28 @@ def ensure_html_manager(book: Path | None = None) -> Path:
                 [shutil.which("npm"), "pack", HTML_MANAGER, "--silent"], cwd=tmp, capture_output=True, text=True
             )
             if done.returncode != 0:
-                raise ReportError(f"npm pack {HTML_MANAGER} failed: {done.stderr.strip()}")
+                raise ReportError(
+                    f"npm pack {HTML_MANAGER} failed: {done.stderr.strip()} (a node without network: fetch it "
+                    "where there is one, into this repository's book/, with `python -m imginav_core fetch-widgets`; "
+                    "bash hpc/launch_phase1_2.sh does so on the login node)"
+                )
             package = str(Path(tmp) / done.stdout.strip().splitlines()[-1])
         staging = Path(tmp) / "dist"
-        with tarfile.open(package) as tar:
-            members = [
-                m
-                for m in tar.getmembers()
-                if m.isfile() and m.name.startswith("package/dist/") and not m.name.endswith((".map", "-amd.js"))
-            ]
-            for member in members:
-                member.name = member.name.removeprefix("package/dist/")
-            tar.extractall(staging, members=members, filter="data")
+        try:
+            with tarfile.open(package) as tar:
+                members = [
+                    m
+                    for m in tar.getmembers()
+                    if m.isfile() and m.name.startswith("package/dist/") and not m.name.endswith((".map", "-amd.js"))
+                ]
+                for member in members:
+                    member.name = member.name.removeprefix("package/dist/")
+                tar.extractall(staging, members=members, filter="data")
+        except (tarfile.TarError, EOFError) as err:
+            raise ReportError(
+                f"{package}: not a package made by `npm pack {HTML_MANAGER}` "
+                f"({(str(err).splitlines() or [type(err).__name__])[0].rstrip(':')})"
+            ) from None
         if not (staging / "embed.js").is_file():
             raise ReportError(f"{package}: no dist/embed.js in this package")
         target.parent.mkdir(parents=True, exist_ok=True)
