@@ -8,14 +8,14 @@
 #
 # Why one array per arm: a queue is per submission, and V1 runs on gpuv100, V2 on gpul40s (the
 # queues of hpc/papermill_V1.sh and _V2.sh). Both arrays have the name phase1_2, the indices of the
-# plan: -J "phase1_2[1-3]" and -J "phase1_2[4-6]"; each element reads its row from $LSB_JOBINDEX.
+# plan: -J "phase1_2[1-5]" and -J "phase1_2[6-10]"; each element reads its row from $LSB_JOBINDEX.
 #
 # Why the probe waits on the arrays' job ids, not on ended("phase1_2"): a name stands for all
 # your jobs of that name, but for arrays the bsub -w reference adds that without JOB_DEP_LAST_SUB
 # in lsb.params "the job is rejected if one of your previous arrays has the same name but a
 # different index", and with it "the test is done on the job submitted most recently" only
 # (Platform LSF Command Reference 7, and Reference 6.2, bsub -w). Two arrays named phase1_2 with
-# indices 1-3 and 4-6 are exactly that, and so is an earlier study's array still in LSF's memory.
+# indices 1-5 and 6-10 are exactly that, and so is an earlier study's array still in LSF's memory.
 # A condition on an array's job id covers the whole array ("Whole array dependency": bsub -w
 # "done(123)", Administering Platform LSF, Job Arrays), and ended() holds once every element has
 # ended, done or failed, so nothing waits forever. The analysis waits on the probe by name, as
@@ -49,9 +49,9 @@ submit() {  # submit SCRIPT [bsub options...] -> prints the job id, or stops the
   echo "$id"
 }
 
-by_arm=$(python -m imginav_core plan --from-env --arrays)  # "V1 1-3", "V2 4-6": each arm's indices
+by_arm=$(python -m imginav_core plan --from-env --arrays)  # "V1 1-5", "V2 6-10": each arm's indices
 array=$(directive -J hpc/phase1_2_array.sh)
-array=${array%%\[*}  # phase1_2[1-6] -> phase1_2
+array=${array%%\[*}  # phase1_2[1-10] -> phase1_2
 arrays=()
 trained=""
 while read -r arm indices; do
