@@ -26,13 +26,13 @@
 #
 # Why one array per arm: a queue is per submission, and V1 runs on gpuv100, V2 on gpul40s (the
 # queues of hpc/papermill_V1.sh and _V2.sh). Each element reads its row of the plan from
-# $LSB_JOBINDEX: the arrays are -J "TAG.phase1_2[1-3]" and -J "TAG.phase1_2[4-6]".
+# $LSB_JOBINDEX: the arrays are -J "TAG.phase1_2[1-5]" and -J "TAG.phase1_2[6-10]".
 #
 # Why every dependency names job ids, not names: a name stands for all your jobs of that name, but
 # for arrays the bsub -w reference adds that without JOB_DEP_LAST_SUB in lsb.params "the job is
 # rejected if one of your previous arrays has the same name but a different index", and with it
 # "the test is done on the job submitted most recently" only (Platform LSF Command Reference 7, and
-# Reference 6.2, bsub -w). Two arrays with indices 1-3 and 4-6 are exactly that, and so is an
+# Reference 6.2, bsub -w). Two arrays with indices 1-5 and 6-10 are exactly that, and so is an
 # earlier study's array, or an earlier probe, still in LSF's memory. A condition on an array's job
 # id covers the whole array ("Whole array dependency": bsub -w "done(123)", Administering Platform
 # LSF, Job Arrays). ended() rather than done(): it holds once every element has ended, done or
@@ -100,10 +100,10 @@ submit() {  # submit SCRIPT [bsub options...] -> prints the job id, or stops the
 if ((resume)); then
   by_arm=$(python -m imginav_core plan --from-env --arrays --pending)  # the unfinished runs' indices
 else
-  by_arm=$(python -m imginav_core plan --from-env --arrays)  # "V1 1-3", "V2 4-6": each arm's indices
+  by_arm=$(python -m imginav_core plan --from-env --arrays)  # "V1 1-5", "V2 6-10": each arm's indices
 fi
 array=$(directive -J hpc/phase1_2_array.sh)
-array=${array%%\[*}  # phase1_2[1-6] -> phase1_2
+array=${array%%\[*}  # phase1_2[1-10] -> phase1_2
 arrays=()
 ids=()
 trained=""

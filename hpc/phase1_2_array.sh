@@ -3,9 +3,9 @@
 # (`python -m imginav_core plan`: its experiment config, training seed and KL weight, into its own
 # run folder), through notebooks/train.ipynb like hpc/papermill_V1.sh does for one run.
 # hpc/launch_phase1_2.sh submits it once per arm, each on that arm's queue (the queue of
-# hpc/papermill_V1.sh or _V2.sh), with the plan's indices: -J "phase1_2[1-3]" -q gpuv100,
-# -J "phase1_2[4-6]" -q gpul40s. Submitted by hand it runs every index on the queue below:
-#   bsub < hpc/phase1_2_array.sh                      (the default plan: V1 and V2 x 3 seeds)
+# hpc/papermill_V1.sh or _V2.sh), with the plan's indices: -J "phase1_2[1-5]" -q gpuv100,
+# -J "phase1_2[6-10]" -q gpul40s. Submitted by hand it runs every index on the queue below:
+#   bsub < hpc/phase1_2_array.sh                      (the default plan: V1 and V2 x 5 seeds)
 #   bsub -J "phase1_2[5]" -q gpul40s < hpc/phase1_2_array.sh    (one run again: it resumes)
 #   LSB_JOBINDEX=5 bash hpc/phase1_2_array.sh         (one index, outside LSF)
 # LSF sets $LSB_JOBINDEX to the element's index and replaces %I in the log names by it (IBM LSF
@@ -13,7 +13,7 @@
 # match the plan: with IMGINAV_SEEDS or IMGINAV_KLD_SWEEP=1 it has other runs (the launcher
 # computes the indices). Memory as the single-run jobs: 8 x 2 GB reserved, -M 4GB per slot.
 # -Ne: a mail (to you, or to IMGINAV_MAIL through the launcher) for each element that fails.
-#BSUB -J "phase1_2[1-6]"
+#BSUB -J "phase1_2[1-10]"
 #BSUB -q gpul40s
 #BSUB -gpu "num=1:mode=exclusive_process"
 #BSUB -n 8

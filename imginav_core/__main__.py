@@ -182,12 +182,16 @@ def _check(args: argparse.Namespace) -> int:
         if not args.parameters_only:
             from .analysis.runs import load_runs  # (torch: not for the launcher's check on a login node)
 
-            load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
+            runs, _ = load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
         if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
             raise UnfinishedRunError(
                 f"the diffusion probe has not run: {out.probe_notebook} does not exist "
                 "(bsub < hpc/diffusion_probe.sh, then the analysis)"
             )
+        if not args.parameters_only:  # the primary endpoint: every run probed since it last trained
+            from .analysis.decision import read_probe
+
+            read_probe(out.probe_metrics, runs, values["allow_no_probe"])
         assignments = {
             "OUTPUT_ROOT": values["output_root"],
             "PHASE_DIR": out.phase_dir,
@@ -224,8 +228,15 @@ def _stage(args: argparse.Namespace) -> int:
 @command("plan")
 def _plan(args: argparse.Namespace) -> int:
     from .parameters import environment_plan
-    from .study_plan import arm_indices, check_seeds, plan_table, study_plan
+    from .study_plan import arm_indices, check_seeds, plan_table, seed_plan_text, study_plan
 
+    if args.effect is not None:
+        if args.seeds or args.sweep or args.from_env or args.arrays:
+            raise ConfigError("--effect plans how many seeds; give it without --seeds, --sweep, --from-env, --arrays")
+        if not 0 < args.power < 1:
+            raise ConfigError(f"--power {args.power}: expected a probability between 0 and 1, e.g. 0.8")
+        print(seed_plan_text(args.effect, args.spread, target=args.power), end="")
+        return 0
     if args.from_env:
         plan = environment_plan()
     else:
@@ -411,10 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "plan",
         "the study's runs: one row per index of the LSF job array",
-        "python -m imginav_core plan --seeds 42,43 --sweep",
+        "python -m imginav_core plan --seeds 42,43 --sweep    (how many seeds: plan --effect 2 --spread 1)",
         "Print the study plan (configs/phase1_2/study.yaml): for each array index the arm, the run's "
         "name (its folder), the config, the training seed, the KL weight and whether it belongs to the "
-        "KL-weight sweep. Comparison runs first (each arm with each seed), then the sweep when asked.",
+        "KL-weight sweep. Comparison runs first (each arm with each seed), then the sweep when asked. "
+        "With --effect: how many seeds per arm the decision needs to detect that difference between "
+        "the arms, given the seed-to-seed spread of a run's score (e.g. the probe's FLD of each run "
+        "in an earlier study, decision.json's criteria.generation_fld), with the power at 2 to 8 "
+        "seeds and what the runs cost in GPU-hours.",
     )
     p.add_argument("--seeds", help="training seeds, comma-separated (default: the plan file's)")
     p.add_argument("--sweep", action="store_true", help="include the KL-weight sweep")
@@ -426,7 +441,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arrays",
         action="store_true",
-        help='print each arm\'s array indices as bsub -J takes them ("V1 1-3"), for the launcher',
+        help='print each arm\'s array indices as bsub -J takes them ("V1 1-5"), for the launcher',
+    )
+    p.add_argument(
+        "--effect",
+        type=float,
+        metavar="E",
+        help="plan the seeds instead: the difference between the arms' mean scores the study should detect",
+    )
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=1.0,
+        metavar="SD",
+        help="with --effect: the standard deviation of a run's score between seeds within an arm, in the "
+        "units of E (default 1: E in standard deviations)",
+    )
+    p.add_argument(
+        "--power",
+        type=float,
+        default=0.8,
+        help="with --effect: the chance of detecting E the plan should reach (default 0.8)",
     )
     p.add_argument(
         "--pending",

@@ -46,3 +46,8 @@ class UnfinishedRunError(ImginavError, RuntimeError):
 
 class ReportError(ImginavError, RuntimeError):
     """The report cannot be staged: its notebooks or its widget script are missing."""
+
+
+class ProbeError(ImginavError, RuntimeError):
+    """The diffusion probe's results, the decision's primary endpoint, are missing, do not cover
+    every compared run, or are older than a run they should measure."""

@@ -246,6 +246,13 @@ ANALYSIS = Notebook(
             "analyse unfinished runs, marked as such, instead of refusing them",
             env="IMGINAV_ALLOW_UNFINISHED",
         ),
+        Parameter(
+            "allow_no_probe",
+            "bool",
+            False,
+            "decide without the diffusion probe's results (the primary endpoint): no choice, the other criteria only",
+            env="IMGINAV_ALLOW_NO_PROBE",
+        ),
         Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
         Parameter(
             "seed", "int", 0, "seed of the interpolation pairs and the latent noise", env="IMGINAV_ANALYSIS_SEED"

@@ -210,3 +210,97 @@ def plan_table(plan: list[PlannedRun]) -> str:
         for r in plan
     ]
     return "\n".join(rows) + "\n"
+
+
+# ---- how many seeds: power and cost --------------------------------------------------------------
+
+# What one comparison run costs on the cluster: 10 epochs over the 27,897 usable layouts at
+# 512 x 512, at the 40-80 training images/s measured on its V100 (V1's queue) and L40s (V2's)
+# nodes: 1.0-1.9 GPU-hours a run. The probe and the analysis come on top.
+USABLE_LAYOUTS = 27_897
+CLUSTER_IMAGES_PER_S = (40.0, 80.0)
+
+
+def run_gpu_hours(epochs: int, layouts: int = USABLE_LAYOUTS) -> tuple[float, float]:
+    """(fewest, most) GPU-hours of one run of ``epochs`` epochs at the cluster's throughput."""
+    slow, fast = CLUSTER_IMAGES_PER_S
+    return epochs * layouts / fast / 3600, epochs * layouts / slow / 3600
+
+
+@dataclass(frozen=True)
+class SeedOption:
+    seeds: int  # per arm
+    power: float  # chance that the decision's 95 % interval excludes zero for the effect
+    detectable: float  # the effect found with the target power at this many seeds
+    runs: int  # both arms
+    gpu_hours: tuple[float, float]
+
+
+def seed_plan(
+    effect: float,
+    spread: float,
+    *,
+    target: float = 0.8,
+    seeds: range = range(2, 9),
+    plan_file: str | Path = PLAN_FILE,
+) -> tuple[list[SeedOption], int | None, int]:
+    """(one row per number of seeds per arm; the fewest seeds that reach ``target`` power, None
+    beyond 100; the epochs a run trains, from the arms' configs). ``effect``: the true difference
+    between the arms' means the study should detect; ``spread``: the standard deviation of a
+    run's score between seeds within an arm (both in the score's units)."""
+    from .stats import planned_detectable_effect, power, seeds_needed
+
+    if not effect or not spread > 0:
+        raise ConfigError(
+            f"effect {effect}, spread {spread}: expected a difference to detect (not 0) and the runs' "
+            "standard deviation within an arm (> 0), in the same units"
+        )
+    study = read_plan_file(plan_file)
+    epochs = max(load_config(config).training.epochs for config in study.arms.values())
+    per_run = run_gpu_hours(epochs)
+    needed = seeds_needed(effect, spread, target=target)
+    counts = sorted(set(seeds) | ({needed} if needed else set()))
+    rows = [
+        SeedOption(
+            n,
+            power(effect, spread, n),
+            planned_detectable_effect(spread, n, target=target),
+            len(study.arms) * n,
+            (len(study.arms) * n * per_run[0], len(study.arms) * n * per_run[1]),
+        )
+        for n in counts
+    ]
+    return rows, needed, epochs
+
+
+def seed_plan_text(effect: float, spread: float, *, target: float = 0.8, plan_file: str | Path = PLAN_FILE) -> str:
+    """``seed_plan`` as the command line prints it: a Markdown table and the answer."""
+    rows, needed, epochs = seed_plan(effect, spread, target=target, plan_file=plan_file)
+    low, high = run_gpu_hours(epochs)
+    lines = [
+        f"Detecting a difference of {effect:g} between the arms when a run's score scatters with standard "
+        f"deviation {spread:g} between seeds ({abs(effect) / spread:.2f} standard deviations), by the decision's "
+        f"two-sided 95 % interval (Welch's t) with {100 * target:.0f} % power:",
+        "",
+        f"| seeds per arm | power | detectable with {100 * target:.0f} % power | runs | GPU-hours |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r.seeds} | {100 * r.power:.0f} % | {r.detectable:.3g} ({r.detectable / spread:.2f} sd) | {r.runs} | "
+        f"{r.gpu_hours[0]:.0f}-{r.gpu_hours[1]:.0f} |"
+        for r in rows
+    ]
+    lines.append("")
+    if needed is None:
+        lines.append(f"Even 100 seeds per arm do not reach {100 * target:.0f} % power for this difference.")
+    else:
+        row = next(r for r in rows if r.seeds == needed)
+        lines.append(
+            f"Needed: {needed} seeds per arm, {row.runs} runs, {row.gpu_hours[0]:.0f}-{row.gpu_hours[1]:.0f} GPU-hours."
+        )
+    lines.append(
+        f"A run: {epochs} epochs over {USABLE_LAYOUTS:,} layouts at 512 x 512, at {CLUSTER_IMAGES_PER_S[0]:.0f}-"
+        f"{CLUSTER_IMAGES_PER_S[1]:.0f} images/s (the cluster's V100 and L40s): {low:.1f}-{high:.1f} GPU-hours; "
+        "the probe and the analysis not included. Unequal spreads in the two arms need more seeds."
+    )
+    return "\n".join(lines) + "\n"

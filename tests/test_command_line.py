@@ -132,7 +132,7 @@ def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
 @pytest.mark.parametrize(
     "args,env,message",
     [
-        (["--index", "7"], {}, "array index 7 is not in the study plan: it has runs 1..6"),
+        (["--index", "11"], {}, "array index 11 is not in the study plan: it has runs 1..10"),
         (["--index", "0"], {}, "array index 0 is not in the study plan"),
         (["--index", "1", "-p", "seed", "3"], {}, "-p seed: the study plan sets each run's seed"),
         (["--index", "1"], {"IMGINAV_SEED": "3"}, "IMGINAV_SEED=3: the study plan sets each run's seed"),
@@ -141,6 +141,40 @@ def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
 )
 def test_check_run_refuses_what_the_plan_cannot_run(tmp_path, args, env, message):
     done = _run("check", "run", "--from-env", *args, env={**env, "IMGINAV_OUTPUTS": str(tmp_path)})
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_plan_says_how_many_seeds_a_difference_needs_and_what_they_cost():
+    done = _run("plan", "--effect", "2", "--spread", "1")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    seeds = [int(row[0].strip("| ")) for row in rows]
+    powers = [int(row[1].rstrip(" %")) for row in rows]
+    assert seeds[:7] == list(range(2, 9)) and powers == sorted(powers)  # more seeds, more power
+    needed = next(s for s, p in zip(seeds, powers, strict=True) if p >= 80)
+    assert f"Needed: {needed} seeds per arm, {2 * needed} runs" in done.stdout
+    assert powers[seeds.index(3)] < 50  # the old default of 3 seeds: a coin toss at best
+    for row, n in zip(rows, seeds, strict=True):  # 2 arms x n runs x 10 epochs x 27,897 layouts at 80..40 images/s
+        low, high = (2 * n * 10 * 27_897 / rate / 3600 for rate in (80, 40))
+        assert int(row[3]) == 2 * n and row[4].strip(" |") == f"{low:.0f}-{high:.0f}"
+    assert "1.0-1.9 GPU-hours" in done.stdout and "40-80 images/s" in done.stdout
+    # only the difference in spreads matters
+    scaled = _run("plan", "--effect", "6", "--spread", "3")
+    assert f"Needed: {needed} seeds per arm" in scaled.stdout
+    assert "--effect E" in _run("plan", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--effect", "0"], "expected a difference to detect"),
+        (["--effect", "1", "--spread", "-1"], "standard deviation within an arm (> 0)"),
+        (["--effect", "1", "--seeds", "1,2"], "--effect plans how many seeds"),
+        (["--effect", "1", "--power", "1.5"], "--power 1.5"),
+    ],
+)
+def test_plan_refuses_an_impossible_power_question(args, message):
+    done = _run("plan", *args)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 

@@ -2,21 +2,43 @@
 (tiny) runs."""
 
 import json
+import os
+import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import PHASE, V1, V1_NAME, V2, V2_NAME, small_config
+from helpers import PHASE, ROOT, V1, V1_NAME, V2, V2_NAME, small_config
 
 from imginav_core import load_config
-from imginav_core.analysis.decision import Rule, decide, recipe_flags, write_decision
-from imginav_core.analysis.runs import RunSummary, load_run, load_runs
+from imginav_core.analysis import plots
+from imginav_core.analysis.decision import (
+    Rule,
+    decide,
+    decide_study,
+    files_written,
+    git_commit,
+    read_probe,
+    recipe_flags,
+    write_decision,
+)
+from imginav_core.analysis.report import key_numbers
+from imginav_core.analysis.runs import RunSummary, load_run, load_runs, missing_runs
 from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
-from imginav_core.errors import UnfinishedRunError
+from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
 from imginav_core.outputs import Outputs
+from imginav_core.study_plan import study_plan
 from imginav_core.training.metrics_csv import write_metrics
 
 IMAGES, SCENES, PAIRS = 240, 60, 6
+SEEDS = (42, 43, 44)
+NAMES = {"V1": load_config(V1).name, "V2": load_config(V2).name}
+
+
+def _name(label, seed):
+    """The run's name as the study plan gives it."""
+    return f"{NAMES[label]}_seed{seed}"
 
 
 def _run(config, seed, epochs=10, resolution=512, root="outputs"):
@@ -35,6 +57,8 @@ def _run(config, seed, epochs=10, resolution=512, root="outputs"):
             "is_best": [1] * epochs,
             "status": ["completed"] * epochs,
             "val_total": [0.05] * epochs,
+            "val_mse": [0.001] * epochs,
+            "epoch_seconds": [60.0] * epochs,
         }
     )
     return RunSummary(cfg.name, cfg.outputs, cfg, metrics, "completed", "")
@@ -48,6 +72,7 @@ def _arm(
     *,
     mse=0.001,
     mse_seed_spread=0.0,
+    mse_by_seed=None,
     purity=0.8,
     purity_seed_spread=0.0,
     iou=0.6,
@@ -57,10 +82,11 @@ def _arm(
     """One arm's runs: per-image measures = the arm's level + a shared per-image part (the same
     layouts are hard for both) + a per-run offset + noise."""
     results = []
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         offset = rng.normal()
+        level = mse if mse_by_seed is None else mse_by_seed[i]
         per_image = {
-            "mse": np.clip(mse * (1 + shared + mse_seed_spread * offset + 0.1 * rng.normal(size=IMAGES)), 1e-6, None),
+            "mse": np.clip(level * (1 + shared + mse_seed_spread * offset + 0.1 * rng.normal(size=IMAGES)), 1e-9, None),
             "nn_midpoint_purity": np.clip(
                 purity + 0.05 * shared + purity_seed_spread * rng.normal() + 0.02 * rng.normal(size=IMAGES), 0, 1
             ),
@@ -81,7 +107,7 @@ def _arm(
                 "units": 16,
                 "collapsed": collapsed,
             }
-        results.append(ModelResult(f"{label}_seed{seed}", label, seed, label == "V2", metrics, per_image, None, {}))
+        results.append(ModelResult(_name(label, seed), label, seed, label == "V2", metrics, per_image, None, {}))
     return results
 
 
@@ -89,7 +115,7 @@ def _study(v1, v2):
     pairs = [Pair("room-room", i, i + 1) for i in range(PAIRS)]
     return Study(
         AnalysisSettings(),
-        None,
+        SimpleNamespace(train=range(22000)),  # what the decision reads of the data: the training set's size
         np.arange(IMAGES),
         np.repeat(np.arange(SCENES), IMAGES // SCENES),
         pairs,
@@ -105,81 +131,126 @@ def _runs(seeds, **kwargs):
     return {"V1": [_run(V1, s, **kwargs) for s in seeds], "V2": [_run(V2, s, **kwargs) for s in seeds]}
 
 
-def _decide(seeds=(42, 43, 44), v1=None, v2=None, probe=None, **kwargs):
-    rng = np.random.default_rng(0)
-    shared = 0.3 * rng.normal(size=IMAGES)
-    study = _study(_arm("V1", seeds, rng, shared, **(v1 or {})), _arm("V2", seeds, rng, shared, **(v2 or {})))
-    return decide(study, _runs(seeds), train_images=22000, probe=probe, rule=Rule(resamples=500), **kwargs)
-
-
-def _probe(v1_fld, v2_fld, half_width=2.0):
+def _probe(v1_fld=(30.0, 32.0, 31.0), v2_fld=(30.5, 31.0, 31.5), half_width=2.0, seeds=SEEDS, **extra):
+    """The probe's metrics: each run's FLD (and its interval); ``extra``: per run name, more keys
+    under ``generated`` or beside it (``budgets``)."""
     experiments = {}
     for label, values in (("V1", v1_fld), ("V2", v2_fld)):
-        for seed, value in zip((42, 43, 44), values):
-            experiments[f"{label}_seed{seed}"] = {
+        for seed, value in zip(seeds, values, strict=True):
+            name = _name(label, seed)
+            experiments[name] = {
                 "generated": {"scores": {"fld": {"value": value, "ci95": [value - half_width, value + half_width]}}}
             }
+            for key, value_ in extra.get(name, {}).items():
+                (experiments[name]["generated"] if key == "fld_by_scorer" else experiments[name])[key] = value_
     return {"settings": {"samples": 1000, "seeds": 1}, "experiments": experiments}
 
 
+def _decide(seeds=SEEDS, v1=None, v2=None, probe="default", **kwargs):
+    rng = np.random.default_rng(0)
+    shared = 0.3 * rng.normal(size=IMAGES)
+    study = _study(_arm("V1", seeds, rng, shared, **(v1 or {})), _arm("V2", seeds, rng, shared, **(v2 or {})))
+    if probe == "default":
+        probe = _probe(
+            seeds=seeds, v1_fld=[30.0 + i for i in range(len(seeds))], v2_fld=[30.5 + i for i in range(len(seeds))]
+        )
+    return decide(study, _runs(seeds), train_images=22000, probe=probe, rule=Rule(resamples=500), **kwargs)
+
+
+CLEAR_WIN = ((30.0, 32.0, 31.0), (20.0, 21.0, 19.0))  # the VAE's FLD lower in every run
+
+
 def test_the_vae_is_chosen_when_clearly_better_on_the_endpoint_and_non_inferior():
-    d = _decide(v2={"purity": 0.9})  # no probe: the nearest-neighbour midpoints are the endpoint
-    assert d["primary_endpoint"] == "nearest_neighbour_validity" and d["verdict"] == "vae better"
-    assert d["choice"] == "variational" and d["chosen_experiment"] == "V2_seed42"
+    d = _decide(probe=_probe(*CLEAR_WIN))
+    assert d["primary_endpoint"] == "generation_fld" and d["verdict"] == "vae better"
+    assert d["choice"] == "variational" and d["chosen_experiment"] == _name("V2", 42)
     c = d["criteria"]
-    assert c["nearest_neighbour_validity"]["ci95"][0] > 0.05
+    assert c["generation_fld"]["ci95"][1] < 0
     assert c["reconstruction_mse"]["verdict"] == c["small_class_iou"]["verdict"] == "non-inferior"
     assert d["data_sufficient"] and "provisional" not in d["summary"]
+    # the nearest-neighbour midpoints are reported, never the endpoint
+    assert c["nearest_neighbour_validity"]["role"] == "secondary"
 
 
 def test_differences_within_the_seed_to_seed_spread_are_inconclusive():
-    # the VAE is 0.03 better on average, but runs of one arm differ by about 0.05
-    d = _decide(v1={"purity_seed_spread": 0.05}, v2={"purity": 0.83, "purity_seed_spread": 0.05})
-    primary = d["criteria"]["nearest_neighbour_validity"]
+    # the VAE is 3 lower on average, but runs of one arm differ by about 5
+    d = _decide(probe=_probe((30.0, 20.0, 25.0), (22.0, 29.0, 15.0)))
+    primary = d["criteria"]["generation_fld"]
     assert primary["ci95"][0] < 0 < primary["ci95"][1]
     assert d["verdict"] == "inconclusive" and d["choice"] == "deterministic"
     assert "inconclusive" in d["summary"] and "includes zero" in d["reason"]
+    # the default is the simpler model, not a shown winner, and the text says so
+    assert "because it is the simpler model, not because it was shown better" in d["summary"]
     # the same average gain with runs that agree with each other is a clear result
-    assert _decide(v2={"purity": 0.83})["verdict"] == "vae better"
+    clear = _decide(probe=_probe((25.0, 25.5, 24.5), (22.0, 22.5, 21.5)))
+    assert clear["verdict"] == "vae better" and "simpler model" not in clear["summary"]
 
 
 def test_one_seed_per_arm_cannot_decide():
-    d = _decide(seeds=(42,), v2={"purity": 0.9})
+    d = _decide(seeds=(42,), probe=_probe((30.0,), (20.0,), seeds=(42,)))
     assert d["verdict"] == "inconclusive" and "run-to-run spread is unknown" in d["reason"]
     assert d["criteria"]["reconstruction_mse"]["n_seeds"] == [1, 1]
+    assert not d["criteria"]["generation_fld"]["seed_spread_known"]
 
 
 def test_a_vae_worse_beyond_a_margin_is_said_to_be_worse():
-    d = _decide(v2={"purity": 0.9, "mse": 0.002})  # better endpoint, but twice the MSE
+    d = _decide(v2={"mse": 0.002}, probe=_probe(*CLEAR_WIN))  # better endpoint, but twice the MSE
     assert d["criteria"]["reconstruction_mse"]["verdict"] == "inferior"
     assert d["verdict"] == "vae worse" and d["choice"] == "deterministic" and "reconstruction_mse" in d["reason"]
-    d = _decide(v2={"purity": 0.9, "iou": 0.4})
+    d = _decide(v2={"iou": 0.4}, probe=_probe(*CLEAR_WIN))
     assert d["criteria"]["small_class_iou"]["verdict"] == "inferior" and d["verdict"] == "vae worse"
 
 
-def test_the_probe_is_the_primary_endpoint_when_it_ran():
-    better = _decide(v2={"purity": 0.7}, probe=_probe([30.0, 32.0, 31.0], [20.0, 21.0, 19.0]))
-    assert better["primary_endpoint"] == "generation_fld" and better["verdict"] == "vae better"
-    assert better["criteria"]["generation_fld"]["n_images"] == 3000
-    noisy = _decide(probe=_probe([30.0, 20.0, 25.0], [22.0, 29.0, 24.0]))
-    assert noisy["verdict"] == "inconclusive" and noisy["choice"] == "deterministic"
-    worse = _decide(probe=_probe([20.0, 21.0, 19.0], [30.0, 32.0, 31.0]))
+def test_the_probe_decides_with_the_runs_as_its_n():
+    better = _decide(probe=_probe(*CLEAR_WIN))
+    primary = better["criteria"]["generation_fld"]
+    # n is the runs, not the 3000 generated layouts behind them
+    assert primary["n_runs"] == [3, 3] and primary["n_images"] is None and primary["generated_per_run"] == 1000
+    assert "runs per arm" in primary["n_meaning"]
+    worse = _decide(probe=_probe(CLEAR_WIN[1], CLEAR_WIN[0]))
     assert worse["verdict"] == "vae worse"
 
 
-def test_every_criterion_has_its_interval_seeds_and_images():
-    d = _decide(probe=_probe([30.0, 32.0, 31.0], [20.0, 21.0, 19.0]))
+def test_every_criterion_has_its_interval_detectable_effect_and_counts():
+    d = _decide(probe=_probe(*CLEAR_WIN))
     for name, criterion in d["criteria"].items():
         assert {"ci95", "n_seeds", "n_images", "verdict"} <= set(criterion), name
         if criterion["role"] != "flag":
             assert criterion["ci95"][0] <= criterion["estimate"] <= criterion["ci95"][1], name
-            assert criterion["n_seeds"] == [3, 3]
+            assert (
+                criterion["n_seeds"] == [3, 3]
+                and criterion["mde"] >= 0
+                and (criterion["mde"] > 0) == (criterion["se"] > 0)
+            ), name
     assert d["criteria"]["reconstruction_mse"]["n_images"] == IMAGES
     assert d["criteria"]["path_validity"]["n_images"] == PAIRS
+    assert d["evaluation_split"] == "val"
+    # the report's table shows the detectable effect beside each interval, and what n is
+    table = plots.criteria_table(d)
+    row = table.loc["generation fld (primary)"]
+    assert row["MDE (80 %)"] == f"{d['criteria']['generation_fld']['mde']:.3g}" and row["n"] == "3+3 runs"
+    assert table.loc["reconstruction mse (non-inferiority)", "n"] == f"3+3 seeds, {IMAGES}"
+
+
+def test_a_relative_margin_is_not_judged_on_a_value_near_zero():
+    """V1's MSE of 0.003 and 0.0006 over two seeds: a ratio to it could be anything (taken, it was
+    18.8 with the interval [-763, 800]); the absolute difference is reported, and the relative margin
+    does not claim non-inferiority from it."""
+    d = _decide(
+        seeds=(42, 43),
+        v1={"mse_by_seed": (0.003, 0.0006)},
+        v2={"mse": 0.035},
+        probe=_probe((30.0, 31.0), (20.0, 21.0), seeds=(42, 43)),
+    )
+    mse = d["criteria"]["reconstruction_mse"]
+    assert mse["relative"] is False and "not clearly above zero" in mse["note"] and "margin" in mse["note"]
+    assert abs(mse["estimate"]) < 0.1 and mse["ci95"][1] - mse["ci95"][0] < 1
+    assert mse["verdict"] == "inconclusive" and d["choice"] == "deterministic"
+    assert "non-inferiority on reconstruction_mse is not shown" in d["reason"]
 
 
 def test_collapse_decides_and_the_kl_band_is_read_the_right_way():
-    d = _decide(v2={"purity": 0.9, "kl": 2e-6, "collapsed": True})
+    d = _decide(v2={"kl": 2e-6, "collapsed": True}, probe=_probe(*CLEAR_WIN))
     assert d["choice"] == "deterministic" and "collapse" in d["reason"]
     assert any("near the prior" in f and "towards collapse" in f for f in d["flags"])
     high = _decide(v2={"kl": 5e-3})
@@ -191,7 +262,8 @@ def test_too_little_data_is_said_plainly():
     rng = np.random.default_rng(0)
     shared = rng.normal(size=IMAGES)
     study = _study(_arm("V1", (1, 2), rng, shared), _arm("V2", (1, 2), rng, shared))
-    d = decide(study, _runs((1, 2), epochs=2, resolution=64), train_images=300, rule=Rule(resamples=200))
+    probe = _probe((30.0, 31.0), (29.0, 30.0), seeds=(1, 2))
+    d = decide(study, _runs((1, 2), epochs=2, resolution=64), train_images=300, probe=probe, rule=Rule(resamples=200))
     assert not d["data_sufficient"] and len(d["data_limits"]) == 3 and "too little to decide" in d["summary"]
 
 
@@ -222,11 +294,9 @@ def test_runs_trained_with_different_recipes_are_flagged(tmp_path):
 
 
 def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
-    for v2, variational in (({"purity": 0.9}, True), ({}, False)):
-        d = _decide(v2=v2)
-        runs = [run for arm in _runs((42, 43, 44)).values() for run in arm]
-        for run in runs:
-            run.name = run.name.replace("phase1_2_AE_", "").replace("_deterministic", "").replace("_vae_light", "")
+    for probe, variational in ((_probe(*CLEAR_WIN), True), (_probe(), False)):
+        d = _decide(probe=probe)
+        runs = [run for arm in _runs(SEEDS).values() for run in arm]
         decision_path, config_path = write_decision(d, runs, Outputs(tmp_path, PHASE))
         assert (decision_path, config_path) == (
             tmp_path / PHASE / "decision.json",
@@ -237,6 +307,202 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
         assert cfg.model.variational is variational and cfg.name == "phase1_3_base"
         assert cfg.loss.kld == (1e-4 if variational else 0.0)
         assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps) == (16, 32, 4)
+
+
+def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_checked():
+    v1 = {_name("V1", s): {"fld_by_scorer": {"0": 30.0, "1": 31.0, "2": 35.0}} for s in SEEDS}
+    v2 = {_name("V2", s): {"fld_by_scorer": {"0": 20.0, "1": 21.0, "2": 22.0}} for s in SEEDS}
+    budgets = {name: {"budgets": {"5000": {"fld": 40.0 if "V1" in name else 38.0}}} for name in [*v1, *v2]}
+    extra = {name: v1.get(name, {}) | v2.get(name, {}) | budgets[name] for name in budgets}
+    # the runs' single FLD values (100, 100, ...) are not what is compared when scorer seeds exist
+    d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **extra))
+    primary = d["criteria"]["generation_fld"]
+    assert primary["deterministic"] == pytest.approx([32.0] * 3) and primary["vae"] == pytest.approx([21.0] * 3)
+    assert primary["score"] == "mean FLD over scorer seeds 0, 1, 2" and primary["estimate"] == pytest.approx(-11.0)
+    robustness = primary["robustness"]
+    assert robustness["scorer_seeds"]["2"] == {"difference": pytest.approx(-13.0), "agrees": True}
+    assert robustness["budgets"]["5000"] == {"difference": pytest.approx(-2.0), "agrees": True}
+    assert robustness["ranking_holds"] is True
+    # one scorer seed ranks the arms the other way: said, and flagged
+    flipped = {name: dict(e) for name, e in extra.items()}
+    for name in v2:
+        flipped[name]["fld_by_scorer"] = {"0": 20.0, "1": 21.0, "2": 36.0}
+    d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **flipped))
+    robustness = d["criteria"]["generation_fld"]["robustness"]
+    assert robustness["ranking_holds"] is False and robustness["scorer_seeds"]["2"]["agrees"] is False
+    assert any("does not hold for scorer seed 2" in f for f in d["flags"])
+    table = plots.robustness_table(d)
+    assert not table.loc["scorer seed 2", "agrees with the primary"]
+    assert table.loc["ranking holds", "agrees with the primary"] is False
+    # without them: the run's FLD, and the robustness says it was not measured
+    plain = _decide(probe=_probe(*CLEAR_WIN))["criteria"]["generation_fld"]
+    assert plain["score"] == "FLD" and plain["robustness"]["ranking_holds"] is None
+    assert "no FLD per scorer seed" in plain["robustness"]["note"]
+
+
+def _write_probe(out, probe):
+    out.probe_metrics.parent.mkdir(parents=True, exist_ok=True)
+    out.probe_metrics.write_text(json.dumps(probe))
+
+
+def test_without_the_probe_the_analysis_stops_naming_what_to_run(tmp_path):
+    runs = [_run(V1, 42, root=tmp_path), _run(V2, 42, root=tmp_path)]
+    out = runs[0].outputs
+    with pytest.raises(ProbeError, match=r"probe_metrics.json.*bsub < hpc/diffusion_probe.sh.*allow_no_probe") as err:
+        read_probe(out.probe_metrics, runs)
+    assert isinstance(err.value, ImginavError) and "bash hpc/diffusion_probe.sh" in str(err.value)
+    _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)) | {"experiments": {runs[0].name: {}}})
+    with pytest.raises(ProbeError, match=f"no results for {runs[1].name}"):
+        read_probe(out.probe_metrics, runs)
+    _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)))
+    probe, flags = read_probe(out.probe_metrics, runs)
+    assert set(probe["experiments"]) == {r.name for r in runs} and flags == []
+    # decide() itself refuses to go without it, unless told
+    with pytest.raises(ProbeError, match="primary endpoint"):
+        _decide(probe=None)
+    with pytest.raises(ProbeError, match=_name("V2", 43)):
+        _decide(probe=_probe((30.0,), (20.0,), seeds=(42,)))
+
+
+def test_a_probe_older_than_a_runs_checkpoint_is_refused(tmp_path):
+    runs = [_run(V1, 42, root=tmp_path), _run(V2, 42, root=tmp_path)]
+    out = runs[0].outputs
+    _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)))
+    for run in runs:
+        run.outputs.run_dir(run.name).mkdir(parents=True)
+        run.best_checkpoint.write_bytes(b"")
+        os.utime(run.best_checkpoint, (1e9, 1e9))  # trained long before the probe ran
+    assert read_probe(out.probe_metrics, runs)[0] is not None
+    resumed = run.outputs.last_checkpoint(runs[1].name)
+    resumed.write_bytes(b"")  # V2 trained again (a resubmitted job) after the probe ran
+    os.utime(out.probe_metrics, (2e9, 2e9))
+    os.utime(resumed, (2e9 + 10, 2e9 + 10))
+    with pytest.raises(ProbeError) as err:
+        read_probe(out.probe_metrics, runs)
+    assert "OUTPUT_ROOT/phase1_2_vae_test/probe/probe_metrics.json is older than" in str(err.value)
+    assert f"OUTPUT_ROOT/experiments/{runs[1].name}/last.pt" in str(err.value)
+
+
+def test_allowed_to_go_without_the_probe_there_is_no_choice_and_no_next_config(tmp_path):
+    runs = [_run(V1, s, root=tmp_path) for s in SEEDS] + [_run(V2, s, root=tmp_path) for s in SEEDS]
+    out = runs[0].outputs
+    probe, flags = read_probe(out.probe_metrics, runs, allow_no_probe=True)
+    assert probe is None and "no primary endpoint" in flags[0]
+    d = _decide(probe=None, allow_no_probe=True, warnings=flags)
+    assert d["choice"] is None and d["chosen_experiment"] is None and d["verdict"] == "no primary endpoint"
+    assert "generation_fld" not in d["criteria"] and "reconstruction_mse" in d["criteria"]
+    assert d["summary"].startswith("No choice") and "no Phase 1.3 base configuration" in d["summary"]
+    out.next_phase_config.parent.mkdir(parents=True)
+    out.next_phase_config.write_text("left by an earlier analysis\n")
+    decision_path, config_path = write_decision(d, runs, out)
+    assert config_path is None and not out.next_phase_config.exists()
+    assert json.loads(decision_path.read_text())["choice"] is None
+    assert "no Phase 1.3 base configuration" in files_written(out, decision_path, config_path)
+
+
+def test_the_protocol_is_hashed_and_changes_with_the_rule_or_the_plan():
+    plan = {"file": "study.yaml", "content": {"seeds": [42, 43, 44]}, "seeds": [42, 43, 44], "runs": {}}
+    first, again = _decide(plan=plan), _decide(plan=plan)
+    protocol = first["protocol"]
+    assert protocol["sha256"] == again["protocol"]["sha256"] and len(protocol["sha256"]) == 64
+    assert protocol["parts"]["rule"]["mse_margin"] == 0.25 and protocol["parts"]["study_plan"] == plan
+    criteria = {c["name"]: c for c in protocol["parts"]["criteria"]}
+    assert criteria["generation_fld"]["role"] == "primary" and criteria["small_class_iou"]["margin"] == 0.05
+    assert protocol["parts"]["analysis_settings"]["max_images"] == 512
+    assert protocol["parts"]["probe_settings"] == {"samples": 1000, "seeds": 1}
+    assert protocol["commit"] is None or len(protocol["commit"]) == 40
+    rng = np.random.default_rng(0)
+    shared = 0.3 * rng.normal(size=IMAGES)
+    study = _study(_arm("V1", SEEDS, rng, shared), _arm("V2", SEEDS, rng, shared))
+    moved = decide(study, _runs(SEEDS), 22000, probe=_probe(), rule=Rule(resamples=500, mse_margin=0.5), plan=plan)
+    assert moved["protocol"]["sha256"] != protocol["sha256"]
+    other_seeds = _decide(plan=plan | {"seeds": [42, 43]})
+    assert other_seeds["protocol"]["sha256"] != protocol["sha256"]
+
+
+def test_the_commit_is_none_outside_a_git_checkout(tmp_path):
+    assert git_commit(tmp_path) == (None, None)
+    commit, _ = git_commit(ROOT)
+    assert commit is None or len(commit) == 40
+
+
+def _setup_study_outputs(tmp_path, seeds=SEEDS, probe_seeds=SEEDS):
+    arms = {label: [_run(V1 if label == "V1" else V2, s, root=tmp_path) for s in seeds] for label in ("V1", "V2")}
+    out = arms["V1"][0].outputs
+    _write_probe(
+        out,
+        _probe(
+            [30.0 + i for i in range(len(probe_seeds))], [29.0 + i for i in range(len(probe_seeds))], seeds=probe_seeds
+        ),
+    )
+    rng = np.random.default_rng(0)
+    shared = 0.3 * rng.normal(size=IMAGES)
+    study = _study(_arm("V1", seeds, rng, shared), _arm("V2", seeds, rng, shared))
+    return study, arms, out
+
+
+def test_a_planned_run_that_is_not_compared_is_named_with_why(tmp_path):
+    study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43))
+    d = decide_study(study, arms, out, {"allow_no_probe": False}, plan=study_plan(seeds=[42, 43, 44]))
+    assert d["planned_runs"]["V1"] == [_name("V1", s) for s in SEEDS]
+    assert d["arms"]["V1"] == [_name("V1", 42), _name("V1", 43)]
+    assert [(m["name"], m["why"]) for m in d["missing_runs"]] == [
+        (_name("V1", 44), "not found"),
+        (_name("V2", 44), "not found"),
+    ]
+    assert any(_name("V2", 44) in f and "not found" in f for f in d["flags"])
+    assert "Planned runs not compared" in d["summary"] and _name("V1", 44) in d["summary"]
+    # seeds other than the plan file's (IMGINAV_SEEDS) are said too; the plan file's are not
+    assert any(
+        "IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan(seeds=[42, 43]))["flags"]
+    )
+    assert not any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan())["flags"])
+
+
+def test_missing_runs_say_whether_not_found_unfinished_or_left_out(tiny_runs, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_runs, root)
+    out = Outputs(root, PHASE)
+    compared = {"V1": [load_run(out, V1_NAME)], "V2": []}
+    planned = {"V1": [V1_NAME, "never_trained"], "V2": [V2_NAME]}
+    found = [(m.name, m.why) for m in missing_runs(out, planned, compared)]
+    assert found == [("never_trained", "not found"), (V2_NAME, "left out by the parameters")]
+    cfg = small_config(V2, root, **{"training.epochs": 5})
+    history = load_run(out, cfg.name).metrics.to_dict("records")
+    history[-1]["status"] = "running"  # as after a job killed by its wall-time limit
+    write_metrics(cfg, history)
+    (unfinished,) = [m for m in missing_runs(out, planned, compared) if m.name == V2_NAME]
+    assert unfinished.why == "unfinished" and "stopped after 2 of 2 epochs" in unfinished.detail
+
+
+def test_the_decision_cell_can_run_twice_with_the_same_result(tmp_path):
+    """The notebook's decision cell calls package functions only; run twice (as in Jupyter), it
+    writes the same flags, not each one twice."""
+    study, arms, out = _setup_study_outputs(tmp_path)
+    arms["V2"][0].problem = "stopped after 2 of 10 epochs"  # compared anyway (allow_unfinished): flagged
+    notebook = json.loads((ROOT / "notebooks/analysis.ipynb").read_text())
+    cell = next(c for c in notebook["cells"] if "decision" in c.get("metadata", {}).get("tags", []))
+    shown = []
+    namespace = {
+        "study": study,
+        "arms": arms,
+        "runs": arms["V1"] + arms["V2"],
+        "out": out,
+        "params": {"allow_no_probe": False, "allow_unfinished": True},
+        "warnings": ["as the setup cell leaves it"],
+        "plots": plots,
+        "display": shown.append,
+    }
+    written = []
+    for _ in range(2):
+        exec("".join(cell["source"]), namespace)
+        written.append(json.loads(out.decision.read_text()))
+    assert written[0]["flags"] == written[1]["flags"]
+    assert sum("unfinished run compared" in f for f in written[1]["flags"]) == 1
+    assert {k: v for k, v in written[0].items() if k != "protocol"} == {
+        k: v for k, v in written[1].items() if k != "protocol"
+    }
+    assert written[0]["protocol"]["sha256"] == written[1]["protocol"]["sha256"]
 
 
 def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
@@ -265,7 +531,10 @@ def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
     table = pd.read_csv(tiny_runs / PHASE / "analysis" / "per_image.csv")
     assert len(table) == 2 * first["validation_images"] and set(table["arm"]) == {"V1", "V2"}
     assert table.groupby("run")["mse"].mean()[V1_NAME] == pytest.approx(v1["reconstruction"]["all"]["mse"])
-    d = decide(study, arms, train_images=len(study.data.train), rule=Rule(resamples=100))
+    probe = {
+        "experiments": {r.name: {"generated": {"scores": {"fld": {"value": 30.0, "ci95": [29.0, 31.0]}}}} for r in runs}
+    }
+    d = decide(study, arms, train_images=len(study.data.train), probe=probe, rule=Rule(resamples=100))
     assert d["verdict"] == "inconclusive" and "run-to-run spread is unknown" in d["reason"]
 
 
@@ -289,14 +558,46 @@ def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
         load_runs(Outputs(root, PHASE), [V1_NAME])
 
 
-def test_a_probe_that_misses_a_compared_run_is_not_the_endpoint(tmp_path):
-    from imginav_core.analysis.decision import read_probe
+def test_the_analysis_jobs_check_refuses_a_missing_probe_in_seconds(tiny_runs, tmp_path, capsys):
+    """`check analysis`, the analysis job's first step, stops before the study runs for minutes."""
+    from imginav_core.__main__ import main
 
-    runs = [_run(V1, 42), _run(V2, 42)]
-    path = tmp_path / "probe_metrics.json"
-    assert read_probe(path, runs) == (None, [])  # no probe ran
-    path.write_text(json.dumps({"experiments": {runs[0].name: {}}}))
-    probe, why = read_probe(path, runs)
-    assert probe is None and runs[1].name in why[0]
-    path.write_text(json.dumps({"experiments": {run.name: {} for run in runs}}))
-    assert read_probe(path, runs)[0] is not None
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_runs, root)
+    out = Outputs(root, PHASE)
+    out.probe_notebook.parent.mkdir(parents=True, exist_ok=True)
+    out.probe_notebook.write_text("{}")  # the probe's job ran, but wrote no metrics
+    args = ["check", "analysis", "-p", "output_root", str(root), "-p", "experiment_v1", V1_NAME]
+    assert main([*args, "-p", "experiment_v2", V2_NAME]) == 2
+    error = capsys.readouterr().err
+    assert "probe_metrics.json" in error and "bsub < hpc/diffusion_probe.sh" in error and "Traceback" not in error
+
+
+def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustness():
+    extra = {
+        _name(label, s): {"fld_by_scorer": {"0": 30.0 if label == "V1" else 20.0, "1": 31.0 if label == "V1" else 32.0}}
+        for label in ("V1", "V2")
+        for s in SEEDS
+    }
+    d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **extra))
+    arms = _runs(SEEDS)
+    posterior = {"kl_nats_per_element": 2.0, "kl_bits_per_pixel": 0.01, "kl_weighted": 2e-4, "active_share": 0.6}
+    metrics = {
+        "validation_images": IMAGES,
+        "validation_scenes": SCENES,
+        "models": {run.name: {"posterior": posterior} for run in arms["V2"]},
+    }
+    numbers = key_numbers(arms, metrics, d, train_images=22000)
+    primary = d["criteria"]["generation_fld"]
+    assert numbers["generation_fld_mde"] == f"{primary['mde']:.3g}"
+    assert numbers["reconstruction_mse_mde"] == f"{d['criteria']['reconstruction_mse']['mde']:.3g}"
+    assert (
+        numbers["decision_primary_n"].startswith("3 and 3 runs")
+        and "1000 generated layouts" in numbers["decision_primary_n"]
+    )
+    # scorer seed 1 ranks the arms the other way (V2 32 against V1 31)
+    assert numbers["decision_robustness"].startswith("the ranking does not hold")
+    assert "scorer seed 1 1 (disagrees)" in numbers["decision_robustness"]
+    assert numbers["decision_protocol"] == d["protocol"]["sha256"][:12] and numbers["decision_missing_runs"] == "none"
+    without = key_numbers(arms, metrics, _decide(probe=None, allow_no_probe=True), train_images=22000)
+    assert without["generation_fld_mde"] == "not measured" and without["decision_robustness"].startswith("not measured")

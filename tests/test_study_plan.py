@@ -52,9 +52,10 @@ def test_the_table_is_each_arm_with_each_seed_as_the_configs_say():
         ]
     assert [(r.arm, r.config, r.seed, r.kld, r.name, r.sweep) for r in plan] == expected
     assert [r.index for r in plan] == list(range(1, len(expected) + 1))
-    assert [r.arm for r in plan] == ["V1"] * 3 + ["V2"] * 3 and [r.kld for r in plan] == [0.0] * 3 + [1e-4] * 3
-    assert arm_names(plan, "V2") == [f"phase1_2_AE_V2_vae_light_seed{s}" for s in (42, 43, 44)]
-    assert arm_indices(plan) == {"V1": "1-3", "V2": "4-6"}
+    # 5 seeds per arm by default (study.yaml says why: the power to detect 2 seed standard deviations)
+    assert [r.arm for r in plan] == ["V1"] * 5 + ["V2"] * 5 and [r.kld for r in plan] == [0.0] * 5 + [1e-4] * 5
+    assert arm_names(plan, "V2") == [f"phase1_2_AE_V2_vae_light_seed{s}" for s in (42, 43, 44, 45, 46)]
+    assert arm_indices(plan) == {"V1": "1-5", "V2": "6-10"}
     assert len({r.name for r in plan}) == len(plan)  # each run its own folder
 
 
@@ -70,12 +71,12 @@ def test_the_kl_sweep_is_appended_only_when_asked():
     assert all(
         r.sweep and r.arm == study["sweep_arm"] and r.config == "configs/phase1_2/V2_vae_light.yaml" for r in swept
     )
-    assert swept[-1].name == "phase1_2_AE_V2_vae_light_kld0.001_seed44" and swept[-1].index == len(with_sweep)
+    assert swept[-1].name == "phase1_2_AE_V2_vae_light_kld0.001_seed46" and swept[-1].index == len(with_sweep)
     assert arm_names(with_sweep, "V2") == arm_names(plan, "V2")  # the sweep is not part of the comparison
     points = sweep_names(with_sweep)
     assert sorted(points) == sorted(float(k) for k in study["kld_sweep"])
     assert points[own] == arm_names(plan, "V2") and sweep_names(plan) == {}
-    assert arm_indices(with_sweep) == {"V1": "1-3", "V2": f"4-{len(with_sweep)}"}
+    assert arm_indices(with_sweep) == {"V1": "1-5", "V2": f"6-{len(with_sweep)}"}
 
 
 def test_the_environment_changes_the_seeds_and_adds_the_sweep():
@@ -131,9 +132,9 @@ def test_a_bad_study_file_is_refused_naming_the_file_and_key(tmp_path, text, mes
 
 
 def test_a_run_outside_the_plan_is_refused_saying_the_range():
-    with pytest.raises(ConfigError, match=r"array index 7 is not in the study plan: it has runs 1\.\.6"):
-        planned_run(study_plan(), 7)
-    assert planned_run(study_plan(), 6).name == "phase1_2_AE_V2_vae_light_seed44"
+    with pytest.raises(ConfigError, match=r"array index 11 is not in the study plan: it has runs 1\.\.10"):
+        planned_run(study_plan(), 11)
+    assert planned_run(study_plan(), 10).name == "phase1_2_AE_V2_vae_light_seed46"
     assert index_ranges([9, 1, 2, 3, 5, 6]) == "1-3,5-6,9"
     assert read_plan_file().sweep_arm == "V2"
 

@@ -143,9 +143,9 @@ def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "variables,v1,v2",
     [
-        ({"IMGINAV_SEEDS": ""}, "1-3", "4-6"),  # the plan file's seeds: 42, 43, 44
+        ({"IMGINAV_SEEDS": ""}, "1-5", "6-10"),  # the plan file's seeds: 42 to 46
         ({"IMGINAV_SEEDS": "1,2"}, "1-2", "3-4"),
-        ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-3", "4-15"),  # + V2 at 3 more KL weights x 3 seeds
+        ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-5", "6-25"),  # + V2 at 3 more KL weights x 5 seeds
     ],
     ids=["plan", "seeds", "sweep"],
 )

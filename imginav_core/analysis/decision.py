@@ -1,39 +1,63 @@
 """The Phase 1.2 decision as a rule fixed before the data is seen (every threshold a named field
-of ``Rule``).
+of ``Rule``), and the record of that rule (``protocol``) that lets a reader check it was not moved.
 
 - **Primary endpoint:** what a latent diffusion model generates in each space, the probe's FLD
-  (lower is better), when the probe ran; without it, the validity of the midpoint between each
-  validation layout's latent and its nearest training latent (palette purity, higher is better).
+  (lower is better), each run's score the mean over the scorer's feature-network seeds where the
+  probe recorded several. The probe is required: without its results for every compared run, or
+  with results older than a run's final checkpoint, the analysis stops (``ProbeError``), unless
+  told to go on without it (``allow_no_probe``), in which case there is no choice.
 - **Non-inferiority:** the VAE's reconstruction may be worse only within named margins: the
   validation MSE (relative) and the IoU of the small classes (chair, lighting, pier / stool).
-- **Intervals:** 95 % hierarchical-bootstrap intervals (seeds, then scenes, then images) of the
-  paired per-image differences, VAE minus deterministic (``stats.arm_difference``).
+- **Intervals:** 95 % t intervals whose degrees of freedom follow each arm's seed-to-seed spread
+  (Welch-Satterthwaite): of the runs' FLDs for the primary (the runs are its n), of the paired
+  per-image differences (seeds, then scenes, then images) for the others, VAE minus
+  deterministic (``stats.run_difference``, ``stats.arm_difference``); each with its minimal
+  detectable effect at 80 % power (``mde``), so that "inconclusive" says how large a difference
+  the study could have seen.
 
 The VAE is chosen only when its primary endpoint is better with the interval excluding zero,
 non-inferiority holds on every margin and its posterior has not collapsed. Otherwise the
-deterministic encoder (simpler, faster, more direct), saying whether the VAE was shown worse
-(an interval entirely on the wrong side) or the data cannot tell (inconclusive). Everything else
-(SSIM, sharpness, palette purity, latent noise, interpolation paths, the KL band) is reported
-with its interval and flags, and does not decide.
+deterministic encoder, saying whether the VAE was shown worse (an interval entirely on the wrong
+side) or the data cannot tell (inconclusive: the deterministic encoder is then the default
+because it is the simpler model, not because it was shown better). Everything else (SSIM,
+sharpness, palette purity, latent noise, interpolation paths, the nearest-neighbour midpoints,
+the KL band) is reported with its interval and flags, and does not decide; so are the primary's
+robustness checks (other scorer seeds, another denoiser budget). Every planned run that is not
+compared is named, with why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import config_from_dict
+from ..config import config_from_dict, parse_yaml
+from ..errors import ProbeError
 from ..files import write_text_atomic
 from ..outputs import Outputs
 from ..stats import PerImage, arm_difference, run_difference
+from ..study_plan import PLAN_FILE, PlannedRun, arm_names, read_plan_file
 from .criteria import Measure, image_criteria
-from .runs import RunSummary
+from .runs import MissingRun, RunSummary, missing_runs
 from .study import Study
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PRIMARY = Measure(
+    "generation_fld",
+    "primary",
+    "FLD of the layouts a latent diffusion model generates in the space (the diffusion probe), "
+    "against held-out layouts",
+    "lower",
+)
+ARMS = ("V1", "V2")
+PROBE_COMMAND = "`bsub < hpc/diffusion_probe.sh` on the cluster, or `bash hpc/diffusion_probe.sh` without LSF"
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,8 @@ def _verdict(measure: Measure, interval: dict, margin: float | None) -> str:
     if not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive"
     if measure.role == "non-inferiority":
+        if measure.relative and not interval.get("relative", True):
+            return "inconclusive"  # a relative margin cannot judge an absolute difference
         # the margin is how much worse the VAE may be: above it for "lower", below it for "higher"
         if measure.better == "lower":
             return "non-inferior" if high <= margin else "inferior" if low > margin else "inconclusive"
@@ -90,50 +116,171 @@ def _verdict(measure: Measure, interval: dict, margin: float | None) -> str:
     return "vae better" if vae_better else "vae worse" if vae_worse else "inconclusive"
 
 
-def _probe_scores(probe: dict, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's generated-layout FLD and its sampling standard error (from its 95 % interval)."""
+# ---- the primary endpoint: the diffusion probe ------------------------------------------------------
+
+
+def _final_checkpoint(run: RunSummary) -> Path | None:
+    """The newest of the run's best and last checkpoints: the run's state when it last trained."""
+    files = [p for p in (run.outputs.best_checkpoint(run.name), run.outputs.last_checkpoint(run.name)) if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
+def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[dict | None, str]:
+    """The probe's metrics and "", or None and why they cannot be the primary endpoint of a
+    comparison of ``runs``: missing, unreadable, not covering every run, or older than a run's
+    final checkpoint (a run trained again after the probe ran: its probe result is of other
+    weights)."""
+    out = runs[0].outputs if runs else Outputs(path.parent, "")
+    shown = out.shown(path)
+    if not path.is_file():
+        return None, f"the diffusion probe has not written {shown}"
+    try:
+        probe = json.loads(path.read_text())
+        experiments = probe["experiments"]
+    except (ValueError, KeyError, TypeError) as err:
+        return None, f"{shown} is not the probe's metrics ({err!r}; expected JSON with 'experiments')"
+    missing = [run.name for run in runs if run.name not in experiments]
+    if missing:
+        return None, f"{shown} has no results for {', '.join(missing)}"
+    for run in runs:
+        try:
+            float(experiments[run.name]["generated"]["scores"]["fld"]["value"])
+        except (KeyError, TypeError, ValueError):
+            return None, f"{shown}: experiments.{run.name}.generated.scores.fld.value is missing or not a number"
+    probed = path.stat().st_mtime
+    stale = [(run, ckpt) for run in runs if (ckpt := _final_checkpoint(run)) and ckpt.stat().st_mtime > probed]
+    if stale:
+        return None, "; ".join(
+            f"{shown} is older than {out.shown(ckpt)} ({run.name} trained again after the probe ran; remove "
+            f"{out.shown(out.probe_dir / run.name)} first, or the probe reuses the results it keeps there)"
+            for run, ckpt in stale
+        )
+    return probe, ""
+
+
+def read_probe(path: Path, runs: list[RunSummary], allow_no_probe: bool = False) -> tuple[dict | None, list[str]]:
+    """The probe's metrics, which must cover every compared run (the primary endpoint): a
+    ``ProbeError`` saying why not and how to produce them; with ``allow_no_probe`` None and the
+    flag the decision shows instead (it then makes no choice)."""
+    probe, problem = probe_problems(path, runs)
+    if probe is not None:
+        return probe, []
+    if not allow_no_probe:
+        raise ProbeError(
+            f"the decision's primary endpoint is the diffusion probe, and {problem}: probe the compared runs "
+            f"({PROBE_COMMAND}; it resumes where it stopped), then run the analysis again; or set "
+            "allow_no_probe=True (IMGINAV_ALLOW_NO_PROBE=1) to see the other criteria without a choice"
+        )
+    return None, [f"no primary endpoint: {problem}; allow_no_probe is set, so no choice is made"]
+
+
+def _generated(probe: dict, name: str) -> dict:
+    return probe["experiments"][name]["generated"]
+
+
+def _scorer_seeds(probe: dict, names: list[str]) -> list[str] | None:
+    """The scorer seeds every run was scored with (``generated.fld_by_scorer``), or None when a
+    run lacks them: each run's score must be the same measure."""
+    tables = [_generated(probe, name).get("fld_by_scorer") for name in names]
+    if not tables or any(not table for table in tables):
+        return None
+    common = set(tables[0]).intersection(*tables[1:])
+    return sorted(common, key=lambda seed: (len(seed), seed)) or None
+
+
+def _primary_scores(probe: dict, names: list[str], scorers: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's FLD (the mean over ``scorers`` where given) and its sampling standard error
+    (from its 95 % interval; used only for an arm of one run)."""
     values, errors = [], []
     for name in names:
-        score = probe["experiments"][name]["generated"]["scores"]["fld"]
-        low, high = score["ci95"]
-        values.append(score["value"])
+        generated = _generated(probe, name)
+        score = generated["scores"]["fld"]
+        if scorers:
+            values.append(float(np.mean([generated["fld_by_scorer"][seed] for seed in scorers])))
+        else:
+            values.append(float(score["value"]))
+        low, high = score.get("ci95") or (None, None)
         errors.append((high - low) / (2 * 1.96) if low is not None and high is not None else 0.0)
-    return np.array(values, dtype=float), np.array(errors, dtype=float)
+    return np.array(values), np.array(errors)
+
+
+def _robustness(probe: dict, arms: dict[str, list[str]], scorers: list[str] | None, estimate: float) -> dict:
+    """The arm difference (mean V2 - mean V1) under each scorer seed alone and under each other
+    denoiser budget (``budgets``), and whether its sign agrees with the primary estimate's."""
+
+    def difference(score) -> float:
+        return float(np.mean([score(n) for n in arms["V2"]]) - np.mean([score(n) for n in arms["V1"]]))
+
+    def check(value: float) -> dict:
+        return {"difference": value, "agrees": bool(value * estimate > 0)}
+
+    names = arms["V1"] + arms["V2"]
+    by_scorer = {
+        seed: check(difference(lambda n, s=seed: _generated(probe, n)["fld_by_scorer"][s])) for seed in scorers or []
+    }
+    budgets = [set(probe["experiments"][n].get("budgets") or {}) for n in names]
+    common = sorted(set.intersection(*budgets), key=lambda b: (len(b), b)) if budgets else []
+    partial = sorted(set.union(*budgets) - set(common)) if budgets else []
+    by_budget = {
+        steps: check(difference(lambda n, b=steps: float(probe["experiments"][n]["budgets"][b]["fld"])))
+        for steps in common
+    }
+    checks = [*by_scorer.values(), *by_budget.values()]
+    notes = []
+    if not by_scorer:
+        notes.append("the probe recorded no FLD per scorer seed for every run")
+    if not by_budget:
+        notes.append("the probe trained no second denoiser budget for every run")
+    if partial:
+        notes.append(f"budgets {', '.join(partial)} left out: not probed for every run")
+    return {
+        "scorer_seeds": by_scorer,
+        "budgets": by_budget,
+        "ranking_holds": all(c["agrees"] for c in checks) if checks else None,
+        "note": "; ".join(notes),
+    }
+
+
+def _primary(probe: dict, study: Study, rule: Rule) -> dict[str, Any]:
+    arms = {label: [r.name for r in study.arm(label)] for label in ARMS}
+    scorers = _scorer_seeds(probe, arms["V1"] + arms["V2"])
+    a, a_se = _primary_scores(probe, arms["V1"], scorers)
+    b, b_se = _primary_scores(probe, arms["V2"], scorers)
+    interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed)
+    settings = probe.get("settings", {})
+    generated = int(settings.get("samples", 0)) * int(settings.get("seeds", 1))
+    return {
+        "role": PRIMARY.role,
+        "meaning": PRIMARY.meaning,
+        "better": PRIMARY.better,
+        **interval,
+        "n_images": None,
+        "n_meaning": f"runs per arm (n_runs): each run's FLD, over its {generated} generated layouts, is one "
+        "observation; the runs' spread holds the FLD's own sampling error",
+        "generated_per_run": generated,
+        "score": f"mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD",
+        "deterministic": a.tolist(),
+        "vae": b.tolist(),
+        "verdict": _verdict(PRIMARY, interval, None),
+        "robustness": _robustness(probe, arms, scorers, interval["estimate"]),
+    }
+
+
+# ---- the other criteria --------------------------------------------------------------------------
+
+
+def _measures(study: Study, rule: Rule):
+    with_realism = "nn_midpoint_realism" in study.models[0].per_image  # the layout scorer judged them too
+    return image_criteria(
+        rule.mse_margin, rule.small_class_iou_margin, rule.noise_sigma, nn_primary=False, with_realism=with_realism
+    )
 
 
 def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[str, Any]]:
-    with_realism = "nn_midpoint_realism" in study.models[0].per_image  # the layout scorer judged them too
-    measures = image_criteria(
-        rule.mse_margin,
-        rule.small_class_iou_margin,
-        rule.noise_sigma,
-        nn_primary=probe is None,
-        with_realism=with_realism,
-    )
     criteria: dict[str, dict[str, Any]] = {}
     if probe is not None:
-        measure = Measure(
-            "generation_fld",
-            "primary",
-            "FLD of the layouts a latent diffusion model generates in "
-            "the space (the diffusion probe), against validation layouts",
-            "lower",
-        )
-        a, a_se = _probe_scores(probe, [r.name for r in study.arm("V1")])
-        b, b_se = _probe_scores(probe, [r.name for r in study.arm("V2")])
-        interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed)
-        criteria[measure.name] = {
-            "role": measure.role,
-            "meaning": measure.meaning,
-            "better": measure.better,
-            **interval,
-            # generated layouts per arm: samples x probe seeds x runs
-            "n_images": int(probe["settings"]["samples"]) * int(probe["settings"]["seeds"]) * len(a),
-            "deterministic": a.tolist(),
-            "vae": b.tolist(),
-            "verdict": _verdict(measure, interval, None),
-        }
-    for measure, (key, denominator), margin in measures:
+        criteria[PRIMARY.name] = _primary(probe, study, rule)
+    for measure, (key, denominator), margin in _measures(study, rule):
         if measure.per == "pair":  # pairs are the items, each its own group
             a, b = _per_pair(study, "V1", key), _per_pair(study, "V2", key)
             item_groups = np.arange(len(study.pairs))
@@ -141,19 +288,28 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
             a, b = _per_image(study, "V1", key, denominator), _per_image(study, "V2", key, denominator)
             item_groups = study.scene_ids
         interval = arm_difference(
-            a, b, item_groups, relative=measure.relative, resamples=rule.resamples, seed=rule.seed
+            a,
+            b,
+            item_groups,
+            relative=measure.relative,
+            resamples=rule.resamples,
+            seed=rule.seed,
+            names=("V1 (deterministic)", "V2 (VAE)"),
         )
-        criteria[measure.name] = {
+        criterion = {
             "role": measure.role,
             "meaning": measure.meaning,
             "better": measure.better,
             **interval,
             "margin": margin,
-            "relative": measure.relative,
+            "relative": interval.get("relative", False),
             "deterministic": _arm_values(a),
             "vae": _arm_values(b),
             "verdict": _verdict(measure, interval, margin),
         }
+        if measure.relative and not criterion["relative"] and measure.role == "non-inferiority":
+            criterion["note"] += f"; the relative margin ({margin:g}) cannot judge it, so non-inferiority is not shown"
+        criteria[measure.name] = criterion
     return criteria
 
 
@@ -206,6 +362,144 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
     return flags, collapsed
 
 
+# ---- the frozen protocol -----------------------------------------------------------------------------
+
+
+def git_commit(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
+    """(the checkout's commit, whether tracked files differ from it); (None, None) outside a git
+    checkout or without git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, None if status is None else bool(status)
+
+
+def plan_record(plan: list[PlannedRun], plan_file: str | Path = PLAN_FILE) -> dict[str, Any]:
+    """The study plan as the protocol records it: the plan file's content (its keys, not its
+    text: comments do not change the protocol), the seeds planned (the file's or IMGINAV_SEEDS'),
+    and each arm's planned comparison runs."""
+    path = Path(plan_file)
+    return {
+        "file": path.name,
+        "content": parse_yaml(path.read_text(), str(path)),
+        "seeds": sorted({run.seed for run in plan if not run.sweep}),
+        "runs": {label: arm_names(plan, label) for label in ARMS},
+    }
+
+
+def protocol(
+    rule: Rule, study: Study, probe: dict | None, plan: dict[str, Any] | None, root: Path = REPO_ROOT
+) -> dict[str, Any]:
+    """What fixes the analysis before the data: the rule, the criteria (name, role, direction,
+    margin, relative or not, the items resampled), the analysis settings, the probe's settings and
+    the study plan; ``sha256`` over their canonical JSON (sorted keys, no spaces), so that two
+    decisions made under the same protocol carry the same hash, and ``commit``, the code's."""
+    criteria = [
+        {
+            "name": measure.name,
+            "role": measure.role,
+            "better": measure.better,
+            "margin": margin,
+            "relative": measure.relative,
+            "items": measure.per,
+            "numerator": key,
+            "denominator": denominator,
+        }
+        for measure, (key, denominator), margin in _measures(study, rule)
+    ]
+    primary = {"name": PRIMARY.name, "role": PRIMARY.role, "better": PRIMARY.better, "margin": None}
+    parts = {
+        "rule": asdict(rule),
+        "criteria": [primary | {"relative": False, "items": "run", "score": "probe FLD"}, *criteria],
+        "analysis_settings": asdict(study.settings),
+        "evaluation_split": evaluation_split(study),
+        "probe_settings": None if probe is None else probe.get("settings"),
+        "study_plan": plan,
+    }
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    commit, uncommitted = git_commit(root)
+    return {
+        "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+        "commit": commit,
+        "uncommitted_changes": uncommitted,
+        "parts": json.loads(canonical),
+    }
+
+
+def evaluation_split(study: Study) -> str:
+    """The split the layouts were measured on (the validation split until the study names another)."""
+    return str(getattr(study, "evaluation_split", "val"))
+
+
+# ---- the decision ----------------------------------------------------------------------------------
+
+
+def _verdict_and_reason(criteria: dict, collapsed: bool, probe: dict | None) -> tuple[str, str]:
+    margins = {k: c for k, c in criteria.items() if c["role"] == "non-inferiority"}
+    seeds_known = all(c.get("seed_spread_known", True) for c in criteria.values() if c["role"] != "flag")
+    inferior = [k for k, c in margins.items() if c["verdict"] == "inferior"]
+    if probe is None:
+        return "no primary endpoint", "the primary endpoint (the diffusion probe's FLD) was not measured"
+    primary = criteria[PRIMARY.name]
+    if collapsed:
+        return "vae worse", "the VAE's posterior collapsed"
+    if not seeds_known:
+        return "inconclusive", (
+            "one seed in an arm: the run-to-run spread is unknown, so no difference can be told from it; "
+            "train at least 2 seeds per arm (configs/phase1_2/study.yaml plans how many)"
+        )
+    if primary["verdict"] == "vae better" and all(c["verdict"] == "non-inferior" for c in margins.values()):
+        return "vae better", (
+            f"the VAE is better on the primary endpoint ({PRIMARY.name}), its 95 % interval excluding zero, "
+            "and non-inferior in reconstruction"
+        )
+    if primary["verdict"] == "vae worse" or inferior:
+        worse = ([f"worse on the primary endpoint ({PRIMARY.name})"] if primary["verdict"] == "vae worse" else []) + [
+            f"inferior beyond the margin on {k}" for k in inferior
+        ]
+        return "vae worse", "the VAE was shown " + " and ".join(worse)
+    open_ = (
+        [
+            f"the primary endpoint ({PRIMARY.name}) interval includes zero (it could detect about "
+            f"{primary['mde']:.3g} at 80 % power)"
+        ]
+        if primary["verdict"] != "vae better"
+        else []
+    ) + [f"non-inferiority on {k} is not shown" for k, c in margins.items() if c["verdict"] != "non-inferior"]
+    return "inconclusive", "inconclusive: " + "; ".join(open_)
+
+
+def _data_limits(runs: dict[str, list[RunSummary]], train_images: int, rule: Rule) -> list[str]:
+    any_run = runs["V1"][0]
+    epochs = min(run.epochs_run for label in ARMS for run in runs[label])
+    too_little = []
+    if train_images < rule.min_train_images:
+        too_little.append(f"{train_images} training layouts (< {rule.min_train_images})")
+    resolution = any_run.config.data.resolution
+    if resolution < rule.min_resolution:
+        too_little.append(f"{resolution} x {resolution} pixels (< {rule.min_resolution})")
+    if epochs < rule.min_epochs:
+        too_little.append(f"{epochs} epochs (< {rule.min_epochs})")
+    return too_little
+
+
+def _plan_flags(planned: dict[str, list[str]], compared: dict[str, list[str]], missing: list[MissingRun]) -> list[str]:
+    flags = [f"planned run not compared: {run.shown()}" for run in missing]
+    extra = [name for label in ARMS for name in compared[label] if name not in planned.get(label, [])]
+    if extra:
+        flags.append(f"compared but not in the study plan: {', '.join(extra)}")
+    return flags
+
+
 def decide(
     study: Study,
     runs: dict[str, list[RunSummary]],
@@ -213,9 +507,20 @@ def decide(
     probe: dict | None = None,
     rule: Rule = Rule(),
     warnings: list[str] | None = None,
+    *,
+    allow_no_probe: bool = False,
+    planned: dict[str, list[str]] | None = None,
+    missing: list[MissingRun] | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The decision record (``decision.json``'s content) for the deterministic arm (V1) and the
-    variational arm (V2), each one run per seed, measured in ``study``."""
+    variational arm (V2), each one run per seed, measured in ``study``.
+
+    ``probe``: the probe's metrics, covering every compared run; None only with
+    ``allow_no_probe`` (then ``choice`` is None, the verdict "no primary endpoint"). ``planned``:
+    each arm's runs in the study plan (None: the compared runs), ``missing``: those not compared
+    and why (``runs.missing_runs``), ``plan``: the plan as the protocol records it
+    (``plan_record``). ``warnings``: flags to show first (e.g. unfinished runs)."""
     if not study.arm("V1") or not study.arm("V2"):
         raise ValueError(
             "the decision compares a deterministic arm (V1) and a variational arm (V2); got runs "
@@ -224,77 +529,66 @@ def decide(
     wrong = [r.name for r in study.arm("V1") if r.variational] + [r.name for r in study.arm("V2") if not r.variational]
     if wrong:
         raise ValueError(f"runs in the wrong arm (V1 must be deterministic, V2 variational): {wrong}")
+    compared = {label: [r.name for r in study.arm(label)] for label in ARMS}
+    if probe is None and not allow_no_probe:
+        raise ProbeError(
+            f"the decision's primary endpoint is the diffusion probe, and no probe results were given: probe the "
+            f"runs ({PROBE_COMMAND}), or decide with allow_no_probe=True for the other criteria without a choice"
+        )
+    if probe is not None:
+        uncovered = [name for label in ARMS for name in compared[label] if name not in probe.get("experiments", {})]
+        if uncovered:
+            raise ProbeError(f"the probe's results do not cover {', '.join(uncovered)} ({PROBE_COMMAND})")
+    planned = compared if planned is None else {label: list(planned.get(label, [])) for label in ARMS}
+    missing = list(missing or [])
+
     criteria = _criteria(study, probe, rule)
     flags = list(warnings or [])
     posterior_flags, collapsed = _posterior_flags(study, rule, criteria)
     flags += posterior_flags
-    flags += recipe_flags([run for label in ("V1", "V2") for run in runs[label]])
-
-    primary_name = "generation_fld" if probe is not None else "nearest_neighbour_validity"
-    primary = criteria[primary_name]
-    margins = {k: c for k, c in criteria.items() if c["role"] == "non-inferiority"}
-    seeds_known = all(c.get("seed_spread_known", True) for c in criteria.values() if c["role"] != "flag")
-    non_inferior = all(c["verdict"] == "non-inferior" for c in margins.values())
-    inferior = [k for k, c in margins.items() if c["verdict"] == "inferior"]
-
-    if collapsed:
-        verdict, reason = "vae worse", "the VAE's posterior collapsed"
-    elif not seeds_known:
-        verdict, reason = (
-            "inconclusive",
-            (
-                "one seed in an arm: the run-to-run spread is unknown, so no difference "
-                "can be told from it; train at least 2 seeds per arm (3 by default)"
-            ),
-        )
-    elif primary["verdict"] == "vae better" and non_inferior:
-        verdict, reason = (
-            "vae better",
-            (
-                f"the VAE is better on the primary endpoint ({primary_name}), its 95 % "
-                "interval excluding zero, and non-inferior in reconstruction"
-            ),
-        )
-    elif primary["verdict"] == "vae worse" or inferior:
-        worse = ([f"worse on the primary endpoint ({primary_name})"] if primary["verdict"] == "vae worse" else []) + [
-            f"inferior beyond the margin on {k}" for k in inferior
+    flags += recipe_flags([run for label in ARMS for run in runs[label]])
+    flags += _plan_flags(planned, compared, missing)
+    robustness = criteria.get(PRIMARY.name, {}).get("robustness")
+    if robustness and robustness["ranking_holds"] is False:
+        against = [f"scorer seed {k}" for k, c in robustness["scorer_seeds"].items() if not c["agrees"]] + [
+            f"denoiser budget {k}" for k, c in robustness["budgets"].items() if not c["agrees"]
         ]
-        verdict, reason = "vae worse", "the VAE was shown " + " and ".join(worse)
-    else:
-        open_ = (
-            [f"the primary endpoint ({primary_name}) interval includes zero"]
-            if primary["verdict"] != "vae better"
-            else []
-        ) + [f"non-inferiority on {k} is not shown" for k, c in margins.items() if c["verdict"] != "non-inferior"]
-        verdict, reason = "inconclusive", "inconclusive: " + "; ".join(open_)
-    choice = "variational" if verdict == "vae better" else "deterministic"
-    chosen = study.arm("V2" if choice == "variational" else "V1")[0]
+        flags.append(f"the primary endpoint's ranking of the arms does not hold for {', '.join(against)}")
 
-    any_run = runs["V1"][0]
-    epochs = min(run.epochs_run for label in ("V1", "V2") for run in runs[label])
-    too_little = []
-    if train_images < rule.min_train_images:
-        too_little.append(f"{train_images} training layouts (< {rule.min_train_images})")
-    if any_run.config.data.resolution < rule.min_resolution:
-        too_little.append(
-            f"{any_run.config.data.resolution} x {any_run.config.data.resolution} pixels (< {rule.min_resolution})"
+    verdict, reason = _verdict_and_reason(criteria, collapsed, probe)
+    choice = None if probe is None else "variational" if verdict == "vae better" else "deterministic"
+    too_little = _data_limits(runs, train_images, rule)
+    if choice is None:
+        summary = (
+            f"No choice: {reason}. The other criteria are reported and do not decide; no Phase 1.3 base "
+            "configuration is written."
         )
-    if epochs < rule.min_epochs:
-        too_little.append(f"{epochs} epochs (< {rule.min_epochs})")
-    arm_name = "V2 (variational)" if choice == "variational" else "V1 (deterministic)"
-    summary = f"Choose {arm_name}: {reason}."
+    else:
+        arm_name = "V2 (variational)" if choice == "variational" else "V1 (deterministic)"
+        summary = f"Choose {arm_name}: {reason}."
+        if verdict == "inconclusive":
+            summary += (
+                " V1 is the default because it is the simpler model, not because it was shown better (the "
+                "specification: the deterministic encoder is typically chosen if quality is similar)."
+            )
+    if missing:
+        summary += f" Planned runs not compared: {'; '.join(run.shown() for run in missing)}."
     if too_little:
         summary += (
             " This is provisional: the data is too little to decide ("
             + ", ".join(too_little)
             + "); rerun on the full layout set at 512 x 512 for 10 epochs."
         )
+    chosen = None if choice is None else study.arm("V2" if choice == "variational" else "V1")[0].name
     return {
         "choice": choice,
         "verdict": verdict,
-        "primary_endpoint": primary_name,
-        "chosen_experiment": chosen.name,
-        "arms": {label: [r.name for r in study.arm(label)] for label in ("V1", "V2")},
+        "primary_endpoint": PRIMARY.name,
+        "chosen_experiment": chosen,
+        "arms": compared,
+        "planned_runs": planned,
+        "missing_runs": [asdict(run) for run in missing],
+        "evaluation_split": evaluation_split(study),
         "summary": summary,
         "reason": reason,
         "data_sufficient": not too_little,
@@ -302,19 +596,50 @@ def decide(
         "criteria": criteria,
         "flags": flags,
         "rule": asdict(rule),
+        "protocol": protocol(rule, study, probe, plan),
     }
 
 
-def read_probe(path: Path, runs: list[RunSummary]) -> tuple[dict | None, list[str]]:
-    """The probe's metrics when they cover every compared run (the primary endpoint), else None
-    and why not, for the decision's flags."""
-    if not path.is_file():
-        return None, []
-    probe = json.loads(path.read_text())
-    missing = [run.name for run in runs if run.name not in probe["experiments"]]
-    if missing:
-        return None, [f"the probe's metrics do not cover {', '.join(missing)}, so the probe is not the endpoint"]
-    return probe, []
+def decide_study(
+    study: Study,
+    arms: dict[str, list[RunSummary]],
+    out: Outputs,
+    params: dict[str, Any],
+    *,
+    plan: list[PlannedRun] | None = None,
+    plan_file: str | Path = PLAN_FILE,
+    rule: Rule = Rule(),
+) -> dict[str, Any]:
+    """The analysis notebook's decision: the probe read (and required, unless the parameter
+    ``allow_no_probe``), the study plan's runs against those compared, unfinished runs flagged,
+    then ``decide``. It reads files and changes nothing, so running it again gives the same
+    decision. ``plan``: the study plan (None: as the jobs see it, IMGINAV_SEEDS included)."""
+    from ..parameters import environment_plan
+
+    runs = [run for label in ARMS for run in arms[label]]
+    plan = environment_plan(plan_file=plan_file) if plan is None else plan
+    probe, probe_flags = read_probe(out.probe_metrics, runs, allow_no_probe=bool(params.get("allow_no_probe")))
+    planned = {label: arm_names(plan, label) for label in ARMS}
+    flags = [f"unfinished run compared: {run.name}: {run.problem}" for run in runs if not run.finished] + probe_flags
+    file_seeds = read_plan_file(plan_file).seeds
+    planned_seeds = sorted({run.seed for run in plan if not run.sweep})
+    if planned_seeds != sorted(file_seeds):
+        flags.append(
+            f"the study plan's seeds were overridden (IMGINAV_SEEDS): {', '.join(map(str, planned_seeds))} "
+            f"instead of {Path(plan_file).name}'s {', '.join(map(str, file_seeds))}"
+        )
+    return decide(
+        study,
+        arms,
+        train_images=len(study.data.train),
+        probe=probe,
+        rule=rule,
+        warnings=flags,
+        allow_no_probe=bool(params.get("allow_no_probe")),
+        planned=planned,
+        missing=missing_runs(out, planned, arms),
+        plan=plan_record(plan, plan_file),
+    )
 
 
 RECIPE_KEYS = ("precision", "memory_format", "compile", "world_size", "torch")
@@ -342,6 +667,8 @@ def recipe_flags(runs: list[RunSummary]) -> list[str]:
 def phase1_3_base_config(decision: dict, runs: list[RunSummary], phase: str = "phase1_3_loss_tuning") -> dict:
     """The next phase's base configuration: the winning architecture and ``variational`` setting,
     with the KLD loss (at the Phase 1.2 weight) only if the VAE won."""
+    if decision["choice"] is None:
+        raise ValueError("no choice was made (no primary endpoint), so there is no Phase 1.3 base configuration")
     winner = next(r for r in runs if r.name == decision["chosen_experiment"])
     values = winner.config.to_dict()
     values["name"] = "phase1_3_base"
@@ -352,11 +679,24 @@ def phase1_3_base_config(decision: dict, runs: list[RunSummary], phase: str = "p
     return values
 
 
-def write_decision(decision: dict, runs: list[RunSummary], out: Outputs) -> tuple[Path, Path]:
-    """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the phase folder."""
+def write_decision(decision: dict, runs: list[RunSummary], out: Outputs) -> tuple[Path, Path | None]:
+    """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the
+    phase folder. Without a choice there is no next configuration: none is written, one left by an
+    earlier analysis is removed (it would carry a choice this decision did not make), and the
+    second path is None."""
     decision_path, config_path = out.decision, out.next_phase_config
+    if decision["choice"] is None:
+        write_text_atomic(decision_path, json.dumps(decision, indent=1, allow_nan=True))
+        config_path.unlink(missing_ok=True)
+        return decision_path, None
     base = phase1_3_base_config(decision, runs)
     cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
     write_text_atomic(decision_path, json.dumps(decision, indent=1, allow_nan=True))
     cfg.save(config_path)
     return decision_path, config_path
+
+
+def files_written(out: Outputs, decision_path: Path, config_path: Path | None) -> str:
+    """What ``write_decision`` wrote, as the notebook prints it."""
+    second = out.shown(config_path) if config_path else "no Phase 1.3 base configuration (no choice)"
+    return f"written: {out.shown(decision_path)}\n         {second}"

@@ -470,37 +470,79 @@ def interpolation_table(study: Study) -> pd.DataFrame:
     return table
 
 
+def _shown(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def _counts(c: dict) -> str:
+    """What n is: the runs for the primary endpoint, else seeds and items."""
+    if c.get("n_runs"):
+        return f"{'+'.join(map(str, c['n_runs']))} runs"
+    return f"{'+'.join(map(str, c['n_seeds']))} seeds, {c['n_images']}"
+
+
 def criteria_table(decision: dict) -> pd.DataFrame:
     """Each criterion of the rule and its role, each arm's mean over its seeds, the difference (VAE
-    minus deterministic; relative where said) with its 95 % interval, the verdict (against the
-    margin, if any), the seeds and images behind it, and what is compared (each seed's value:
-    decision.json). Few columns, so that the table fits the page; show it with ``.style``."""
-
-    def shown(value) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+    minus deterministic; relative where said) with its 95 % interval and the smallest difference
+    the comparison would detect 80 % of the time (MDE, same units), the verdict (against the
+    margin, if any), what n is (runs for the probe's FLD; seeds and images or pairs for the
+    others), and what is compared (each seed's value: decision.json). Few columns, so that the
+    table fits the page; show it with ``.style``."""
 
     def mean(values) -> str:
-        return shown(float(np.mean(values))) if values else ""
+        return _shown(float(np.mean(values))) if values else ""
 
     rows = {}
     for name, c in decision["criteria"].items():
         interval = c.get("ci95")
         if c["role"] == "flag":
-            difference = ", ".join(
-                f"{k.replace('_', ' ')} {mean(c[k])}"
-                for k in ("kl_nats_per_element", "kl_bits_per_pixel", "kl_weighted")
-                if k in c
+            difference, detectable = (
+                ", ".join(
+                    f"{k.replace('_', ' ')} {mean(c[k])}"
+                    for k in ("kl_nats_per_element", "kl_bits_per_pixel", "kl_weighted")
+                    if k in c
+                ),
+                "",
             )
         else:
-            difference = f"{shown(c['estimate'])} [{shown(interval[0])}, {shown(interval[1])}]"
-        margin = f" (margin {shown(c['margin'])})" if c.get("margin") is not None else ""
+            relative = " (relative)" if c.get("relative") else ""
+            difference = f"{_shown(c['estimate'])} [{_shown(interval[0])}, {_shown(interval[1])}]{relative}"
+            detectable = _shown(c.get("mde"))
+        margin = f" (margin {_shown(c['margin'])})" if c.get("margin") is not None else ""
+        note = f" — {c['note']}" if c.get("note") else ""
         rows[f"{name.replace('_', ' ')} ({c['role']})"] = {
             "V1 / V2": f"{mean(c.get('deterministic')) or '—'} / {mean(c.get('vae')) or '—'}",
             "V2 - V1 [95 % interval]": difference,
+            "MDE (80 %)": detectable,
             "verdict": c["verdict"] + margin,
-            "seeds, images": f"{'+'.join(map(str, c['n_seeds']))}, {c['n_images']}",
-            "what is compared": c["meaning"],
+            "n": _counts(c),
+            "what is compared": c["meaning"] + note,
         }
     table = pd.DataFrame(rows).T
     table.index.name = "criterion"
+    return table
+
+
+def robustness_table(decision: dict) -> pd.DataFrame:
+    """The primary endpoint's ranking under each scorer seed alone and each other denoiser budget:
+    V2 - V1 (mean over each arm's runs) and whether its sign agrees with the primary estimate's."""
+    primary = decision["criteria"].get(decision["primary_endpoint"])
+    robustness = (primary or {}).get("robustness") or {}
+    rows = {
+        f"{kind} {key}": {"V2 - V1": _shown(check["difference"]), "agrees with the primary": check["agrees"]}
+        for kind, table in (
+            ("scorer seed", robustness.get("scorer_seeds", {})),
+            ("budget", robustness.get("budgets", {})),
+        )
+        for key, check in table.items()
+    }
+    holds = robustness.get("ranking_holds")
+    rows["ranking holds"] = {
+        "V2 - V1": "" if primary is None else _shown(primary["estimate"]),
+        "agrees with the primary": "not measured" if holds is None else holds,
+    }
+    table = pd.DataFrame(rows).T
+    table.index.name = f"{decision['primary_endpoint'].replace('_', ' ')}: robustness"
+    if robustness.get("note"):
+        table.attrs["note"] = robustness["note"]
     return table

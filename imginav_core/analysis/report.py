@@ -55,13 +55,31 @@ def _number(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _robustness_text(decision: dict) -> str:
+    """The primary endpoint's ranking under other scorer seeds and denoiser budgets, in words."""
+    primary = decision["criteria"].get(decision["primary_endpoint"])
+    if primary is None:
+        return "not measured (no primary endpoint)"
+    robustness = primary.get("robustness") or {}
+    checks = [(f"scorer seed {k}", c) for k, c in robustness.get("scorer_seeds", {}).items()] + [
+        (f"denoiser budget {k}", c) for k, c in robustness.get("budgets", {}).items()
+    ]
+    if not checks:
+        return "not measured (" + (robustness.get("note") or "no other scorer seed or budget") + ")"
+    holds = "the ranking holds" if robustness["ranking_holds"] else "the ranking does not hold"
+    shown = ", ".join(f"{what} {_number(c['difference'])}{'' if c['agrees'] else ' (disagrees)'}" for what, c in checks)
+    return f"{holds}: V2 - V1 under {shown}"
+
+
 def key_numbers(
     arms: dict[str, list[RunSummary]], latent_metrics: dict, decision: dict, train_images: int
 ) -> dict[str, Any]:
     """The values the book's introduction pastes with ``{glue}``: the decision, the data, and per
     criterion ``<criterion>_v1`` / ``_v2`` (each arm's mean over its seeds), ``_diff`` (V2 - V1
-    with its 95 % interval) and ``_verdict``."""
+    with its 95 % interval), ``_mde`` (the difference it would detect 80 % of the time) and
+    ``_verdict``; for the primary endpoint also what its n is and its robustness."""
     first = arms["V1"][0]
+    primary = decision["criteria"].get(decision["primary_endpoint"])
     numbers: dict[str, Any] = {
         "decision_summary": decision["summary"],
         "decision_verdict": decision["verdict"],
@@ -69,6 +87,14 @@ def key_numbers(
         "decision_data_sufficient": "yes" if decision["data_sufficient"] else "no",
         "decision_data_limits": "; ".join(decision["data_limits"]) or "none",
         "decision_flags": "; ".join(decision["flags"]) or "none",
+        "decision_primary_n": "not measured"
+        if primary is None
+        else f"{' and '.join(map(str, primary['n_runs']))} runs (V1 and V2; each run's FLD over "
+        f"{primary['generated_per_run']} generated layouts is one observation)",
+        "decision_robustness": _robustness_text(decision),
+        "decision_missing_runs": "; ".join(f"{m['name']} ({m['why']})" for m in decision.get("missing_runs", []))
+        or "none",
+        "decision_protocol": decision["protocol"]["sha256"][:12] if decision.get("protocol") else "none",
         "train_images": train_images,
         "validation_images": latent_metrics["validation_images"],
         "validation_scenes": latent_metrics["validation_scenes"],
@@ -81,7 +107,7 @@ def key_numbers(
         else "the embedded synthetic layouts",
     }
     for name in INTRO_CRITERIA:  # a criterion the rule did not compute (no probe) reads "not measured"
-        numbers.update({f"{name}_{part}": "not measured" for part in ("v1", "v2", "diff", "verdict")})
+        numbers.update({f"{name}_{part}": "not measured" for part in ("v1", "v2", "diff", "mde", "verdict")})
     for name, c in decision["criteria"].items():
         if c["role"] == "flag":
             continue
@@ -93,6 +119,7 @@ def key_numbers(
                 f"{name}_diff": (
                     f"{_number(c['estimate'])} [{_number(c['ci95'][0])}, {_number(c['ci95'][1])}]{relative}"
                 ),
+                f"{name}_mde": _number(c["mde"]) if c.get("mde") is not None else "—",
                 f"{name}_verdict": c["verdict"]
                 + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
             }

@@ -3,7 +3,8 @@
 A run counts as finished when its metrics CSV ends in ``completed`` (all configured epochs) or
 ``early_stopped`` (the early-stopping record) and its ``best.pt`` exists. Anything else — a job
 killed by the wall-time limit, a non-finite loss, a missing checkpoint — is unfinished, and the
-analysis refuses to compare it unless told to, in which case the report marks it.
+analysis refuses to compare it unless told to, in which case the report marks it. A run of the
+study plan that is not compared at all is named with why (``missing_runs``), never dropped silently.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config, config_from_dict, is_folder_name
-from ..errors import ConfigError, UnfinishedRunError
+from ..errors import ConfigError, ImginavError, UnfinishedRunError
 from ..outputs import Outputs
 from ..training.checkpoints import load_checkpoint
 
@@ -134,3 +135,50 @@ def finished_sweep_runs(out: Outputs, points: dict[float, list[str]]) -> dict[fl
                 if run.finished:
                     found.setdefault(weight, []).append(run)
     return found
+
+
+@dataclass(frozen=True)
+class MissingRun:
+    """A run of the study plan that the comparison lacks, and why."""
+
+    name: str
+    arm: str
+    why: str  # "not found" | "unfinished" | "left out by the parameters"
+    detail: str
+
+    def shown(self) -> str:
+        return f"{self.name} ({self.why}: {self.detail})"
+
+
+def missing_runs(
+    out: Outputs, planned: dict[str, list[str]], compared: dict[str, list[RunSummary]]
+) -> list[MissingRun]:
+    """Each planned run (``planned``: arm -> run names, the study plan's) that ``compared`` lacks:
+    not found (no metrics: never trained, or its job failed before the first epoch), unfinished
+    (killed, failed, no best checkpoint), or finished but left out by the analysis parameters
+    (experiment_v1 / experiment_v2). The first two are left out by the parameters too: the
+    analysis refuses to compare a run it cannot find or, unless told to, an unfinished one."""
+    names = {run.name for runs in compared.values() for run in runs}
+    missing = []
+    for arm, planned_names in planned.items():
+        for name in planned_names:
+            if name in names:
+                continue
+            metrics = out.metrics_csv(name)
+            if not metrics.is_file():
+                missing.append(MissingRun(name, arm, "not found", f"no {out.shown(metrics)}"))
+                continue
+            try:
+                run = load_run(out, name)
+            except ImginavError as err:
+                missing.append(MissingRun(name, arm, "unfinished", str(err)))
+                continue
+            if run.finished:
+                missing.append(
+                    MissingRun(
+                        name, arm, "left out by the parameters", "finished, but experiment_v1/experiment_v2 omit it"
+                    )
+                )
+            else:
+                missing.append(MissingRun(name, arm, "unfinished", run.problem))
+    return missing
