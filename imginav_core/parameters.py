@@ -324,7 +324,13 @@ PLANNED = {"config": "", "name": "IMGINAV_NAME", "seed": "IMGINAV_SEED", "kld": 
 
 # Read by the job scripts themselves, not by a notebook.
 JOB_VARIABLES = (
-    ("IMGINAV_CONDA_ENV", "imginav", 'conda environment the jobs activate (`""`: the current `python`)'),
+    ("IMGINAV_CONDA_ENV", "imginav", "conda environment the jobs activate (`\"\"`: the current `python`)"),
+    (
+        "IMGINAV_CONDA_BASE",
+        "`$CONDA_EXE`'s, else that of `conda` on the `PATH`",
+        "the conda installation the jobs activate from (the folder holding `etc/profile.d/conda.sh`); a job "
+        "that cannot activate its environment stops with exit status 2",
+    ),
     (
         "IMGINAV_GPUS",
         "1",
@@ -332,9 +338,19 @@ JOB_VARIABLES = (
         '(ask LSF for them: `bsub -gpu "num=N:mode=exclusive_process" -n ...`)',
     ),
     (
+        "IMGINAV_STUDY",
+        "the output root's folder name",
+        'the study\'s tag in the launcher\'s job names (`TAG.phase1_2[1-5]`; `bjobs -w -J "TAG.*"`)',
+    ),
+    (
+        "IMGINAV_MAIL",
+        "your cluster user",
+        "where LSF mails (the launcher's `bsub -u`): each failed run (`-Ne`), the analysis's end (`-N`)",
+    ),
+    (
         "IMGINAV_HTML_MANAGER",
-        "`npm pack` at staging",
-        "a packed `@jupyter-widgets/html-manager` .tgz, for nodes without npm or network",
+        "`npm pack` by the launcher",
+        "a packed `@jupyter-widgets/html-manager` .tgz, for login nodes without npm or network",
     ),
 )
 
@@ -513,5 +529,6 @@ def settings_table() -> str:
     for p in PLAN:
         rows.append(f"| {p.meaning} | — | — | `{p.env}` | {_default(p.default, p.shown_default)} |")
     for env, default, meaning in JOB_VARIABLES:
-        rows.append(f"| {meaning} | — | — | `{env}` | {default if default.startswith('`') else f'`{default}`'} |")
+        shown = default if "`" in default or " " in default else f"`{default}`"  # a value, or words about one
+        rows.append(f"| {meaning} | — | — | `{env}` | {shown} |")
     return "\n".join(rows) + "\n"
