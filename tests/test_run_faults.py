@@ -14,6 +14,7 @@ import torch
 from helpers import TINY_MODEL, V1, V2, metrics_rows, phase_dir, run_dir, small_config
 
 from imginav_core import train
+from imginav_core.data.batches import load_data
 from imginav_core.data.cache import build_cache
 from imginav_core.data.manifest import read_manifest
 from imginav_core.errors import NonFiniteLossError, RunInProgressError
@@ -29,13 +30,15 @@ def test_a_non_finite_loss_mid_run_stops_with_epoch_step_and_terms_and_keeps_the
     cfg = small_config(V2, tmp_path, **TINY_MODEL, **{"training.epochs": 3})
     real_losses = training.compute_losses
     train_steps = 0
+    # step 3 of epoch 2 is training call (steps per epoch) + 3
+    steps_per_epoch = math.ceil(len(load_data(cfg, log=lambda _: None).train) / cfg.training.batch_size)
+    assert steps_per_epoch >= 3
 
     def overflowing_at_epoch_2_step_3(outputs, rgb, class_map, label, weights):
-        # 28 training layouts in batches of 8: 4 steps per epoch; step 3 of epoch 2 is call 7.
         nonlocal train_steps
         if torch.is_grad_enabled():
             train_steps += 1
-            if train_steps == 7:
+            if train_steps == steps_per_epoch + 3:
                 outputs = {**outputs, "rgb": outputs["rgb"] * math.inf}
         return real_losses(outputs, rgb, class_map, label, weights)
 
