@@ -180,7 +180,7 @@ def probe_run(
     budgets, generated = {}, None
     for steps in settings.budgets:
         latents = torch.cat(
-            [torch.load(_budget_files(out, run.name, seed, steps)[1], weights_only=True) for seed in settings.seed_list]
+            [torch.load(out.probe_generated(run.name, seed, steps), weights_only=True) for seed in settings.seed_list]
         )
         first = steps == settings.steps
         log(f"{run.name}: decoding and scoring {len(latents)} layouts generated after {steps} steps")
@@ -220,7 +220,12 @@ def probe_run(
         )
     with timings("diffusability"):
         diffusability = _diffusability(model, heldout, heldout_layouts, device)
-    timings["total"] = time.perf_counter() - started
+    # A resumed probe reports the phases done earlier as they were recorded; the total counts them too.
+    earlier = [b for s in seeds for b in s["budgets"].values() if b.get("done_earlier")]
+    timings["done_earlier"] = sum(
+        b["training_seconds"] + b["sampling_seconds"] + b["heldout_loss_seconds"] for b in earlier
+    )
+    timings["total"] = time.perf_counter() - started + timings["done_earlier"]
     log(f"{run.name}: seconds per phase: {timings.line()}")
     last = str(settings.budgets[-1])
     return {
@@ -293,12 +298,6 @@ def _score_generated(
     return _Scored(fld, by_scorer, floors, memorisation, scores)
 
 
-def _budget_files(out: Outputs, name: str, seed: int, steps: int) -> tuple[Path, Path]:
-    """(result JSON, generated latents) of one probe seed after ``steps`` denoiser steps."""
-    folder = out.probe_seed_dir(name, seed)
-    return folder / f"result_{steps}.json", folder / f"generated_{steps}.pt"
-
-
 def _probe_seed(
     run: RunSummary,
     train_latents: EncodedLayouts,
@@ -323,12 +322,15 @@ def _probe_seed(
             "noise_levels": list(settings.noise_levels),
             "seed": seed,
         }
-        result_path, generated_path = _budget_files(out, run.name, seed, steps)
+        result_path, generated_path = (
+            out.probe_seed_result(run.name, seed, steps),
+            out.probe_generated(run.name, seed, steps),
+        )
         if result_path.is_file() and generated_path.is_file():
             result = json.loads(result_path.read_text())
             if result.get("key") == key:
                 log(f"{run.name} seed {seed}, {steps} steps: done earlier ({out.shown(result_path)})")
-                results[str(steps)], trained = result, result["training_seconds_total"]
+                results[str(steps)], trained = {**result, "done_earlier": True}, result["training_seconds_total"]
                 continue
         result_path.parent.mkdir(parents=True, exist_ok=True)
         log(
