@@ -99,7 +99,9 @@ def _chunks(layouts: CachedLayouts, with_palette_hashes: bool) -> Iterator[tuple
     stored = _stored_hashes(layouts)
     for start in range(0, len(layouts), CHUNK):
         positions = np.arange(start, min(start + CHUNK, len(layouts)))
-        rows = np.sort(layouts.indices[positions])
+        # asked for in the order of the cache's rows, the batch comes in that order
+        positions = positions[np.argsort(layouts.indices[positions], kind="stable")]
+        rows = layouts.indices[positions]
         batch = layouts[positions]
         class_maps = batch["class_map"].numpy()
         hashes = list(stored[rows]) if stored is not None else hashes_of(class_maps)

@@ -192,7 +192,7 @@ def probe_run(
             timings,
             out.probe_grid(run.name) if first else None,
         )
-        scored = _score_generated(described, scorers, copies, settings, timings, every_score=first)
+        scored = _score_generated(described, scorers, copies, settings, device, timings, every_score=first)
         if first:
             generated = {
                 **scored.scores,
@@ -277,6 +277,7 @@ def _score_generated(
     scorers: list[LayoutScorer],
     copies: CopyIndex,
     settings: ProbeSettings,
+    device: torch.device,
     timings: Timings,
     every_score: bool,
 ) -> _Scored:
@@ -294,7 +295,7 @@ def _score_generated(
             other = scorer.fld(embedding, seed=settings.seed)
             by_scorer[str(scorer.model.seed)], floors[str(scorer.model.seed)] = other["value"], other["floor"]
     with timings("memorisation"):
-        memorisation = copies.summary(described.copies)
+        memorisation = copies.summary(described.copies(copies, device))
     return _Scored(fld, by_scorer, floors, memorisation, scores)
 
 
@@ -373,7 +374,7 @@ class _Described:
     def __init__(self, scorers: int) -> None:
         self.parts: list[list[Embedding]] = [[] for _ in range(scorers)]
         self.pixel_parts: list[PixelStatistics] = []
-        self.copy_parts: list[CopyDistances] = []
+        self.copy_parts: list[tuple[np.ndarray, np.ndarray]] = []  # exact copy?, coarse grid
 
     @property
     def embeddings(self) -> list[Embedding]:
@@ -383,9 +384,10 @@ class _Described:
     def pixels(self) -> PixelStatistics:
         return PixelStatistics.join(self.pixel_parts)
 
-    @property
-    def copies(self) -> CopyDistances:
-        return CopyDistances.join(self.copy_parts)
+    def copies(self, index: CopyIndex, device: torch.device) -> CopyDistances:
+        """Exact copies, and each layout's distance to its nearest training layout."""
+        exact, modes = (np.concatenate(part) for part in zip(*self.copy_parts))
+        return CopyDistances(exact, index.nearest(modes, device))
 
 
 def describe_layouts(
@@ -408,9 +410,9 @@ def describe_layouts(
             described.pixel_parts.append(pixel_statistics(rgb))
             for parts, scorer in zip(described.parts, scorers):
                 parts.append(scorer.embedding(rgb))
-        if copies is not None:
+        if copies is not None:  # the nearest training layouts are searched for all of them at once, after
             with timings("memorisation"):
-                described.copy_parts.append(copies.describe(generated_class_maps(rgb), device=device))
+                described.copy_parts.append(copies.lookup(generated_class_maps(rgb)))
     return described
 
 

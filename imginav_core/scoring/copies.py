@@ -38,7 +38,7 @@ QUANTILE = 0.05  # of the held-out layouts' nearest distances: the near-copy thr
 EMPTY_CELL = NUM_CLASSES  # a cell without a palette pixel (all off-palette), as its own category
 _CATEGORIES = NUM_CLASSES + 1
 TRAINING_CHUNK = 2048  # training grids per matrix product: 2048 x 1024 cells x 11 x 4 bytes = 92 MB
-QUERY_CHUNK = 256
+QUERY_CHUNK = 1024  # grids searched at once: their one-hot is 46 MB
 
 
 def grid_for(resolution: int) -> int:
@@ -111,12 +111,16 @@ class CopyIndex:
             raise ValueError("no training layouts to look copies up in")
         return cls(frozenset(hashes), torch.cat(modes), resolution, grid)
 
-    def describe(self, class_maps: np.ndarray, hashes: list[str] | None = None, device=None) -> CopyDistances:
+    def lookup(self, class_maps: np.ndarray, hashes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For (M, R, R) class maps: whether each is an exact copy (its hash among the training
-        layouts'), and its distance to its nearest training layout (share of differing cells)."""
+        layouts'), and its coarse grid (M, grid * grid) for ``nearest``."""
         hashes = hashes_of(class_maps) if hashes is None else hashes
-        exact = np.array([h in self.hashes for h in hashes], dtype=bool)
-        return CopyDistances(exact, self.nearest(cell_modes(class_maps, self.grid), device))
+        return np.array([h in self.hashes for h in hashes], dtype=bool), cell_modes(class_maps, self.grid)
+
+    def describe(self, class_maps: np.ndarray, hashes: list[str] | None = None, device=None) -> CopyDistances:
+        """``lookup`` and ``nearest`` at once: exact copies and the distance to the nearest training layout."""
+        exact, modes = self.lookup(class_maps, hashes)
+        return CopyDistances(exact, self.nearest(modes, device))
 
     @torch.no_grad()
     def nearest(self, modes: np.ndarray, device=None) -> np.ndarray:
