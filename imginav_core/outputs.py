@@ -21,7 +21,8 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
       PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
       PHASE/probe/real_layouts.png           real validation layouts in the same grid
-      PHASE/probe/NAME/seed_S/               the probe's denoiser (denoiser.pt), its samples, result.json
+      PHASE/probe/NAME/seed_S/               the probe's denoiser (denoiser.pt); per budget of STEPS its
+                                             samples (generated_STEPS.pt) and result_STEPS.json
       PHASE/runs/diffusion_probe.ipynb       the executed probe notebook
       synthetic/nSAMPLES_rRESOLUTION_sSEED/  the generated layouts (layouts.csv + images/)
       cache/KEY/                             the decoded layouts
@@ -149,12 +150,12 @@ class Outputs:
     def probe_checkpoint(self, name: str, seed: int) -> Path:
         return self.probe_seed_dir(name, seed) / "denoiser.pt"
 
-    def probe_generated(self, name: str, seed: int) -> Path:
-        """The standardised latents the denoiser generated (decoded again when scored)."""
-        return self.probe_seed_dir(name, seed) / "generated.pt"
+    def probe_generated(self, name: str, seed: int, steps: int) -> Path:
+        """The standardised latents the denoiser generated after ``steps`` (decoded again when scored)."""
+        return self.probe_seed_dir(name, seed) / f"generated_{steps}.pt"
 
-    def probe_seed_result(self, name: str, seed: int) -> Path:
-        return self.probe_seed_dir(name, seed) / "result.json"
+    def probe_seed_result(self, name: str, seed: int, steps: int) -> Path:
+        return self.probe_seed_dir(name, seed) / f"result_{steps}.json"
 
     @property
     def probe_notebook(self) -> Path:

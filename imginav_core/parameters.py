@@ -281,6 +281,13 @@ PROBE = Notebook(
             env="IMGINAV_PROBE_STEPS",
         ),
         Parameter(
+            "second_steps",
+            "int",
+            PROBE_DEFAULTS.second_steps,
+            "second budget: denoiser steps each denoiser is trained on to, then scored again (`0`: twice `steps`)",
+            env="IMGINAV_PROBE_SECOND_STEPS",
+        ),
+        Parameter(
             "batch_size", "int", PROBE_DEFAULTS.batch_size, "denoiser batch size", env="IMGINAV_PROBE_BATCH_SIZE"
         ),
         Parameter("lr", "float", PROBE_DEFAULTS.lr, "denoiser AdamW learning rate", env="IMGINAV_PROBE_LR"),
@@ -293,6 +300,13 @@ PROBE = Notebook(
             env="IMGINAV_PROBE_SAMPLES",
         ),
         Parameter("seeds", "int", PROBE_DEFAULTS.seeds, "denoisers trained per run", env="IMGINAV_PROBE_SEEDS"),
+        Parameter(
+            "scorer_seeds",
+            "int",
+            PROBE_DEFAULTS.scorer_seeds,
+            "layout-scorer feature networks (seeds) each generated set's FLD is measured with",
+            env="IMGINAV_PROBE_SCORER_SEEDS",
+        ),
         Parameter("device", "str", "auto", "`auto`, `cpu` or `cuda`", env="IMGINAV_DEVICE"),
     ),
 )

@@ -14,6 +14,7 @@ from helpers import ROOT, V1_NAME, V2_NAME
 
 from imginav_core.data.cache import load_layout
 from imginav_core.data.manifest import read_manifest
+from imginav_core.errors import ResumeError
 from imginav_core.palette import NUM_CLASSES, class_to_rgb
 from imginav_core.probe.denoiser import heldout_losses, sample_latents, train_denoiser
 from imginav_core.probe.latents import EncodedLayouts, Standardiser
@@ -145,9 +146,30 @@ torch.save({{"curve": state.curve, "sample": sample_latents(model, 4, encoded.sh
     assert a["curve"] == c["curve"] and torch.equal(a["sample"], c["sample"])  # resumed = uninterrupted
 
 
-def test_a_checkpoint_of_other_settings_is_refused_not_resumed(layouts, tmp_path, one_thread):
-    from imginav_core.errors import ResumeError
+def test_a_denoiser_continued_to_a_longer_budget_equals_one_trained_to_it_at_once(layouts, tmp_path, one_thread):
+    """The second budget costs only its extra steps: training to 20 steps and then on to 40 gives
+    the weights, curve and samples of training to 40 at once (a VAE's posterior draws included)."""
+    latents = structured_latents(layouts[0][:64])
+    encoded = EncodedLayouts(latents, 0.1 * torch.ones_like(latents))
+    settings = ProbeSettings(steps=20, batch_size=8, width=16, loss_every=5, checkpoint_every=10, device="cpu")
+    standardiser, cpu = Standardiser.fit(encoded), torch.device("cpu")
+    messages = []
+    short, _ = train_denoiser(encoded, standardiser, settings, 0, tmp_path / "a.pt", cpu, messages.append)
+    short_sample = sample_latents(short, 4, encoded.shape, 5, 0)
+    continued, state = train_denoiser(encoded, standardiser, settings, 0, tmp_path / "a.pt", cpu, messages.append, 40)
+    assert messages == ["resuming the denoiser from step 20 of 40 (a.pt)"]
+    at_once, at_once_state = train_denoiser(encoded, standardiser, settings, 0, tmp_path / "b.pt", cpu, print, 40)
+    assert state.step == at_once_state.step == 40 and state.curve == at_once_state.curve
+    for a, b in zip(continued.parameters(), at_once.parameters()):
+        assert torch.equal(a, b)
+    sample = sample_latents(continued, 4, encoded.shape, 5, 0)
+    assert torch.equal(sample, sample_latents(at_once, 4, encoded.shape, 5, 0))
+    assert not torch.equal(sample, short_sample)  # the longer budget is another denoiser
+    with pytest.raises(ResumeError, match="past the 20 asked for"):  # a budget cannot be undone
+        train_denoiser(encoded, standardiser, settings, 0, tmp_path / "a.pt", cpu, print, 20)
 
+
+def test_a_checkpoint_of_other_settings_is_refused_not_resumed(layouts, tmp_path, one_thread):
     encoded = EncodedLayouts(structured_latents(layouts[0][:32]), None)
     settings = ProbeSettings(steps=4, batch_size=8, width=16, loss_every=2, checkpoint_every=2, device="cpu")
     train_denoiser(
@@ -202,6 +224,9 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
         "seeds",
         "2",
         "-p",
+        "scorer_seeds",
+        "2",
+        "-p",
         "device",
         "cpu",
         "-p",
@@ -214,6 +239,7 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
     phase = root / "phase1_2_vae_test" / "probe"
     metrics = json.loads((phase / "probe_metrics.json").read_text())
     assert list(metrics["experiments"]) == [V1_NAME, V2_NAME]
+    assert [scorer["seed"] for scorer in metrics["scorers"]] == [0, 1]
     for name, result in metrics["experiments"].items():
         assert (phase / f"{name}_generated.png").is_file()
         assert len(result["seeds"]) == 2 and len(result["heldout_loss"]) == 5
@@ -228,9 +254,36 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
             "flip_h",
             "flip_v",
         }
+        # the FLD by every scorer seed, the first being the scores' own
+        by_scorer = result["generated"]["fld_by_scorer"]
+        assert list(by_scorer) == ["0", "1"] and by_scorer["0"] == fld["value"]
+        assert all(isinstance(v, float) and v >= 0 for v in by_scorer.values())
+        # both budgets: the first is what is scored above, the second the same denoisers trained on
+        budgets = result["budgets"]
+        assert list(budgets) == ["10", "20"] and budgets["10"]["fld"] == fld["value"]
+        assert isinstance(budgets["20"]["fld"], float) and budgets["20"]["fld"] != fld["value"]
+        assert budgets["10"]["heldout_loss"] == result["heldout_loss"] and len(budgets["20"]["heldout_loss"]) == 5
+        assert [s["budgets"]["20"]["steps"] for s in result["seeds"]] == [20, 20]
+        assert result["loss_curve"][-1][0] == 20
+        # copies looked up in every training layout
+        copies = result["generated"]["memorisation"]
+        assert copies["training_layouts_searched"] == metrics["data"]["train"]
+        assert 0 <= copies["exact_copy_share"] <= copies["near_copy_share"] <= 1
+        assert copies["heldout_layouts"] == metrics["data"]["heldout_latents"]
+        # where the time went
+        phases = {"encoding", "denoiser_training_10", "denoiser_training_20", "sampling", "decoding", "scoring"}
+        phases |= {"memorisation", "reconstructions", "diffusability", "total"}
+        assert phases <= set(result["timings"]) and all(v >= 0 for v in result["timings"].values())
+        assert result["timings"]["total"] >= result["timings"]["encoding"] + result["timings"]["diffusability"]
+    assert {"scorers", "copy_index", "runs", "total"} <= set(metrics["timings"])
+    assert "seconds per phase: encoding" in first.stdout
     assert metrics["experiments"][V2_NAME]["denoiser_trained_on"].startswith("a fresh posterior sample")
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count("done earlier") == 4, again.stdout[-2000:]
+    # 2 runs x 2 probe seeds x 2 budgets, each found finished
+    assert again.returncode == 0 and again.stdout.count("done earlier") == 8, again.stdout[-2000:]
+    rerun = json.loads((phase / "probe_metrics.json").read_text())
+    for name in metrics["experiments"]:
+        assert rerun["experiments"][name]["budgets"] == metrics["experiments"][name]["budgets"]
 
 
 def test_the_probe_refuses_an_unfinished_or_missing_run_naming_it(tmp_path):
@@ -249,3 +302,83 @@ def test_the_probe_refuses_an_unfinished_or_missing_run_naming_it(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and "'samples' = 1" in bad.stderr
+
+
+MEMORY_SCRIPT = """
+import sys
+import numpy as np, torch
+import torch.nn.functional as F
+torch.set_num_threads(1)
+from imginav_core.palette import PALETTE
+from imginav_core.probe.latents import Standardiser
+from imginav_core.probe.run import decoded_layouts, describe_layouts
+from imginav_core.scoring import LayoutScorer, ReferenceSet
+from imginav_core.scoring.copies import CopyIndex, hashes_of
+from imginav_core.scoring.features import FeatureModel, LayoutFeatureNet
+
+R, S = int(sys.argv[1]), int(sys.argv[2])
+cpu = torch.device("cpu")
+
+
+class Decoder:  # latents (n, 10, R/16, R/16) -> 16 x 16-pixel blocks of the strongest class, in [-1, 1]
+    def decode(self, z):
+        rgb = torch.tensor(PALETTE).float()[z.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
+        return {"rgb": F.interpolate(rgb, scale_factor=16, mode="nearest")}
+
+
+maps = np.random.default_rng(0).integers(0, 10, (40, 8, 8), dtype=np.uint8).repeat(R // 8, 1).repeat(R // 8, 2)
+fit, held = ReferenceSet(maps[:20], np.zeros(20), "fit"), ReferenceSet(maps[20:], np.zeros(20), "held")
+torch.manual_seed(0)
+scorer = LayoutScorer(FeatureModel(LayoutFeatureNet(R), "untrained", 0.0), fit, held, log=lambda _: None)
+copies = CopyIndex.build([(maps, hashes_of(maps))], R)
+copies.calibrate(copies.describe(held.class_maps))
+standardiser = Standardiser(torch.zeros(10), torch.ones(10))
+
+
+def latents(n):
+    return torch.randn(n, 10, R // 16, R // 16, generator=torch.Generator().manual_seed(n))
+
+
+def kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
+
+
+def peak_growth(work):
+    before = kib("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")  # restarts VmHWM, the peak resident set
+    kept = work()
+    return kib("VmHWM:") - before
+
+
+def describe(n):
+    described = describe_layouts(decoded_layouts(Decoder(), standardiser, latents(n), cpu), [scorer], copies, cpu)
+    return scorer.score_embedded(described.embeddings[0], described.pixels, bootstrap=0)
+
+
+print(peak_growth(lambda: describe(S)), peak_growth(lambda: describe(2 * S)),
+      peak_growth(lambda: list(decoded_layouts(Decoder(), standardiser, latents(2 * S), cpu))))
+"""
+
+
+def test_the_probes_memory_does_not_grow_with_the_generated_layouts(tmp_path):
+    """Generated layouts are decoded, described and dropped a chunk at a time: describing twice
+    as many raises the peak resident memory by far less than the extra layouts' images would
+    take, while holding them (the control) raises it by at least their size."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("this kernel does not let a process restart its peak memory (/proc/self/clear_refs)")
+    resolution, samples = 256, 128
+    # A fixed mmap threshold: freed image-sized blocks go back to the system, so the peak of one
+    # step is not hidden by memory the allocator kept from the one before.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "1048576"}
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(resolution), str(samples)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    once, twice, held = (int(k) for k in done.stdout.split())
+    images = samples * resolution * resolution * 3 // 1024  # KiB of S decoded layouts
+    assert twice - once < images / 4, (once, twice, images)
+    assert held > 2 * images * 0.9, (held, images)  # the measure sees layouts that are kept

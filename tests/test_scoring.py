@@ -19,7 +19,7 @@ from PIL import Image
 from imginav_core.__main__ import main
 from imginav_core.data.synthetic import generate_layouts
 from imginav_core.errors import LayoutReadError, ManifestError
-from imginav_core.palette import PALETTE
+from imginav_core.palette import PALETTE, rgb_to_class
 from imginav_core.scoring import (
     SCORE_KEYS,
     LayoutScorer,
@@ -29,6 +29,9 @@ from imginav_core.scoring import (
     reference_from_manifest,
     split_by_scene,
 )
+from imginav_core.scoring.copies import CopyIndex, generated_class_maps, hashes_of
+from imginav_core.scoring.features import cache_key
+from imginav_core.scoring.inputs import ClassMapRows
 from imginav_core.scoring.pixels import label_components, speckle_counts
 from imginav_core.stats import bootstrap_ci
 
@@ -168,6 +171,82 @@ def test_copies_of_the_training_layouts_are_flagged_as_memorised(fitted):
     assert memorisation["value"] == 1.0
     assert memorisation["median_ratio"]["value"] < 1e-3
     assert memorisation["floor"] < 0.2  # real layouts, each left out of its own neighbours
+
+
+def test_copies_of_any_training_layout_are_found_exactly_or_nearly(fitted, new_real):
+    """The copy search looks in every training layout, not in the scorer's fit subset: copies of
+    training layouts the scorer never fit on slip past its feature-space memorisation score but
+    not past the search; copies with a few pixels changed are no exact copies but near ones; new
+    real layouts are near copies only at about the rate held-out ones are."""
+    scorer, _ = fitted
+    half = len(new_real) // 2
+    unseen, other = new_real[:half], new_real[half:]  # training layouts outside the fit subset; new ones
+    training = np.concatenate([scorer.fit_set.class_maps, rgb_to_class(unseen)[0]])
+    index = CopyIndex.build(
+        [(training[:100], hashes_of(training[:100])), (training[100:], hashes_of(training[100:]))], 64
+    )
+    index.calibrate(index.describe(scorer.held.class_maps))
+    assert len(index) == len(training) and index.heldout["heldout_exact_copy_share"] == 0.0
+
+    def copies(rgb):
+        return index.summary(index.describe(generated_class_maps(rgb)))
+
+    assert scorer.score(unseen, bootstrap=0)["scores"]["memorisation"]["value"] < 0.3  # the subset misses them
+    exact = copies(unseen)
+    assert exact["exact_copy_share"] == 1.0 and exact["near_copy_share"] == 1.0
+    assert exact["training_layouts_searched"] == len(training)
+    changed = unseen.copy()
+    rng = np.random.default_rng(0)
+    for image in changed:  # 8 pixels of each layout another palette colour
+        image[rng.integers(0, 64, 8), rng.integers(0, 64, 8)] = PALETTE[rng.integers(0, 10, 8)]
+    near = copies(changed)
+    assert near["exact_copy_share"] < 0.1 and near["near_copy_share"] > 0.9, near
+    new = copies(other)
+    assert new["exact_copy_share"] == 0.0 and new["near_copy_share"] < 0.25, new
+    assert 0 < index.threshold < new["median_distance"]
+    assert new["near_copy_ci95"][0] <= new["near_copy_share"] <= new["near_copy_ci95"][1]
+
+
+def test_the_fld_alone_is_the_scores_fld(fitted, new_real):
+    scorer, _ = fitted
+    full = scorer.score(new_real, bootstrap=50, seed=0)["scores"]["fld"]
+    alone = scorer.fld(scorer.embedding(new_real), bootstrap=50, seed=0)
+    assert alone["value"] == pytest.approx(full["value"]) and alone["floor"] == pytest.approx(full["floor"])
+    assert alone["ci95"][0] <= alone["value"] <= alone["ci95"][1]
+
+
+def test_the_floor_is_scored_once_for_a_sample_size(fitted, new_real, monkeypatch):
+    """The floor depends on the reference alone: scoring a second set of as many layouts reuses it."""
+    from imginav_core.scoring import scores
+
+    scorer, _ = fitted
+    sizes = []
+    measure = scores.pixel_statistics
+    monkeypatch.setattr(scores, "pixel_statistics", lambda rgb: sizes.append(len(rgb)) or measure(rgb))
+    first = scorer.score(new_real[:40], bootstrap=0, seed=5)
+    second = scorer.score(blurred(new_real[:40]), bootstrap=0, seed=5)
+    assert sizes == [40, 40, 40]  # the two generated sets, the floor's 40 real layouts once
+    assert first["scores"]["fld"]["floor"] == second["scores"]["fld"]["floor"]
+    assert first["scores"]["fld"]["value"] < second["scores"]["fld"]["value"]
+
+
+def test_a_reference_read_from_disk_scores_as_one_held_in_memory(fitted, new_real, cache_dir, tmp_path):
+    """Class maps left on disk (as the probe leaves the layout cache's) give the same network
+    (found in the cache by the same key) and the same scores, without being held in memory."""
+    scorer, _ = fitted
+    fit = scorer.fit_set
+    stored = np.lib.format.open_memmap(tmp_path / "maps.npy", "w+", np.uint8, fit.class_maps.shape)
+    stored[:] = fit.class_maps[::-1]
+    stored.flush()
+    rows = ClassMapRows.of_array(np.load(tmp_path / "maps.npy", mmap_mode="r"), np.arange(len(fit))[::-1])
+    on_disk = ReferenceSet(rows, fit.labels, fit.source, fit.scene_ids)
+    assert not isinstance(on_disk.class_maps, np.ndarray) and len(on_disk) == len(fit)
+    assert np.array_equal(on_disk.subset([5, 2]).class_maps[:], fit.class_maps[[5, 2]])
+    assert cache_key(on_disk, 0) == cache_key(fit, 0)
+    log = []
+    again = LayoutScorer.fit(on_disk, scorer.held, cache_dir=cache_dir, seed=0, log=log.append)
+    assert any("loaded" in line for line in log)
+    assert again.score(new_real[:30], bootstrap=0)["scores"] == scorer.score(new_real[:30], bootstrap=0)["scores"]
 
 
 def test_the_result_is_json_with_every_score_and_a_table(results):

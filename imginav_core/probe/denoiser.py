@@ -96,17 +96,20 @@ def train_denoiser(
     checkpoint: Path,
     device: torch.device,
     log: Callable[[str], None] = print,
+    steps: int | None = None,
 ) -> tuple[UNet2DModel, DenoiserState]:
-    """Train (or resume from ``checkpoint``) the denoiser on ``latents``; returns the EMA model
-    in eval mode and the training record. The checkpoint is rewritten every
-    ``settings.checkpoint_every`` steps and at the end."""
+    """Train (or resume from ``checkpoint``) the denoiser on ``latents`` up to ``steps`` (default
+    ``settings.steps``); returns the EMA model in eval mode and the training record. The
+    checkpoint is rewritten every ``settings.checkpoint_every`` steps and at the end. A checkpoint
+    of fewer steps is continued: training to N steps and then on to 2N computes exactly what
+    training to 2N at once does (a constant learning rate; every draw from the saved generator)."""
+    until = settings.steps if steps is None else steps
     torch.manual_seed(seed)  # the UNet's initial weights
     model = build_denoiser(latents.shape, settings.width).to(device)
     ema = EMAModel(model.parameters(), decay=settings.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     schedule = noise_schedule()
-    alphas = schedule.alphas_cumprod.to(device)
     state = DenoiserState()
 
     if checkpoint.is_file():
@@ -123,8 +126,13 @@ def train_denoiser(
         ema.to(device)
         generator.set_state(saved["generator"])
         state = DenoiserState(saved["step"], saved["curve"], saved["seconds"], saved["running"], saved["counted"])
-        if state.step < settings.steps:
-            log(f"resuming the denoiser from step {state.step} of {settings.steps} ({checkpoint.name})")
+        if state.step > until:
+            raise ResumeError(
+                f"{checkpoint} holds a denoiser trained for {state.step} steps, past the {until} asked for now; "
+                "delete its folder to start again"
+            )
+        if state.step < until:
+            log(f"resuming the denoiser from step {state.step} of {until} ({checkpoint.name})")
 
     def save() -> None:
         save_checkpoint(
@@ -146,14 +154,13 @@ def train_denoiser(
 
     model.train()
     started = time.perf_counter()
-    while state.step < settings.steps:
+    while state.step < until:
         rows = torch.randint(0, len(latents), (settings.batch_size,), generator=generator)
         z0 = standardiser.apply(latents.draw(rows, generator))
         noise = torch.randn(z0.shape, generator=generator)
         t = torch.randint(0, TRAIN_TIMESTEPS, (settings.batch_size,), generator=generator)
         z0, noise, t = z0.to(device), noise.to(device), t.to(device)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        noisy = schedule.add_noise(z0, noise, t)
         with _autocast(device):
             predicted = model(noisy, t).sample
         loss = (predicted.float() - noise).pow(2).mean()
@@ -164,10 +171,10 @@ def train_denoiser(
         state.step += 1
         state.running, state.counted = state.running + loss.item(), state.counted + 1
         kill_point("probe_step")
-        if state.step % settings.curve_every == 0 or state.step == settings.steps:
+        if state.step % settings.curve_every == 0 or state.step == until:
             state.curve.append([state.step, state.running / state.counted])
             state.running, state.counted = 0.0, 0
-        if state.step % settings.checkpoint_every == 0 or state.step == settings.steps:
+        if state.step % settings.checkpoint_every == 0 or state.step == until:
             now = time.perf_counter()
             state.seconds, started = state.seconds + now - started, now
             save()
@@ -184,18 +191,17 @@ def heldout_losses(
     """The epsilon-prediction loss on standardised held-out latents at fixed timesteps, with the
     same noise for every latent space (drawn from ``seed``)."""
     device = next(model.parameters()).device
-    alphas = noise_schedule().alphas_cumprod
+    schedule = noise_schedule()
     generator = torch.Generator().manual_seed(seed)
     losses = {}
     for level in levels:
         noise = torch.randn(latents.shape, generator=generator)
-        a = alphas[level]
         total = 0.0
         for start in range(0, len(latents), batch_size):
             z0, eps = latents[start : start + batch_size].to(device), noise[start : start + batch_size].to(device)
             t = torch.full((len(z0),), level, device=device, dtype=torch.long)
             with _autocast(device):
-                predicted = model(a.sqrt() * z0 + (1 - a).sqrt() * eps, t).sample
+                predicted = model(schedule.add_noise(z0, eps, t), t).sample
             total += (predicted.float() - eps).pow(2).mean((1, 2, 3)).sum().item()
         losses[str(level)] = total / len(latents)
     return losses

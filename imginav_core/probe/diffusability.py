@@ -18,9 +18,9 @@ Sums are taken in float64 on the CPU, so results do not depend on the device or 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
+import scipy.fft
 import torch
 import torch.nn.functional as F
 
@@ -39,20 +39,12 @@ _QUARTER_TURNS = ("rot90", "rot270")  # the transforms that need a square grid
 # ---- spectrum --------------------------------------------------------------------------------
 
 
-def dct_matrix(n: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-    """Orthonormal DCT-II matrix ``D`` (n, n): ``D[k, i] = s_k cos(pi (2i + 1) k / (2n))`` with
-    ``s_0 = sqrt(1/n)``, ``s_k = sqrt(2/n)``; ``D @ x`` transforms a length-n signal, ``D.T`` inverts."""
-    k = torch.arange(n, dtype=torch.float64).view(-1, 1)
-    i = torch.arange(n, dtype=torch.float64).view(1, -1)
-    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
-    d[0] = math.sqrt(1.0 / n)
-    return d.to(dtype=dtype, device=device)
-
-
 def dct2(x: torch.Tensor) -> torch.Tensor:
-    """2-D orthonormal DCT-II over the last two dims (Parseval: sum of squares is kept)."""
-    h, w = x.shape[-2:]
-    return dct_matrix(h, x.dtype, x.device) @ x @ dct_matrix(w, x.dtype, x.device).T
+    """2-D orthonormal DCT-II over the last two dims (Parseval: sum of squares is kept):
+    ``y[u, v] = s_u s_v sum_ij x[i, j] cos(pi (2i + 1) u / (2h)) cos(pi (2j + 1) v / (2w))`` with
+    ``s_0 = sqrt(1/n)``, ``s_k = sqrt(2/n)``; scipy's ``dctn`` (norm "ortho"), on the CPU."""
+    y = scipy.fft.dctn(x.detach().cpu().numpy(), type=2, axes=(-2, -1), norm="ortho")
+    return torch.from_numpy(y).to(x.device)
 
 
 def _rounding_level(dtype: torch.dtype, magnitude: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,75 @@ def reconstruction_table(metrics: dict) -> pd.DataFrame:
     return _scores(metrics, "reconstructed", interval=False)
 
 
+def robustness_table(metrics: dict) -> pd.DataFrame:
+    """The primary endpoint (FLD of the generated layouts) as the instrument's own choices move it:
+    measured by each scorer seed's feature network, and after each denoiser budget. A comparison
+    of latent spaces that holds in every row does not rest on one scorer or one budget; FLDs of
+    different scorer seeds are in different feature spaces, so compare within a row, not across."""
+    rows: dict[str, dict[str, str]] = {}
+    for name, result in metrics["experiments"].items():
+        label = _label(metrics, name)
+        generated = result["generated"]
+        floors = generated.get("fld_floor_by_scorer", {})
+        for seed, value in generated.get("fld_by_scorer", {}).items():
+            floor = floors.get(seed)
+            key = f"FLD, scorer seed {seed}" + (f" (floor {floor:.3g})" if floor is not None else "")
+            rows.setdefault(key, {})[label] = f"{value:.3g}"
+        for steps, budget in result.get("budgets", {}).items():
+            low, high = budget["fld_ci95"]
+            interval = f" [{low:.3g}, {high:.3g}]" if low is not None else ""
+            rows.setdefault(f"FLD after {steps} denoiser steps (scorer seed {metrics['settings']['seed']})", {})[
+                label
+            ] = f"{budget['fld']:.3g}{interval}"
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "primary endpoint"
+    return table
+
+
+def memorisation_table(metrics: dict) -> pd.DataFrame:
+    """Copies of training layouts among the generated ones (first budget), searched in every
+    training layout, beside the rate at which new real layouts look like copies (the floor)."""
+    rows: dict[str, dict[str, str]] = {}
+
+    def share(value: float, interval: list) -> str:
+        return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+    for name, result in metrics["experiments"].items():
+        copies = result["generated"].get("memorisation")
+        if copies is None:
+            continue
+        label = _label(metrics, name)
+        rows.setdefault("exact copies (share, 95 % CI)", {})[label] = share(
+            copies["exact_copy_share"], copies["exact_copy_ci95"]
+        )
+        rows.setdefault("near copies (share, 95 % CI)", {})[label] = share(
+            copies["near_copy_share"], copies["near_copy_ci95"]
+        )
+        rows.setdefault("held-out real layouts: near copies (floor)", {})[label] = (
+            f"{copies['heldout_near_copy_share']:.3f}"
+        )
+        rows.setdefault("held-out real layouts: exact copies", {})[label] = f"{copies['heldout_exact_copy_share']:.3f}"
+        rows.setdefault("near-copy threshold (share of cells)", {})[label] = f"{copies['near_copy_threshold']:.3f}"
+        rows.setdefault("median distance to the nearest training layout", {})[label] = (
+            f"{copies['median_distance']:.3f} (real: {copies['heldout_median_distance']:.3f})"
+        )
+        rows.setdefault("training layouts searched", {})[label] = str(copies["training_layouts_searched"])
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "copies of training layouts"
+    return table
+
+
+def timings_table(metrics: dict) -> pd.DataFrame:
+    """Seconds per phase of the probe, per run, and the phases shared by all runs."""
+    columns = {_label(metrics, name): result.get("timings", {}) for name, result in metrics["experiments"].items()}
+    columns["shared by all runs"] = {
+        k: v for k, v in metrics.get("timings", {}).items() if isinstance(v, (int, float)) and k != "total"
+    }
+    table = pd.DataFrame(columns)
+    table.index.name = "seconds"
+    return table
+
+
 def heldout_loss_table(metrics: dict) -> pd.DataFrame:
     """The denoiser's held-out epsilon loss per timestep (of 1000), mean over probe seeds."""
     table = pd.DataFrame(

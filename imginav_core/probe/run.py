@@ -4,17 +4,28 @@ by what it generates.
 For every finished run: encode the training layouts once, standardise the latents per channel,
 train the same denoiser (architecture, steps, batch, seed) on them, generate layouts from the same
 initial noise, decode them with that run's decoder and score them with the layout scorer against
-the validation layouts. Beside that: the held-out denoising loss at fixed noise levels, the run's
-own reconstructions scored the same way (the best its decoder allows, so a bad generation score can
-be told apart from a bad decoder), and the cheap diffusability measures. Everything lands in
-``OUTPUT_ROOT/<phase>/probe/probe_metrics.json``; a killed probe resumes where it stopped.
+the validation layouts. Then the same denoiser is trained on to a second, longer budget and its
+layouts scored again; every generated set is also scored by the feature networks of several
+seeds, so that neither the budget nor the scorer's own seed decides unseen. Beside that: copies
+of training layouts among the generated ones (searched in every training layout), the held-out
+denoising loss at fixed noise levels, the run's own reconstructions scored the same way (the
+best its decoder allows, so a bad generation score can be told apart from a bad decoder), and
+the cheap diffusability measures. Everything lands in ``OUTPUT_ROOT/<phase>/probe/
+probe_metrics.json``, with the seconds each phase took; a killed probe resumes where it stopped.
+
+Decoded layouts are never all in memory: they are decoded, described (features, pixel
+statistics, copy distances) and dropped a chunk at a time, so the probe's memory does not grow
+with the number of samples.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,29 +39,65 @@ from ..model import LayoutAutoencoder
 from ..outputs import Outputs
 from ..runtime import device_name, resolve_device
 from ..scoring import LayoutScorer
+from ..scoring.copies import CopyDistances, CopyIndex, generated_class_maps
+from ..scoring.features import Embedding
+from ..scoring.pixels import PixelStatistics, pixel_statistics
 from ..training.checkpoints import load_model
 from . import diffusability as d
 from .denoiser import heldout_losses, precision, sample_latents, train_denoiser, unet_layout
 from .latents import EncodedLayouts, Standardiser, encode_layouts
-from .reference import study_scorer
+from .reference import study_scorers, training_copies
 from .settings import ProbeSettings
 
-# Validation layouts for the held-out loss and the diffusability measures.
+# Validation layouts for the held-out loss, the diffusability measures and the copy threshold.
 HELDOUT_LIMIT = 1024
 MEASURE_LIMIT = 128  # images through the encoder for the equivariance and scale measures
 GRID_SIDE = 4  # the sample grid: 4 x 4 generated layouts
+DECODE_CHUNK = 64  # layouts decoded, described and dropped at a time: 50 MB of RGB at 512 x 512
+
+
+class Timings(dict):
+    """Seconds per phase, summed over the times it is entered (``with timings("decoding"): ...``)."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":  # the device's queued work belongs to this phase
+                torch.cuda.synchronize(self.device)
+            self.add(phase, time.perf_counter() - started)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self[phase] = self.get(phase, 0.0) + seconds
+
+    def line(self) -> str:
+        return ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in self.items())
 
 
 def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Callable[[str], None] = print) -> dict:
     """Probe every run in ``names`` (they must have finished, on the same data); write and return
     ``probe_metrics.json``."""
+    started = time.perf_counter()
     runs, _ = load_runs(out, names)
     cfg = shared_config(runs, out.root)
     data = load_data(cfg, log)
     device = resolve_device(settings.device, "probe device")
-    scorer, held, rng = study_scorer(data, out, settings.seed, device, log)
+    timings = Timings(device)
+    with timings("scorers"):
+        scorers, held, rng = study_scorers(data, out, settings.seed, settings.scorer_seed_list, device, log)
     heldout_positions = np.sort(rng.permutation(len(data.val))[:HELDOUT_LIMIT])
-    save_png(out.probe_real_grid, _grid(held.subset(np.arange(min(GRID_SIDE**2, len(held.labels)))).rgb()))
+    heldout_layouts = CachedLayouts(data.val.cache, data.val.indices[heldout_positions])
+    with timings("copy_index"):
+        copies = training_copies(data, heldout_layouts, device, log)
+    with timings("layouts"):
+        save_png(out.probe_real_grid, _grid(held.subset(np.arange(min(GRID_SIDE**2, len(held.labels)))).rgb()))
+        spectrum = _layout_spectrum(data.val, heldout_positions, runs[0])
     metrics = {
         "settings": settings.to_json(),
         "device": device_name(device),
@@ -62,13 +109,22 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
             "scored_against": len(held.labels),
             "heldout_latents": len(heldout_positions),
         },
-        "layouts": _layout_spectrum(data.val, heldout_positions, runs[0]),
+        "scorers": [scorer.about_features() for scorer in scorers],
+        "layouts": spectrum,
         "experiments": {},
+        "timings": {},
     }
     for run in runs:
         log(f"probing the latent space of {run.name} ({device})")
-        metrics["experiments"][run.name] = probe_run(run, data, heldout_positions, scorer, settings, device, out, log)
+        result = probe_run(run, data, heldout_layouts, scorers, copies, settings, device, out, log)
+        metrics["experiments"][run.name] = result
+        metrics["timings"] = {
+            **timings,
+            "runs": {name: r["timings"]["total"] for name, r in metrics["experiments"].items()},
+            "total": time.perf_counter() - started,
+        }
         write_text_atomic(out.probe_metrics, json.dumps(metrics, indent=1, allow_nan=True))
+    log(f"probe finished in {metrics['timings']['total']:.1f} s (shared: {timings.line()})")
     log(f"probe metrics written to {out.shown(out.probe_metrics)}")
     return metrics
 
@@ -92,20 +148,21 @@ def _high_frequency(latents: torch.Tensor) -> dict:
 def probe_run(
     run: RunSummary,
     data: LayoutData,
-    heldout_positions: np.ndarray,
-    scorer: LayoutScorer,
+    heldout_layouts: CachedLayouts,
+    scorers: list[LayoutScorer],
+    copies: CopyIndex,
     settings: ProbeSettings,
     device: torch.device,
     out: Outputs,
     log: Callable[[str], None],
 ) -> dict:
-    _, model, _ = load_model(run.best_checkpoint, device)
     started = time.perf_counter()
-    train_latents = encode_layouts(model, data.train, device)
-    heldout_layouts = CachedLayouts(data.val.cache, data.val.indices[heldout_positions])
-    heldout = encode_layouts(model, heldout_layouts, device)
-    standardiser = Standardiser.fit(train_latents)
-    encode_seconds = time.perf_counter() - started
+    timings = Timings(device)
+    _, model, _ = load_model(run.best_checkpoint, device)
+    with timings("encoding"):
+        train_latents = encode_layouts(model, data.train, device)
+        heldout = encode_layouts(model, heldout_layouts, device)
+        standardiser = Standardiser.fit(train_latents)
     # The held-out latents as the denoiser would see them, the same draw for every latent space.
     heldout_z = standardiser.apply(
         heldout.draw(torch.arange(len(heldout)), torch.Generator().manual_seed(settings.seed))
@@ -115,20 +172,62 @@ def probe_run(
         _probe_seed(run, train_latents, standardiser, heldout_z, settings, seed, device, out, log)
         for seed in settings.seed_list
     ]
-    generated = np.concatenate(
-        [
-            _decode(model, standardiser, torch.load(out.probe_generated(run.name, seed), weights_only=True), device)
-            for seed in settings.seed_list
-        ]
+    for steps in settings.budgets:
+        timings.add(f"denoiser_training_{steps}", sum(s["budgets"][str(steps)]["training_seconds"] for s in seeds))
+    timings.add("sampling", sum(b["sampling_seconds"] for s in seeds for b in s["budgets"].values()))
+    timings.add("heldout_loss", sum(b["heldout_loss_seconds"] for s in seeds for b in s["budgets"].values()))
+
+    budgets, generated = {}, None
+    for steps in settings.budgets:
+        latents = torch.cat(
+            [torch.load(out.probe_generated(run.name, seed, steps), weights_only=True) for seed in settings.seed_list]
+        )
+        first = steps == settings.steps
+        log(f"{run.name}: decoding and scoring {len(latents)} layouts generated after {steps} steps")
+        described = describe_layouts(
+            decoded_layouts(model, standardiser, latents, device, timings),
+            scorers,
+            copies,
+            device,
+            timings,
+            out.probe_grid(run.name) if first else None,
+        )
+        scored = _score_generated(described, scorers, copies, settings, device, timings, every_score=first)
+        if first:
+            generated = {
+                **scored.scores,
+                "memorisation": scored.memorisation,
+                "fld_by_scorer": scored.by_scorer,
+                "fld_floor_by_scorer": scored.floors,
+            }
+        budgets[str(steps)] = {
+            "fld": scored.fld["value"],
+            "fld_ci95": scored.fld["ci95"],
+            "fld_floor": scored.fld["floor"],
+            "fld_by_scorer": scored.by_scorer,
+            "heldout_loss": _mean_over_seeds([s["budgets"][str(steps)]["heldout_loss"] for s in seeds]),
+            "exact_copy_share": scored.memorisation["exact_copy_share"],
+            "near_copy_share": scored.memorisation["near_copy_share"],
+            "training_seconds": sum(s["budgets"][str(steps)]["training_seconds"] for s in seeds),
+        }
+        log(f"{run.name} after {steps} steps: {scored.line()}")
+
+    with timings("reconstructions"):
+        reconstructed = _reconstructions(model, data.train, generated["n_generated"], settings.seed, device)
+        described = describe_layouts(reconstructed, scorers[:1], None, device)
+        reconstructed_scores = scorers[0].score_embedded(
+            described.embeddings[0], described.pixels, bootstrap=settings.bootstrap, seed=settings.seed
+        )
+    with timings("diffusability"):
+        diffusability = _diffusability(model, heldout, heldout_layouts, device)
+    # A resumed probe reports the phases done earlier as they were recorded; the total counts them too.
+    earlier = [b for s in seeds for b in s["budgets"].values() if b.get("done_earlier")]
+    timings["done_earlier"] = sum(
+        b["training_seconds"] + b["sampling_seconds"] + b["heldout_loss_seconds"] for b in earlier
     )
-    save_png(out.probe_grid(run.name), _grid(generated[: GRID_SIDE**2]))
-    log(f"{run.name}: scoring {len(generated)} generated layouts")
-    generated_scores = scorer.score(generated, bootstrap=settings.bootstrap, seed=settings.seed)
-    reconstructed_scores = scorer.score(
-        _reconstruct(model, data.train, len(generated), settings.seed, device),
-        bootstrap=settings.bootstrap,
-        seed=settings.seed,
-    )
+    timings["total"] = time.perf_counter() - started + timings["done_earlier"]
+    log(f"{run.name}: seconds per phase: {timings.line()}")
+    last = str(settings.budgets[-1])
     return {
         "label": run.label,
         "training_seed": run.config.training.seed,
@@ -140,14 +239,64 @@ def probe_run(
             else "the encoder's latent (deterministic)"
         ),
         "standardisation": standardiser.to_json(),
-        "generated": generated_scores,
+        "generated": generated,
+        "budgets": budgets,
         "reconstructed": reconstructed_scores,
-        "heldout_loss": _mean_over_seeds([s["heldout_loss"] for s in seeds]),
-        "loss_curve": seeds[0]["curve"],
+        "heldout_loss": budgets[str(settings.steps)]["heldout_loss"],
+        "loss_curve": seeds[0]["budgets"][last]["curve"],
         "seeds": seeds,
-        "diffusability": _diffusability(model, heldout, heldout_layouts, device),
-        "encode_seconds": encode_seconds,
+        "diffusability": diffusability,
+        "timings": dict(timings),
+        "encode_seconds": timings["encoding"],
     }
+
+
+@dataclass
+class _Scored:
+    """One generated set's scores: the first scorer's (every score, or its FLD alone), each
+    scorer seed's FLD and floor, the copies of training layouts."""
+
+    fld: dict  # value, ci95, floor of the first scorer
+    by_scorer: dict[str, float]
+    floors: dict[str, float]
+    memorisation: dict
+    scores: dict | None  # every score of the first scorer, when asked for
+
+    def line(self) -> str:
+        by_scorer = ", ".join(f"{seed}: {value:.4g}" for seed, value in self.by_scorer.items())
+        copies = self.memorisation
+        return (
+            f"FLD {self.fld['value']:.4g} (floor {self.fld['floor']:.4g}); by scorer seed {by_scorer}; copies of "
+            f"training layouts: exact {copies['exact_copy_share']:.3f}, near {copies['near_copy_share']:.3f} "
+            f"(held-out real layouts: {copies['heldout_near_copy_share']:.3f})"
+        )
+
+
+def _score_generated(
+    described: _Described,
+    scorers: list[LayoutScorer],
+    copies: CopyIndex,
+    settings: ProbeSettings,
+    device: torch.device,
+    timings: Timings,
+    every_score: bool,
+) -> _Scored:
+    with timings("scoring"):
+        scores = None
+        if every_score:  # its FLD is the primary endpoint
+            scores = scorers[0].score_embedded(
+                described.embeddings[0], described.pixels, bootstrap=settings.bootstrap, seed=settings.seed
+            )
+            fld = {k: scores["scores"]["fld"][k] for k in ("value", "ci95", "floor")}
+        else:
+            fld = scorers[0].fld(described.embeddings[0], bootstrap=settings.bootstrap, seed=settings.seed)
+        by_scorer, floors = {str(scorers[0].model.seed): fld["value"]}, {str(scorers[0].model.seed): fld["floor"]}
+        for scorer, embedding in zip(scorers[1:], described.embeddings[1:]):
+            other = scorer.fld(embedding, seed=settings.seed)
+            by_scorer[str(scorer.model.seed)], floors[str(scorer.model.seed)] = other["value"], other["floor"]
+    with timings("memorisation"):
+        memorisation = copies.summary(described.copies(copies, device))
+    return _Scored(fld, by_scorer, floors, memorisation, scores)
 
 
 def _probe_seed(
@@ -161,81 +310,141 @@ def _probe_seed(
     out: Outputs,
     log: Callable[[str], None],
 ) -> dict:
-    """One probe seed: train (or resume) the denoiser, measure it, generate; its result is kept
-    in its folder, so a resubmitted probe skips what is done."""
-    key = {
-        **settings.training_key(),
-        "samples": settings.samples,
-        "ddim_steps": settings.ddim_steps,
-        "noise_levels": list(settings.noise_levels),
-        "seed": seed,
-    }
-    result_path, generated_path = out.probe_seed_result(run.name, seed), out.probe_generated(run.name, seed)
-    if result_path.is_file() and generated_path.is_file():
-        result = json.loads(result_path.read_text())
-        if result.get("key") == key:
-            log(f"{run.name} seed {seed}: done earlier ({out.shown(result_path)})")
-            return result
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    log(
-        f"{run.name} seed {seed}: training the denoiser for {settings.steps} steps "
-        f"(UNet {unet_layout(train_latents.shape[1], settings.width)['block_out_channels']})"
-    )
-    denoiser, state = train_denoiser(
-        train_latents, standardiser, settings, seed, out.probe_checkpoint(run.name, seed), device, log
-    )
-    started = time.perf_counter()
-    generated = sample_latents(denoiser, settings.samples, train_latents.shape, settings.ddim_steps, seed)
-    sampling_seconds = time.perf_counter() - started
-    with atomic_path(generated_path) as tmp:
-        torch.save(generated, tmp)
-    result = {
-        "key": key,
-        "seed": seed,
-        "steps": state.step,
-        "training_seconds": state.seconds,
-        "sampling_seconds": sampling_seconds,
-        "curve": state.curve,
-        "heldout_loss": heldout_losses(denoiser, heldout_z, settings.noise_levels, seed),
-    }
-    write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=True))
-    return result
+    """One probe seed: train (or resume) the denoiser to each budget in turn, measure it, generate;
+    each budget's result is kept in the seed's folder, so a resubmitted probe skips what is done
+    and a longer budget continues the denoiser of the shorter one."""
+    results, trained = {}, 0.0
+    for steps in settings.budgets:
+        key = {
+            **settings.training_key(),
+            "steps": steps,
+            "samples": settings.samples,
+            "ddim_steps": settings.ddim_steps,
+            "noise_levels": list(settings.noise_levels),
+            "seed": seed,
+        }
+        result_path, generated_path = (
+            out.probe_seed_result(run.name, seed, steps),
+            out.probe_generated(run.name, seed, steps),
+        )
+        if result_path.is_file() and generated_path.is_file():
+            result = json.loads(result_path.read_text())
+            if result.get("key") == key:
+                log(f"{run.name} seed {seed}, {steps} steps: done earlier ({out.shown(result_path)})")
+                results[str(steps)], trained = {**result, "done_earlier": True}, result["training_seconds_total"]
+                continue
+        result_path.parent.mkdir(parents=True, exist_ok=True)
+        log(
+            f"{run.name} seed {seed}: training the denoiser to {steps} steps "
+            f"(UNet {unet_layout(train_latents.shape[1], settings.width)['block_out_channels']})"
+        )
+        denoiser, state = train_denoiser(
+            train_latents, standardiser, settings, seed, out.probe_checkpoint(run.name, seed), device, log, steps
+        )
+        started = time.perf_counter()
+        generated = sample_latents(denoiser, settings.samples, train_latents.shape, settings.ddim_steps, seed)
+        sampling_seconds = time.perf_counter() - started
+        with atomic_path(generated_path) as tmp:
+            torch.save(generated, tmp)
+        started = time.perf_counter()
+        losses = heldout_losses(denoiser, heldout_z, settings.noise_levels, seed)
+        result = {
+            "key": key,
+            "seed": seed,
+            "steps": state.step,
+            "training_seconds": state.seconds - trained,  # this budget's steps only
+            "training_seconds_total": state.seconds,
+            "sampling_seconds": sampling_seconds,
+            "heldout_loss_seconds": time.perf_counter() - started,
+            "curve": state.curve,
+            "heldout_loss": losses,
+        }
+        write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=True))
+        results[str(steps)], trained = result, state.seconds
+    return {"seed": seed, "budgets": results}
 
 
 def _mean_over_seeds(values: list[dict[str, float]]) -> dict[str, float]:
     return {level: float(np.mean([v[level] for v in values])) for level in values[0]}
 
 
+class _Described:
+    """What the scores need of a set of layouts, gathered a chunk at a time."""
+
+    def __init__(self, scorers: int) -> None:
+        self.parts: list[list[Embedding]] = [[] for _ in range(scorers)]
+        self.pixel_parts: list[PixelStatistics] = []
+        self.copy_parts: list[tuple[np.ndarray, np.ndarray]] = []  # exact copy?, coarse grid
+
+    @property
+    def embeddings(self) -> list[Embedding]:
+        return [Embedding.join(parts) for parts in self.parts]
+
+    @property
+    def pixels(self) -> PixelStatistics:
+        return PixelStatistics.join(self.pixel_parts)
+
+    def copies(self, index: CopyIndex, device: torch.device) -> CopyDistances:
+        """Exact copies, and each layout's distance to its nearest training layout."""
+        exact, modes = (np.concatenate(part) for part in zip(*self.copy_parts))
+        return CopyDistances(exact, index.nearest(modes, device))
+
+
+def describe_layouts(
+    chunks: Iterator[np.ndarray],
+    scorers: list[LayoutScorer],
+    copies: CopyIndex | None,
+    device: torch.device,
+    timings: Timings | None = None,
+    grid_path: Path | None = None,
+) -> _Described:
+    """Features (per scorer), pixel statistics and copy distances of layouts given a chunk of
+    (n, R, R, 3) uint8 RGB at a time; each chunk is dropped once described. The first
+    GRID_SIDE^2 layouts are saved as a grid at ``grid_path``."""
+    described = _Described(len(scorers))
+    timings = timings if timings is not None else Timings(device)
+    for index, rgb in enumerate(chunks):
+        if index == 0 and grid_path is not None:
+            save_png(grid_path, _grid(rgb[: GRID_SIDE**2]))
+        with timings("scoring"):
+            described.pixel_parts.append(pixel_statistics(rgb))
+            for parts, scorer in zip(described.parts, scorers):
+                parts.append(scorer.embedding(rgb))
+        if copies is not None:  # the nearest training layouts are searched for all of them at once, after
+            with timings("memorisation"):
+                described.copy_parts.append(copies.lookup(generated_class_maps(rgb)))
+    return described
+
+
 @torch.no_grad()
-def _decode(
+def decoded_layouts(
     model: LayoutAutoencoder,
     standardiser: Standardiser,
     latents: torch.Tensor,
     device: torch.device,
-    batch_size: int = 64,
-) -> np.ndarray:
-    return np.concatenate(
-        [
-            to_uint8(model.decode(standardiser.invert(latents[i : i + batch_size].to(device)))["rgb"])
-            for i in range(0, len(latents), batch_size)
-        ]
-    )
+    timings: Timings | None = None,
+) -> Iterator[np.ndarray]:
+    """The layouts of standardised ``latents``, decoded DECODE_CHUNK at a time."""
+    timings = timings if timings is not None else Timings(device)
+    for start in range(0, len(latents), DECODE_CHUNK):
+        with timings("decoding"):
+            rgb = to_uint8(model.decode(standardiser.invert(latents[start : start + DECODE_CHUNK].to(device)))["rgb"])
+        yield rgb
 
 
 @torch.no_grad()
-def _reconstruct(
-    model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device, batch_size: int = 64
-) -> np.ndarray:
-    """Reconstructions (through the posterior mean) of ``count`` training layouts drawn from ``seed``."""
+def _reconstructions(
+    model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device
+) -> Iterator[np.ndarray]:
+    """Reconstructions (through the posterior mean) of ``count`` training layouts drawn from
+    ``seed``, DECODE_CHUNK at a time."""
     positions = np.sort(np.random.default_rng(seed).choice(len(layouts), size=count, replace=count > len(layouts)))
-    images = []
-    for start in range(0, count, batch_size):
-        chunk = positions[start : start + batch_size]
+    for start in range(0, count, DECODE_CHUNK):
+        chunk = positions[start : start + DECODE_CHUNK]
         # Repeated positions (count > layouts) are read once each by the dataset: index the batch back.
         unique, inverse = np.unique(chunk, return_inverse=True)
         rgb, _, _ = to_model_inputs(layouts[unique], device)
-        images.append(to_uint8(model.decode(model.encode(rgb))["rgb"])[inverse])
-    return np.concatenate(images)
+        yield to_uint8(model.decode(model.encode(rgb))["rgb"])[inverse]
 
 
 @torch.no_grad()

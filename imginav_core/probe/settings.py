@@ -15,6 +15,10 @@ from ..errors import ConfigError
 class ProbeSettings:
     # The denoiser's training budget: the same for every latent space.
     steps: int = 15000
+    # A second, longer budget: each denoiser is trained on from ``steps`` to this many steps (0: twice
+    # ``steps``) and generates and is scored again, so that a budget that happens to favour one
+    # latent space shows (continuing costs the difference, not the whole).
+    second_steps: int = 0
     batch_size: int = 64
     lr: float = 2e-4
     # Base channels of the UNet; its depth follows the latent grid (denoiser.unet_layout).
@@ -29,6 +33,9 @@ class ProbeSettings:
     seeds: int = 1
     ddim_steps: int = 50
     bootstrap: int = 200
+    # Feature networks (seeds seed, seed + 1, ...) the generated layouts are scored by: the first
+    # gives the full score set, every one its FLD, so that the scorer's own seed is seen to vary it.
+    scorer_seeds: int = 3
     # Timesteps (of 1000) where the held-out denoising loss is measured.
     noise_levels: tuple[int, ...] = (50, 200, 500, 800, 950)
     loss_every: int = 0  # steps per point of the loss curve (mean training loss over them); 0: steps / 100
@@ -37,7 +44,16 @@ class ProbeSettings:
     seed: int = 0  # the first probe seed; seed k is seed + k
 
     def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "width", "samples", "seeds", "ddim_steps", "checkpoint_every")
+        positive = (
+            "steps",
+            "batch_size",
+            "width",
+            "samples",
+            "seeds",
+            "ddim_steps",
+            "checkpoint_every",
+            "scorer_seeds",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -46,6 +62,13 @@ class ProbeSettings:
             raise ConfigError(f"probe setting 'lr' = {self.lr!r}: expected a learning rate between 0 and 1")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"probe setting 'ema_decay' = {self.ema_decay!r}: expected 0 <= decay < 1")
+        if not isinstance(self.second_steps, int) or isinstance(self.second_steps, bool):
+            raise ConfigError(f"probe setting 'second_steps' = {self.second_steps!r}: expected an integer")
+        if self.second_steps and self.second_steps <= self.steps:
+            raise ConfigError(
+                f"probe setting 'second_steps' = {self.second_steps}: expected more than 'steps' = {self.steps} "
+                "(the second budget continues the first), or 0 for twice 'steps'"
+            )
         if not isinstance(self.loss_every, int) or self.loss_every < 0:
             raise ConfigError(f"probe setting 'loss_every' = {self.loss_every!r}: expected 0 (automatic) or more")
         if self.samples < 2:
@@ -64,14 +87,22 @@ class ProbeSettings:
     def seed_list(self) -> list[int]:
         return [self.seed + k for k in range(self.seeds)]
 
+    @property
+    def scorer_seed_list(self) -> list[int]:
+        """The feature networks' seeds; the first is the one the analysis scores with."""
+        return [self.seed + k for k in range(self.scorer_seeds)]
+
+    @property
+    def budgets(self) -> list[int]:
+        """The denoiser's two training budgets, in steps: the first, then the one it is trained on to."""
+        return [self.steps, self.second_steps or 2 * self.steps]
+
     def training_key(self) -> dict:
         """What a resumed denoiser must share with the checkpoint it resumes: everything that
-        changes what is computed up to the last step (not the device, nor what happens after)."""
-        return {
-            k: v
-            for k, v in asdict(self).items()
-            if k in ("steps", "batch_size", "lr", "width", "ema_decay", "loss_every")
-        }
+        changes what is computed at each step (not the device, nor the number of steps: a
+        denoiser is continued from one budget to the next)."""
+        key = {k: v for k, v in asdict(self).items() if k in ("batch_size", "lr", "width", "ema_decay")}
+        return {**key, "curve_every": self.curve_every}
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -127,8 +127,10 @@ class LayoutFeatureNet(nn.Module):
         return self.standardise(self.pooled(rgb))
 
 
-def _nchw(rgb: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(0, 3, 1, 2)
+def _nchw(rgb: np.ndarray | torch.Tensor, device) -> torch.Tensor:
+    """(M, R, R, 3) uint8 RGB, an array or a tensor on any device, as NCHW on ``device``."""
+    rgb = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(rgb))
+    return rgb.to(device).permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -140,11 +142,40 @@ class Embedding:
     shares: np.ndarray  # (M, 10) predicted area shares
     presence: np.ndarray  # (M, 10) predicted probability that each class is present
 
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def subset(self, index) -> Embedding:
+        return Embedding(self.features[index], self.scene_probability[index], self.shares[index], self.presence[index])
+
+    @classmethod
+    def join(cls, parts: list[Embedding]) -> Embedding:
+        """The embeddings of consecutive chunks of layouts, as one."""
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("features", "scene_probability", "shares", "presence")
+            )
+        )
+
+
+# Pixels per batch through the network: the palette encoding of a batch is about 180 bytes a pixel
+# before it is pooled (~190 MB), whatever the resolution: 128 layouts at 64 px, 64 at 128, 4 at 512.
+EMBED_PIXELS = 2**20
+EMBED_BATCH = 128
+
+
+def embed_batch_size(resolution: int) -> int:
+    return max(1, min(EMBED_BATCH, EMBED_PIXELS // (resolution * resolution)))
+
 
 @torch.no_grad()
-def embed(net: LayoutFeatureNet, rgb, batch_size: int = 128) -> Embedding:
-    """Run ``net`` over (M, R, R, 3) uint8 RGB images in batches, in evaluation mode (an array, or
-    anything that slices into such arrays, as ``ReferenceSet.rgb_view()``)."""
+def embed(net: LayoutFeatureNet, rgb, batch_size: int | None = None) -> Embedding:
+    """Run ``net`` over (M, R, R, 3) uint8 RGB images in batches, in evaluation mode (an array, a
+    tensor on any device, or anything that slices into arrays, as ``ReferenceSet.rgb_view()``).
+    Each image's features depend on it alone, so the batch size (by default sized to the
+    resolution, to bound the memory) does not change them."""
+    batch_size = batch_size or embed_batch_size(rgb.shape[1])
     net.eval()
     device = next(net.parameters()).device
     parts = []
@@ -163,7 +194,14 @@ def embed(net: LayoutFeatureNet, rgb, batch_size: int = 128) -> Embedding:
 
 
 def targets(reference: ReferenceSet) -> tuple[np.ndarray, np.ndarray]:
-    """(area shares (N, 10) over the palette pixels, presence (N, 10) bool)."""
+    """(area shares (N, 10) over the palette pixels, presence (N, 10) bool); computed once per
+    reference set."""
+    if "targets" not in reference.derived:
+        reference.derived["targets"] = _targets(reference)
+    return reference.derived["targets"]
+
+
+def _targets(reference: ReferenceSet) -> tuple[np.ndarray, np.ndarray]:
     counts = np.empty((len(reference), NUM_CLASSES))
     for start in range(0, len(reference), 256):  # one bincount per chunk: no (N, R, R) temporaries
         chunk = reference.class_maps[start : start + 256].reshape(-1, reference.resolution**2).astype(np.int64)
@@ -212,7 +250,6 @@ def train_net(
     labels = torch.as_tensor(fit.labels, dtype=torch.float32, device=device)
     shares_t = torch.as_tensor(shares, dtype=torch.float32, device=device)
     presence_t = torch.as_tensor(presence, dtype=torch.float32, device=device)
-    class_maps = torch.from_numpy(fit.class_maps)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = LayoutFeatureNet(fit.resolution).to(device)
@@ -227,7 +264,8 @@ def train_net(
             for start in range(0, len(fit), BATCH_SIZE):
                 idx = order[start : start + BATCH_SIZE]
                 k = int(torch.randint(8, (1,), generator=generator))
-                x = _dihedral(class_map_encoding(class_maps[idx].to(device)), k)
+                class_maps = torch.from_numpy(fit.class_maps[idx.numpy()])  # read a batch at a time
+                x = _dihedral(class_map_encoding(class_maps.to(device)), k)
                 scene, share_logits, presence_logits = net.heads(net.pooled_encoding(x))
                 loss = (
                     F.binary_cross_entropy_with_logits(scene, labels[idx])
@@ -257,7 +295,8 @@ def cache_key(fit: ReferenceSet, seed: int) -> str:
         f"e{EPOCHS}/{SAMPLE_BUDGET} b{BATCH_SIZE} l{LEARNING_RATE} w{WORK_RESOLUTION} "
         f"t{SOFTNESS} d{DISTANCE_SCALE}\n".encode()
     )
-    digest.update(np.ascontiguousarray(fit.class_maps).tobytes())
+    for start in range(0, len(fit), 256):  # the bytes of every class map, without a copy of all of them
+        digest.update(np.ascontiguousarray(fit.class_maps[start : start + 256]).tobytes())
     digest.update(np.ascontiguousarray(fit.labels, dtype=np.int64).tobytes())
     return digest.hexdigest()[:20]
 
@@ -268,6 +307,7 @@ class FeatureModel:
     cache: str  # where the weights came from, for the log and the JSON
     fit_seconds: float  # training time (when this call trained), else as recorded in the cache
     recorded: dict = field(default_factory=dict)  # what the cache file recorded at training
+    seed: int | None = None  # the seed it was trained from
 
 
 def load_or_train(
@@ -282,7 +322,7 @@ def load_or_train(
     if cache_dir is None:
         start = time.perf_counter()
         net = train_net(fit, seed, device, log=log)
-        return FeatureModel(net, "trained (no cache folder)", time.perf_counter() - start)
+        return FeatureModel(net, "trained (no cache folder)", time.perf_counter() - start, seed=seed)
     cache_dir = Path(cache_dir)
     key = cache_key(fit, seed)
     path = cache_dir / f"layout_features_{key}.pt"
@@ -297,7 +337,11 @@ def load_or_train(
                 net.to(device).eval()
                 log(f"feature net loaded from {shown_path(path)}")
                 return FeatureModel(
-                    net, f"loaded {shown_path(path)}", float(saved["fit_seconds"]), dict(saved["heldout_accuracy"])
+                    net,
+                    f"loaded {shown_path(path)}",
+                    float(saved["fit_seconds"]),
+                    dict(saved["heldout_accuracy"]),
+                    seed=seed,
                 )
             except Exception as err:  # noqa: BLE001 - an unreadable cache is retrained, never trusted
                 log(f"feature net cache {shown_path(path)} unreadable ({type(err).__name__}: {err}); retraining")
@@ -318,4 +362,4 @@ def load_or_train(
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         log(f"feature net trained in {seconds:.1f} s, saved to {shown_path(path)}")
-        return FeatureModel(net, f"trained, saved to {shown_path(path)}", seconds, accuracy)
+        return FeatureModel(net, f"trained, saved to {shown_path(path)}", seconds, accuracy, seed=seed)

@@ -9,8 +9,9 @@ the file: a generated set must be one square size, 8-bit, PNG only.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,58 @@ from ..outputs import shown_path
 from ..palette import class_to_rgb
 
 
+class ClassMapRows:
+    """Class maps kept elsewhere (the layout cache's memory map), read when sliced: a reference set
+    of thousands of 512 x 512 layouts (256 KiB each) without holding them in memory.
+
+    ``read(positions)`` returns the (n, R, R) uint8 class maps at ``positions`` in that order;
+    indexing (an int, a slice, an array of positions) reads the rows asked for, in that order."""
+
+    def __init__(self, read: Callable[[np.ndarray], np.ndarray], positions, resolution: int) -> None:
+        self.read = read
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.shape = (len(self.positions), resolution, resolution)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    @classmethod
+    def of_array(cls, array: np.ndarray, rows=None) -> ClassMapRows:
+        """Rows of an (N, R, R) uint8 array (all of them by default), e.g. a memory map."""
+        rows = np.arange(len(array)) if rows is None else rows
+        return cls(lambda positions: np.asarray(array[positions]), rows, array.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index) -> np.ndarray:
+        positions = self.positions[index]
+        if np.ndim(positions) == 0:
+            return self.read(np.array([positions]))[0]
+        return self.read(positions)
+
+    def subset(self, index) -> ClassMapRows:
+        return ClassMapRows(self.read, self.positions[np.asarray(index)], self.shape[-1])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
 class ReferenceSet:
     """Class maps of real layouts, with what the scorer needs to split and report them."""
 
-    class_maps: np.ndarray  # (N, R, R) uint8 class indices (IGNORE_INDEX for off-palette pixels)
+    class_maps: np.ndarray | ClassMapRows  # (N, R, R) uint8 class indices (IGNORE_INDEX for off-palette pixels)
     labels: np.ndarray  # (N,) int: 0 room, 1 scene
     source: str  # for messages and the JSON
     scene_ids: np.ndarray | None = None  # (N,) str; None: every layout is its own scene
+    # What the scorer derives from the layouts alone (pixel statistics, training targets), kept so
+    # that the scorers of several feature-network seeds compute it once.
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.class_maps = np.asarray(self.class_maps)
+        if not isinstance(self.class_maps, ClassMapRows):
+            self.class_maps = np.asarray(self.class_maps)
         if (
             self.class_maps.dtype != np.uint8
             and np.issubdtype(self.class_maps.dtype, np.integer)
@@ -62,8 +104,9 @@ class ReferenceSet:
 
     def subset(self, idx, source: str | None = None) -> ReferenceSet:
         idx = np.asarray(idx)
+        maps = self.class_maps.subset(idx) if isinstance(self.class_maps, ClassMapRows) else self.class_maps[idx]
         return ReferenceSet(
-            self.class_maps[idx],
+            maps,
             self.labels[idx],
             source or self.source,
             None if self.scene_ids is None else self.scene_ids[idx],
@@ -71,7 +114,7 @@ class ReferenceSet:
 
     def rgb(self) -> np.ndarray:
         """The layouts as (N, R, R, 3) uint8 RGB; off-palette pixels (whose colour is not kept) black."""
-        return class_to_rgb(self.class_maps)
+        return class_to_rgb(self.class_maps[:])
 
     def rgb_view(self) -> RGBView:
         """The same, converted a slice at a time, for the batched readers."""
@@ -82,7 +125,7 @@ class RGBView:
     """Class maps that read as (N, R, R, 3) RGB one slice at a time: the RGB of thousands of
     512 x 512 layouts at once would not fit in memory, their class maps do."""
 
-    def __init__(self, class_maps: np.ndarray) -> None:
+    def __init__(self, class_maps: np.ndarray | ClassMapRows) -> None:
         self.class_maps = class_maps
         self.shape = (*class_maps.shape, 3)
 

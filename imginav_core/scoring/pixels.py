@@ -7,14 +7,19 @@ map, 4-connected, that are too small to be furniture: what noise or a blurred ed
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..palette import IGNORE_INDEX, NUM_CLASSES, PALETTE, PURITY_TOLERANCE, rgb_to_class
 
-BATCH = 64  # images per step: (64, 10, R, R) float distances stay ~170 MB at 256 x 256
+# Pixels per step: about 150 bytes of temporaries a pixel (class maps, distances, region labels),
+# ~150 MB whatever the resolution: 64 layouts at 128 x 128 or less, 16 at 256, 4 at 512.
+BATCH_PIXELS = 2**20
+BATCH = 64
 
 
 def speckle_max_pixels(resolution: int) -> int:
@@ -39,64 +44,54 @@ def nearest_palette(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return nearest, distance
 
 
-def _runs_and_links(class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(run id of every pixel (N, H, W), links between vertically touching runs of one class as
-    two (K,) arrays). A run is a row's stretch of one class: within it every pixel is connected."""
-    n, h, w = class_map.shape
-    starts = torch.ones(n, h, w, dtype=torch.bool)
-    starts[:, :, 1:] = class_map[:, :, 1:] != class_map[:, :, :-1]
-    run = (torch.cumsum(starts.view(-1), 0) - 1).view(n, h, w)
-    down = class_map[:, 1:, :] == class_map[:, :-1, :]
-    top, bottom = run[:, :-1, :], run[:, 1:, :]
-    # two runs touch along their whole overlap; one link per overlap is enough
-    first = down.clone()
-    first[:, :, 1:] &= ~(down[:, :, :-1] & (top[:, :, 1:] == top[:, :, :-1]) & (bottom[:, :, 1:] == bottom[:, :, :-1]))
-    return run, top[first], bottom[first]
+# 4-connected within an image, never across images: a 3-D structure whose only non-zero plane is the middle one.
+_WITHIN_IMAGE = np.zeros((3, 3, 3), dtype=bool)
+_WITHIN_IMAGE[1] = ndimage.generate_binary_structure(2, 1)
 
 
-def _join(n_runs: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """For every run, the smallest run id of its region, given links ``a[i] -- b[i]``.
-
-    Label propagation with pointer jumping (as in Shiloach-Vishkin): each root hooks onto the
-    smallest root any of its links reaches (always a smaller id, so no cycles), then every run
-    jumps to its root; a few vectorised rounds.
-    """
-    label = torch.arange(n_runs)
-    while True:
-        la, lb = label[a], label[b]
-        if torch.equal(la, lb):
-            return label
-        low = torch.minimum(la, lb)
-        label.scatter_reduce_(0, la, low, reduce="amin")
-        label.scatter_reduce_(0, lb, low, reduce="amin")
-        while True:
-            jumped = label[label]
-            if torch.equal(jumped, label):
-                break
-            label = jumped
+def _regions_of_each_value(class_map) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each value of an (N, H, W) integer map: (its regions labelled 1..count, 0 elsewhere;
+    the labels of its pixels in scan order; how many of its pixels each image has)."""
+    maps = class_map.numpy() if isinstance(class_map, torch.Tensor) else np.asarray(class_map)
+    n = len(maps)
+    # the values present: a histogram for bytes (the class maps), far cheaper than sorting them
+    present = np.flatnonzero(np.bincount(maps.ravel(), minlength=256)) if maps.dtype == np.uint8 else np.unique(maps)
+    for value in present:
+        mask = maps == value
+        labels, _ = ndimage.label(mask, structure=_WITHIN_IMAGE)
+        yield labels, labels[mask], mask.reshape(n, -1).sum(1)
 
 
-def label_components(class_map: torch.Tensor) -> torch.Tensor:
-    """Connected regions of equal class, 4-connected, of an (N, H, W) integer map: each pixel gets
-    its region's id (unique over the batch). Rows are cut into runs, the runs joined by
-    ``_join``: no Python loop over pixels (scipy is not a dependency of the project)."""
-    run, a, b = _runs_and_links(class_map)
-    return _join(int(run.max()) + 1, a, b)[run]
+def label_components(class_map) -> torch.Tensor:
+    """Connected regions of equal class, 4-connected, of an (N, H, W) integer map (a tensor or an
+    array): each pixel gets its region's id, unique over the batch."""
+    out = np.zeros(tuple(class_map.shape), dtype=np.int64)
+    offset = 0
+    for labels, values, _ in _regions_of_each_value(class_map):
+        inside = labels > 0
+        out[inside] = labels[inside] + (offset - 1)
+        offset += int(values.max())
+    return torch.from_numpy(out)
 
 
-def speckle_counts(class_map: torch.Tensor, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def speckle_counts(class_map, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """Per image: (regions smaller than ``max_pixels``, all regions)."""
-    n, h, w = class_map.shape
-    run, a, b = _runs_and_links(class_map)
-    n_runs = int(run.max()) + 1
-    region = _join(n_runs, a, b)
-    length = torch.bincount(run.view(-1), minlength=n_runs)
-    size = torch.bincount(region, weights=length.double(), minlength=n_runs)
-    root = region == torch.arange(n_runs)
-    image = torch.arange(n).repeat_interleave(run[:, -1, -1] - run[:, 0, 0] + 1)  # runs are numbered image by image
-    small = torch.bincount(image[root & (size < max_pixels)], minlength=n)
-    total = torch.bincount(image[root], minlength=n)
-    return small.numpy(), total.numpy()
+    n = len(class_map)
+    small, total = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for _, values, pixels in _regions_of_each_value(class_map):
+        size = np.bincount(values)
+        size[0] = max_pixels  # label 0 is no region
+        smaller = np.cumsum(size < max_pixels)  # smaller[k]: how many of regions 1..k are small
+        # ndimage.label numbers regions in scan order and none spans two images, so image i holds
+        # the labels (last label of the images before it, its own largest label].
+        largest = np.zeros(n, dtype=np.int64)
+        has = pixels > 0
+        largest[has] = np.maximum.reduceat(values, (np.cumsum(pixels) - pixels)[has])
+        last = np.maximum.accumulate(largest)
+        before = np.concatenate([[0], last[:-1]])
+        total += last - before
+        small += smaller[last] - smaller[before]
+    return small, total
 
 
 @dataclass
@@ -111,15 +106,23 @@ class PixelStatistics:
     def __len__(self) -> int:
         return len(self.purity)
 
+    @classmethod
+    def join(cls, parts: list[PixelStatistics]) -> PixelStatistics:
+        """The statistics of consecutive chunks of layouts, as one."""
+        return cls(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("purity", "shares", "small_regions", "regions"))
+        )
+
 
 def pixel_statistics(rgb, tolerance: float = PURITY_TOLERANCE) -> PixelStatistics:
     """The statistics of (M, R, R, 3) uint8 RGB layouts (an array, or anything that slices into
     such arrays, as ``ReferenceSet.rgb_view()``), computed in batches."""
     side = rgb.shape[1]
     max_pixels = speckle_max_pixels(side)
+    step = max(1, min(BATCH, BATCH_PIXELS // (side * side)))
     parts = []
-    for start in range(0, len(rgb), BATCH):
-        batch = np.asarray(rgb[start : start + BATCH])
+    for start in range(0, len(rgb), step):
+        batch = np.asarray(rgb[start : start + step])
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (side, side, 3):
             raise ValueError(f"expected (M, R, R, 3) uint8 RGB layouts, got {batch.dtype} {batch.shape}")
         nearest, distance = nearest_palette(batch)
@@ -127,6 +130,6 @@ def pixel_statistics(rgb, tolerance: float = PURITY_TOLERANCE) -> PixelStatistic
         image = torch.arange(len(nearest)).view(-1, 1, 1)
         counts = torch.bincount((image * NUM_CLASSES + nearest).view(-1), minlength=len(nearest) * NUM_CLASSES)
         shares = (counts.view(-1, NUM_CLASSES).double() / nearest[0].numel()).numpy()
-        small, total = speckle_counts(nearest, max_pixels)
+        small, total = speckle_counts(nearest.to(torch.uint8), max_pixels)  # classes 0..9: bytes
         parts.append((purity, shares, small, total))
-    return PixelStatistics(*(np.concatenate(column) for column in zip(*parts)))
+    return PixelStatistics.join([PixelStatistics(*part) for part in parts])

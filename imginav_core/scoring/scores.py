@@ -107,6 +107,15 @@ class _Precomputed(nn.Module):
 
 
 @dataclass
+class _Floor:
+    """The scores of real fit layouts, as many as the generated ones (or all): what a perfect generator gets."""
+
+    n: int
+    kid_size: int
+    values: dict[str, float]
+
+
+@dataclass
 class _Sample:
     """Everything the scores need about one set of layouts, per layout."""
 
@@ -175,7 +184,9 @@ class LayoutScorer:
         self.accuracy = heldout_accuracy(self.net, held, held_embedding)
         self.fit_features = torch.from_numpy(self.fit_embedding.features)
         self.held_features = torch.from_numpy(held_embedding.features)
-        self.held_pixels = pixel_statistics(held.rgb_view())
+        if "pixels" not in held.derived:  # the same for every feature network: computed once
+            held.derived["pixels"] = pixel_statistics(held.rgb_view())
+        self.held_pixels = held.derived["pixels"]
         self.held_shares = self.held_pixels.shares.mean(0)
         self.held_scene_share = float(np.mean(held.labels == 1))
         # the held layouts' own k-NN balls (precision, density, coverage)
@@ -187,6 +198,7 @@ class LayoutScorer:
         self.held_nearest_fit = _nearest(self.held_features, self.fit_features)
         self.memorisation_threshold = float(np.quantile(self.held_nearest_fit, MEMORISATION_QUANTILE))
         self.held_median_nearest = float(np.median(self.held_nearest_fit))
+        self._floors: dict[tuple[int, int], _Floor] = {}  # (sample size, seed): the floor, scored once
         log(
             f"reference embedded in {time.perf_counter() - start:.1f} s: {len(fit)} fit, {len(held)} held layouts; "
             f"feature net held-out room/scene accuracy {self.accuracy['room_scene']:.3f}, "
@@ -241,44 +253,74 @@ class LayoutScorer:
             raise ConfigError(f"{len(rgb)} generated layout(s); the distribution scores need at least 2")
         return rgb
 
-    def _sample(self, rgb: np.ndarray, embedding: Embedding, fit_index: np.ndarray | None = None) -> _Sample:
+    def embedding(self, rgb) -> Embedding:
+        """What the feature network says about (M, R, R, 3) uint8 RGB layouts (an array, or a
+        tensor on any device: decoded layouts need not leave it), in their order."""
+        expected = (self.resolution, self.resolution, 3)
+        if rgb.dtype not in (np.uint8, torch.uint8) or rgb.ndim != 4 or tuple(rgb.shape[1:]) != expected:
+            raise ConfigError(
+                f"layouts are {rgb.dtype} {tuple(rgb.shape)}; expected (M, {self.resolution}, "
+                f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at"
+            )
+        return embed(self.net, rgb)
+
+    def _sample(self, pixels: PixelStatistics, embedding: Embedding, fit_index: np.ndarray | None = None) -> _Sample:
         features = torch.from_numpy(embedding.features)
         return _Sample(
             features,
-            pixel_statistics(rgb),
+            pixels,
             embedding.scene_probability,
             _nearest(features, self.fit_features, fit_index),
             _distances(features, self.held_features),
             _distances(features, features),
         )
 
+    def _floor_index(self, n: int, seed: int) -> np.ndarray:
+        """The floor's real layouts: as many fit layouts as ``n`` (all of them if fewer), drawn from ``seed``."""
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(len(self.fit_set), min(n, len(self.fit_set)), replace=False))
+
+    def _floor(self, n: int, seed: int) -> _Floor:
+        """Every score of the floor sample for ``n`` generated layouts; it depends on the reference
+        alone, so it is computed once per sample size and seed, whatever is scored against it."""
+        if (n, seed) not in self._floors:
+            index = self._floor_index(n, seed)
+            pixels = pixel_statistics(self.fit_set.subset(index).rgb_view())
+            floor = self._sample(pixels, self.fit_embedding.subset(index), index)
+            kid_size = min(KID_SUBSET_SIZE, len(index), len(self.held))
+            with torch.random.fork_rng(devices=[]):  # KID draws its subsets with torch's global generator
+                torch.manual_seed(seed)
+                fld, kid = self._metrics(kid_size, KID_SUBSETS)
+                values = self._statistics(floor, np.arange(len(index)), fld, kid)
+            self._floors[(n, seed)] = _Floor(len(index), kid_size, values)
+        return self._floors[(n, seed)]
+
     def score(self, generated_rgb: np.ndarray, *, bootstrap: int = 200, seed: int = 0) -> dict:
         """Scores of (M, R, R, 3) uint8 RGB layouts against the held reference; JSON-ready."""
         rgb = self._check(generated_rgb)
-        generated = self._sample(rgb, embed(self.net, rgb))
-        # the floor: as many real fit layouts (all of them if fewer), scored the same way
-        rng = np.random.default_rng(seed)
-        n_floor = min(len(rgb), len(self.fit_set))
-        floor_index = np.sort(rng.choice(len(self.fit_set), n_floor, replace=False))
-        floor_embedding = Embedding(
-            *(
-                getattr(self.fit_embedding, f)[floor_index]
-                for f in ("features", "scene_probability", "shares", "presence")
-            )
-        )
-        floor = self._sample(self.fit_set.subset(floor_index).rgb(), floor_embedding, floor_index)
+        return self.score_embedded(embed(self.net, rgb), pixel_statistics(rgb), bootstrap=bootstrap, seed=seed)
 
-        kid_size = min(KID_SUBSET_SIZE, n_floor, len(self.held))
+    def score_embedded(
+        self, embedding: Embedding, pixels: PixelStatistics, *, bootstrap: int = 200, seed: int = 0
+    ) -> dict:
+        """``score`` of layouts already described: their ``embedding`` and ``pixel_statistics``,
+        gathered a chunk at a time (so that thousands of 512 x 512 layouts need not be in memory at once)."""
+        if len(embedding) < 2:
+            raise ConfigError(f"{len(embedding)} generated layout(s); the distribution scores need at least 2")
+        if len(pixels) != len(embedding):
+            raise ValueError(f"pixel statistics of {len(pixels)} layouts for the embedding of {len(embedding)}")
+        n = len(embedding)
+        generated = self._sample(pixels, embedding)
+        floor = self._floor(n, seed)
         with torch.random.fork_rng(devices=[]):  # KID draws its subsets with torch's global generator
             torch.manual_seed(seed)
-            fld, kid = self._metrics(kid_size, KID_SUBSETS)
-            values = self._statistics(generated, np.arange(len(rgb)), fld, kid)
-            floor_values = self._statistics(floor, np.arange(n_floor), fld, kid)
-            fld_b, kid_b = self._metrics(kid_size, KID_BOOTSTRAP_SUBSETS)
+            fld, kid = self._metrics(floor.kid_size, KID_SUBSETS)
+            values = self._statistics(generated, np.arange(n), fld, kid)
+            fld_b, kid_b = self._metrics(floor.kid_size, KID_BOOTSTRAP_SUBSETS)
             intervals = (
                 bootstrap_ci(
                     lambda idx: list(self._statistics(generated, idx, fld_b, kid_b).values()),
-                    len(rgb),
+                    n,
                     resamples=bootstrap,
                     seed=seed,
                     estimate=list(values.values()),
@@ -286,6 +328,7 @@ class LayoutScorer:
                 if bootstrap > 0
                 else np.full((len(values), 2), np.nan)
             )
+        floor_values = floor.values
         names = list(values)
         for i, name in enumerate(names):
             intervals[i] = np.clip(intervals[i], *RANGE.get(name, (0, 1)))
@@ -311,30 +354,62 @@ class LayoutScorer:
                 "threshold_distance": self.memorisation_threshold,
             }
         )
-        scores["kid"].update({"subset_size": kid_size, "subsets": KID_SUBSETS})
+        scores["kid"].update({"subset_size": floor.kid_size, "subsets": KID_SUBSETS})
         for name in ("precision", "recall", "density", "coverage"):
             scores[name]["k"] = self.k
         scores["palette_purity"]["tolerance"] = PURITY_TOLERANCE
         scores["speckle_rate"]["max_pixels"] = speckle_max_pixels(self.resolution)
         return _finite_or_none(
             {
-                "n_generated": len(rgb),
+                "n_generated": n,
                 "n_reference": len(self.held),
-                "n_floor": n_floor,
+                "n_floor": floor.n,
                 "resolution": self.resolution,
                 "reference": self.held.source,
                 "bootstrap": bootstrap,
                 "seed": seed,
-                "features": {
-                    "heldout_accuracy": self.accuracy,
-                    "num_features": self.num_features,
-                    "cache": self.model.cache,
-                    "fit_seconds": self.model.fit_seconds,
-                    "n_fit": len(self.fit_set),
-                },
+                "features": self.about_features(),
                 "scores": {name: scores[name] for name in SCORE_KEYS},
             }
         )
+
+    def about_features(self) -> dict:
+        """The feature network, for the JSON: its seed, where it came from, how well it does."""
+        return {
+            "heldout_accuracy": self.accuracy,
+            "num_features": self.num_features,
+            "cache": self.model.cache,
+            "fit_seconds": self.model.fit_seconds,
+            "n_fit": len(self.fit_set),
+            "seed": self.model.seed,
+        }
+
+    def fld(self, embedding: Embedding, *, bootstrap: int = 0, seed: int = 0) -> dict:
+        """The Fréchet distance alone of layouts already embedded by this scorer, with its floor
+        (the same fit layouts ``score`` draws) and, with ``bootstrap`` resamples, its 95 % interval."""
+        if len(embedding) < 2:
+            raise ConfigError(f"{len(embedding)} generated layout(s); the Fréchet distance needs at least 2")
+        metric = FrechetInceptionDistance(feature=_Precomputed(self.num_features), reset_real_features=False)
+        metric.update(self.held_features, real=True)
+
+        def distance(features: torch.Tensor) -> float:
+            metric.reset()
+            metric.update(features, real=False)
+            return float(metric.compute())
+
+        features = torch.from_numpy(embedding.features)
+        value = distance(features)
+        floor = distance(self.fit_features[torch.from_numpy(self._floor_index(len(features), seed))])
+        interval = [math.nan, math.nan]
+        if bootstrap > 0:
+            interval = bootstrap_ci(
+                lambda idx: [distance(features[torch.as_tensor(idx)])],
+                len(features),
+                resamples=bootstrap,
+                seed=seed,
+                estimate=[value],
+            )[0]
+        return _finite_or_none({"value": value, "ci95": _pair(np.clip(interval, *RANGE["fld"])), "floor": floor})
 
     def _metrics(self, kid_size: int, subsets: int) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
         """FID and KID holding the held features, to be given a sample's features again and again."""
