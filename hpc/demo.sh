@@ -24,6 +24,11 @@ export IMGINAV_PROBE_STEPS=${IMGINAV_PROBE_STEPS:-200}
 export IMGINAV_PROBE_LR=${IMGINAV_PROBE_LR:-3e-3}
 export IMGINAV_PROBE_WIDTH=${IMGINAV_PROBE_WIDTH:-32}
 export IMGINAV_PROBE_SAMPLES=${IMGINAV_PROBE_SAMPLES:-128}
+# The instrument's own choices checked at demo size: each denoiser continued from 200 to 300 steps
+# and scored again, and 3 scorer feature networks (the default second budget, twice the steps,
+# would add about 20 s more on 2 cores).
+export IMGINAV_PROBE_SECOND_STEPS=${IMGINAV_PROBE_SECOND_STEPS:-300}
+export IMGINAV_PROBE_SCORER_SEEDS=${IMGINAV_PROBE_SCORER_SEEDS:-3}
 # One probe seed per run (the default): the training seeds are the replicates; 4 denoisers in all.
 export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not conda
 
