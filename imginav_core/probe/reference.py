@@ -19,13 +19,18 @@ REFERENCE_LIMIT = 4000
 
 def reference_set(layouts: CachedLayouts, rng: np.random.Generator, what: str) -> ReferenceSet:
     positions = np.sort(rng.permutation(len(layouts))[:REFERENCE_LIMIT])
-    batch = layouts[positions]  # in the order of the cache's rows
-    scenes = [layouts.cache.records[row].scene_id for row in np.sort(layouts.indices[positions])]
+    positions = positions[np.argsort(layouts.indices[positions], kind="stable")]  # the cache's row order
+    rows = layouts.indices[positions]
+    # Class maps only, a slice at a time: a batch also holds the RGB, 3 GB for 4000 layouts at 512 x 512.
+    slices = range(0, len(positions), 256)
+    class_maps = [layouts[positions[i : i + 256]]["class_map"].numpy() for i in slices] or [
+        layouts[positions]["class_map"].numpy()
+    ]
     return ReferenceSet(
-        batch["class_map"].numpy(),
-        batch["label"].numpy(),
+        np.concatenate(class_maps),
+        layouts.cache.labels[rows],
         f"{len(positions)} layouts of the {what}",
-        scene_ids=np.array(scenes),
+        scene_ids=np.array([layouts.cache.records[row].scene_id for row in rows]),
     )
 
 

@@ -39,6 +39,9 @@ WORK_RESOLUTION = 64  # the encoding is area-pooled to at most this before the f
 EPOCHS = 12  # for up to SAMPLE_BUDGET / EPOCHS layouts; fewer epochs (at least 3) for more
 SAMPLE_BUDGET = 24_000  # layouts seen in training: ~1 ms each at 64 px on one CPU thread
 BATCH_SIZE = 16
+# Pixels encoded at once when embedding (the encoding holds ~200 bytes a pixel): 128 layouts at
+# 128 x 128, 8 at 512 x 512, so that embedding thousands of layouts stays within ~0.5 GB.
+EMBED_PIXELS = 2**21
 LEARNING_RATE = 3e-3
 # Softness of the palette assignment: half the purity tolerance, so a colour within the tolerance
 # of a palette colour is (almost) all that colour, and the closest palette pair (40 apart per
@@ -148,6 +151,7 @@ def embed(net: LayoutFeatureNet, rgb, batch_size: int = 128) -> Embedding:
     net.eval()
     device = next(net.parameters()).device
     parts = []
+    batch_size = max(1, min(batch_size, EMBED_PIXELS // (rgb.shape[1] * rgb.shape[2])))
     for start in range(0, len(rgb), batch_size):
         pooled = net.pooled(_nchw(rgb[start : start + batch_size], device))
         scene, shares, presence = net.heads(pooled)
