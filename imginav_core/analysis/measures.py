@@ -133,26 +133,33 @@ def latent_statistics(latents: torch.Tensor) -> dict:
     deviation and excess kurtosis ``E[(z - m)^4] / s^4 - 3`` (0 for a Gaussian, large = heavy
     tails), each channel on its own scale — pooled over channels of unequal scale the kurtosis
     of Gaussians is not 0 (std 0.5 and 2 pool to 2.3); and the scale factor ``1 / std`` over
-    everything, the one number latent diffusion multiplies its latents by."""
-    z = latents.double()
-    per_channel = z.transpose(0, 1).flatten(1)  # C, N*H*W
-    centred = per_channel - per_channel.mean(1, keepdim=True)
-    kurtosis = centred.pow(4).mean(1) / centred.pow(2).mean(1).pow(2) - 3.0
-    std = float(z.std())
+    everything, the one number latent diffusion multiplies its latents by. In float64, one
+    channel at a time (a float64 copy of all latents of 512 layouts at 512 x 512 is 134 MB)."""
+    mean, std, kurtosis = [], [], []
+    for c in range(latents.shape[1]):
+        z = latents[:, c].double().flatten()
+        centred = z - z.mean()
+        mean.append(float(z.mean()))
+        std.append(float(z.std()))
+        kurtosis.append(float(centred.pow(4).mean() / centred.pow(2).mean().pow(2) - 3.0))
+    overall = sum(mean[c] * latents[:, c].numel() for c in range(len(mean))) / latents.numel()
+    squares = sum(float((latents[:, c].double() - overall).pow(2).sum()) for c in range(len(mean)))
+    overall_std = math.sqrt(squares / (latents.numel() - 1))
+    excess = torch.tensor(kurtosis, dtype=torch.float64)
     return {
-        "channel_mean": per_channel.mean(1).tolist(),
-        "channel_std": per_channel.std(1).tolist(),
-        "channel_excess_kurtosis": kurtosis.tolist(),
-        "max_channel_excess_kurtosis": float(kurtosis.max()),
-        "median_channel_excess_kurtosis": float(kurtosis.median()),
-        "std": std,
-        "scale_factor": 1.0 / std if std > 0 else math.inf,
+        "channel_mean": mean,
+        "channel_std": std,
+        "channel_excess_kurtosis": kurtosis,
+        "max_channel_excess_kurtosis": float(excess.max()),
+        "median_channel_excess_kurtosis": float(excess.median()),
+        "std": overall_std,
+        "scale_factor": 1.0 / overall_std if overall_std > 0 else math.inf,
     }
 
 
 def unit_activity(means: torch.Tensor) -> torch.Tensor:
     """``Var_x(E[z_u | x])`` of every latent unit u = (channel, row, column): (C, H, W)."""
-    return means.double().var(0)
+    return torch.stack([means[:, c].double().var(0) for c in range(means.shape[1])])
 
 
 def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, pixels: int, total_loss: float) -> dict:
@@ -165,21 +172,29 @@ def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, 
     ``Var_x(E[z_u|x]) > 0.01``, counted unit by unit; a VAE normally leaves some inactive, so
     only almost none active (``COLLAPSE_SHARE``) is collapse. ``noise_to_signal`` per channel:
     ``mean sigma_q / std_x(mu)``, the posterior's own noise against the spread of its means —
-    near 1 or above, the decoder was trained on latents mostly noise."""
-    kl = DiagonalGaussian(mu.double(), logvar.double()).kl_elements()
-    nats = float(kl.mean())
+    near 1 or above, the decoder was trained on latents mostly noise. In float64, one channel
+    at a time."""
+    kl_per_channel, kl_per_image, sigma, spread = [], torch.zeros(len(mu), dtype=torch.float64), [], []
+    for c in range(mu.shape[1]):
+        m_c, lv_c = mu[:, c].double(), logvar[:, c].double()
+        kl = DiagonalGaussian(m_c, lv_c).kl_elements()
+        kl_per_channel.append(float(kl.mean()))
+        kl_per_image += kl.flatten(1).sum(1)
+        sigma.append(float((0.5 * lv_c).exp().mean()))
+        spread.append(float(m_c.flatten().std()))
+    nats = float(torch.tensor(kl_per_channel, dtype=torch.float64).mean())  # channels have equal numbers of elements
     activity = unit_activity(mu)
     active = activity > ACTIVE_UNIT_THRESHOLD
-    sigma = (0.5 * logvar.double()).exp()
-    spread = mu.double().transpose(0, 1).flatten(1).std(1)
-    noise_to_signal = sigma.mean((0, 2, 3)) / spread.clamp_min(1e-12)
+    noise_to_signal = torch.tensor(sigma, dtype=torch.float64) / torch.tensor(spread, dtype=torch.float64).clamp_min(
+        1e-12
+    )
     share = float(active.double().mean())
     return {
         "kl_nats_per_element": nats,
         "kl_weighted": nats * kld_weight,
-        "kl_bits_per_pixel": float(kl.flatten(1).sum(1).mean()) / math.log(2) / pixels,
+        "kl_bits_per_pixel": float(kl_per_image.mean()) / math.log(2) / pixels,
         "kl_share_of_loss": nats * kld_weight / total_loss if total_loss > 0 else math.nan,
-        "kl_per_channel": kl.mean((0, 2, 3)).tolist(),
+        "kl_per_channel": kl_per_channel,
         "active_units": int(active.sum()),
         "units": int(active.numel()),
         "active_share": share,

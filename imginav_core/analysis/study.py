@@ -19,6 +19,8 @@ layouts at 512 x 512, computed at once in float64 by an 11 x 11 convolution, onc
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import math
 from collections import defaultdict
@@ -212,10 +214,31 @@ def _frames_uint8(images: torch.Tensor, size: int) -> np.ndarray:
     return to_uint8(images)
 
 
+def _release_freed_memory() -> None:
+    """Give the memory freed since the last call back to the operating system (glibc's
+    ``malloc_trim``; elsewhere nothing). glibc keeps freed blocks of a few MB in its heap for
+    reuse, and chunk after chunk of image-sized tensors of varying sizes fragments it: at 512 x 512
+    the resident size grew by ~0.5 GB from 16 to 64 layouts measured, though nothing alive grew."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
 def _chunks(count: int, size: int):
-    """Slices of ``range(count)`` of at most ``size``."""
+    """Slices of ``range(count)`` of at most ``size``, freed memory released after each."""
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
+        _release_freed_memory()
 
 
 def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device):
