@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from helpers import PHASE, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, small_config
 
@@ -89,9 +91,10 @@ def test_twice_the_layouts_pairs_and_frames_do_not_take_twice_the_memory(runs_64
     assert large["rise_mb"] < 1.25 * small["rise_mb"] + 16, (small, large)
 
 
-def test_no_model_call_or_image_measure_sees_more_than_one_chunk(tiny_runs, monkeypatch):
+def test_no_model_call_or_image_measure_sees_more_than_one_chunk_and_chunks_change_no_result(tiny_runs, monkeypatch):
     """Whatever the number of layouts, pairs and frames, every encode, decode and SSIM call gets at
-    most ``chunk`` images (here 2, from ``chunk_pixels``)."""
+    most ``chunk`` images (here 2, from ``chunk_pixels``); and every measure but the noise draws
+    (drawn chunk by chunk) comes out as when everything is measured in one chunk."""
     seen = []
     load_model = study_module.load_model
 
@@ -108,20 +111,25 @@ def test_no_model_call_or_image_measure_sees_more_than_one_chunk(tiny_runs, monk
     monkeypatch.setattr(study_module, "load_model", spying_load_model)
     monkeypatch.setattr(study_module.m, "ssim_per_image", lambda p, t: seen.append(("ssim", len(p))) or ssim(p, t))
     runs, _ = load_runs(Outputs(tiny_runs, PHASE), [V1_NAME, V2_NAME])
+    arms = {"V1": [runs[0]], "V2": [runs[1]]}
     resolution = runs[0].config.data.resolution
     settings = AnalysisSettings(
-        max_images=12,
-        device="cpu",
-        pairs_per_kind=2,
-        steps=7,
-        neighbour_pool=10,
-        scorer=False,
-        chunk_pixels=2 * resolution**2 + 1,
+        max_images=12, device="cpu", pairs_per_kind=2, steps=7, neighbour_pool=10, scorer=False, batch_size=64
     )
-    study = run_study({"V1": [runs[0]], "V2": [runs[1]]}, tiny_runs, settings, log=lambda _: None)
-    assert study.chunk == 2
+    chunked = run_study(arms, tiny_runs, replace(settings, chunk_pixels=2 * resolution**2 + 1), log=lambda _: None)
+    assert chunked.chunk == 2
     assert {name for name, _ in seen} == {"posterior", "encode", "decode", "ssim"}
     assert max(size for _, size in seen) == 2, sorted(set(seen))
-    # the explorer's frames are all there, every pair's path complete
-    for result in study.models:
-        assert all(len(frames) == 7 for frames in result.frames.values()) and result.frames
+    monkeypatch.undo()
+    whole = run_study(arms, tiny_runs, replace(settings, chunk_pixels=64 * resolution**2), log=lambda _: None)
+    assert whole.chunk >= max(len(whole.positions), 7)  # one chunk: all layouts, all frames of a path
+    for a, b in zip(chunked.models, whole.models):
+        for key, values in b.per_image.items():
+            if "sigma" not in key:
+                assert np.allclose(a.per_image[key], values, rtol=1e-5, atol=1e-6), key
+        for label, frames in b.frames.items():  # the explorer's frames: every pair's whole path
+            assert len(frames) == 7 and np.abs(a.frames[label].astype(int) - frames).max() <= 1, label
+        assert np.abs(a.examples["rgb"].astype(int) - b.examples["rgb"]).max() <= 1
+        for pa, pb in zip(a.metrics["interpolation"]["pairs"], b.metrics["interpolation"]["pairs"]):
+            for key in ("validity", "gradualness", "relative_purity", "mean_confidence", "path_length_ratio"):
+                assert pa[key] == pytest.approx(pb[key], rel=1e-4, abs=1e-6), key

@@ -533,9 +533,12 @@ def _mean_over_pairs(pairs: list[dict]) -> dict:
 
 
 def _examples(model, study: Study, result: ModelResult, device) -> None:
+    val = study.data.val
+    # in the cache's row order, the order of one batch of them all (``study.inputs``)
+    positions = study.example_positions[np.argsort(val.indices[study.example_positions], kind="stable")]
     rgb, segmentation = [], []
-    for part in _chunks(len(study.example_positions), study.chunk):
-        x, _, _ = to_model_inputs(study.data.val[study.example_positions[part]], device)
+    for part in _chunks(len(positions), study.chunk):
+        x, _, _ = to_model_inputs(val[positions[part]], device)
         out = model.decode(model.encode(x))
         rgb.append(to_uint8(out["rgb"]))
         segmentation.append(class_to_rgb(out["segmentation"].argmax(1)))
