@@ -93,9 +93,9 @@ def _arm(
             "small_inter": np.tile(np.array([[iou * 100.0] * 3]), (IMAGES, 1)),
             "small_union": np.full((IMAGES, 3), 100.0),
         }
-        for key in ("ssim", "purity", "sharp_out", "sharp_in", "change_sigma0.5"):
+        for key in ("ssim", "purity", "sharpness_error", "noise_relative_sigma0.5"):
             per_image[key] = np.clip(0.9 + 0.01 * rng.normal(size=IMAGES), 0, None)
-        metrics = {"interpolation": {"pairs": [{"mean_purity": 0.9 + 0.01 * rng.normal()} for _ in range(PAIRS)]}}
+        metrics = {"interpolation": {"pairs": [{"validity": 0.9 + 0.01 * rng.normal()} for _ in range(PAIRS)]}}
         if label == "V2":
             metrics["posterior"] = {
                 "kl_weighted": kl,

@@ -2,10 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from imginav_core.analysis import measures as m
+from imginav_core.analysis.criteria import image_criteria
+from imginav_core.analysis.study import noise_partners, noise_robustness, reconstruction_per_image
 from imginav_core.palette import PALETTE
 
 
@@ -182,3 +185,201 @@ def test_noise_robustness_does_not_reward_a_decoder_worse_without_noise():
     assert ratio[1] < 0.9 * ratio[0]  # the old measure's mistake, reproduced
     change = [m.decoded_change(f(z), f(noisy)) for f in (good, worse)]
     assert torch.allclose(change[0], change[1], rtol=1e-5, atol=1e-6) and float(change[0].mean()) > 0
+
+
+# ---- criteria a trivial model could game: each fooled as it was, then not --------------------------
+
+
+def _criterion(name):
+    """The measure of criterion ``name`` and its (numerator, denominator) per-image keys."""
+    for measure, keys, _ in image_criteria(0.25, 0.05, 0.5, nn_primary=True, with_realism=False):
+        if measure.name == name:
+            return measure, keys
+    raise KeyError(name)
+
+
+def _value(name, items):
+    """A criterion's value for one run, as the decision computes it: ``sum(numerator) /
+    sum(denominator)`` over the items, or the numerator's mean without a denominator. ``items``:
+    per-image arrays by key, or (a criterion per pair) the pairs' dicts."""
+    measure, (numerator, denominator) = _criterion(name)
+    if measure.per == "pair":
+        return float(np.mean([pair[numerator] for pair in items]))
+    num = np.asarray(items[numerator], dtype=float)
+    return float(num.mean()) if denominator is None else float(num.sum() / np.asarray(items[denominator]).sum())
+
+
+def _better(name, a, b) -> bool:
+    """Whether criterion ``name`` scores ``a`` strictly better than ``b``."""
+    higher = _criterion(name)[0].better == "higher"
+    return _value(name, a) > _value(name, b) if higher else _value(name, a) < _value(name, b)
+
+
+def _blur(images):
+    return torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def test_sharpness_charges_ringing_and_blur_and_a_faithful_reconstruction_wins():
+    """Ringing (overshoot on both sides of every edge) and noise at the edges raise the gradient
+    energy at the input's edges above the input's: 'higher is better' called them sharper than a
+    perfect reconstruction. The |log ratio| is 0 only for edges as strong as the input's."""
+    x = _layout(n=4, size=32, seed=5)
+    edges = (m._gradient(x) > 1e-3).float()
+    edge_noise = x.clone()
+    edge_noise[..., :-1, :-1] += 0.3 * edges.unsqueeze(1) * torch.randn(4, 3, 31, 31, generator=torch.Generator())
+    candidates = {
+        "faithful": x,
+        "ringing": (x + 0.8 * (x - _blur(x))).clamp(-1, 1),  # an unsharp mask's halo
+        "edge noise": edge_noise.clamp(-1, 1),
+        "blurred": _blur(x),
+    }
+    values = {k: {n: v.numpy() for n, v in reconstruction_per_image(r, x).items()} for k, r in candidates.items()}
+    old = {k: v["sharp_out"].sum() / v["sharp_in"].sum() for k, v in values.items()}
+    # the old measure's mistake, reproduced: ringing and noise scored sharper than the input itself
+    assert old["ringing"] > 1.2 and old["edge noise"] > 1.2 and old["faithful"] == pytest.approx(1.0)
+    assert _value("sharpness", values["faithful"]) == 0.0
+    for flawed in ("ringing", "edge noise", "blurred"):
+        assert _value("sharpness", values[flawed]) > 0.15, flawed
+        assert _better("sharpness", values["faithful"], values[flawed]), flawed
+    # and the closer to the input's edges, the better, from either side
+    milder = {n: v.numpy() for n, v in reconstruction_per_image((x + 0.2 * (x - _blur(x))).clamp(-1, 1), x).items()}
+    assert _better("sharpness", milder, values["ringing"])
+
+
+def _linear_decoder(seed=0):
+    weight = torch.randn(3, 4, generator=torch.Generator().manual_seed(seed))
+    return lambda z: torch.einsum("oc,nchw->nohw", weight, z)
+
+
+def _noise_values(decode, z, partners):
+    std = z.transpose(0, 1).flatten(1).std(1)
+    return noise_robustness(decode, z, partners, std, (0.5,), seed=0, chunk=4, device="cpu")
+
+
+def test_latent_noise_charges_a_decoder_that_ignores_its_latent_and_is_blind_to_scale():
+    """A decoder that ignores its latent moves by 0 under any noise: 'lower decoded change is
+    better' made it the most robust. On the scale of its own differences between layouts it
+    scores 1, the worst; and a decoder merely scaled by a constant scores what it did."""
+    z = torch.randn(10, 4, 5, 5, generator=torch.Generator().manual_seed(1))
+    partners = noise_partners([str(i) for i in range(10)], seed=0)
+    linear = _linear_decoder()
+    decoders = {
+        "linear": linear,
+        "scaled": lambda latent: 0.1 * linear(latent),
+        "ignores its latent": lambda latent: torch.full((len(latent), 3, 5, 5), 0.2),
+    }
+    values = {k: _noise_values(decode, z, partners) for k, decode in decoders.items()}
+    old = {k: float(v["change_sigma0.5"].mean()) for k, v in values.items()}
+    # the old measure's mistakes, reproduced: the constant decoder wins, the scaled one gains 100x
+    assert old["ignores its latent"] == 0.0 < old["scaled"] < 0.02 * old["linear"]
+    assert _value("latent_noise", values["ignores its latent"]) == 1.0
+    assert 0 < _value("latent_noise", values["linear"]) < 0.5
+    assert _better("latent_noise", values["linear"], values["ignores its latent"])
+    assert np.allclose(values["scaled"]["noise_relative_sigma0.5"], values["linear"]["noise_relative_sigma0.5"])
+    # and more noise, relative to the same layouts, scores worse
+    more = noise_robustness(
+        linear, z, partners, z.transpose(0, 1).flatten(1).std(1), (0.5, 2.0), seed=0, chunk=3, device="cpu"
+    )
+    assert np.all(more["noise_relative_sigma2"] > more["noise_relative_sigma0.5"])
+
+
+def test_noise_partners_are_fixed_and_never_the_same_layout():
+    identities = ["a", "b", "a", "c", "a", "b", "d", "a"]
+    partners = noise_partners(identities, seed=3)
+    assert np.array_equal(partners, noise_partners(identities, seed=3))
+    assert all(identities[j] != identities[i] for i, j in enumerate(partners))
+    assert not np.array_equal(partners, noise_partners(identities, seed=4))
+    # only when every layout is the same one is a layout its own partner
+    assert noise_partners(["a", "a", "a"], seed=0).tolist() == [0, 1, 2]
+
+
+def _wipe(a, b, alphas):
+    """Frames that are clean layouts turning A into B column by column: a share alpha of the
+    columns is B's."""
+    columns = torch.arange(a.shape[-1]).float() / a.shape[-1]
+    return torch.stack([torch.where(columns < t, b, a) if t < 1 else b for t in alphas])
+
+
+def test_path_validity_a_hard_switch_scores_no_better_than_the_step_path_and_a_gradual_valid_path_wins():
+    """Every frame of a hard switch is a clean layout, so the mean purity of its inner frames
+    (the old path validity) is perfect, though nothing lies between A and B. Relative purity x
+    gradualness scores it as the step path between the same reconstructions (1 / (T - 1)), a
+    ghosting cross-fade by its muddy frames, and clean frames changing gradually best."""
+    a, _ = _palette_image(9, 0, seed=1)
+    b, _ = _palette_image(8, 1, seed=2)
+    alphas = torch.linspace(0, 1, 11)
+    paths = {
+        "step": torch.stack([a if t < 0.5 else b for t in alphas]),
+        "switch at 0.3": torch.stack([a if t < 0.3 else b for t in alphas]),
+        "oscillating": torch.stack([a if k % 2 == 0 else b for k in range(10)] + [b]),
+        "cross-fade": m.lerp(a, b, alphas),
+        "wipe": _wipe(a, b, alphas),
+    }
+    pairs = {k: [m.path_validity(f, _confident_logits(f))] for k, f in paths.items()}
+    # the old measure's mistake, reproduced: the hard switch is as valid as the gradual wipe
+    assert pairs["switch at 0.3"][0]["mean_purity"] == pairs["wipe"][0]["mean_purity"] == 1.0
+    step = _value("path_validity", pairs["step"])
+    assert step == pytest.approx(1 / 10)
+    for hard in ("switch at 0.3", "oscillating"):
+        assert _value("path_validity", pairs[hard]) <= step + 1e-12, hard
+    assert _value("path_validity", pairs["wipe"]) > 0.85  # 6 or 7 of 64 columns a step: not quite even
+    assert pairs["cross-fade"][0]["gradualness"] == pytest.approx(1.0)
+    assert _better("path_validity", pairs["wipe"], pairs["cross-fade"])
+    assert _better("path_validity", pairs["cross-fade"], pairs["step"])
+    assert _better("path_validity", pairs["wipe"], pairs["switch at 0.3"])
+    # both ends decoding alike: no path between two layouts to credit
+    assert m.path_validity(torch.stack([a] * 5), _confident_logits(torch.stack([a] * 5)))["validity"] == 0.0
+
+
+def test_path_numbers_do_not_depend_on_how_the_frames_are_chunked():
+    a, _ = _palette_image(9, 0, seed=1)
+    b, _ = _palette_image(8, 1, seed=2)
+    frames = m.lerp(a, b, torch.linspace(0, 1, 7))
+    logits = _confident_logits(frames)
+    whole = m.path_validity(frames, logits) | {"length": m.path_length_ratio(frames)}
+    trace = m.PathTrace()
+    for part in (slice(0, 3), slice(3, 4), slice(4, 7)):
+        trace.add(frames[part], logits[part])
+    chunked = trace.validity() | {"length": trace.length_ratio()}
+    assert chunked.keys() == whole.keys()
+    for key, value in whole.items():
+        assert chunked[key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_nearest_neighbour_validity_does_not_charge_a_blurrier_decoder_for_geometry_it_does_not_have():
+    """Two decoders with the same latent geometry (the midpoint decodes to a clean layout, here
+    the mirror image of the reconstruction), one blurrier: the old criterion, the midpoints' mean
+    purity, charged the blurrier one for its blur a second time. Relative to each decoder's
+    reconstruction purity they tie; a sharp decoder whose midpoints are cross-fades still loses."""
+    layouts = _layout(n=6, size=32, seed=7)
+    neighbours = _layout(n=6, size=32, seed=8)
+
+    def run(reconstructions, midpoints):
+        return {
+            "purity": m.palette_purity(reconstructions).numpy(),
+            "nn_midpoint_purity": m.palette_purity(midpoints).numpy(),
+        }
+
+    sharp = run(layouts, layouts.flip(-1))
+    blurry = run(_blur(_blur(layouts)), _blur(_blur(layouts.flip(-1))))
+    ghosting = run(layouts, 0.5 * (layouts + neighbours))
+    old = {k: float(v["nn_midpoint_purity"].mean()) for k, v in (("sharp", sharp), ("blurry", blurry))}
+    assert old["blurry"] < old["sharp"] - 0.1  # the old measure's mistake, reproduced
+    assert _value("nearest_neighbour_validity", sharp) == pytest.approx(_value("nearest_neighbour_validity", blurry))
+    assert _value("nearest_neighbour_validity", sharp) == pytest.approx(1.0)
+    assert _better("nearest_neighbour_validity", blurry, ghosting)
+
+
+def test_ssim_is_torchmetrics_ssim_one_image_at_a_time():
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 3, 24, 20), (2, 3, 9, 40)):
+        target = _layout(n=shape[0], size=40, seed=1)[..., : shape[2], : shape[3]]
+        prediction = (target + 0.3 * torch.randn(shape, generator=g)).clamp(-1, 1)
+        expected = structural_similarity_index_measure(
+            (prediction.double() + 1) / 2, (target.double() + 1) / 2, data_range=1.0, reduction="none"
+        )
+        assert torch.allclose(m.ssim_per_image(prediction, target).double(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="wider than 5 pixels"):
+        m.ssim_per_image(torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 5, 5))

@@ -2,12 +2,20 @@
 the arms: what each means, which way is better, its role (primary, non-inferiority, secondary)
 and the per-image values it is computed from (``ModelResult.per_image`` keys: a numerator and,
 for a ratio of sums such as an IoU, a denominator). The decision (``decision.py``) computes the
-intervals and verdicts; this file says what is compared.
+intervals and verdicts; this file says what is compared. The secondary criteria are descriptive
+(``Measure.descriptive``): reported with their intervals, they decide nothing.
+
+Each criterion has a constructed case that would fool a naive version of it
+(``tests/test_measures.py``): sharpness is two-sided (ringing is not sharper than the input),
+latent noise is measured on the decoder's own scale (a decoder ignoring its latent is not
+robust), path validity charges a hard switch (every frame clean, nothing in between), and the
+nearest-neighbour midpoint's purity is taken relative to the reconstructions' (a blurrier
+decoder is not charged twice for its blur).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,9 @@ class Measure:
     better: str  # lower | higher
     relative: bool = False  # the difference as VAE / deterministic - 1
     per: str = "image"  # image: per-image values, resampled by scene; pair: per interpolation pair
+    # Reported with its interval, decides nothing: a description of the two spaces (every
+    # secondary criterion). The decision's verdicts rest on the primary and non-inferiority ones.
+    descriptive: bool = False
 
 
 Criterion = tuple[Measure, tuple[str, str | None], float | None]  # measure, (numerator, denominator) keys, margin
@@ -28,9 +39,10 @@ def image_criteria(
 ) -> list[Criterion]:
     """The per-image and per-pair criteria, in the order the report lists them. ``nn_primary``:
     the nearest-neighbour midpoint is the primary endpoint (no probe); ``with_realism``: the
-    layout scorer judged the in-between layouts too."""
-    sigma = f"change_sigma{noise_sigma:g}"
-    measures: list[tuple[Measure, tuple[str, str | None], float | None]] = [
+    layout scorer judged the in-between layouts too. Each criterion's arm value per seed is
+    ``sum(numerator) / sum(denominator)`` over the items, or the mean of the numerator when there
+    is no denominator."""
+    measures: list[Criterion] = [
         (
             Measure(
                 "reconstruction_mse",
@@ -56,54 +68,58 @@ def image_criteria(
             Measure(
                 "nearest_neighbour_validity",
                 "primary" if nn_primary else "secondary",
-                "palette purity of the midpoint between a validation latent and its nearest training latent",
+                "palette purity of the midpoint between a validation latent and its nearest training latent, "
+                "over the palette purity of the layout's reconstruction (ratio of sums: 1 = the midpoints as "
+                "clean as the reconstructions; a uniformly blurrier decoder is not charged twice)",
                 "higher",
+                descriptive=not nn_primary,
             ),
-            ("nn_midpoint_purity", None),
+            ("nn_midpoint_purity", "purity"),
             None,
         ),
-        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None), None),
+    ]
+    descriptive = [
+        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None)),
         (
             Measure(
                 "sharpness",
                 "secondary",
-                "gradient energy at the input's edges, reconstruction over input (1 = as sharp)",
-                "higher",
+                "|log| of the ratio of gradient energy at the input's edges, reconstruction over input "
+                "(0 = as sharp as the input; blur and ringing both score above 0)",
+                "lower",
             ),
-            ("sharp_out", "sharp_in"),
-            None,
+            ("sharpness_error", None),
         ),
         (
             Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
             ("purity", None),
-            None,
         ),
         (
             Measure(
                 "latent_noise",
                 "secondary",
-                f"decoded change MSE(D(z + n), D(z)) under noise of {noise_sigma:g} "
-                "x each channel's std (relative difference)",
+                f"decoded change under latent noise of {noise_sigma:g} x each channel's std, c = MSE(D(z + n), D(z)), "
+                "against the decoded distance to another layout d = MSE(D(z), D(z')): c / (c + d) "
+                "(0 = unmoved, 0.5 = moved as far as another layout; a decoder ignoring its latent scores 1)",
                 "lower",
-                relative=True,
             ),
-            (sigma, None),
-            None,
+            (f"noise_relative_sigma{noise_sigma:g}", None),
         ),
         (
             Measure(
                 "path_validity",
                 "secondary",
-                "mean palette purity of the inner frames of the interpolation paths (same pairs, straight paths)",
+                "interpolation paths (same pairs, straight paths): the inner frames' palette purity over the "
+                "ends' x gradualness (1 = the change spread evenly over the steps); a hard switch between the "
+                "two reconstructions scores 1 / (frames - 1), a ghosting cross-fade its muddy frames' purity",
                 "higher",
                 per="pair",
             ),
-            ("mean_purity", None),
-            None,
+            ("validity", None),
         ),
     ]
     if with_realism:  # the layout scorer judged the in-between layouts too
-        measures += [
+        descriptive += [
             (
                 Measure(
                     "nearest_neighbour_realism",
@@ -112,7 +128,6 @@ def image_criteria(
                     "higher",
                 ),
                 ("nn_midpoint_realism", None),
-                None,
             ),
             (
                 Measure(
@@ -123,7 +138,8 @@ def image_criteria(
                     per="pair",
                 ),
                 ("mean_realism", None),
-                None,
             ),
         ]
+    for measure, keys in descriptive:
+        measures.append((replace(measure, descriptive=True), keys, None))
     return measures

@@ -291,31 +291,42 @@ def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> p
 
 
 def noise_robustness(study: Study) -> plt.Figure:
-    """How far latent noise moves the decoded layout, ``MSE(D(z + n), D(z))``, against the noise
-    (sigma x each channel's std): each run a thin line, each arm's mean over seeds a thick one."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    """Left: how far latent noise moves the decoded layout, ``c = MSE(D(z + n), D(z))``, against the
+    noise (sigma x each channel's std). Right: the same on the decoder's own scale, ``c / (c + d)``
+    with ``d = MSE(D(z), D(z'))`` the decoded distance to another layout (the latent-noise
+    criterion: 0 = unmoved, 0.5 = as far as another layout, 1 for a decoder ignoring its latent).
+    Each run a thin line, each arm's mean over seeds a thick one. Descriptive: decides nothing."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
     for label in ARMS:
         runs = study.arm(label)
         sigmas = runs[0].metrics["noise"]["sigmas"]
-        change = np.array([r.metrics["noise"]["decoded_change"] for r in runs])
-        for line in change:
-            ax.plot(sigmas, line, color=_colour(label), alpha=0.35, lw=1)
-        ax.plot(
-            sigmas,
-            change.mean(0),
-            marker="o",
-            color=_colour(label),
-            lw=2,
-            label=f"{label} (mean of {len(runs)} seed{'s' if len(runs) > 1 else ''})",
-        )
-    ax.set(
+        for ax, key in ((left, "decoded_change"), (right, "relative_change")):
+            values = np.array([r.metrics["noise"][key] for r in runs])
+            for line in values:
+                ax.plot(sigmas, line, color=_colour(label), alpha=0.35, lw=1)
+            ax.plot(
+                sigmas,
+                values.mean(0),
+                marker="o",
+                color=_colour(label),
+                lw=2,
+                label=f"{label} (mean of {len(runs)} seed{'s' if len(runs) > 1 else ''})",
+            )
+    left.set(
         xlabel="noise sigma (x each latent channel's std)",
-        ylabel="MSE(D(z + n), D(z))",
+        ylabel="c = MSE(D(z + n), D(z))",
         yscale="log",
-        title="Decoded change under latent noise (lower = more robust)",
+        title="Decoded change under latent noise",
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    right.set(
+        xlabel="noise sigma (x each latent channel's std)",
+        ylabel="c / (c + d), d = MSE(D(z), D(z'))",
+        ylim=(0, 1),
+        title="On the decoder's own scale (lower = robust)",
+    )
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -384,7 +395,8 @@ def _mean(values: list[float]) -> float:
 
 def reconstruction_table(study: Study) -> pd.DataFrame:
     """Reconstruction quality and blur, each arm's mean over its seeds: one row per measure, one
-    column per arm and subset (all measured layouts, rooms, scenes). Intervals: the criteria table."""
+    column per arm and subset (all measured layouts, rooms, scenes). Descriptive: intervals and
+    verdicts are the criteria table's."""
     columns = {}
     for label in ARMS:
         runs = study.arm(label)
@@ -401,18 +413,20 @@ def reconstruction_table(study: Study) -> pd.DataFrame:
                     ("small-class IoU", "small_class_iou"),
                     ("pixel accuracy", "pixel_accuracy"),
                     ("room/scene accuracy", "classification_accuracy"),
-                    ("sharpness ratio", "sharpness_ratio"),
+                    ("sharpness ratio (1 = as sharp; above 1 = ringing)", "sharpness_ratio"),
+                    ("sharpness error |log ratio| (0 = as sharp)", "sharpness_error"),
                     ("palette purity", "palette_purity"),
                 )
             }
     table = pd.DataFrame(columns)
     table.columns.names = ["arm (mean over seeds)", "layouts"]
+    table.index.name = "descriptive"
     return table
 
 
 def latent_table(study: Study) -> pd.DataFrame:
     """What a diffusion model trained on each space would see, and the VAE's posterior, each run
-    a column."""
+    a column. Descriptive, apart from posterior collapse (a flag of the decision)."""
     rows = {}
     for r in study.models:
         lat, post = r.metrics["latent"], r.metrics.get("posterior")
@@ -437,12 +451,18 @@ def latent_table(study: Study) -> pd.DataFrame:
                 "posterior collapse": "yes" if post["collapsed"] else "no",
             }
         rows[f"{r.label} seed {r.seed}"] = row
-    return pd.DataFrame(rows).fillna("n/a (deterministic)")
+    table = pd.DataFrame(rows).fillna("n/a (deterministic)")
+    table.index.name = "descriptive"
+    return table
 
 
 def interpolation_table(study: Study) -> pd.DataFrame:
     """What lies between the fixed pairs on the straight path, per arm (mean over seeds) and kind
-    of pair; and between each validation layout and its nearest training layout."""
+    of pair; and between each validation layout and its nearest training layout. *Validity* =
+    relative purity (inner frames' over the ends') x gradualness (``measures.path_validity``);
+    for the nearest training layout, the relative purity is the midpoints' over the
+    reconstructions' (ratio of sums). Descriptive, but for the nearest-neighbour validity when it
+    is the primary endpoint (the criteria table says which)."""
     rows = {}
     for label in ARMS:
         runs = study.arm(label)
@@ -453,6 +473,9 @@ def interpolation_table(study: Study) -> pd.DataFrame:
             ]
             if all(infos):
                 rows[(label, kind)] = {
+                    "validity": _mean([i["pairs_validity"] for i in infos]),
+                    "relative purity": _mean([i["pairs_relative_purity"] for i in infos]),
+                    "gradualness": _mean([i["pairs_gradualness"] for i in infos]),
                     "purity (mean)": _mean([i["pairs_mean_purity"] for i in infos]),
                     "purity (worst frame)": _mean([i["pairs_min_purity"] for i in infos]),
                     "seg. confidence": _mean([i["pairs_mean_confidence"] for i in infos]),
@@ -461,6 +484,7 @@ def interpolation_table(study: Study) -> pd.DataFrame:
                 }
         neighbours = [r.metrics["nearest_neighbour"] for r in runs]
         rows[(label, "nearest training layout")] = {
+            "relative purity": _mean([n["relative_purity"] for n in neighbours]),
             "purity (mean)": _mean([n["nn_midpoint_purity"] for n in neighbours]),
             "seg. confidence": _mean([n["nn_midpoint_confidence"] for n in neighbours]),
             "looks real (scorer)": _mean([n.get("nn_midpoint_realism", np.nan) for n in neighbours]),

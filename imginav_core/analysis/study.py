@@ -4,16 +4,26 @@ same validation layouts and write ``OUTPUT_ROOT/<phase>/analysis/latent_metrics.
 
 Per run, one pass over a seeded random subset of the validation layouts collects reconstruction
 quality (all, rooms, scenes), blur, latents and the posterior; then latent noise on each
-channel's own scale, decoded and compared with the clean decoding; then the midpoint between
-each validation latent and its nearest training latent; then fixed pairs of layouts interpolated
-on the same straight path for every run. Layouts, pairs and noise are the same for every run, so
-the arms can be compared image by image (``decision.py``).
+channel's own scale, decoded and compared with the clean decoding and with the decoding of a
+fixed partner layout; then the midpoint between each validation latent and its nearest training
+latent; then fixed pairs of layouts interpolated on the same straight path for every run.
+Layouts, pairs, partners and noise are the same for every run, so the arms can be compared image
+by image (``decision.py``).
+
+Memory: every model call and every image-sized measure works on one chunk of layouts or path
+frames (``AnalysisSettings.batch_size``, at most ``chunk_pixels`` pixels: 2 layouts at 512 x 512),
+and only per-image numbers, latents and small copies of the frames are kept; so the peak is set
+by the chunk, not by the number of layouts, pairs, frames or noise levels. (SSIM of a batch of 16
+layouts at 512 x 512, computed at once in float64 by an 11 x 11 convolution, once took 21 GB.)
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import math
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +37,7 @@ from ..data.batches import CachedLayouts, LayoutData, load_data, to_model_inputs
 from ..files import write_text_atomic
 from ..images import to_uint8
 from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
-from ..palette import CLASS_NAMES, NUM_CLASSES, class_to_rgb
+from ..palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..runtime import resolve_device
@@ -56,7 +66,8 @@ SAME_DATA_KEYS = (
 @dataclass
 class AnalysisSettings:
     max_images: int = 512  # validation layouts measured: a random subset drawn from ``seed`` (all if fewer)
-    batch_size: int = 16
+    batch_size: int = 16  # layouts (or path frames) per model call at most ...
+    chunk_pixels: int = 2**19  # ... and at most this many pixels per call (2 layouts at 512 x 512): bounds the memory
     pairs_per_kind: int = 2  # K pairs each of room-room, scene-scene, room-scene
     steps: int = 11  # T points on each path, alpha = 0, 0.1, ..., 1
     sigmas: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)  # latent noise, in each channel's own std
@@ -107,6 +118,10 @@ class Study:
     models: list[ModelResult]
     alphas: list[float]
     scorer: LayoutScorer | None = None  # whether a layout looks real, from the probe's scorer
+    # For each measured layout, a different measured layout (index into ``positions``): the
+    # decoded distance between them scales the latent-noise measure. None: not measured.
+    partners: np.ndarray | None = None
+    chunk: int = 16  # layouts (or frames) per model call: settings.batch_size capped by settings.chunk_pixels
 
     def arm(self, label: str) -> list[ModelResult]:
         """The runs of one arm, in seed order."""
@@ -199,13 +214,71 @@ def _frames_uint8(images: torch.Tensor, size: int) -> np.ndarray:
     return to_uint8(images)
 
 
+def _release_freed_memory() -> None:
+    """Give the memory freed since the last call back to the operating system (glibc's
+    ``malloc_trim``; elsewhere nothing). glibc keeps freed blocks of a few MB in its heap for
+    reuse, and chunk after chunk of image-sized tensors of varying sizes fragments it: at 512 x 512
+    the resident size grew by ~0.5 GB from 16 to 64 layouts measured, though nothing alive grew."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
+def _chunks(count: int, size: int):
+    """Slices of ``range(count)`` of at most ``size``, freed memory released after each."""
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+        _release_freed_memory()
+
+
 def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device):
-    """(rgb, class_map, label) batches over ``positions``, in the cache's row order, which is the
-    order a batch comes back in."""
-    s = study.settings
-    for start in range(0, len(positions), s.batch_size):
-        x, class_map, label = to_model_inputs(layouts[positions[start : start + s.batch_size]], device)
-        yield x, class_map, label
+    """(rgb, class_map, label) batches of ``study.chunk`` over ``positions``, in the cache's row
+    order, which is the order a batch comes back in."""
+    for part in _chunks(len(positions), study.chunk):
+        yield to_model_inputs(layouts[positions[part]], device)
+
+
+def chunk_size(settings: AnalysisSettings, resolution: int) -> int:
+    """Layouts (or frames) per model call: ``batch_size``, and no more than ``chunk_pixels``
+    pixels. Every model call and every image-sized measure works on one such chunk, so the
+    memory is set by the chunk, not by the number of layouts, pairs, frames or noise levels."""
+    return max(1, min(settings.batch_size, settings.chunk_pixels // resolution**2))
+
+
+def noise_partners(identities: list[str], seed: int) -> np.ndarray:
+    """For each layout i, a different layout j(i) (an index into ``identities``): the next one on
+    a seeded random cycle through all of them, skipping layouts identical to i (equal
+    ``identities``, the class-map hashes: the same layout under another scene decodes alike and
+    would measure no distance). i itself only when every layout is identical to it. The same
+    layouts and seed give the same pairing, so every run is measured on the same pairs."""
+    n = len(identities)
+    order = np.random.default_rng((seed, 2)).permutation(n)
+    partners = np.arange(n)
+    for k, i in enumerate(order):
+        for step in range(1, n):
+            j = order[(k + step) % n]
+            if identities[j] != identities[i]:
+                partners[i] = j
+                break
+    return partners
+
+
+def _layout_identities(layouts: CachedLayouts, positions: np.ndarray, chunk: int) -> list[str]:
+    """The class-map hash of each layout at ``positions`` (in the cache's row order)."""
+    hashes = []
+    for part in _chunks(len(positions), chunk):
+        hashes += [class_map_hash(c) for c in layouts[positions[part]]["class_map"].numpy()]
+    return hashes
 
 
 def _small_class_counts(prediction: torch.Tensor, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,10 +311,28 @@ def _summarise(per_image: dict[str, np.ndarray], types: np.ndarray, matrices: di
             "pixel_accuracy": pixel_accuracy(matrices[subset]),
             "classification_accuracy": float(sel["correct"].mean()),
             "sharpness_ratio": float(sel["sharp_out"].sum() / max(sel["sharp_in"].sum(), 1e-12)),
+            "sharpness_error": float(sel["sharpness_error"].mean()),
             "palette_purity": float(sel["purity"].mean()),
             "input_palette_purity": float(sel["purity_in"].mean()),
         }
     return out
+
+
+def reconstruction_per_image(rgb: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-image reconstruction measures of a batch, by ``per_image`` key: ``mse``, ``psnr``,
+    ``ssim``, ``sharp_out`` / ``sharp_in`` (gradient energy at the input's edges), ``sharpness_error``
+    (``|log|`` of their ratio), ``purity`` (of the reconstruction) and ``purity_in`` (of the input)."""
+    sharp_out, sharp_in = m.edge_energy(rgb, target)
+    return {
+        "mse": m.mse_per_image(rgb, target),
+        "psnr": psnr_per_image(rgb, target),
+        "ssim": m.ssim_per_image(rgb, target),
+        "sharp_in": sharp_in,
+        "sharp_out": sharp_out,
+        "sharpness_error": m.sharpness_error(sharp_out, sharp_in),
+        "purity_in": m.palette_purity(target),
+        "purity": m.palette_purity(rgb),
+    }
 
 
 @torch.no_grad()
@@ -249,21 +340,7 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     s = study.settings
     cfg, model, _ = load_model(run.best_checkpoint, device)
     val = study.data.val
-    per_image: dict[str, list] = {
-        k: []
-        for k in (
-            "mse",
-            "psnr",
-            "ssim",
-            "correct",
-            "sharp_in",
-            "sharp_out",
-            "purity_in",
-            "purity",
-            "small_inter",
-            "small_union",
-        )
-    }
+    per_image: dict[str, list] = defaultdict(list)
     matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
     means, logvars, seen = [], [], []
     # What a diffusion model trained on this space would see: the VAE's posterior samples.
@@ -279,23 +356,18 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
             logvars.append(posterior.logvar.cpu())
             eps = torch.randn(z.shape, generator=sampling)
             seen.append(z.cpu() + (0.5 * posterior.logvar.cpu()).exp() * eps)
-        per_image["mse"].append(m.mse_per_image(out["rgb"], x))
-        per_image["psnr"].append(psnr_per_image(out["rgb"], x))
-        per_image["ssim"].append(m.ssim_per_image(out["rgb"], x))
-        per_image["correct"].append((out["classification"].argmax(1) == label_).float())
-        sharp_out, sharp_in = m.edge_energy(out["rgb"], x)
-        per_image["sharp_in"].append(sharp_in)
-        per_image["sharp_out"].append(sharp_out)
-        per_image["purity_in"].append(m.palette_purity(x))
-        per_image["purity"].append(m.palette_purity(out["rgb"]))
+        for key, values in reconstruction_per_image(out["rgb"], x).items():
+            per_image[key].append(values.cpu())
+        per_image["correct"].append((out["classification"].argmax(1) == label_).float().cpu())
         prediction = out["segmentation"].argmax(1)
         inter, union = _small_class_counts(prediction, class_map)
-        per_image["small_inter"].append(inter)
-        per_image["small_union"].append(union)
+        per_image["small_inter"].append(inter.cpu())
+        per_image["small_union"].append(union.cpu())
         for subset, mask in (("all", label_ >= 0), ("room", label_ == 0), ("scene", label_ == 1)):
             if bool(mask.any()):
                 matrices[subset] += confusion(prediction[mask], class_map[mask]).cpu()
-    arrays = {k: torch.cat(v).double().cpu().numpy() for k, v in per_image.items()}
+        del out, posterior, x
+    arrays = {k: torch.cat(v).double().numpy() for k, v in per_image.items()}
     types = val.types[study.positions]
     z_all, z_seen = torch.cat(means), torch.cat(seen)
     metrics: dict = {
@@ -312,19 +384,26 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
             z_all, torch.cat(logvars), cfg.loss.kld, cfg.data.resolution**2, total
         )
     channel_std = torch.tensor(metrics["latent"]["channel_std"], dtype=torch.float32)
-    change = _noise_robustness(model, study, z_all, channel_std, device)
+    partners = study.partners if study.partners is not None else np.arange(len(z_all))
+    noise = noise_robustness(
+        lambda z: model.decode(z)["rgb"], z_all, partners, channel_std, s.sigmas, s.seed, study.chunk, device
+    )
     metrics["noise"] = {
         "sigmas": list(s.sigmas),
         "scale": "each channel's std of " + metrics["latent"]["of"],
-        "decoded_change": [float(v.mean()) for v in change.values()],
+        "decoded_change": [float(noise[f"change_sigma{sigma:g}"].mean()) for sigma in s.sigmas],
+        "decoded_spread": float(noise["decoded_spread"].mean()),
+        "relative_change": [float(noise[f"noise_relative_sigma{sigma:g}"].mean()) for sigma in s.sigmas],
     }
     if "posterior" in metrics:
         metrics["noise"]["posterior_noise_to_signal"] = metrics["posterior"]["median_noise_to_signal"]
-    for sigma, values in change.items():
-        arrays[f"change_sigma{sigma:g}"] = values
+    arrays.update(noise)
     neighbour = _nearest_neighbour_midpoints(model, study, z_all, device)
     arrays.update(neighbour)
     metrics["nearest_neighbour"] = {k: float(v.mean()) for k, v in neighbour.items()}
+    metrics["nearest_neighbour"]["relative_purity"] = float(
+        neighbour["nn_midpoint_purity"].sum() / max(arrays["purity"].sum(), 1e-12)
+    )
     result = ModelResult(
         run.name,
         label,
@@ -341,19 +420,44 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     return result
 
 
-def _noise_robustness(model, study: Study, z_all: torch.Tensor, channel_std: torch.Tensor, device) -> dict:
-    """Per sigma and image, ``MSE(D(z + n), D(z))`` with ``n`` of std sigma x each channel's std;
-    the same draws for every run (one generator per sigma, same seeds, same latent shape)."""
-    s = study.settings
-    generators = {sigma: torch.Generator().manual_seed(s.seed * 1000 + k) for k, sigma in enumerate(s.sigmas)}
-    change: dict[float, list[torch.Tensor]] = {sigma: [] for sigma in s.sigmas}
-    for start in range(0, len(z_all), s.batch_size):
-        z = z_all[start : start + s.batch_size].to(device)
-        clean = model.decode(z)["rgb"]
+def noise_robustness(
+    decode,
+    z_all: torch.Tensor,
+    partners: np.ndarray,
+    channel_std: torch.Tensor,
+    sigmas: tuple[float, ...],
+    seed: int,
+    chunk: int,
+    device,
+) -> dict[str, np.ndarray]:
+    """Per image i, with ``decode`` a latent -> RGB decoder and n noise of std sigma x each
+    channel's std (the same draws for every run: one generator per sigma, same seeds, same
+    latent shape and chunks):
+
+    - ``change_sigma<s>``: ``c_i = MSE(D(z_i + n), D(z_i))``, how far the noise moves the decoding;
+    - ``decoded_spread``: ``d_i = MSE(D(z_i), D(z_j(i)))``, the decoded distance to its partner
+      layout ``j(i) = partners[i]``, the scale of the decoder's own output differences;
+    - ``noise_relative_sigma<s>``: ``c_i / (c_i + d_i)`` (``measures.relative_change``): the
+      change on that scale, so that a decoder ignoring its latent, or one whose output is merely
+      scaled down, does not pass for robust.
+
+    Decodes ``chunk`` latents (and their partners) at a time."""
+    generators = {sigma: torch.Generator().manual_seed(seed * 1000 + k) for k, sigma in enumerate(sigmas)}
+    change: dict[float, list[torch.Tensor]] = {sigma: [] for sigma in sigmas}
+    spread = []
+    for part in _chunks(len(z_all), chunk):
+        z = z_all[part].to(device)
+        clean = decode(z)
+        spread.append(m.mse_per_image(decode(z_all[partners[part]].to(device)), clean).cpu())
         for sigma, generator in generators.items():
-            noisy = model.decode(m.perturb(z, sigma, channel_std, generator))["rgb"]
-            change[sigma].append(m.decoded_change(clean, noisy).cpu())
-    return {sigma: torch.cat(v).double().numpy() for sigma, v in change.items()}
+            change[sigma].append(m.decoded_change(clean, decode(m.perturb(z, sigma, channel_std, generator))).cpu())
+    d = torch.cat(spread).double()
+    found = {"decoded_spread": d.numpy()}
+    for sigma, values in change.items():
+        c = torch.cat(values).double()
+        found[f"change_sigma{sigma:g}"] = c.numpy()
+        found[f"noise_relative_sigma{sigma:g}"] = m.relative_change(c, d).numpy()
+    return found
 
 
 def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, device) -> dict[str, np.ndarray]:
@@ -366,9 +470,8 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
     pool = torch.cat([model.encode(x).cpu() for x, _, _ in _batches(study, train, pool_positions, device)])
     nearest = m.nearest(z_val, pool)
     purity, confidence, real = [], [], []
-    for start in range(0, len(z_val), s.batch_size):
-        stop = start + s.batch_size
-        mid = 0.5 * (z_val[start:stop] + pool[nearest[start:stop]])
+    for part in _chunks(len(z_val), study.chunk):
+        mid = 0.5 * (z_val[part] + pool[nearest[part]])
         out = model.decode(mid.to(device))
         purity.append(m.palette_purity(out["rgb"]).cpu())
         confidence.append(m.segmentation_confidence(out["segmentation"]).cpu())
@@ -384,21 +487,27 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
 
 
 def _interpolate(model, study: Study, result: ModelResult, device) -> None:
-    """The same straight path, between the same pairs, for every run."""
+    """The same straight path, between the same pairs, for every run; the frames decoded a chunk
+    at a time (``measures.PathTrace``), only their small copies for the explorer kept."""
     s = study.settings
     alphas = torch.tensor(study.alphas)
     pairs_out = []
     for pair in study.pairs:
         x = study.pair_images(pair, device)
         z = model.encode(x)
-        out = model.decode(m.lerp(z[0], z[1], alphas))
-        validity = m.path_validity(out["rgb"], out["segmentation"])
-        if study.scorer is not None:  # the share of inner frames the scorer takes for real layouts
-            validity["mean_realism"] = float(study.scorer.on_manifold(to_uint8(out["rgb"][1:-1])).mean())
-        pairs_out.append(
-            {"pair": pair.label, "kind": pair.kind, **validity, "path_length_ratio": m.path_length_ratio(out["rgb"])}
-        )
-        result.frames[pair.label] = _frames_uint8(out["rgb"], s.frame_size)
+        trace, small, realism = m.PathTrace(), [], []
+        for part in _chunks(len(alphas), study.chunk):
+            out = model.decode(m.lerp(z[0], z[1], alphas[part]))
+            trace.add(out["rgb"], out["segmentation"])
+            small.append(_frames_uint8(out["rgb"], s.frame_size))
+            if study.scorer is not None:
+                realism.append(study.scorer.on_manifold(to_uint8(out["rgb"])))
+            del out
+        validity = trace.validity()
+        if realism:  # the share of inner frames the scorer takes for real layouts
+            validity["mean_realism"] = float(np.concatenate(realism)[1:-1].mean())
+        pairs_out.append({"pair": pair.label, "kind": pair.kind, **validity, "path_length_ratio": trace.length_ratio()})
+        result.frames[pair.label] = np.concatenate(small)
         if pair.label not in study.pair_inputs:
             study.pair_inputs[pair.label] = _frames_uint8(x, s.frame_size)
     summary = {"path": "linear", "pairs": pairs_out, **_mean_over_pairs(pairs_out)}
@@ -410,14 +519,30 @@ def _interpolate(model, study: Study, result: ModelResult, device) -> None:
 
 
 def _mean_over_pairs(pairs: list[dict]) -> dict:
-    keys = ("mean_purity", "min_purity", "mean_confidence", "mean_realism", "path_length_ratio")
+    keys = (
+        "validity",
+        "relative_purity",
+        "gradualness",
+        "mean_purity",
+        "min_purity",
+        "mean_confidence",
+        "mean_realism",
+        "path_length_ratio",
+    )
     return {f"pairs_{k}": float(np.mean([p[k] for p in pairs])) for k in keys if pairs and k in pairs[0]}
 
 
 def _examples(model, study: Study, result: ModelResult, device) -> None:
-    x, _, _ = to_model_inputs(study.data.val[study.example_positions], device)
-    out = model.decode(model.encode(x))
-    result.examples = {"rgb": to_uint8(out["rgb"]), "segmentation": class_to_rgb(out["segmentation"].argmax(1))}
+    val = study.data.val
+    # in the cache's row order, the order of one batch of them all (``study.inputs``)
+    positions = study.example_positions[np.argsort(val.indices[study.example_positions], kind="stable")]
+    rgb, segmentation = [], []
+    for part in _chunks(len(positions), study.chunk):
+        x, _, _ = to_model_inputs(val[positions[part]], device)
+        out = model.decode(model.encode(x))
+        rgb.append(to_uint8(out["rgb"]))
+        segmentation.append(class_to_rgb(out["segmentation"].argmax(1)))
+    result.examples = {"rgb": np.concatenate(rgb), "segmentation": np.concatenate(segmentation)}
 
 
 def run_study(
@@ -447,6 +572,8 @@ def run_study(
         models=[],
         alphas=[float(a) for a in np.linspace(0.0, 1.0, settings.steps)],
     )
+    study.chunk = chunk_size(settings, cfg.data.resolution)
+    study.partners = noise_partners(_layout_identities(val, positions, study.chunk), settings.seed)
     device = resolve_device(settings.device, "analysis device")
     if settings.scorer:
         # the probe's seed: the same reference, so the feature network comes from the scorer cache

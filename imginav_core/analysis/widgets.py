@@ -50,12 +50,14 @@ def pair_numbers(study: Study, label: str) -> str:
         pair = next(p for p in result.metrics["interpolation"]["pairs"] if p["pair"] == label)
         realism = f"{pair['mean_realism']:.2f}" if "mean_realism" in pair else "—"
         rows.append(
-            f"<tr><td>{arm} seed {result.seed}</td><td>{pair['mean_purity']:.3f}</td>"
+            f"<tr><td>{arm} seed {result.seed}</td><td>{pair['validity']:.3f}</td>"
+            f"<td>{pair['gradualness']:.3f}</td><td>{pair['mean_purity']:.3f}</td>"
             f"<td>{pair['min_purity']:.3f}</td><td>{pair['mean_confidence']:.3f}</td>"
             f"<td>{realism}</td><td>{pair['path_length_ratio']:.3f}</td></tr>"
         )
     head = (
-        "<tr><th>arm</th><th>path purity (mean)</th><th>path purity (worst frame)</th>"
+        "<tr><th>arm</th><th>path validity (relative purity x gradualness)</th><th>gradualness</th>"
+        "<th>path purity (mean)</th><th>path purity (worst frame)</th>"
         "<th>seg. confidence</th><th>frames that look real (scorer)</th>"
         "<th>path-length ratio (description)</th></tr>"
     )
