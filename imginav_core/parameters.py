@@ -338,7 +338,7 @@ PLANNED = {"config": "", "name": "IMGINAV_NAME", "seed": "IMGINAV_SEED", "kld": 
 
 # Read by the job scripts themselves, not by a notebook.
 JOB_VARIABLES = (
-    ("IMGINAV_CONDA_ENV", "imginav", "conda environment the jobs activate (`\"\"`: the current `python`)"),
+    ("IMGINAV_CONDA_ENV", "imginav", 'conda environment the jobs activate (`""`: the current `python`)'),
     (
         "IMGINAV_CONDA_BASE",
         "`$CONDA_EXE`'s, else that of `conda` on the `PATH`",
@@ -354,7 +354,7 @@ JOB_VARIABLES = (
     (
         "IMGINAV_STUDY",
         "the output root's folder name",
-        'the study\'s tag in the launcher\'s job names (`TAG.phase1_2[1-5]`; `bjobs -w -J "TAG.*"`)',
+        "the study's tag in the launcher's job names (`TAG.phase1_2[1-5]`; `bjobs -w -J \"TAG.*\"`)",
     ),
     (
         "IMGINAV_MAIL",

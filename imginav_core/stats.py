@@ -327,16 +327,18 @@ def run_difference(
     resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    log: bool = False,
 ) -> dict:
-    """B minus A for a score of each run as a whole (the probe's FLD of each seed's generated
-    layouts), each with its own sampling standard error. The runs of an arm are its sample: the
-    spread of their scores already holds each score's sampling error, which is therefore not added
-    again. ``se^2 = var_A / S_A + var_B / S_B`` over the runs' scores, with the Welch-Satterthwaite
-    df. An arm of one run has no spread to measure: its run's own sampling error is all there is
-    (taken as known; ``seed_spread_known`` False). The mean over runs needs no resampling;
-    ``resamples`` and ``seed`` are taken so that callers pass ``arm_difference``'s settings alike.
-    Returns ``arm_difference``'s keys, with ``n_runs`` ([A, B], the n of this comparison) for
-    ``n_images``."""
+    """B minus A for a score of each run as a whole (the probe's FLD of each seed's generated layouts),
+    each with its own sampling standard error. ``log``: the scores (and errors) are logs, and
+    the difference, its interval and MDE come back as a ratio B / A minus 1. The runs of an arm
+    are its sample: the spread of their scores already holds each score's sampling error, which
+    is therefore not added again. ``se^2 = var_A / S_A + var_B / S_B`` over the runs' scores,
+    with the Welch-Satterthwaite df. An arm of one run has no spread to measure: its run's own
+    sampling error is all there is (taken as known; ``seed_spread_known`` False). The mean over
+    runs needs no resampling; ``resamples`` and ``seed`` are taken so that callers pass
+    ``arm_difference``'s settings alike. Returns ``arm_difference``'s keys, with ``n_runs`` ([A,
+    B], the n of this comparison) for ``n_images``."""
     a, a_se, b, b_se = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (a, a_se, b, b_se))
     if len(a) != len(a_se) or len(b) != len(b_se) or not len(a) or not len(b):
         raise ValueError(
@@ -350,4 +352,6 @@ def run_difference(
 
     parts = [part(a, a_se), part(b, b_se)]
     variance, df = sum(v for v, _ in parts), satterthwaite_df(parts)
-    return _interval(float(b.mean() - a.mean()), variance, df, (len(a), len(b)), level) | {"n_runs": [len(a), len(b)]}
+    return _interval(float(b.mean() - a.mean()), variance, df, (len(a), len(b)), level, log=log) | {
+        "n_runs": [len(a), len(b)]
+    }

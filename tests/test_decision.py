@@ -2,6 +2,7 @@
 (tiny) runs."""
 
 import json
+import math
 import os
 import shutil
 from types import SimpleNamespace
@@ -117,7 +118,8 @@ def _study(v1, v2):
         AnalysisSettings(),
         SimpleNamespace(train=range(22000)),  # what the decision reads of the data: the training set's size
         np.arange(IMAGES),
-        np.repeat(np.arange(SCENES), IMAGES // SCENES),
+        np.repeat(np.arange(SCENES), IMAGES // SCENES),  # scenes
+        np.repeat(np.arange(SCENES), IMAGES // SCENES),  # groups: here each scene its own
         pairs,
         np.arange(0),
         None,
@@ -224,7 +226,7 @@ def test_every_criterion_has_its_interval_detectable_effect_and_counts():
             ), name
     assert d["criteria"]["reconstruction_mse"]["n_images"] == IMAGES
     assert d["criteria"]["path_validity"]["n_images"] == PAIRS
-    assert d["evaluation_split"] == "val"
+    assert d["evaluation_split"] == "test"
     # the report's table shows the detectable effect beside each interval, and what n is
     table = plots.criteria_table(d)
     row = table.loc["generation fld (primary)"]
@@ -309,6 +311,19 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
         assert (cfg.model.latent_channels, cfg.model.base_channels, cfg.model.downsampling_steps) == (16, 32, 4)
 
 
+def test_the_primary_weighs_every_scorer_seed_alike_whatever_the_scale_of_its_features():
+    """Feature networks of different seeds measure FLD on scales that differ many-fold: a plain mean
+    over them would let the largest-scaled network decide alone. On the log scale each counts alike."""
+    v1 = {_name("V1", s): {"fld_by_scorer": {"0": 10.0, "1": 1000.0}} for s in SEEDS}
+    v2 = {_name("V2", s): {"fld_by_scorer": {"0": 8.0, "1": 1050.0}} for s in SEEDS}  # 20 % better, 5 % worse
+    d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **v1, **v2))
+    primary = d["criteria"]["generation_fld"]
+    expected = math.sqrt(8.0 * 1050.0) / math.sqrt(10.0 * 1000.0) - 1  # -8.3 %: both seeds' ratios, averaged in logs
+    assert primary["relative"] and primary["estimate"] == pytest.approx(expected)
+    # a plain mean of the FLDs (505 against 529) would have made the VAE 4.8 % worse
+    assert (np.mean([8.0, 1050.0]) / np.mean([10.0, 1000.0]) - 1) > 0 > primary["estimate"]
+
+
 def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_checked():
     v1 = {_name("V1", s): {"fld_by_scorer": {"0": 30.0, "1": 31.0, "2": 35.0}} for s in SEEDS}
     v2 = {_name("V2", s): {"fld_by_scorer": {"0": 20.0, "1": 21.0, "2": 22.0}} for s in SEEDS}
@@ -317,8 +332,11 @@ def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_chec
     # the runs' single FLD values (100, 100, ...) are not what is compared when scorer seeds exist
     d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **extra))
     primary = d["criteria"]["generation_fld"]
-    assert primary["deterministic"] == pytest.approx([32.0] * 3) and primary["vae"] == pytest.approx([21.0] * 3)
-    assert primary["score"] == "mean FLD over scorer seeds 0, 1, 2" and primary["estimate"] == pytest.approx(-11.0)
+    geometric_v1, geometric_v2 = (30.0 * 31.0 * 35.0) ** (1 / 3), (20.0 * 21.0 * 22.0) ** (1 / 3)
+    assert primary["deterministic"] == pytest.approx([geometric_v1] * 3)
+    assert primary["vae"] == pytest.approx([geometric_v2] * 3)
+    assert primary["score"] == "geometric mean FLD over scorer seeds 0, 1, 2"
+    assert primary["estimate"] == pytest.approx(geometric_v2 / geometric_v1 - 1)
     robustness = primary["robustness"]
     assert robustness["scorer_seeds"]["2"] == {"difference": pytest.approx(-13.0), "agrees": True}
     assert robustness["budgets"]["5000"] == {"difference": pytest.approx(-2.0), "agrees": True}
@@ -522,14 +540,18 @@ def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
         assert model["interpolation"]["path"] == "linear"
     assert "posterior" in v2 and "posterior" not in v1 and v2["latent"]["of"] == "posterior samples"
     # one pair of each kind the measured layouts allow: room-room, scene-scene, room-scene
-    types = study.data.val.types[study.positions]
+    assert study.evaluation_split == "test" and first["evaluation_split"] == "test"
+    types = study.layouts.types[study.positions]
     rooms, scenes = int((types == 0).sum()), int((types == 1).sum())
     possible = (rooms >= 2) + (scenes >= 2) + (rooms >= 1 and scenes >= 1)
     assert possible >= 1 and len(v1["interpolation"]["pairs"]) == len(first["pairs"]) == possible
-    assert v1["reconstruction"]["all"]["images"] == min(12, len(study.data.val)) == first["validation_images"]
+    assert v1["reconstruction"]["all"]["images"] == min(12, len(study.data.test)) == first["evaluation_images"]
     # the per-image table: a row per run and layout, scenes named, what the decision resamples
     table = pd.read_csv(tiny_runs / PHASE / "analysis" / "per_image.csv")
-    assert len(table) == 2 * first["validation_images"] and set(table["arm"]) == {"V1", "V2"}
+    assert len(table) == 2 * first["evaluation_images"] and set(table["arm"]) == {"V1", "V2"}
+    # measured on the test split, bootstrapped by group: no group of the test split is in training
+    assert set(table["layout_path"]) <= {str(study.data.test.cache.records[i].path) for i in study.data.test.indices}
+    assert not set(table["group"]) & set(study.data.train.groups)
     assert table.groupby("run")["mse"].mean()[V1_NAME] == pytest.approx(v1["reconstruction"]["all"]["mse"])
     probe = {
         "experiments": {r.name: {"generated": {"scores": {"fld": {"value": 30.0, "ci95": [29.0, 31.0]}}}} for r in runs}
@@ -583,11 +605,23 @@ def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustn
     arms = _runs(SEEDS)
     posterior = {"kl_nats_per_element": 2.0, "kl_bits_per_pixel": 0.01, "kl_weighted": 2e-4, "active_share": 0.6}
     metrics = {
-        "validation_images": IMAGES,
-        "validation_scenes": SCENES,
+        "evaluation_split": "test",
+        "evaluation_images": IMAGES,
+        "evaluation_scenes": SCENES,
+        "evaluation_groups": SCENES,
+        "split": {
+            "layouts": {"train": 700, "val": 100, "test": 200},
+            "groups": 120,
+            "identical_layouts": 90,
+            "duplicate_rate": 0.15,
+            "identical_sets": 60,
+            "identical_across_sides": 0,
+        },
         "models": {run.name: {"posterior": posterior} for run in arms["V2"]},
     }
     numbers = key_numbers(arms, metrics, d, train_images=22000)
+    assert numbers["split_duplicate_rate"] == "15.0%" and numbers["split_identical_across_sides"] == 0
+    assert numbers["split_sides"] == "train 700, val 100, test 200"
     primary = d["criteria"]["generation_fld"]
     assert numbers["generation_fld_mde"] == f"{primary['mde']:.3g}"
     assert numbers["reconstruction_mse_mde"] == f"{d['criteria']['reconstruction_mse']['mde']:.3g}"

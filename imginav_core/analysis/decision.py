@@ -53,8 +53,10 @@ PRIMARY = Measure(
     "generation_fld",
     "primary",
     "FLD of the layouts a latent diffusion model generates in the space (the diffusion probe), "
-    "against held-out layouts",
+    "against held-out test layouts; each run's geometric mean over the scorer seeds, the difference "
+    "as V2 / V1 - 1",
     "lower",
+    relative=True,
 )
 ARMS = ("V1", "V2")
 PROBE_COMMAND = "`bsub < hpc/diffusion_probe.sh` on the cluster, or `bash hpc/diffusion_probe.sh` without LSF"
@@ -189,18 +191,26 @@ def _scorer_seeds(probe: dict, names: list[str]) -> list[str] | None:
 
 
 def _primary_scores(probe: dict, names: list[str], scorers: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's FLD (the mean over ``scorers`` where given) and its sampling standard error
-    (from its 95 % interval; used only for an arm of one run)."""
+    """Each run's log FLD, the mean over ``scorers`` where given (the log of the geometric mean:
+    the feature networks of different seeds measure on scales that differ several-fold, and on the
+    log scale each seed counts alike, a network's own scale cancelling in the arm difference), and
+    its sampling standard error on that scale (from the first score's 95 % interval, by the delta
+    method; used only for an arm of one run). A run without a finite, positive FLD has no score:
+    a ProbeError names it."""
     values, errors = [], []
     for name in names:
         generated = _generated(probe, name)
         score = generated["scores"]["fld"]
-        if scorers:
-            values.append(float(np.mean([generated["fld_by_scorer"][seed] for seed in scorers])))
-        else:
-            values.append(float(score["value"]))
+        fld = [generated["fld_by_scorer"][seed] for seed in scorers] if scorers else [score["value"]]
+        if any(v is None or not math.isfinite(v) or v <= 0 for v in fld):
+            raise ProbeError(
+                f"{name}: the probe's FLD is not a positive number ({fld}); the primary endpoint cannot be "
+                "computed: look at the probe's log for that run (a diverged denoiser, non-finite samples)"
+            )
+        values.append(float(np.mean(np.log(fld))))
         low, high = score.get("ci95") or (None, None)
-        errors.append((high - low) / (2 * 1.96) if low is not None and high is not None else 0.0)
+        usable = low is not None and high is not None and score.get("value")
+        errors.append((high - low) / (2 * 1.96) / score["value"] if usable else 0.0)
     return np.array(values), np.array(errors)
 
 
@@ -246,7 +256,7 @@ def _primary(probe: dict, study: Study, rule: Rule) -> dict[str, Any]:
     scorers = _scorer_seeds(probe, arms["V1"] + arms["V2"])
     a, a_se = _primary_scores(probe, arms["V1"], scorers)
     b, b_se = _primary_scores(probe, arms["V2"], scorers)
-    interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed)
+    interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed, log=True)
     settings = probe.get("settings", {})
     generated = int(settings.get("samples", 0)) * int(settings.get("seeds", 1))
     return {
@@ -258,9 +268,10 @@ def _primary(probe: dict, study: Study, rule: Rule) -> dict[str, Any]:
         "n_meaning": f"runs per arm (n_runs): each run's FLD, over its {generated} generated layouts, is one "
         "observation; the runs' spread holds the FLD's own sampling error",
         "generated_per_run": generated,
-        "score": f"mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD",
-        "deterministic": a.tolist(),
-        "vae": b.tolist(),
+        "score": f"geometric mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD",
+        "relative": True,  # the difference is V2 / V1 - 1 of the (geometric mean) FLD
+        "deterministic": np.exp(a).tolist(),
+        "vae": np.exp(b).tolist(),
         "verdict": _verdict(PRIMARY, interval, None),
         "robustness": _robustness(probe, arms, scorers, interval["estimate"]),
     }
@@ -286,7 +297,7 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
             item_groups = np.arange(len(study.pairs))
         else:  # layouts are the items, resampled scene by scene
             a, b = _per_image(study, "V1", key, denominator), _per_image(study, "V2", key, denominator)
-            item_groups = study.scene_ids
+            item_groups = study.groups  # scenes joined with identical layouts: no copy counts twice
         interval = arm_difference(
             a,
             b,
@@ -300,6 +311,7 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
             "role": measure.role,
             "meaning": measure.meaning,
             "better": measure.better,
+            "descriptive": measure.descriptive,  # reported with its interval; decides nothing
             **interval,
             "margin": margin,
             "relative": interval.get("relative", False),
@@ -436,8 +448,8 @@ def protocol(
 
 
 def evaluation_split(study: Study) -> str:
-    """The split the layouts were measured on (the validation split until the study names another)."""
-    return str(getattr(study, "evaluation_split", "val"))
+    """The split the layouts were measured on (test: never seen by training or checkpoint choice)."""
+    return study.evaluation_split
 
 
 # ---- the decision ----------------------------------------------------------------------------------

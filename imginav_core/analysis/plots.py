@@ -534,7 +534,8 @@ def criteria_table(decision: dict) -> pd.DataFrame:
             detectable = _shown(c.get("mde"))
         margin = f" (margin {_shown(c['margin'])})" if c.get("margin") is not None else ""
         note = f" — {c['note']}" if c.get("note") else ""
-        rows[f"{name.replace('_', ' ')} ({c['role']})"] = {
+        role = "secondary, descriptive" if c.get("descriptive") else c["role"]
+        rows[f"{name.replace('_', ' ')} ({role})"] = {
             "V1 / V2": f"{mean(c.get('deterministic')) or '—'} / {mean(c.get('vae')) or '—'}",
             "V2 - V1 [95 % interval]": difference,
             "MDE (80 %)": detectable,

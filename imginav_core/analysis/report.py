@@ -71,6 +71,21 @@ def _robustness_text(decision: dict) -> str:
     return f"{holds}: V2 - V1 under {shown}"
 
 
+def _split_numbers(split: dict) -> dict[str, Any]:
+    """The split's sides and its duplicate figures, as the introduction quotes them."""
+    layouts = split["layouts"]
+    total = sum(layouts.values())
+    return {
+        "split_sides": ", ".join(f"{side} {n}" for side, n in layouts.items()),
+        "split_groups": split["groups"],
+        "split_identical_layouts": split["identical_layouts"],
+        "split_duplicate_rate": f"{split['duplicate_rate']:.1%}",
+        "split_identical_sets": split["identical_sets"],
+        "split_identical_across_sides": split["identical_across_sides"],
+        "split_layouts": total,
+    }
+
+
 def key_numbers(
     arms: dict[str, list[RunSummary]], latent_metrics: dict, decision: dict, train_images: int
 ) -> dict[str, Any]:
@@ -96,8 +111,11 @@ def key_numbers(
         or "none",
         "decision_protocol": decision["protocol"]["sha256"][:12] if decision.get("protocol") else "none",
         "train_images": train_images,
-        "validation_images": latent_metrics["validation_images"],
-        "validation_scenes": latent_metrics["validation_scenes"],
+        "evaluation_split": latent_metrics["evaluation_split"],
+        "evaluation_images": latent_metrics["evaluation_images"],
+        "evaluation_scenes": latent_metrics["evaluation_scenes"],
+        "evaluation_groups": latent_metrics["evaluation_groups"],
+        **_split_numbers(latent_metrics["split"]),
         "seeds": ", ".join(
             f"{label} {', '.join(str(r.config.training.seed) for r in runs)}" for label, runs in arms.items()
         ),

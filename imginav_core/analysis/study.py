@@ -1,11 +1,12 @@
 """Measure every run of both arms (V1: deterministic, V2: VAE; one run per training seed) on the
-same validation layouts and write ``OUTPUT_ROOT/<phase>/analysis/latent_metrics.json`` and
+same test layouts and write ``OUTPUT_ROOT/<phase>/analysis/latent_metrics.json`` and
 ``per_image.csv``.
 
-Per run, one pass over a seeded random subset of the validation layouts collects reconstruction
+Per run, one pass over a seeded random subset of the test layouts (never seen by training, checkpoint
+choice or early stopping) collects reconstruction
 quality (all, rooms, scenes), blur, latents and the posterior; then latent noise on each
 channel's own scale, decoded and compared with the clean decoding and with the decoding of a
-fixed partner layout; then the midpoint between each validation latent and its nearest training
+fixed partner layout; then the midpoint between each test latent and its nearest training
 latent; then fixed pairs of layouts interpolated on the same straight path for every run.
 Layouts, pairs, partners and noise are the same for every run, so the arms can be compared image
 by image (``decision.py``).
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, config_from_dict
-from ..data.batches import CachedLayouts, LayoutData, load_data, to_model_inputs
+from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
 from ..files import write_text_atomic
 from ..images import to_uint8
 from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
@@ -58,6 +59,7 @@ SAME_DATA_KEYS = (
     "data.synthetic_samples",
     "data.synthetic_seed",
     "data.val_fraction",
+    "data.test_fraction",
     "data.split_seed",
     "data.drop_empty",
 )
@@ -65,13 +67,13 @@ SAME_DATA_KEYS = (
 
 @dataclass
 class AnalysisSettings:
-    max_images: int = 512  # validation layouts measured: a random subset drawn from ``seed`` (all if fewer)
+    max_images: int = 512  # test layouts measured: a random subset drawn from ``seed`` (all if fewer)
     batch_size: int = 16  # layouts (or path frames) per model call at most ...
     chunk_pixels: int = 2**19  # ... and at most this many pixels per call (2 layouts at 512 x 512): bounds the memory
     pairs_per_kind: int = 2  # K pairs each of room-room, scene-scene, room-scene
     steps: int = 11  # T points on each path, alpha = 0, 0.1, ..., 1
     sigmas: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)  # latent noise, in each channel's own std
-    neighbour_pool: int = 1024  # training layouts searched for each validation latent's nearest one
+    neighbour_pool: int = 1024  # training layouts searched for each test latent's nearest one
     scorer: bool = True  # also judge in-between layouts with the layout scorer (fitted once, cached)
     seed: int = 0
     frame_size: int = 128  # pixels of the explorer's frames
@@ -81,7 +83,7 @@ class AnalysisSettings:
 @dataclass
 class Pair:
     kind: str
-    a: int  # positions in the validation split
+    a: int  # positions in the evaluation (test) split
     b: int
     a_path: str = ""
     b_path: str = ""
@@ -99,7 +101,7 @@ class ModelResult:
     variational: bool
     metrics: dict  # what goes into latent_metrics.json
     per_image: dict[str, np.ndarray]  # measure -> (N,) over the study's positions (or (N, K))
-    latents: torch.Tensor  # (N, C, h, w) validation latents (posterior means), CPU
+    latents: torch.Tensor  # (N, C, h, w) test latents (posterior means), CPU
     examples: dict[str, np.ndarray]  # "rgb" / "segmentation": (E, H, W, 3) uint8
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # pair label -> (T, h, w, 3)
     checkpoint: Path | None = None  # the weights measured (the live explorer decodes with them)
@@ -109,8 +111,10 @@ class ModelResult:
 class Study:
     settings: AnalysisSettings
     data: LayoutData
-    positions: np.ndarray  # measured validation positions, in the order of the cache's rows
-    scene_ids: np.ndarray  # the scene of each measured layout (the bootstrap's groups)
+    positions: np.ndarray  # measured positions in the evaluation split, in the order of the cache's rows
+    scene_ids: np.ndarray  # the scene of each measured layout
+    # the group of each measured layout (its scene joined with identical layouts): the bootstrap's clusters
+    groups: np.ndarray
     pairs: list[Pair]
     example_positions: np.ndarray
     inputs: np.ndarray  # (E, H, W, 3) uint8 of the examples
@@ -122,6 +126,13 @@ class Study:
     # decoded distance between them scales the latent-noise measure. None: not measured.
     partners: np.ndarray | None = None
     chunk: int = 16  # layouts (or frames) per model call: settings.batch_size capped by settings.chunk_pixels
+    # The split every measure is taken on: test, never seen by training, checkpoint choice or early stopping.
+    evaluation_split: str = EVALUATION_SPLIT
+
+    @property
+    def layouts(self) -> CachedLayouts:
+        """The evaluation split's layouts (``positions`` index them)."""
+        return getattr(self.data, self.evaluation_split)
 
     def arm(self, label: str) -> list[ModelResult]:
         """The runs of one arm, in seed order."""
@@ -133,15 +144,18 @@ class Study:
 
     def pair_images(self, pair: Pair, device: torch.device) -> torch.Tensor:
         """The pair's two layouts as model inputs, A first."""
-        x, _, _ = to_model_inputs(self.data.val[np.array([pair.a, pair.b])], device)
+        x, _, _ = to_model_inputs(self.layouts[np.array([pair.a, pair.b])], device)
         # a dataset batch comes back sorted by cache row; keep the pair's own order
-        return x.flip(0) if self.data.val.indices[pair.a] > self.data.val.indices[pair.b] else x
+        return x.flip(0) if self.layouts.indices[pair.a] > self.layouts.indices[pair.b] else x
 
     def to_json(self) -> dict:
         return {
             "settings": asdict(self.settings),
-            "validation_images": int(len(self.positions)),
-            "validation_scenes": int(len(np.unique(self.scene_ids))),
+            "evaluation_split": self.evaluation_split,
+            "evaluation_images": int(len(self.positions)),
+            "evaluation_scenes": int(len(np.unique(self.scene_ids))),
+            "evaluation_groups": int(len(np.unique(self.groups))),
+            "split": self.data.split_summary(),  # the sides' sizes and what the split did with identical layouts
             "arms": {label: [r.name for r in self.arm(label)] for label in ARMS},
             "pairs": [asdict(p) | {"label": p.label} for p in self.pairs],
             "alphas": self.alphas,
@@ -150,8 +164,8 @@ class Study:
 
     def per_image_table(self) -> pd.DataFrame:
         """Every run's per-image measures, one row per (run, layout): ``per_image.csv``."""
-        records = self.data.val.cache.records
-        rows = self.data.val.indices[self.positions]
+        records = self.layouts.cache.records
+        rows = self.layouts.indices[self.positions]
         tables = []
         for r in self.models:
             table = pd.DataFrame(
@@ -162,7 +176,8 @@ class Study:
                     "position": self.positions,
                     "layout_path": [str(records[i].path) for i in rows],
                     "scene_id": self.scene_ids,
-                    "type": self.data.val.types[self.positions],
+                    "group": self.groups,
+                    "type": self.layouts.types[self.positions],
                 }
             )
             for key, values in r.per_image.items():
@@ -184,7 +199,7 @@ def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
             detail = ", ".join(f"{k}: {base.get(k)!r} vs {run.config.get(k)!r}" for k in differ)
             raise ValueError(
                 f"{runs[0].name} and {run.name} were trained on different data ({detail}); "
-                "they cannot be compared on one validation set"
+                "they cannot be compared on one test set"
             )
     return config_from_dict(base.to_dict(), {"output_root": str(output_root), "data.num_workers": 0})
 
@@ -339,13 +354,13 @@ def reconstruction_per_image(rgb: torch.Tensor, target: torch.Tensor) -> dict[st
 def measure_model(run: RunSummary, label: str, study: Study, device: torch.device) -> ModelResult:
     s = study.settings
     cfg, model, _ = load_model(run.best_checkpoint, device)
-    val = study.data.val
+    layouts = study.layouts
     per_image: dict[str, list] = defaultdict(list)
     matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
     means, logvars, seen = [], [], []
     # What a diffusion model trained on this space would see: the VAE's posterior samples.
     sampling = torch.Generator().manual_seed(s.seed)
-    for x, class_map, label_ in _batches(study, val, study.positions, device):
+    for x, class_map, label_ in _batches(study, layouts, study.positions, device):
         posterior = model.posterior(x)
         z = posterior.mode()
         out = model.decode(z)
@@ -368,7 +383,7 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
                 matrices[subset] += confusion(prediction[mask], class_map[mask]).cpu()
         del out, posterior, x
     arrays = {k: torch.cat(v).double().numpy() for k, v in per_image.items()}
-    types = val.types[study.positions]
+    types = layouts.types[study.positions]
     z_all, z_seen = torch.cat(means), torch.cat(seen)
     metrics: dict = {
         "experiment": run.name,
@@ -461,7 +476,7 @@ def noise_robustness(
 
 
 def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, device) -> dict[str, np.ndarray]:
-    """For each validation latent, the midpoint to its nearest training latent, decoded: is the
+    """For each test latent, the midpoint to its nearest training latent, decoded: is the
     space between a layout and its closest known neighbour still a layout?"""
     s = study.settings
     train = study.data.train
@@ -533,12 +548,12 @@ def _mean_over_pairs(pairs: list[dict]) -> dict:
 
 
 def _examples(model, study: Study, result: ModelResult, device) -> None:
-    val = study.data.val
+    layouts = study.layouts
     # in the cache's row order, the order of one batch of them all (``study.inputs``)
-    positions = study.example_positions[np.argsort(val.indices[study.example_positions], kind="stable")]
+    positions = study.example_positions[np.argsort(layouts.indices[study.example_positions], kind="stable")]
     rgb, segmentation = [], []
     for part in _chunks(len(positions), study.chunk):
-        x, _, _ = to_model_inputs(val[positions[part]], device)
+        x, _, _ = to_model_inputs(layouts[positions[part]], device)
         out = model.decode(model.encode(x))
         rgb.append(to_uint8(out["rgb"]))
         segmentation.append(class_to_rgb(out["segmentation"].argmax(1)))
@@ -548,13 +563,13 @@ def _examples(model, study: Study, result: ModelResult, device) -> None:
 def run_study(
     arms: dict[str, list[RunSummary]], output_root: str | Path, settings: AnalysisSettings | None = None, log=print
 ) -> Study:
-    """Measure every run of every arm on the same validation layouts, pairs and noise; write
+    """Measure every run of every arm on the same test layouts, pairs and noise; write
     latent_metrics.json and per_image.csv."""
     settings = settings or AnalysisSettings()
     runs = [run for label in ARMS for run in arms[label]]
     cfg = shared_config(runs, output_root)
     data = load_data(cfg, log)
-    val = data.val
+    val = data.evaluation
     # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
     # give a few houses' rooms. Kept in the cache's row order, the order batches come back in.
     positions = np.random.default_rng(settings.seed).permutation(len(val))[: settings.max_images]
@@ -565,6 +580,7 @@ def run_study(
         data=data,
         positions=positions,
         scene_ids=np.array([val.cache.records[row].scene_id for row in val.indices[positions]]),
+        groups=val.groups[positions],
         pairs=choose_pairs(val, positions, settings.pairs_per_kind, settings.seed),
         example_positions=example_positions,
         inputs=val[example_positions]["rgb"].numpy(),
@@ -582,7 +598,7 @@ def run_study(
         for run in arms[label]:
             log(
                 f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "
-                f"validation layouts of {len(np.unique(study.scene_ids))} scenes ({device})"
+                f"{EVALUATION_SPLIT} layouts of {len(np.unique(study.scene_ids))} scenes ({device})"
             )
             study.models.append(measure_model(run, label, study, device))
     path = cfg.outputs.latent_metrics

@@ -187,6 +187,12 @@ def to_model_inputs(
     return rgb, class_map, label
 
 
+# The split every comparison of runs is measured on (the analysis's measures, the probe's held-out
+# latents and the scorer's reference): test, since validation chose each run's checkpoint and
+# stopped its training, and measures on it would favour whichever run it happened to suit.
+EVALUATION_SPLIT = "test"
+
+
 @dataclass
 class LayoutData:
     """The manifest, its decoded cache, and its split into ``train`` (what the model fits),
@@ -199,6 +205,11 @@ class LayoutData:
     val: CachedLayouts
     test: CachedLayouts
     figures: SplitFigures  # the split's sizes and what it did with identical layouts
+
+    @property
+    def evaluation(self) -> CachedLayouts:
+        """The layouts runs are compared on (``EVALUATION_SPLIT``)."""
+        return getattr(self, EVALUATION_SPLIT)
 
     def sides(self) -> list[tuple[str, CachedLayouts]]:
         return [("train", self.train), ("val", self.val), ("test", self.test)]

@@ -194,7 +194,13 @@ def group_layouts(records: Sequence[LayoutRecord], hashes: Sequence[str | None])
     their smallest scene key, so the ids follow the content, not the order of the rows."""
     if len(hashes) != len(records):
         raise ValueError(f"{len(hashes)} hashes for {len(records)} records")
-    parent = list(range(len(records)))
+    return group_keys([_scene_key(record) for record in records], hashes)
+
+
+def group_keys(scenes: Sequence[str], hashes: Sequence[str | None]) -> np.ndarray:
+    """Union-find over two keys: items sharing a scene key or a (non-empty) hash are one group,
+    transitively; an int64 id per item, numbered by each group's smallest scene key."""
+    parent = list(range(len(scenes)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -203,16 +209,15 @@ def group_layouts(records: Sequence[LayoutRecord], hashes: Sequence[str | None])
         return i
 
     first: dict[str, int] = {}
-    for i, (record, digest) in enumerate(zip(records, hashes)):
-        for key in (_scene_key(record), f"layout:{digest}" if digest else None):
+    for i, (scene, digest) in enumerate(zip(scenes, hashes)):
+        for key in (f"scene:{scene}", f"layout:{digest}" if digest else None):
             if key is not None:
                 a, b = root(i), root(first.setdefault(key, i))
                 parent[max(a, b)] = min(a, b)
-    roots = [root(i) for i in range(len(records))]
+    roots = [root(i) for i in range(len(scenes))]
     names: dict[int, str] = {}
     for i, r in enumerate(roots):
-        key = _scene_key(records[i])
-        names[r] = min(names.get(r, key), key)
+        names[r] = min(names.get(r, scenes[i]), scenes[i])
     number = {name: k for k, name in enumerate(sorted(set(names.values())))}
     return np.array([number[names[r]] for r in roots], dtype=np.int64)
 

@@ -24,9 +24,9 @@ def _first_of_each_arm(metrics: dict) -> list[str]:
 
 
 def generated_layouts(metrics: dict, out: Outputs) -> plt.Figure:
-    """Real validation layouts, then the generated layouts of each arm's first run (the first of
+    """Real test layouts, then the generated layouts of each arm's first run (the first of
     probe seed 0); every run's grid is in the probe folder."""
-    panels = [("real (validation)", out.probe_real_grid)] + [
+    panels = [("real (test)", out.probe_real_grid)] + [
         (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in _first_of_each_arm(metrics)
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)

@@ -1,5 +1,5 @@
 """What the probe scores against, from a study's own split: the layout scorers (the training layouts
-fit their feature networks, the validation layouts are scored against) and the index of every
+fit their feature networks, the test layouts are scored against) and the index of every
 training layout that generated copies are looked up in.
 
 The probe and the analysis draw the same reference from the same seed, so the first feature
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from ..data.batches import CachedLayouts, LayoutData
+from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData
 from ..outputs import Outputs
 from ..scoring import LayoutScorer, ReferenceSet
 from ..scoring.copies import CopyDistances, CopyIndex, generated_class_maps, hashes_of
@@ -68,7 +68,7 @@ def study_scorers(
     held-out latents from it next)."""
     rng = np.random.default_rng(seed)
     fit = reference_set(data.train, rng, "training split")
-    held = reference_set(data.val, rng, "validation split")
+    held = reference_set(data.evaluation, rng, f"{EVALUATION_SPLIT} split")
     scorers = [
         LayoutScorer.fit(fit, held, cache_dir=out.scorer_cache, seed=net_seed, log=log, device=device)
         for net_seed in scorer_seeds

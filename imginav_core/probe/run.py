@@ -1,16 +1,16 @@
 """The diffusion probe: how well a latent diffusion model learns each run's latent space, measured
 by what it generates.
 
-For every finished run: encode the training layouts once, standardise the latents per channel,
-train the same denoiser (architecture, steps, batch, seed) on them, generate layouts from the same
-initial noise, decode them with that run's decoder and score them with the layout scorer against
-the validation layouts. Then the same denoiser is trained on to a second, longer budget and its
-layouts scored again; every generated set is also scored by the feature networks of several
-seeds, so that neither the budget nor the scorer's own seed decides unseen. Beside that: copies
-of training layouts among the generated ones (searched in every training layout), the held-out
-denoising loss at fixed noise levels, the run's own reconstructions scored the same way (the
-best its decoder allows, so a bad generation score can be told apart from a bad decoder), and
-the cheap diffusability measures. Everything lands in ``OUTPUT_ROOT/<phase>/probe/
+For every finished run: encode the training layouts once, standardise the latents per channel, train
+the same denoiser (architecture, steps, batch, seed) on them, generate layouts from the same initial
+noise, decode them with that run's decoder and score them with the layout scorer against the test
+layouts (held out from training and from checkpoint choice). Then the same denoiser is trained on to
+a second, longer budget and its layouts scored again; every generated set is also scored by the
+feature networks of several seeds, so that neither the budget nor the scorer's own seed decides
+unseen. Beside that: copies of training layouts among the generated ones (searched in every training
+layout), the held-out denoising loss at fixed noise levels, the run's own reconstructions scored the
+same way (the best its decoder allows, so a bad generation score can be told apart from a bad
+decoder), and the cheap diffusability measures. Everything lands in ``OUTPUT_ROOT/<phase>/probe/
 probe_metrics.json``, with the seconds each phase took; a killed probe resumes where it stopped.
 
 Decoded layouts are never all in memory: they are decoded, described (features, pixel
@@ -32,7 +32,7 @@ import torch
 
 from ..analysis.runs import RunSummary, load_runs
 from ..analysis.study import shared_config
-from ..data.batches import CachedLayouts, LayoutData, load_data, to_model_inputs
+from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
 from ..files import atomic_path, write_text_atomic
 from ..images import save_png, to_uint8
 from ..model import LayoutAutoencoder
@@ -91,13 +91,13 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
     timings = Timings(device)
     with timings("scorers"):
         scorers, held, rng = study_scorers(data, out, settings.seed, settings.scorer_seed_list, device, log)
-    heldout_positions = np.sort(rng.permutation(len(data.val))[:HELDOUT_LIMIT])
-    heldout_layouts = CachedLayouts(data.val.cache, data.val.indices[heldout_positions])
+    heldout_positions = np.sort(rng.permutation(len(data.evaluation))[:HELDOUT_LIMIT])
+    heldout_layouts = CachedLayouts(data.evaluation.cache, data.evaluation.indices[heldout_positions])
     with timings("copy_index"):
         copies = training_copies(data, heldout_layouts, device, log)
     with timings("layouts"):
         save_png(out.probe_real_grid, _grid(held.subset(np.arange(min(GRID_SIDE**2, len(held.labels)))).rgb()))
-        spectrum = _layout_spectrum(data.val, heldout_positions, runs[0])
+        spectrum = _layout_spectrum(data.evaluation, heldout_positions, runs[0])
     metrics = {
         "settings": settings.to_json(),
         "device": device_name(device),
@@ -105,6 +105,8 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
         "data": {
             "train": len(data.train),
             "validation": len(data.val),
+            "test": len(data.test),
+            "evaluated_on": EVALUATION_SPLIT,
             "resolution": cfg.data.resolution,
             "scored_against": len(held.labels),
             "heldout_latents": len(heldout_positions),

@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 
 from ..data.cache import load_layout
-from ..data.manifest import read_manifest
+from ..data.manifest import group_keys, read_manifest
 from ..errors import ConfigError, LayoutReadError, ManifestError
 from ..outputs import shown_path
-from ..palette import class_to_rgb
+from ..palette import class_map_hash, class_to_rgb
 
 
 class ClassMapRows:
@@ -112,6 +112,17 @@ class ReferenceSet:
             None if self.scene_ids is None else self.scene_ids[idx],
         )
 
+    def groups(self) -> np.ndarray:
+        """An int64 group per layout: a scene with its rooms, joined with every scene holding an
+        identical layout (the same class map), as the study's split groups them; computed once."""
+        if "groups" not in self.derived:
+            scenes = self.scene_ids if self.scene_ids is not None else np.arange(len(self)).astype(str)
+            hashes = [
+                class_map_hash(m) for start in range(0, len(self), 256) for m in self.class_maps[start : start + 256]
+            ]
+            self.derived["groups"] = group_keys([str(k) for k in scenes], hashes)
+        return self.derived["groups"]
+
     def rgb(self) -> np.ndarray:
         """The layouts as (N, R, R, 3) uint8 RGB; off-palette pixels (whose colour is not kept) black."""
         return class_to_rgb(self.class_maps[:])
@@ -181,16 +192,18 @@ def _in_threads(function, n: int) -> None:
 def split_by_scene(
     reference: ReferenceSet, held_fraction: float = 0.3, seed: int = 0
 ) -> tuple[ReferenceSet, ReferenceSet]:
-    """(fit, held): whole scenes on one side, about ``held_fraction`` of the layouts held.
+    """(fit, held): whole groups on one side, about ``held_fraction`` of the layouts held. A group
+    is a scene with its rooms, joined with every scene holding an identical layout (the same class
+    map, as the study's split groups them).
 
-    A scene's rooms look alike (same walls, same furniture); with some on each side, held-out
-    layouts would have near-copies in ``fit`` and real-vs-real memorisation would look like
-    copying. The same seed and layouts always give the same split.
+    A scene's rooms look alike (same walls, same furniture), and the real set lists the same layout
+    under several scenes; with some on each side, held-out layouts would have copies in ``fit`` and
+    real-vs-real memorisation would look like copying. The same seed and layouts always give the
+    same split.
     """
     if not 0 < held_fraction < 1:
         raise ConfigError(f"held_fraction = {held_fraction}; expected a number between 0 and 1")
-    groups = reference.scene_ids if reference.scene_ids is not None else np.arange(len(reference)).astype(str)
-    scenes, group = np.unique(groups, return_inverse=True)
+    scenes, group = np.unique(reference.groups(), return_inverse=True)
     if len(scenes) < 2:
         raise ManifestError(
             f"{reference.source}: {len(reference)} layouts of {len(scenes)} scene; "

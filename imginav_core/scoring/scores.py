@@ -23,8 +23,9 @@ Scores (``SCORE_KEYS``), all in the feature space of ``features.py`` unless said
                               ``median_ratio``, median generated / median held nearest distance
                               (< 1: closer to the training layouts than new real layouts are)
 
-The memorisation floor is measured leaving each floor layout out of its own neighbours (a
-``fit`` layout's nearest ``fit`` layout is otherwise itself). A low memorisation means nothing on
+The memorisation floor is measured leaving each floor layout's own group out of its neighbours
+(a ``fit`` layout's nearest ``fit`` layout is otherwise itself, a room of its own scene or an
+identical copy listed under another scene). A low memorisation means nothing on
 its own: layouts unlike any real one are far from the ``fit`` layouts too; read it where the other
 scores are near their floors.
 
@@ -122,7 +123,7 @@ class _Sample:
     features: torch.Tensor  # (M, d) float64
     pixels: PixelStatistics
     scene_probability: np.ndarray  # (M,)
-    nearest_fit: np.ndarray  # (M,) distance to the nearest fit layout (itself left out for fit layouts)
+    nearest_fit: np.ndarray  # (M,) distance to the nearest fit layout (its own group left out for fit layouts)
     to_held: torch.Tensor  # (M, N) distances to the held layouts
     among: torch.Tensor  # (M, M) distances among the sample
 
@@ -133,18 +134,21 @@ def _distances(a: torch.Tensor, b: torch.Tensor, batch: int = 2048) -> torch.Ten
     return torch.cat([torch.cdist(a[i : i + batch], b) for i in range(0, len(a), batch)])
 
 
-def _nearest(a: torch.Tensor, b: torch.Tensor, exclude: np.ndarray | None = None, batch: int = 1024) -> np.ndarray:
-    """Each row of ``a``'s distance to its nearest row of ``b``; ``exclude[i]``: a row of ``b`` not
-    to count for row ``i`` (the row itself), or -1."""
+def _nearest(
+    a: torch.Tensor, b: torch.Tensor, groups: tuple[np.ndarray, np.ndarray] | None = None, batch: int = 1024
+) -> np.ndarray:
+    """Each row of ``a``'s distance to its nearest row of ``b``. ``groups`` = (group of each row of
+    ``a``, group of each row of ``b``): rows of ``b`` in a row's own group do not count for it (a
+    real layout's own group holds itself, its scene's other rooms and its identical copies: its
+    nearest neighbour there says nothing about copying); -1 in ``a``'s groups: nothing left out."""
     out = []
     a, b = a.float(), b.float()
+    own_b = None if groups is None else torch.as_tensor(groups[1])
     for start in range(0, len(a), batch):
         d = torch.cdist(a[start : start + batch], b)
-        if exclude is not None:
-            rows = torch.arange(len(d))
-            cols = torch.as_tensor(exclude[start : start + batch])
-            keep = cols >= 0
-            d[rows[keep], cols[keep]] = math.inf
+        if groups is not None:
+            own_a = torch.as_tensor(groups[0][start : start + batch])
+            d[own_a[:, None] == own_b[None, :]] = math.inf
         out.append(d.amin(1))
     return torch.cat(out).numpy()
 
@@ -180,6 +184,7 @@ class LayoutScorer:
         self.resolution = fit.resolution
         start = time.perf_counter()
         self.fit_embedding = embed(self.net, fit.rgb_view())
+        self.fit_groups = fit.groups()  # the memorisation floor leaves each layout's own group out
         held_embedding = embed(self.net, held.rgb_view())
         self.accuracy = heldout_accuracy(self.net, held, held_embedding)
         self.fit_features = torch.from_numpy(self.fit_embedding.features)
@@ -270,7 +275,11 @@ class LayoutScorer:
             features,
             pixels,
             embedding.scene_probability,
-            _nearest(features, self.fit_features, fit_index),
+            _nearest(
+                features,
+                self.fit_features,
+                None if fit_index is None else (self.fit_groups[fit_index], self.fit_groups),
+            ),
             _distances(features, self.held_features),
             _distances(features, features),
         )
