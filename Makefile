@@ -1,6 +1,7 @@
 # Entry points (see README.md): `make demo` runs the whole study on the CPU, `make test` the test
-# suite; `make book` rebuilds the report from a study's outputs, `make publish` puts it on GitHub
-# Pages. Each creates the virtual environment .venv on first use.
+# suite, `make lint` the code's checks (ruff, shellcheck); `make book` rebuilds the report from a
+# study's outputs, `make publish` puts it on GitHub Pages. Each creates the virtual environment
+# .venv on first use.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 OUTPUTS ?= outputs/demo
 REMOTE ?= origin
 
-.PHONY: demo test venv book publish clean-outputs
+.PHONY: demo test lint venv book publish clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -48,8 +49,15 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash hpc/demo.sh
 
+# --durations: the slowest tests, where the suite's minutes go.
 test: venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# What pre-commit runs on every commit (.pre-commit-config.yaml), on every file: CI runs it first.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	shellcheck hpc/*.sh .ci/run
 
 # The report of the study under OUTPUTS (its executed notebooks), without rerunning anything.
 book: venv
