@@ -383,3 +383,18 @@ def test_ssim_is_torchmetrics_ssim_one_image_at_a_time():
         assert torch.allclose(m.ssim_per_image(prediction, target).double(), expected, atol=1e-6)
     with pytest.raises(ValueError, match="wider than 5 pixels"):
         m.ssim_per_image(torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 5, 5))
+
+
+def test_interpolation_pairs_are_never_repeated_even_when_few_layouts_allow_few_pairs():
+    """Two rooms and one scene hold one room-room pair and two room-scene pairs: asking for three
+    of each gives those, each once (a repeated pair would count twice in the per-pair intervals)."""
+    from types import SimpleNamespace
+
+    from imginav_core.analysis.study import choose_pairs
+
+    records = [SimpleNamespace(path=f"layout{i}.png") for i in range(3)]
+    layouts = SimpleNamespace(types=np.array([0, 0, 1]), indices=np.arange(3), cache=SimpleNamespace(records=records))
+    pairs = choose_pairs(layouts, np.arange(3), per_kind=3, seed=0)
+    kinds = [p.kind for p in pairs]
+    assert kinds.count("room-room") == 1 and kinds.count("room-scene") == 2 and "scene-scene" not in kinds
+    assert len({frozenset((p.a, p.b)) for p in pairs}) == len(pairs)

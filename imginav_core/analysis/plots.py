@@ -461,8 +461,11 @@ def interpolation_table(study: Study) -> pd.DataFrame:
     of pair; and between each validation layout and its nearest training layout. *Validity* =
     relative purity (inner frames' over the ends') x gradualness (``measures.path_validity``);
     for the nearest training layout, the relative purity is the midpoints' over the
-    reconstructions' (ratio of sums). Descriptive, but for the nearest-neighbour validity when it
-    is the primary endpoint (the criteria table says which)."""
+    reconstructions' (ratio of sums). Short column names, so that the table fits the page: *gradual*
+    gradualness, *purity* / *worst* the inner frames' mean and worst palette purity, *seg. conf.*
+    the segmentation's confidence, *real* the share the layout scorer places among real layouts,
+    *length* the path-length ratio (a description, not a quality). All descriptive: they decide
+    nothing (the criteria table says so)."""
     rows = {}
     for label in ARMS:
         runs = study.arm(label)
@@ -474,20 +477,20 @@ def interpolation_table(study: Study) -> pd.DataFrame:
             if all(infos):
                 rows[(label, kind)] = {
                     "validity": _mean([i["pairs_validity"] for i in infos]),
-                    "relative purity": _mean([i["pairs_relative_purity"] for i in infos]),
-                    "gradualness": _mean([i["pairs_gradualness"] for i in infos]),
-                    "purity (mean)": _mean([i["pairs_mean_purity"] for i in infos]),
-                    "purity (worst frame)": _mean([i["pairs_min_purity"] for i in infos]),
-                    "seg. confidence": _mean([i["pairs_mean_confidence"] for i in infos]),
-                    "looks real (scorer)": _mean([i.get("pairs_mean_realism", np.nan) for i in infos]),
-                    "path-length ratio (description)": _mean([i["pairs_path_length_ratio"] for i in infos]),
+                    "rel. purity": _mean([i["pairs_relative_purity"] for i in infos]),
+                    "gradual": _mean([i["pairs_gradualness"] for i in infos]),
+                    "purity": _mean([i["pairs_mean_purity"] for i in infos]),
+                    "worst": _mean([i["pairs_min_purity"] for i in infos]),
+                    "seg. conf.": _mean([i["pairs_mean_confidence"] for i in infos]),
+                    "real": _mean([i.get("pairs_mean_realism", np.nan) for i in infos]),
+                    "length": _mean([i["pairs_path_length_ratio"] for i in infos]),
                 }
         neighbours = [r.metrics["nearest_neighbour"] for r in runs]
         rows[(label, "nearest training layout")] = {
-            "relative purity": _mean([n["relative_purity"] for n in neighbours]),
-            "purity (mean)": _mean([n["nn_midpoint_purity"] for n in neighbours]),
-            "seg. confidence": _mean([n["nn_midpoint_confidence"] for n in neighbours]),
-            "looks real (scorer)": _mean([n.get("nn_midpoint_realism", np.nan) for n in neighbours]),
+            "rel. purity": _mean([n["relative_purity"] for n in neighbours]),
+            "purity": _mean([n["nn_midpoint_purity"] for n in neighbours]),
+            "seg. conf.": _mean([n["nn_midpoint_confidence"] for n in neighbours]),
+            "real": _mean([n.get("nn_midpoint_realism", np.nan) for n in neighbours]),
         }
     table = pd.DataFrame(rows).T
     table.index.names = ["arm (mean over seeds)", "pairs"]
@@ -534,7 +537,7 @@ def criteria_table(decision: dict) -> pd.DataFrame:
             detectable = _shown(c.get("mde"))
         margin = f" (margin {_shown(c['margin'])})" if c.get("margin") is not None else ""
         note = f" — {c['note']}" if c.get("note") else ""
-        role = "secondary, descriptive" if c.get("descriptive") else c["role"]
+        role = "descriptive" if c.get("descriptive") else c["role"]
         rows[f"{name.replace('_', ' ')} ({role})"] = {
             "V1 / V2": f"{mean(c.get('deterministic')) or '—'} / {mean(c.get('vae')) or '—'}",
             "V2 - V1 [95 % interval]": difference,

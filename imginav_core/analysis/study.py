@@ -205,20 +205,28 @@ def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
 
 
 def choose_pairs(layouts: CachedLayouts, positions: np.ndarray, per_kind: int, seed: int) -> list[Pair]:
-    """K fixed pairs of each kind among the measured layouts (deterministic per seed)."""
+    """K fixed pairs of each kind among the measured layouts (deterministic per seed), no pair twice
+    (in either order): a repeated pair would count as two in the per-pair intervals. Fewer than K
+    of a kind when the measured layouts do not hold K different pairs."""
     rng = np.random.default_rng(seed)
     types = layouts.types[positions]
     rooms, scenes = np.sort(positions[types == 0]), np.sort(positions[types == 1])
     pools = {"room-room": (rooms, rooms), "scene-scene": (scenes, scenes), "room-scene": (rooms, scenes)}
-    pairs = []
+    paths = layouts.cache.records
+    pairs, chosen = [], set()
     for kind in PAIR_KINDS:
         left, right = pools[kind]
-        for _ in range(per_kind):
-            if len(left) == 0 or len(right) == 0 or (left is right and len(left) < 2):
-                break
-            a = int(rng.choice(left))
-            b = int(rng.choice(right[right != a]))
-            paths = layouts.cache.records
+        if len(left) == 0 or len(right) == 0 or (left is right and len(left) < 2):
+            continue
+        # all different pairs when few, else random draws: either way at most per_kind, none repeated
+        possible = len(left) * len(right) - (len(left) if left is right else 0)
+        for _ in range(min(per_kind, possible // (2 if left is right else 1))):
+            while True:
+                a = int(rng.choice(left))
+                b = int(rng.choice(right[right != a]))
+                if frozenset((a, b)) not in chosen:
+                    break
+            chosen.add(frozenset((a, b)))
             pairs.append(Pair(kind, a, b, str(paths[layouts.indices[a]].path), str(paths[layouts.indices[b]].path)))
     return pairs
 
