@@ -169,12 +169,21 @@ def test_auto_memory_format_on_the_cpu_follows_the_precision(tmp_path, amp, chan
         assert setup_runtime(forced).channels_last is wanted
 
 
-@pytest.mark.parametrize("bf16_card", [True, False])  # an L40s (V2's queue), a V100 (V1's)
-def test_both_queues_get_the_same_precision_by_default(monkeypatch, bf16_card):
+def test_both_queues_get_the_same_precision_by_default(monkeypatch):
+    """V1 trains on a V100 (no bf16), V2 on an L40s (bf16): `training.amp: auto` must give both the
+    one recipe, whatever about the card it might consult (its bf16 support, its compute capability,
+    its name), or the arms' difference could be their precision's."""
     from imginav_core.runtime import auto_precision
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_card)
-    assert auto_precision(cuda=True) == "fp16"
+    cards = {"Tesla V100-SXM2-32GB": ((7, 0), False), "NVIDIA L40S": ((8, 9), True)}
+    chosen = {}
+    for name, (capability, bf16) in cards.items():
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, bf16=bf16, **k: bf16)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, c=capability, **k: c)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, n=name, **k: n)
+        chosen[name] = auto_precision(cuda=True)
+    assert len(set(chosen.values())) == 1, chosen
+    assert chosen["Tesla V100-SXM2-32GB"] in ("fp16", "off")  # what a V100 can run on its tensor cores, or float32
 
 
 def _palette_manifest(folder, houses):
