@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import ROOT
 
-from imginav_core.perf.memory import REST, PhaseMeter
+from imginav_core.perf.memory import REST, PhaseMeter, Workload
 from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
 from imginav_core.perf.profile import group_of
 
@@ -197,3 +197,21 @@ def test_the_meter_gives_each_phase_the_peak_of_its_own_time():
     assert phases["outer"].rise_bytes < 0.25 * size and phases[REST].rise_bytes < 0.25 * size
     with pytest.raises(RuntimeError, match="work.gone"):
         meter.wrap(work, "gone", "a phase whose function was renamed")
+
+
+def test_a_second_memory_benchmark_in_the_same_folder_builds_and_trains_again(tmp_path):
+    """A cache, finished runs or a fitted scorer left by an earlier benchmark would be read, not
+    built, and their phases not measured: only the synthetic set is kept."""
+    work = Workload(work_dir=str(tmp_path), resolution=64, layouts=80, steps=1)
+    root = tmp_path / "study"
+    for folder in ("synthetic/n80_r64_s0", "cache/scorer", "phase1_2_vae_test/runs/a"):
+        (root / folder).mkdir(parents=True)
+    (root / "synthetic/n80_r64_s0/layouts.csv").write_text("kept\n")
+    (root / "stray.txt").write_text("")
+    assert work.config("V1").output_root == str(root)
+    work.start_afresh()
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "synthetic",
+        "synthetic/n80_r64_s0",
+        "synthetic/n80_r64_s0/layouts.csv",
+    ]

@@ -22,7 +22,8 @@ chunks, the probe's 64-layout encoding batches and 128 layouts measured at once)
 generating enough layouts (``--layouts``: about 55 % are kept, non-empty, and 70 % of those
 train); what the probe keeps per training layout (its encoded latents) is reported per layout and
 scaled to the real training split. What is cut short: training (K steps), the denoiser's budgets
-(2 and 3 steps), DDIM steps (2), the generated layouts (64 per run) and the layouts the analysis
+(2 and 3 steps), DDIM steps (2), the generated layouts (64 per run), the scorer's feature
+networks (one, for one epoch, instead of three for up to twelve) and the layouts the analysis
 measures (16) -- none of which changes a phase's peak, only how long it lasts.
 
 On a CPU the model's activations are in the process's resident size; on a GPU they are on the
@@ -201,6 +202,21 @@ class Workload:
     overrides: dict[str, Any] = field(default_factory=dict)  # --set, for every config
     quick: bool = False
 
+    @property
+    def root(self) -> str:
+        """The output root of the measured study: runs, caches, the synthetic set."""
+        return str(Path(self.work_dir) / "study")
+
+    def start_afresh(self) -> None:
+        """Remove what an earlier benchmark left in the output root but the synthetic set: a cache,
+        a finished run or a fitted scorer found there would be read instead of built, and their
+        phases not measured."""
+        root = Path(self.root)
+        if root.is_dir():
+            for entry in root.iterdir():
+                if entry.name != "synthetic":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
     def config(self, arm: str):
         from ..config import load_config
         from ..parameters import EXPERIMENTS
@@ -209,7 +225,7 @@ class Workload:
             EXPERIMENTS[arm],
             {
                 **self.overrides,
-                "output_root": self.work_dir,
+                "output_root": self.root,
                 "data.resolution": self.resolution,
                 "data.synthetic_samples": self.layouts,
                 "training.epochs": 1,
@@ -224,12 +240,14 @@ class Workload:
         from ..probe.settings import ProbeSettings
 
         device = self.overrides.get("training.device", "auto")
-        # Memory does not depend on how many steps: 2 and 3 denoiser steps, 2 DDIM steps; one decode chunk.
+        # Memory does not depend on how many steps: 2 and 3 denoiser steps, 2 DDIM steps; one decode
+        # chunk; one scorer network (the study's 3 are trained and used one after another).
         return ProbeSettings(
             steps=2,
             second_steps=3,
             samples=8 if self.quick else DECODE_CHUNK,
             ddim_steps=2,
+            scorer_seeds=1,
             checkpoint_every=1,
             bootstrap=20 if self.quick else 200,
             device=device,
@@ -318,6 +336,9 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
 
     encode = run.encode_layouts
     run.encode_layouts = lambda *args, **kwargs: record(encode(*args, **kwargs))
+    # One epoch of the feature network: its memory is that of a batch and of the 256-layout chunks
+    # its targets are counted in; at 512 x 512 on a CPU its 12 epochs take 8 minutes a network.
+    features.epochs_for = lambda n: 1
     encode_batch = inspect.signature(encode_layouts).parameters["batch_size"].default
     sample_batch = inspect.signature(run.sample_latents).parameters["batch_size"].default
     embed = features.embed_batch_size(work.resolution)
@@ -332,7 +353,7 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     meter.wrap(run, "_score_generated", "scoring", f"embedding batch {embed}")
     meter.wrap(run, "_reconstructions", "reconstructions", f"chunk {run.DECODE_CHUNK}")
     meter.wrap(run, "_diffusability", "diffusability", f"{run.MEASURE_LIMIT} layouts at once")
-    run.run_probe(Outputs(work.work_dir, cfg.phase), work.run_names(), settings, log=log)
+    run.run_probe(Outputs(work.root, cfg.phase), work.run_names(), settings, log=log)
     training = [e for e in encoded if e["layouts"] > 0]
     per_layout = max(e["bytes"] / e["layouts"] for e in training)
     return {
@@ -347,7 +368,9 @@ def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     """The analysis of both runs (the probe's scorer network from its cache)."""
     from ..analysis import study
     from ..analysis.runs import load_runs
+    from ..analysis.study import AnalysisSettings
     from ..outputs import Outputs
+    from ..study_plan import study_plan
 
     cfg = work.config("V1")
     settings = work.analysis_settings()
@@ -359,9 +382,18 @@ def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     meter.wrap(study, "_nearest_neighbour_midpoints", "nearest-neighbour midpoints", chunk)
     meter.wrap(study, "_interpolate", "interpolation", chunk)
     meter.wrap(study, "_examples", "examples", chunk)
-    runs, _ = load_runs(Outputs(work.work_dir, cfg.phase), work.run_names())
-    study.run_study({"V1": [runs[0]], "V2": [runs[1]]}, work.work_dir, settings, log=log)
-    return {"settings": asdict(settings)}
+    runs, _ = load_runs(Outputs(work.root, cfg.phase), work.run_names())
+    measured = study.run_study({"V1": [runs[0]], "V2": [runs[1]]}, work.root, settings, log=log)
+    # Kept per run until the end: its test latents (the rest, per-image numbers and small frames, is
+    # a few MB): what grows with the layouts measured (max_images) and the runs of the plan.
+    per_layout = max(r.latents.nbytes for r in measured.models) / len(measured.positions)
+    real_runs, real_images = len(study_plan()), AnalysisSettings().max_images
+    return {
+        "settings": asdict(settings),
+        "latent_bytes_per_layout_and_run": per_layout,
+        "real_runs": real_runs,
+        "latent_bytes_at_real_size": per_layout * real_images * real_runs,
+    }
 
 
 PROCESSES: dict[str, Callable[[Workload, PhaseMeter], dict[str, Any]]] = {
@@ -425,6 +457,7 @@ def run_benchmark(work: Workload, save: Callable[[dict[str, Any]], None]) -> dic
 
     from ..data.batches import manifest_path
 
+    work.start_afresh()
     manifest_path(work.config("V1"), log=log)  # the synthetic set, generated once, outside the measured processes
     report = {
         "resolution": work.resolution,
@@ -482,6 +515,13 @@ def table(report: dict[str, Any]) -> str:
             f"the probe holds {per_layout / 1e3:.0f} KB of encoded latents per training layout (the larger "
             f"arm): {probe['latent_bytes_at_real_size'] / 1e9:.2f} GB at the real {REAL_TRAINING:,} training "
             "layouts, beyond what this size shows"
+        )
+    analysis = report["processes"].get("analysis", {}).get("details")
+    if analysis and "latent_bytes_at_real_size" in analysis:
+        lines.append(
+            f"the analysis keeps {analysis['latent_bytes_per_layout_and_run'] / 1e3:.0f} KB of latents per "
+            f"measured layout and run: {analysis['latent_bytes_at_real_size'] / 1e9:.2f} GB for "
+            f"{analysis['real_runs']} runs of 512 layouts, beyond what this size shows"
         )
     return "\n".join(lines)
 
