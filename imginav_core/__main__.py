@@ -306,6 +306,10 @@ def _parameters(args: argparse.Namespace) -> int:
 
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
+    if args.memory:
+        from .perf.memory import main as memory
+
+        return memory(args, parse_overrides(args.set))
     from .perf.bench import main
 
     return main(args, parse_overrides(args.set), {v: parse_overrides(v.split(",")) for v in args.variant})
@@ -526,17 +530,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(
         sub,
         "bench",
-        "training throughput: the fast path against a straightforward one",
-        "python -m imginav_core bench --set training.device=cpu --set data.resolution=128 --steps 30",
+        "training throughput (the fast path against a straightforward one), or memory per phase",
+        "python -m imginav_core bench --set training.device=cpu --set data.resolution=128 --steps 30\n"
+        "  python -m imginav_core bench --memory --set training.device=cpu --json memory.json   (512 x 512)",
         "Times training steps (data included) of V1 and V2 through the fast path train() uses and a "
-        "straightforward one, in alternating windows; see imginav_core/perf/README.md.",
+        "straightforward one, in alternating windows. With --memory instead: the peak resident memory (and "
+        "CUDA memory on a GPU) of each phase of the study -- the cache build, training V1 and V2, the "
+        "probe's and the analysis's phases -- each process run fresh on synthetic layouts at the "
+        "resolution (default 512). See imginav_core/perf/README.md.",
     )
     _set_option(
         p,
         "config override for every path, e.g. --set data.resolution=128 (default: the configs, "
         "512 x 512, batch 16; --quick: 128 x 128)",
     )
-    p.add_argument("--steps", type=int, help="timed training steps per path and model (default 20; 3 with --quick)")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="measure the memory of every phase of the study instead (--quick: 64 x 64, small, a few minutes)",
+    )
+    p.add_argument(
+        "--layouts",
+        type=int,
+        help="--memory: synthetic layouts generated (default 1200: enough to fill every capped chunk; "
+        "200 with --quick)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="timed training steps per path and model (default 20; 3 with --quick); --memory: training steps "
+        "per arm (default 3)",
+    )
     p.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; 3 with --quick)")
     p.add_argument("--warmup", type=int, help="untimed steps first, torch.compile included (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small run (128 x 128, few steps): under a minute on a CPU")

@@ -1,15 +1,19 @@
-"""The benchmark and the phase timing run end to end on the CPU and report every figure.
-Speed is never asserted here: the figures are measurements, not pass/fail criteria."""
+"""The benchmark, the memory benchmark and the phase timing run end to end on the CPU and report
+every figure. Speed and size are never asserted here: the figures are measurements, not pass/fail
+criteria (the meter itself is checked on allocations of a known size)."""
 
 import json
 import os
 import re
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 from helpers import ROOT
 
+from imginav_core.perf.memory import REST, PhaseMeter, Workload
 from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
 from imginav_core.perf.profile import group_of
 
@@ -130,3 +134,84 @@ def test_phase_estimate_scales_steady_epochs_to_the_real_set():
     epoch = 0.8 * REAL_IMAGES / 100.0 + 1.5 * 0.2 * REAL_IMAGES / 50 + 0.5
     assert abs(got["real_epoch_seconds"] - epoch) < 1e-6
     assert abs(got["phase_seconds"] - RUNS * (30.0 + EPOCHS * epoch)) < 1e-6
+
+
+# The phases the memory benchmark must name, by process: what the study's jobs spend memory on.
+MEMORY_PHASES = {
+    "cache": ["cache build"],
+    "training V1": ["training steps", "validation"],
+    "training V2": ["training steps", "validation"],
+    "probe": ["scorer fit", "copy index", "encoding", "denoiser training", "sampling", "decoding", "scoring"],
+    "analysis": ["reconstruction pass", "latent noise", "nearest-neighbour midpoints", "interpolation", "examples"],
+}
+
+
+def test_the_memory_benchmark_names_every_phase_of_every_process_with_its_peak(tmp_path):
+    out = tmp_path / "memory.json"
+    done = _bench(
+        "--memory", "--quick", "--layouts", "80", "--set", "training.device=cpu", "--json", str(out), timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["resolution"] == 64 and list(report["processes"]) == list(MEMORY_PHASES)
+    for process, phases in MEMORY_PHASES.items():
+        figures = report["processes"][process]
+        assert figures["peak_bytes"] > 0 and figures["device"] == "cpu"
+        for phase in phases:
+            assert figures["phases"][phase]["entered"] >= 1 and figures["phases"][phase]["peak_bytes"] > 0, phase
+            # the table: the process, the phase, its peak in GB
+            assert re.search(rf"^{re.escape(process)} +{re.escape(phase)} +\d+\.\d\d ", done.stdout, re.M), phase
+        assert re.search(rf"^{re.escape(process)} += the process +\d+\.\d\d$", done.stdout, re.M), process
+    assert "batch 16" in done.stdout  # the training batch, beside its phase
+    # the cache: synthetic layouts are palette-pure, so their class maps alone (and the meta data)
+    cache = report["processes"]["cache"]["details"]
+    assert 64 * 64 * 1000 <= cache["cache_bytes_per_1000"] <= 1.1 * 64 * 64 * 1000
+    assert "cache on disk" in done.stdout and "per training layout" in done.stdout
+    # V2's latents are 4 x 4 x 16 floats, mean and standard deviation
+    assert report["processes"]["probe"]["details"]["latent_bytes_per_training_layout"] == 2 * 4 * 4 * 16 * 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-memory reset")
+def test_the_meter_gives_each_phase_the_peak_of_its_own_time():
+    """A phase that allocates 200 MB for a moment, called from one that allocates nothing, and a
+    generator that does the same at each step: each gets its own peak, the caller none of it."""
+    size = 200_000_000
+
+    def big():
+        return float(np.ones(size // 8).sum())  # written, so resident; freed on return
+
+    def steps():
+        for _ in range(2):
+            yield float(np.ones(size // 8).sum())
+
+    work = types.ModuleType("work")
+    work.big, work.steps = big, steps
+    work.outer = lambda: [work.big(), *work.steps()]
+    meter = PhaseMeter()
+    for name in ("big", "steps", "outer"):
+        meter.wrap(work, name, name)
+    work.outer()
+    phases = meter.finish()
+    assert phases["big"].entered == 1 and phases["steps"].entered == 3  # two items, then its end
+    assert phases["big"].rise_bytes > 0.9 * size and phases["steps"].rise_bytes > 0.9 * size
+    assert phases["outer"].rise_bytes < 0.25 * size and phases[REST].rise_bytes < 0.25 * size
+    with pytest.raises(RuntimeError, match="work.gone"):
+        meter.wrap(work, "gone", "a phase whose function was renamed")
+
+
+def test_a_second_memory_benchmark_in_the_same_folder_builds_and_trains_again(tmp_path):
+    """A cache, finished runs or a fitted scorer left by an earlier benchmark would be read, not
+    built, and their phases not measured: only the synthetic set is kept."""
+    work = Workload(work_dir=str(tmp_path), resolution=64, layouts=80, steps=1)
+    root = tmp_path / "study"
+    for folder in ("synthetic/n80_r64_s0", "cache/scorer", "phase1_2_vae_test/runs/a"):
+        (root / folder).mkdir(parents=True)
+    (root / "synthetic/n80_r64_s0/layouts.csv").write_text("kept\n")
+    (root / "stray.txt").write_text("")
+    assert work.config("V1").output_root == str(root)
+    work.start_afresh()
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "synthetic",
+        "synthetic/n80_r64_s0",
+        "synthetic/n80_r64_s0/layouts.csv",
+    ]

@@ -1,11 +1,20 @@
 """Batches from the decoded cache, and the one place a configuration becomes data.
 
-A batch is gathered from the memory-mapped arrays with one fancy index per array (no per-image
-Python work): the class maps, and the exact RGB of the few layouts with off-palette pixels. The
-training loader hands that over as uint8 tensors (pinned when the model is on a GPU); the RGB
-images are rebuilt from the class maps by a palette lookup and converted to float only on the
-device (``to_model_inputs``), where it is cheap. ``layouts[positions]`` gives the same batch with
-its RGB images rebuilt on the CPU, for code that reads images rather than trains on them.
+A batch is read from the cache's files into fresh arrays, one positioned read (``os.preadv``) per
+run of consecutive rows (no per-image Python work): the class maps, and the exact RGB of the few
+layouts with off-palette pixels. The training loader hands that over as uint8 tensors (pinned when
+the model is on a GPU); the RGB images are rebuilt from the class maps by a palette lookup and
+converted to float only on the device (``to_model_inputs``), where it is cheap. ``layouts[positions]``
+gives the same batch with its RGB images rebuilt on the CPU, for code that reads images rather than
+trains on them.
+
+Why not a memory map: rows copied out of a mapped file stay mapped, as file pages counted in the
+process's resident size, until the kernel needs the memory back. At 512 x 512 that is 262 KB per
+layout read: an epoch of training (~19,500 layouts) or the analysis (test layouts, its neighbour
+pool and the scorer's reference class maps: ~3.5 GB) would look several GB larger to a batch
+system that limits the resident size (LSF's -M), though nothing alive holds them. Read with
+``preadv``, they are in the page cache, shared and reclaimable, and not in any process's resident
+size.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import hashlib
 import io
 import itertools
 import os
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +39,7 @@ from torch.utils.data import Dataset, Sampler
 from ..config import Config
 from ..errors import LayoutReadError
 from ..palette import class_to_rgb
-from .cache import LayoutCache, build_cache
+from .cache import CLASS_MAPS, OFF_PALETTE_RGB, LayoutCache, build_cache
 from .manifest import (
     SIDE_NAMES,
     SIDES,
@@ -76,13 +86,77 @@ class LayoutBatch(dict):
         return rgb
 
 
+class RowFile:
+    """A file of equal-sized uint8 rows, read a set of rows at a time into a fresh array.
+
+    Each run of consecutive rows is one ``os.preadv`` straight into the array: no memory map, so
+    nothing read stays in the process's resident size (the module's docstring says why), and no
+    file offset shared between threads (the loader's threads read at once). Where ``preadv`` is
+    missing (not Linux, BSD or macOS) the rows are copied out of a memory map instead.
+    """
+
+    def __init__(self, path: Path, rows: int, row_shape: tuple[int, ...]):
+        self.path, self.rows, self.row_shape = path, rows, row_shape
+        self.row_bytes = int(np.prod(row_shape))
+        self._fd: int | None = None
+        self._map: np.memmap | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            weakref.finalize(self, os.close, self._fd)  # closed when the reader is dropped
+        return self._fd
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), *row_shape) uint8: the rows asked for, in the order asked (ascending rows
+        read the file front to back)."""
+        out = np.empty((len(rows), *self.row_shape), dtype=np.uint8)
+        if len(rows) == 0:
+            return out
+        if not hasattr(os, "preadv"):
+            if self._map is None:
+                self._map = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.rows, *self.row_shape))
+            out[:] = self._map[rows]
+            return out
+        fd, flat = self._open(), out.reshape(len(rows), self.row_bytes)
+        # Runs of consecutive rows: where the next row is not this one + 1, a new read starts.
+        starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+        for first, end in zip(starts, [*starts[1:], len(rows)]):
+            self._read_into(fd, memoryview(flat[first:end]).cast("B"), int(rows[first]))
+        return out
+
+    def _read_into(self, fd: int, buffer: memoryview, row: int) -> None:
+        done = 0
+        while done < len(buffer):
+            got = os.preadv(fd, [buffer[done:]], row * self.row_bytes + done)
+            if got == 0:
+                raise LayoutReadError(
+                    f"{self.path}: ends before row {row + done // self.row_bytes} of {self.rows} rows of "
+                    f"{self.row_bytes} bytes (a cache file cut short: delete its folder to have it rebuilt)"
+                )
+            done += got
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None, "_map": None}  # a copy in another process opens its own
+
+
 class CachedLayouts(Dataset):
     """The layouts ``indices`` of a cache. ``dataset[positions]`` returns a whole batch."""
 
     def __init__(self, cache: LayoutCache, indices: np.ndarray):
         self.cache = cache
         self.indices = np.asarray(indices, dtype=np.int64)
-        self._arrays: tuple[np.memmap, np.ndarray] | None = None  # opened on first use
+        self._files: tuple[RowFile, RowFile] | None = None  # (class maps, exact RGB), opened on first use
+
+    def _row_files(self) -> tuple[RowFile, RowFile]:
+        if self._files is None:
+            n, r = len(self.cache), self.cache.resolution
+            folder = self.cache.folder
+            self._files = (
+                RowFile(folder / CLASS_MAPS, n, (r, r)),
+                RowFile(folder / OFF_PALETTE_RGB, len(self.cache.rgb_rows), (r, r, 3)),
+            )
+        return self._files
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -106,18 +180,16 @@ class CachedLayouts(Dataset):
         """A batch as the cache holds it: ``class_map`` (B, R, R) and ``label`` (B,), and
         ``off_palette_rgb`` (K, R, R, 3), the exact RGB of the batch's rows ``off_palette_rows``
         (K,); every other image is its class map in palette colours (``rgb_from_class_maps``)."""
-        if self._arrays is None:
-            self._arrays = self.cache.arrays()
-        class_map, exact = self._arrays
-        # Sorted rows read the memory map front to back; order within a batch does not matter.
+        class_maps, exact = self._row_files()
+        # Sorted rows read the files front to back; order within a batch does not matter.
         rows = np.sort(self.indices[np.atleast_1d(np.asarray(positions))])
         slots = self.cache.rgb_slot[rows]
         off = np.flatnonzero(slots >= 0)
         return {
-            "class_map": torch.from_numpy(np.ascontiguousarray(class_map[rows])),
+            "class_map": torch.from_numpy(class_maps.read(rows)),
             "label": torch.from_numpy(self.cache.labels[rows]),
             "off_palette_rows": torch.from_numpy(off),
-            "off_palette_rgb": torch.from_numpy(np.ascontiguousarray(exact[slots[off]])),
+            "off_palette_rgb": torch.from_numpy(exact.read(slots[off])),
         }
 
     def __getitem__(self, positions) -> LayoutBatch:
@@ -324,7 +396,7 @@ class BatchLoader:
     """Batches of a cached dataset in the order of an ``EpochBatches`` sampler.
 
     With ``workers`` > 0, that many background threads gather batches ahead of the training loop
-    (numpy copies out of the memory map release the GIL), into pinned memory when the model is on
+    (the reads release the GIL), into pinned memory when the model is on
     a GPU, so the copy to the device can overlap the previous step. Threads, not worker processes:
     a process hands each batch over through shared memory and then a pinning thread, two extra
     copies of every batch that made the data path slower than the GPU's training step.
