@@ -49,6 +49,18 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash hpc/demo.sh
 
+# JupyterLab on notebooks/ with the study under OUTPUTS (the demo's, after `make demo`) as the
+# notebooks' default output root: their output_root is None, which stands for IMGINAV_OUTPUTS.
+# JupyterLab prints the address to open, with its access token (?token=...). LAB_FLAGS adds its
+# options, e.g. LAB_FLAGS="--no-browser --port 8890".
+.PHONY: lab
+LAB_FLAGS ?=
+lab: venv
+	@echo "JupyterLab on notebooks/ with the outputs of $(OUTPUTS) (IMGINAV_OUTPUTS): Run All in analysis.ipynb explores them."
+	@echo "Open the address JupyterLab prints below, the one ending in ?token=... (the token is the password);"
+	@echo "on a remote machine forward the port first (ssh -L 8888:localhost:8888 HOST). Ctrl-C stops it."
+	IMGINAV_OUTPUTS=$(OUTPUTS) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
+
 # --durations: the slowest tests, where the suite's minutes go.
 test: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ from .probe.settings import ProbeSettings
 from .study_plan import PLAN_FILE, PlannedRun, arm_names, check_seeds, study_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS_VARIABLE = "IMGINAV_OUTPUTS"
 # The two experiments of Phase 1.2, by the label the figures and the decision use.
 EXPERIMENTS = {
     "V1": REPO_ROOT / "configs/phase1_2/V1_deterministic.yaml",
@@ -99,6 +100,14 @@ class Notebook:
         }
 
 
+def default_output_root(environ: Mapping[str, str] | None = None) -> str:
+    """What an ``output_root`` of None stands for in the notebooks: ``$IMGINAV_OUTPUTS`` where it is
+    set and not empty (``make lab`` sets it to the demo's, so the notebooks open on its outputs),
+    else ``outputs``."""
+    environ = os.environ if environ is None else environ
+    return environ.get(OUTPUTS_VARIABLE) or "outputs"
+
+
 def repo_path(path: str | Path) -> Path:
     """A parameter path: absolute as given, relative to the repository root otherwise."""
     path = Path(path).expanduser()
@@ -127,6 +136,9 @@ def parse_bool(text: str) -> Any:
 
 # ---- the notebooks ------------------------------------------------------------------------------
 
+# The settings table's default of output_root: its None means IMGINAV_OUTPUTS, else this.
+OUTPUT_ROOT_SHOWN = "`'outputs'`"
+
 TRAIN = Notebook(
     "notebooks/train.ipynb",
     (
@@ -139,7 +151,16 @@ TRAIN = Notebook(
             key="data.manifest",
             env="IMGINAV_DATA",
         ),
-        Parameter("output_root", "path", "outputs", "output root", key="output_root", env="IMGINAV_OUTPUTS"),
+        Parameter(
+            "output_root",
+            "path",
+            None,
+            "output root",
+            key="output_root",
+            env=OUTPUTS_VARIABLE,
+            optional=True,
+            shown_default=OUTPUT_ROOT_SHOWN,
+        ),
         Parameter(
             "name",
             "str",
@@ -213,7 +234,15 @@ TRAIN = Notebook(
 ANALYSIS = Notebook(
     "notebooks/analysis.ipynb",
     (
-        Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
+        Parameter(
+            "output_root",
+            "path",
+            None,
+            "output root",
+            env=OUTPUTS_VARIABLE,
+            optional=True,
+            shown_default=OUTPUT_ROOT_SHOWN,
+        ),
         Parameter(
             "experiment_v1",
             "str",
@@ -263,7 +292,15 @@ ANALYSIS = Notebook(
 PROBE = Notebook(
     "notebooks/diffusion_probe.ipynb",
     (
-        Parameter("output_root", "path", "outputs", "output root", env="IMGINAV_OUTPUTS"),
+        Parameter(
+            "output_root",
+            "path",
+            None,
+            "output root",
+            env=OUTPUTS_VARIABLE,
+            optional=True,
+            shown_default=OUTPUT_ROOT_SHOWN,
+        ),
         Parameter(
             "experiments",
             "str",
@@ -389,6 +426,8 @@ def training_config(
         if parameter.name not in params and not notebook_defaults:
             continue
         value = parameter.check(params.get(parameter.name, parameter.default))
+        if parameter.name == "output_root" and value is None:
+            value = default_output_root()
         if value is None:
             continue
         if parameter.kind == "path" and value:
@@ -478,7 +517,7 @@ def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
     if experiments is None:
         experiments = plan_runs(PROBE, study_plan())["experiments"]
     names = run_list(experiments, "experiments")
-    out = study_outputs(values.pop("output_root"))
+    out = study_outputs(values.pop("output_root") or default_output_root())
     return out, names, ProbeSettings(**values)
 
 
@@ -502,7 +541,7 @@ def analysis_parameters(**params: Any) -> dict[str, Any]:
         )
     if values["max_images"] < 2:
         raise ConfigError(f"notebook parameter 'max_images' = {values['max_images']}: need at least 2 layouts")
-    values["output_root"] = repo_path(values["output_root"])
+    values["output_root"] = repo_path(values["output_root"] or default_output_root())
     return values
 
 

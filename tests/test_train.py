@@ -47,7 +47,10 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
     sample = tmp_path / PHASE / "samples" / f"{cfg.name}_epoch_001_comparison.png"
     width, height = Image.open(sample).size
-    assert width == 3 * 32 and height >= 2 * 32  # input | reconstruction | segmentation, several rows
+    # input | reconstruction | segmentation, several rows; the 32-pixel tiles enlarged 8 times, to 256
+    assert width == 3 * 256 and height >= 2 * 256
+    tile = np.asarray(Image.open(sample).convert("RGB"))[:256, :256]  # the first input, pixel by pixel
+    assert np.array_equal(tile, tile[::8, ::8].repeat(8, axis=0).repeat(8, axis=1))
     for name in ("best.pt", "last.pt"):
         payload = load_checkpoint(run_dir / name)
         assert payload["epoch"] == 1 and payload["config"]["name"] == cfg.name
@@ -130,6 +133,19 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     assert len(rows) == 3 and rows[-1]["status"] == "early_stopped"
     assert [r["is_best"] for r in rows] == ["1", "0", "0"]
     assert load_checkpoint(run_dir(cfg) / "best.pt")["epoch"] == 1
+    assert load_checkpoint(run_dir(cfg) / "last.pt")["epoch"] == 3  # last.pt moved on, best.pt stayed
+
+
+def test_an_improving_epoch_writes_its_checkpoint_once(tmp_path):
+    """best.pt and last.pt of an epoch that improved are one file under two names (one write);
+    the next epoch's last.pt replaces only its own name."""
+    cfg = small_config(V1, tmp_path, **{"training.early_stopping.min_delta": 1e3})  # only epoch 1 improves
+    train(cfg, log=lambda _: None)
+    best, last = run_dir(cfg) / "best.pt", run_dir(cfg) / "last.pt"
+    assert best.samefile(last)
+    train(small_config(V1, tmp_path, **{"training.early_stopping.min_delta": 1e3, "training.epochs": 2}))
+    assert not best.samefile(last)
+    assert load_checkpoint(best)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
 
 
 def _manifest(folder, lines):

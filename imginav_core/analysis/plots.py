@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, flatten
+from ..data.manifest import LayoutRecord
 from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
@@ -267,6 +268,28 @@ def reconstructions(study: Study) -> plt.Figure:
     return fig
 
 
+def short_id(identifier: str) -> str:
+    """The first part of a scene id (a UUID's first 8 characters), enough to tell scenes apart on screen."""
+    return identifier.split("-")[0][:8] or identifier[:8]
+
+
+def layout_name(record: LayoutRecord) -> str:
+    """A layout as a reader names it: ``scene ef98dda9``, ``room 6980 of scene ef98dda9`` (the
+    file name where the manifest gives no scene)."""
+    if not record.scene_id:
+        return f"{record.type} {record.path.stem}"
+    scene = f"scene {short_id(record.scene_id)}"
+    return scene if record.type == "scene" else f"room {record.room_id} of {scene}"
+
+
+def pair_title(study: Study, pair_index: int) -> str:
+    """``1. room 6980 of scene ef98dda9 → scene ef98dda9``: the pair's number and its two layouts."""
+    pair = study.pairs[pair_index]
+    layouts = study.layouts
+    a, b = (layout_name(layouts.cache.records[layouts.indices[p]]) for p in (pair.a, pair.b))
+    return f"{pair_index + 1}. {a} → {b}"
+
+
 def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> plt.Figure:
     """Decoded frames along the straight path between one pair, one row per arm (first seed)."""
     label = study.pairs[pair_index].label
@@ -285,7 +308,7 @@ def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> p
                 ax.set_title(f"alpha {study.alphas[k]:.1f}", fontsize=8)
             if j == 0:
                 ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(label, fontsize=9)
+    fig.suptitle(f"pair {pair_title(study, pair_index)}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -16,6 +16,9 @@ frames (``AnalysisSettings.batch_size``, at most ``chunk_pixels`` pixels: 2 layo
 and only per-image numbers, latents and small copies of the frames are kept; so the peak is set
 by the chunk, not by the number of layouts, pairs, frames or noise levels. (SSIM of a batch of 16
 layouts at 512 x 512, computed at once in float64 by an 11 x 11 convolution, once took 21 GB.)
+
+Progress: each run's measuring moves a bar chunk by chunk (``work_chunks``), drawn by
+``training.progress``: a live bar in Jupyter, a few lines in a batch job's log.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ctypes.util
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +48,7 @@ from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..runtime import resolve_device
 from ..scoring import LayoutScorer
 from ..training.checkpoints import load_model
+from ..training.progress import progress_bar
 from ..training.samples import pick_samples
 from . import measures as m
 from .runs import RunSummary
@@ -257,18 +262,44 @@ def _glibc():
 _LIBC = _glibc()
 
 
-def _chunks(count: int, size: int):
-    """Slices of ``range(count)`` of at most ``size``, freed memory released after each."""
+Advance = Callable[[int], None]  # told each finished chunk: a progress bar's update
+
+
+def _unseen(_chunks: int) -> None:
+    """No progress shown."""
+
+
+def _chunks(count: int, size: int, advance: Advance = _unseen):
+    """Slices of ``range(count)`` of at most ``size``, freed memory released after each (and
+    ``advance(1)`` told)."""
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
         _release_freed_memory()
+        advance(1)
 
 
-def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device):
+def _batches(study: Study, layouts: CachedLayouts, positions: np.ndarray, device, advance: Advance = _unseen):
     """(rgb, class_map, label) batches of ``study.chunk`` over ``positions``, in the cache's row
     order, which is the order a batch comes back in."""
-    for part in _chunks(len(positions), study.chunk):
+    for part in _chunks(len(positions), study.chunk, advance):
         yield to_model_inputs(layouts[positions[part]], device)
+
+
+def work_chunks(study: Study) -> int:
+    """The chunks ``measure_model`` works through for one run, its progress bar's total: the
+    measured layouts three times (reconstruction, latent noise, nearest-neighbour midpoints), the
+    neighbour pool once, each pair's path, the examples."""
+
+    def chunks(count: int) -> int:
+        return -(-count // study.chunk)
+
+    pool = min(study.settings.neighbour_pool, len(study.data.train))
+    return (
+        3 * chunks(len(study.positions))
+        + chunks(pool)
+        + len(study.pairs) * chunks(len(study.alphas))
+        + chunks(len(study.example_positions))
+    )
 
 
 def chunk_size(settings: AnalysisSettings, resolution: int) -> int:
@@ -359,7 +390,10 @@ def reconstruction_per_image(rgb: torch.Tensor, target: torch.Tensor) -> dict[st
 
 
 @torch.no_grad()
-def measure_model(run: RunSummary, label: str, study: Study, device: torch.device) -> ModelResult:
+def measure_model(
+    run: RunSummary, label: str, study: Study, device: torch.device, advance: Advance = _unseen
+) -> ModelResult:
+    """Every measure of one run; ``advance(1)`` after each of its ``work_chunks(study)`` chunks."""
     s = study.settings
     cfg, model, _ = load_model(run.best_checkpoint, device)
     layouts = study.layouts
@@ -368,7 +402,7 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     means, logvars, seen = [], [], []
     # What a diffusion model trained on this space would see: the VAE's posterior samples.
     sampling = torch.Generator().manual_seed(s.seed)
-    for x, class_map, label_ in _batches(study, layouts, study.positions, device):
+    for x, class_map, label_ in _batches(study, layouts, study.positions, device, advance):
         posterior = model.posterior(x)
         z = posterior.mode()
         out = model.decode(z)
@@ -409,7 +443,7 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     channel_std = torch.tensor(metrics["latent"]["channel_std"], dtype=torch.float32)
     partners = study.partners if study.partners is not None else np.arange(len(z_all))
     noise = noise_robustness(
-        lambda z: model.decode(z)["rgb"], z_all, partners, channel_std, s.sigmas, s.seed, study.chunk, device
+        lambda z: model.decode(z)["rgb"], z_all, partners, channel_std, s.sigmas, s.seed, study.chunk, device, advance
     )
     metrics["noise"] = {
         "sigmas": list(s.sigmas),
@@ -421,7 +455,7 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
     if "posterior" in metrics:
         metrics["noise"]["posterior_noise_to_signal"] = metrics["posterior"]["median_noise_to_signal"]
     arrays.update(noise)
-    neighbour = _nearest_neighbour_midpoints(model, study, z_all, device)
+    neighbour = _nearest_neighbour_midpoints(model, study, z_all, device, advance)
     arrays.update(neighbour)
     metrics["nearest_neighbour"] = {k: float(v.mean()) for k, v in neighbour.items()}
     metrics["nearest_neighbour"]["relative_purity"] = float(
@@ -438,8 +472,8 @@ def measure_model(run: RunSummary, label: str, study: Study, device: torch.devic
         {},
         checkpoint=run.best_checkpoint,
     )
-    _interpolate(model, study, result, device)
-    _examples(model, study, result, device)
+    _interpolate(model, study, result, device, advance)
+    _examples(model, study, result, device, advance)
     return result
 
 
@@ -452,6 +486,7 @@ def noise_robustness(
     seed: int,
     chunk: int,
     device,
+    advance: Advance = _unseen,
 ) -> dict[str, np.ndarray]:
     """Per image i, with ``decode`` a latent -> RGB decoder and n noise of std sigma x each
     channel's std (the same draws for every run: one generator per sigma, same seeds, same
@@ -464,11 +499,11 @@ def noise_robustness(
       change on that scale, so that a decoder ignoring its latent, or one whose output is merely
       scaled down, does not pass for robust.
 
-    Decodes ``chunk`` latents (and their partners) at a time."""
+    Decodes ``chunk`` latents (and their partners) at a time, telling ``advance(1)`` after each chunk."""
     generators = {sigma: torch.Generator().manual_seed(seed * 1000 + k) for k, sigma in enumerate(sigmas)}
     change: dict[float, list[torch.Tensor]] = {sigma: [] for sigma in sigmas}
     spread = []
-    for part in _chunks(len(z_all), chunk):
+    for part in _chunks(len(z_all), chunk, advance):
         z = z_all[part].to(device)
         clean = decode(z)
         spread.append(m.mse_per_image(decode(z_all[partners[part]].to(device)), clean).cpu())
@@ -483,17 +518,19 @@ def noise_robustness(
     return found
 
 
-def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, device) -> dict[str, np.ndarray]:
+def _nearest_neighbour_midpoints(
+    model, study: Study, z_val: torch.Tensor, device, advance: Advance = _unseen
+) -> dict[str, np.ndarray]:
     """For each test latent, the midpoint to its nearest training latent, decoded: is the
     space between a layout and its closest known neighbour still a layout?"""
     s = study.settings
     train = study.data.train
     pool_positions = np.random.default_rng(s.seed).permutation(len(train))[: s.neighbour_pool]
     pool_positions = pool_positions[np.argsort(train.indices[pool_positions])]
-    pool = torch.cat([model.encode(x).cpu() for x, _, _ in _batches(study, train, pool_positions, device)])
+    pool = torch.cat([model.encode(x).cpu() for x, _, _ in _batches(study, train, pool_positions, device, advance)])
     nearest = m.nearest(z_val, pool)
     purity, confidence, real = [], [], []
-    for part in _chunks(len(z_val), study.chunk):
+    for part in _chunks(len(z_val), study.chunk, advance):
         mid = 0.5 * (z_val[part] + pool[nearest[part]])
         out = model.decode(mid.to(device))
         purity.append(m.palette_purity(out["rgb"]).cpu())
@@ -509,7 +546,7 @@ def _nearest_neighbour_midpoints(model, study: Study, z_val: torch.Tensor, devic
     return found
 
 
-def _interpolate(model, study: Study, result: ModelResult, device) -> None:
+def _interpolate(model, study: Study, result: ModelResult, device, advance: Advance = _unseen) -> None:
     """The same straight path, between the same pairs, for every run; the frames decoded a chunk
     at a time (``measures.PathTrace``), only their small copies for the explorer kept."""
     s = study.settings
@@ -519,7 +556,7 @@ def _interpolate(model, study: Study, result: ModelResult, device) -> None:
         x = study.pair_images(pair, device)
         z = model.encode(x)
         trace, small, realism = m.PathTrace(), [], []
-        for part in _chunks(len(alphas), study.chunk):
+        for part in _chunks(len(alphas), study.chunk, advance):
             out = model.decode(m.lerp(z[0], z[1], alphas[part]))
             trace.add(out["rgb"], out["segmentation"])
             small.append(_frames_uint8(out["rgb"], s.frame_size))
@@ -555,12 +592,12 @@ def _mean_over_pairs(pairs: list[dict]) -> dict:
     return {f"pairs_{k}": float(np.mean([p[k] for p in pairs])) for k in keys if pairs and k in pairs[0]}
 
 
-def _examples(model, study: Study, result: ModelResult, device) -> None:
+def _examples(model, study: Study, result: ModelResult, device, advance: Advance = _unseen) -> None:
     layouts = study.layouts
     # in the cache's row order, the order of one batch of them all (``study.inputs``)
     positions = study.example_positions[np.argsort(layouts.indices[study.example_positions], kind="stable")]
     rgb, segmentation = [], []
-    for part in _chunks(len(positions), study.chunk):
+    for part in _chunks(len(positions), study.chunk, advance):
         x, _, _ = to_model_inputs(layouts[positions[part]], device)
         out = model.decode(model.encode(x))
         rgb.append(to_uint8(out["rgb"]))
@@ -608,7 +645,10 @@ def run_study(
                 f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "
                 f"{EVALUATION_SPLIT} layouts of {len(np.unique(study.scene_ids))} scenes ({device})"
             )
-            study.models.append(measure_model(run, label, study, device))
+            # a bar in Jupyter; in a batch log four lines a run
+            bar = progress_bar(work_chunks(study), f"measuring {run.name}", updates=4)
+            study.models.append(measure_model(run, label, study, device, bar.update))
+            bar.close()
     path = cfg.outputs.latent_metrics
     write_text_atomic(path, json.dumps(study.to_json(), indent=1, allow_nan=True))
     write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))

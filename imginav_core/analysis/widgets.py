@@ -5,36 +5,118 @@
 published HTML report, where no kernel runs. ``live_explorer`` decodes any alpha on the fly with
 the models and needs a running kernel (interactive Jupyter). Both show, for the pair on screen,
 the study's own numbers of that pair (the same path, the same frames the decision used), so the
-two can never disagree.
+two can never disagree; both start at the same alpha and show the decoded frames at the size of
+the two layouts they lie between, enlarged by a whole factor so that every pixel stays square.
+
+What a reader needs beside the frames comes with them: a note when the models are too small for
+their frames to mean much (below the decision's own data limits), each measure's meaning (the
+column names' tooltips and a caption), why the scorer's column reads 0 when it does, and, when
+the decoded frames carry a ring along their edge, where it comes from: the network, whose
+decoder pads its convolutions with zeros and whose transposed convolutions get half their inputs
+at the border, not this display (``edge_ring`` measures it).
 """
 
 from __future__ import annotations
+
+import html
+from dataclasses import dataclass
 
 import ipywidgets as w
 import numpy as np
 import torch
 
-from ..images import png_bytes, to_uint8
-from ..training.checkpoints import load_model
+from ..images import png_bytes
+from ..training.checkpoints import load_checkpoint, load_model
+from .decision import Rule
 from .measures import lerp
-from .study import ARMS, ModelResult, Study
+from .plots import pair_title
+from .study import ARMS, ModelResult, Study, _frames_uint8
 
-DISPLAY_PX = 224
-# Enlarged small layouts keep hard class edges instead of a browser blur. The book's stylesheet
-# says the same; this travels with the widget, so JupyterLab shows layouts pixel-sharp too.
-PIXELATED = "<style>.imginav-frame, .imginav-frame img { image-rendering: pixelated; }</style>"
+# The frames are enlarged to about this many pixels, by a whole factor (64 -> 256, 128 -> 256).
+TARGET_PX = 256
+START_ALPHA = 0.5  # both explorers open on the midpoint: what lies between the two layouts
+RULE = Rule()  # the decision's rule, whose data limits say when models are demo-sized
+# Travels with the widget, so JupyterLab shows it as the book does: enlarged small layouts keep hard
+# class edges instead of a browser blur; the numbers table stays a table (the book's stylesheet lets
+# wide output tables scroll and their words break anywhere), aligned and readable.
+STYLE = """<style>
+.imginav-frame, .imginav-frame img { image-rendering: pixelated; }
+.imginav-explorer table.imginav-pair-numbers { display: table; border-collapse: collapse; font-size: 14px;
+  margin: 8px 0 4px 0; }
+.imginav-explorer table.imginav-pair-numbers th, .imginav-explorer table.imginav-pair-numbers td {
+  white-space: nowrap; overflow-wrap: normal; padding: 3px 10px; text-align: right;
+  font-variant-numeric: tabular-nums; }
+.imginav-explorer table.imginav-pair-numbers .run { text-align: left; }
+.imginav-explorer table.imginav-pair-numbers thead th { border-bottom: 1px solid #999; }
+.imginav-explorer table.imginav-pair-numbers th[title] { text-decoration: underline dotted; cursor: help; }
+.imginav-explorer .imginav-caption { font-size: 13px; line-height: 1.45; max-width: 680px; }
+.imginav-explorer .imginav-note { font-size: 14px; line-height: 1.45; max-width: 680px; padding: 6px 10px;
+  border-left: 4px solid #e6a700; background: #fff8e1; }
+</style>"""
+
+# The columns of a pair's numbers: (key in the study's pair record, short name, meaning).
+COLUMNS = (
+    (
+        "validity",
+        "validity",
+        "path validity = relative purity x gradualness: 1 when the in-between frames are as clean as the "
+        "two ends and the change from A to B is spread evenly",
+    ),
+    (
+        "gradualness",
+        "gradual",
+        "gradualness: the change from A to B over (steps x the largest single step); 1 = spread evenly, "
+        "1/steps = one jump",
+    ),
+    ("mean_purity", "purity", "palette purity of the inner frames, mean: the share of pixels near a palette colour"),
+    ("min_purity", "worst", "palette purity of the worst inner frame"),
+    ("mean_confidence", "seg. conf.", "the segmentation head's mean top probability on the inner frames"),
+    (
+        "mean_realism",
+        "real",
+        "the share of inner frames the layout scorer takes for real layouts: inside a real layout's "
+        "neighbourhood (its k-NN ball) in the scorer's feature space",
+    ),
+    (
+        "path_length_ratio",
+        "length",
+        "path-length ratio: how far the frames travel over the distance between the ends; a description, "
+        "not a quality (a cross-fade scores 1)",
+    ),
+)
 
 
-def _image(array: np.ndarray) -> w.Image:
+def display_px(frame_px: int) -> int:
+    """The size frames of ``frame_px`` pixels are shown at: a whole multiple, about ``TARGET_PX``."""
+    return frame_px * max(1, TARGET_PX // frame_px)
+
+
+def start_index(alphas: list[float]) -> int:
+    """The alpha both explorers open on: the one nearest ``START_ALPHA``."""
+    return int(np.argmin([abs(a - START_ALPHA) for a in alphas]))
+
+
+def _image(array: np.ndarray, px: int) -> w.Image:
     return w.Image(
-        value=png_bytes(array), format="png", width=DISPLAY_PX, height=DISPLAY_PX, layout=w.Layout(object_fit="contain")
+        value=png_bytes(array), format="png", width=px, height=px, layout=w.Layout(width=f"{px}px", height=f"{px}px")
     ).add_class("imginav-frame")
 
 
+def _framed(title: str, content: w.Widget, px: int) -> w.VBox:
+    """A frame with its title above it, never squeezed narrower than the frame (a narrow page
+    wraps the row instead)."""
+    return w.VBox([w.HTML(title), content], layout=w.Layout(width=f"{px + 8}px", flex="0 0 auto", margin="0 4px 4px 0"))
+
+
+def _row(frames: list[w.Widget]) -> w.HBox:
+    return w.HBox(frames, layout=w.Layout(flex_flow="row wrap"))
+
+
 def _chooser(study: Study) -> w.Dropdown:
-    # width "auto": a <select> as wide as its longest pair label, so none is cut
+    # Shown: the pair's number and its layouts as a reader names them; the value: the study's label.
+    # Width "auto": a <select> as wide as its longest label, so none is cut.
     return w.Dropdown(
-        options=[p.label for p in study.pairs],
+        options=[(pair_title(study, i), p.label) for i, p in enumerate(study.pairs)],
         index=0,
         description="pair",
         style={"description_width": "initial"},
@@ -42,42 +124,180 @@ def _chooser(study: Study) -> w.Dropdown:
     )
 
 
-def pair_numbers(study: Study, label: str) -> str:
-    """The study's numbers of one pair for each arm's shown run (its first seed), as HTML."""
-    rows = []
+# ---- the notes beside the frames ---------------------------------------------------------------
+
+
+def scale_shortfalls(resolution: int, train_layouts: int, epochs: int, rule: Rule = RULE) -> list[str]:
+    """What falls short of the decision's data limits (``Rule.min_resolution``, ``min_train_images``,
+    ``min_epochs``), as words; empty for models of a real study's size."""
+    short = []
+    if resolution < rule.min_resolution:
+        short.append(f"{resolution} x {resolution} pixels (at least {rule.min_resolution})")
+    if train_layouts < rule.min_train_images:
+        short.append(f"{train_layouts:,} training layouts (at least {rule.min_train_images:,})")
+    if epochs < rule.min_epochs:
+        short.append(f"{epochs} epochs of training (at least {rule.min_epochs})")
+    return short
+
+
+@dataclass
+class ShownWeights:
+    run: str  # "V1 seed 42"
+    epoch: int  # the epoch whose weights the explorer shows (the run's best)
+
+
+def shown_weights(study: Study) -> list[ShownWeights]:
+    """Each arm's shown run and the epoch of its weights (from its checkpoint)."""
+    shown = []
     for arm in ARMS:
-        result: ModelResult = study.shown(arm)
-        pair = next(p for p in result.metrics["interpolation"]["pairs"] if p["pair"] == label)
-        realism = f"{pair['mean_realism']:.2f}" if "mean_realism" in pair else "—"
-        rows.append(
-            f"<tr><td>{arm} seed {result.seed}</td><td>{pair['validity']:.3f}</td>"
-            f"<td>{pair['gradualness']:.3f}</td><td>{pair['mean_purity']:.3f}</td>"
-            f"<td>{pair['min_purity']:.3f}</td><td>{pair['mean_confidence']:.3f}</td>"
-            f"<td>{realism}</td><td>{pair['path_length_ratio']:.3f}</td></tr>"
-        )
-    head = (
-        "<tr><th>arm</th><th>path validity (relative purity x gradualness)</th><th>gradualness</th>"
-        "<th>path purity (mean)</th><th>path purity (worst frame)</th>"
-        "<th>seg. confidence</th><th>frames that look real (scorer)</th>"
-        "<th>path-length ratio (description)</th></tr>"
+        result = study.shown(arm)
+        epoch = int(load_checkpoint(result.checkpoint)["epoch"]) if result.checkpoint else 0
+        shown.append(ShownWeights(f"{arm} seed {result.seed}", epoch))
+    return shown
+
+
+def scale_note(study: Study, rule: Rule = RULE) -> str:
+    """HTML: a warning that the models shown are demo-sized, or "" when they are not."""
+    resolution, train_layouts = study.data.cache.resolution, len(study.data.train)
+    weights = shown_weights(study)
+    short = scale_shortfalls(resolution, train_layouts, min(s.epoch for s in weights), rule)
+    if not short:
+        return ""
+    epochs = ", ".join(f"epoch {s.epoch} ({s.run})" for s in weights)
+    return (
+        "<div class='imginav-note'><b>Demo-sized models.</b> Trained at "
+        f"{resolution} x {resolution} pixels on {train_layouts:,} training layouts; the weights shown are "
+        f"from {epochs}. Below the decision's data limits: {'; '.join(short)}. Frames from models this small "
+        "show that the pipeline runs, not what the study's networks decode: blurred, off-colour layouts "
+        "are what such models make, whatever their latent space.</div>"
     )
-    return f"<table class='imginav-pair-numbers'>{head}{''.join(rows)}</table>"
 
 
-def _ends(study: Study, label: str) -> list[w.VBox]:
+@dataclass
+class EdgeRing:
+    run: str  # "V1 seed 42"
+    edge: float  # mean |decoded - input| on the outermost pixel ring, in [0, 1] intensity
+    inside: float  # the same on the two rings just inside it
+
+
+def edge_ring(study: Study) -> list[EdgeRing]:
+    """How far each arm's decoded ends (alpha 0 and 1: the reconstructions of A and B) differ from
+    the layouts themselves on the outermost pixels and just inside them, over every pair: a ring
+    that is the decoder's shows as an edge error well above the inside's."""
+    found = []
+    for arm in ARMS:
+        result = study.shown(arm)
+        edge, inside = [], []
+        for pair in study.pairs:
+            decoded = result.frames[pair.label][[0, -1]].astype(np.float64) / 255
+            error = np.abs(decoded - study.pair_inputs[pair.label].astype(np.float64) / 255).mean(-1)
+            ring = _ring_distance(error.shape[-1])
+            edge.append(error[:, ring == 0].mean())
+            inside.append(error[:, (ring >= 1) & (ring <= 2)].mean())
+        found.append(EdgeRing(f"{arm} seed {result.seed}", float(np.mean(edge)), float(np.mean(inside))))
+    return found
+
+
+def _ring_distance(size: int) -> np.ndarray:
+    """(size, size): each pixel's distance in pixels to the nearest edge of the frame."""
+    index = np.arange(size)
+    to_edge = np.minimum(index, size - 1 - index)
+    return np.minimum(to_edge[:, None], to_edge[None, :])
+
+
+def ring_caption(study: Study) -> str:
+    """HTML: where the ring along the decoded frames' edge comes from, when there is one (an edge
+    error at least 1.5 times the error just inside it, and at least 0.03); "" otherwise."""
+    rings = edge_ring(study)
+    if not any(r.edge >= max(1.5 * r.inside, 0.03) for r in rings):
+        return ""
+    figures = "; ".join(f"{r.run} {r.edge:.2f} on the outermost pixels, {r.inside:.2f} just inside" for r in rings)
+    return (
+        "<p class='imginav-caption'><b>The thin ring along the decoded frames' edge</b> comes from the network, "
+        "not from this display: the layouts are plain background there, but the decoder pads its convolutions "
+        "with zeros and its transposed convolutions get half their inputs at the border, so its outermost "
+        f"pixels decode off-colour (mean error of the reconstructed ends: {figures}). The frames are shown "
+        "pixel for pixel as decoded.</p>"
+    )
+
+
+# ---- one pair's numbers ------------------------------------------------------------------------
+
+
+def _pair_record(result: ModelResult, label: str) -> dict:
+    return next(p for p in result.metrics["interpolation"]["pairs"] if p["pair"] == label)
+
+
+def _cell(record: dict, key: str) -> str:
+    if key not in record:
+        return "—"
+    return f"{record[key]:.2f}" if key == "mean_realism" else f"{record[key]:.3f}"
+
+
+def _realism_words(records: list[dict]) -> str:
+    if not all("mean_realism" in r for r in records):
+        return " <i>real</i>: — where the layout scorer did not run."
+    if all(r["mean_realism"] == 0 for r in records):
+        return (
+            " <i>real</i> is 0.00 for both models: none of their in-between frames falls inside a real "
+            "layout's neighbourhood (the k-NN ball around each real layout in the scorer's feature space), "
+            "so to the scorer none of them looks like a real layout."
+        )
+    return ""
+
+
+def pair_numbers(study: Study, label: str) -> str:
+    """The study's numbers of one pair for each arm's shown run (its first seed), as HTML: a table
+    whose column names carry their meaning as a tooltip, and a caption."""
+    results = [study.shown(arm) for arm in ARMS]
+    records = [_pair_record(r, label) for r in results]
+    head = "".join(f"<th title='{html.escape(meaning, quote=True)}'>{name}</th>" for _, name, meaning in COLUMNS)
+    rows = "".join(
+        f"<tr><th class='run'>{r.label} seed {r.seed}</th>"
+        + "".join(f"<td>{_cell(record, key)}</td>" for key, _, _ in COLUMNS)
+        + "</tr>"
+        for r, record in zip(results, records)
+    )
+    caption = (
+        "<p class='imginav-caption'>The study's numbers of this pair (inner frames: alpha strictly between 0 "
+        "and 1). Point at a column's name for its meaning. Higher is better for <i>validity</i>, <i>gradual</i>, "
+        "<i>purity</i>, <i>worst</i>, <i>seg. conf.</i> and <i>real</i>; <i>length</i> only describes the path."
+        f"{_realism_words(records)}</p>"
+    )
+    return (
+        f"<table class='imginav-pair-numbers'><thead><tr><th class='run'>run</th>{head}</tr></thead>"
+        f"<tbody>{rows}</tbody></table>{caption}"
+    )
+
+
+# ---- the explorers -----------------------------------------------------------------------------
+
+
+def _ends(study: Study, label: str, px: int) -> list[w.VBox]:
     ends = study.pair_inputs[label]
     return [
-        w.VBox([w.HTML("<b>A</b> (alpha 0)"), _image(ends[0])]),
-        w.VBox([w.HTML("<b>B</b> (alpha 1)"), _image(ends[1])]),
+        _framed("<b>A</b> (alpha 0)", _image(ends[0], px), px),
+        _framed("<b>B</b> (alpha 1)", _image(ends[1], px), px),
     ]
 
 
+def _frame_px(study: Study) -> int:
+    return int(next(iter(study.pair_inputs.values())).shape[1])
+
+
+def _notes(study: Study) -> list[w.HTML]:
+    return [w.HTML(STYLE), w.HTML(scale_note(study)).add_class("imginav-scale-note")]
+
+
 def frames_explorer(study: Study) -> w.VBox:
-    """Pick a pair, slide alpha: each arm's decoded frame side by side, from precomputed frames."""
+    """Pick a pair, slide alpha: each arm's decoded frame beside the pair's two layouts, from
+    precomputed frames."""
     labels = [p.label for p in study.pairs]
+    px = display_px(_frame_px(study))
+    first = start_index(study.alphas)
     alpha = w.SelectionSlider(
         options=[f"{a:.2f}" for a in study.alphas],
-        value=f"{study.alphas[0]:.2f}",
+        value=f"{study.alphas[first]:.2f}",
         description="alpha",
         continuous_update=True,
         layout=w.Layout(width="480px"),
@@ -85,28 +305,30 @@ def frames_explorer(study: Study) -> w.VBox:
     chooser = _chooser(study)
     views = []
     for label in labels:
-        columns = _ends(study, label)
+        frames = _ends(study, label, px)
         for arm in ARMS:
             result = study.shown(arm)
-            stack = w.Stack([_image(frame) for frame in result.frames[label]], selected_index=0).add_class(
-                f"imginav-stack-{arm}"
-            )
+            stack = w.Stack([_image(frame, px) for frame in result.frames[label]], selected_index=first)
+            stack.add_class(f"imginav-stack-{arm}")
             w.jslink((alpha, "index"), (stack, "selected_index"))
-            columns.append(w.VBox([w.HTML(f"<b>{arm}</b> seed {result.seed} decoded"), stack]))
-        views.append(w.VBox([w.HBox(columns), w.HTML(pair_numbers(study, label))]))
-    pairs = w.Stack(views, selected_index=0)
+            frames.append(_framed(f"<b>{arm}</b> seed {result.seed} decoded", stack, px))
+        views.append(w.VBox([_row(frames), w.HTML(pair_numbers(study, label))]))
+    pairs = w.Stack(views, selected_index=0).add_class("imginav-pairs")
     w.jslink((chooser, "index"), (pairs, "selected_index"))
-    return w.VBox([w.HTML(PIXELATED), chooser, alpha, pairs]).add_class("imginav-explorer")
+    return w.VBox([*_notes(study), chooser, alpha, pairs, w.HTML(ring_caption(study))]).add_class("imginav-explorer")
 
 
 def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
     """Decode any alpha on demand (needs a kernel): choose a pair, drag alpha. The frames come from
-    each arm's shown run; the numbers are the study's for the pair on screen."""
+    each arm's shown run, at the size of the precomputed ones; the numbers are the study's for
+    the pair on screen."""
     models = {arm: load_model(study.shown(arm).checkpoint, device)[1] for arm in ARMS}
     labels = [p.label for p in study.pairs]
+    frame_px = _frame_px(study)
+    px = display_px(frame_px)
     chooser = _chooser(study)
     alpha = w.FloatSlider(
-        value=0.5,
+        value=study.alphas[start_index(study.alphas)],
         min=0.0,
         max=1.0,
         step=0.01,
@@ -114,8 +336,8 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
         continuous_update=False,
         layout=w.Layout(width="480px"),
     )
-    images = {arm: _image(np.zeros((8, 8, 3), np.uint8)) for arm in ARMS}
-    ends = w.HBox()
+    images = {arm: _image(np.zeros((frame_px, frame_px, 3), np.uint8), px) for arm in ARMS}
+    ends = w.HBox(layout=w.Layout(flex_flow="row wrap"))
     numbers = w.HTML()
     latents: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -128,7 +350,7 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
 
     def show_pair(_change=None) -> None:
         # every pair change, first view or not, replaces the ends and the numbers
-        ends.children = _ends(study, chooser.value)
+        ends.children = _ends(study, chooser.value, px)
         numbers.value = pair_numbers(study, chooser.value)
         redraw()
 
@@ -138,10 +360,13 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
         for arm, model in models.items():
             with torch.no_grad():
                 frame = model.decode(lerp(z[arm][0], z[arm][1], a))["rgb"]
-            images[arm].value = png_bytes(to_uint8(frame)[0])
+            images[arm].value = png_bytes(_frames_uint8(frame, frame_px)[0])
 
     chooser.observe(show_pair, "value")
     alpha.observe(redraw, "value")
     show_pair()
-    decoded = [w.VBox([w.HTML(f"<b>{arm}</b> seed {study.shown(arm).seed}"), image]) for arm, image in images.items()]
-    return w.VBox([w.HTML(PIXELATED), chooser, alpha, w.HBox([ends, *decoded]), numbers]).add_class("imginav-explorer")
+    decoded = [_framed(f"<b>{arm}</b> seed {study.shown(arm).seed} decoded", images[arm], px) for arm in ARMS]
+    row = w.HBox([ends, *decoded], layout=w.Layout(flex_flow="row wrap"))
+    return w.VBox([*_notes(study), chooser, alpha, row, numbers, w.HTML(ring_caption(study))]).add_class(
+        "imginav-explorer"
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch.distributed as dist
 from ..config import Config
 from ..data.batches import LayoutData, batch_loader, load_data, to_model_inputs
 from ..errors import NonFiniteLossError, RunInProgressError
-from ..files import LockHeldError, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
+from ..files import LockHeldError, atomic_path, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
 from ..images import save_png
 from ..losses import TERMS, compute_losses
 from ..metrics import MetricSums
@@ -119,7 +120,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
                 save_png(
                     out.sample_grid(cfg.name, epoch), comparison_grid(model, data.val, sample_positions, rt.device)
                 )
-            save_checkpoint(out.last_checkpoint(cfg.name), payload)
+            _commit_epoch(cfg, payload, same_as_best=improved)
             write_metrics(cfg, state.history)
             say(_epoch_line(cfg, state.history[-1], improved))
         if state.finished:
@@ -396,6 +397,23 @@ def _checkpoint(
         "state": state.__dict__,
         "rng": rng_state(),
     }
+
+
+def _commit_epoch(cfg: Config, payload: dict[str, Any], same_as_best: bool) -> None:
+    """Write last.pt, which commits the epoch. When best.pt was just written with this payload,
+    last.pt becomes a second name of that file (a hard link, made whole-or-nothing like any other
+    write): one checkpoint written per epoch instead of two, and the next write of either name
+    replaces only that name. Where the file system has no hard links, the payload is written again."""
+    last = cfg.outputs.last_checkpoint(cfg.name)
+    if same_as_best:
+        try:
+            with atomic_path(last) as tmp:
+                tmp.unlink()
+                os.link(cfg.outputs.best_checkpoint(cfg.name), tmp)
+            return
+        except OSError:  # no hard links here (some network and FUSE file systems)
+            pass
+    save_checkpoint(last, payload)
 
 
 def _epoch_line(cfg: Config, row: dict[str, Any], improved: bool) -> str:

@@ -1,9 +1,11 @@
-"""A per-epoch progress bar that reads well live in a terminal, in a notebook, and in a batch
-job's log file.
+"""Progress bars that read well live in a terminal, in a notebook, and in a batch job's log file.
 
-In a terminal it is the usual self-updating bar. Anywhere else (a papermill-executed notebook,
-an LSF log) the output is not a terminal, and carriage-return redraws would pile up into
-thousands of fragments; there the bar prints about ten plain lines per epoch instead.
+In a terminal it is the usual self-updating bar; in Jupyter with a front end, tqdm's notebook bar.
+Anywhere else (a papermill-executed notebook, an LSF log) the output is not a terminal, and
+carriage-return redraws would pile up into thousands of fragments; there the bar prints a few
+plain lines instead (``updates`` of them: about ten per training epoch, four per run the analysis
+measures). ``progress`` wraps a loop; ``progress_bar`` is moved by hand (``bar.update(n)``, then
+``bar.close()``) where the work is spread over several loops.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from tqdm.std import tqdm as _tqdm_text
 
 T = TypeVar("T")
 UPDATES_PER_EPOCH = 10
+
+
+class _LogBar(_tqdm_text):
+    """A bar for log files: a line every ``miniters`` steps, and the final count when it closes."""
+
+    def close(self) -> None:
+        if not self.disable and self.n != self.last_print_n:
+            self.refresh()  # the last steps since the previous line: the bar ends at its total
+        super().close()
 
 
 class _Lines:
@@ -48,23 +59,34 @@ def in_interactive_notebook() -> bool:
     return bool(getattr(kernel, "_allow_stdin", False))
 
 
-def progress(iterable: Iterable[T], total: int, desc: str, enabled: bool = True) -> Iterable[T]:
+def progress_bar(
+    total: int, desc: str, enabled: bool = True, updates: int = UPDATES_PER_EPOCH, iterable: Iterable | None = None
+) -> _tqdm_text:
+    """A bar over ``total`` steps (of ``iterable`` when given), drawn as this output reads best;
+    ``enabled`` False: one that draws nothing (the other ranks of a data-parallel run)."""
     if not enabled:
-        return iterable
+        return _tqdm_text(iterable, total=total, disable=True)
     if sys.stdout.isatty():
         return _tqdm_text(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, file=sys.stdout)
     if in_interactive_notebook():
         return _tqdm_auto(iterable, total=total, desc=desc, leave=False)
-    return _tqdm_text(
+    return _LogBar(
         iterable,
         total=total,
         desc=desc,
         file=_Lines(sys.stdout),
         ncols=100,
         ascii=True,
-        leave=False,  # the last progress line is already printed; no repeat on close
+        leave=False,  # the last progress line is printed by close(); no repeat
         delay=1e-6,  # no "0%" line before the first step
         mininterval=0,
         maxinterval=float("inf"),  # else tqdm's monitor resets miniters to 1 on slow steps
-        miniters=max(1, total // UPDATES_PER_EPOCH),
+        miniters=max(1, -(-total // max(1, updates))),  # at most `updates` lines
     )
+
+
+def progress(iterable: Iterable[T], total: int, desc: str, enabled: bool = True) -> Iterable[T]:
+    """``iterable`` with a progress bar (see ``progress_bar``)."""
+    if not enabled:
+        return iterable
+    return progress_bar(total, desc, iterable=iterable)
