@@ -141,8 +141,12 @@ def test_the_figure_draws_0_apart_from_the_log_axis_and_marks_v1_and_v2():
     assert len(joined) == 1 and list(joined[0].get_xdata()) == pytest.approx([-5, -4, -3])  # 0 is not on the line
     (gap,) = [line for line in fld.get_lines() if line.get_linestyle() == ":"]
     assert x[0.0] < gap.get_xdata()[0] < x[1e-5]
-    labels = [t.get_text() for t in fig.axes[3].get_xticklabels()]
+    labels = [t.get_text() for t in fig.axes[4].get_xticklabels()]  # the lowest panel of the left column
     assert labels == ["0\n(V1)", "1e-5", "1e-4\n(V2)", "1e-3"]
+    written = json.loads(json.dumps(sweep.to_json()))  # what kl_sweep.json holds
+    assert [p["label"] for p in written["curve"]] == ["0 (V1)", "1e-5", "1e-4 (V2)", "1e-3"]
+    assert written["curve"][2]["fld"]["ci95"] == pytest.approx(curve[2].fld.ci95)
+    assert written["recommendation"]["kld"] == 1e-5 and written["role"].startswith("secondary")
     table = plots.kl_curve_table(sweep)
     assert table.loc["1e-3", "vs V1: MSE"] == "inferior" and table.loc["0 (V1)", "vs V1: MSE"] == "reference"
 

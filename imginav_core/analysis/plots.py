@@ -15,7 +15,7 @@ from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
 from .study import ARMS, Study
-from .sweep import KLSweep, weight_text
+from .sweep import KLSweep, number, weight_text
 
 COLOURS = {"V1": "#377eb8", "V2": "#e41a1c"}
 
@@ -234,7 +234,7 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     mean) with its 95 % interval over the runs (none with one run), the runs as small dots; V1 and
     V2 marked in their colours. The line joins the positive weights only."""
     x = kl_positions([p.kld for p in sweep.curve])
-    fig, axes = plt.subplots(2, 3, figsize=(12.0, 6.6), sharex=True)
+    fig, axes = plt.subplots(3, 2, figsize=(8.4, 9.6), sharex=True)
     for ax, (key, title) in zip(axes.flat, SWEEP_PANELS):
         line = []
         for point in sweep.curve:
@@ -256,9 +256,7 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
         ax.grid(alpha=0.3)
     labels = {p.kld: weight_text(p.kld) + (f"\n({p.arm})" if p.comparison else "") for p in sweep.curve}
     recommended = next((p for p in sweep.curve if p.kld == sweep.recommendation.kld), None)
-    if (
-        recommended is not None and recommended.fld.estimate is not None
-    ):  # on the FLD panel: a ring, apart from the decision
+    if recommended is not None and recommended.fld.estimate is not None:  # on the FLD panel: a ring
         axes[0, 0].scatter(
             [x[recommended.kld]],
             [recommended.fld.estimate],
@@ -268,11 +266,10 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
             lw=2,
             zorder=4,
         )
-    for ax in axes[1]:
+    for ax in (axes[2, 0], axes[1, 1]):  # the lowest panel of each column
+        ax.tick_params(labelbottom=True)
         ax.set_xticks(list(x.values()), [labels[w] for w in x])
         ax.set_xlabel("KL weight (log axis; 0 apart)")
-    axes[0, 2].tick_params(labelbottom=True)
-    axes[0, 2].set_xticks(list(x.values()), [labels[w] for w in x])
     notes = axes.flat[len(SWEEP_PANELS)]
     notes.axis("off")
     shown = [
@@ -312,12 +309,16 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     return fig
 
 
-def _estimate(value, digits: str = ".3g") -> str:
+def _estimate(value, digits: str = "") -> str:
     if value.estimate is None:
         return "—"
+
+    def shown(v: float) -> str:
+        return f"{v:{digits}}" if digits else number(v)
+
     if value.ci95 is None:
-        return f"{value.estimate:{digits}}"
-    return f"{value.estimate:{digits}} ({value.ci95[0]:{digits}}-{value.ci95[1]:{digits}})"
+        return shown(value.estimate)
+    return f"{shown(value.estimate)} ({shown(value.ci95[0])}-{shown(value.ci95[1])})"
 
 
 def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
@@ -331,7 +332,7 @@ def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
                 "KL weight": point.label,
                 "runs": len(point.runs),
                 "probe FLD": _estimate(point.fld),
-                "MSE": _estimate(point.mse, ".3e"),
+                "MSE": _estimate(point.mse),
                 "small-class IoU": _estimate(point.small_class_iou, ".3f"),
                 "KL (nats/element)": _estimate(point.kl_nats_per_element),
                 "active units": _estimate(point.active_share, ".2f"),

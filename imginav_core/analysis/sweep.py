@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -134,7 +134,8 @@ class CurvePoint:
         return f"{weight_text(self.kld)} ({self.arm})" if self.comparison else weight_text(self.kld)
 
     def to_json(self) -> dict[str, Any]:
-        values = {k: v for k, v in asdict(self).items() if k != "runs"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}  # not the per-image arrays
+        values = {k: asdict(v) if isinstance(v, Estimate) else v for k, v in values.items()}
         return values | {
             "label": self.label,
             "names": [r.name for r in self.runs],
@@ -239,8 +240,12 @@ class Recommendation:
     def comment(self) -> str:
         """The recommendation as phase1_3_base.yaml's comment: said to be no part of its choice."""
         return (
-            "KL-weight sweep, a secondary result: NOT this configuration's choice, which is the pre-registered "
-            "V1-against-V2 decision's (decision.json).\n" + _wrapped(self.text)
+            _wrapped(
+                "KL-weight sweep, a secondary result: NOT this configuration's choice, which is the pre-registered "
+                "V1-against-V2 decision's (decision.json)."
+            )
+            + "\n"
+            + _wrapped(self.text)
         )
 
 
@@ -250,11 +255,17 @@ def _wrapped(text: str, width: int = 96) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
+def number(value: float) -> str:
+    """Three significant digits, without an exponent for thousands (the demo's FLD: 20,018 not 2e+04)."""
+    return f"{value:,.0f}" if 1e3 <= abs(value) < 1e7 else f"{value:.3g}"
+
+
 def _shown(estimate: Estimate) -> str:
     if estimate.estimate is None:
         return "not measured"
-    interval = f"95 % CI {estimate.ci95[0]:.3g}-{estimate.ci95[1]:.3g}" if estimate.ci95 else "no interval"
-    return f"{estimate.estimate:.3g} ({interval}, {len(estimate.runs)} run{'s' if len(estimate.runs) != 1 else ''})"
+    interval = f"95 % CI {number(estimate.ci95[0])}-{number(estimate.ci95[1])}" if estimate.ci95 else "no interval"
+    runs = len(estimate.runs)
+    return f"{number(estimate.estimate)} ({interval}, {runs} run{'s' if runs != 1 else ''})"
 
 
 def _neighbour(best: CurvePoint, other: CurvePoint, rule: Rule) -> Neighbour:
@@ -294,7 +305,9 @@ def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendati
             continue
         open_ = {name: c for name, c in point.non_inferiority.items() if c["verdict"] != "non-inferior"}
         if any(c.get("note") == ONE_RUN for c in open_.values()):
-            excluded[point.label] = "one run: its reconstruction cannot be shown non-inferior to V1's"
+            excluded[point.label] = (
+                "reconstruction not shown non-inferior to V1's (one run: the spread between seeds unknown)"
+            )
         elif open_:
             shown = ", ".join(f"{name} {c['verdict']}" for name, c in open_.items())
             excluded[point.label] = f"reconstruction not shown non-inferior to V1's ({shown})"
@@ -320,8 +333,8 @@ def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendati
         if guess is not None:
             provisional = (
                 f"By point estimates alone ({ONE_RUN}), the lowest FLD among the weights whose reconstruction "
-                f"is within the margins is at KL weight {guess.label}: {guess.fld.estimate:.3g}; provisional, "
-                "not a result: train more seeds per weight."
+                f"is within the margins is at KL weight {guess.label}, {number(guess.fld.estimate)}: provisional, "
+                "not a result; train more seeds per weight."
             )
 
     def against(n: Neighbour) -> str:
@@ -347,7 +360,10 @@ def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendati
     if neighbours:
         text += " Against the adjacent weights: " + "; ".join(against(n) for n in neighbours) + "."
     if excluded:
-        text += " Not candidates: " + "; ".join(f"{k}: {why}" for k, why in excluded.items()) + "."
+        by_reason: dict[str, list[str]] = {}
+        for weight, why in excluded.items():
+            by_reason.setdefault(why, []).append(weight)
+        text += " Not candidates: " + "; ".join(f"{', '.join(w)}: {why}" for why, w in by_reason.items()) + "."
     if provisional:
         text += " " + provisional
     text += " The pre-registered decision (V1 against V2) does not change with it."
@@ -488,7 +504,8 @@ def measure_sweep(study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None
         name: measured_run(measured[name], point.kld) for point in points for name in point.names if name in measured
     }
     for run in pending:
-        log(f"measuring {run.name} (KL weight {run.config.loss.kld:g}) on the study's {len(study.positions)} layouts")
+        weight = weight_text(run.config.loss.kld)
+        log(f"measuring {run.name} (KL weight {weight}) on the study's {len(study.positions)} test layouts")
         runs[run.name] = measure_run(run, study, device)
     fld_score, problems = _probe_scores(out, runs, pending)
     missing += problems
