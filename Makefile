@@ -1,7 +1,7 @@
-# Entry points (see README.md): `make demo` runs the whole study on the CPU, `make test` the test
-# suite, `make lint` the code's checks (ruff, shellcheck); `make book` rebuilds the report from a
-# study's outputs, `make publish` puts it on GitHub Pages. Each creates the virtual environment
-# .venv on first use.
+# Entry points (see README.md): `make demo` runs the whole study on the CPU (`make demo-sweep`: with
+# the KL-weight sweep, one seed per weight), `make test` the test suite, `make lint` the code's
+# checks (ruff, shellcheck); `make book` rebuilds the report from a study's outputs, `make publish`
+# puts it on GitHub Pages. Each creates the virtual environment .venv on first use.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 OUTPUTS ?= outputs/demo
 REMOTE ?= origin
 
-.PHONY: demo test lint venv book publish clean-outputs
+.PHONY: demo demo-sweep test lint venv book publish clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -60,6 +60,15 @@ lab: venv
 	@echo "Open the address JupyterLab prints below, the one ending in ?token=... (the token is the password);"
 	@echo "on a remote machine forward the port first (ssh -L 8888:localhost:8888 HOST). Ctrl-C stops it."
 	IMGINAV_OUTPUTS=$(OUTPUTS) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
+
+# The KL-weight sweep at the demo's size, into SWEEP_OUTPUTS: one seed per weight (V1's and V2's runs
+# and the VAE at the sweep's 4 other weights), the probe on each, the report with the KL-weight curve.
+# The plan is recorded first, so that the probe and the analysis take the sweep's runs from it.
+SWEEP_OUTPUTS ?= outputs/demo-sweep
+SWEEP_ENV := IMGINAV_KLD_SWEEP=1 IMGINAV_SEEDS=42 IMGINAV_OUTPUTS=$(SWEEP_OUTPUTS)
+demo-sweep: venv
+	$(SWEEP_ENV) $(PY) -m imginav_core plan --from-env --record
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SWEEP_ENV) bash hpc/demo.sh
 
 # --durations: the slowest tests, where the suite's minutes go.
 test: venv

@@ -8,15 +8,16 @@
 #                                          # (then the probe and the analysis again)
 #
 # The runs: `python -m imginav_core plan` (V1 and V2 x the seeds of configs/phase1_2/study.yaml;
-# IMGINAV_SEEDS=42,43 other seeds; IMGINAV_KLD_SWEEP=1 adds the KL-weight sweep); the IMGINAV_*
+# IMGINAV_SEEDS=42,43 other seeds; IMGINAV_KLD_SWEEP=1 adds the KL-weight sweep, 20 runs more); the IMGINAV_*
 # variables the jobs read: `python -m imginav_core parameters`. The launcher itself also reads
 # IMGINAV_STUDY, the study's tag in the job names (default: the output root's folder name), so that
 # `bjobs -J "TAG.*"` shows one study's jobs; and IMGINAV_MAIL, an address for LSF's mails (bsub -u;
 # default: yours on the cluster): one for each run that fails (-Ne), one when the analysis ends (-N).
 #
-# Before submitting anything it checks every parameter of every planned run, and puts the report's
-# widget script into book/ (npm pack, here on the login node, so no compute job needs a network).
-# A problem stops it there with exit status 2, nothing submitted.
+# Before submitting anything it checks every parameter of every planned run, puts the report's
+# widget script into book/ (npm pack, here on the login node, so no compute job needs a network),
+# and records the plan in OUTPUT_ROOT/phase1_2_vae_test/study_plan.json, which the probe's and the
+# analysis's run lists default to. A problem stops it there with exit status 2, nothing submitted.
 #
 # --resume submits the plan's runs whose run folder does not say they finished (`python -m
 # imginav_core plan --from-env --pending`: no metrics CSV ending in completed or early_stopped, or
@@ -79,6 +80,9 @@ if ! python -m imginav_core fetch-widgets; then
   echo "error: the report's widget script could not be had (above); nothing was submitted" >&2
   exit 2
 fi
+# The plan these jobs run (its runs, seeds, whether the sweep is on, the study file), recorded in the
+# output root: the probe, the analysis and the notebooks run later by hand take their runs from it.
+python -m imginav_core plan --from-env --record
 
 directive() {  # directive FLAG SCRIPT: the value of a #BSUB line, one spelling, in the script itself
   sed -n "s/^#BSUB $1 \"\{0,1\}\([^ \"]*\).*/\1/p" "$2"

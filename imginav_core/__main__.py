@@ -45,8 +45,9 @@ def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tup
     """(the parameters as text, for papermill; the same typed and checked): from the ``IMGINAV_*``
     variables when ``from_env``, then from ``-p NAME VALUE`` pairs (which win). With ``from_env``,
     the probe's and the analysis's run lists not given are those of the study plan the jobs train
-    (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP), written out, so that the executed notebook names them."""
-    from .parameters import ANALYSIS, PROBE, environment_plan, plan_runs
+    (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP; neither set: the plan recorded under the output root),
+    written out, so that the executed notebook names them."""
+    from .parameters import ANALYSIS, PROBE, jobs_plan, plan_runs
 
     given, where = {}, {}
     if from_env:
@@ -55,7 +56,9 @@ def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tup
     for name, text in pairs:
         given[name], where[name] = text, f"-p {name}"
     if from_env and notebook in (PROBE, ANALYSIS):
-        for name, text in plan_runs(notebook, environment_plan()).items():
+        root = notebook.from_strings({"output_root": given["output_root"]}) if "output_root" in given else {}
+        plan = jobs_plan(root.get("output_root", notebook["output_root"].default)).runs
+        for name, text in plan_runs(notebook, plan).items():
             if name not in given:
                 given[name], where[name] = text, "the study plan"
     return given, notebook.from_strings(given, where)
@@ -228,14 +231,23 @@ def _stage(args: argparse.Namespace) -> int:
 @command("plan")
 def _plan(args: argparse.Namespace) -> int:
     from .parameters import environment_plan
-    from .study_plan import arm_indices, check_seeds, plan_table, seed_plan_text, study_plan
+    from .study_plan import arm_indices, check_seeds, plan_cost_text, plan_table, seed_plan_text, study_plan
 
     if args.effect is not None:
-        if args.seeds or args.sweep or args.from_env or args.arrays:
-            raise ConfigError("--effect plans how many seeds; give it without --seeds, --sweep, --from-env, --arrays")
+        if args.seeds or args.sweep or args.from_env or args.arrays or args.record:
+            raise ConfigError(
+                "--effect plans how many seeds; give it without --seeds, --sweep, --from-env, --arrays, --record"
+            )
         if not 0 < args.power < 1:
             raise ConfigError(f"--power {args.power}: expected a probability between 0 and 1, e.g. 0.8")
         print(seed_plan_text(args.effect, args.spread, target=args.power), end="")
+        return 0
+    if args.record:
+        if not args.from_env or args.pending or args.arrays:
+            raise ConfigError(
+                "--record writes the plan the jobs run: give it with --from-env, without --pending, --arrays"
+            )
+        print(f"study plan recorded: {record_plan()}")
         return 0
     if args.from_env:
         plan = environment_plan()
@@ -255,8 +267,21 @@ def _plan(args: argparse.Namespace) -> int:
     if args.arrays:
         print("\n".join(f"{arm} {indices}" for arm, indices in arm_indices(plan).items()))
     else:
-        print(plan_table(plan), end="")
+        print(plan_table(plan) + "\n" + plan_cost_text(plan), end="")
     return 0
+
+
+def record_plan() -> Path:
+    """Write the study plan the jobs run (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP) to
+    OUTPUT_ROOT/<phase>/study_plan.json, the output root and phase those of its runs
+    (IMGINAV_OUTPUTS): what the probe and the analysis default to later. Returns its path."""
+    from .parameters import TRAIN, plan_settings, planned_parameters, training_config
+    from .study_plan import make_study_plan, write_study_plan
+
+    plan = make_study_plan(*plan_settings())
+    _, params = notebook_parameters(TRAIN, list(planned_parameters(plan.runs[0]).items()), from_env=True)
+    outputs = training_config(**params).outputs
+    return write_study_plan(outputs.study_plan, plan)
 
 
 def unfinished_runs(plan: list, from_env: bool) -> list:
@@ -429,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m imginav_core plan --seeds 42,43 --sweep    (how many seeds: plan --effect 2 --spread 1)",
         "Print the study plan (configs/phase1_2/study.yaml): for each array index the arm, the run's "
         "name (its folder), the config, the training seed, the KL weight and whether it belongs to the "
-        "KL-weight sweep. Comparison runs first (each arm with each seed), then the sweep when asked. "
+        "KL-weight sweep, and what the runs cost in GPU-hours on the cluster. Comparison runs first (each "
+        "arm with each seed), then the sweep when asked. "
         "With --effect: how many seeds per arm the decision needs to detect that difference between "
         "the arms, given the seed-to-seed spread of a run's score (e.g. the probe's FLD of each run "
         "in an earlier study, decision.json's criteria.generation_fld), with the power at 2 to 8 "
@@ -466,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.8,
         help="with --effect: the chance of detecting E the plan should reach (default 0.8)",
+    )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="with --from-env: write the plan (its runs, seeds, whether the sweep is on, the study file) to "
+        "OUTPUT_ROOT/<phase>/study_plan.json, which the probe's and the analysis's run lists then default to "
+        "(the launcher and the demo do, before the runs)",
     )
     p.add_argument(
         "--pending",

@@ -17,6 +17,8 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       PHASE/runs/NAME.ipynb, runs/analysis.ipynb   the executed notebooks
       PHASE/analysis/latent_metrics.json     the latent-space measurements
       PHASE/analysis/per_image.csv           every run's measures per validation layout (the decision's data)
+      PHASE/analysis/kl_sweep.json           the KL-weight curve and its recommendation (a secondary result)
+      PHASE/study_plan.json                  the study plan the launcher or the demo ran (its runs, seeds, sweep)
       PHASE/decision.json, PHASE/phase1_3_base.yaml
       PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
       PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
@@ -118,6 +120,16 @@ class Outputs:
     @property
     def per_image(self) -> Path:
         return self.phase_dir / "analysis" / "per_image.csv"
+
+    @property
+    def kl_sweep(self) -> Path:
+        """The KL-weight curve's data and its recommendation, apart from the decision."""
+        return self.phase_dir / "analysis" / "kl_sweep.json"
+
+    @property
+    def study_plan(self) -> Path:
+        """The study plan the launcher or the demo ran under: what the probe and the analysis default to."""
+        return self.phase_dir / "study_plan.json"
 
     @property
     def decision(self) -> Path:

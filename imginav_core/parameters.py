@@ -22,7 +22,16 @@ from .errors import ConfigError
 from .outputs import Outputs
 from .probe.settings import DEFAULTS as PROBE_DEFAULTS
 from .probe.settings import ProbeSettings
-from .study_plan import PLAN_FILE, PlannedRun, arm_names, check_seeds, study_plan
+from .study_plan import (
+    PLAN_FILE,
+    PlannedRun,
+    StudyPlan,
+    arm_names,
+    check_seeds,
+    make_study_plan,
+    study_plan,
+    study_plan_at,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS_VARIABLE = "IMGINAV_OUTPUTS"
@@ -265,7 +274,7 @@ ANALYSIS = Notebook(
             "max_images",
             "int",
             512,
-            "validation layouts the analysis measures (a random subset drawn from `seed`)",
+            "test layouts the analysis measures (a random subset drawn from `seed`)",
             env="IMGINAV_MAX_IMAGES",
         ),
         Parameter(
@@ -349,8 +358,10 @@ PROBE = Notebook(
 )
 
 # The study plan (imginav_core/study_plan.py): read by the launcher, the job array, the demo and
-# `python -m imginav_core plan`, not by a notebook. The probe and the analysis jobs get the runs it
-# names as explicit -p lists (`check probe/analysis --from-env`), so each executed notebook says which.
+# `python -m imginav_core plan`, which the launcher and the demo record under the output root
+# (`plan --from-env --record`). The probe and the analysis jobs get the runs it names as explicit -p
+# lists (`check probe/analysis --from-env`), so each executed notebook says which; a notebook run
+# without them takes the recorded plan's.
 PLAN = (
     Parameter(
         "seeds",
@@ -467,6 +478,27 @@ def environment_plan(environ: Mapping[str, str] | None = None, plan_file: str | 
     return study_plan(*plan_settings(environ), plan_file=plan_file)
 
 
+def recorded_plan(output_root: str | Path | Outputs, plan_file: str | Path = PLAN_FILE) -> StudyPlan:
+    """The study plan recorded under ``output_root`` (or in the phase folder of ``Outputs``) by the
+    launcher or the demo (``plan --record``), or, when nothing is recorded there, the plan file's
+    default plan: what the probe's and the analysis's run lists default to, so that the output root
+    alone says which runs a study has."""
+    out = output_root if isinstance(output_root, Outputs) else study_outputs(output_root)
+    return study_plan_at(out.study_plan, plan_file)
+
+
+def jobs_plan(
+    output_root: str | Path | Outputs, environ: Mapping[str, str] | None = None, plan_file: str | Path = PLAN_FILE
+) -> StudyPlan:
+    """The plan the probe and the analysis jobs take their runs from: the one IMGINAV_SEEDS and
+    IMGINAV_KLD_SWEEP set, when either is set (as the launcher's jobs inherit them); else the one
+    recorded under ``output_root`` (a job run by hand later, without them); else the default."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(variable, "").strip() for variable in ("IMGINAV_SEEDS", "IMGINAV_KLD_SWEEP")):
+        return make_study_plan(*plan_settings(environ), plan_file=plan_file)
+    return recorded_plan(output_root, plan_file)
+
+
 def planned_parameters(run: PlannedRun) -> dict[str, str]:
     """train.ipynb's -p parameters that make one planned run, as text (papermill types them back:
     ``-p kld 1e-05`` is the float)."""
@@ -474,9 +506,11 @@ def planned_parameters(run: PlannedRun) -> dict[str, str]:
 
 
 def plan_runs(notebook: Notebook, plan: list[PlannedRun]) -> dict[str, str]:
-    """The probe's or the analysis's run lists for ``plan``, as -p text: what their None stands for."""
+    """The probe's or the analysis's run lists for ``plan``, as -p text: what their None stands for.
+    The probe: every run, the KL sweep's too (the curve's FLD, same budget and seeds); the analysis:
+    each arm's comparison runs."""
     if notebook is PROBE:
-        return {"experiments": ",".join(run.name for run in plan if not run.sweep)}
+        return {"experiments": ",".join(run.name for run in plan)}
     if notebook is ANALYSIS:
         return {"experiment_v1": ",".join(arm_names(plan, "V1")), "experiment_v2": ",".join(arm_names(plan, "V2"))}
     return {}
@@ -508,29 +542,35 @@ def study_outputs(output_root: str | Path) -> Outputs:
 
 
 def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
-    """diffusion_probe.ipynb's parameters, checked: the outputs, the runs to probe (None: every
-    comparison run of the study plan, V1's then V2's), the settings."""
+    """diffusion_probe.ipynb's parameters, checked: the outputs, the runs to probe (None: every run
+    of the study plan recorded under the output root, else of the plan file's default plan: V1's,
+    V2's, then the KL sweep's when the plan has it), the settings."""
     for unknown in set(params) - set(PROBE.names):
         PROBE[unknown]  # raises, naming the parameter
     values = {p.name: p.check(params.get(p.name, p.default)) for p in PROBE.parameters}
     experiments = values.pop("experiments")
+    output_root = values.pop("output_root") or default_output_root()
     if experiments is None:
-        experiments = plan_runs(PROBE, study_plan())["experiments"]
+        experiments = plan_runs(PROBE, recorded_plan(output_root).runs)["experiments"]
     names = run_list(experiments, "experiments")
-    out = study_outputs(values.pop("output_root") or default_output_root())
+    out = study_outputs(output_root)
     return out, names, ProbeSettings(**values)
 
 
 def analysis_parameters(**params: Any) -> dict[str, Any]:
     """analysis.ipynb's parameters, checked. ``experiment_v1`` and ``experiment_v2`` come back as
-    lists of run names (given comma-separated; None: the study plan's V1 / V2 runs, in seed order)."""
+    lists of run names (given comma-separated; None: the V1 / V2 runs, in seed order, of the study
+    plan recorded under the output root, else of the plan file's default plan)."""
     for unknown in set(params) - set(ANALYSIS.names):
         ANALYSIS[unknown]  # raises, naming the parameter
     lists = {
         key: params[key] for key in ("experiment_v1", "experiment_v2") if isinstance(params.get(key), (list, tuple))
     }
     values = {p.name: lists.get(p.name) or p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
-    defaults = plan_runs(ANALYSIS, study_plan()) if None in (values["experiment_v1"], values["experiment_v2"]) else {}
+    values["output_root"] = repo_path(values["output_root"] or default_output_root())
+    defaults = {}
+    if None in (values["experiment_v1"], values["experiment_v2"]):
+        defaults = plan_runs(ANALYSIS, recorded_plan(values["output_root"]).runs)
     for key in ("experiment_v1", "experiment_v2"):
         values[key] = run_list(defaults[key] if values[key] is None else values[key], key)
     both = set(values["experiment_v1"]) & set(values["experiment_v2"])
@@ -541,7 +581,6 @@ def analysis_parameters(**params: Any) -> dict[str, Any]:
         )
     if values["max_images"] < 2:
         raise ConfigError(f"notebook parameter 'max_images' = {values['max_images']}: need at least 2 layouts")
-    values["output_root"] = repo_path(values["output_root"] or default_output_root())
     return values
 
 

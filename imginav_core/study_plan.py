@@ -3,18 +3,27 @@ array trains, and the run folder it trains into.
 
 The table follows from ``configs/phase1_2/study.yaml`` and the experiment configs it names:
 first the comparison runs (each arm with each seed, arms in the file's order), then, only when
-asked, the KL-weight sweep (the sweep arm with each weight and each seed). Row ``i`` is array
-element ``$LSB_JOBINDEX = i`` (1-based). Torch-free: the command line and the launcher read it.
+asked, the KL-weight sweep (the sweep arm with each weight and each seed; a weight that is an arm's
+own is that arm's comparison runs, not trained twice). Row ``i`` is array element
+``$LSB_JOBINDEX = i`` (1-based). Torch-free: the command line and the launcher read it.
+
+The launcher and the demo record the plan they run (``StudyPlan``, written as
+``OUTPUT_ROOT/<phase>/study_plan.json``: the rows, the seeds, whether the sweep was on, the study
+file used), and the probe and the analysis take their runs from that record, so that the output
+root alone says which runs a study has; without a record, the study file's default plan.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .config import is_folder_name, load_config, parse_yaml
 from .errors import ConfigError
+from .files import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAN_FILE = REPO_ROOT / "configs/phase1_2/study.yaml"
@@ -131,9 +140,10 @@ def study_plan(
     if sweep:
         config = study.arms[study.sweep_arm]
         for kld in study.kld_sweep:
-            # The arm's own weight is its comparison runs: the same training, so they are not
-            # trained twice (sweep_names() lists them at that weight).
-            if kld == own_kld[study.sweep_arm]:
+            # A weight that is an arm's own is that arm's comparison runs (V1's 0: the deterministic
+            # encoder; V2's 1e-4): the same training, so they are not trained twice (sweep_points()
+            # lists them at that weight).
+            if kld in own_kld.values():
                 continue
             cfg = load_config(config, {"loss.kld": kld})  # refuses a weight the arm cannot take, naming it
             rows += [
@@ -159,18 +169,162 @@ def arm_names(plan: list[PlannedRun], arm: str) -> list[str]:
     return names
 
 
-def sweep_names(plan: list[PlannedRun]) -> dict[float, list[str]]:
-    """The KL sweep's runs by weight, in seed order: the sweep runs, and at the sweep arm's own
-    weight its comparison runs (trained once, for both). Empty when the plan has no sweep."""
-    swept = [run for run in plan if run.sweep]
-    if not swept:
-        return {}
-    arm = swept[0].arm
-    seeds = [run.seed for run in plan if run.arm == arm and not run.sweep]
-    points: dict[float, list[str]] = {}
-    for run in sorted((r for r in plan if r.arm == arm), key=lambda r: (r.kld, seeds.index(r.seed))):
-        points.setdefault(run.kld, []).append(run.name)
+def arm_weights(plan_file: str | Path = PLAN_FILE) -> dict[str, float]:
+    """Each arm's own KL weight (its experiment config's), by label."""
+    return {arm: load_config(config).loss.kld for arm, config in read_plan_file(plan_file).arms.items()}
+
+
+def is_sweep_run(arm: str, kld: float, plan_file: str | Path = PLAN_FILE) -> bool:
+    """Whether a run of ``arm`` trained with KL weight ``kld`` is a KL-sweep run: an arm of the
+    study at a weight other than its own (a name that is no arm's is not)."""
+    weights = arm_weights(plan_file)
+    return arm in weights and kld != weights[arm]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One KL weight of the sweep and the runs trained with it."""
+
+    kld: float
+    arm: str  # the arm the runs belong to: the sweep arm, or the arm whose own weight this is
+    names: list[str]  # in seed order
+    comparison: bool  # the runs are that arm's comparison runs (trained once, for both)
+
+
+def sweep_points(plan: list[PlannedRun], weights: list[float]) -> list[SweepPoint]:
+    """The KL sweep's weights (``weights``: the study file's ``kld_sweep``; empty when the sweep is
+    off), in increasing order, each with its runs: at an arm's own weight that arm's comparison runs
+    (0: V1, the deterministic encoder; 1e-4: V2), else the sweep runs trained with it. A ConfigError
+    when a weight has no runs in the plan (a sweep planned without IMGINAV_KLD_SWEEP=1)."""
+    swept_arms = [run.arm for run in plan if run.sweep]
+    arms = list(dict.fromkeys([*swept_arms, *(run.arm for run in plan)]))  # the sweep arm first
+    own = {arm: next(run.kld for run in plan if run.arm == arm and not run.sweep) for arm in arms}
+    points = []
+    for kld in sorted(set(weights)):
+        owner = next((arm for arm in arms if own[arm] == kld), None)
+        if owner is not None:
+            points.append(SweepPoint(kld, owner, arm_names(plan, owner), True))
+            continue
+        runs = [run for run in plan if run.sweep and run.kld == kld]
+        if not runs:
+            raise ConfigError(
+                f"KL weight {kld:g} of the sweep has no runs in the study plan (was it made without the sweep?)"
+            )
+        points.append(SweepPoint(kld, runs[0].arm, [run.name for run in runs], False))
     return points
+
+
+def sweep_names(plan: list[PlannedRun], weights: list[float]) -> dict[float, list[str]]:
+    """``sweep_points`` as weight -> run names."""
+    return {point.kld: point.names for point in sweep_points(plan, weights)}
+
+
+# ---- the plan a study ran under, recorded in its output root ------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study plan with what it was made from: the launcher and the demo record it in the output
+    root (``write_study_plan``); the probe, the analysis and the decision read it back."""
+
+    runs: list[PlannedRun]
+    seeds: list[int]
+    sweep: bool  # IMGINAV_KLD_SWEEP was on: the runs include the KL sweep's
+    study_file: str  # the study file, relative to the repository root where it lies inside it
+    study: dict[str, Any]  # its keys, as read
+    study_text: str  # its text, comments included
+    source: str  # where this plan came from: the record's path, or the study file (nothing recorded)
+
+    @property
+    def kld_sweep(self) -> list[float]:
+        """The sweep's KL weights; empty when the sweep was off."""
+        return [float(k) for k in self.study.get("kld_sweep") or []] if self.sweep else []
+
+    def sweep_points(self) -> list[SweepPoint]:
+        return sweep_points(self.runs, self.kld_sweep)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seeds": self.seeds,
+            "sweep": self.sweep,
+            "study_file": self.study_file,
+            "study_sha256": hashlib.sha256(self.study_text.encode()).hexdigest(),
+            "study": self.study,
+            "study_text": self.study_text,
+            "gpu_hours": list(plan_gpu_hours(self.runs)),
+            "runs": [asdict(run) for run in self.runs],
+        }
+
+
+def make_study_plan(
+    seeds: list[int] | None = None, sweep: bool | None = None, plan_file: str | Path = PLAN_FILE
+) -> StudyPlan:
+    """``study_plan`` with what it was made from."""
+    path = Path(plan_file)
+    runs = study_plan(seeds, sweep, plan_file)
+    text = path.read_text()
+    return StudyPlan(
+        runs,
+        sorted({run.seed for run in runs}, key=[run.seed for run in runs].index),
+        bool(sweep),
+        _shown(path),
+        parse_yaml(text, str(path)),
+        text,
+        _shown(path),
+    )
+
+
+def write_study_plan(path: str | Path, plan: StudyPlan) -> Path:
+    """Record ``plan`` at ``path`` (JSON, written whole or not at all)."""
+    write_text_atomic(path, json.dumps(plan.to_json(), indent=1) + "\n")
+    return Path(path)
+
+
+RUN_FIELDS = {field.name: field.type for field in fields(PlannedRun)}
+
+
+def read_study_plan(path: str | Path) -> StudyPlan:
+    """A recorded plan; a ConfigError naming the file and the key when it is not one."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(
+            f"{path}: not a recorded study plan ({err}); record it again (python -m imginav_core plan "
+            "--from-env --record)"
+        ) from None
+    keys = ("seeds", "sweep", "study_file", "study", "study_text", "runs")
+    missing = [key for key in keys if not isinstance(values, dict) or key not in values]
+    if missing:
+        raise ConfigError(
+            f"{path}: a recorded study plan has the keys {', '.join(keys)}; missing: {', '.join(missing)}"
+        )
+    runs = []
+    for i, row in enumerate(values["runs"] if isinstance(values["runs"], list) else [None], start=1):
+        if not isinstance(row, dict) or set(row) != set(RUN_FIELDS):
+            raise ConfigError(f"{path}: 'runs' row {i} = {row!r}: expected the keys {', '.join(RUN_FIELDS)}")
+        kinds = {"int": int, "str": str, "float": (int, float), "bool": bool}
+        wrong = [key for key, kind in RUN_FIELDS.items() if not isinstance(row[key], kinds[kind])]
+        if wrong or row["index"] != i or not is_folder_name(row["name"]):
+            raise ConfigError(f"{path}: 'runs' row {i} = {row!r}: bad {', '.join(wrong) or 'index or name'}")
+        runs.append(PlannedRun(**(row | {"kld": float(row["kld"])})))
+    if not runs:
+        raise ConfigError(f"{path}: 'runs' is empty: a recorded study plan lists its runs")
+    return StudyPlan(
+        runs,
+        check_seeds(values["seeds"], f"{path}: 'seeds'"),
+        bool(values["sweep"]),
+        str(values["study_file"]),
+        values["study"] if isinstance(values["study"], dict) else {},
+        str(values["study_text"]),
+        str(path),
+    )
+
+
+def study_plan_at(path: str | Path, plan_file: str | Path = PLAN_FILE) -> StudyPlan:
+    """The plan recorded at ``path``, or, when nothing is recorded there, the study file's default
+    plan (its seeds, no sweep)."""
+    return read_study_plan(path) if Path(path).is_file() else make_study_plan(plan_file=plan_file)
 
 
 def planned_run(plan: list[PlannedRun], index: int) -> PlannedRun:
@@ -203,13 +357,68 @@ def arm_indices(plan: list[PlannedRun]) -> dict[str, str]:
 
 
 def plan_table(plan: list[PlannedRun]) -> str:
-    """The plan as a Markdown table, one row per array index."""
-    rows = ["| index | arm | name | config | seed | kld | sweep |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    rows += [
-        f"| {r.index} | {r.arm} | {r.name} | {r.config} | {r.seed} | {r.kld:g} | {'yes' if r.sweep else 'no'} |"
-        for r in plan
+    """The plan as a Markdown table, one row per array index, with what each run costs."""
+    rows = [
+        "| index | arm | name | config | seed | kld | sweep | GPU-hours |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for r in plan:
+        low, high = run_gpu_hours(_epochs(r.config))
+        rows.append(
+            f"| {r.index} | {r.arm} | {r.name} | {r.config} | {r.seed} | {r.kld:g} | {'yes' if r.sweep else 'no'} | "
+            f"{low:.1f}-{high:.1f} |"
+        )
     return "\n".join(rows) + "\n"
+
+
+def _epochs(config: str) -> int:
+    """The epochs a planned run's config trains (its path as the plan shows it)."""
+    path = Path(config)
+    return load_config(path if path.is_absolute() else REPO_ROOT / path).training.epochs
+
+
+def plan_gpu_hours(plan: list[PlannedRun]) -> tuple[float, float]:
+    """(fewest, most) GPU-hours of training every run of ``plan`` on the cluster."""
+    hours = [run_gpu_hours(_epochs(run.config)) for run in plan]
+    return sum(low for low, _ in hours), sum(high for _, high in hours)
+
+
+def plan_cost_text(plan: list[PlannedRun]) -> str:
+    """What the plan's runs cost on the cluster, the comparison and the KL sweep apart."""
+    comparison = [run for run in plan if not run.sweep]
+    swept = [run for run in plan if run.sweep]
+
+    def hours(runs: list[PlannedRun]) -> str:
+        low, high = plan_gpu_hours(runs)
+        return f"{low:.0f}-{high:.0f} GPU-hours"
+
+    arms = ", ".join(
+        f"{arm} {sum(r.arm == arm for r in comparison)}" for arm in dict.fromkeys(r.arm for r in comparison)
+    )
+    lines = [f"The comparison: {len(comparison)} runs ({arms}), {hours(comparison)}."]
+    if swept:
+        weights = sorted({run.kld for run in swept})
+        seeds = len({run.seed for run in swept})
+        lines.append(
+            f"The KL sweep: {len(swept)} runs more ({swept[0].arm} at KL weights "
+            f"{', '.join(f'{k:g}' for k in weights)} x {seeds} seed{'s' if seeds > 1 else ''}; an arm's own weight "
+            f"is its comparison runs, not trained again: "
+            f"{', '.join(f'{r.arm} {r.kld:g}' for r in _arm_weights(comparison))}), {hours(swept)}; "
+            f"{len(plan)} runs in all, {hours(plan)}."
+        )
+    epochs = sorted({_epochs(run.config) for run in plan})
+    low, high = run_gpu_hours(epochs[0])
+    lines.append(
+        f"A run: {'/'.join(map(str, epochs))} epochs over {USABLE_LAYOUTS:,} layouts at 512 x 512, at "
+        f"{CLUSTER_IMAGES_PER_S[0]:.0f}-{CLUSTER_IMAGES_PER_S[1]:.0f} images/s (the cluster's V100 and L40s): "
+        f"{low:.1f}-{high:.1f} GPU-hours; the probe and the analysis not included."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _arm_weights(comparison: list[PlannedRun]) -> list[PlannedRun]:
+    """The first comparison run of each arm: its own KL weight."""
+    return list({run.arm: run for run in reversed(comparison)}.values())[::-1]
 
 
 # ---- how many seeds: power and cost --------------------------------------------------------------

@@ -108,11 +108,11 @@ def _settings(stdout: str) -> tuple[dict[str, str], dict[str, str]]:
 
 def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
     env = {"IMGINAV_SEEDS": "42,43", "IMGINAV_KLD_SWEEP": "1", "IMGINAV_EPOCHS": "3", "IMGINAV_OUTPUTS": str(tmp_path)}
-    done = _run("check", "run", "--from-env", "--index", "9", env=env)  # V2, KL weight 1e-3, seed 42
+    done = _run("check", "run", "--from-env", "--index", "7", env=env)  # V2, KL weight 1e-3, seed 42
     assert done.returncode == 0, done.stderr
     settings, pairs = _settings(done.stdout)
     name = "phase1_2_AE_V2_vae_light_kld0.001_seed42"
-    assert (settings["INDEX"], settings["ARM"], settings["SEED"], settings["NAME"]) == ("9", "V2", "42", name)
+    assert (settings["INDEX"], settings["ARM"], settings["SEED"], settings["NAME"]) == ("7", "V2", "42", name)
     assert shlex.split(settings["RUN_DIR"]) == [str(tmp_path / "experiments" / name)]
     assert pairs == {
         "config": "configs/phase1_2/V2_vae_light.yaml",
@@ -125,7 +125,7 @@ def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
     cfg = training_config(**TRAIN.from_strings(pairs))  # what the notebook trains with these parameters
     assert (cfg.name, cfg.training.seed, cfg.loss.kld, cfg.training.epochs) == (name, 42, 1e-3, 3)
     every = _run("check", "run", "--from-env", env=env)  # the launcher's check: every run
-    assert every.returncode == 0 and "RUNS=10" in every.stdout.splitlines()
+    assert every.returncode == 0 and "RUNS=12" in every.stdout.splitlines()  # 2 seeds x (2 arms + 4 sweep weights)
     assert list(tmp_path.iterdir()) == []
 
 

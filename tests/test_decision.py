@@ -29,7 +29,7 @@ from imginav_core.analysis.runs import RunSummary, load_run, load_runs, missing_
 from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
 from imginav_core.outputs import Outputs
-from imginav_core.study_plan import study_plan
+from imginav_core.study_plan import make_study_plan, study_plan, write_study_plan
 from imginav_core.training.metrics_csv import write_metrics
 
 IMAGES, SCENES, PAIRS = 240, 60, 6
@@ -475,6 +475,24 @@ def test_a_planned_run_that_is_not_compared_is_named_with_why(tmp_path):
         "IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan(seeds=[42, 43]))["flags"]
     )
     assert not any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan())["flags"])
+
+
+def test_the_decision_follows_the_plan_recorded_under_the_output_root(tmp_path, monkeypatch):
+    """A study launched with seeds 42 and 43 (recorded in its output root): the decision's planned
+    runs and protocol are that plan's, with the seeds flagged as overridden; the plan's variables,
+    when set, are the plan the jobs ran and win."""
+    monkeypatch.delenv("IMGINAV_SEEDS", raising=False)
+    monkeypatch.delenv("IMGINAV_KLD_SWEEP", raising=False)
+    study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43))
+    assert decide_study(study, arms, out, {})["planned_runs"]["V1"] == [_name("V1", s) for s in (42, 43, 44, 45, 46)]
+    write_study_plan(out.study_plan, make_study_plan(seeds=[42, 43], sweep=True))
+    d = decide_study(study, arms, out, {})
+    assert d["planned_runs"] == {label: [_name(label, s) for s in (42, 43)] for label in ("V1", "V2")}
+    assert d["missing_runs"] == [] and not any("planned run not compared" in f for f in d["flags"])
+    assert d["protocol"]["parts"]["study_plan"]["seeds"] == [42, 43]
+    assert any("IMGINAV_SEEDS" in f for f in d["flags"])
+    monkeypatch.setenv("IMGINAV_SEEDS", "42,43,44")
+    assert decide_study(study, arms, out, {})["planned_runs"]["V1"] == [_name("V1", s) for s in (42, 43, 44)]
 
 
 def test_missing_runs_say_whether_not_found_unfinished_or_left_out(tiny_runs, tmp_path):

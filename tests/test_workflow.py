@@ -145,7 +145,7 @@ def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
     [
         ({"IMGINAV_SEEDS": ""}, "1-5", "6-10"),  # the plan file's seeds: 42 to 46
         ({"IMGINAV_SEEDS": "1,2"}, "1-2", "3-4"),
-        ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-5", "6-25"),  # + V2 at 3 more KL weights x 5 seeds
+        ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-5", "6-30"),  # + V2 at 4 more KL weights x 5 seeds
     ],
     ids=["plan", "seeds", "sweep"],
 )

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from ..config import config_from_dict, parse_yaml
 from ..errors import ProbeError
@@ -395,14 +396,17 @@ def git_commit(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     return commit, None if status is None else bool(status)
 
 
-def plan_record(plan: list[PlannedRun], plan_file: str | Path = PLAN_FILE) -> dict[str, Any]:
+def plan_record(
+    plan: list[PlannedRun], plan_file: str | Path = PLAN_FILE, content: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The study plan as the protocol records it: the plan file's content (its keys, not its
-    text: comments do not change the protocol), the seeds planned (the file's or IMGINAV_SEEDS'),
-    and each arm's planned comparison runs."""
+    text: comments do not change the protocol; ``content``: as the study recorded it, else read
+    from ``plan_file``), the seeds planned (the file's or IMGINAV_SEEDS'), and each arm's planned
+    comparison runs."""
     path = Path(plan_file)
     return {
         "file": path.name,
-        "content": parse_yaml(path.read_text(), str(path)),
+        "content": parse_yaml(path.read_text(), str(path)) if content is None else content,
         "seeds": sorted({run.seed for run in plan if not run.sweep}),
         "runs": {label: arm_names(plan, label) for label in ARMS},
     }
@@ -625,15 +629,19 @@ def decide_study(
     """The analysis notebook's decision: the probe read (and required, unless the parameter
     ``allow_no_probe``), the study plan's runs against those compared, unfinished runs flagged,
     then ``decide``. It reads files and changes nothing, so running it again gives the same
-    decision. ``plan``: the study plan (None: as the jobs see it, IMGINAV_SEEDS included)."""
-    from ..parameters import environment_plan
+    decision. ``plan``: the study plan (None: as the jobs see it, IMGINAV_SEEDS included; without
+    those variables the plan recorded under the output root, ``parameters.jobs_plan``)."""
+    from ..parameters import jobs_plan
 
     runs = [run for label in ARMS for run in arms[label]]
-    plan = environment_plan(plan_file=plan_file) if plan is None else plan
+    content = None  # the study file's keys: as the recorded plan holds them, else read from plan_file
+    if plan is None:
+        resolved = jobs_plan(out, plan_file=plan_file)
+        plan, content = resolved.runs, resolved.study
     probe, probe_flags = read_probe(out.probe_metrics, runs, allow_no_probe=bool(params.get("allow_no_probe")))
     planned = {label: arm_names(plan, label) for label in ARMS}
     flags = [f"unfinished run compared: {run.name}: {run.problem}" for run in runs if not run.finished] + probe_flags
-    file_seeds = read_plan_file(plan_file).seeds
+    file_seeds = read_plan_file(plan_file).seeds if content is None else content["seeds"]
     planned_seeds = sorted({run.seed for run in plan if not run.sweep})
     if planned_seeds != sorted(file_seeds):
         flags.append(
@@ -650,7 +658,7 @@ def decide_study(
         allow_no_probe=bool(params.get("allow_no_probe")),
         planned=planned,
         missing=missing_runs(out, planned, arms),
-        plan=plan_record(plan, plan_file),
+        plan=plan_record(plan, plan_file, content),
     )
 
 
@@ -691,11 +699,15 @@ def phase1_3_base_config(decision: dict, runs: list[RunSummary], phase: str = "p
     return values
 
 
-def write_decision(decision: dict, runs: list[RunSummary], out: Outputs) -> tuple[Path, Path | None]:
+def write_decision(
+    decision: dict, runs: list[RunSummary], out: Outputs, recommendation: str = ""
+) -> tuple[Path, Path | None]:
     """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the
     phase folder. Without a choice there is no next configuration: none is written, one left by an
     earlier analysis is removed (it would carry a choice this decision did not make), and the
-    second path is None."""
+    second path is None. ``recommendation``: a secondary result (the KL-weight sweep's,
+    ``sweep.Recommendation.comment``) written as comment lines at the top of phase1_3_base.yaml,
+    never into its settings: the configuration stays the pre-registered decision's choice."""
     decision_path, config_path = out.decision, out.next_phase_config
     if decision["choice"] is None:
         write_text_atomic(decision_path, json.dumps(decision, indent=1, allow_nan=True))
@@ -704,7 +716,8 @@ def write_decision(decision: dict, runs: list[RunSummary], out: Outputs) -> tupl
     base = phase1_3_base_config(decision, runs)
     cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
     write_text_atomic(decision_path, json.dumps(decision, indent=1, allow_nan=True))
-    cfg.save(config_path)
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in recommendation.splitlines())
+    write_text_atomic(config_path, comment + yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as Config.save
     return decision_path, config_path
 
 

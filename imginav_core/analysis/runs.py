@@ -124,19 +124,6 @@ def load_runs(out: Outputs, names: list[str], allow_unfinished: bool = False) ->
     return runs, require_finished(runs, allow_unfinished)
 
 
-def finished_sweep_runs(out: Outputs, points: dict[float, list[str]]) -> dict[float, list[RunSummary]]:
-    """The KL sweep's finished runs per KL weight (``study_plan.sweep_names``); runs never
-    trained or unfinished are left out, so the figure shows what exists."""
-    found: dict[float, list[RunSummary]] = {}
-    for weight, names in points.items():
-        for name in names:
-            if out.metrics_csv(name).is_file():
-                run = load_run(out, name)
-                if run.finished:
-                    found.setdefault(weight, []).append(run)
-    return found
-
-
 @dataclass(frozen=True)
 class MissingRun:
     """A run of the study plan that the comparison lacks, and why."""

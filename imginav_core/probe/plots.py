@@ -11,9 +11,20 @@ from ..outputs import Outputs
 
 
 def _label(metrics: dict, name: str) -> str:
-    """``V1 seed 42``: the arm and the autoencoder's training seed."""
+    """``V1 seed 42``: the arm and the autoencoder's training seed (a KL-sweep run: ``V2 KL 0.001
+    seed 42``)."""
     result = metrics["experiments"][name]
-    return f"{result['label']} seed {result['training_seed']}" if "training_seed" in result else result["label"]
+    label = f"{result['label']} KL {result['kld']:g}" if result.get("sweep") else result["label"]
+    return f"{label} seed {result['training_seed']}" if "training_seed" in result else label
+
+
+def comparison_runs(metrics: dict) -> tuple[dict, list[str]]:
+    """(the probe's metrics with the comparison runs only, the KL-sweep runs left out): the
+    probe's tables and headline numbers are of the V1-V2 comparison; the sweep's FLD is the
+    analysis's KL-weight curve."""
+    swept = [name for name, result in metrics["experiments"].items() if result.get("sweep")]
+    kept = {name: result for name, result in metrics["experiments"].items() if name not in swept}
+    return metrics | {"experiments": kept}, swept
 
 
 def _first_of_each_arm(metrics: dict) -> list[str]:

@@ -42,6 +42,7 @@ from ..scoring import LayoutScorer
 from ..scoring.copies import CopyDistances, CopyIndex, generated_class_maps
 from ..scoring.features import Embedding
 from ..scoring.pixels import PixelStatistics, pixel_statistics
+from ..study_plan import is_sweep_run
 from ..training.checkpoints import load_model
 from . import diffusability as d
 from .denoiser import heldout_losses, precision, sample_latents, train_denoiser, unet_layout
@@ -233,6 +234,10 @@ def probe_run(
     return {
         "label": run.label,
         "training_seed": run.config.training.seed,
+        "kld": run.config.loss.kld,
+        # a KL-sweep run, probed alike for the analysis's KL-weight curve; the probe's own tables
+        # and headline numbers are of the comparison runs (plots.comparison_runs)
+        "sweep": is_sweep_run(run.label, run.config.loss.kld),
         "variational": model.variational,
         "latent_shape": list(train_latents.shape),
         "denoiser_trained_on": (
