@@ -163,7 +163,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.notebook == "probe":
         out, names, _ = probe_parameters(**params)
         if not args.parameters_only:  # a training job that failed stops the probe here, with the run named
-            from .analysis.runs import load_runs  # (torch: not for the launcher's check on a login node)
+            from .runs import load_runs  # (torch: not for the launcher's check on a login node)
 
             load_runs(out, names)
         assignments = {"OUTPUT_ROOT": out.root, "PROBE_DIR": out.probe_dir, "NOTEBOOK": out.probe_notebook}
@@ -183,7 +183,7 @@ def _check(args: argparse.Namespace) -> int:
         out = study_outputs(values["output_root"])
         # A training job that failed stops the analysis here, in seconds, with the run named.
         if not args.parameters_only:
-            from .analysis.runs import load_runs  # (torch: not for the launcher's check on a login node)
+            from .runs import load_runs  # (torch: not for the launcher's check on a login node)
 
             runs, _ = load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
         if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
@@ -285,12 +285,12 @@ def record_plan() -> Path:
 
 
 def unfinished_runs(plan: list, from_env: bool) -> list:
-    """The runs of ``plan`` whose run folder does not say they finished (``analysis.runs``: the
+    """The runs of ``plan`` whose run folder does not say they finished (``runs``: the
     metrics CSV ends in completed or early_stopped, and best.pt is there) under the output root
     the jobs train into: what ``launch_phase1_2.sh --resume`` submits again."""
-    from .analysis.runs import load_run
     from .errors import CheckpointError, UnfinishedRunError
     from .parameters import TRAIN, planned_parameters, training_config
+    from .runs import load_run
 
     unfinished = []
     for run in plan:

@@ -25,10 +25,10 @@ from imginav_core.analysis.decision import (
     write_decision,
 )
 from imginav_core.analysis.report import key_numbers
-from imginav_core.analysis.runs import RunSummary, load_run, load_runs, missing_runs
 from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
 from imginav_core.outputs import Outputs
+from imginav_core.runs import RunSummary, load_run, load_runs, missing_runs
 from imginav_core.study_plan import make_study_plan, study_plan, write_study_plan
 from imginav_core.training.metrics_csv import write_metrics
 

@@ -14,7 +14,6 @@ import torch
 from helpers import PHASE, V1_NAME, V2_NAME
 
 from imginav_core.analysis.plots import layout_name, pair_title, short_id
-from imginav_core.analysis.runs import load_runs
 from imginav_core.analysis.study import AnalysisSettings, measure_model, run_study, work_chunks
 from imginav_core.analysis.widgets import (
     COLUMNS,
@@ -30,6 +29,7 @@ from imginav_core.analysis.widgets import (
 )
 from imginav_core.data.manifest import LayoutRecord
 from imginav_core.outputs import Outputs
+from imginav_core.runs import load_runs
 from imginav_core.training.checkpoints import load_checkpoint
 
 SETTINGS = AnalysisSettings(max_images=24, device="cpu", pairs_per_kind=2, steps=5, neighbour_pool=20)

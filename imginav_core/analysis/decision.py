@@ -43,10 +43,10 @@ from ..config import config_from_dict, parse_yaml
 from ..errors import ProbeError
 from ..files import write_text_atomic
 from ..outputs import Outputs
+from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference, run_difference
 from ..study_plan import PLAN_FILE, PlannedRun, arm_names, read_plan_file
 from .criteria import Measure, image_criteria
-from .runs import MissingRun, RunSummary, missing_runs
 from .study import Study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ import pandas as pd
 
 from ..config import Config, flatten
 from ..data.manifest import LayoutRecord
+from ..runs import RunSummary
 from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
-from .runs import RunSummary
 from .study import ARMS, Study
 from .sweep import KLSweep, number, weight_text
 

@@ -25,7 +25,7 @@ from ..outputs import Outputs, shown_path
 from ..parameters import REPO_ROOT, study_outputs
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
-    from .runs import RunSummary
+    from ..runs import RunSummary
 
 BOOK = REPO_ROOT / "book"
 GENERATED = "generated"  # book/generated/: the staged notebooks

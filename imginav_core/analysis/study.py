@@ -37,7 +37,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, config_from_dict
 from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
 from ..files import write_text_atomic
 from ..images import to_uint8
@@ -45,29 +44,18 @@ from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ..palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
+from ..runs import RunSummary, shared_config
 from ..runtime import resolve_device
 from ..scoring import LayoutScorer
 from ..training.checkpoints import load_model
 from ..training.progress import progress_bar
 from ..training.samples import pick_samples
 from . import measures as m
-from .runs import RunSummary
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
 ARMS = ("V1", "V2")
 # The classes a blurry decoder loses first: small objects of a few pixels.
 SMALL_CLASSES = ("chair", "lighting", "pier/stool")
-# What must agree between two runs for their comparison to be fair.
-SAME_DATA_KEYS = (
-    "data.manifest",
-    "data.resolution",
-    "data.synthetic_samples",
-    "data.synthetic_seed",
-    "data.val_fraction",
-    "data.test_fraction",
-    "data.split_seed",
-    "data.drop_empty",
-)
 
 
 @dataclass
@@ -193,20 +181,6 @@ class Study:
                         table[f"{key}_{name.replace('/', '_')}"] = values[:, k]
             tables.append(table)
         return pd.concat(tables, ignore_index=True)
-
-
-def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
-    """The data configuration every run trained on (refuses runs trained on different data)."""
-    base = runs[0].config
-    for run in runs[1:]:
-        differ = [k for k in SAME_DATA_KEYS if run.config.get(k) != base.get(k)]
-        if differ:
-            detail = ", ".join(f"{k}: {base.get(k)!r} vs {run.config.get(k)!r}" for k in differ)
-            raise ValueError(
-                f"{runs[0].name} and {run.name} were trained on different data ({detail}); "
-                "they cannot be compared on one test set"
-            )
-    return config_from_dict(base.to_dict(), {"output_root": str(output_root), "data.num_workers": 0})
 
 
 def choose_pairs(layouts: CachedLayouts, positions: np.ndarray, per_kind: int, seed: int) -> list[Pair]:

@@ -43,6 +43,7 @@ from scipy import stats as distributions
 from ..errors import ProbeError
 from ..files import write_text_atomic
 from ..outputs import Outputs
+from ..runs import RunSummary, load_run, shared_config
 from ..runtime import resolve_device
 from ..stats import PerImage, arm_difference, run_difference
 from ..study_plan import StudyPlan, SweepPoint
@@ -50,8 +51,7 @@ from ..training.checkpoints import load_model
 from . import measures as m
 from .criteria import Measure, image_criteria
 from .decision import Rule, _primary_scores, _scorer_seeds, _verdict, probe_problems
-from .runs import RunSummary, load_run
-from .study import Study, _batches, _small_class_counts, shared_config
+from .study import Study, _batches, _small_class_counts
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
 

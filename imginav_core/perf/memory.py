@@ -367,9 +367,9 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
 def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     """The analysis of both runs (the probe's scorer network from its cache)."""
     from ..analysis import study
-    from ..analysis.runs import load_runs
     from ..analysis.study import AnalysisSettings
     from ..outputs import Outputs
+    from ..runs import load_runs
     from ..study_plan import study_plan
 
     cfg = work.config("V1")

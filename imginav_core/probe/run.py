@@ -30,13 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..analysis.runs import RunSummary, load_runs
-from ..analysis.study import shared_config
 from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
 from ..files import atomic_path, write_text_atomic
 from ..images import save_png, to_uint8
 from ..model import LayoutAutoencoder
 from ..outputs import Outputs
+from ..runs import RunSummary, load_runs, shared_config
 from ..runtime import device_name, resolve_device
 from ..scoring import LayoutScorer
 from ..scoring.copies import CopyDistances, CopyIndex, generated_class_maps

@@ -1,10 +1,14 @@
-"""Finished training runs as the analysis sees them: metrics history, status, best checkpoint.
+"""Finished training runs as the probe and the analysis see them: metrics history, status, best
+checkpoint, and the data configuration they share.
 
 A run counts as finished when its metrics CSV ends in ``completed`` (all configured epochs) or
 ``early_stopped`` (the early-stopping record) and its ``best.pt`` exists. Anything else — a job
 killed by the wall-time limit, a non-finite loss, a missing checkpoint — is unfinished, and the
 analysis refuses to compare it unless told to, in which case the report marks it. A run of the
 study plan that is not compared at all is named with why (``missing_runs``), never dropped silently.
+
+Below ``probe`` and ``analysis`` (both read runs); torch only when a checkpoint is read, so the
+command line's checks that find a run missing answer without it.
 """
 
 from __future__ import annotations
@@ -15,12 +19,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import Config, config_from_dict, is_folder_name
-from ..errors import ConfigError, ImginavError, UnfinishedRunError
-from ..outputs import Outputs
-from ..training.checkpoints import load_checkpoint
+from .config import Config, config_from_dict, is_folder_name
+from .errors import ConfigError, ImginavError, UnfinishedRunError
+from .outputs import Outputs
 
 FINISHED = ("completed", "early_stopped")
+# What must agree between two runs for their comparison to be fair.
+SAME_DATA_KEYS = (
+    "data.manifest",
+    "data.resolution",
+    "data.synthetic_samples",
+    "data.synthetic_seed",
+    "data.val_fraction",
+    "data.test_fraction",
+    "data.split_seed",
+    "data.drop_empty",
+)
 
 
 @dataclass
@@ -89,6 +103,8 @@ def load_run(out: Outputs, name: str) -> RunSummary:
     status = str(metrics["status"].iloc[-1]) if len(metrics) else "empty"
     finished_rows = metrics[metrics["status"].isin(FINISHED + ("running",))]
 
+    from .training.checkpoints import load_checkpoint  # torch: only once there is a run to read
+
     best = out.best_checkpoint(name)
     config_source = best if best.is_file() else out.last_checkpoint(name)
     config = config_from_dict(load_checkpoint(config_source)["config"], source=str(config_source))
@@ -102,6 +118,20 @@ def load_run(out: Outputs, name: str) -> RunSummary:
     elif not best.is_file():
         problem = f"{best} is missing"
     return RunSummary(name, out, config, finished_rows.reset_index(drop=True), status, problem)
+
+
+def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:
+    """The data configuration every run trained on (refuses runs trained on different data)."""
+    base = runs[0].config
+    for run in runs[1:]:
+        differ = [k for k in SAME_DATA_KEYS if run.config.get(k) != base.get(k)]
+        if differ:
+            detail = ", ".join(f"{k}: {base.get(k)!r} vs {run.config.get(k)!r}" for k in differ)
+            raise ValueError(
+                f"{runs[0].name} and {run.name} were trained on different data ({detail}); "
+                "they cannot be compared on one test set"
+            )
+    return config_from_dict(base.to_dict(), {"output_root": str(output_root), "data.num_workers": 0})
 
 
 def require_finished(runs: list[RunSummary], allow_unfinished: bool = False) -> list[str]:

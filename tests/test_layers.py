@@ -1,0 +1,132 @@
+"""The package's layers point one way: a module imports only from its own layer or those below.
+
+The layers, bottom first (``LAYERS``; book/using/code.md says the same in words):
+
+1. foundations: ``errors``, ``files``, ``outputs``, ``palette``, ``stats``, ``images``, ``metrics``,
+   ``config``, ``runtime``, ``study_plan``
+2. ``data``
+3. ``model``, ``losses``
+4. ``training``, ``runs`` (finished runs as the probe and the analysis read them)
+5. ``scoring``
+6. ``probe``
+7. ``parameters`` (every notebook's parameters, the probe's among them)
+8. ``analysis``
+9. ``perf`` (measures everything, the analysis included)
+10. the command line (``__main__``) and the package's public API (``__init__``)
+
+Every import counts: at the top of a module, inside a function (imported when it runs), and under
+``if TYPE_CHECKING:`` (a type from above is a dependency on above all the same). Read from the
+source (AST), so the test imports nothing and takes well under a second.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+from helpers import ROOT
+
+PACKAGE = "imginav_core"
+LAYERS = [
+    ("errors", "files", "outputs", "palette", "stats", "images", "metrics", "config", "runtime", "study_plan"),
+    ("data",),
+    ("model", "losses"),
+    ("training", "runs"),
+    ("scoring",),
+    ("probe",),
+    ("parameters",),
+    ("analysis",),
+    ("perf",),
+    ("__main__", "__init__"),
+]
+LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
+
+
+def module_name(path: Path) -> str:
+    """``imginav_core/probe/run.py`` -> ``imginav_core.probe.run`` (a package: its folder's name)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every ``imginav_core`` import in ``source``, wherever it is."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+                # `from . import x` / `from .. import x`: x may be a module of that package
+                names = [f"{name}.{alias.name}" for alias in node.names] if not node.module else [name]
+            else:
+                names = [node.module or ""]
+            found += [(node.lineno, name) for name in names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return [(line, name) for line, name in found if name == PACKAGE or name.startswith(PACKAGE + ".")]
+
+
+def layer_of(module: str) -> int:
+    """The layer of a module of the package, by its first part below ``imginav_core``."""
+    parts = module.split(".")
+    part = parts[1] if len(parts) > 1 else "__init__"  # the package itself: its public API
+    if part not in LAYER:
+        raise AssertionError(f"{module}: put {part!r} in a layer of tests/test_layers.py LAYERS (and in code.md)")
+    return LAYER[part]
+
+
+def upward_imports(path: Path, source: str) -> list[str]:
+    """Each import in ``source`` (the file at ``path``) of a module from a higher layer, explained."""
+    module = module_name(path)
+    own = layer_of(module)
+    problems = []
+    for line, target in imported_modules(source, module, path.name == "__init__.py"):
+        if target == PACKAGE:  # the package's own __init__ (config, errors): the foundations
+            continue
+        level = layer_of(target)
+        if level > own:
+            problems.append(
+                f"{path.relative_to(ROOT)}:{line} imports {target} (layer {level + 1}: {', '.join(LAYERS[level])}) "
+                f"from layer {own + 1} ({', '.join(LAYERS[own])}): move what both need to a layer below both"
+            )
+    return problems
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    files = sorted((ROOT / PACKAGE).rglob("*.py"))
+    assert len(files) > 40  # the package, not an empty folder
+    problems = [problem for path in files for problem in upward_imports(path, path.read_text())]
+    assert not problems, "\n".join(problems)
+
+
+def test_an_upward_import_is_found_wherever_it_hides():
+    """The check on a built case: the probe reading the analysis at the top, in a function, under
+    TYPE_CHECKING and relatively through ``from .. import``; and a downward import that is fine."""
+    probe = ROOT / PACKAGE / "probe" / "run.py"
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "from ..scoring import LayoutScorer\n"  # down: fine
+        "from ..analysis.study import shared_config\n"
+        "if TYPE_CHECKING:\n    from imginav_core.analysis.runs import RunSummary\n"
+        "def f():\n    from .. import analysis\n"
+        "def g():\n    import imginav_core.perf.memory\n"
+    )
+    problems = upward_imports(probe, source)
+    assert [re.search(r":(\d+) imports (\S+)", p).groups() for p in problems] == [
+        ("3", "imginav_core.analysis.study"),
+        ("5", "imginav_core.analysis.runs"),
+        ("7", "imginav_core.analysis"),
+        ("9", "imginav_core.perf.memory"),
+    ]
+    assert "layer 8: analysis" in problems[0] and "from layer 6 (probe)" in problems[0]
+
+
+def test_the_book_names_the_layers_in_the_same_order():
+    """book/using/code.md's paragraph on the layers names every layer, bottom first."""
+    text = (ROOT / "book" / "using" / "code.md").read_text()
+    paragraph = re.search(r"Layers point one way:.*?(?:\n\n|\Z)", text, re.S).group(0)
+    named = [name for name in re.findall(r"`([\w.]+?)(?:\.py)?`", paragraph) if name in LAYER]
+    assert set(named) == set(LAYER), f"code.md's layers paragraph lacks {sorted(set(LAYER) - set(named))}"
+    first = {name: named.index(name) for name in LAYER}
+    order = sorted(LAYER, key=first.get)
+    assert [LAYER[name] for name in order] == sorted(LAYER[name] for name in order), order
