@@ -7,8 +7,8 @@ killed by the wall-time limit, a non-finite loss, a missing checkpoint — is un
 analysis refuses to compare it unless told to, in which case the report marks it. A run of the
 study plan that is not compared at all is named with why (``missing_runs``), never dropped silently.
 
-Below ``probe`` and ``analysis`` (both read runs); torch only when a checkpoint is read, so the
-command line's checks that find a run missing answer without it.
+Below ``probe`` and ``analysis`` (both read runs). pandas and torch are imported only when a run is
+there to read, so the command line's checks that find a run missing answer without them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .config import Config, config_from_dict, is_folder_name
 from .errors import ConfigError, ImginavError, UnfinishedRunError
 from .outputs import Outputs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FINISHED = ("completed", "early_stopped")
 # What must agree between two runs for their comparison to be fair.
@@ -96,14 +98,16 @@ def load_run(out: Outputs, name: str) -> RunSummary:
             f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained with "
             f"output_root={out.root}? did its job fail before the first epoch? see hpc/logs/)"
         )
+    import pandas as pd  # (pandas and torch: only once there is a run to read)
+
+    from .training.checkpoints import load_checkpoint
+
     with open(metrics_path, newline="") as handle:
         rows = [row for row in csv.DictReader(handle)]
     metrics = pd.DataFrame(rows)
     metrics = metrics.apply(lambda col: pd.to_numeric(col, errors="coerce") if col.name != "status" else col)
     status = str(metrics["status"].iloc[-1]) if len(metrics) else "empty"
     finished_rows = metrics[metrics["status"].isin(FINISHED + ("running",))]
-
-    from .training.checkpoints import load_checkpoint  # torch: only once there is a run to read
 
     best = out.best_checkpoint(name)
     config_source = best if best.is_file() else out.last_checkpoint(name)

@@ -56,6 +56,38 @@ def test_help_answers_without_importing_torch():
         assert f"python -m imginav_core {command}" in done.stdout, command  # each has an example
 
 
+# The checks every job and the launcher run first, as they run them; the probe's and the analysis's
+# without --parameters-only find no run here, so they stop naming it (status 2).
+CHECKS = [
+    (["check", "train", "--from-env", "-p", "config", str(V2)], 0),
+    (["check", "run", "--from-env", "--index", "1"], 0),
+    (["check", "run", "--from-env"], 0),
+    (["check", "probe", "--from-env", "--parameters-only"], 0),
+    (["check", "analysis", "--from-env", "--parameters-only"], 0),
+    (["check", "probe", "--from-env"], 2),
+    (["check", "analysis", "--from-env"], 2),
+]
+
+
+def test_check_answers_without_importing_torch(tmp_path):
+    """`check` runs first in every LSF job, in the launcher on a login node and in many tests: it
+    reads parameters and files, never a network, so it must not pay for importing torch."""
+    code = (
+        "import contextlib, io, sys\nfrom imginav_core.__main__ import main\n"
+        f"for argv, _ in {CHECKS!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n        status = main(argv)\n"
+        "    print(status, 'torch' in sys.modules, ' '.join(argv[:2]))\n"
+    )
+    env = {**os.environ, "IMGINAV_OUTPUTS": str(tmp_path), "IMGINAV_HTML_MANAGER": str(tmp_path / "manager.tgz")}
+    (tmp_path / "manager.tgz").write_bytes(b"")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" ", 2) for line in done.stdout.splitlines()]
+    assert [(status, command) for status, _, command in lines] == [(str(s), " ".join(a[:2])) for a, s in CHECKS]
+    assert [torch for _, torch, _ in lines] == ["False"] * len(CHECKS), done.stdout
+    assert "no metrics for experiment" in done.stderr  # the probe's and the analysis's checks named the run
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_a_help_text_and_an_example(command):
     parser = build_parser()
