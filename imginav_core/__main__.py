@@ -8,6 +8,7 @@ when a command runs, so ``--help`` answers at once (no torch). An error that say
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .config import override_values, parse_overrides
 from .errors import ConfigError, ImginavError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -26,19 +28,6 @@ def command(name: str):
         return function
 
     return register
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` pairs as dotted config overrides, the values read as YAML."""
-    from .config import parse_yaml
-
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. training.epochs=2")
-        overrides[key.strip()] = parse_yaml(value, f"--set {pair!r}") if value.strip() else ""
-    return overrides
 
 
 def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tuple[dict[str, str], dict[str, Any]]:
@@ -54,6 +43,10 @@ def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tup
         for name, text in notebook.from_environment().items():
             given[name], where[name] = text, notebook[name].env
     for name, text in pairs:
+        if name == "overrides" and "overrides" in given:  # the variables' keys, then -p's: one mapping
+            both = {**override_values(given[name], where[name]), **override_values(text, "-p overrides")}
+            given[name], where[name] = json.dumps(both), f"{where[name]} and -p overrides"
+            continue
         given[name], where[name] = text, f"-p {name}"
     if from_env and notebook in (PROBE, ANALYSIS):
         root = notebook.from_strings({"output_root": given["output_root"]}) if "output_root" in given else {}
@@ -71,7 +64,7 @@ def planned_run_parameters(
     the study plan; every planned run checked when ``index`` is None (RUNS: how many)."""
     import os
 
-    from .parameters import PLANNED, TRAIN, environment_plan, planned_parameters, training_config
+    from .parameters import PLANNED, TRAIN, environment_plan, planned_parameters, set_variable, training_config
     from .study_plan import planned_run
 
     for name, _ in pairs:
@@ -92,6 +85,14 @@ def planned_run_parameters(
     runs = plan if index is None else [planned_run(plan, index)]
     for run in runs:
         given, params = notebook_parameters(TRAIN, [*pairs, *planned_parameters(run).items()], from_env)
+        overridden = override_values(params.get("overrides"), "overrides")
+        for name in PLANNED:
+            if TRAIN[name].key in overridden:
+                raise ConfigError(
+                    f"overrides set '{TRAIN[name].key}' (-p overrides or {set_variable(TRAIN[name].key)}): the study "
+                    f"plan sets each run's {name}; change configs/phase1_2/study.yaml, IMGINAV_SEEDS or "
+                    "IMGINAV_KLD_SWEEP instead"
+                )
         cfg = training_config(**params)  # refuses a bad parameter, naming it
     if index is None:
         return {"RUNS": len(plan)}, {}
@@ -133,7 +134,9 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError("which experiment? give its YAML, e.g. configs/phase1_2/V2_vae_light.yaml")
     # CONFIG: the file's values, changed only where told. -p config: exactly what the notebook
     # trains with the same -p parameters (the LSF job's torchrun and papermill calls agree).
-    train(training_config(config, overrides=parse_overrides(args.set), notebook_defaults=not args.config, **params))
+    # -p overrides, then --set: both dotted config keys, --set last
+    overrides = {**override_values(params.pop("overrides", None), "-p overrides"), **parse_overrides(args.set)}
+    train(training_config(config, overrides=overrides, notebook_defaults=not args.config, **params))
     return 0
 
 

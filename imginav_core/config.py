@@ -286,6 +286,41 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None
 
 
+def parse_overrides(pairs: list[str], where: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``) as dotted config overrides, each value read as YAML
+    (``training.lr=3e-4`` is the float, an empty value the empty string). The keys are checked
+    when the overrides are applied (``load_config``: an unknown key is refused, named)."""
+    overrides = {}
+    for pair in pairs:
+        if not isinstance(pair, str):
+            raise ConfigError(f"{where} {pair!r}: expected a 'key=value' string, e.g. 'training.epochs=2'")
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"{where} {pair!r}: expected key=value, e.g. training.epochs=2")
+        overrides[key.strip()] = parse_yaml(value, f"{where} {pair!r}") if value.strip() else ""
+    return overrides
+
+
+def override_values(value: Any, where: str) -> dict[str, Any]:
+    """Dotted config overrides given as a notebook parameter: None (none), a mapping
+    ``{"training.lr": 3e-4}``, a list of ``KEY=VALUE`` strings read as ``--set`` reads them, or
+    text holding either as YAML (``-p overrides '{training.lr: 3e-4}'``; one ``KEY=VALUE`` alone
+    is a list of one)."""
+    if isinstance(value, str):
+        value = parse_yaml(value, where) if value.strip() else None
+        value = [value] if isinstance(value, str) else value
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}: key {key!r} is no dotted config key such as 'training.lr'")
+        return dict(value)
+    if isinstance(value, (list, tuple)):
+        return parse_overrides(list(value), where)
+    raise ConfigError(f"{where} = {value!r}: expected a mapping of dotted config keys or a list of 'key=value' strings")
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:

@@ -1,23 +1,29 @@
 """The study's experiments and the notebooks' parameters: the one list from which the papermill
 calls, the ``IMGINAV_*`` variables of the LSF jobs and the README's settings table follow.
 
-A training setting has up to four spellings, all listed here once: its config key
-(``--set training.epochs=2``), the notebook parameter (``-p epochs 2``), the job's environment
-variable (``IMGINAV_EPOCHS=2``) and, in the configs, the YAML key. Paths given as parameters
-are relative to the repository root, whatever folder the notebook runs in (papermill from the
-root, Jupyter from ``notebooks/``). ``-p`` values are typed as papermill types them (``None``,
-``True``/``False``, integers, floats such as ``1e-3``, else strings).
+Every config key has one name, its dotted key (``training.lr``), and three ways in: ``--set
+training.lr=3e-4`` on the command line, train.ipynb's ``overrides`` parameter (``-p overrides
+'{training.lr: 3e-4}'``, or a list of ``KEY=VALUE`` strings) and, for the LSF jobs, the variable the
+key names mechanically (``IMGINAV_SET_TRAINING__LR=3e-4``: ``IMGINAV_SET_``, then the key in capitals
+with each ``.`` as ``__``; ``set_variable`` and ``variable_key``). The named parameters below
+(``-p lr``, ``IMGINAV_LR``) are the everyday ones the settings table lists, kept as they were;
+``overrides`` is applied after them. Paths given as parameters are relative to the repository root,
+whatever folder the notebook runs in (papermill from the root, Jupyter from ``notebooks/``). ``-p``
+values are typed as papermill types them (``papermill_value``: ``None``, ``True``/``False``,
+integers, floats such as ``1e-3``, else strings).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, is_folder_name, load_config
+from .config import Config, is_folder_name, load_config, override_values, schema_keys
 from .errors import ConfigError
 from .outputs import Outputs
 from .probe.settings import DEFAULTS as PROBE_DEFAULTS
@@ -40,13 +46,22 @@ EXPERIMENTS = {
     "V1": REPO_ROOT / "configs/phase1_2/V1_deterministic.yaml",
     "V2": REPO_ROOT / "configs/phase1_2/V2_vae_light.yaml",
 }
-KINDS = {"str": (str,), "path": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+KINDS = {
+    "str": (str,),
+    "path": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "overrides": (str, list, tuple, dict),  # config.override_values reads them
+}
+# A config key's job variable: this prefix, then the key in capitals, each "." as "__".
+SET_PREFIX = "IMGINAV_SET_"
 
 
 @dataclass(frozen=True)
 class Parameter:
     name: str  # papermill -p NAME; the variable of the notebook's parameters cell
-    kind: str  # str | path (relative to the repository root) | int | float | bool
+    kind: str  # str | path (relative to the repository root) | int | float | bool | overrides
     default: Any
     meaning: str
     key: str = ""  # the config key it overrides ("" = not a config setting)
@@ -60,7 +75,10 @@ class Parameter:
             return None
         kinds = KINDS[self.kind]
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            wanted = self.kind + (" or None" if self.optional else "")
+            wanted = (
+                "a mapping of config keys or a list of 'key=value' strings" if self.kind == "overrides" else self.kind
+            )
+            wanted += " or None" if self.optional else ""
             source = f"{where}: " if where else ""
             raise ConfigError(f"{source}notebook parameter '{self.name}' = {value!r}: expected {wanted}")
         return float(value) if self.kind == "float" else value
@@ -102,11 +120,19 @@ class Notebook:
         empty means the parameter's default (IMGINAV_OUTPUTS= is the default output root), so it
         is passed on only where that default is itself empty (the manifest: the synthetic layouts)."""
         environ = os.environ if environ is None else environ
-        return {
+        given = {
             p.name: environ[p.env]
             for p in self.parameters
             if p.env and p.env in environ and (environ[p.env] != "" or p.default == "")
         }
+        if "overrides" in self.names:
+            pairs = environment_overrides(environ)
+            for p in self.parameters:
+                if p.key and p.name in given and set_variable(p.key) in pairs:
+                    raise ConfigError(f"{p.env} and {set_variable(p.key)} both set '{p.key}': give it once, by either")
+            if pairs:  # as -p text: a YAML (JSON) list of KEY=VALUE strings, read back as --set reads them
+                given["overrides"] = json.dumps([f"{variable_key(v)}={text}" for v, text in pairs.items()])
+        return given
 
 
 def default_output_root(environ: Mapping[str, str] | None = None) -> str:
@@ -123,8 +149,46 @@ def repo_path(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def set_variable(key: str) -> str:
+    """The job variable of a dotted config key: ``training.lr`` -> ``IMGINAV_SET_TRAINING__LR``."""
+    return SET_PREFIX + key.upper().replace(".", "__")
+
+
+def variable_key(variable: str) -> str:
+    """The dotted config key of an ``IMGINAV_SET_*`` variable (``set_variable`` read back), or a
+    ConfigError naming the variable when it names no key."""
+    key = variable.removeprefix(SET_PREFIX).lower().replace("__", ".")
+    if not variable.startswith(SET_PREFIX) or key not in schema_keys():
+        close = difflib.get_close_matches(key, schema_keys(), n=1, cutoff=0.5)
+        hint = f" (did you mean {set_variable(close[0])}, for '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"{variable}: names no config key ({SET_PREFIX}<KEY> sets KEY, in capitals, each '.' as '__'){hint}"
+        )
+    return key
+
+
+def environment_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``IMGINAV_SET_*`` variables set and not empty, each checked to name a config key (in
+    the environment's order); their values are text, read as YAML like ``--set``'s."""
+    environ = os.environ if environ is None else environ
+    pairs = {v: text for v, text in environ.items() if v.startswith(SET_PREFIX) and text != ""}
+    for variable in pairs:
+        variable_key(variable)
+    return pairs
+
+
 def papermill_value(text: str) -> Any:
-    """How papermill types a ``-p`` value."""
+    """How papermill types a ``-p`` value (``papermill.cli._resolve_type`` in papermill 2.x:
+    ``True``/``False``/``None``, else ``int``, else ``float``, else the text), so that ``check``
+    types and validates a job's ``-p`` parameters exactly as the notebook will receive them.
+
+    Why a copy rather than papermill's own: the only typing papermill has for text is that private
+    function of its command line (``papermill.parameterize_notebook`` takes values already typed; the
+    jobs pass every parameter with ``-p``, never ``-r``, which keeps text, or ``-y``, which reads
+    YAML and would turn ``1e-3`` into the string '1e-3'); and importing ``papermill.cli`` costs
+    about 1.5 s (nbclient, nbformat, click...), ten times a whole ``check``, which every job and the
+    launcher on a login node run first. tests/test_command_line.py checks that this copy and
+    papermill's agree on tricky cases, so a papermill that types differently fails the tests."""
     if text in ("True", "False"):
         return text == "True"
     if text == "None":
@@ -236,6 +300,16 @@ TRAIN = Notebook(
             key="training.seed",
             env="IMGINAV_SEED",
             optional=True,
+        ),
+        Parameter(
+            "overrides",
+            "overrides",
+            None,
+            "any config keys, set last as `--set` sets them: `{training.lr: 3e-4}` or `['training.lr=3e-4']`; "
+            "a job: one variable per key, `IMGINAV_SET_TRAINING__LR=3e-4`",
+            env=SET_PREFIX + "<KEY>",
+            optional=True,
+            shown_default="none",
         ),
     ),
 )
@@ -425,14 +499,17 @@ def training_config(
 ) -> Config:
     """The configuration train.ipynb trains with: the experiment YAML, the parameters that are not
     None (with ``notebook_defaults``, those not given at the parameters cell's values, as the
-    notebook has them), then ``overrides`` (dotted config keys, ``--set``). Raises ConfigError
+    notebook has them), then ``overrides`` (dotted config keys, as ``--set``: a mapping, or the
+    notebook's ``overrides`` parameter as given, see ``config.override_values``). Raises ConfigError
     naming the parameter or key."""
     TRAIN["config"].check(config)
+    if not isinstance(overrides, Mapping):  # the notebook's `overrides` parameter, as given
+        overrides = override_values(TRAIN["overrides"].check(overrides), "notebook parameter 'overrides'")
     for unknown in set(params) - set(TRAIN.names):
         TRAIN[unknown]  # raises, naming the parameter
     values = {}
     for parameter in TRAIN.parameters:
-        if parameter.name == "config":
+        if parameter.name in ("config", "overrides"):
             continue
         if parameter.name not in params and not notebook_defaults:
             continue
@@ -614,7 +691,7 @@ def settings_table() -> str:
                 continue
             listed.add(p.env)
             rows.append(
-                f"| {p.meaning} | {f'`{p.key}`' if p.key else '—'} | `{p.name}` "
+                f"| {p.meaning} | {'any' if p.kind == 'overrides' else f'`{p.key}`' if p.key else '—'} | `{p.name}` "
                 f"({', '.join(readers.get(p.env, [label]))}) | "
                 f"{f'`{p.env}`' if p.env else '— (the job script)'} | {_default(p.default, p.shown_default)} |"
             )

@@ -13,8 +13,19 @@ import yaml
 from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2
 
 from imginav_core.__main__ import build_parser, main
+from imginav_core.config import load_config, parse_overrides, schema_keys
+from imginav_core.errors import ConfigError
 from imginav_core.outputs import Outputs, shown_path
-from imginav_core.parameters import ANALYSIS, PROBE, TRAIN, settings_table, training_config
+from imginav_core.parameters import (
+    ANALYSIS,
+    PROBE,
+    TRAIN,
+    papermill_value,
+    set_variable,
+    settings_table,
+    training_config,
+    variable_key,
+)
 
 COMMANDS = [
     "train",
@@ -169,6 +180,7 @@ def test_check_run_gives_an_array_element_its_planned_run(tmp_path):
         (["--index", "1", "-p", "seed", "3"], {}, "-p seed: the study plan sets each run's seed"),
         (["--index", "1"], {"IMGINAV_SEED": "3"}, "IMGINAV_SEED=3: the study plan sets each run's seed"),
         (["--index", "1"], {"IMGINAV_SEEDS": "x"}, "IMGINAV_SEEDS = 'x'"),
+        (["--index", "1"], {"IMGINAV_SET_TRAINING__SEED": "3"}, "overrides set 'training.seed'"),
     ],
 )
 def test_check_run_refuses_what_the_plan_cannot_run(tmp_path, args, env, message):
@@ -317,3 +329,78 @@ def test_an_empty_variable_means_the_default_except_where_the_default_is_empty(t
     assert given == {"manifest": ""}
     cfg = training_config(str(V1), **TRAIN.from_strings(given))
     assert cfg.output_root == str(ROOT / "outputs") and cfg.data.manifest == ""
+
+
+def test_every_config_key_has_one_job_variable_named_by_a_rule():
+    """IMGINAV_SET_ + the key in capitals, '.' as '__': read back, each variable gives its key."""
+    variables = [set_variable(key) for key in schema_keys()]
+    assert len(set(variables)) == len(variables) > 30
+    assert [variable_key(v) for v in variables] == schema_keys()
+    assert variable_key("IMGINAV_SET_TRAINING__EARLY_STOPPING__PATIENCE") == "training.early_stopping.patience"
+    with pytest.raises(ConfigError, match=r"IMGINAV_SET_TRAINING_LR: names no config key .*IMGINAV_SET_TRAINING__LR"):
+        variable_key("IMGINAV_SET_TRAINING_LR")  # one underscore: no key
+
+
+def test_a_job_sets_any_config_key_by_its_variable(tmp_path):
+    env = {
+        "IMGINAV_OUTPUTS": str(tmp_path),
+        "IMGINAV_LR": "2e-4",
+        "IMGINAV_SET_TRAINING__WEIGHT_DECAY": "0.05",
+        "IMGINAV_SET_DATA__NUM_WORKERS": "3",
+        "IMGINAV_SET_TRAINING__EARLY_STOPPING__PATIENCE": "",  # empty: not set, as the other variables
+    }
+    done = _run("check", "train", "--from-env", "-p", "config", str(V1), "-p", "overrides", "{loss.mse: 2}", env=env)
+    assert done.returncode == 0, done.stderr
+    _, pairs = _settings(done.stdout)
+    cfg = training_config(**TRAIN.from_strings(pairs))  # what the notebook trains with these -p parameters
+    assert (cfg.training.lr, cfg.training.weight_decay, cfg.data.num_workers, cfg.loss.mse) == (2e-4, 0.05, 3, 2)
+    assert cfg.training.early_stopping.patience == load_config(V1).training.early_stopping.patience
+    both = _run("check", "train", "--from-env", "-p", "config", str(V1), env={**env, "IMGINAV_SET_TRAINING__LR": "1"})
+    assert both.returncode == 2 and "IMGINAV_LR and IMGINAV_SET_TRAINING__LR both set 'training.lr'" in both.stderr
+    typo = _run("check", "train", "--from-env", "-p", "config", str(V1), env={**env, "IMGINAV_SET_TRAINING__LRR": "1"})
+    assert typo.returncode == 2 and "IMGINAV_SET_TRAINING__LRR: names no config key" in typo.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"training.lr": 3e-4, "data.num_workers": 2},
+        ["training.lr=3e-4", "data.num_workers=2"],
+        "{training.lr: 3e-4, data.num_workers: 2}",  # -p text: read as YAML
+        '["training.lr=3e-4", "data.num_workers=2"]',
+    ],
+    ids=["mapping", "list", "yaml-mapping-text", "yaml-list-text"],
+)
+def test_the_notebooks_overrides_are_read_as_set_reads_them_after_the_named_parameters(overrides):
+    expected = load_config(V1, parse_overrides(["training.lr=3e-4", "data.num_workers=2"]))
+    cfg = training_config(str(V1), overrides=overrides, lr=1.0)  # the named lr first, the override last
+    assert cfg.to_dict() == {**expected.to_dict(), "output_root": cfg.output_root}
+    assert training_config(str(V1), overrides="training.epochs=3").training.epochs == 3  # one pair alone
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"training.lrr": 1}, "unknown override key 'training.lrr' (did you mean 'training.lr'?)"),
+        (["training.lr"], "'training.lr': expected key=value"),
+        (["training.lr=1", 5], "5: expected a 'key=value' string"),
+        (5, "notebook parameter 'overrides' = 5: expected a mapping of config keys or a list"),
+    ],
+)
+def test_a_bad_override_is_refused_naming_it(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        training_config(str(V1), overrides=overrides)
+    assert message in str(err.value)
+
+
+def test_p_values_are_typed_as_papermill_types_them():
+    """``check`` types -p text with a copy of papermill's rule (see papermill_value for why a
+    copy): the two agree, tricky cases included, or a new papermill fails here."""
+    from papermill.cli import _resolve_type
+
+    texts = ["True", "true", "None", "none", "0", "-0", "1_000", "0x10", " 5", "１２", "1e-3", "3E-4", "1.", ".5"]
+    texts += ["nan", "inf", "-Infinity", "1e400", "", "configs/x.yaml", "[1, 2]", "{a: 1}", "kld0.001_seed42"]
+    for text in texts:
+        mine, theirs = papermill_value(text), _resolve_type(text)
+        assert type(mine) is type(theirs) and (mine == theirs or mine != mine and theirs != theirs), text

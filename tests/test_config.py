@@ -3,8 +3,7 @@ import yaml
 from helpers import ROOT, V1, V2
 
 from imginav_core import ConfigError, load_config
-from imginav_core.__main__ import parse_overrides
-from imginav_core.config import config_from_dict
+from imginav_core.config import config_from_dict, parse_overrides
 
 
 def test_experiments_inherit_the_architecture_and_set_only_what_they_vary():
