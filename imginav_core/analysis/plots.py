@@ -12,20 +12,20 @@ import pandas as pd
 
 from ..config import Config, flatten
 from ..data.manifest import LayoutRecord
+from ..study_plan import study_arms
 from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
-from .study import ARMS, Study
+from .study import Study
 from .sweep import KLSweep, number, weight_text
-
-COLOURS = {"V1": "#377eb8", "V2": "#e41a1c"}
-
 
 LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _colour(label: str) -> str:
-    return COLOURS.get(label, "#4d4d4d")
+    """The arm's colour, as the study file gives it; grey for a label that is no arm of it."""
+    arm = study_arms().get(label)
+    return arm.colour if arm else "#4d4d4d"
 
 
 def _seed_index(runs: list[RunSummary], run: RunSummary) -> int:
@@ -347,7 +347,7 @@ def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
 def reconstructions(study: Study) -> plt.Figure:
     """Per row one validation layout: input, each arm's reconstruction and segmentation (the
     arm's first seed)."""
-    shown = [study.shown(label) for label in ARMS]
+    shown = [study.shown(label) for label in study.labels]
     types = study.data.val.types[study.example_positions]
     titles = ["input"] + [f"{r.label} reconstruction" for r in shown] + [f"{r.label} segmentation" for r in shown]
     n = len(study.example_positions)
@@ -395,7 +395,7 @@ def pair_title(study: Study, pair_index: int) -> str:
 def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> plt.Figure:
     """Decoded frames along the straight path between one pair, one row per arm (first seed)."""
     label = study.pairs[pair_index].label
-    rows = [(f"{r.label} seed {r.seed}", r.frames[label]) for r in (study.shown(a) for a in ARMS)]
+    rows = [(f"{r.label} seed {r.seed}", r.frames[label]) for r in (study.shown(a) for a in study.labels)]
     picks = list(range(0, len(study.alphas), every))
     if picks[-1] != len(study.alphas) - 1:
         picks.append(len(study.alphas) - 1)
@@ -422,7 +422,7 @@ def noise_robustness(study: Study) -> plt.Figure:
     criterion: 0 = unmoved, 0.5 = as far as another layout, 1 for a decoder ignoring its latent).
     Each run a thin line, each arm's mean over seeds a thick one. Descriptive: decides nothing."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
-    for label in ARMS:
+    for label in study.labels:
         runs = study.arm(label)
         sigmas = runs[0].metrics["noise"]["sigmas"]
         for ax, key in ((left, "decoded_change"), (right, "relative_change")):
@@ -460,7 +460,7 @@ def latent_distribution(study: Study) -> plt.Figure:
     """Left: histogram of what a diffusion model would see, scaled by its scale factor (the VAE's
     posterior samples). Right: per-channel excess kurtosis (0 = Gaussian)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
-    for k, label in enumerate(ARMS):
+    for k, label in enumerate(study.labels):
         r = study.shown(label)
         lat = r.metrics["latent"]
         values = r.latents.flatten().numpy() * lat["scale_factor"]
@@ -523,7 +523,7 @@ def reconstruction_table(study: Study) -> pd.DataFrame:
     column per arm and subset (all measured layouts, rooms, scenes). Descriptive: intervals and
     verdicts are the criteria table's."""
     columns = {}
-    for label in ARMS:
+    for label in study.labels:
         runs = study.arm(label)
         for subset in runs[0].metrics["reconstruction"]:
             values = [r.metrics["reconstruction"][subset] for r in runs]
@@ -592,7 +592,7 @@ def interpolation_table(study: Study) -> pd.DataFrame:
     *length* the path-length ratio (a description, not a quality). All descriptive: they decide
     nothing (the criteria table says so)."""
     rows = {}
-    for label in ARMS:
+    for label in study.labels:
         runs = study.arm(label)
         for kind in ("all pairs", "room-room", "scene-scene", "room-scene"):
             infos = [
