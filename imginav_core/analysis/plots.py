@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..config import Config, flatten
 from ..data.manifest import LayoutRecord
-from ..study_plan import study_arms
+from ..study_plan import decision_arms, study_arms
 from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .runs import RunSummary
@@ -460,6 +460,7 @@ def latent_distribution(study: Study) -> plt.Figure:
     """Left: histogram of what a diffusion model would see, scaled by its scale factor (the VAE's
     posterior samples). Right: per-channel excess kurtosis (0 = Gaussian)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
+    width = 0.8 / len(study.labels)  # the arms' bars side by side on each channel
     for k, label in enumerate(study.labels):
         r = study.shown(label)
         lat = r.metrics["latent"]
@@ -474,9 +475,9 @@ def latent_distribution(study: Study) -> plt.Figure:
         )
         kurtosis = lat["channel_excess_kurtosis"]
         right.bar(
-            np.arange(len(kurtosis)) + (0.2 if k else -0.2),
+            np.arange(len(kurtosis)) + (k - (len(study.labels) - 1) / 2) * width,
             kurtosis,
-            width=0.4,
+            width=width,
             color=_colour(label),
             label=f"{label} ({lat['of']})",
         )
@@ -491,21 +492,23 @@ def latent_distribution(study: Study) -> plt.Figure:
 
 
 def posterior_channels(study: Study) -> plt.Figure | None:
-    """The VAE's KL per latent channel and the share of each channel's units that are active."""
-    r = study.shown("V2")
+    """The VAE's (the decision's candidate arm's) KL per latent channel and the share of each
+    channel's units that are active."""
+    _, vae = decision_arms()
+    r = study.shown(vae)
     post = r.metrics.get("posterior")
     if not post:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.2))
     channels = np.arange(len(post["kl_per_channel"]))
-    left.bar(channels, post["kl_per_channel"], color=_colour("V2"))
-    left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"V2 seed {r.seed}: KL per channel")
-    right.bar(channels, post["active_share_per_channel"], color=_colour("V2"))
+    left.bar(channels, post["kl_per_channel"], color=_colour(vae))
+    left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"{vae} seed {r.seed}: KL per channel")
+    right.bar(channels, post["active_share_per_channel"], color=_colour(vae))
     right.set(
         xlabel="latent channel",
         ylabel="share of units active",
         ylim=(0, 1.05),
-        title=f"V2 seed {r.seed}: {post['active_units']} of {post['units']} units active",
+        title=f"{vae} seed {r.seed}: {post['active_units']} of {post['units']} units active",
     )
     fig.tight_layout()
     return fig
