@@ -235,6 +235,7 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     mean) with its 95 % interval over the runs (none with one run), the runs as small dots; V1 and
     V2 marked in their colours. The line joins the positive weights only."""
     x = kl_positions([p.kld for p in sweep.curve])
+    markers = dict(zip(decision_arms(), ("s", "D")))  # the decided arms' own points: square, diamond
     fig, axes = plt.subplots(3, 2, figsize=(8.4, 9.6), sharex=True)
     for ax, (key, title) in zip(axes.flat, SWEEP_PANELS):
         line = []
@@ -245,7 +246,7 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
             colour = _colour(point.arm) if point.comparison else "#4d4d4d"
             ax.scatter([x[point.kld]] * len(value.runs), value.runs, s=10, color=colour, alpha=0.4, zorder=2)
             error = None if value.ci95 is None else [[value.estimate - value.ci95[0]], [value.ci95[1] - value.estimate]]
-            marker = {"V1": "s", "V2": "D"}.get(point.arm, "o") if point.comparison else "o"
+            marker = markers.get(point.arm, "o") if point.comparison else "o"
             ax.errorbar([x[point.kld]], [value.estimate], yerr=error, marker=marker, capsize=3, color=colour, zorder=3)
             if point.kld > 0:
                 line.append((x[point.kld], value.estimate))
@@ -274,8 +275,19 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     notes = axes.flat[len(SWEEP_PANELS)]
     notes.axis("off")
     shown = [
-        plt.Line2D([], [], color=_colour("V1"), marker="s", label="V1: weight 0, the deterministic encoder"),
-        plt.Line2D([], [], color=_colour("V2"), marker="D", label="V2: its weight 1e-4 (the comparison's VAE)"),
+        plt.Line2D(
+            [],
+            [],
+            color=_colour(p.arm),
+            marker=markers.get(p.arm, "o"),
+            label=f"{p.arm}: weight 0, the deterministic encoder"
+            if p.kld == 0
+            else f"{p.arm}: its weight {weight_text(p.kld)} (the comparison's VAE)",
+        )
+        for p in sweep.curve
+        if p.comparison
+    ]
+    shown += [
         plt.Line2D([], [], color="#4d4d4d", marker="o", label="the VAE at the sweep's other weights"),
         plt.Line2D(
             [],
