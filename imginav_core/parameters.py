@@ -24,6 +24,7 @@ from .probe.settings import DEFAULTS as PROBE_DEFAULTS
 from .probe.settings import ProbeSettings
 from .study_plan import (
     PLAN_FILE,
+    STUDY_FILE_VARIABLE,
     PlannedRun,
     StudyPlan,
     arm_names,
@@ -363,6 +364,16 @@ PROBE = Notebook(
 # lists (`check probe/analysis --from-env`), so each executed notebook says which; a notebook run
 # without them takes the recorded plan's.
 PLAN = (
+    Parameter(
+        "study_file",
+        "path",
+        None,
+        "the study file (repository-relative): the arms (each an experiment config, its colour in the figures "
+        "and its book page), the two the decision compares, the seeds, the KL sweep",
+        env=STUDY_FILE_VARIABLE,
+        optional=True,
+        shown_default="`configs/phase1_2/study.yaml`",
+    ),
     Parameter(
         "seeds",
         "str",
