@@ -188,7 +188,8 @@ def _check(args: argparse.Namespace) -> int:
         if not args.parameters_only:
             from .runs import load_runs  # (torch: not for the launcher's check on a login node)
 
-            runs, _ = load_runs(out, values["experiment_v1"] + values["experiment_v2"], values["allow_unfinished"])
+            names = [name for arm in values["arms"].values() for name in arm]
+            runs, _ = load_runs(out, names, values["allow_unfinished"])
         if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
             raise UnfinishedRunError(
                 f"the diffusion probe has not run: {out.probe_notebook} does not exist "

@@ -30,22 +30,23 @@ from .probe.settings import DEFAULTS as PROBE_DEFAULTS
 from .probe.settings import ProbeSettings
 from .study_plan import (
     PLAN_FILE,
+    STUDY_FILE_VARIABLE,
     PlannedRun,
     StudyPlan,
     arm_names,
     check_seeds,
     make_study_plan,
+    read_plan_file,
+    study_arms,
     study_plan,
     study_plan_at,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS_VARIABLE = "IMGINAV_OUTPUTS"
-# The two experiments of Phase 1.2, by the label the figures and the decision use.
-EXPERIMENTS = {
-    "V1": REPO_ROOT / "configs/phase1_2/V1_deterministic.yaml",
-    "V2": REPO_ROOT / "configs/phase1_2/V2_vae_light.yaml",
-}
+# The experiments of Phase 1.2's arms (configs/phase1_2/study.yaml's), by the label the figures and
+# the decision use: what the benchmarks time and measure.
+EXPERIMENTS = read_plan_file(PLAN_FILE).configs
 KINDS = {
     "str": (str,),
     "path": (str,),
@@ -438,6 +439,16 @@ PROBE = Notebook(
 # without them takes the recorded plan's.
 PLAN = (
     Parameter(
+        "study_file",
+        "path",
+        None,
+        "the study file (repository-relative): the arms (each an experiment config, its colour in the figures "
+        "and its book page), the two the decision compares, the seeds, the KL sweep",
+        env=STUDY_FILE_VARIABLE,
+        optional=True,
+        shown_default="`configs/phase1_2/study.yaml`",
+    ),
+    Parameter(
         "seeds",
         "str",
         None,
@@ -550,12 +561,12 @@ def plan_settings(environ: Mapping[str, str] | None = None) -> tuple[list[int] |
     return seeds, sweep
 
 
-def environment_plan(environ: Mapping[str, str] | None = None, plan_file: str | Path = PLAN_FILE) -> list[PlannedRun]:
+def environment_plan(environ: Mapping[str, str] | None = None, plan_file: str | Path | None = None) -> list[PlannedRun]:
     """The study plan as the LSF jobs see it: the plan file, with IMGINAV_SEEDS and IMGINAV_KLD_SWEEP."""
     return study_plan(*plan_settings(environ), plan_file=plan_file)
 
 
-def recorded_plan(output_root: str | Path | Outputs, plan_file: str | Path = PLAN_FILE) -> StudyPlan:
+def recorded_plan(output_root: str | Path | Outputs, plan_file: str | Path | None = None) -> StudyPlan:
     """The study plan recorded under ``output_root`` (or in the phase folder of ``Outputs``) by the
     launcher or the demo (``plan --record``), or, when nothing is recorded there, the plan file's
     default plan: what the probe's and the analysis's run lists default to, so that the output root
@@ -565,7 +576,7 @@ def recorded_plan(output_root: str | Path | Outputs, plan_file: str | Path = PLA
 
 
 def jobs_plan(
-    output_root: str | Path | Outputs, environ: Mapping[str, str] | None = None, plan_file: str | Path = PLAN_FILE
+    output_root: str | Path | Outputs, environ: Mapping[str, str] | None = None, plan_file: str | Path | None = None
 ) -> StudyPlan:
     """The plan the probe and the analysis jobs take their runs from: the one IMGINAV_SEEDS and
     IMGINAV_KLD_SWEEP set, when either is set (as the launcher's jobs inherit them); else the one
@@ -585,12 +596,20 @@ def planned_parameters(run: PlannedRun) -> dict[str, str]:
 def plan_runs(notebook: Notebook, plan: list[PlannedRun]) -> dict[str, str]:
     """The probe's or the analysis's run lists for ``plan``, as -p text: what their None stands for.
     The probe: every run, the KL sweep's too (the curve's FLD, same budget and seeds); the analysis:
-    each arm's comparison runs."""
+    each arm's comparison runs, for the arms that have a parameter (``arm_parameter``)."""
     if notebook is PROBE:
         return {"experiments": ",".join(run.name for run in plan)}
     if notebook is ANALYSIS:
-        return {"experiment_v1": ",".join(arm_names(plan, "V1")), "experiment_v2": ",".join(arm_names(plan, "V2"))}
+        parameters = {label: arm_parameter(label) for label in study_arms()}
+        return {key: ",".join(arm_names(plan, label)) for label, key in parameters.items() if key}
     return {}
+
+
+def arm_parameter(label: str) -> str | None:
+    """analysis.ipynb's parameter that names an arm's runs (``experiment_v1`` for V1), None for an
+    arm without one (its runs are always the plan's)."""
+    name = f"experiment_{label.lower()}"
+    return name if name in ANALYSIS.names else None
 
 
 def run_list(value: Any, parameter: str) -> list[str]:
@@ -609,13 +628,17 @@ def run_list(value: Any, parameter: str) -> list[str]:
 
 
 def experiment_name(label: str) -> str:
-    """The experiment name of V1 or V2, as its config sets it."""
-    return load_config(EXPERIMENTS[label]).name
+    """The experiment name of an arm (V1, V2), as its config sets it."""
+    arms = study_arms()
+    if label not in arms:
+        raise ConfigError(f"no arm {label!r} in {read_plan_file().path}; its arms: {', '.join(arms)}")
+    return load_config(arms[label].config).name
 
 
 def study_outputs(output_root: str | Path) -> Outputs:
-    """The Phase 1.2 outputs under ``output_root`` (the phase folder as the experiments set it)."""
-    return Outputs(repo_path(output_root), load_config(EXPERIMENTS["V1"]).phase)
+    """The Phase 1.2 outputs under ``output_root`` (the phase folder as the experiments set it: the
+    study file's first arm's)."""
+    return Outputs(repo_path(output_root), load_config(next(iter(study_arms().values())).config).phase)
 
 
 def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
@@ -637,25 +660,33 @@ def probe_parameters(**params: Any) -> tuple[Outputs, list[str], ProbeSettings]:
 def analysis_parameters(**params: Any) -> dict[str, Any]:
     """analysis.ipynb's parameters, checked. ``experiment_v1`` and ``experiment_v2`` come back as
     lists of run names (given comma-separated; None: the V1 / V2 runs, in seed order, of the study
-    plan recorded under the output root, else of the plan file's default plan)."""
+    plan recorded under the output root, else of the plan file's default plan). ``arms``: every arm
+    of the study file, label -> its runs (the parameter's where the arm has one, else the plan's)."""
     for unknown in set(params) - set(ANALYSIS.names):
         ANALYSIS[unknown]  # raises, naming the parameter
-    lists = {
-        key: params[key] for key in ("experiment_v1", "experiment_v2") if isinstance(params.get(key), (list, tuple))
-    }
+    keys = {label: arm_parameter(label) for label in study_arms()}
+    lists = {key: params[key] for key in keys.values() if key and isinstance(params.get(key), (list, tuple))}
     values = {p.name: lists.get(p.name) or p.check(params.get(p.name, p.default)) for p in ANALYSIS.parameters}
     values["output_root"] = repo_path(values["output_root"] or default_output_root())
-    defaults = {}
-    if None in (values["experiment_v1"], values["experiment_v2"]):
-        defaults = plan_runs(ANALYSIS, recorded_plan(values["output_root"]).runs)
-    for key in ("experiment_v1", "experiment_v2"):
-        values[key] = run_list(defaults[key] if values[key] is None else values[key], key)
-    both = set(values["experiment_v1"]) & set(values["experiment_v2"])
-    if both:
-        raise ConfigError(
-            f"notebook parameters 'experiment_v1' and 'experiment_v2' both name {', '.join(sorted(both))}: "
-            "a run is in one arm"
-        )
+    plan = None
+    values["arms"] = {}
+    for label, key in keys.items():
+        if key and values[key] is not None:
+            values["arms"][label] = values[key] = run_list(values[key], key)
+            continue
+        plan = plan or recorded_plan(values["output_root"]).runs
+        values["arms"][label] = run_list(arm_names(plan, label), key or f"the plan's {label} runs")
+        if key:
+            values[key] = values["arms"][label]
+    seen: dict[str, str] = {}
+    for label, names in values["arms"].items():
+        for name in names:
+            if name in seen:
+                raise ConfigError(
+                    f"the runs of {seen[name]} and {label} both name {name} (notebook parameters "
+                    f"{', '.join(k for k in keys.values() if k)}, else the study plan): a run is in one arm"
+                )
+            seen[name] = label
     if values["max_images"] < 2:
         raise ConfigError(f"notebook parameter 'max_images' = {values['max_images']}: need at least 2 layouts")
     return values

@@ -7,6 +7,12 @@ asked, the KL-weight sweep (the sweep arm with each weight and each seed; a weig
 own is that arm's comparison runs, not trained twice). Row ``i`` is array element
 ``$LSB_JOBINDEX = i`` (1-based). Torch-free: the command line and the launcher read it.
 
+The study file is also the one place that says what the arms are: each arm's label, experiment
+config, colour in the figures and book page (``Arm``; ``study_arms``), and the two arms the
+pre-registered decision compares (``decision_arms``). The plan, the analysis's run lists and the
+figures iterate over them; a third arm is a new entry in the file, no code. Which file:
+``IMGINAV_STUDY_FILE`` where set (relative to the repository root), else ``configs/phase1_2/study.yaml``.
+
 The launcher and the demo record the plan they run (``StudyPlan``, written as
 ``OUTPUT_ROOT/<phase>/study_plan.json``: the rows, the seeds, whether the sweep was on, the study
 file used), and the probe and the analysis take their runs from that record, so that the output
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,17 @@ from .files import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAN_FILE = REPO_ROOT / "configs/phase1_2/study.yaml"
-PLAN_KEYS = ("arms", "seeds", "kld_sweep", "sweep_arm")
+STUDY_FILE_VARIABLE = "IMGINAV_STUDY_FILE"
+PLAN_KEYS = ("arms", "decision", "seeds", "kld_sweep", "sweep_arm")
+ARM_KEYS = ("config", "colour", "page")
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def study_file() -> Path:
+    """The study file in use: ``$IMGINAV_STUDY_FILE`` (relative to the repository root) where set,
+    else ``configs/phase1_2/study.yaml``."""
+    given = os.environ.get(STUDY_FILE_VARIABLE, "").strip()
+    return REPO_ROOT / given if given else PLAN_FILE
 
 
 @dataclass(frozen=True)
@@ -42,14 +60,77 @@ class PlannedRun:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One arm of the study, as its study file describes it."""
+
+    label: str  # the figures' and the decision's name of it ("V1")
+    config: Path  # its experiment config
+    colour: str  # its colour in every figure, "#rrggbb"
+    page: str  # the book page (book/_toc.yml) that shows its first run's training notebook
+
+
+@dataclass(frozen=True)
 class StudyFile:
     """``study.yaml`` as read and checked."""
 
     path: Path
-    arms: dict[str, Path]  # label -> experiment config
+    arms: dict[str, Arm]  # by label, in the file's order
     seeds: list[int]
     kld_sweep: list[float]
     sweep_arm: str | None
+    decision: tuple[str, str]  # (baseline, candidate): the two arms the pre-registered decision compares
+
+    @property
+    def configs(self) -> dict[str, Path]:
+        """Each arm's experiment config, by label."""
+        return {label: arm.config for label, arm in self.arms.items()}
+
+
+def _arm(path: Path, label: Any, entry: Any) -> Arm:
+    """One entry of 'arms', checked: a ConfigError naming the file, the arm and the key otherwise."""
+    if not isinstance(label, str) or not is_folder_name(label):
+        raise ConfigError(f"{path}: arm label {label!r}: use only letters, digits, '_', '-', '.'")
+    where = f"{path}: 'arms.{label}'"
+
+    def key_is(key: str) -> str:
+        return f"{path}: 'arms.{label}.{key}' = {entry[key]!r}"
+
+    if not isinstance(entry, dict):
+        raise ConfigError(
+            f"{where} = {entry!r}: expected the keys {', '.join(ARM_KEYS)}, e.g. "
+            '{config: V1_deterministic.yaml, colour: "#377eb8", page: V1_training}'
+        )
+    for key in entry:
+        if key not in ARM_KEYS:
+            raise ConfigError(f"{where}: unknown key '{key}'; an arm has {', '.join(ARM_KEYS)}")
+    for key in ARM_KEYS:
+        if key not in entry:
+            raise ConfigError(f"{where}: missing key '{key}'")
+        if not isinstance(entry[key], str) or not entry[key].strip():
+            raise ConfigError(f"{key_is(key)}: expected text")
+    config = path.parent / entry["config"]
+    if not config.is_file():
+        raise ConfigError(f"{key_is('config')}: config file not found: {config}")
+    if not HEX_COLOUR.fullmatch(entry["colour"]):
+        raise ConfigError(f'{key_is("colour")}: expected a hex colour, e.g. "#377eb8"')
+    if not is_folder_name(entry["page"]):
+        raise ConfigError(f"{key_is('page')}: expected a page name (letters, digits, '_', '-', '.')")
+    return Arm(label, config, entry["colour"], entry["page"])
+
+
+def _decision(path: Path, value: Any, arms: dict[str, Arm]) -> tuple[str, str]:
+    """'decision', checked: two different arms of the file."""
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(label not in arms for label in value)
+        or value[0] == value[1]
+    ):
+        raise ConfigError(
+            f"{path}: 'decision' = {value!r}: expected the two arms the decision compares, [baseline, candidate], "
+            f"two of {', '.join(arms)}"
+        )
+    return value[0], value[1]
 
 
 def _seeds(value: Any, where: str) -> list[int]:
@@ -69,9 +150,10 @@ def check_seeds(seeds: Any, where: str = "seeds") -> list[int]:
     return _seeds(seeds, where)
 
 
-def read_plan_file(plan_file: str | Path = PLAN_FILE) -> StudyFile:
-    """Read and check a study file: an unknown or missing key is an error naming the file and key."""
-    path = Path(plan_file)
+def read_plan_file(plan_file: str | Path | None = None) -> StudyFile:
+    """Read and check a study file (None: ``study_file()``): an unknown or missing key is an error
+    naming the file and key."""
+    path = Path(plan_file or study_file())
     if not path.is_file():
         raise ConfigError(f"study plan not found: {path}")
     values = parse_yaml(path.read_text(), str(path)) or {}
@@ -80,18 +162,15 @@ def read_plan_file(plan_file: str | Path = PLAN_FILE) -> StudyFile:
     for key in values:
         if key not in PLAN_KEYS:
             raise ConfigError(f"{path}: unknown key '{key}'; a study plan has {', '.join(PLAN_KEYS)}")
-    for key in ("arms", "seeds"):
+    for key in ("arms", "decision", "seeds"):
         if key not in values:
             raise ConfigError(f"{path}: missing key '{key}'")
-    arms = values["arms"]
-    if not isinstance(arms, dict) or not arms or any(not isinstance(c, str) for c in arms.values()):
+    if not isinstance(values["arms"], dict) or not values["arms"]:
         raise ConfigError(
-            f"{path}: 'arms' = {arms!r}: expected label: config file (relative to this file), "
-            "e.g. {V1: V1_deterministic.yaml}"
+            f"{path}: 'arms' = {values['arms']!r}: expected label: {{config, colour, page}}, e.g. "
+            'V1: {config: V1_deterministic.yaml, colour: "#377eb8", page: V1_training}'
         )
-    for label in arms:
-        if not isinstance(label, str) or not is_folder_name(label):
-            raise ConfigError(f"{path}: arm label {label!r}: use only letters, digits, '_', '-', '.'")
+    arms = {label: _arm(path, label, entry) for label, entry in values["arms"].items()}
     sweep = values.get("kld_sweep") or []
     if not isinstance(sweep, list) or any(
         not isinstance(k, (int, float)) or isinstance(k, bool) or k < 0 for k in sweep
@@ -106,11 +185,22 @@ def read_plan_file(plan_file: str | Path = PLAN_FILE) -> StudyFile:
         )
     return StudyFile(
         path,
-        {label: path.parent / config for label, config in arms.items()},
+        arms,
         _seeds(values["seeds"], f"{path}: 'seeds'"),
         [float(k) for k in sweep],
         sweep_arm,
+        _decision(path, values["decision"], arms),
     )
+
+
+def study_arms(plan_file: str | Path | None = None) -> dict[str, Arm]:
+    """The study's arms by label, in the study file's order (None: ``study_file()``)."""
+    return read_plan_file(plan_file).arms
+
+
+def decision_arms(plan_file: str | Path | None = None) -> tuple[str, str]:
+    """(baseline, candidate): the two arms the pre-registered decision compares."""
+    return read_plan_file(plan_file).decision
 
 
 def _shown(config: Path) -> str:
@@ -120,7 +210,7 @@ def _shown(config: Path) -> str:
 
 
 def study_plan(
-    seeds: list[int] | None = None, sweep: bool | None = None, plan_file: str | Path = PLAN_FILE
+    seeds: list[int] | None = None, sweep: bool | None = None, plan_file: str | Path | None = None
 ) -> list[PlannedRun]:
     """The runs, in array-index order. ``seeds``: None = the plan file's; ``sweep``: None = off
     (the sweep is trained only when asked: IMGINAV_KLD_SWEEP=1)."""
@@ -128,7 +218,7 @@ def study_plan(
     seeds = study.seeds if seeds is None else check_seeds(seeds)
     rows: list[dict[str, Any]] = []
     own_kld: dict[str, float] = {}
-    for arm, config in study.arms.items():
+    for arm, config in study.configs.items():
         cfg = load_config(config)
         own_kld[arm] = cfg.loss.kld
         rows += [
@@ -138,7 +228,7 @@ def study_plan(
             for seed in seeds
         ]
     if sweep:
-        config = study.arms[study.sweep_arm]
+        config = study.configs[study.sweep_arm]
         for kld in study.kld_sweep:
             # A weight that is an arm's own is that arm's comparison runs (V1's 0: the deterministic
             # encoder; V2's 1e-4): the same training, so they are not trained twice (sweep_points()
@@ -169,12 +259,12 @@ def arm_names(plan: list[PlannedRun], arm: str) -> list[str]:
     return names
 
 
-def arm_weights(plan_file: str | Path = PLAN_FILE) -> dict[str, float]:
+def arm_weights(plan_file: str | Path | None = None) -> dict[str, float]:
     """Each arm's own KL weight (its experiment config's), by label."""
-    return {arm: load_config(config).loss.kld for arm, config in read_plan_file(plan_file).arms.items()}
+    return {arm: load_config(config).loss.kld for arm, config in read_plan_file(plan_file).configs.items()}
 
 
-def is_sweep_run(arm: str, kld: float, plan_file: str | Path = PLAN_FILE) -> bool:
+def is_sweep_run(arm: str, kld: float, plan_file: str | Path | None = None) -> bool:
     """Whether a run of ``arm`` trained with KL weight ``kld`` is a KL-sweep run: an arm of the
     study at a weight other than its own (a name that is no arm's is not)."""
     weights = arm_weights(plan_file)
@@ -257,10 +347,10 @@ class StudyPlan:
 
 
 def make_study_plan(
-    seeds: list[int] | None = None, sweep: bool | None = None, plan_file: str | Path = PLAN_FILE
+    seeds: list[int] | None = None, sweep: bool | None = None, plan_file: str | Path | None = None
 ) -> StudyPlan:
     """``study_plan`` with what it was made from."""
-    path = Path(plan_file)
+    path = Path(plan_file or study_file())
     runs = study_plan(seeds, sweep, plan_file)
     text = path.read_text()
     return StudyPlan(
@@ -321,7 +411,7 @@ def read_study_plan(path: str | Path) -> StudyPlan:
     )
 
 
-def study_plan_at(path: str | Path, plan_file: str | Path = PLAN_FILE) -> StudyPlan:
+def study_plan_at(path: str | Path, plan_file: str | Path | None = None) -> StudyPlan:
     """The plan recorded at ``path``, or, when nothing is recorded there, the study file's default
     plan (its seeds, no sweep)."""
     return read_study_plan(path) if Path(path).is_file() else make_study_plan(plan_file=plan_file)
@@ -451,7 +541,7 @@ def seed_plan(
     *,
     target: float = 0.8,
     seeds: range = range(2, 9),
-    plan_file: str | Path = PLAN_FILE,
+    plan_file: str | Path | None = None,
 ) -> tuple[list[SeedOption], int | None, int]:
     """(one row per number of seeds per arm; the fewest seeds that reach ``target`` power, None
     beyond 100; the epochs a run trains, from the arms' configs). ``effect``: the true difference
@@ -465,7 +555,7 @@ def seed_plan(
             "standard deviation within an arm (> 0), in the same units"
         )
     study = read_plan_file(plan_file)
-    epochs = max(load_config(config).training.epochs for config in study.arms.values())
+    epochs = max(load_config(config).training.epochs for config in study.configs.values())
     per_run = run_gpu_hours(epochs)
     needed = seeds_needed(effect, spread, target=target)
     counts = sorted(set(seeds) | ({needed} if needed else set()))
@@ -482,7 +572,7 @@ def seed_plan(
     return rows, needed, epochs
 
 
-def seed_plan_text(effect: float, spread: float, *, target: float = 0.8, plan_file: str | Path = PLAN_FILE) -> str:
+def seed_plan_text(effect: float, spread: float, *, target: float = 0.8, plan_file: str | Path | None = None) -> str:
     """``seed_plan`` as the command line prints it: a Markdown table and the answer."""
     rows, needed, epochs = seed_plan(effect, spread, target=target, plan_file=plan_file)
     low, high = run_gpu_hours(epochs)

@@ -37,6 +37,13 @@ from imginav_core.study_plan import (
 )
 
 STUDY = ROOT / "configs/phase1_2/study.yaml"
+# a study file's arms and decision, as the tests' study files write them
+ARM = (
+    "arms:\n"
+    '  V1: {config: V1_deterministic.yaml, colour: "#377eb8", page: V1_training}\n'
+    '  V2: {config: V2_vae_light.yaml, colour: "#e41a1c", page: V2_training}\n'
+)
+DECISION = "decision: [V1, V2]\n"
 
 
 def _study_file() -> dict:
@@ -58,7 +65,8 @@ def test_the_table_is_each_arm_with_each_seed_as_the_configs_say():
     study = _study_file()
     plan = study_plan()
     expected = []
-    for arm, config in study["arms"].items():
+    for arm, entry in study["arms"].items():
+        config = entry["config"]
         cfg = load_config(STUDY.parent / config)
         expected += [
             (arm, f"configs/phase1_2/{config}", seed, cfg.loss.kld, f"{cfg.name}_seed{seed}", False)
@@ -81,7 +89,7 @@ def test_the_kl_sweep_is_appended_only_when_asked_each_arms_own_weight_not_train
     swept = with_sweep[len(plan) :]
     # six weights, from the deterministic encoder to a strongly regularised VAE; 0 is V1's, 1e-4 V2's
     assert [float(k) for k in study["kld_sweep"]] == [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-    own = {arm: load_config(STUDY.parent / config).loss.kld for arm, config in study["arms"].items()}
+    own = {arm: load_config(STUDY.parent / entry["config"]).loss.kld for arm, entry in study["arms"].items()}
     assert own == {"V1": 0.0, "V2": 1e-4}
     trained = [1e-5, 1e-3, 1e-2, 1e-1]  # the VAE at the others
     assert [(r.kld, r.seed) for r in swept] == [(k, s) for k in trained for s in study["seeds"]]
@@ -150,21 +158,26 @@ def test_a_bad_plan_variable_is_refused_naming_it(variable, value, message):
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nseed: 2\n", "unknown key 'seed'"),
-        ("arms: {V1: V1_deterministic.yaml}\n", "missing key 'seeds'"),
-        ("arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V9\n", "'sweep_arm' = 'V9'"),
+        (f"{ARM}{DECISION}seeds: [1]\nseed: 2\n", "unknown key 'seed'"),
+        (f"{ARM}{DECISION}", "missing key 'seeds'"),
+        (f"{ARM}seeds: [1]\n", "missing key 'decision'"),
+        (f"{ARM}decision: [V1, V1]\nseeds: [1]\n", "'decision' = ['V1', 'V1']"),
+        (f"{ARM}{DECISION}seeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V9\n", "'sweep_arm' = 'V9'"),
         (
-            "arms: {V1: V1_deterministic.yaml}\nseeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V1\n",
+            f"{ARM}{DECISION}seeds: [1]\nkld_sweep: [1.0e-3]\nsweep_arm: V1\n",
             "a KL weight needs a variational encoder",
         ),
-        ("arms: {V1: missing.yaml}\nseeds: [1]\n", "config file not found"),
+        (f"{ARM.replace('V1_deterministic', 'missing')}{DECISION}seeds: [1]\n", "config file not found"),
+        (f"arms:\n  V1: V1_deterministic.yaml\n{DECISION}seeds: [1]\n", "'arms.V1' = 'V1_deterministic.yaml'"),
+        (f"{ARM.replace(', page: V1_training', '')}{DECISION}seeds: [1]\n", "'arms.V1': missing key 'page'"),
+        (f"{ARM.replace('#377eb8', 'blue')}{DECISION}seeds: [1]\n", "'arms.V1.colour' = 'blue'"),
     ],
 )
 def test_a_bad_study_file_is_refused_naming_the_file_and_key(tmp_path, text, message):
     (tmp_path / "phase1_2").mkdir()  # a copy of configs/: common.yaml inherits ../phase1_1_architecture.yaml
     study = tmp_path / "phase1_2" / "study.yaml"
     study.write_text(text)
-    for config in ("V1_deterministic.yaml", "common.yaml"):
+    for config in ("V1_deterministic.yaml", "V2_vae_light.yaml", "common.yaml"):
         (study.parent / config).write_text((STUDY.parent / config).read_text())
     (tmp_path / "phase1_1_architecture.yaml").write_text((ROOT / "configs/phase1_1_architecture.yaml").read_text())
     with pytest.raises(ConfigError) as err:

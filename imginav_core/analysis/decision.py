@@ -24,6 +24,11 @@ sharpness, palette purity, latent noise, interpolation paths, the nearest-neighb
 the KL band) is reported with its interval and flags, and does not decide; so are the primary's
 robustness checks (other scorer seeds, another denoiser budget). Every planned run that is not
 compared is named, with why.
+
+The decision compares exactly two arms, the study file's ``decision: [baseline, candidate]``
+(``study_plan.decision_arms``: V1, the deterministic encoder, and V2, the VAE): a study file that
+names other than two arms there is refused (a ConfigError naming it), and ``decide`` raises when
+the study has no runs of either. Any further arm of the study is measured and drawn, not decided on.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from ..files import write_text_atomic
 from ..outputs import Outputs
 from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference, run_difference
-from ..study_plan import PLAN_FILE, PlannedRun, arm_names, read_plan_file
+from ..study_plan import PlannedRun, arm_names, decision_arms, read_plan_file, study_file
 from .criteria import Measure, image_criteria
 from .study import Study
 
@@ -59,7 +64,6 @@ PRIMARY = Measure(
     "lower",
     relative=True,
 )
-ARMS = ("V1", "V2")
 PROBE_COMMAND = "`bsub < hpc/diffusion_probe.sh` on the cluster, or `bash hpc/diffusion_probe.sh` without LSF"
 
 
@@ -219,13 +223,15 @@ def _robustness(probe: dict, arms: dict[str, list[str]], scorers: list[str] | No
     """The arm difference (mean V2 - mean V1) under each scorer seed alone and under each other
     denoiser budget (``budgets``), and whether its sign agrees with the primary estimate's."""
 
+    baseline, candidate = decision_arms()
+
     def difference(score) -> float:
-        return float(np.mean([score(n) for n in arms["V2"]]) - np.mean([score(n) for n in arms["V1"]]))
+        return float(np.mean([score(n) for n in arms[candidate]]) - np.mean([score(n) for n in arms[baseline]]))
 
     def check(value: float) -> dict:
         return {"difference": value, "agrees": bool(value * estimate > 0)}
 
-    names = arms["V1"] + arms["V2"]
+    names = arms[baseline] + arms[candidate]
     by_scorer = {
         seed: check(difference(lambda n, s=seed: _generated(probe, n)["fld_by_scorer"][s])) for seed in scorers or []
     }
@@ -253,10 +259,11 @@ def _robustness(probe: dict, arms: dict[str, list[str]], scorers: list[str] | No
 
 
 def _primary(probe: dict, study: Study, rule: Rule) -> dict[str, Any]:
-    arms = {label: [r.name for r in study.arm(label)] for label in ARMS}
-    scorers = _scorer_seeds(probe, arms["V1"] + arms["V2"])
-    a, a_se = _primary_scores(probe, arms["V1"], scorers)
-    b, b_se = _primary_scores(probe, arms["V2"], scorers)
+    baseline, candidate = decision_arms()
+    arms = {label: [r.name for r in study.arm(label)] for label in (baseline, candidate)}
+    scorers = _scorer_seeds(probe, arms[baseline] + arms[candidate])
+    a, a_se = _primary_scores(probe, arms[baseline], scorers)
+    b, b_se = _primary_scores(probe, arms[candidate], scorers)
     interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed, log=True)
     settings = probe.get("settings", {})
     generated = int(settings.get("samples", 0)) * int(settings.get("seeds", 1))
@@ -290,14 +297,15 @@ def _measures(study: Study, rule: Rule):
 
 def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[str, Any]]:
     criteria: dict[str, dict[str, Any]] = {}
+    baseline, candidate = decision_arms()
     if probe is not None:
         criteria[PRIMARY.name] = _primary(probe, study, rule)
     for measure, (key, denominator), margin in _measures(study, rule):
         if measure.per == "pair":  # pairs are the items, each its own group
-            a, b = _per_pair(study, "V1", key), _per_pair(study, "V2", key)
+            a, b = _per_pair(study, baseline, key), _per_pair(study, candidate, key)
             item_groups = np.arange(len(study.pairs))
         else:  # layouts are the items, resampled scene by scene
-            a, b = _per_image(study, "V1", key, denominator), _per_image(study, "V2", key, denominator)
+            a, b = _per_image(study, baseline, key, denominator), _per_image(study, candidate, key, denominator)
             item_groups = study.groups  # scenes joined with identical layouts: no copy counts twice
         interval = arm_difference(
             a,
@@ -306,7 +314,7 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
             relative=measure.relative,
             resamples=rule.resamples,
             seed=rule.seed,
-            names=("V1 (deterministic)", "V2 (VAE)"),
+            names=(f"{baseline} (deterministic)", f"{candidate} (VAE)"),
         )
         criterion = {
             "role": measure.role,
@@ -328,7 +336,8 @@ def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[st
 
 def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str], bool]:
     flags, collapsed = [], False
-    for r in study.arm("V2"):
+    _, candidate = decision_arms()
+    for r in study.arm(candidate):
         post = r.metrics.get("posterior")
         if not post:
             continue
@@ -346,7 +355,7 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
         if post["collapsed"]:
             collapsed = True
             flags.append(f"{r.name}: posterior collapse: {post['active_units']} of {post['units']} latent units active")
-    posts = [r.metrics["posterior"] for r in study.arm("V2") if "posterior" in r.metrics]
+    posts = [r.metrics["posterior"] for r in study.arm(candidate) if "posterior" in r.metrics]
     if posts:
         criteria["kl"] = {
             "role": "flag",
@@ -397,18 +406,18 @@ def git_commit(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
 
 
 def plan_record(
-    plan: list[PlannedRun], plan_file: str | Path = PLAN_FILE, content: dict[str, Any] | None = None
+    plan: list[PlannedRun], plan_file: str | Path | None = None, content: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The study plan as the protocol records it: the plan file's content (its keys, not its
     text: comments do not change the protocol; ``content``: as the study recorded it, else read
     from ``plan_file``), the seeds planned (the file's or IMGINAV_SEEDS'), and each arm's planned
-    comparison runs."""
-    path = Path(plan_file)
+    comparison runs (of the two arms the decision compares)."""
+    path = Path(plan_file or study_file())
     return {
         "file": path.name,
         "content": parse_yaml(path.read_text(), str(path)) if content is None else content,
         "seeds": sorted({run.seed for run in plan if not run.sweep}),
-        "runs": {label: arm_names(plan, label) for label in ARMS},
+        "runs": {label: arm_names(plan, label) for label in decision_arms(path)},
     }
 
 
@@ -495,8 +504,9 @@ def _verdict_and_reason(criteria: dict, collapsed: bool, probe: dict | None) -> 
 
 
 def _data_limits(runs: dict[str, list[RunSummary]], train_images: int, rule: Rule) -> list[str]:
-    any_run = runs["V1"][0]
-    epochs = min(run.epochs_run for label in ARMS for run in runs[label])
+    arms = decision_arms()
+    any_run = runs[arms[0]][0]
+    epochs = min(run.epochs_run for label in arms for run in runs[label])
     too_little = []
     if train_images < rule.min_train_images:
         too_little.append(f"{train_images} training layouts (< {rule.min_train_images})")
@@ -510,7 +520,7 @@ def _data_limits(runs: dict[str, list[RunSummary]], train_images: int, rule: Rul
 
 def _plan_flags(planned: dict[str, list[str]], compared: dict[str, list[str]], missing: list[MissingRun]) -> list[str]:
     flags = [f"planned run not compared: {run.shown()}" for run in missing]
-    extra = [name for label in ARMS for name in compared[label] if name not in planned.get(label, [])]
+    extra = [name for label in compared for name in compared[label] if name not in planned.get(label, [])]
     if extra:
         flags.append(f"compared but not in the study plan: {', '.join(extra)}")
     return flags
@@ -529,40 +539,44 @@ def decide(
     missing: list[MissingRun] | None = None,
     plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The decision record (``decision.json``'s content) for the deterministic arm (V1) and the
-    variational arm (V2), each one run per seed, measured in ``study``.
+    """The decision record (``decision.json``'s content) for the two arms the decision compares
+    (``decision_arms``: the deterministic baseline, V1, and the variational candidate, V2), each one
+    run per seed, measured in ``study``; other arms of ``study`` and ``runs`` are not compared. A
+    ValueError when either arm has no runs or a run is of the wrong kind.
 
     ``probe``: the probe's metrics, covering every compared run; None only with
     ``allow_no_probe`` (then ``choice`` is None, the verdict "no primary endpoint"). ``planned``:
     each arm's runs in the study plan (None: the compared runs), ``missing``: those not compared
     and why (``runs.missing_runs``), ``plan``: the plan as the protocol records it
     (``plan_record``). ``warnings``: flags to show first (e.g. unfinished runs)."""
-    if not study.arm("V1") or not study.arm("V2"):
+    baseline, candidate = decision_arms()
+    if not study.arm(baseline) or not study.arm(candidate):
         raise ValueError(
-            "the decision compares a deterministic arm (V1) and a variational arm (V2); got runs "
-            f"{[r.name for r in study.models]}"
+            f"the decision compares exactly two arms, a deterministic arm ({baseline}) and a variational arm "
+            f"({candidate}); got runs {[r.name for r in study.models]}"
         )
-    wrong = [r.name for r in study.arm("V1") if r.variational] + [r.name for r in study.arm("V2") if not r.variational]
+    wrong = [r.name for r in study.arm(baseline) if r.variational]
+    wrong += [r.name for r in study.arm(candidate) if not r.variational]
     if wrong:
-        raise ValueError(f"runs in the wrong arm (V1 must be deterministic, V2 variational): {wrong}")
-    compared = {label: [r.name for r in study.arm(label)] for label in ARMS}
+        raise ValueError(f"runs in the wrong arm ({baseline} must be deterministic, {candidate} variational): {wrong}")
+    compared = {label: [r.name for r in study.arm(label)] for label in (baseline, candidate)}
     if probe is None and not allow_no_probe:
         raise ProbeError(
             f"the decision's primary endpoint is the diffusion probe, and no probe results were given: probe the "
             f"runs ({PROBE_COMMAND}), or decide with allow_no_probe=True for the other criteria without a choice"
         )
     if probe is not None:
-        uncovered = [name for label in ARMS for name in compared[label] if name not in probe.get("experiments", {})]
+        uncovered = [name for label in compared for name in compared[label] if name not in probe.get("experiments", {})]
         if uncovered:
             raise ProbeError(f"the probe's results do not cover {', '.join(uncovered)} ({PROBE_COMMAND})")
-    planned = compared if planned is None else {label: list(planned.get(label, [])) for label in ARMS}
+    planned = compared if planned is None else {label: list(planned.get(label, [])) for label in compared}
     missing = list(missing or [])
 
     criteria = _criteria(study, probe, rule)
     flags = list(warnings or [])
     posterior_flags, collapsed = _posterior_flags(study, rule, criteria)
     flags += posterior_flags
-    flags += recipe_flags([run for label in ARMS for run in runs[label]])
+    flags += recipe_flags([run for label in compared for run in runs[label]])
     flags += _plan_flags(planned, compared, missing)
     robustness = criteria.get(PRIMARY.name, {}).get("robustness")
     if robustness and robustness["ranking_holds"] is False:
@@ -580,11 +594,11 @@ def decide(
             "configuration is written."
         )
     else:
-        arm_name = "V2 (variational)" if choice == "variational" else "V1 (deterministic)"
+        arm_name = f"{candidate} (variational)" if choice == "variational" else f"{baseline} (deterministic)"
         summary = f"Choose {arm_name}: {reason}."
         if verdict == "inconclusive":
             summary += (
-                " V1 is the default because it is the simpler model, not because it was shown better (the "
+                f" {baseline} is the default because it is the simpler model, not because it was shown better (the "
                 "specification: the deterministic encoder is typically chosen if quality is similar)."
             )
     if missing:
@@ -595,7 +609,7 @@ def decide(
             + ", ".join(too_little)
             + "); rerun on the full layout set at 512 x 512 for 10 epochs."
         )
-    chosen = None if choice is None else study.arm("V2" if choice == "variational" else "V1")[0].name
+    chosen = None if choice is None else study.arm(candidate if choice == "variational" else baseline)[0].name
     return {
         "choice": choice,
         "verdict": verdict,
@@ -623,7 +637,7 @@ def decide_study(
     params: dict[str, Any],
     *,
     plan: list[PlannedRun] | None = None,
-    plan_file: str | Path = PLAN_FILE,
+    plan_file: str | Path | None = None,
     rule: Rule = Rule(),
 ) -> dict[str, Any]:
     """The analysis notebook's decision: the probe read (and required, unless the parameter
@@ -633,20 +647,21 @@ def decide_study(
     those variables the plan recorded under the output root, ``parameters.jobs_plan``)."""
     from ..parameters import jobs_plan
 
-    runs = [run for label in ARMS for run in arms[label]]
+    compared = decision_arms(plan_file)
+    runs = [run for label in compared for run in arms[label]]
     content = None  # the study file's keys: as the recorded plan holds them, else read from plan_file
     if plan is None:
         resolved = jobs_plan(out, plan_file=plan_file)
         plan, content = resolved.runs, resolved.study
     probe, probe_flags = read_probe(out.probe_metrics, runs, allow_no_probe=bool(params.get("allow_no_probe")))
-    planned = {label: arm_names(plan, label) for label in ARMS}
+    planned = {label: arm_names(plan, label) for label in compared}
     flags = [f"unfinished run compared: {run.name}: {run.problem}" for run in runs if not run.finished] + probe_flags
     file_seeds = read_plan_file(plan_file).seeds if content is None else content["seeds"]
     planned_seeds = sorted({run.seed for run in plan if not run.sweep})
     if planned_seeds != sorted(file_seeds):
         flags.append(
             f"the study plan's seeds were overridden (IMGINAV_SEEDS): {', '.join(map(str, planned_seeds))} "
-            f"instead of {Path(plan_file).name}'s {', '.join(map(str, file_seeds))}"
+            f"instead of {Path(plan_file or study_file()).name}'s {', '.join(map(str, file_seeds))}"
         )
     return decide(
         study,

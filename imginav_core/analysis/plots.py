@@ -13,19 +13,19 @@ import pandas as pd
 from ..config import Config, flatten
 from ..data.manifest import LayoutRecord
 from ..runs import RunSummary
+from ..study_plan import decision_arms, study_arms
 from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
-from .study import ARMS, Study
+from .study import Study
 from .sweep import KLSweep, number, weight_text
-
-COLOURS = {"V1": "#377eb8", "V2": "#e41a1c"}
-
 
 LINESTYLES = ("-", "--", ":", "-.")
 
 
 def _colour(label: str) -> str:
-    return COLOURS.get(label, "#4d4d4d")
+    """The arm's colour, as the study file gives it; grey for a label that is no arm of it."""
+    arm = study_arms().get(label)
+    return arm.colour if arm else "#4d4d4d"
 
 
 def _seed_index(runs: list[RunSummary], run: RunSummary) -> int:
@@ -235,6 +235,7 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     mean) with its 95 % interval over the runs (none with one run), the runs as small dots; V1 and
     V2 marked in their colours. The line joins the positive weights only."""
     x = kl_positions([p.kld for p in sweep.curve])
+    markers = dict(zip(decision_arms(), ("s", "D")))  # the decided arms' own points: square, diamond
     fig, axes = plt.subplots(3, 2, figsize=(8.4, 9.6), sharex=True)
     for ax, (key, title) in zip(axes.flat, SWEEP_PANELS):
         line = []
@@ -245,7 +246,7 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
             colour = _colour(point.arm) if point.comparison else "#4d4d4d"
             ax.scatter([x[point.kld]] * len(value.runs), value.runs, s=10, color=colour, alpha=0.4, zorder=2)
             error = None if value.ci95 is None else [[value.estimate - value.ci95[0]], [value.ci95[1] - value.estimate]]
-            marker = {"V1": "s", "V2": "D"}.get(point.arm, "o") if point.comparison else "o"
+            marker = markers.get(point.arm, "o") if point.comparison else "o"
             ax.errorbar([x[point.kld]], [value.estimate], yerr=error, marker=marker, capsize=3, color=colour, zorder=3)
             if point.kld > 0:
                 line.append((x[point.kld], value.estimate))
@@ -274,8 +275,19 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     notes = axes.flat[len(SWEEP_PANELS)]
     notes.axis("off")
     shown = [
-        plt.Line2D([], [], color=_colour("V1"), marker="s", label="V1: weight 0, the deterministic encoder"),
-        plt.Line2D([], [], color=_colour("V2"), marker="D", label="V2: its weight 1e-4 (the comparison's VAE)"),
+        plt.Line2D(
+            [],
+            [],
+            color=_colour(p.arm),
+            marker=markers.get(p.arm, "o"),
+            label=f"{p.arm}: weight 0, the deterministic encoder"
+            if p.kld == 0
+            else f"{p.arm}: its weight {weight_text(p.kld)} (the comparison's VAE)",
+        )
+        for p in sweep.curve
+        if p.comparison
+    ]
+    shown += [
         plt.Line2D([], [], color="#4d4d4d", marker="o", label="the VAE at the sweep's other weights"),
         plt.Line2D(
             [],
@@ -347,7 +359,7 @@ def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
 def reconstructions(study: Study) -> plt.Figure:
     """Per row one validation layout: input, each arm's reconstruction and segmentation (the
     arm's first seed)."""
-    shown = [study.shown(label) for label in ARMS]
+    shown = [study.shown(label) for label in study.labels]
     types = study.data.val.types[study.example_positions]
     titles = ["input"] + [f"{r.label} reconstruction" for r in shown] + [f"{r.label} segmentation" for r in shown]
     n = len(study.example_positions)
@@ -395,7 +407,7 @@ def pair_title(study: Study, pair_index: int) -> str:
 def interpolation_strips(study: Study, pair_index: int = 0, every: int = 2) -> plt.Figure:
     """Decoded frames along the straight path between one pair, one row per arm (first seed)."""
     label = study.pairs[pair_index].label
-    rows = [(f"{r.label} seed {r.seed}", r.frames[label]) for r in (study.shown(a) for a in ARMS)]
+    rows = [(f"{r.label} seed {r.seed}", r.frames[label]) for r in (study.shown(a) for a in study.labels)]
     picks = list(range(0, len(study.alphas), every))
     if picks[-1] != len(study.alphas) - 1:
         picks.append(len(study.alphas) - 1)
@@ -422,7 +434,7 @@ def noise_robustness(study: Study) -> plt.Figure:
     criterion: 0 = unmoved, 0.5 = as far as another layout, 1 for a decoder ignoring its latent).
     Each run a thin line, each arm's mean over seeds a thick one. Descriptive: decides nothing."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
-    for label in ARMS:
+    for label in study.labels:
         runs = study.arm(label)
         sigmas = runs[0].metrics["noise"]["sigmas"]
         for ax, key in ((left, "decoded_change"), (right, "relative_change")):
@@ -460,7 +472,8 @@ def latent_distribution(study: Study) -> plt.Figure:
     """Left: histogram of what a diffusion model would see, scaled by its scale factor (the VAE's
     posterior samples). Right: per-channel excess kurtosis (0 = Gaussian)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
-    for k, label in enumerate(ARMS):
+    width = 0.8 / len(study.labels)  # the arms' bars side by side on each channel
+    for k, label in enumerate(study.labels):
         r = study.shown(label)
         lat = r.metrics["latent"]
         values = r.latents.flatten().numpy() * lat["scale_factor"]
@@ -474,9 +487,9 @@ def latent_distribution(study: Study) -> plt.Figure:
         )
         kurtosis = lat["channel_excess_kurtosis"]
         right.bar(
-            np.arange(len(kurtosis)) + (0.2 if k else -0.2),
+            np.arange(len(kurtosis)) + (k - (len(study.labels) - 1) / 2) * width,
             kurtosis,
-            width=0.4,
+            width=width,
             color=_colour(label),
             label=f"{label} ({lat['of']})",
         )
@@ -491,21 +504,23 @@ def latent_distribution(study: Study) -> plt.Figure:
 
 
 def posterior_channels(study: Study) -> plt.Figure | None:
-    """The VAE's KL per latent channel and the share of each channel's units that are active."""
-    r = study.shown("V2")
+    """The VAE's (the decision's candidate arm's) KL per latent channel and the share of each
+    channel's units that are active."""
+    _, vae = decision_arms()
+    r = study.shown(vae)
     post = r.metrics.get("posterior")
     if not post:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.2))
     channels = np.arange(len(post["kl_per_channel"]))
-    left.bar(channels, post["kl_per_channel"], color=_colour("V2"))
-    left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"V2 seed {r.seed}: KL per channel")
-    right.bar(channels, post["active_share_per_channel"], color=_colour("V2"))
+    left.bar(channels, post["kl_per_channel"], color=_colour(vae))
+    left.set(xlabel="latent channel", ylabel="KL (nats per element)", title=f"{vae} seed {r.seed}: KL per channel")
+    right.bar(channels, post["active_share_per_channel"], color=_colour(vae))
     right.set(
         xlabel="latent channel",
         ylabel="share of units active",
         ylim=(0, 1.05),
-        title=f"V2 seed {r.seed}: {post['active_units']} of {post['units']} units active",
+        title=f"{vae} seed {r.seed}: {post['active_units']} of {post['units']} units active",
     )
     fig.tight_layout()
     return fig
@@ -523,7 +538,7 @@ def reconstruction_table(study: Study) -> pd.DataFrame:
     column per arm and subset (all measured layouts, rooms, scenes). Descriptive: intervals and
     verdicts are the criteria table's."""
     columns = {}
-    for label in ARMS:
+    for label in study.labels:
         runs = study.arm(label)
         for subset in runs[0].metrics["reconstruction"]:
             values = [r.metrics["reconstruction"][subset] for r in runs]
@@ -592,7 +607,7 @@ def interpolation_table(study: Study) -> pd.DataFrame:
     *length* the path-length ratio (a description, not a quality). All descriptive: they decide
     nothing (the criteria table says so)."""
     rows = {}
-    for label in ARMS:
+    for label in study.labels:
         runs = study.arm(label)
         for kind in ("all pairs", "room-room", "scene-scene", "room-scene"):
             infos = [

@@ -23,6 +23,7 @@ from ..errors import ReportError
 from ..files import write_text_atomic
 from ..outputs import Outputs, shown_path
 from ..parameters import REPO_ROOT, study_outputs
+from ..study_plan import decision_arms, study_arms
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
     from ..runs import RunSummary
@@ -32,9 +33,6 @@ GENERATED = "generated"  # book/generated/: the staged notebooks
 WIDGETS = Path("_static") / "html-manager"  # book/_static/html-manager/embed.js
 # The HTML manager that matches ipywidgets 8 (its __html_manager_version__ is ^1.0).
 HTML_MANAGER = "@jupyter-widgets/html-manager@1.0.15"
-# Book page of a training run -> the analysis parameter naming the run. The study's own pages,
-# the diffusion probe and the analysis, follow them.
-RUN_PAGES = {"V1_training": "experiment_v1", "V2_training": "experiment_v2"}
 
 
 # The criteria the introduction's table quotes.
@@ -93,7 +91,8 @@ def key_numbers(
     criterion ``<criterion>_v1`` / ``_v2`` (each arm's mean over its seeds), ``_diff`` (V2 - V1
     with its 95 % interval), ``_mde`` (the difference it would detect 80 % of the time) and
     ``_verdict``; for the primary endpoint also what its n is and its robustness."""
-    first = arms["V1"][0]
+    baseline, candidate = decision_arms()
+    first = arms[baseline][0]
     primary = decision["criteria"].get(decision["primary_endpoint"])
     numbers: dict[str, Any] = {
         "decision_summary": decision["summary"],
@@ -142,7 +141,7 @@ def key_numbers(
                 + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
             }
         )
-    posts = [latent_metrics["models"][r.name]["posterior"] for r in arms["V2"]]
+    posts = [latent_metrics["models"][r.name]["posterior"] for r in arms[candidate]]
     numbers.update(
         {
             "v2_kl_nats": _number(float(sum(p["kl_nats_per_element"] for p in posts) / len(posts))),
@@ -235,8 +234,9 @@ def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
     there. ``params``: the analysis parameters (``parameters.analysis_parameters``)."""
     book = book or BOOK
     out = study_outputs(params["output_root"])
-    # a training page shows its arm's first run (the others are in OUTPUT_ROOT/<phase>/runs/)
-    sources = {page: out.executed_notebook(params[key][0]) for page, key in RUN_PAGES.items()}
+    # a training page (the study file's, per arm) shows its arm's first run (the others are in
+    # OUTPUT_ROOT/<phase>/runs/); the study's own pages, the diffusion probe and the analysis, follow them
+    sources = {arm.page: out.executed_notebook(params["arms"][label][0]) for label, arm in study_arms().items()}
     sources.update({"diffusion_probe": out.probe_notebook, "analysis": out.analysis_notebook})
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:

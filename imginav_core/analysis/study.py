@@ -47,13 +47,13 @@ from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..runs import RunSummary, shared_config
 from ..runtime import resolve_device
 from ..scoring import LayoutScorer
+from ..study_plan import study_arms
 from ..training.checkpoints import load_model
 from ..training.progress import progress_bar
 from ..training.samples import pick_samples
 from . import measures as m
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
-ARMS = ("V1", "V2")
 # The classes a blurry decoder loses first: small objects of a few pixels.
 SMALL_CLASSES = ("chair", "lighting", "pier/stool")
 
@@ -127,6 +127,13 @@ class Study:
         """The evaluation split's layouts (``positions`` index them)."""
         return getattr(self.data, self.evaluation_split)
 
+    @property
+    def labels(self) -> list[str]:
+        """The arms measured, in the study file's order (a label that is no arm of it after them)."""
+        measured = {r.label for r in self.models}
+        order = [label for label in study_arms() if label in measured]
+        return order + sorted(measured - set(order))
+
     def arm(self, label: str) -> list[ModelResult]:
         """The runs of one arm, in seed order."""
         return sorted((r for r in self.models if r.label == label), key=lambda r: r.seed)
@@ -149,7 +156,7 @@ class Study:
             "evaluation_scenes": int(len(np.unique(self.scene_ids))),
             "evaluation_groups": int(len(np.unique(self.groups))),
             "split": self.data.split_summary(),  # the sides' sizes and what the split did with identical layouts
-            "arms": {label: [r.name for r in self.arm(label)] for label in ARMS},
+            "arms": {label: [r.name for r in self.arm(label)] for label in self.labels},
             "pairs": [asdict(p) | {"label": p.label} for p in self.pairs],
             "alphas": self.alphas,
             "models": {r.name: r.metrics for r in self.models},
@@ -582,10 +589,10 @@ def _examples(model, study: Study, result: ModelResult, device, advance: Advance
 def run_study(
     arms: dict[str, list[RunSummary]], output_root: str | Path, settings: AnalysisSettings | None = None, log=print
 ) -> Study:
-    """Measure every run of every arm on the same test layouts, pairs and noise; write
-    latent_metrics.json and per_image.csv."""
+    """Measure every run of every arm (``arms``: label -> its runs, in the study file's order) on the
+    same test layouts, pairs and noise; write latent_metrics.json and per_image.csv."""
     settings = settings or AnalysisSettings()
-    runs = [run for label in ARMS for run in arms[label]]
+    runs = [run for label in arms for run in arms[label]]
     cfg = shared_config(runs, output_root)
     data = load_data(cfg, log)
     val = data.evaluation
@@ -613,8 +620,8 @@ def run_study(
     if settings.scorer:
         # the probe's seed: the same reference, so the feature network comes from the scorer cache
         study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
-    for label in ARMS:
-        for run in arms[label]:
+    for label, arm_runs in arms.items():
+        for run in arm_runs:
             log(
                 f"measuring {run.name} ({label}, seed {run.config.training.seed}) on {len(positions)} "
                 f"{EVALUATION_SPLIT} layouts of {len(np.unique(study.scene_ids))} scenes ({device})"

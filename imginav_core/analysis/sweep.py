@@ -46,7 +46,7 @@ from ..outputs import Outputs
 from ..runs import RunSummary, load_run, shared_config
 from ..runtime import resolve_device
 from ..stats import PerImage, arm_difference, run_difference
-from ..study_plan import StudyPlan, SweepPoint
+from ..study_plan import StudyPlan, SweepPoint, decision_arms
 from ..training.checkpoints import load_model
 from . import measures as m
 from .criteria import Measure, image_criteria
@@ -166,7 +166,7 @@ def _non_inferiority(reference: list[SweepRun], runs: list[SweepRun], groups: np
             relative=measure.relative,
             resamples=rule.resamples,
             seed=rule.seed,
-            names=("V1", f"KL weight {weight_text(runs[0].kld)}"),
+            names=(decision_arms()[0], f"KL weight {weight_text(runs[0].kld)}"),
         )
         verdict = _verdict(measure, interval, margin)
         if not interval["seed_spread_known"]:
@@ -483,7 +483,7 @@ def measure_sweep(study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None
     if not points:
         return None
     measured = {result.name: result for result in study.models}
-    reference = study.arm("V1")
+    reference = study.arm(decision_arms()[0])  # the decision's baseline, the deterministic encoder
     device = resolve_device(study.settings.device, "analysis device")
     missing, pending = [], []
     for point in points:

@@ -30,7 +30,7 @@ from ..training.checkpoints import load_checkpoint, load_model
 from .decision import Rule
 from .measures import lerp
 from .plots import pair_title
-from .study import ARMS, ModelResult, Study, _frames_uint8
+from .study import ModelResult, Study, _frames_uint8
 
 # The frames are enlarged to about this many pixels, by a whole factor (64 -> 256, 128 -> 256).
 TARGET_PX = 256
@@ -149,7 +149,7 @@ class ShownWeights:
 def shown_weights(study: Study) -> list[ShownWeights]:
     """Each arm's shown run and the epoch of its weights (from its checkpoint)."""
     shown = []
-    for arm in ARMS:
+    for arm in study.labels:
         result = study.shown(arm)
         epoch = int(load_checkpoint(result.checkpoint)["epoch"]) if result.checkpoint else 0
         shown.append(ShownWeights(f"{arm} seed {result.seed}", epoch))
@@ -185,7 +185,7 @@ def edge_ring(study: Study) -> list[EdgeRing]:
     the layouts themselves on the outermost pixels and just inside them, over every pair: a ring
     that is the decoder's shows as an edge error well above the inside's."""
     found = []
-    for arm in ARMS:
+    for arm in study.labels:
         result = study.shown(arm)
         edge, inside = [], []
         for pair in study.pairs:
@@ -249,7 +249,7 @@ def _realism_words(records: list[dict]) -> str:
 def pair_numbers(study: Study, label: str) -> str:
     """The study's numbers of one pair for each arm's shown run (its first seed), as HTML: a table
     whose column names carry their meaning as a tooltip, and a caption."""
-    results = [study.shown(arm) for arm in ARMS]
+    results = [study.shown(arm) for arm in study.labels]
     records = [_pair_record(r, label) for r in results]
     head = "".join(f"<th title='{html.escape(meaning, quote=True)}'>{name}</th>" for _, name, meaning in COLUMNS)
     rows = "".join(
@@ -306,7 +306,7 @@ def frames_explorer(study: Study) -> w.VBox:
     views = []
     for label in labels:
         frames = _ends(study, label, px)
-        for arm in ARMS:
+        for arm in study.labels:
             result = study.shown(arm)
             stack = w.Stack([_image(frame, px) for frame in result.frames[label]], selected_index=first)
             stack.add_class(f"imginav-stack-{arm}")
@@ -322,7 +322,7 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
     """Decode any alpha on demand (needs a kernel): choose a pair, drag alpha. The frames come from
     each arm's shown run, at the size of the precomputed ones; the numbers are the study's for
     the pair on screen."""
-    models = {arm: load_model(study.shown(arm).checkpoint, device)[1] for arm in ARMS}
+    models = {arm: load_model(study.shown(arm).checkpoint, device)[1] for arm in study.labels}
     labels = [p.label for p in study.pairs]
     frame_px = _frame_px(study)
     px = display_px(frame_px)
@@ -336,7 +336,7 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
         continuous_update=False,
         layout=w.Layout(width="480px"),
     )
-    images = {arm: _image(np.zeros((frame_px, frame_px, 3), np.uint8), px) for arm in ARMS}
+    images = {arm: _image(np.zeros((frame_px, frame_px, 3), np.uint8), px) for arm in study.labels}
     ends = w.HBox(layout=w.Layout(flex_flow="row wrap"))
     numbers = w.HTML()
     latents: dict[str, dict[str, torch.Tensor]] = {}
@@ -365,7 +365,7 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
     chooser.observe(show_pair, "value")
     alpha.observe(redraw, "value")
     show_pair()
-    decoded = [_framed(f"<b>{arm}</b> seed {study.shown(arm).seed} decoded", images[arm], px) for arm in ARMS]
+    decoded = [_framed(f"<b>{arm}</b> seed {study.shown(arm).seed} decoded", images[arm], px) for arm in study.labels]
     row = w.HBox([ends, *decoded], layout=w.Layout(flex_flow="row wrap"))
     return w.VBox([*_notes(study), chooser, alpha, row, numbers, w.HTML(ring_caption(study))]).add_class(
         "imginav-explorer"
