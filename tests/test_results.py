@@ -156,5 +156,7 @@ def test_the_decision_refuses_a_probe_file_without_one_of_its_keys(tmp_path):
     runs = [_run(V1, 42, root=tmp_path)]
     out = runs[0].outputs
     _write_probe(out, dataclasses.replace(_probe((30.0,), (20.0,), seeds=(42,)), device=None))
-    with pytest.raises(ProbeError, match=r"probe/probe_metrics.json: 'device' should be a string, got null"):
+    expected = "probe_metrics.json is not the probe's metrics as the probe writes them ('device' should be a string"
+    with pytest.raises(ProbeError) as err:
         read_probe(out.probe_metrics, runs)
+    assert expected in str(err.value) and "bsub < hpc/diffusion_probe.sh" in str(err.value)

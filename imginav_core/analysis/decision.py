@@ -141,7 +141,10 @@ def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[ProbeMetrics | N
     try:
         probe = ProbeMetrics.read(path)
     except ResultsError as err:
-        return None, f"{shown} is not the probe's metrics ({str(err).replace(str(path), shown)})"
+        return (
+            None,
+            f"{shown} is not the probe's metrics as the probe writes them ({str(err).removeprefix(f'{path}: ')})",
+        )
     experiments = probe.experiments
     missing = [run.name for run in runs if run.name not in experiments]
     if missing:

@@ -140,7 +140,7 @@ def timings_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """Seconds per phase of the probe, per run, and the phases shared by all runs."""
     columns = {_label(metrics, name): result.get("timings", {}) for name, result in metrics.experiments.items()}
     columns["shared by all runs"] = {
-        k: v for k, v in metrics.get("timings", {}).items() if isinstance(v, (int, float)) and k != "total"
+        k: v for k, v in metrics.timings.items() if isinstance(v, (int, float)) and k != "total"
     }
     table = pd.DataFrame(columns)
     table.index.name = "seconds"
