@@ -157,7 +157,7 @@ def test_a_third_arm_measured_beside_the_decided_two_changes_nothing_of_the_deci
 
     monkeypatch.setitem(test_decision.NAMES, "V3", "phase1_2_AE_V3_vae_heavy")
 
-    def decision(with_v3: bool) -> dict:
+    def decision(with_v3: bool):
         rng = np.random.default_rng(0)
         shared = 0.3 * rng.normal(size=IMAGES)
         v1, v2 = _arm("V1", SEEDS, rng, shared), _arm("V2", SEEDS, rng, shared, mse=0.0005)
@@ -168,10 +168,6 @@ def test_a_third_arm_measured_beside_the_decided_two_changes_nothing_of_the_deci
         return decide(_study(v1, v2 + v3), runs, train_images=22000, probe=probe, rule=Rule(resamples=200))
 
     alone, beside = decision(False), decision(True)
-    assert beside["arms"] == alone["arms"] and list(beside["arms"]) == ["V1", "V2"]
-    assert (beside["choice"], beside["verdict"], beside["criteria"]) == (
-        alone["choice"],
-        alone["verdict"],
-        alone["criteria"],
-    )
-    assert beside["choice"] == "variational"  # the case decides: a comparison that moved would show
+    assert beside.arms == alone.arms and list(beside.arms) == ["V1", "V2"]
+    assert (beside.choice, beside.verdict, beside.criteria) == (alone.choice, alone.verdict, alone.criteria)
+    assert beside.choice == "variational"  # the case decides: a comparison that moved would show

@@ -1,6 +1,8 @@
 """The decision rule on constructed measurements whose answer is known, and the analysis on real
 (tiny) runs."""
 
+import ast
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +30,7 @@ from imginav_core.analysis.report import key_numbers
 from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
 from imginav_core.outputs import Outputs
+from imginav_core.results import Decision, LatentMetrics, ProbeMetrics
 from imginav_core.runs import RunSummary, load_run, load_runs, missing_runs
 from imginav_core.study_plan import make_study_plan, study_plan, write_study_plan
 from imginav_core.training.metrics_csv import write_metrics
@@ -145,7 +148,21 @@ def _probe(v1_fld=(30.0, 32.0, 31.0), v2_fld=(30.5, 31.0, 31.5), half_width=2.0,
             }
             for key, value_ in extra.get(name, {}).items():
                 (experiments[name]["generated"] if key == "fld_by_scorer" else experiments[name])[key] = value_
-    return {"settings": {"samples": 1000, "seeds": 1}, "experiments": experiments}
+    return _probe_metrics(experiments)
+
+
+def _probe_metrics(experiments, settings=None):
+    """The probe's metrics file as the probe writes it, around ``experiments``."""
+    return ProbeMetrics(
+        settings=settings or {"samples": 1000, "seeds": 1},
+        device="cpu",
+        precision="fp32",
+        data={},
+        scorers=[],
+        layouts={},
+        experiments=experiments,
+        timings={},
+    )
 
 
 def _decide(seeds=SEEDS, v1=None, v2=None, probe="default", **kwargs):
@@ -164,12 +181,12 @@ CLEAR_WIN = ((30.0, 32.0, 31.0), (20.0, 21.0, 19.0))  # the VAE's FLD lower in e
 
 def test_the_vae_is_chosen_when_clearly_better_on_the_endpoint_and_non_inferior():
     d = _decide(probe=_probe(*CLEAR_WIN))
-    assert d["primary_endpoint"] == "generation_fld" and d["verdict"] == "vae better"
-    assert d["choice"] == "variational" and d["chosen_experiment"] == _name("V2", 42)
-    c = d["criteria"]
+    assert d.primary_endpoint == "generation_fld" and d.verdict == "vae better"
+    assert d.choice == "variational" and d.chosen_experiment == _name("V2", 42)
+    c = d.criteria
     assert c["generation_fld"]["ci95"][1] < 0
     assert c["reconstruction_mse"]["verdict"] == c["small_class_iou"]["verdict"] == "non-inferior"
-    assert d["data_sufficient"] and "provisional" not in d["summary"]
+    assert d.data_sufficient and "provisional" not in d.summary
     # the nearest-neighbour midpoints are reported, never the endpoint
     assert c["nearest_neighbour_validity"]["role"] == "secondary"
 
@@ -177,45 +194,45 @@ def test_the_vae_is_chosen_when_clearly_better_on_the_endpoint_and_non_inferior(
 def test_differences_within_the_seed_to_seed_spread_are_inconclusive():
     # the VAE is 3 lower on average, but runs of one arm differ by about 5
     d = _decide(probe=_probe((30.0, 20.0, 25.0), (22.0, 29.0, 15.0)))
-    primary = d["criteria"]["generation_fld"]
+    primary = d.criteria["generation_fld"]
     assert primary["ci95"][0] < 0 < primary["ci95"][1]
-    assert d["verdict"] == "inconclusive" and d["choice"] == "deterministic"
-    assert "inconclusive" in d["summary"] and "includes zero" in d["reason"]
+    assert d.verdict == "inconclusive" and d.choice == "deterministic"
+    assert "inconclusive" in d.summary and "includes zero" in d.reason
     # the default is the simpler model, not a shown winner, and the text says so
-    assert "because it is the simpler model, not because it was shown better" in d["summary"]
+    assert "because it is the simpler model, not because it was shown better" in d.summary
     # the same average gain with runs that agree with each other is a clear result
     clear = _decide(probe=_probe((25.0, 25.5, 24.5), (22.0, 22.5, 21.5)))
-    assert clear["verdict"] == "vae better" and "simpler model" not in clear["summary"]
+    assert clear.verdict == "vae better" and "simpler model" not in clear.summary
 
 
 def test_one_seed_per_arm_cannot_decide():
     d = _decide(seeds=(42,), probe=_probe((30.0,), (20.0,), seeds=(42,)))
-    assert d["verdict"] == "inconclusive" and "run-to-run spread is unknown" in d["reason"]
-    assert d["criteria"]["reconstruction_mse"]["n_seeds"] == [1, 1]
-    assert not d["criteria"]["generation_fld"]["seed_spread_known"]
+    assert d.verdict == "inconclusive" and "run-to-run spread is unknown" in d.reason
+    assert d.criteria["reconstruction_mse"]["n_seeds"] == [1, 1]
+    assert not d.criteria["generation_fld"]["seed_spread_known"]
 
 
 def test_a_vae_worse_beyond_a_margin_is_said_to_be_worse():
     d = _decide(v2={"mse": 0.002}, probe=_probe(*CLEAR_WIN))  # better endpoint, but twice the MSE
-    assert d["criteria"]["reconstruction_mse"]["verdict"] == "inferior"
-    assert d["verdict"] == "vae worse" and d["choice"] == "deterministic" and "reconstruction_mse" in d["reason"]
+    assert d.criteria["reconstruction_mse"]["verdict"] == "inferior"
+    assert d.verdict == "vae worse" and d.choice == "deterministic" and "reconstruction_mse" in d.reason
     d = _decide(v2={"iou": 0.4}, probe=_probe(*CLEAR_WIN))
-    assert d["criteria"]["small_class_iou"]["verdict"] == "inferior" and d["verdict"] == "vae worse"
+    assert d.criteria["small_class_iou"]["verdict"] == "inferior" and d.verdict == "vae worse"
 
 
 def test_the_probe_decides_with_the_runs_as_its_n():
     better = _decide(probe=_probe(*CLEAR_WIN))
-    primary = better["criteria"]["generation_fld"]
+    primary = better.criteria["generation_fld"]
     # n is the runs, not the 3000 generated layouts behind them
     assert primary["n_runs"] == [3, 3] and primary["n_images"] is None and primary["generated_per_run"] == 1000
     assert "runs per arm" in primary["n_meaning"]
     worse = _decide(probe=_probe(CLEAR_WIN[1], CLEAR_WIN[0]))
-    assert worse["verdict"] == "vae worse"
+    assert worse.verdict == "vae worse"
 
 
 def test_every_criterion_has_its_interval_detectable_effect_and_counts():
     d = _decide(probe=_probe(*CLEAR_WIN))
-    for name, criterion in d["criteria"].items():
+    for name, criterion in d.criteria.items():
         assert {"ci95", "n_seeds", "n_images", "verdict"} <= set(criterion), name
         if criterion["role"] != "flag":
             assert criterion["ci95"][0] <= criterion["estimate"] <= criterion["ci95"][1], name
@@ -224,13 +241,13 @@ def test_every_criterion_has_its_interval_detectable_effect_and_counts():
                 and criterion["mde"] >= 0
                 and (criterion["mde"] > 0) == (criterion["se"] > 0)
             ), name
-    assert d["criteria"]["reconstruction_mse"]["n_images"] == IMAGES
-    assert d["criteria"]["path_validity"]["n_images"] == PAIRS
-    assert d["evaluation_split"] == "test"
+    assert d.criteria["reconstruction_mse"]["n_images"] == IMAGES
+    assert d.criteria["path_validity"]["n_images"] == PAIRS
+    assert d.evaluation_split == "test"
     # the report's table shows the detectable effect beside each interval, and what n is
     table = plots.criteria_table(d)
     row = table.loc["generation fld (primary)"]
-    assert row["MDE (80 %)"] == f"{d['criteria']['generation_fld']['mde']:.3g}" and row["n"] == "3+3 runs"
+    assert row["MDE (80 %)"] == f"{d.criteria['generation_fld']['mde']:.3g}" and row["n"] == "3+3 runs"
     assert table.loc["reconstruction mse (non-inferiority)", "n"] == f"3+3 seeds, {IMAGES}"
 
 
@@ -244,20 +261,20 @@ def test_a_relative_margin_is_not_judged_on_a_value_near_zero():
         v2={"mse": 0.035},
         probe=_probe((30.0, 31.0), (20.0, 21.0), seeds=(42, 43)),
     )
-    mse = d["criteria"]["reconstruction_mse"]
+    mse = d.criteria["reconstruction_mse"]
     assert mse["relative"] is False and "not clearly above zero" in mse["note"] and "margin" in mse["note"]
     assert abs(mse["estimate"]) < 0.1 and mse["ci95"][1] - mse["ci95"][0] < 1
-    assert mse["verdict"] == "inconclusive" and d["choice"] == "deterministic"
-    assert "non-inferiority on reconstruction_mse is not shown" in d["reason"]
+    assert mse["verdict"] == "inconclusive" and d.choice == "deterministic"
+    assert "non-inferiority on reconstruction_mse is not shown" in d.reason
 
 
 def test_collapse_decides_and_the_kl_band_is_read_the_right_way():
     d = _decide(v2={"kl": 2e-6, "collapsed": True}, probe=_probe(*CLEAR_WIN))
-    assert d["choice"] == "deterministic" and "collapse" in d["reason"]
-    assert any("near the prior" in f and "towards collapse" in f for f in d["flags"])
+    assert d.choice == "deterministic" and "collapse" in d.reason
+    assert any("near the prior" in f and "towards collapse" in f for f in d.flags)
     high = _decide(v2={"kl": 5e-3})
-    assert any("barely regularises" in f for f in high["flags"]) and high["criteria"]["kl"]["verdict"] == "flag"
-    assert _decide()["criteria"]["kl"]["kl_nats_per_element"] == pytest.approx([2.0] * 3)
+    assert any("barely regularises" in f for f in high.flags) and high.criteria["kl"]["verdict"] == "flag"
+    assert _decide().criteria["kl"]["kl_nats_per_element"] == pytest.approx([2.0] * 3)
 
 
 def test_too_little_data_is_said_plainly():
@@ -266,7 +283,7 @@ def test_too_little_data_is_said_plainly():
     study = _study(_arm("V1", (1, 2), rng, shared), _arm("V2", (1, 2), rng, shared))
     probe = _probe((30.0, 31.0), (29.0, 30.0), seeds=(1, 2))
     d = decide(study, _runs((1, 2), epochs=2, resolution=64), train_images=300, probe=probe, rule=Rule(resamples=200))
-    assert not d["data_sufficient"] and len(d["data_limits"]) == 3 and "too little to decide" in d["summary"]
+    assert not d.data_sufficient and len(d.data_limits) == 3 and "too little to decide" in d.summary
 
 
 def test_runs_trained_with_different_recipes_are_flagged(tmp_path):
@@ -304,7 +321,7 @@ def test_decision_files_and_a_loadable_phase1_3_config(tmp_path):
             tmp_path / PHASE / "decision.json",
             tmp_path / PHASE / "phase1_3_base.yaml",
         )
-        assert json.loads(decision_path.read_text())["choice"] == d["choice"]
+        assert json.loads(decision_path.read_text())["choice"] == d.choice
         cfg = load_config(config_path)
         assert cfg.model.variational is variational and cfg.name == "phase1_3_base"
         assert cfg.loss.kld == (1e-4 if variational else 0.0)
@@ -317,7 +334,7 @@ def test_the_primary_weighs_every_scorer_seed_alike_whatever_the_scale_of_its_fe
     v1 = {_name("V1", s): {"fld_by_scorer": {"0": 10.0, "1": 1000.0}} for s in SEEDS}
     v2 = {_name("V2", s): {"fld_by_scorer": {"0": 8.0, "1": 1050.0}} for s in SEEDS}  # 20 % better, 5 % worse
     d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **v1, **v2))
-    primary = d["criteria"]["generation_fld"]
+    primary = d.criteria["generation_fld"]
     expected = math.sqrt(8.0 * 1050.0) / math.sqrt(10.0 * 1000.0) - 1  # -8.3 %: both seeds' ratios, averaged in logs
     assert primary["relative"] and primary["estimate"] == pytest.approx(expected)
     # a plain mean of the FLDs (505 against 529) would have made the VAE 4.8 % worse
@@ -331,7 +348,7 @@ def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_chec
     extra = {name: v1.get(name, {}) | v2.get(name, {}) | budgets[name] for name in budgets}
     # the runs' single FLD values (100, 100, ...) are not what is compared when scorer seeds exist
     d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **extra))
-    primary = d["criteria"]["generation_fld"]
+    primary = d.criteria["generation_fld"]
     geometric_v1, geometric_v2 = (30.0 * 31.0 * 35.0) ** (1 / 3), (20.0 * 21.0 * 22.0) ** (1 / 3)
     assert primary["deterministic"] == pytest.approx([geometric_v1] * 3)
     assert primary["vae"] == pytest.approx([geometric_v2] * 3)
@@ -346,21 +363,21 @@ def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_chec
     for name in v2:
         flipped[name]["fld_by_scorer"] = {"0": 20.0, "1": 21.0, "2": 36.0}
     d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **flipped))
-    robustness = d["criteria"]["generation_fld"]["robustness"]
+    robustness = d.criteria["generation_fld"]["robustness"]
     assert robustness["ranking_holds"] is False and robustness["scorer_seeds"]["2"]["agrees"] is False
-    assert any("does not hold for scorer seed 2" in f for f in d["flags"])
+    assert any("does not hold for scorer seed 2" in f for f in d.flags)
     table = plots.robustness_table(d)
     assert not table.loc["scorer seed 2", "agrees with the primary"]
     assert table.loc["ranking holds", "agrees with the primary"] is False
     # without them: the run's FLD, and the robustness says it was not measured
-    plain = _decide(probe=_probe(*CLEAR_WIN))["criteria"]["generation_fld"]
+    plain = _decide(probe=_probe(*CLEAR_WIN)).criteria["generation_fld"]
     assert plain["score"] == "FLD" and plain["robustness"]["ranking_holds"] is None
     assert "no FLD per scorer seed" in plain["robustness"]["note"]
 
 
 def _write_probe(out, probe):
     out.probe_metrics.parent.mkdir(parents=True, exist_ok=True)
-    out.probe_metrics.write_text(json.dumps(probe))
+    probe.write(out.probe_metrics)
 
 
 def test_without_the_probe_the_analysis_stops_naming_what_to_run(tmp_path):
@@ -369,12 +386,12 @@ def test_without_the_probe_the_analysis_stops_naming_what_to_run(tmp_path):
     with pytest.raises(ProbeError, match=r"probe_metrics.json.*bsub < hpc/diffusion_probe.sh.*allow_no_probe") as err:
         read_probe(out.probe_metrics, runs)
     assert isinstance(err.value, ImginavError) and "bash hpc/diffusion_probe.sh" in str(err.value)
-    _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)) | {"experiments": {runs[0].name: {}}})
+    _write_probe(out, dataclasses.replace(_probe((30.0,), (20.0,), seeds=(42,)), experiments={runs[0].name: {}}))
     with pytest.raises(ProbeError, match=f"no results for {runs[1].name}"):
         read_probe(out.probe_metrics, runs)
     _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)))
     probe, flags = read_probe(out.probe_metrics, runs)
-    assert set(probe["experiments"]) == {r.name for r in runs} and flags == []
+    assert set(probe.experiments) == {r.name for r in runs} and flags == []
     # decide() itself refuses to go without it, unless told
     with pytest.raises(ProbeError, match="primary endpoint"):
         _decide(probe=None)
@@ -407,9 +424,9 @@ def test_allowed_to_go_without_the_probe_there_is_no_choice_and_no_next_config(t
     probe, flags = read_probe(out.probe_metrics, runs, allow_no_probe=True)
     assert probe is None and "no primary endpoint" in flags[0]
     d = _decide(probe=None, allow_no_probe=True, warnings=flags)
-    assert d["choice"] is None and d["chosen_experiment"] is None and d["verdict"] == "no primary endpoint"
-    assert "generation_fld" not in d["criteria"] and "reconstruction_mse" in d["criteria"]
-    assert d["summary"].startswith("No choice") and "no Phase 1.3 base configuration" in d["summary"]
+    assert d.choice is None and d.chosen_experiment is None and d.verdict == "no primary endpoint"
+    assert "generation_fld" not in d.criteria and "reconstruction_mse" in d.criteria
+    assert d.summary.startswith("No choice") and "no Phase 1.3 base configuration" in d.summary
     out.next_phase_config.parent.mkdir(parents=True)
     out.next_phase_config.write_text("left by an earlier analysis\n")
     decision_path, config_path = write_decision(d, runs, out)
@@ -421,8 +438,8 @@ def test_allowed_to_go_without_the_probe_there_is_no_choice_and_no_next_config(t
 def test_the_protocol_is_hashed_and_changes_with_the_rule_or_the_plan():
     plan = {"file": "study.yaml", "content": {"seeds": [42, 43, 44]}, "seeds": [42, 43, 44], "runs": {}}
     first, again = _decide(plan=plan), _decide(plan=plan)
-    protocol = first["protocol"]
-    assert protocol["sha256"] == again["protocol"]["sha256"] and len(protocol["sha256"]) == 64
+    protocol = first.protocol
+    assert protocol["sha256"] == again.protocol["sha256"] and len(protocol["sha256"]) == 64
     assert protocol["parts"]["rule"]["mse_margin"] == 0.25 and protocol["parts"]["study_plan"] == plan
     criteria = {c["name"]: c for c in protocol["parts"]["criteria"]}
     assert criteria["generation_fld"]["role"] == "primary" and criteria["small_class_iou"]["margin"] == 0.05
@@ -433,9 +450,9 @@ def test_the_protocol_is_hashed_and_changes_with_the_rule_or_the_plan():
     shared = 0.3 * rng.normal(size=IMAGES)
     study = _study(_arm("V1", SEEDS, rng, shared), _arm("V2", SEEDS, rng, shared))
     moved = decide(study, _runs(SEEDS), 22000, probe=_probe(), rule=Rule(resamples=500, mse_margin=0.5), plan=plan)
-    assert moved["protocol"]["sha256"] != protocol["sha256"]
+    assert moved.protocol["sha256"] != protocol["sha256"]
     other_seeds = _decide(plan=plan | {"seeds": [42, 43]})
-    assert other_seeds["protocol"]["sha256"] != protocol["sha256"]
+    assert other_seeds.protocol["sha256"] != protocol["sha256"]
 
 
 def test_the_commit_is_none_outside_a_git_checkout(tmp_path):
@@ -462,19 +479,17 @@ def _setup_study_outputs(tmp_path, seeds=SEEDS, probe_seeds=SEEDS):
 def test_a_planned_run_that_is_not_compared_is_named_with_why(tmp_path):
     study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43))
     d = decide_study(study, arms, out, {"allow_no_probe": False}, plan=study_plan(seeds=[42, 43, 44]))
-    assert d["planned_runs"]["V1"] == [_name("V1", s) for s in SEEDS]
-    assert d["arms"]["V1"] == [_name("V1", 42), _name("V1", 43)]
-    assert [(m["name"], m["why"]) for m in d["missing_runs"]] == [
+    assert d.planned_runs["V1"] == [_name("V1", s) for s in SEEDS]
+    assert d.arms["V1"] == [_name("V1", 42), _name("V1", 43)]
+    assert [(m["name"], m["why"]) for m in d.missing_runs] == [
         (_name("V1", 44), "not found"),
         (_name("V2", 44), "not found"),
     ]
-    assert any(_name("V2", 44) in f and "not found" in f for f in d["flags"])
-    assert "Planned runs not compared" in d["summary"] and _name("V1", 44) in d["summary"]
+    assert any(_name("V2", 44) in f and "not found" in f for f in d.flags)
+    assert "Planned runs not compared" in d.summary and _name("V1", 44) in d.summary
     # seeds other than the plan file's (IMGINAV_SEEDS) are said too; the plan file's are not
-    assert any(
-        "IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan(seeds=[42, 43]))["flags"]
-    )
-    assert not any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan())["flags"])
+    assert any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan(seeds=[42, 43])).flags)
+    assert not any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan()).flags)
 
 
 def test_the_decision_follows_the_plan_recorded_under_the_output_root(tmp_path, monkeypatch):
@@ -484,15 +499,15 @@ def test_the_decision_follows_the_plan_recorded_under_the_output_root(tmp_path, 
     monkeypatch.delenv("IMGINAV_SEEDS", raising=False)
     monkeypatch.delenv("IMGINAV_KLD_SWEEP", raising=False)
     study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43))
-    assert decide_study(study, arms, out, {})["planned_runs"]["V1"] == [_name("V1", s) for s in (42, 43, 44, 45, 46)]
+    assert decide_study(study, arms, out, {}).planned_runs["V1"] == [_name("V1", s) for s in (42, 43, 44, 45, 46)]
     write_study_plan(out.study_plan, make_study_plan(seeds=[42, 43], sweep=True))
     d = decide_study(study, arms, out, {})
-    assert d["planned_runs"] == {label: [_name(label, s) for s in (42, 43)] for label in ("V1", "V2")}
-    assert d["missing_runs"] == [] and not any("planned run not compared" in f for f in d["flags"])
-    assert d["protocol"]["parts"]["study_plan"]["seeds"] == [42, 43]
-    assert any("IMGINAV_SEEDS" in f for f in d["flags"])
+    assert d.planned_runs == {label: [_name(label, s) for s in (42, 43)] for label in ("V1", "V2")}
+    assert d.missing_runs == [] and not any("planned run not compared" in f for f in d.flags)
+    assert d.protocol["parts"]["study_plan"]["seeds"] == [42, 43]
+    assert any("IMGINAV_SEEDS" in f for f in d.flags)
     monkeypatch.setenv("IMGINAV_SEEDS", "42,43,44")
-    assert decide_study(study, arms, out, {})["planned_runs"]["V1"] == [_name("V1", s) for s in (42, 43, 44)]
+    assert decide_study(study, arms, out, {}).planned_runs["V1"] == [_name("V1", s) for s in (42, 43, 44)]
 
 
 def test_missing_runs_say_whether_not_found_unfinished_or_left_out(tiny_runs, tmp_path):
@@ -512,11 +527,21 @@ def test_missing_runs_say_whether_not_found_unfinished_or_left_out(tiny_runs, tm
 
 
 def test_the_decision_cell_can_run_twice_with_the_same_result(tmp_path):
-    """The notebook's decision cell calls package functions only; run twice (as in Jupyter), it
-    writes the same flags, not each one twice."""
+    """The notebook's decision cell calls package functions only; run twice in one namespace (as
+    in Jupyter), it writes the same decision.json, each flag once. No cell of the notebook binds
+    ``warnings``: a list of that name, once appended to by a later cell, doubled the flags on a
+    re-run (and hid the module of that name)."""
     study, arms, out = _setup_study_outputs(tmp_path)
     arms["V2"][0].problem = "stopped after 2 of 10 epochs"  # compared anyway (allow_unfinished): flagged
     notebook = json.loads((ROOT / "notebooks/analysis.ipynb").read_text())
+    code = ["".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code"]
+    bound = {
+        node.id
+        for source in code
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+    }
+    assert "decision" in bound and "warnings" not in bound
     cell = next(c for c in notebook["cells"] if "decision" in c.get("metadata", {}).get("tags", []))
     shown = []
     namespace = {
@@ -525,20 +550,17 @@ def test_the_decision_cell_can_run_twice_with_the_same_result(tmp_path):
         "runs": arms["V1"] + arms["V2"],
         "out": out,
         "params": {"allow_no_probe": False, "allow_unfinished": True},
-        "warnings": ["as the setup cell leaves it"],
         "plots": plots,
         "display": shown.append,
     }
     written = []
     for _ in range(2):
         exec("".join(cell["source"]), namespace)
-        written.append(json.loads(out.decision.read_text()))
-    assert written[0]["flags"] == written[1]["flags"]
-    assert sum("unfinished run compared" in f for f in written[1]["flags"]) == 1
-    assert {k: v for k, v in written[0].items() if k != "protocol"} == {
-        k: v for k, v in written[1].items() if k != "protocol"
-    }
-    assert written[0]["protocol"]["sha256"] == written[1]["protocol"]["sha256"]
+        written.append(out.decision.read_text())
+    assert written[0] == written[1]
+    flags = json.loads(written[1])["flags"]
+    assert len(flags) == len(set(flags)) and sum("unfinished run compared" in f for f in flags) == 1
+    assert Decision.read(out.decision) == namespace["decision"]
 
 
 def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
@@ -546,10 +568,10 @@ def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
     arms = {"V1": [runs[0]], "V2": [runs[1]]}
     settings = AnalysisSettings(max_images=12, device="cpu", pairs_per_kind=1, steps=5, neighbour_pool=20)
     study = run_study(arms, tiny_runs, settings, log=lambda _: None)
-    first = study.to_json()
+    first = study.latent_metrics().to_json()
     path = tiny_runs / PHASE / "analysis" / "latent_metrics.json"
     assert json.loads(path.read_text()) == json.loads(json.dumps(first))
-    second = run_study(arms, tiny_runs, settings, log=lambda _: None).to_json()
+    second = run_study(arms, tiny_runs, settings, log=lambda _: None).latent_metrics().to_json()
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     v1, v2 = (first["models"][r.name] for r in runs)
     for model in (v1, v2):  # more latent noise moves the decoded layouts further
@@ -571,11 +593,11 @@ def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
     assert set(table["layout_path"]) <= {str(study.data.test.cache.records[i].path) for i in study.data.test.indices}
     assert not set(table["group"]) & set(study.data.train.groups)
     assert table.groupby("run")["mse"].mean()[V1_NAME] == pytest.approx(v1["reconstruction"]["all"]["mse"])
-    probe = {
-        "experiments": {r.name: {"generated": {"scores": {"fld": {"value": 30.0, "ci95": [29.0, 31.0]}}}} for r in runs}
-    }
+    probe = _probe_metrics(
+        {r.name: {"generated": {"scores": {"fld": {"value": 30.0, "ci95": [29.0, 31.0]}}}} for r in runs}
+    )
     d = decide(study, arms, train_images=len(study.data.train), probe=probe, rule=Rule(resamples=100))
-    assert d["verdict"] == "inconclusive" and "run-to-run spread is unknown" in d["reason"]
+    assert d.verdict == "inconclusive" and "run-to-run spread is unknown" in d.reason
 
 
 def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
@@ -622,12 +644,16 @@ def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustn
     d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **extra))
     arms = _runs(SEEDS)
     posterior = {"kl_nats_per_element": 2.0, "kl_bits_per_pixel": 0.01, "kl_weighted": 2e-4, "active_share": 0.6}
-    metrics = {
-        "evaluation_split": "test",
-        "evaluation_images": IMAGES,
-        "evaluation_scenes": SCENES,
-        "evaluation_groups": SCENES,
-        "split": {
+    metrics = LatentMetrics(
+        settings={},
+        arms={},
+        pairs=[],
+        alphas=[],
+        evaluation_split="test",
+        evaluation_images=IMAGES,
+        evaluation_scenes=SCENES,
+        evaluation_groups=SCENES,
+        split={
             "layouts": {"train": 700, "val": 100, "test": 200},
             "groups": 120,
             "identical_layouts": 90,
@@ -635,14 +661,14 @@ def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustn
             "identical_sets": 60,
             "identical_across_sides": 0,
         },
-        "models": {run.name: {"posterior": posterior} for run in arms["V2"]},
-    }
+        models={run.name: {"posterior": posterior} for run in arms["V2"]},
+    )
     numbers = key_numbers(arms, metrics, d, train_images=22000)
     assert numbers["split_duplicate_rate"] == "15.0%" and numbers["split_identical_across_sides"] == 0
     assert numbers["split_sides"] == "train 700, val 100, test 200"
-    primary = d["criteria"]["generation_fld"]
+    primary = d.criteria["generation_fld"]
     assert numbers["generation_fld_mde"] == f"{primary['mde']:.3g}"
-    assert numbers["reconstruction_mse_mde"] == f"{d['criteria']['reconstruction_mse']['mde']:.3g}"
+    assert numbers["reconstruction_mse_mde"] == f"{d.criteria['reconstruction_mse']['mde']:.3g}"
     assert (
         numbers["decision_primary_n"].startswith("3 and 3 runs")
         and "1000 generated layouts" in numbers["decision_primary_n"]
@@ -650,6 +676,6 @@ def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustn
     # scorer seed 1 ranks the arms the other way (V2 32 against V1 31)
     assert numbers["decision_robustness"].startswith("the ranking does not hold")
     assert "scorer seed 1 1 (disagrees)" in numbers["decision_robustness"]
-    assert numbers["decision_protocol"] == d["protocol"]["sha256"][:12] and numbers["decision_missing_runs"] == "none"
+    assert numbers["decision_protocol"] == d.protocol["sha256"][:12] and numbers["decision_missing_runs"] == "none"
     without = key_numbers(arms, metrics, _decide(probe=None, allow_no_probe=True), train_images=22000)
     assert without["generation_fld_mde"] == "not measured" and without["decision_robustness"].startswith("not measured")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import PHASE, V1_NAME, V2_NAME
 from scipy import stats
-from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _runs
+from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _probe_metrics, _runs
 
 from imginav_core import load_config
 from imginav_core.analysis import plots
@@ -156,7 +156,7 @@ def test_the_recommendation_never_replaces_the_decisions_choice(tmp_path, decisi
     """The decision chooses V2 (a clear win) while the sweep recommends 0, or V1 while it recommends
     1e-5: phase1_3_base.yaml stays the decision's choice, the recommendation a comment in it."""
     decision = _decide(probe=_probe(*decision_probe) if decision_probe else "default")
-    before = json.dumps(decision, sort_keys=True)
+    before = json.dumps(decision.to_json(), sort_keys=True)
     points = _study_like()
     if recommended == 0.0:  # every VAE weight's FLD lower, its reconstruction five times worse: only V1 qualifies
         points = points[:1] + [(k, a, c, _runs_at(k, [20.0, 21.0, 19.0], mse=0.05)) for k, a, c, _ in points[1:]]
@@ -164,10 +164,10 @@ def test_the_recommendation_never_replaces_the_decisions_choice(tmp_path, decisi
     assert recommendation.kld == recommended
     runs = [run for arm in _runs(SEEDS).values() for run in arm]
     decision_path, config_path = write_decision(decision, runs, Outputs(tmp_path, PHASE), recommendation.comment)
-    assert json.dumps(decision, sort_keys=True) == before  # the decision record is not touched
+    assert json.dumps(decision.to_json(), sort_keys=True) == before  # the decision record is not touched
     assert json.loads(decision_path.read_text()) == json.loads(before)
     cfg = load_config(config_path)
-    chose_vae = decision["choice"] == "variational"
+    chose_vae = decision.choice == "variational"
     assert chose_vae is (decision_probe is not None)
     assert cfg.model.variational is chose_vae and cfg.loss.kld == (1e-4 if chose_vae else 0.0)
     text = config_path.read_text()
@@ -213,14 +213,14 @@ def test_the_probes_own_tables_and_headline_numbers_are_of_the_comparison_runs()
     its weight."""
     assert is_sweep_run("V2", 1e-3) and not is_sweep_run("V2", 1e-4) and not is_sweep_run("V1", 0.0)
     assert not is_sweep_run("not_an_arm", 1e-3)
-    metrics = {
-        "experiments": {
+    metrics = _probe_metrics(
+        {
             "v1": _probed("V1", 0.0, False, 40.0),
             "v2": _probed("V2", 1e-4, False, 30.0),
             "v2_kld0.001": _probed("V2", 1e-3, True, 10.0),
         }
-    }
+    )
     assert probe_plots._label(metrics, "v2_kld0.001") == "V2 KL 0.001 seed 42"
     shown, swept = probe_plots.comparison_runs(metrics)
-    assert swept == ["v2_kld0.001"] and list(shown["experiments"]) == ["v1", "v2"]
+    assert swept == ["v2_kld0.001"] and list(shown.experiments) == ["v1", "v2"]
     assert probe_plots.key_numbers(shown)["v2_probe_fld"] == "30"  # not the mean with the sweep run's 10

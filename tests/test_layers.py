@@ -3,7 +3,7 @@
 The layers, bottom first (``LAYERS``; book/using/code.md says the same in words):
 
 1. foundations: ``errors``, ``files``, ``outputs``, ``palette``, ``stats``, ``images``, ``metrics``,
-   ``config``, ``runtime``, ``study_plan``
+   ``config``, ``runtime``, ``study_plan``, ``results`` (the results files as records)
 2. ``data``
 3. ``model``, ``losses``
 4. ``training``, ``runs`` (finished runs as the probe and the analysis read them)
@@ -27,7 +27,19 @@ from helpers import ROOT
 
 PACKAGE = "imginav_core"
 LAYERS = [
-    ("errors", "files", "outputs", "palette", "stats", "images", "metrics", "config", "runtime", "study_plan"),
+    (
+        "errors",
+        "files",
+        "outputs",
+        "palette",
+        "stats",
+        "images",
+        "metrics",
+        "config",
+        "runtime",
+        "study_plan",
+        "results",
+    ),
     ("data",),
     ("model", "losses"),
     ("training", "runs"),

@@ -48,6 +48,7 @@ from ..config import config_from_dict, parse_yaml
 from ..errors import ProbeError
 from ..files import write_text_atomic
 from ..outputs import Outputs
+from ..results import Decision, ProbeMetrics, ResultsError
 from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference, run_difference
 from ..study_plan import PlannedRun, arm_names, decision_arms, read_plan_file, study_file
@@ -132,7 +133,7 @@ def _final_checkpoint(run: RunSummary) -> Path | None:
     return max(files, key=lambda p: p.stat().st_mtime) if files else None
 
 
-def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[dict | None, str]:
+def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[ProbeMetrics | None, str]:
     """The probe's metrics and "", or None and why they cannot be the primary endpoint of a
     comparison of ``runs``: missing, unreadable, not covering every run, or older than a run's
     final checkpoint (a run trained again after the probe ran: its probe result is of other
@@ -142,10 +143,13 @@ def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[dict | None, str
     if not path.is_file():
         return None, f"the diffusion probe has not written {shown}"
     try:
-        probe = json.loads(path.read_text())
-        experiments = probe["experiments"]
-    except (ValueError, KeyError, TypeError) as err:
-        return None, f"{shown} is not the probe's metrics ({err!r}; expected JSON with 'experiments')"
+        probe = ProbeMetrics.read(path)
+    except ResultsError as err:
+        return (
+            None,
+            f"{shown} is not the probe's metrics as the probe writes them ({str(err).removeprefix(f'{path}: ')})",
+        )
+    experiments = probe.experiments
     missing = [run.name for run in runs if run.name not in experiments]
     if missing:
         return None, f"{shown} has no results for {', '.join(missing)}"
@@ -165,7 +169,9 @@ def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[dict | None, str
     return probe, ""
 
 
-def read_probe(path: Path, runs: list[RunSummary], allow_no_probe: bool = False) -> tuple[dict | None, list[str]]:
+def read_probe(
+    path: Path, runs: list[RunSummary], allow_no_probe: bool = False
+) -> tuple[ProbeMetrics | None, list[str]]:
     """The probe's metrics, which must cover every compared run (the primary endpoint): a
     ``ProbeError`` saying why not and how to produce them; with ``allow_no_probe`` None and the
     flag the decision shows instead (it then makes no choice)."""
@@ -181,21 +187,17 @@ def read_probe(path: Path, runs: list[RunSummary], allow_no_probe: bool = False)
     return None, [f"no primary endpoint: {problem}; allow_no_probe is set, so no choice is made"]
 
 
-def _generated(probe: dict, name: str) -> dict:
-    return probe["experiments"][name]["generated"]
-
-
-def _scorer_seeds(probe: dict, names: list[str]) -> list[str] | None:
+def _scorer_seeds(probe: ProbeMetrics, names: list[str]) -> list[str] | None:
     """The scorer seeds every run was scored with (``generated.fld_by_scorer``), or None when a
     run lacks them: each run's score must be the same measure."""
-    tables = [_generated(probe, name).get("fld_by_scorer") for name in names]
+    tables = [probe.generated(name).get("fld_by_scorer") for name in names]
     if not tables or any(not table for table in tables):
         return None
     common = set(tables[0]).intersection(*tables[1:])
     return sorted(common, key=lambda seed: (len(seed), seed)) or None
 
 
-def _primary_scores(probe: dict, names: list[str], scorers: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _primary_scores(probe: ProbeMetrics, names: list[str], scorers: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
     """Each run's log FLD, the mean over ``scorers`` where given (the log of the geometric mean:
     the feature networks of different seeds measure on scales that differ several-fold, and on the
     log scale each seed counts alike, a network's own scale cancelling in the arm difference), and
@@ -204,7 +206,7 @@ def _primary_scores(probe: dict, names: list[str], scorers: list[str] | None) ->
     a ProbeError names it."""
     values, errors = [], []
     for name in names:
-        generated = _generated(probe, name)
+        generated = probe.generated(name)
         score = generated["scores"]["fld"]
         fld = [generated["fld_by_scorer"][seed] for seed in scorers] if scorers else [score["value"]]
         if any(v is None or not math.isfinite(v) or v <= 0 for v in fld):
@@ -219,7 +221,7 @@ def _primary_scores(probe: dict, names: list[str], scorers: list[str] | None) ->
     return np.array(values), np.array(errors)
 
 
-def _robustness(probe: dict, arms: dict[str, list[str]], scorers: list[str] | None, estimate: float) -> dict:
+def _robustness(probe: ProbeMetrics, arms: dict[str, list[str]], scorers: list[str] | None, estimate: float) -> dict:
     """The arm difference (mean V2 - mean V1) under each scorer seed alone and under each other
     denoiser budget (``budgets``), and whether its sign agrees with the primary estimate's."""
 
@@ -233,15 +235,12 @@ def _robustness(probe: dict, arms: dict[str, list[str]], scorers: list[str] | No
 
     names = arms[baseline] + arms[candidate]
     by_scorer = {
-        seed: check(difference(lambda n, s=seed: _generated(probe, n)["fld_by_scorer"][s])) for seed in scorers or []
+        seed: check(difference(lambda n, s=seed: probe.generated(n)["fld_by_scorer"][s])) for seed in scorers or []
     }
-    budgets = [set(probe["experiments"][n].get("budgets") or {}) for n in names]
+    budgets = [set(probe.budgets(n)) for n in names]
     common = sorted(set.intersection(*budgets), key=lambda b: (len(b), b)) if budgets else []
     partial = sorted(set.union(*budgets) - set(common)) if budgets else []
-    by_budget = {
-        steps: check(difference(lambda n, b=steps: float(probe["experiments"][n]["budgets"][b]["fld"])))
-        for steps in common
-    }
+    by_budget = {steps: check(difference(lambda n, b=steps: float(probe.budgets(n)[b]["fld"]))) for steps in common}
     checks = [*by_scorer.values(), *by_budget.values()]
     notes = []
     if not by_scorer:
@@ -258,14 +257,14 @@ def _robustness(probe: dict, arms: dict[str, list[str]], scorers: list[str] | No
     }
 
 
-def _primary(probe: dict, study: Study, rule: Rule) -> dict[str, Any]:
+def _primary(probe: ProbeMetrics, study: Study, rule: Rule) -> dict[str, Any]:
     baseline, candidate = decision_arms()
     arms = {label: [r.name for r in study.arm(label)] for label in (baseline, candidate)}
     scorers = _scorer_seeds(probe, arms[baseline] + arms[candidate])
     a, a_se = _primary_scores(probe, arms[baseline], scorers)
     b, b_se = _primary_scores(probe, arms[candidate], scorers)
     interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed, log=True)
-    settings = probe.get("settings", {})
+    settings = probe.settings
     generated = int(settings.get("samples", 0)) * int(settings.get("seeds", 1))
     return {
         "role": PRIMARY.role,
@@ -295,7 +294,7 @@ def _measures(study: Study, rule: Rule):
     )
 
 
-def _criteria(study: Study, probe: dict | None, rule: Rule) -> dict[str, dict[str, Any]]:
+def _criteria(study: Study, probe: ProbeMetrics | None, rule: Rule) -> dict[str, dict[str, Any]]:
     criteria: dict[str, dict[str, Any]] = {}
     baseline, candidate = decision_arms()
     if probe is not None:
@@ -422,7 +421,7 @@ def plan_record(
 
 
 def protocol(
-    rule: Rule, study: Study, probe: dict | None, plan: dict[str, Any] | None, root: Path = REPO_ROOT
+    rule: Rule, study: Study, probe: ProbeMetrics | None, plan: dict[str, Any] | None, root: Path = REPO_ROOT
 ) -> dict[str, Any]:
     """What fixes the analysis before the data: the rule, the criteria (name, role, direction,
     margin, relative or not, the items resampled), the analysis settings, the probe's settings and
@@ -447,7 +446,7 @@ def protocol(
         "criteria": [primary | {"relative": False, "items": "run", "score": "probe FLD"}, *criteria],
         "analysis_settings": asdict(study.settings),
         "evaluation_split": evaluation_split(study),
-        "probe_settings": None if probe is None else probe.get("settings"),
+        "probe_settings": None if probe is None else probe.settings,
         "study_plan": plan,
     }
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
@@ -468,7 +467,7 @@ def evaluation_split(study: Study) -> str:
 # ---- the decision ----------------------------------------------------------------------------------
 
 
-def _verdict_and_reason(criteria: dict, collapsed: bool, probe: dict | None) -> tuple[str, str]:
+def _verdict_and_reason(criteria: dict, collapsed: bool, probe: ProbeMetrics | None) -> tuple[str, str]:
     margins = {k: c for k, c in criteria.items() if c["role"] == "non-inferiority"}
     seeds_known = all(c.get("seed_spread_known", True) for c in criteria.values() if c["role"] != "flag")
     inferior = [k for k, c in margins.items() if c["verdict"] == "inferior"]
@@ -530,7 +529,7 @@ def decide(
     study: Study,
     runs: dict[str, list[RunSummary]],
     train_images: int,
-    probe: dict | None = None,
+    probe: ProbeMetrics | None = None,
     rule: Rule = Rule(),
     warnings: list[str] | None = None,
     *,
@@ -538,7 +537,7 @@ def decide(
     planned: dict[str, list[str]] | None = None,
     missing: list[MissingRun] | None = None,
     plan: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Decision:
     """The decision record (``decision.json``'s content) for the two arms the decision compares
     (``decision_arms``: the deterministic baseline, V1, and the variational candidate, V2), each one
     run per seed, measured in ``study``; other arms of ``study`` and ``runs`` are not compared. A
@@ -566,7 +565,7 @@ def decide(
             f"runs ({PROBE_COMMAND}), or decide with allow_no_probe=True for the other criteria without a choice"
         )
     if probe is not None:
-        uncovered = [name for label in compared for name in compared[label] if name not in probe.get("experiments", {})]
+        uncovered = [name for label in compared for name in compared[label] if name not in probe.experiments]
         if uncovered:
             raise ProbeError(f"the probe's results do not cover {', '.join(uncovered)} ({PROBE_COMMAND})")
     planned = compared if planned is None else {label: list(planned.get(label, [])) for label in compared}
@@ -610,24 +609,24 @@ def decide(
             + "); rerun on the full layout set at 512 x 512 for 10 epochs."
         )
     chosen = None if choice is None else study.arm(candidate if choice == "variational" else baseline)[0].name
-    return {
-        "choice": choice,
-        "verdict": verdict,
-        "primary_endpoint": PRIMARY.name,
-        "chosen_experiment": chosen,
-        "arms": compared,
-        "planned_runs": planned,
-        "missing_runs": [asdict(run) for run in missing],
-        "evaluation_split": evaluation_split(study),
-        "summary": summary,
-        "reason": reason,
-        "data_sufficient": not too_little,
-        "data_limits": too_little,
-        "criteria": criteria,
-        "flags": flags,
-        "rule": asdict(rule),
-        "protocol": protocol(rule, study, probe, plan),
-    }
+    return Decision(
+        choice=choice,
+        verdict=verdict,
+        primary_endpoint=PRIMARY.name,
+        chosen_experiment=chosen,
+        arms=compared,
+        planned_runs=planned,
+        missing_runs=[asdict(run) for run in missing],
+        evaluation_split=evaluation_split(study),
+        summary=summary,
+        reason=reason,
+        data_sufficient=not too_little,
+        data_limits=too_little,
+        criteria=criteria,
+        flags=flags,
+        rule=asdict(rule),
+        protocol=protocol(rule, study, probe, plan),
+    )
 
 
 def decide_study(
@@ -639,7 +638,7 @@ def decide_study(
     plan: list[PlannedRun] | None = None,
     plan_file: str | Path | None = None,
     rule: Rule = Rule(),
-) -> dict[str, Any]:
+) -> Decision:
     """The analysis notebook's decision: the probe read (and required, unless the parameter
     ``allow_no_probe``), the study plan's runs against those compared, unfinished runs flagged,
     then ``decide``. It reads files and changes nothing, so running it again gives the same
@@ -699,23 +698,23 @@ def recipe_flags(runs: list[RunSummary]) -> list[str]:
     return flags
 
 
-def phase1_3_base_config(decision: dict, runs: list[RunSummary], phase: str = "phase1_3_loss_tuning") -> dict:
+def phase1_3_base_config(decision: Decision, runs: list[RunSummary], phase: str = "phase1_3_loss_tuning") -> dict:
     """The next phase's base configuration: the winning architecture and ``variational`` setting,
     with the KLD loss (at the Phase 1.2 weight) only if the VAE won."""
-    if decision["choice"] is None:
+    if decision.choice is None:
         raise ValueError("no choice was made (no primary endpoint), so there is no Phase 1.3 base configuration")
-    winner = next(r for r in runs if r.name == decision["chosen_experiment"])
+    winner = next(r for r in runs if r.name == decision.chosen_experiment)
     values = winner.config.to_dict()
     values["name"] = "phase1_3_base"
     values["phase"] = phase
-    values["model"]["variational"] = decision["choice"] == "variational"
-    if decision["choice"] != "variational":
+    values["model"]["variational"] = decision.choice == "variational"
+    if decision.choice != "variational":
         values["loss"]["kld"] = 0.0
     return values
 
 
 def write_decision(
-    decision: dict, runs: list[RunSummary], out: Outputs, recommendation: str = ""
+    decision: Decision, runs: list[RunSummary], out: Outputs, recommendation: str = ""
 ) -> tuple[Path, Path | None]:
     """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the
     phase folder. Without a choice there is no next configuration: none is written, one left by an
@@ -724,13 +723,13 @@ def write_decision(
     ``sweep.Recommendation.comment``) written as comment lines at the top of phase1_3_base.yaml,
     never into its settings: the configuration stays the pre-registered decision's choice."""
     decision_path, config_path = out.decision, out.next_phase_config
-    if decision["choice"] is None:
-        write_text_atomic(decision_path, json.dumps(decision, indent=1, allow_nan=True))
+    if decision.choice is None:
+        decision.write(decision_path)
         config_path.unlink(missing_ok=True)
         return decision_path, None
     base = phase1_3_base_config(decision, runs)
     cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
-    write_text_atomic(decision_path, json.dumps(decision, indent=1, allow_nan=True))
+    decision.write(decision_path)
     comment = "".join(f"# {line}".rstrip() + "\n" for line in recommendation.splitlines())
     write_text_atomic(config_path, comment + yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as Config.save
     return decision_path, config_path

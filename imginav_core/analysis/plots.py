@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..config import Config, flatten
 from ..data.manifest import LayoutRecord
+from ..results import Decision
 from ..runs import RunSummary
 from ..study_plan import decision_arms, study_arms
 from .decision import Rule, recipe_flags
@@ -648,7 +649,7 @@ def _counts(c: dict) -> str:
     return f"{'+'.join(map(str, c['n_seeds']))} seeds, {c['n_images']}"
 
 
-def criteria_table(decision: dict) -> pd.DataFrame:
+def criteria_table(decision: Decision) -> pd.DataFrame:
     """Each criterion of the rule and its role, each arm's mean over its seeds, the difference (VAE
     minus deterministic; relative where said) with its 95 % interval and the smallest difference
     the comparison would detect 80 % of the time (MDE, same units), the verdict (against the
@@ -660,7 +661,7 @@ def criteria_table(decision: dict) -> pd.DataFrame:
         return _shown(float(np.mean(values))) if values else ""
 
     rows = {}
-    for name, c in decision["criteria"].items():
+    for name, c in decision.criteria.items():
         interval = c.get("ci95")
         if c["role"] == "flag":
             difference, detectable = (
@@ -691,10 +692,10 @@ def criteria_table(decision: dict) -> pd.DataFrame:
     return table
 
 
-def robustness_table(decision: dict) -> pd.DataFrame:
+def robustness_table(decision: Decision) -> pd.DataFrame:
     """The primary endpoint's ranking under each scorer seed alone and each other denoiser budget:
     V2 - V1 (mean over each arm's runs) and whether its sign agrees with the primary estimate's."""
-    primary = decision["criteria"].get(decision["primary_endpoint"])
+    primary = decision.primary
     robustness = (primary or {}).get("robustness") or {}
     rows = {
         f"{kind} {key}": {"V2 - V1": _shown(check["difference"]), "agrees with the primary": check["agrees"]}
@@ -710,7 +711,7 @@ def robustness_table(decision: dict) -> pd.DataFrame:
         "agrees with the primary": "not measured" if holds is None else holds,
     }
     table = pd.DataFrame(rows).T
-    table.index.name = f"{decision['primary_endpoint'].replace('_', ' ')}: robustness"
+    table.index.name = f"{decision.primary_endpoint.replace('_', ' ')}: robustness"
     if robustness.get("note"):
         table.attrs["note"] = robustness["note"]
     return table

@@ -23,6 +23,7 @@ from ..errors import ReportError
 from ..files import write_text_atomic
 from ..outputs import Outputs, shown_path
 from ..parameters import REPO_ROOT, study_outputs
+from ..results import Decision, LatentMetrics
 from ..study_plan import decision_arms, study_arms
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
@@ -53,9 +54,9 @@ def _number(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _robustness_text(decision: dict) -> str:
+def _robustness_text(decision: Decision) -> str:
     """The primary endpoint's ranking under other scorer seeds and denoiser budgets, in words."""
-    primary = decision["criteria"].get(decision["primary_endpoint"])
+    primary = decision.primary
     if primary is None:
         return "not measured (no primary endpoint)"
     robustness = primary.get("robustness") or {}
@@ -85,7 +86,7 @@ def _split_numbers(split: dict) -> dict[str, Any]:
 
 
 def key_numbers(
-    arms: dict[str, list[RunSummary]], latent_metrics: dict, decision: dict, train_images: int
+    arms: dict[str, list[RunSummary]], latent_metrics: LatentMetrics, decision: Decision, train_images: int
 ) -> dict[str, Any]:
     """The values the book's introduction pastes with ``{glue}``: the decision, the data, and per
     criterion ``<criterion>_v1`` / ``_v2`` (each arm's mean over its seeds), ``_diff`` (V2 - V1
@@ -93,28 +94,27 @@ def key_numbers(
     ``_verdict``; for the primary endpoint also what its n is and its robustness."""
     baseline, candidate = decision_arms()
     first = arms[baseline][0]
-    primary = decision["criteria"].get(decision["primary_endpoint"])
+    primary = decision.primary
     numbers: dict[str, Any] = {
-        "decision_summary": decision["summary"],
-        "decision_verdict": decision["verdict"],
-        "decision_primary": decision["primary_endpoint"].replace("_", " "),
-        "decision_data_sufficient": "yes" if decision["data_sufficient"] else "no",
-        "decision_data_limits": "; ".join(decision["data_limits"]) or "none",
-        "decision_flags": "; ".join(decision["flags"]) or "none",
+        "decision_summary": decision.summary,
+        "decision_verdict": decision.verdict,
+        "decision_primary": decision.primary_endpoint.replace("_", " "),
+        "decision_data_sufficient": "yes" if decision.data_sufficient else "no",
+        "decision_data_limits": "; ".join(decision.data_limits) or "none",
+        "decision_flags": "; ".join(decision.flags) or "none",
         "decision_primary_n": "not measured"
         if primary is None
         else f"{' and '.join(map(str, primary['n_runs']))} runs (V1 and V2; each run's FLD over "
         f"{primary['generated_per_run']} generated layouts is one observation)",
         "decision_robustness": _robustness_text(decision),
-        "decision_missing_runs": "; ".join(f"{m['name']} ({m['why']})" for m in decision.get("missing_runs", []))
-        or "none",
-        "decision_protocol": decision["protocol"]["sha256"][:12] if decision.get("protocol") else "none",
+        "decision_missing_runs": "; ".join(f"{m['name']} ({m['why']})" for m in decision.missing_runs) or "none",
+        "decision_protocol": decision.protocol["sha256"][:12] if decision.protocol else "none",
         "train_images": train_images,
-        "evaluation_split": latent_metrics["evaluation_split"],
-        "evaluation_images": latent_metrics["evaluation_images"],
-        "evaluation_scenes": latent_metrics["evaluation_scenes"],
-        "evaluation_groups": latent_metrics["evaluation_groups"],
-        **_split_numbers(latent_metrics["split"]),
+        "evaluation_split": latent_metrics.evaluation_split,
+        "evaluation_images": latent_metrics.evaluation_images,
+        "evaluation_scenes": latent_metrics.evaluation_scenes,
+        "evaluation_groups": latent_metrics.evaluation_groups,
+        **_split_numbers(latent_metrics.split),
         "seeds": ", ".join(
             f"{label} {', '.join(str(r.config.training.seed) for r in runs)}" for label, runs in arms.items()
         ),
@@ -125,7 +125,7 @@ def key_numbers(
     }
     for name in INTRO_CRITERIA:  # a criterion the rule did not compute (no probe) reads "not measured"
         numbers.update({f"{name}_{part}": "not measured" for part in ("v1", "v2", "diff", "mde", "verdict")})
-    for name, c in decision["criteria"].items():
+    for name, c in decision.criteria.items():
         if c["role"] == "flag":
             continue
         relative = " (relative)" if c.get("relative") else ""
@@ -141,7 +141,7 @@ def key_numbers(
                 + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
             }
         )
-    posts = [latent_metrics["models"][r.name]["posterior"] for r in arms[candidate]]
+    posts = [latent_metrics.posterior(r.name) for r in arms[candidate]]
     numbers.update(
         {
             "v2_kl_nats": _number(float(sum(p["kl_nats_per_element"] for p in posts) / len(posts))),

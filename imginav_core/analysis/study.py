@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ..palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
+from ..results import LatentMetrics
 from ..runs import RunSummary, shared_config
 from ..runtime import resolve_device
 from ..scoring import LayoutScorer
@@ -148,19 +148,20 @@ class Study:
         # a dataset batch comes back sorted by cache row; keep the pair's own order
         return x.flip(0) if self.layouts.indices[pair.a] > self.layouts.indices[pair.b] else x
 
-    def to_json(self) -> dict:
-        return {
-            "settings": asdict(self.settings),
-            "evaluation_split": self.evaluation_split,
-            "evaluation_images": int(len(self.positions)),
-            "evaluation_scenes": int(len(np.unique(self.scene_ids))),
-            "evaluation_groups": int(len(np.unique(self.groups))),
-            "split": self.data.split_summary(),  # the sides' sizes and what the split did with identical layouts
-            "arms": {label: [r.name for r in self.arm(label)] for label in self.labels},
-            "pairs": [asdict(p) | {"label": p.label} for p in self.pairs],
-            "alphas": self.alphas,
-            "models": {r.name: r.metrics for r in self.models},
-        }
+    def latent_metrics(self) -> LatentMetrics:
+        """What ``latent_metrics.json`` holds (``LatentMetrics.write``)."""
+        return LatentMetrics(
+            settings=asdict(self.settings),
+            evaluation_split=self.evaluation_split,
+            evaluation_images=int(len(self.positions)),
+            evaluation_scenes=int(len(np.unique(self.scene_ids))),
+            evaluation_groups=int(len(np.unique(self.groups))),
+            split=self.data.split_summary(),  # the sides' sizes and what the split did with identical layouts
+            arms={label: [r.name for r in self.arm(label)] for label in self.labels},
+            pairs=[asdict(p) | {"label": p.label} for p in self.pairs],
+            alphas=self.alphas,
+            models={r.name: r.metrics for r in self.models},
+        )
 
     def per_image_table(self) -> pd.DataFrame:
         """Every run's per-image measures, one row per (run, layout): ``per_image.csv``."""
@@ -630,8 +631,7 @@ def run_study(
             bar = progress_bar(work_chunks(study), f"measuring {run.name}", updates=4)
             study.models.append(measure_model(run, label, study, device, bar.update))
             bar.close()
-    path = cfg.outputs.latent_metrics
-    write_text_atomic(path, json.dumps(study.to_json(), indent=1, allow_nan=True))
+    path = study.latent_metrics().write(cfg.outputs.latent_metrics)
     write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))
     log(f"latent-space measurements written to {cfg.outputs.shown(path)} and per_image.csv beside it")
     return study

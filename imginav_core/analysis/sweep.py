@@ -43,6 +43,7 @@ from scipy import stats as distributions
 from ..errors import ProbeError
 from ..files import write_text_atomic
 from ..outputs import Outputs
+from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..runtime import resolve_device
 from ..stats import PerImage, arm_difference, run_difference
@@ -453,15 +454,19 @@ def _probe_scores(out: Outputs, runs: dict[str, SweepRun], summaries: list[RunSu
     checked."""
     if not out.probe_metrics.is_file():
         return "FLD", [f"the diffusion probe has not written {out.shown(out.probe_metrics)}"]
-    probe = json.loads(out.probe_metrics.read_text())
+    try:
+        probe = ProbeMetrics.read(out.probe_metrics)
+    except ResultsError as err:
+        shown = out.shown(out.probe_metrics)
+        return "FLD", [f"not the probe's metrics: {str(err).replace(str(out.probe_metrics), shown)}"]
     problems, stale = [], set()
     for summary in summaries:
         _, problem = probe_problems(out.probe_metrics, [summary])
-        if problem and summary.name in probe.get("experiments", {}):  # probed before it last trained
+        if problem and summary.name in probe.experiments:  # probed before it last trained
             problems.append(f"{summary.name}: no FLD: {problem}")
             stale.add(summary.name)
-    probed = [name for name in runs if name in probe.get("experiments", {}) and name not in stale]
-    problems += [f"{name}: not probed" for name in runs if name not in probe.get("experiments", {})]
+    probed = [name for name in runs if name in probe.experiments and name not in stale]
+    problems += [f"{name}: not probed" for name in runs if name not in probe.experiments]
     scorers = _scorer_seeds(probe, probed)
     for name in probed:
         try:

@@ -2,39 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from ..outputs import Outputs
+from ..results import ProbeMetrics
 
 
-def _label(metrics: dict, name: str) -> str:
+def _label(metrics: ProbeMetrics, name: str) -> str:
     """``V1 seed 42``: the arm and the autoencoder's training seed (a KL-sweep run: ``V2 KL 0.001
     seed 42``)."""
-    result = metrics["experiments"][name]
+    result = metrics.experiments[name]
     label = f"{result['label']} KL {result['kld']:g}" if result.get("sweep") else result["label"]
     return f"{label} seed {result['training_seed']}" if "training_seed" in result else label
 
 
-def comparison_runs(metrics: dict) -> tuple[dict, list[str]]:
+def comparison_runs(metrics: ProbeMetrics) -> tuple[ProbeMetrics, list[str]]:
     """(the probe's metrics with the comparison runs only, the KL-sweep runs left out): the
     probe's tables and headline numbers are of the V1-V2 comparison; the sweep's FLD is the
     analysis's KL-weight curve."""
-    swept = [name for name, result in metrics["experiments"].items() if result.get("sweep")]
-    kept = {name: result for name, result in metrics["experiments"].items() if name not in swept}
-    return metrics | {"experiments": kept}, swept
+    swept = [name for name, result in metrics.experiments.items() if result.get("sweep")]
+    kept = {name: result for name, result in metrics.experiments.items() if name not in swept}
+    return dataclasses.replace(metrics, experiments=kept), swept
 
 
-def _first_of_each_arm(metrics: dict) -> list[str]:
+def _first_of_each_arm(metrics: ProbeMetrics) -> list[str]:
     first: dict[str, str] = {}
-    for name, result in metrics["experiments"].items():
+    for name, result in metrics.experiments.items():
         first.setdefault(result["label"], name)
     return list(first.values())
 
 
-def generated_layouts(metrics: dict, out: Outputs) -> plt.Figure:
+def generated_layouts(metrics: ProbeMetrics, out: Outputs) -> plt.Figure:
     """Real test layouts, then the generated layouts of each arm's first run (the first of
     probe seed 0); every run's grid is in the probe folder."""
     panels = [("real (test)", out.probe_real_grid)] + [
@@ -49,9 +52,9 @@ def generated_layouts(metrics: dict, out: Outputs) -> plt.Figure:
     return fig
 
 
-def _scores(metrics: dict, part: str, interval: bool) -> pd.DataFrame:
+def _scores(metrics: ProbeMetrics, part: str, interval: bool) -> pd.DataFrame:
     rows = {}
-    for name, result in metrics["experiments"].items():
+    for name, result in metrics.experiments.items():
         for key, score in result[part]["scores"].items():
             row = rows.setdefault(key, {"better": score.get("better", ""), "floor (real)": f"{score['floor']:.3g}"})
             text = f"{score['value']:.3g}"
@@ -63,25 +66,25 @@ def _scores(metrics: dict, part: str, interval: bool) -> pd.DataFrame:
     return table
 
 
-def score_table(metrics: dict) -> pd.DataFrame:
+def score_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """Every score of the generated layouts with its 95 % CI over samples, beside the floor (real
     training layouts scored the same way: what a perfect generator gets)."""
     return _scores(metrics, "generated", interval=True)
 
 
-def reconstruction_table(metrics: dict) -> pd.DataFrame:
+def reconstruction_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """The same scores for each autoencoder's reconstructions of real training layouts: the best
     its decoder allows, so that a bad generation score can be told apart from a bad decoder."""
     return _scores(metrics, "reconstructed", interval=False)
 
 
-def robustness_table(metrics: dict) -> pd.DataFrame:
+def robustness_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """The primary endpoint (FLD of the generated layouts) as the instrument's own choices move it:
     measured by each scorer seed's feature network, and after each denoiser budget. A comparison
     of latent spaces that holds in every row does not rest on one scorer or one budget; FLDs of
     different scorer seeds are in different feature spaces, so compare within a row, not across."""
     rows: dict[str, dict[str, str]] = {}
-    for name, result in metrics["experiments"].items():
+    for name, result in metrics.experiments.items():
         label = _label(metrics, name)
         generated = result["generated"]
         floors = generated.get("fld_floor_by_scorer", {})
@@ -92,15 +95,15 @@ def robustness_table(metrics: dict) -> pd.DataFrame:
         for steps, budget in result.get("budgets", {}).items():
             low, high = budget["fld_ci95"]
             interval = f" [{low:.3g}, {high:.3g}]" if low is not None else ""
-            rows.setdefault(f"FLD after {steps} denoiser steps (scorer seed {metrics['settings']['seed']})", {})[
-                label
-            ] = f"{budget['fld']:.3g}{interval}"
+            rows.setdefault(f"FLD after {steps} denoiser steps (scorer seed {metrics.settings['seed']})", {})[label] = (
+                f"{budget['fld']:.3g}{interval}"
+            )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "primary endpoint"
     return table
 
 
-def memorisation_table(metrics: dict) -> pd.DataFrame:
+def memorisation_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """Copies of training layouts among the generated ones (first budget), searched in every
     training layout, beside the rate at which new real layouts look like copies (the floor)."""
     rows: dict[str, dict[str, str]] = {}
@@ -108,7 +111,7 @@ def memorisation_table(metrics: dict) -> pd.DataFrame:
     def share(value: float, interval: list) -> str:
         return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
-    for name, result in metrics["experiments"].items():
+    for name, result in metrics.experiments.items():
         copies = result["generated"].get("memorisation")
         if copies is None:
             continue
@@ -133,30 +136,30 @@ def memorisation_table(metrics: dict) -> pd.DataFrame:
     return table
 
 
-def timings_table(metrics: dict) -> pd.DataFrame:
+def timings_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """Seconds per phase of the probe, per run, and the phases shared by all runs."""
-    columns = {_label(metrics, name): result.get("timings", {}) for name, result in metrics["experiments"].items()}
+    columns = {_label(metrics, name): result.get("timings", {}) for name, result in metrics.experiments.items()}
     columns["shared by all runs"] = {
-        k: v for k, v in metrics.get("timings", {}).items() if isinstance(v, (int, float)) and k != "total"
+        k: v for k, v in metrics.timings.items() if isinstance(v, (int, float)) and k != "total"
     }
     table = pd.DataFrame(columns)
     table.index.name = "seconds"
     return table
 
 
-def heldout_loss_table(metrics: dict) -> pd.DataFrame:
+def heldout_loss_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """The denoiser's held-out epsilon loss per timestep (of 1000), mean over probe seeds."""
     table = pd.DataFrame(
-        {_label(metrics, name): result["heldout_loss"] for name, result in metrics["experiments"].items()}
+        {_label(metrics, name): result["heldout_loss"] for name, result in metrics.experiments.items()}
     )
     table.index.name = "timestep"
     return table
 
 
-def loss_curves(metrics: dict) -> plt.Figure:
+def loss_curves(metrics: ProbeMetrics) -> plt.Figure:
     """The denoiser's training loss (seed 0) per latent space."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for name, result in metrics["experiments"].items():
+    for name, result in metrics.experiments.items():
         curve = np.asarray(result["loss_curve"])
         ax.plot(curve[:, 0], curve[:, 1], label=_label(metrics, name))
     ax.set_xlabel("denoiser step")
@@ -168,15 +171,15 @@ def loss_curves(metrics: dict) -> plt.Figure:
     return fig
 
 
-def diffusability_table(metrics: dict) -> pd.DataFrame:
+def diffusability_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """The cheap measures, with the layouts' own high-frequency share as the reference."""
-    labels = [_label(metrics, n) for n in metrics["experiments"]]
+    labels = [_label(metrics, n) for n in metrics.experiments]
     rows = {
         "high-frequency share, layouts pooled to the latent grid": {
-            label: metrics["layouts"]["high_frequency"]["share"] for label in labels
+            label: metrics.layouts["high_frequency"]["share"] for label in labels
         }
     }
-    for name, result in metrics["experiments"].items():
+    for name, result in metrics.experiments.items():
         label = _label(metrics, name)
         measures = result["diffusability"]
         rows.setdefault("high-frequency share, latents (encoder mean)", {})[label] = measures["high_frequency"]["mean"][
@@ -196,11 +199,11 @@ def diffusability_table(metrics: dict) -> pd.DataFrame:
     return table
 
 
-def key_numbers(metrics: dict) -> dict:
+def key_numbers(metrics: ProbeMetrics) -> dict:
     """The probe's headline numbers the book's introduction quotes (``{glue}``), per arm: the mean
     over its runs, and each run's value (the decision's interval is in the analysis)."""
     arms: dict[str, list[dict]] = {}
-    for result in metrics["experiments"].values():
+    for result in metrics.experiments.values():
         arms.setdefault(result["label"], []).append(result)
     numbers = {}
     for label, results in arms.items():

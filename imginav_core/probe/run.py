@@ -35,6 +35,7 @@ from ..files import atomic_path, write_text_atomic
 from ..images import save_png, to_uint8
 from ..model import LayoutAutoencoder
 from ..outputs import Outputs
+from ..results import ProbeMetrics
 from ..runs import RunSummary, load_runs, shared_config
 from ..runtime import device_name, resolve_device
 from ..scoring import LayoutScorer
@@ -80,7 +81,9 @@ class Timings(dict):
         return ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in self.items())
 
 
-def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Callable[[str], None] = print) -> dict:
+def run_probe(
+    out: Outputs, names: list[str], settings: ProbeSettings, log: Callable[[str], None] = print
+) -> ProbeMetrics:
     """Probe every run in ``names`` (they must have finished, on the same data); write and return
     ``probe_metrics.json``."""
     started = time.perf_counter()
@@ -125,10 +128,10 @@ def run_probe(out: Outputs, names: list[str], settings: ProbeSettings, log: Call
             "runs": {name: r["timings"]["total"] for name, r in metrics["experiments"].items()},
             "total": time.perf_counter() - started,
         }
-        write_text_atomic(out.probe_metrics, json.dumps(metrics, indent=1, allow_nan=True))
+        ProbeMetrics(**metrics).write(out.probe_metrics)  # after each run: a killed probe keeps the runs done
     log(f"probe finished in {metrics['timings']['total']:.1f} s (shared: {timings.line()})")
     log(f"probe metrics written to {out.shown(out.probe_metrics)}")
-    return metrics
+    return ProbeMetrics(**metrics)
 
 
 def _layout_spectrum(val: CachedLayouts, positions: np.ndarray, run: RunSummary) -> dict:
