@@ -38,7 +38,7 @@ def test_every_notebook_opens_on_the_output_root_the_environment_names(monkeypat
 
 def test_make_lab_starts_jupyterlab_on_the_notebooks_with_the_demos_outputs_and_says_how_to_open_it():
     done = subprocess.run(
-        ["make", "-n", "-o", "venv", "-o", ".venv/.installed", "lab", "OUTPUTS=outputs/other"],
+        ["make", "--no-print-directory", "-n", "-o", "venv", "-o", ".venv/.installed", "lab", "OUTPUTS=outputs/other"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -319,7 +319,9 @@ def measure_training(arm: str, work: Workload, meter: PhaseMeter) -> dict[str, A
 
 
 def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
-    """The diffusion probe on both runs."""
+    """The diffusion probe on V1's run: the probe takes a study's runs one after another and keeps
+    only each run's figures, so one run's peak is the job's (and at 512 x 512 on a CPU a run's
+    probe takes over 10 minutes)."""
     from ..outputs import Outputs
     from ..probe import run
     from ..probe.latents import encode_layouts
@@ -353,7 +355,7 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     meter.wrap(run, "_score_generated", "scoring", f"embedding batch {embed}")
     meter.wrap(run, "_reconstructions", "reconstructions", f"chunk {run.DECODE_CHUNK}")
     meter.wrap(run, "_diffusability", "diffusability", f"{run.MEASURE_LIMIT} layouts at once")
-    run.run_probe(Outputs(work.root, cfg.phase), work.run_names(), settings, log=log)
+    run.run_probe(Outputs(work.root, cfg.phase), work.run_names()[:1], settings, log=log)
     training = [e for e in encoded if e["layouts"] > 0]
     per_layout = max(e["bytes"] / e["layouts"] for e in training)
     return {
