@@ -2,9 +2,11 @@
 # The GPU benchmark as a job: the training benchmark at 512 x 512, batch 16 (V1 and V2, fast vs
 # straightforward, plus the fast path without channels_last, and a profile of each path's step:
 # which kernels take the time), then a short real train() on synthetic 512 x 512 layouts, whose
-# epoch times give the estimate for the whole Phase 1.2 (imginav_core/perf/README.md). Results go
-# to $OUT (default OUTPUT_ROOT/perf; at most 5 files); scratch data to a temporary folder, removed
-# at the end. The step limits add up to 9 minutes; expect 6 to 7, mostly torch.compile warm-up.
+# epoch times give the estimate for the whole Phase 1.2 (imginav_core/perf/README.md); on a GPU
+# then the memory benchmark at 512 x 512 (bench --memory: each job's phases, host and GPU peaks,
+# the figures the job scripts' -M lines cite). Results go to $OUT (default OUTPUT_ROOT/perf);
+# scratch data to a temporary folder, removed at the end. The step limits add up to 24 minutes;
+# expect 10 to 15, mostly torch.compile warm-up and the memory benchmark's probe.
 #
 #   bsub < hpc/bench.sh                                              # on the cluster
 #   IMGINAV_CONDA_ENV= OUT=results bash hpc/bench.sh                 # a GPU machine without conda
@@ -20,7 +22,7 @@
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
 #BSUB -M 4GB
-#BSUB -W 00:30
+#BSUB -W 00:40
 #BSUB -o hpc/logs/phase1_2_bench.%J.out
 #BSUB -e hpc/logs/phase1_2_bench.%J.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"
@@ -63,6 +65,13 @@ start=$SECONDS
 step bench 340 "$PYTHON" -m imginav_core bench "${BENCH[@]}" --work-dir "$SCRATCH/bench" --json "$OUT/bench.json"
 step phase_timing 190 "$PYTHON" -m imginav_core phase-timing "${TIMING[@]}" --work-dir "$SCRATCH/phase" \
   --json "$OUT/phase_timing.json"
+if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
+  # at 64 px it measures nothing the job scripts need, in minutes: on a CPU run bench --memory alone
+  echo "== memory: skipped on the CPU (python -m imginav_core bench --memory --set training.device=cpu)"
+else
+  step memory 900 "$PYTHON" -m imginav_core bench --memory --set training.device=cuda \
+    --work-dir "$SCRATCH/memory" --json "$OUT/memory.json"
+fi
 echo "== done in $((SECONDS - start)) s; results in $OUT:"
 ls -l "$OUT"
 exit "$failed"

@@ -14,7 +14,7 @@ import pytest
 from helpers import ROOT
 
 from imginav_core.perf.memory import REST, PhaseMeter, Workload
-from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, RUNS, estimate
+from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, estimate
 from imginav_core.perf.profile import group_of
 
 
@@ -130,10 +130,11 @@ def test_phase_estimate_scales_steady_epochs_to_the_real_set():
         "train_images_per_s": [25.0, 100.0, 100.0],
         "val_images": 50,
     }
-    got = estimate(measured)
-    epoch = 0.8 * REAL_IMAGES / 100.0 + 1.5 * 0.2 * REAL_IMAGES / 50 + 0.5
+    got = estimate(measured, val_fraction=0.1, test_fraction=0.2, runs=10)
+    # the test split is not trained on: 70 % of the images train, 10 % validate
+    epoch = 0.7 * REAL_IMAGES / 100.0 + 1.5 * 0.1 * REAL_IMAGES / 50 + 0.5
     assert abs(got["real_epoch_seconds"] - epoch) < 1e-6
-    assert abs(got["phase_seconds"] - RUNS * (30.0 + EPOCHS * epoch)) < 1e-6
+    assert abs(got["phase_seconds"] - 10 * (30.0 + EPOCHS * epoch)) < 1e-6
 
 
 # The phases the memory benchmark must name, by process: what the study's jobs spend memory on.

@@ -6,8 +6,9 @@ Trains V1 for a few epochs on synthetic layouts, exactly as ``python -m imginav_
 would (fast path, validation, sample grids, checkpoints), and times every epoch from start to
 its log line. The first epoch carries the one-off costs (building the model, torch.compile);
 the later ones are the steady cost. The estimate for the full phase scales those to the real
-set, 2 runs x 10 epochs x 27,897 images split 80/20: the training pass with the training images,
-the validation pass (``val_seconds`` in the metrics) with the validation images, and the rest of
+set, the default plan's runs (V1 and V2 x its seeds) x 10 epochs x 27,897 images split as the
+config splits them (70/10/20: train, validation, test): the training pass with the training
+images, the validation pass (``val_seconds`` in the metrics) with the validation images, and the rest of
 an epoch (sample grid, checkpoints, metrics files) kept as it is, since it does not grow with the
 data. Decoding the real PNGs into the cache is one-off and estimated separately from the decode
 rate measured here.
@@ -33,11 +34,12 @@ from ..errors import ConfigError
 from ..files import write_text_atomic
 from ..parameters import EXPERIMENTS
 from ..runtime import device_name, setup_runtime
+from ..study_plan import study_plan
 from ..training import train
 from . import log
 
 REAL_IMAGES = 27_897  # usable layouts of the real set (book/using/probe.md, the data)
-RUNS, EPOCHS = 2, 10  # V1 and V2, 10 epochs each
+EPOCHS = 10  # each run's, as the experiment configs train
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+  train ")  # train()'s summary line, logged as an epoch ends
 
 
@@ -90,14 +92,16 @@ def timed_training(cfg: Config) -> dict[str, Any]:
     }
 
 
-def estimate(measured: dict[str, Any]) -> dict[str, float]:
-    """Scale the steady epochs to the real set and add the first epoch's one-off costs."""
+def estimate(measured: dict[str, Any], val_fraction: float, test_fraction: float, runs: int) -> dict[str, float]:
+    """Scale the steady epochs to the real set split into train / validation / test by these
+    fractions (the test split is measured by the analysis, not in training) and add the first
+    epoch's one-off costs; ``runs`` such runs."""
     steady_wall = statistics.median(measured["epoch_wall_seconds"][1:])
     steady_train = statistics.median(measured["epoch_train_seconds"][1:])
     steady_val = statistics.median(measured["epoch_val_seconds"][1:])
     images_per_s = statistics.median(measured["train_images_per_s"][1:])
     per_epoch = max(steady_wall - steady_train - steady_val, 0.0)  # sample grid, checkpoints, metrics files
-    real_train, real_val = 0.8 * REAL_IMAGES, 0.2 * REAL_IMAGES
+    real_train, real_val = (1 - val_fraction - test_fraction) * REAL_IMAGES, val_fraction * REAL_IMAGES
     epoch = real_train / images_per_s + steady_val * real_val / measured["val_images"] + per_epoch
     one_off = max(measured["epoch_wall_seconds"][0] - steady_wall, 0.0)  # model, compile warm-up
     run = one_off + EPOCHS * epoch
@@ -108,8 +112,9 @@ def estimate(measured: dict[str, Any]) -> dict[str, float]:
         "one_off_seconds_per_run": one_off,
         "real_epoch_seconds": epoch,
         "real_run_seconds": run,
-        "phase_seconds": RUNS * run,
-        "phase_minutes": RUNS * run / 60,
+        "runs": runs,
+        "phase_seconds": runs * run,
+        "phase_minutes": runs * run / 60,
     }
 
 
@@ -124,8 +129,9 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"steady training {e['steady_train_images_per_s']:.0f} images/s, validation "
         f"{e['steady_val_images_per_s'] or float('nan'):.0f} images/s, {e['other_seconds_per_epoch']:.1f} s per epoch "
         f"besides (samples, checkpoints); one-off per run {e['one_off_seconds_per_run']:.0f} s",
-        f"estimate for the real set ({REAL_IMAGES} images, 80/20): {e['real_epoch_seconds']:.0f} s per epoch, "
-        f"{e['real_run_seconds'] / 60:.1f} min per 10-epoch run, {e['phase_minutes']:.1f} min for both runs",
+        f"estimate for the real set ({REAL_IMAGES} images, {result['split']}): {e['real_epoch_seconds']:.0f} s per "
+        f"epoch, {e['real_run_seconds'] / 60:.1f} min per 10-epoch run, {e['phase_minutes']:.1f} min for the "
+        f"default plan's {e['runs']} runs",
         f"one-off cache build of the real PNGs (not in the estimate): about "
         f"{result['real_cache_build_seconds']:.0f} s at the decode rate measured here",
     ]
@@ -137,6 +143,7 @@ def main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         cfg = timing_config(overrides, args.work_dir or Path(scratch))
         device = setup_runtime(cfg).device
         measured = timed_training(cfg)
+    val, test = cfg.data.val_fraction, cfg.data.test_fraction
     result = {
         "device": str(device),
         "device_name": device_name(device),
@@ -144,7 +151,8 @@ def main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         "resolution": cfg.data.resolution,
         "epochs": cfg.training.epochs,
         "measured": measured,
-        "estimate": estimate(measured),
+        "split": f"train / validation / test {1 - val - test:.0%} / {val:.0%} / {test:.0%}",
+        "estimate": estimate(measured, val, test, runs=len(study_plan())),
         # prepare_seconds covers drawing the synthetic PNGs as well: an upper bound on decoding alone
         "real_cache_build_seconds": measured["prepare_seconds"] / max(measured["layouts"], 1) * REAL_IMAGES,
     }
