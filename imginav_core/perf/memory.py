@@ -324,7 +324,6 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     probe takes over 10 minutes)."""
     from ..outputs import Outputs
     from ..probe import run
-    from ..probe.latents import encode_layouts
     from ..scoring import features
 
     cfg = work.config("V1")
@@ -341,20 +340,20 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     # One epoch of the feature network: its memory is that of a batch and of the 256-layout chunks
     # its targets are counted in; at 512 x 512 on a CPU its 12 epochs take 8 minutes a network.
     features.epochs_for = lambda n: 1
-    encode_batch = inspect.signature(encode_layouts).parameters["batch_size"].default
     sample_batch = inspect.signature(run.sample_latents).parameters["batch_size"].default
     embed = features.embed_batch_size(work.resolution)
     meter.wrap(run, "study_scorers", "scorer fit", f"{settings.scorer_seeds} networks, batch {features.BATCH_SIZE}")
     meter.wrap(run, "training_copies", "copy index")
-    meter.wrap(run, "encode_layouts", "encoding", f"batch {encode_batch}")
+    meter.wrap(run, "encode_layouts", "encoding", f"batch {run.model_batch(work.resolution)}")
     meter.wrap(run, "train_denoiser", "denoiser training", f"batch {settings.batch_size}, width {settings.width}")
     meter.wrap(run, "sample_latents", "sampling", f"batch {min(settings.samples, sample_batch)}")
     meter.wrap(run, "heldout_losses", "held-out loss")
-    meter.wrap(run, "decoded_layouts", "decoding", f"chunk {run.DECODE_CHUNK}")
+    model_batch = run.model_batch(work.resolution)
+    meter.wrap(run, "decoded_layouts", "decoding", f"chunk {run.DECODE_CHUNK}, {model_batch} per model call")
     meter.wrap(run, "describe_layouts", "scoring", f"embedding batch {embed}")
     meter.wrap(run, "_score_generated", "scoring", f"embedding batch {embed}")
-    meter.wrap(run, "_reconstructions", "reconstructions", f"chunk {run.DECODE_CHUNK}")
-    meter.wrap(run, "_diffusability", "diffusability", f"{run.MEASURE_LIMIT} layouts at once")
+    meter.wrap(run, "_reconstructions", "reconstructions", f"chunk {run.DECODE_CHUNK}, {model_batch} per model call")
+    meter.wrap(run, "_diffusability", "diffusability", f"{run.MEASURE_LIMIT} layouts, {model_batch} per model call")
     run.run_probe(Outputs(work.root, cfg.phase), work.run_names()[:1], settings, log=log)
     training = [e for e in encoded if e["layouts"] > 0]
     per_layout = max(e["bytes"] / e["layouts"] for e in training)

@@ -55,6 +55,15 @@ HELDOUT_LIMIT = 1024
 MEASURE_LIMIT = 128  # images through the encoder for the equivariance and scale measures
 GRID_SIDE = 4  # the sample grid: 4 x 4 generated layouts
 DECODE_CHUNK = 64  # layouts decoded, described and dropped at a time: 50 MB of RGB at 512 x 512
+# Pixels per encoder or decoder call: 8 layouts at 512 x 512. On a CPU the activations of one call
+# are resident memory: 64 layouts decoded at once at 512 x 512 held 4.5 GB (bench --memory).
+MODEL_PIXELS = 2**21
+
+
+def model_batch(resolution: int) -> int:
+    """Layouts per encoder or decoder call at ``resolution``: DECODE_CHUNK, at most MODEL_PIXELS
+    pixels. The batch changes no result, only how much is held at once."""
+    return max(1, min(DECODE_CHUNK, MODEL_PIXELS // resolution**2))
 
 
 class Timings(dict):
@@ -164,9 +173,10 @@ def probe_run(
     started = time.perf_counter()
     timings = Timings(device)
     _, model, _ = load_model(run.best_checkpoint, device)
+    batch = model_batch(run.config.data.resolution)
     with timings("encoding"):
-        train_latents = encode_layouts(model, data.train, device)
-        heldout = encode_layouts(model, heldout_layouts, device)
+        train_latents = encode_layouts(model, data.train, device, batch_size=batch)
+        heldout = encode_layouts(model, heldout_layouts, device, batch_size=batch)
         standardiser = Standardiser.fit(train_latents)
     # The held-out latents as the denoiser would see them, the same draw for every latent space.
     heldout_z = standardiser.apply(
@@ -190,7 +200,7 @@ def probe_run(
         first = steps == settings.steps
         log(f"{run.name}: decoding and scoring {len(latents)} layouts generated after {steps} steps")
         described = describe_layouts(
-            decoded_layouts(model, standardiser, latents, device, timings),
+            decoded_layouts(model, standardiser, latents, device, timings, batch),
             scorers,
             copies,
             device,
@@ -218,13 +228,13 @@ def probe_run(
         log(f"{run.name} after {steps} steps: {scored.line()}")
 
     with timings("reconstructions"):
-        reconstructed = _reconstructions(model, data.train, generated["n_generated"], settings.seed, device)
+        reconstructed = _reconstructions(model, data.train, generated["n_generated"], settings.seed, device, batch)
         described = describe_layouts(reconstructed, scorers[:1], None, device)
         reconstructed_scores = scorers[0].score_embedded(
             described.embeddings[0], described.pixels, bootstrap=settings.bootstrap, seed=settings.seed
         )
     with timings("diffusability"):
-        diffusability = _diffusability(model, heldout, heldout_layouts, device)
+        diffusability = _diffusability(model, heldout, heldout_layouts, device, batch)
     # A resumed probe reports the phases done earlier as they were recorded; the total counts them too.
     earlier = [b for s in seeds for b in s["budgets"].values() if b.get("done_earlier")]
     timings["done_earlier"] = sum(
@@ -432,33 +442,43 @@ def decoded_layouts(
     latents: torch.Tensor,
     device: torch.device,
     timings: Timings | None = None,
+    batch: int = DECODE_CHUNK,
 ) -> Iterator[np.ndarray]:
-    """The layouts of standardised ``latents``, decoded DECODE_CHUNK at a time."""
+    """The layouts of standardised ``latents``, DECODE_CHUNK at a time, decoded ``batch`` at a time."""
     timings = timings if timings is not None else Timings(device)
     for start in range(0, len(latents), DECODE_CHUNK):
         with timings("decoding"):
-            rgb = to_uint8(model.decode(standardiser.invert(latents[start : start + DECODE_CHUNK].to(device)))["rgb"])
+            chunk = latents[start : start + DECODE_CHUNK]
+            rgb = np.concatenate(
+                [
+                    to_uint8(model.decode(standardiser.invert(chunk[b : b + batch].to(device)))["rgb"])
+                    for b in range(0, len(chunk), batch)
+                ]
+            )
         yield rgb
 
 
 @torch.no_grad()
 def _reconstructions(
-    model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device
+    model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device, batch: int
 ) -> Iterator[np.ndarray]:
     """Reconstructions (through the posterior mean) of ``count`` training layouts drawn from
-    ``seed``, DECODE_CHUNK at a time."""
+    ``seed``, DECODE_CHUNK at a time, ``batch`` per model call."""
     positions = np.sort(np.random.default_rng(seed).choice(len(layouts), size=count, replace=count > len(layouts)))
     for start in range(0, count, DECODE_CHUNK):
         chunk = positions[start : start + DECODE_CHUNK]
         # Repeated positions (count > layouts) are read once each by the dataset: index the batch back.
         unique, inverse = np.unique(chunk, return_inverse=True)
-        rgb, _, _ = to_model_inputs(layouts[unique], device)
-        yield to_uint8(model.decode(model.encode(rgb))["rgb"])[inverse]
+        parts = []
+        for b in range(0, len(unique), batch):
+            rgb, _, _ = to_model_inputs(layouts[unique[b : b + batch]], device)
+            parts.append(to_uint8(model.decode(model.encode(rgb))["rgb"]))
+        yield np.concatenate(parts)[inverse]
 
 
 @torch.no_grad()
 def _diffusability(
-    model: LayoutAutoencoder, heldout: EncodedLayouts, layouts: CachedLayouts, device: torch.device
+    model: LayoutAutoencoder, heldout: EncodedLayouts, layouts: CachedLayouts, device: torch.device, batch: int
 ) -> dict:
     measures = {"high_frequency": {"mean": _high_frequency(heldout.mean)}}
     if heldout.std is not None:
@@ -469,8 +489,8 @@ def _diffusability(
     def encode(x: torch.Tensor) -> torch.Tensor:
         return model.posterior(x).mean
 
-    measures["equivariance"] = d.equivariance_errors(encode, rgb)
-    measures["scale_consistency"] = d.scale_consistency(encode, model.decode, rgb)
+    measures["equivariance"] = d.equivariance_errors(encode, rgb, batch_size=batch)
+    measures["scale_consistency"] = d.scale_consistency(encode, model.decode, rgb, batch_size=batch)
     return measures
 
 
