@@ -6,7 +6,9 @@
 # then the memory benchmark at 512 x 512 (bench --memory: each job's phases, host and GPU peaks,
 # the figures the job scripts' -M lines cite). Results go to $OUT (default OUTPUT_ROOT/perf);
 # scratch data to a temporary folder, removed at the end. The step limits add up to 24 minutes;
-# expect 10 to 15, mostly torch.compile warm-up and the memory benchmark's probe.
+# expect 10 to 15, mostly torch.compile warm-up and the memory benchmark's probe. Memory: its
+# largest process is the memory benchmark's probe (bench --memory at 512 x 512 on a CPU: largest
+# process 6.72 GB resident); 8 x 2 GB reserved, -M 11GB per slot (1.5 x that, rounded up).
 #
 #   bsub < hpc/bench.sh                                              # on the cluster
 #   IMGINAV_CONDA_ENV= OUT=results bash hpc/bench.sh                 # a GPU machine without conda
@@ -21,7 +23,7 @@
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
-#BSUB -M 4GB
+#BSUB -M 11GB
 #BSUB -W 00:40
 #BSUB -o hpc/logs/phase1_2_bench.%J.out
 #BSUB -e hpc/logs/phase1_2_bench.%J.err

@@ -11,7 +11,8 @@
 # LSF sets $LSB_JOBINDEX to the element's index and replaces %I in the log names by it (IBM LSF
 # 10.1, bsub -o: "%I is replaced by the index of the job in the array"). The array's size must
 # match the plan: with IMGINAV_SEEDS or IMGINAV_KLD_SWEEP=1 it has other runs (the launcher
-# computes the indices). Memory as the single-run jobs: 8 x 2 GB reserved, -M 4GB per slot.
+# computes the indices). Memory as the single-run jobs (bench --memory at 512 x 512: largest
+# process 5.00 GB resident): 8 x 2 GB reserved, -M 8GB per slot, 1.5 x that peak.
 # -Ne: a mail (to you, or to IMGINAV_MAIL through the launcher) for each element that fails.
 #BSUB -J "phase1_2[1-10]"
 #BSUB -q gpul40s
@@ -19,7 +20,7 @@
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
-#BSUB -M 4GB
+#BSUB -M 8GB
 #BSUB -W 04:00
 #BSUB -Ne
 #BSUB -o hpc/logs/phase1_2.%J.%I.out

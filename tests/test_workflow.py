@@ -66,7 +66,22 @@ def test_bsub_directives(script):
     slots = int(d["-n"][0])
     per_slot = _gigabytes(next(re.search(r"rusage\[mem=([^]]+)\]", r)[1] for r in d["-R"] if "rusage[mem=" in r))
     assert 8 <= slots * per_slot <= 32, (slots, per_slot)
-    assert _gigabytes(d["-M"][0]) >= per_slot  # the kill limit (-M, also per slot) above the reservation
+    limit = _gigabytes(d["-M"][0])
+    assert limit >= per_slot  # the kill limit (-M, also per slot) above the reservation
+    # -M comes from the memory benchmark's figure for the job's largest process, cited in the script
+    comments = " ".join(
+        line[1:].strip() for line in (ROOT / "hpc" / script).read_text().splitlines() if line[:2] == "# "
+    )
+    cited = re.search(r"bench --memory.*?largest process ([\d.]+) GB", comments)
+    assert cited, f"hpc/{script}: no 'largest process N GB' from bench --memory beside its #BSUB lines"
+    assert limit >= 1.5 * float(cited[1]) and slots * per_slot >= float(cited[1]), (limit, cited[1])
+    # the book's table of the jobs says what the script asks for
+    row = next(
+        r for r in (ROOT / "book/using/cluster.md").read_text().splitlines() if r.startswith(f"| `hpc/{script}`")
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    reserved, kill = re.fullmatch(r"(\d+) GB reserved, `-M (\S+)`", cells[3]).groups()
+    assert (int(cells[2]), float(reserved), kill) == (slots, per_slot, d["-M"][0]), row
 
 
 def test_the_job_array_script_runs_the_default_plan_with_the_training_jobs_resources():
