@@ -11,13 +11,13 @@ export IMGINAV_OUTPUTS=${IMGINAV_OUTPUTS:-outputs/demo}
 export IMGINAV_DEVICE=${IMGINAV_DEVICE:-cpu}
 export IMGINAV_RESOLUTION=${IMGINAV_RESOLUTION:-64}
 # Sized for 4 runs (2 seeds per arm) within 10 minutes from a fresh clone on a 2-core CPU. 640
-# synthetic layouts keep 339 (the empty ones dropped): 236 to train on, 15 steps an epoch, about
-# 2 s of CPU an epoch with validation and checkpoints; a run's fixed cost (papermill, the kernel,
-# imports, data, the notebook's figures) is about 10 s more. At 5 epochs the models decoded grey
-# blobs (V1 validation MSE 0.15, mIoU 0.09); 20 epochs reach about 0.064 and 0.20 (30: 0.052, 0.23)
-# for about 2 minutes more of the demo's time.
+# synthetic layouts keep 339 (the empty ones dropped): 236 to train on, 15 steps an epoch, 1.0-1.3 s
+# an epoch with validation and checkpoints; a run's fixed cost (papermill, the kernel, imports 2 s,
+# data, the notebook's figures 0.5 s) is about 5 s. At 5 epochs the models decoded grey blobs (V1
+# validation MSE 0.15, mIoU 0.09); at 20 (V1 0.065-0.069, mIoU 0.17-0.20) the whole demo took 4 min
+# 16 s from a fresh clone, so it trains 40: about 25 s more a run.
 export IMGINAV_SYNTHETIC_SAMPLES=${IMGINAV_SYNTHETIC_SAMPLES:-640}
-export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-20}
+export IMGINAV_EPOCHS=${IMGINAV_EPOCHS:-40}
 export IMGINAV_NUM_WORKERS=${IMGINAV_NUM_WORKERS:-0}
 export IMGINAV_SEEDS=${IMGINAV_SEEDS:-42,43}   # 2 seeds per arm: 4 runs (`python -m imginav_core plan --from-env`)
 # The probe's denoiser sized for 4 x 4 x 16 latents and a CPU: illustrative, not the real budget.
