@@ -55,19 +55,20 @@ demo: venv
 # options, e.g. LAB_FLAGS="--no-browser --port 8890".
 .PHONY: lab
 LAB_FLAGS ?=
+# JupyterLab refuses to run as root unless told (containers, some workstations): then it is told.
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: venv
 	@echo "JupyterLab on notebooks/ with the outputs of $(OUTPUTS) (IMGINAV_OUTPUTS): Run All in analysis.ipynb explores them."
 	@echo "Open the address JupyterLab prints below, the one ending in ?token=... (the token is the password);"
 	@echo "on a remote machine forward the port first (ssh -L 8888:localhost:8888 HOST). Ctrl-C stops it."
-	IMGINAV_OUTPUTS=$(OUTPUTS) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
+	IMGINAV_OUTPUTS=$(OUTPUTS) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT) $(LAB_FLAGS)
 
 # The KL-weight sweep at the demo's size, into SWEEP_OUTPUTS: one seed per weight (V1's and V2's runs
 # and the VAE at the sweep's 4 other weights), the probe on each, the report with the KL-weight curve.
-# The plan is recorded first, so that the probe and the analysis take the sweep's runs from it.
+# hpc/demo.sh records the plan first, so that the probe and the analysis take the sweep's runs from it.
 SWEEP_OUTPUTS ?= outputs/demo-sweep
 SWEEP_ENV := IMGINAV_KLD_SWEEP=1 IMGINAV_SEEDS=42 IMGINAV_OUTPUTS=$(SWEEP_OUTPUTS)
 demo-sweep: venv
-	$(SWEEP_ENV) $(PY) -m imginav_core plan --from-env --record
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SWEEP_ENV) bash hpc/demo.sh
 
 # --durations: the slowest tests, where the suite's minutes go.

@@ -38,6 +38,9 @@ export IMGINAV_CONDA_ENV=${IMGINAV_CONDA_ENV-}   # the project's .venv, not cond
 start=$SECONDS
 checked=$(python -m imginav_core check run --from-env)  # every planned run's parameters, first
 eval "$checked"  # RUNS (eval "$(...)" would not stop on a failure)
+# The plan under the output root, as the launcher records it: the notebooks opened on these
+# outputs (make lab, or papermill -p output_root outputs/demo) take their runs from it.
+python -m imginav_core plan --from-env --record
 python -m imginav_core fetch-widgets  # the report's widget script now, as the launcher does: no surprise at the end
 for ((index = 1; index <= RUNS; index++)); do
   LSB_JOBINDEX=$index bash hpc/phase1_2_array.sh  # what the job array's element $index runs

@@ -48,3 +48,14 @@ def test_make_lab_starts_jupyterlab_on_the_notebooks_with_the_demos_outputs_and_
     assert command.startswith("IMGINAV_OUTPUTS=outputs/other ") and "jupyter lab --notebook-dir=notebooks" in command
     said = done.stdout.lower()
     assert "?token=" in said and "outputs/other" in said  # where to look for the address, which study
+
+
+def test_the_demo_records_its_plan_before_it_trains_so_its_output_root_alone_names_its_runs():
+    """make demo (hpc/demo.sh) records the plan it runs under its output root, as the launcher does:
+    the analysis notebook opened on outputs/demo (make lab) takes the demo's 2 seeds from it,
+    not the default plan's 5 (tests/test_study_plan.py checks what a recorded plan gives)."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / "hpc/demo.sh").read_text().splitlines()]
+    commands = [line for line in lines if line]
+    record = next(i for i, c in enumerate(commands) if "imginav_core plan --from-env --record" in c)
+    first_run = next(i for i, c in enumerate(commands) if "hpc/phase1_2_array.sh" in c)
+    assert record < first_run
