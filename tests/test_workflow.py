@@ -201,11 +201,10 @@ def test_the_launcher_tags_the_jobs_with_the_study_and_mails_failures_and_the_en
     assert {s["-u"] for s in submitted} == {"someone@example.org"}
     # a mail for each run that fails (-Ne), one when the analysis ends (-N); the probe's end is the analysis's start
     assert [s["mail"] for s in submitted] == ["Ne", "Ne", "", "N"]
-    # the resources of the job scripts, in a form bsub takes (the stand-in checks it)
-    assert [(s["-n"], s["-M"], s["-W"]) for s in submitted] == [("8", "4GB", "04:00")] * 2 + [
-        ("4", "12GB", "02:00"),
-        ("4", "6GB", "01:00"),
-    ]
+    # the resources of the job scripts as they ask for them, in a form bsub takes (the stand-in checks it)
+    asked = [directives(ROOT / "hpc" / script) for script in ("phase1_2_array.sh", "diffusion_probe.sh", "analysis.sh")]
+    resources = [(d["-n"][0], d["-M"][0], d["-W"][0]) for d in asked]
+    assert [(s["-n"], s["-M"], s["-W"]) for s in submitted] == resources[:1] * 2 + resources[1:]
     assert {s["-gpu"] for s in submitted} == {"num=1:mode=exclusive_process"}
 
 

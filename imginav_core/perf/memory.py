@@ -319,9 +319,9 @@ def measure_training(arm: str, work: Workload, meter: PhaseMeter) -> dict[str, A
 
 
 def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
-    """The diffusion probe on V1's run: the probe takes a study's runs one after another and keeps
-    only each run's figures, so one run's peak is the job's (and at 512 x 512 on a CPU a run's
-    probe takes over 10 minutes)."""
+    """The diffusion probe on V2's run, the larger (a VAE's latents carry a standard deviation
+    too): the probe takes a study's runs one after another and keeps only each run's figures, so
+    one run's peak is the job's (and at 512 x 512 on a CPU a run's probe takes 7-12 minutes)."""
     from ..outputs import Outputs
     from ..probe import run
     from ..scoring import features
@@ -354,7 +354,7 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     meter.wrap(run, "_score_generated", "scoring", f"embedding batch {embed}")
     meter.wrap(run, "_reconstructions", "reconstructions", f"chunk {run.DECODE_CHUNK}, {model_batch} per model call")
     meter.wrap(run, "_diffusability", "diffusability", f"{run.MEASURE_LIMIT} layouts, {model_batch} per model call")
-    run.run_probe(Outputs(work.root, cfg.phase), work.run_names()[:1], settings, log=log)
+    run.run_probe(Outputs(work.root, cfg.phase), work.run_names()[-1:], settings, log=log)
     training = [e for e in encoded if e["layouts"] > 0]
     per_layout = max(e["bytes"] / e["layouts"] for e in training)
     return {
