@@ -297,3 +297,18 @@ def test_in_a_batch_log_measuring_prints_a_few_lines_a_run_ending_at_its_total(m
         assert 1 <= len(lines) <= 5, lines  # compact: about four, never a redraw per chunk
         assert f"{total}/{total}" in lines[-1]
     assert "\r" not in printed
+
+
+def test_the_reconstruction_figure_labels_each_row_by_the_type_of_the_test_layout_it_shows(study):
+    """Each row of the reconstruction figure says whether its layout is a room or a scene: the type
+    of that test layout (the examples come from the evaluation split, not validation)."""
+    from imginav_core.analysis.plots import reconstructions
+
+    fig = reconstructions(study)
+    columns = fig.axes[0].get_gridspec().ncols
+    shown = [ax.get_ylabel() for ax in fig.axes[::columns]]
+    types = study.layouts.types[study.example_positions]
+    assert shown == ["room" if t == 0 else "scene" for t in types]
+    assert {"room", "scene"} <= set(shown)  # the figure shows both kinds (3 of each where there are)
+    # the first column is those layouts themselves
+    assert np.array_equal(fig.axes[0].images[0].get_array(), study.inputs[0])

@@ -47,7 +47,7 @@ def image_criteria(
             Measure(
                 "reconstruction_mse",
                 "non-inferiority",
-                "validation MSE of the reconstructions (relative difference, VAE / deterministic - 1)",
+                "MSE of the test layouts' reconstructions (relative difference, VAE / deterministic - 1)",
                 "lower",
                 relative=True,
             ),
@@ -68,7 +68,7 @@ def image_criteria(
             Measure(
                 "nearest_neighbour_validity",
                 "primary" if nn_primary else "secondary",
-                "palette purity of the midpoint between a validation latent and its nearest training latent, "
+                "palette purity of the midpoint between a test latent and its nearest training latent, "
                 "over the palette purity of the layout's reconstruction (ratio of sums: 1 = the midpoints as "
                 "clean as the reconstructions; a uniformly blurrier decoder is not charged twice)",
                 "higher",

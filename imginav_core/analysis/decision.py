@@ -7,7 +7,7 @@ of ``Rule``), and the record of that rule (``protocol``) that lets a reader chec
   with results older than a run's final checkpoint, the analysis stops (``ProbeError``), unless
   told to go on without it (``allow_no_probe``), in which case there is no choice.
 - **Non-inferiority:** the VAE's reconstruction may be worse only within named margins: the
-  validation MSE (relative) and the IoU of the small classes (chair, lighting, pier / stool).
+  test-split MSE (relative) and the IoU of the small classes (chair, lighting, pier / stool).
 - **Intervals:** 95 % t intervals whose degrees of freedom follow each arm's seed-to-seed spread
   (Welch-Satterthwaite): of the runs' FLDs for the primary (the runs are its n), of the paired
   per-image differences (seeds, then scenes, then images) for the others, VAE minus
@@ -70,7 +70,7 @@ PROBE_COMMAND = "`bsub < hpc/diffusion_probe.sh` on the cluster, or `bash hpc/di
 
 @dataclass(frozen=True)
 class Rule:
-    # Non-inferiority: the VAE's validation MSE at most this much higher (relative, upper CI bound).
+    # Non-inferiority: the VAE's test-split MSE at most this much higher (relative, upper CI bound).
     mse_margin: float = 0.25
     # ... and its IoU of the small classes at most this much lower (absolute, lower CI bound).
     small_class_iou_margin: float = 0.05

@@ -358,10 +358,10 @@ def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
 
 
 def reconstructions(study: Study) -> plt.Figure:
-    """Per row one validation layout: input, each arm's reconstruction and segmentation (the
-    arm's first seed)."""
+    """Per row one test layout (the evaluation split's): input, each arm's reconstruction and
+    segmentation (the arm's first seed)."""
     shown = [study.shown(label) for label in study.labels]
-    types = study.data.val.types[study.example_positions]
+    types = study.layouts.types[study.example_positions]  # the positions index the evaluation split
     titles = ["input"] + [f"{r.label} reconstruction" for r in shown] + [f"{r.label} segmentation" for r in shown]
     n = len(study.example_positions)
     fig, axes = plt.subplots(n, len(titles), figsize=(2.0 * len(titles), 2.0 * n), squeeze=False)
@@ -599,7 +599,7 @@ def latent_table(study: Study) -> pd.DataFrame:
 
 def interpolation_table(study: Study) -> pd.DataFrame:
     """What lies between the fixed pairs on the straight path, per arm (mean over seeds) and kind
-    of pair; and between each validation layout and its nearest training layout. *Validity* =
+    of pair; and between each test layout and its nearest training layout. *Validity* =
     relative purity (inner frames' over the ends') x gradualness (``measures.path_validity``);
     for the nearest training layout, the relative purity is the midpoints' over the
     reconstructions' (ratio of sums). Short column names, so that the table fits the page: *gradual*
