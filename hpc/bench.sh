@@ -8,7 +8,7 @@
 # scratch data to a temporary folder, removed at the end. The step limits add up to 24 minutes;
 # expect 10 to 15, mostly torch.compile warm-up and the memory benchmark's probe. Memory: its
 # largest process is the memory benchmark's probe (bench --memory at 512 x 512 on a CPU: largest
-# process 6.72 GB resident); 8 x 2 GB reserved, -M 11GB per slot (1.5 x that, rounded up).
+# process 7.17 GB resident); 8 x 2 GB reserved, -M 11GB per slot (1.5 x that, rounded up).
 #
 #   bsub < hpc/bench.sh                                              # on the cluster
 #   IMGINAV_CONDA_ENV= OUT=results bash hpc/bench.sh                 # a GPU machine without conda

@@ -6,7 +6,7 @@
 # from its last checkpoint, finished ones are not redone.
 # On an L40s for bf16, the recipe every latent space gets. Memory (python -m imginav_core bench
 # --memory at 512 x 512, on a CPU, where the denoiser's batch-64 activations, 5.7 GB, are resident;
-# a GPU job holds them on the GPU): largest process 6.72 GB resident. Per slot: 4 x 3 GB = 12 GB
+# a GPU job holds them on the GPU): largest process 7.17 GB resident. Per slot: 4 x 3 GB = 12 GB
 # reserved, -M 11GB (1.5 x that peak, rounded up).
 #BSUB -J phase1_2_probe
 #BSUB -q gpul40s

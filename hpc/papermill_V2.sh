@@ -3,7 +3,7 @@
 #   bsub < hpc/papermill_V2.sh        (or run locally: bash hpc/papermill_V2.sh)
 # Memory (python -m imginav_core bench --memory at 512 x 512, batch 16, measured on a CPU, where the
 # 4.6 GB of activations are resident; a GPU job holds them on the GPU and its CUDA libraries, 1-2 GB,
-# on the host instead): largest process 5.00 GB resident.
+# on the host instead): largest process 5.02 GB resident.
 # rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 8GB = 1.5 x that peak,
 # rounded up, so it holds where LSF enforces -M per process.
 # -Ne: a mail (to you, or to bsub -u ADDRESS) only if the run fails.

@@ -12,7 +12,7 @@
 # 10.1, bsub -o: "%I is replaced by the index of the job in the array"). The array's size must
 # match the plan: with IMGINAV_SEEDS or IMGINAV_KLD_SWEEP=1 it has other runs (the launcher
 # computes the indices). Memory as the single-run jobs (bench --memory at 512 x 512: largest
-# process 5.00 GB resident): 8 x 2 GB reserved, -M 8GB per slot, 1.5 x that peak.
+# process 5.02 GB resident): 8 x 2 GB reserved, -M 8GB per slot, 1.5 x that peak.
 # -Ne: a mail (to you, or to IMGINAV_MAIL through the launcher) for each element that fails.
 #BSUB -J "phase1_2[1-10]"
 #BSUB -q gpul40s
