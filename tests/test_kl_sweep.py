@@ -148,7 +148,7 @@ def test_the_figure_draws_0_apart_from_the_log_axis_and_marks_v1_and_v2():
     assert written["curve"][2]["fld"]["ci95"] == pytest.approx(curve[2].fld.ci95)
     assert written["recommendation"]["kld"] == 1e-5 and written["role"].startswith("secondary")
     table = plots.kl_curve_table(sweep)
-    assert table.loc["1e-3", "vs V1: MSE"] == "inferior" and table.loc["0 (V1)", "vs V1: MSE"] == "reference"
+    assert table.loc["1e-3", "MSE vs V1"] == "inferior" and table.loc["0 (V1)", "MSE vs V1"] == "reference"
 
 
 @pytest.mark.parametrize("decision_probe,recommended", [(CLEAR_WIN, 0.0), (None, 1e-5)])

@@ -337,21 +337,22 @@ def _estimate(value, digits: str = "") -> str:
 
 def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
     """The curve's numbers, one row per KL weight: each value with its 95 % interval over the runs
-    (none with one run), and the decision's reconstruction criteria against V1 (the verdict)."""
+    (none with one run), and the decision's reconstruction criteria against V1 (the verdict).
+    Short headers, so that nine columns fit the book's page without breaking words."""
     rows = []
     for point in sweep.curve:
         verdicts = {name: c["verdict"] for name, c in point.non_inferiority.items()}
         rows.append(
             {
                 "KL weight": point.label,
-                "runs": len(point.runs),
-                "probe FLD": _estimate(point.fld),
+                "n": len(point.runs),
+                "FLD": _estimate(point.fld),
                 "MSE": _estimate(point.mse),
-                "small-class IoU": _estimate(point.small_class_iou, ".3f"),
-                "KL (nats/element)": _estimate(point.kl_nats_per_element),
-                "active units": _estimate(point.active_share, ".2f"),
-                "vs V1: MSE": verdicts.get("reconstruction_mse", "reference"),
-                "vs V1: IoU": verdicts.get("small_class_iou", "reference"),
+                "small IoU": _estimate(point.small_class_iou, ".3f"),
+                "KL nats": _estimate(point.kl_nats_per_element),
+                "active": _estimate(point.active_share, ".2f"),
+                "MSE vs V1": verdicts.get("reconstruction_mse", "reference"),
+                "IoU vs V1": verdicts.get("small_class_iou", "reference"),
             }
         )
     return pd.DataFrame(rows).set_index("KL weight")
