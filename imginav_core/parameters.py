@@ -315,18 +315,15 @@ TRAIN = Notebook(
     ),
 )
 
+# The analysis's and the probe's output root: the study they read (None: IMGINAV_OUTPUTS, else outputs).
+STUDY_OUTPUT_ROOT = Parameter(
+    "output_root", "path", None, "output root", env=OUTPUTS_VARIABLE, optional=True, shown_default=OUTPUT_ROOT_SHOWN
+)
+
 ANALYSIS = Notebook(
     "notebooks/analysis.ipynb",
     (
-        Parameter(
-            "output_root",
-            "path",
-            None,
-            "output root",
-            env=OUTPUTS_VARIABLE,
-            optional=True,
-            shown_default=OUTPUT_ROOT_SHOWN,
-        ),
+        STUDY_OUTPUT_ROOT,
         Parameter(
             "experiment_v1",
             "str",
@@ -376,15 +373,7 @@ ANALYSIS = Notebook(
 PROBE = Notebook(
     "notebooks/diffusion_probe.ipynb",
     (
-        Parameter(
-            "output_root",
-            "path",
-            None,
-            "output root",
-            env=OUTPUTS_VARIABLE,
-            optional=True,
-            shown_default=OUTPUT_ROOT_SHOWN,
-        ),
+        STUDY_OUTPUT_ROOT,
         Parameter(
             "experiments",
             "str",
