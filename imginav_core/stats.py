@@ -355,3 +355,26 @@ def run_difference(
     return _interval(float(b.mean() - a.mean()), variance, df, (len(a), len(b)), level, log=log) | {
         "n_runs": [len(a), len(b)]
     }
+
+
+@dataclass
+class Estimate:
+    """A mean over runs (on a ratio scale the geometric mean) and its 95 % t interval over them
+    (None with one run), with the runs' values."""
+
+    estimate: float | None
+    ci95: list[float] | None
+    runs: list[float]
+
+
+def seed_estimate(values: list[float], *, log: bool = False, level: float = 0.95) -> Estimate:
+    """The mean of ``values`` (one per run) and its t interval on ``len - 1`` df; ``log``: of the
+    logs, given back as a geometric mean and its interval (a ratio scale)."""
+    if not values:
+        return Estimate(None, None, [])
+    x = np.log(values) if log else np.asarray(values, dtype=np.float64)
+    mean, back = float(x.mean()), (math.exp if log else float)
+    if len(x) < 2:
+        return Estimate(back(mean), None, list(map(float, values)))
+    half = float(distributions.t.ppf((1 + level) / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    return Estimate(back(mean), [back(mean - half), back(mean + half)], list(map(float, values)))

@@ -17,10 +17,11 @@ from imginav_core import load_config
 from imginav_core.analysis import plots
 from imginav_core.analysis.decision import Rule, write_decision
 from imginav_core.analysis.study import AnalysisSettings, run_study
-from imginav_core.analysis.sweep import KLSweep, SweepRun, kl_curve, measure_run, recommend, seed_estimate
+from imginav_core.analysis.sweep import KLSweep, SweepRun, kl_curve, measure_run, recommend
 from imginav_core.outputs import Outputs
 from imginav_core.probe import plots as probe_plots
 from imginav_core.runs import load_runs
+from imginav_core.stats import seed_estimate
 from imginav_core.study_plan import SweepPoint, is_sweep_run
 
 matplotlib.use("Agg")

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats as distributions
 
 from ..errors import ProbeError
 from ..files import write_text_atomic
@@ -46,7 +45,7 @@ from ..outputs import Outputs
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..runtime import resolve_device
-from ..stats import PerImage, arm_difference, run_difference
+from ..stats import Estimate, PerImage, arm_difference, run_difference, seed_estimate
 from ..study_plan import StudyPlan, SweepPoint, decision_arms
 from ..training.checkpoints import load_model
 from . import measures as m
@@ -82,29 +81,6 @@ class SweepRun:
         return float(
             PerImage(self.small_inter[None], self.small_union[None]).per_seed(np.ones((1, len(self.mse))))[0, 0]
         )
-
-
-@dataclass
-class Estimate:
-    """A weight's value: the mean over its runs (FLD: the geometric mean) and its 95 % t interval
-    over them (None with one run)."""
-
-    estimate: float | None
-    ci95: list[float] | None
-    runs: list[float]
-
-
-def seed_estimate(values: list[float], *, log: bool = False, level: float = 0.95) -> Estimate:
-    """The mean of ``values`` (one per run) and its t interval on ``len - 1`` df; ``log``: of the
-    logs, given back as a geometric mean and its interval (a ratio scale)."""
-    if not values:
-        return Estimate(None, None, [])
-    x = np.log(values) if log else np.asarray(values, dtype=np.float64)
-    mean, back = float(x.mean()), (math.exp if log else float)
-    if len(x) < 2:
-        return Estimate(back(mean), None, list(map(float, values)))
-    half = float(distributions.t.ppf((1 + level) / 2, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return Estimate(back(mean), [back(mean - half), back(mean + half)], list(map(float, values)))
 
 
 def weight_text(weight: float) -> str:
