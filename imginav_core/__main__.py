@@ -196,7 +196,7 @@ def _check(args: argparse.Namespace) -> int:
                 "(bsub < hpc/diffusion_probe.sh, then the analysis)"
             )
         if not args.parameters_only:  # the primary endpoint: every run probed since it last trained
-            from .analysis.decision import read_probe
+            from .analysis.endpoint import read_probe
 
             read_probe(out.probe_metrics, runs, values["allow_no_probe"])
         assignments = {

@@ -7,8 +7,9 @@ killed by the wall-time limit, a non-finite loss, a missing checkpoint — is un
 analysis refuses to compare it unless told to, in which case the report marks it. A run of the
 study plan that is not compared at all is named with why (``missing_runs``), never dropped silently.
 
-Below ``probe`` and ``analysis`` (both read runs). pandas and torch are imported only when a run is
-there to read, so the command line's checks that find a run missing answer without them.
+Below ``probe`` and ``analysis`` (both read runs). Torch-free: a run's configuration comes from its
+``config.yaml`` (``_run_config``), and pandas is imported only when a run is there to read, so the
+command line's checks answer on a login node in about a second.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, config_from_dict, is_folder_name
+from .config import Config, config_from_dict, is_folder_name, parse_yaml
 from .errors import ConfigError, ImginavError, UnfinishedRunError
 from .outputs import Outputs
 
@@ -98,9 +99,7 @@ def load_run(out: Outputs, name: str) -> RunSummary:
             f"no metrics for experiment {name!r}: {metrics_path} does not exist (was it trained with "
             f"output_root={out.root}? did its job fail before the first epoch? see hpc/logs/)"
         )
-    import pandas as pd  # (pandas and torch: only once there is a run to read)
-
-    from .training.checkpoints import load_checkpoint
+    import pandas as pd  # (pandas: only once there is a run to read)
 
     with open(metrics_path, newline="") as handle:
         rows = [row for row in csv.DictReader(handle)]
@@ -110,8 +109,7 @@ def load_run(out: Outputs, name: str) -> RunSummary:
     finished_rows = metrics[metrics["status"].isin(FINISHED + ("running",))]
 
     best = out.best_checkpoint(name)
-    config_source = best if best.is_file() else out.last_checkpoint(name)
-    config = config_from_dict(load_checkpoint(config_source)["config"], source=str(config_source))
+    config = _run_config(out, name)
 
     problem = ""
     if status not in FINISHED:
@@ -122,6 +120,22 @@ def load_run(out: Outputs, name: str) -> RunSummary:
     elif not best.is_file():
         problem = f"{best} is missing"
     return RunSummary(name, out, config, finished_rows.reset_index(drop=True), status, problem)
+
+
+def _run_config(out: Outputs, name: str) -> Config:
+    """The configuration the run trained with: its ``config.yaml``, written at the start of every
+    training session before any checkpoint of that session. A resumption may change only where
+    and how fast the run goes (``RESUMABLE_CHANGES``: the epochs, the device, a moved data
+    folder), so it agrees with the checkpoints' on everything the analysis compares, and is the
+    newer on those keys. Read from the checkpoint (torch) only for a run folder without it."""
+    path = out.run_config(name)
+    if path.is_file():
+        return config_from_dict(parse_yaml(path.read_text(), str(path)) or {}, source=str(path))
+    from .training.checkpoints import load_checkpoint
+
+    best = out.best_checkpoint(name)
+    source = best if best.is_file() else out.last_checkpoint(name)
+    return config_from_dict(load_checkpoint(source)["config"], source=str(source))
 
 
 def shared_config(runs: list[RunSummary], output_root: str | Path) -> Config:

@@ -10,7 +10,7 @@ import sys
 import papermill
 import pytest
 import yaml
-from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2
+from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME
 
 from imginav_core.__main__ import build_parser, main
 from imginav_core.config import load_config, parse_overrides, schema_keys
@@ -97,6 +97,41 @@ def test_check_answers_without_importing_torch(tmp_path):
     assert [(status, command) for status, _, command in lines] == [(str(s), " ".join(a[:2])) for a, s in CHECKS]
     assert [torch for _, torch, _ in lines] == ["False"] * len(CHECKS), done.stdout
     assert "no metrics for experiment" in done.stderr  # the probe's and the analysis's checks named the run
+
+
+def test_check_reads_finished_runs_and_the_probe_without_importing_torch(tiny_runs, tmp_path):
+    """Once the runs have trained, the probe's and the analysis's checks read them (their metrics
+    and configuration) and the analysis's reads the probe's results, still without torch."""
+    import shutil
+
+    from imginav_core.outputs import Outputs
+
+    root = tmp_path / "outputs"
+    shutil.copytree(tiny_runs, root)
+    out = Outputs(root, PHASE)
+    out.probe_notebook.parent.mkdir(parents=True, exist_ok=True)
+    out.probe_notebook.write_text("{}")  # the probe ran, but wrote no metrics
+    (tmp_path / "manager.tgz").write_bytes(b"")
+    env = {
+        **os.environ,
+        "IMGINAV_OUTPUTS": str(root),
+        "IMGINAV_HTML_MANAGER": str(tmp_path / "manager.tgz"),
+        "IMGINAV_PROBE_EXPERIMENTS": f"{V1_NAME},{V2_NAME}",
+        "IMGINAV_EXPERIMENT_V1": V1_NAME,
+        "IMGINAV_EXPERIMENT_V2": V2_NAME,
+    }
+    code = (
+        "import contextlib, io, sys\nfrom imginav_core.__main__ import main\n"
+        "for notebook in ('probe', 'analysis'):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        status = main(['check', notebook, '--from-env'])\n"
+        "    print(notebook, status, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    # the runs are finished: the probe may start; the analysis stops at the missing probe metrics
+    assert done.stdout.splitlines() == ["probe 0 False", "analysis 2 False"], done.stdout + done.stderr
+    assert "the diffusion probe has not written" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -22,10 +22,10 @@ from imginav_core.analysis.decision import (
     decide_study,
     files_written,
     git_commit,
-    read_probe,
     recipe_flags,
     write_decision,
 )
+from imginav_core.analysis.endpoint import read_probe
 from imginav_core.analysis.report import key_numbers
 from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError

@@ -50,7 +50,8 @@ from ..study_plan import StudyPlan, SweepPoint, decision_arms
 from ..training.checkpoints import load_model
 from . import measures as m
 from .criteria import Measure, image_criteria
-from .decision import Rule, _primary_scores, _scorer_seeds, _verdict, probe_problems
+from .decision import Rule, _primary_scores, _scorer_seeds, _verdict
+from .endpoint import probe_problems
 from .study import Study, _batches, _small_class_counts
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
@@ -426,7 +427,7 @@ class KLSweep:
 def _probe_scores(out: Outputs, runs: dict[str, SweepRun], summaries: list[RunSummary]) -> tuple[str, list[str]]:
     """Put each run's log FLD (the geometric mean over the scorer seeds all of them were scored
     with) into ``runs``; (which score, why a run has none). A sweep run's probe result must be
-    newer than its checkpoint (``decision.probe_problems``); the comparison runs' the decision
+    newer than its checkpoint (``endpoint.probe_problems``); the comparison runs' the decision
     checked."""
     if not out.probe_metrics.is_file():
         return "FLD", [f"the diffusion probe has not written {out.shown(out.probe_metrics)}"]
