@@ -36,7 +36,7 @@ SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT
 
 if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
-  BENCH=(--set training.device=cpu --quick --variant training.channels_last=on --profile 1)
+  BENCH=(--set training.device=cpu --set data.resolution=64 --quick --variant training.channels_last=on --profile 1)
   TIMING=(--set training.device=cpu --set data.resolution=64 --set data.synthetic_samples=200
           --set training.epochs=2)
 else

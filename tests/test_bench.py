@@ -56,7 +56,7 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
     report = json.loads(out.read_text())
     assert report["speedup"] > 0
     assert report["device"] == "cpu" and report["device_name"] and report["torch"]
-    assert report["settings"]["resolution"] == 128 and report["settings"]["batch_size"] == 16
+    assert report["settings"]["resolution"] == 64 and report["settings"]["batch_size"] == 16
     for model in ("V1", "V2"):
         figures = report["models"][model]
         assert figures["speedup"] > 0 and figures["gflop_per_image"] > 0
@@ -79,11 +79,12 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
         # every convolution of the model, forward and backward, named as a layer
         layers = [c["layer"] for c in profile["convolution_layers"]]
         assert all(re.fullmatch(r"(transposed )?conv \d+->\d+ \dx\d at \d+x\d+( backward)?", c) for c in layers), layers
+        r, bottom = 64, 64 // 16  # the first and last convolutions at full size, the decoder's first up at 1/16
         assert {
-            "conv 3->32 3x3 at 128x128",
-            "conv 3->32 3x3 at 128x128 backward",
-            "transposed conv 256->128 4x4 at 8x8",
-            "conv 16->10 3x3 at 128x128 backward",
+            f"conv 3->32 3x3 at {r}x{r}",
+            f"conv 3->32 3x3 at {r}x{r} backward",
+            f"transposed conv 256->128 4x4 at {bottom}x{bottom}",
+            f"conv 16->10 3x3 at {r}x{r} backward",
         } <= set(layers), layers
     assert "by group:" in done.stdout and "convolution layers" in done.stdout
 
