@@ -135,7 +135,7 @@ def test_a_structured_latent_space_generates_better_than_the_same_latents_shuffl
 
 def test_the_denoiser_is_deterministic_and_a_killed_run_resumes_to_the_same_result(layouts, tmp_path, one_thread):
     latents = structured_latents(layouts[0][:120])
-    settings = dict(steps=60, batch_size=16, width=16, loss_every=10, checkpoint_every=20, device="cpu")
+    settings = dict(steps=40, batch_size=16, width=16, loss_every=10, checkpoint_every=10, device="cpu")
     script = f"""
 import sys, torch
 sys.path.insert(0, {str(ROOT / "tests")!r})
@@ -151,22 +151,36 @@ torch.save({{"curve": state.curve, "sample": sample_latents(model, 4, encoded.sh
 """
     torch.save(latents, tmp_path / "latents.pt")
 
-    def run(checkpoint, result, kill=""):
+    def start(checkpoint, result, kill=""):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "IMGINAV_KILL_AT": kill}
-        return subprocess.run(
+        return subprocess.Popen(
             [sys.executable, "-c", script, str(tmp_path / "latents.pt"), str(checkpoint), str(result)],
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
 
-    assert run(tmp_path / "a.pt", tmp_path / "a_result.pt").returncode == 0
-    assert run(tmp_path / "b.pt", tmp_path / "b_result.pt").returncode == 0
-    killed = run(tmp_path / "c.pt", tmp_path / "c_result.pt", kill="probe_step@50")
+    def finish(process):
+        stdout, stderr = process.communicate()
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    # two processes at a time, one thread each: the same numbers whatever else the machine runs
+    uninterrupted, killed = (
+        start(tmp_path / "a.pt", tmp_path / "a_result.pt"),
+        start(tmp_path / "c.pt", tmp_path / "c_result.pt", kill="probe_step@35"),
+    )
+    uninterrupted, killed = finish(uninterrupted), finish(killed)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
     assert killed.returncode == -9 and not (tmp_path / "c_result.pt").exists()
-    assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 40  # the last checkpoint before the kill
-    resumed = run(tmp_path / "c.pt", tmp_path / "c_result.pt")
-    assert resumed.returncode == 0 and "resuming the denoiser from step 40 of 60" in resumed.stdout
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 30  # the last checkpoint before the kill
+    again, resumed = (
+        start(tmp_path / "b.pt", tmp_path / "b_result.pt"),
+        start(tmp_path / "c.pt", tmp_path / "c_result.pt"),
+    )
+    again, resumed = finish(again), finish(resumed)
+    assert again.returncode == 0, again.stderr
+    assert resumed.returncode == 0 and "resuming the denoiser from step 30 of 40" in resumed.stdout
     a, b, c = (torch.load(tmp_path / f"{k}_result.pt") for k in "abc")
     assert a["curve"] == b["curve"] and torch.equal(a["sample"], b["sample"])  # deterministic on the CPU
     assert a["curve"] == c["curve"] and torch.equal(a["sample"], c["sample"])  # resumed = uninterrupted
