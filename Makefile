@@ -79,7 +79,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	shellcheck hpc/*.sh .ci/run
+	shellcheck hpc/*.sh .ci/run .ci/installed
 
 # The report of the study under OUTPUTS (its executed notebooks), without rerunning anything.
 book: venv

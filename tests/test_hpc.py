@@ -256,7 +256,7 @@ def test_two_array_elements_train_at_once_into_one_phase_folder(tmp_path):
     shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)"
 )
 def test_the_shell_scripts_pass_shellcheck():
-    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hpc").glob("*.sh")) + [".ci/run"]
+    scripts = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "hpc").glob("*.sh")) + [".ci/run", ".ci/installed"]
     done = subprocess.run(["shellcheck", *scripts], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
