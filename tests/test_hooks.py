@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import copy_of_repository
 
+PYTHON_TOOLS = ("ruff", "nbstripout", "pre-commit")  # the hooks' tools from pyproject's dev extras
+
 
 def _git(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
@@ -24,9 +26,10 @@ def _git(repo: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedPro
 def test_the_installed_hooks_fix_or_stop_a_commit_without_the_venv_on_path(tmp_path):
     repo = copy_of_repository(tmp_path / "repo")
     (repo / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the venv make venv builds
-    # a shell as after login: system tools only (git, bash, shellcheck), no venv activated
+    # a shell without the venv activated: this PATH without any folder that holds ruff or nbstripout
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if not any((Path(p) / t).exists() for t in PYTHON_TOOLS)]
     env = {
-        "PATH": os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if Path(p).is_dir()),
+        "PATH": os.pathsep.join(path),
         "HOME": str(tmp_path),
         "PRE_COMMIT_HOME": str(tmp_path / "pre-commit"),
         "GIT_AUTHOR_NAME": "t",
