@@ -79,7 +79,8 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
         # every convolution of the model, forward and backward, named as a layer
         layers = [c["layer"] for c in profile["convolution_layers"]]
         assert all(re.fullmatch(r"(transposed )?conv \d+->\d+ \dx\d at \d+x\d+( backward)?", c) for c in layers), layers
-        r, bottom = 64, 64 // 16  # the first and last convolutions at full size, the decoder's first up at 1/16
+        r = report["settings"]["resolution"]  # the first and last convolutions at full size
+        bottom = r // 16  # the decoder's first up-convolution
         assert {
             f"conv 3->32 3x3 at {r}x{r}",
             f"conv 3->32 3x3 at {r}x{r} backward",

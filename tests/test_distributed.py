@@ -77,14 +77,14 @@ def test_two_processes_give_the_metrics_of_one(single, tmp_path, compiled):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     samples = f"data.synthetic_samples={SAMPLES[compiled]}"
     parallel = _train(torchrun, tmp_path / "ddp", (samples, "training.compile=on") if compiled else (samples,))
-    single = single(SAMPLES[compiled])
-    assert list(parallel[0]) == list(single[0])  # the same columns, in the same order
-    assert [r["epoch"] for r in parallel] == [r["epoch"] for r in single] == ["1", "2"]
+    one_process = single(SAMPLES[compiled])
+    assert list(parallel[0]) == list(one_process[0])  # the same columns, in the same order
+    assert [r["epoch"] for r in parallel] == [r["epoch"] for r in one_process] == ["1", "2"]
     run_dir = tmp_path / "ddp" / "experiments" / V1_NAME
     assert (run_dir / "last.pt").is_file() and (run_dir / f"{V1_NAME}_metrics.csv").is_file()
     (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]  # written once, by rank 0
     assert session["world_size"] == 2
-    for one, two in zip(single, parallel):
+    for one, two in zip(one_process, parallel):
         for column in one.keys() - set(TIMING_COLUMNS):
             try:
                 a, b = float(one[column]), float(two[column])
