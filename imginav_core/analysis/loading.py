@@ -37,9 +37,8 @@ class LoadedArms:
 
 def load_arms(out: Outputs, params: dict[str, Any]) -> LoadedArms:
     """Each arm's runs named by ``params["arms"]`` (``parameters.analysis_parameters``: the study
-    file's arms, in its order); an
-    ``UnfinishedRunError`` for an unfinished one unless ``allow_unfinished``. It reads files and
-    changes nothing, so running it again loads the same runs."""
+    file's arms, in its order); an ``UnfinishedRunError`` for an unfinished one unless
+    ``allow_unfinished``. It reads files and changes nothing, so running it again loads the same runs."""
     arms, unfinished = {}, []
     for label, names in params["arms"].items():
         arms[label], why = load_runs(out, names, params["allow_unfinished"])
