@@ -2,7 +2,7 @@
 # The GPU benchmark as a job: the training benchmark at 512 x 512, batch 16 (V1 and V2, fast vs
 # straightforward, plus the fast path without channels_last, and a profile of each path's step:
 # which kernels take the time), then a short real train() on synthetic 512 x 512 layouts, whose
-# epoch times give the estimate for the whole Phase 1.2 (imginav_core/perf/README.md); on a GPU
+# epoch times give the estimate for the whole Phase 1.2 (imginav_core/study/perf/README.md); on a GPU
 # then the memory benchmark at 512 x 512 (bench --memory: each job's phases, host and GPU peaks,
 # the figures the job scripts' -M lines cite). Results go to $OUT (default OUTPUT_ROOT/perf);
 # scratch data to a temporary folder, removed at the end. The step limits add up to 24 minutes;

@@ -36,7 +36,7 @@ def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tup
     the probe's and the analysis's run lists not given are those of the study plan the jobs train
     (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP; neither set: the plan recorded under the output root),
     written out, so that the executed notebook names them."""
-    from .parameters import ANALYSIS, PROBE, jobs_plan, plan_runs
+    from .study.parameters import ANALYSIS, PROBE, jobs_plan, plan_runs
 
     given, where = {}, {}
     if from_env:
@@ -64,8 +64,8 @@ def planned_run_parameters(
     the study plan; every planned run checked when ``index`` is None (RUNS: how many)."""
     import os
 
-    from .parameters import PLANNED, TRAIN, environment_plan, planned_parameters, set_variable, training_config
-    from .study_plan import planned_run
+    from .study.parameters import PLANNED, TRAIN, environment_plan, planned_parameters, set_variable, training_config
+    from .study.plan import planned_run
 
     for name, _ in pairs:
         if name in PLANNED:
@@ -123,7 +123,7 @@ def shell(assignments: dict[str, Any], params: dict[str, str] | None) -> str:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .parameters import TRAIN, training_config
+    from .study.parameters import TRAIN, training_config
     from .training import train
 
     given, params = notebook_parameters(TRAIN, args.parameter, from_env=False)
@@ -142,8 +142,8 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("check")
 def _check(args: argparse.Namespace) -> int:
-    from .analysis.report import widget_script_source
-    from .parameters import (
+    from .study.analysis.report import widget_script_source
+    from .study.parameters import (
         ANALYSIS,
         PROBE,
         TRAIN,
@@ -166,7 +166,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.notebook == "probe":
         out, names, _ = probe_parameters(**params)
         if not args.parameters_only:  # a training job that failed stops the probe here, with the run named
-            from .runs import load_runs  # (torch: not for the launcher's check on a login node)
+            from .study.runs import load_runs  # (torch: not for the launcher's check on a login node)
 
             load_runs(out, names)
         assignments = {"OUTPUT_ROOT": out.root, "PROBE_DIR": out.probe_dir, "NOTEBOOK": out.probe_notebook}
@@ -186,7 +186,7 @@ def _check(args: argparse.Namespace) -> int:
         out = study_outputs(values["output_root"])
         # A training job that failed stops the analysis here, in seconds, with the run named.
         if not args.parameters_only:
-            from .runs import load_runs  # (torch: not for the launcher's check on a login node)
+            from .study.runs import load_runs  # (torch: not for the launcher's check on a login node)
 
             names = [name for arm in values["arms"].values() for name in arm]
             runs, _ = load_runs(out, names, values["allow_unfinished"])
@@ -196,7 +196,7 @@ def _check(args: argparse.Namespace) -> int:
                 "(bsub < hpc/diffusion_probe.sh, then the analysis)"
             )
         if not args.parameters_only:  # the primary endpoint: every run probed since it last trained
-            from .analysis.endpoint import read_probe
+            from .study.analysis.endpoint import read_probe
 
             read_probe(out.probe_metrics, runs, values["allow_no_probe"])
         assignments = {
@@ -213,8 +213,8 @@ def _check(args: argparse.Namespace) -> int:
 
 @command("probe")
 def _probe(args: argparse.Namespace) -> int:
-    from .parameters import PROBE, probe_parameters
-    from .probe.run import run_probe
+    from .study.parameters import PROBE, probe_parameters
+    from .study.probe.run import run_probe
 
     _, params = notebook_parameters(PROBE, args.parameter, args.from_env)
     run_probe(*probe_parameters(**params))
@@ -223,8 +223,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 @command("stage")
 def _stage(args: argparse.Namespace) -> int:
-    from .analysis.report import stage
-    from .parameters import ANALYSIS, analysis_parameters
+    from .study.analysis.report import stage
+    from .study.parameters import ANALYSIS, analysis_parameters
 
     _, params = notebook_parameters(ANALYSIS, args.parameter, args.from_env)
     for path in stage(analysis_parameters(**params)):
@@ -234,8 +234,8 @@ def _stage(args: argparse.Namespace) -> int:
 
 @command("plan")
 def _plan(args: argparse.Namespace) -> int:
-    from .parameters import environment_plan
-    from .study_plan import arm_indices, check_seeds, plan_cost_text, plan_table, seed_plan_text, study_plan
+    from .study.parameters import environment_plan
+    from .study.plan import arm_indices, check_seeds, plan_cost_text, plan_table, seed_plan_text, study_plan
 
     if args.effect is not None:
         if args.seeds or args.sweep or args.from_env or args.arrays or args.record:
@@ -279,8 +279,8 @@ def record_plan() -> Path:
     """Write the study plan the jobs run (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP) to
     OUTPUT_ROOT/<phase>/study_plan.json, the output root and phase those of its runs
     (IMGINAV_OUTPUTS): what the probe and the analysis default to later. Returns its path."""
-    from .parameters import TRAIN, plan_settings, planned_parameters, training_config
-    from .study_plan import make_study_plan, write_study_plan
+    from .study.parameters import TRAIN, plan_settings, planned_parameters, training_config
+    from .study.plan import make_study_plan, write_study_plan
 
     plan = make_study_plan(*plan_settings())
     _, params = notebook_parameters(TRAIN, list(planned_parameters(plan.runs[0]).items()), from_env=True)
@@ -293,8 +293,8 @@ def unfinished_runs(plan: list, from_env: bool) -> list:
     metrics CSV ends in completed or early_stopped, and best.pt is there) under the output root
     the jobs train into: what ``launch_phase1_2.sh --resume`` submits again."""
     from .errors import CheckpointError, UnfinishedRunError
-    from .parameters import TRAIN, planned_parameters, training_config
-    from .runs import load_run
+    from .study.parameters import TRAIN, planned_parameters, training_config
+    from .study.runs import load_run
 
     unfinished = []
     for run in plan:
@@ -311,7 +311,7 @@ def unfinished_runs(plan: list, from_env: bool) -> list:
 
 @command("fetch-widgets")
 def _fetch_widgets(args: argparse.Namespace) -> int:
-    from .analysis.report import ensure_html_manager
+    from .study.analysis.report import ensure_html_manager
 
     print(f"widget script: {ensure_html_manager()}")
     return 0
@@ -327,7 +327,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 
 @command("parameters")
 def _parameters(args: argparse.Namespace) -> int:
-    from .parameters import settings_table
+    from .study.parameters import settings_table
 
     print(settings_table(), end="")
     return 0
@@ -336,17 +336,17 @@ def _parameters(args: argparse.Namespace) -> int:
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
     if args.memory:
-        from .perf.memory import main as memory
+        from .study.perf.memory import main as memory
 
         return memory(args, parse_overrides(args.set))
-    from .perf.bench import main
+    from .study.perf.bench import main
 
     return main(args, parse_overrides(args.set), {v: parse_overrides(v.split(",")) for v in args.variant})
 
 
 @command("phase-timing")
 def _phase_timing(args: argparse.Namespace) -> int:
-    from .perf.phase_timing import main
+    from .study.perf.phase_timing import main
 
     return main(args, parse_overrides(args.set))
 
@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         "straightforward one, in alternating windows. With --memory instead: the peak resident memory (and "
         "CUDA memory on a GPU) of each phase of the study -- the cache build, training V1 and V2, the "
         "probe's and the analysis's phases -- each process run fresh on synthetic layouts at the "
-        "resolution (default 512). See imginav_core/perf/README.md.",
+        "resolution (default 512). See imginav_core/study/perf/README.md.",
     )
     _set_option(
         p,

@@ -24,6 +24,8 @@ from .errors import ConfigError
 from .files import write_text_atomic
 from .outputs import Outputs
 
+# The checkout the package runs from: configs/, notebooks/, book/ and the default outputs/ lie here.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .config import Config
+from .config import REPO_ROOT, Config
 from .errors import ConfigError
 
 
@@ -95,7 +95,7 @@ def provenance(rt: Runtime) -> dict:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
 
     def git(*args: str) -> str:
         try:

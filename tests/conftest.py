@@ -85,7 +85,7 @@ def copy_of_repository(target: Path) -> Path:
 @pytest.fixture(scope="session")
 def html_manager_package(tmp_path_factory) -> Path:
     """The ipywidgets HTML manager from the npm registry, fetched once for every book the tests build."""
-    from imginav_core.analysis.report import HTML_MANAGER
+    from imginav_core.study.analysis.report import HTML_MANAGER
 
     folder = tmp_path_factory.mktemp("npm")
     name = (

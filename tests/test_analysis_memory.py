@@ -13,18 +13,18 @@ import pytest
 from helpers import PHASE, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, small_config
 
 from imginav_core import train
-from imginav_core.analysis import study as study_module
-from imginav_core.analysis.study import AnalysisSettings, run_study
 from imginav_core.outputs import Outputs
-from imginav_core.runs import load_runs
+from imginav_core.study.analysis import study as study_module
+from imginav_core.study.analysis.study import AnalysisSettings, run_study
+from imginav_core.study.runs import load_runs
 
 # Runs the analysis in a fresh process and prints how far its resident memory rose while it
 # measured the runs: the peak (VmHWM, reset when measuring starts) over the resident size then.
 # tracemalloc does not see torch's allocations; the kernel's counters do.
 PEAK_SCRIPT = r"""
 import json, sys
-from imginav_core.runs import load_runs
-from imginav_core.analysis.study import AnalysisSettings, run_study
+from imginav_core.study.runs import load_runs
+from imginav_core.study.analysis.study import AnalysisSettings, run_study
 from imginav_core.outputs import Outputs
 
 root, phase, images, pairs, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])

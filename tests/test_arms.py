@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from helpers import ROOT
 
-from imginav_core.analysis import plots
-from imginav_core.analysis.study import AnalysisSettings, ModelResult, Study
 from imginav_core.errors import ConfigError
-from imginav_core.parameters import analysis_parameters
-from imginav_core.study_plan import STUDY_FILE_VARIABLE, decision_arms, read_plan_file, study_arms, study_plan
+from imginav_core.study.analysis import plots
+from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Study
+from imginav_core.study.parameters import analysis_parameters
+from imginav_core.study.plan import STUDY_FILE_VARIABLE, decision_arms, read_plan_file, study_arms, study_plan
 
 STUDY = ROOT / "configs/phase1_2/study.yaml"
 V2_LINE = '  V2: {config: V2_vae_light.yaml, colour: "#e41a1c", page: V2_training}\n'
@@ -153,7 +153,7 @@ def test_a_third_arm_measured_beside_the_decided_two_changes_nothing_of_the_deci
     import test_decision
     from test_decision import IMAGES, SEEDS, _arm, _probe, _runs, _study
 
-    from imginav_core.analysis.decision import Rule, decide
+    from imginav_core.study.analysis.decision import Rule, decide
 
     monkeypatch.setitem(test_decision.NAMES, "V3", "phase1_2_AE_V3_vae_heavy")
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from helpers import ROOT
 
-from imginav_core.perf.memory import REST, PhaseMeter, Workload
-from imginav_core.perf.phase_timing import EPOCHS, REAL_IMAGES, estimate
-from imginav_core.perf.profile import group_of
+from imginav_core.study.perf.memory import REST, PhaseMeter, Workload
+from imginav_core.study.perf.phase_timing import EPOCHS, REAL_IMAGES, estimate
+from imginav_core.study.perf.profile import group_of
 
 
 def _bench(*args, timeout=600):

@@ -16,7 +16,7 @@ from imginav_core.__main__ import build_parser, main
 from imginav_core.config import load_config, parse_overrides, schema_keys
 from imginav_core.errors import ConfigError
 from imginav_core.outputs import Outputs, shown_path
-from imginav_core.parameters import (
+from imginav_core.study.parameters import (
     ANALYSIS,
     PROBE,
     TRAIN,
@@ -148,7 +148,7 @@ def test_the_installed_console_script_is_the_same_command_line():
 
 
 def test_the_settings_page_is_the_parameter_list():
-    """The book's settings table is generated from imginav_core/parameters.py, never typed by hand."""
+    """The book's settings table is generated from imginav_core/study/parameters.py, never typed by hand."""
     assert settings_table() in (ROOT / "book" / "using" / "settings.md").read_text()
     assert _run("parameters").stdout == settings_table()
 
@@ -298,7 +298,7 @@ def test_check_refuses_a_bad_parameter_naming_it(env, message, tmp_path):
 
 def test_without_npm_a_job_stops_before_training_not_after(tmp_path, monkeypatch, capsys):
     """The report's widget script comes from npm: a node without it must fail at the start."""
-    from imginav_core.analysis import report
+    from imginav_core.study.analysis import report
 
     monkeypatch.setattr(report, "BOOK", tmp_path / "book")  # nothing staged there
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it

@@ -15,8 +15,10 @@ import pytest
 from helpers import PHASE, ROOT, V1, V1_NAME, V2, V2_NAME, small_config
 
 from imginav_core import load_config
-from imginav_core.analysis import plots
-from imginav_core.analysis.decision import (
+from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
+from imginav_core.outputs import Outputs
+from imginav_core.study.analysis import plots
+from imginav_core.study.analysis.decision import (
     Rule,
     decide,
     decide_study,
@@ -25,14 +27,12 @@ from imginav_core.analysis.decision import (
     recipe_flags,
     write_decision,
 )
-from imginav_core.analysis.endpoint import read_probe
-from imginav_core.analysis.report import key_numbers
-from imginav_core.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
-from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
-from imginav_core.outputs import Outputs
-from imginav_core.results import Decision, LatentMetrics, ProbeMetrics
-from imginav_core.runs import RunSummary, load_run, load_runs, missing_runs
-from imginav_core.study_plan import make_study_plan, study_plan, write_study_plan
+from imginav_core.study.analysis.endpoint import read_probe
+from imginav_core.study.analysis.report import key_numbers
+from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
+from imginav_core.study.plan import make_study_plan, study_plan, write_study_plan
+from imginav_core.study.results import Decision, LatentMetrics, ProbeMetrics
+from imginav_core.study.runs import RunSummary, load_run, load_runs, missing_runs
 from imginav_core.training.metrics_csv import write_metrics
 
 IMAGES, SCENES, PAIRS = 240, 60, 6

@@ -11,7 +11,7 @@ from helpers import V2
 
 from imginav_core import build_model, load_config
 from imginav_core.palette import IGNORE_INDEX, NUM_CLASSES, class_to_rgb
-from imginav_core.probe import diffusability as d
+from imginav_core.study.probe import diffusability as d
 
 
 def _gen(seed=0):

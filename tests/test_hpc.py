@@ -11,7 +11,7 @@ import pytest
 from conftest import SMALL_STUDY, copy_of_repository
 from helpers import ROOT
 
-from imginav_core.parameters import environment_plan
+from imginav_core.study.parameters import environment_plan
 
 BSUB = ROOT / "tests" / "lsf" / "bsub"
 

@@ -14,15 +14,15 @@ from scipy import stats
 from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _probe_metrics, _runs
 
 from imginav_core import load_config
-from imginav_core.analysis import plots
-from imginav_core.analysis.decision import Rule, write_decision
-from imginav_core.analysis.study import AnalysisSettings, run_study
-from imginav_core.analysis.sweep import KLSweep, SweepRun, kl_curve, measure_run, recommend
 from imginav_core.outputs import Outputs
-from imginav_core.probe import plots as probe_plots
-from imginav_core.runs import load_runs
-from imginav_core.stats import seed_estimate
-from imginav_core.study_plan import SweepPoint, is_sweep_run
+from imginav_core.study.analysis import plots
+from imginav_core.study.analysis.decision import Rule, write_decision
+from imginav_core.study.analysis.study import AnalysisSettings, run_study
+from imginav_core.study.analysis.sweep import KLSweep, SweepRun, kl_curve, measure_run, recommend
+from imginav_core.study.plan import SweepPoint, is_sweep_run
+from imginav_core.study.probe import plots as probe_plots
+from imginav_core.study.runs import load_runs
+from imginav_core.study.stats import seed_estimate
 
 matplotlib.use("Agg")
 

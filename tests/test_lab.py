@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from helpers import ROOT, V1
 
-from imginav_core.parameters import (
+from imginav_core.study.parameters import (
     ANALYSIS,
     PROBE,
     TRAIN,

@@ -1,18 +1,29 @@
 """The package's layers point one way: a module imports only from its own layer or those below.
 
-The layers, bottom first (``LAYERS``; book/using/code.md says the same in words):
+The layers, bottom first (``LAYERS``; book/using/code.md says the same in words). The core first,
+which a Phase 1.3 project imports alone:
 
-1. foundations: ``errors``, ``files``, ``outputs``, ``palette``, ``stats``, ``images``, ``metrics``,
-   ``config``, ``runtime``, ``study_plan``, ``results`` (the results files as records)
+1. foundations: ``errors``, ``files``, ``outputs``, ``palette``, ``images``, ``metrics``, ``config``,
+   ``runtime``
 2. ``data``
 3. ``model``, ``losses``
-4. ``training``, ``runs`` (finished runs as the probe and the analysis read them)
-5. ``scoring``
-6. ``probe``
-7. ``parameters`` (every notebook's parameters, the probe's among them)
-8. ``analysis``
-9. ``perf`` (measures everything, the analysis included)
-10. the command line (``__main__``) and the package's public API (``__init__``)
+4. ``training``
+5. the core's public API (``__init__``)
+
+then the layout scorer, a part of its own that needs only the core:
+
+6. ``scoring``
+
+then the Phase 1.2 study beside them (``imginav_core.study``), which depends on both:
+
+7. ``study`` (its own foundations: ``study.stats``, ``study.results``, ``study.plan``)
+8. ``study.runs`` (finished runs as the probe and the analysis read them)
+9. ``study.probe``
+10. ``study.parameters``
+11. ``study.analysis``
+12. ``study.perf`` (measures everything, the analysis included)
+
+and at the top the command line (``__main__``), which reaches every part.
 
 Every import counts: at the top of a module, inside a function (imported when it runs), and under
 ``if TYPE_CHECKING:`` (a type from above is a dependency on above all the same). Read from the
@@ -21,40 +32,34 @@ source (AST), so the test imports nothing and takes well under a second.
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import ROOT
 
 PACKAGE = "imginav_core"
 LAYERS = [
-    (
-        "errors",
-        "files",
-        "outputs",
-        "palette",
-        "stats",
-        "images",
-        "metrics",
-        "config",
-        "runtime",
-        "study_plan",
-        "results",
-    ),
+    ("errors", "files", "outputs", "palette", "images", "metrics", "config", "runtime"),
     ("data",),
     ("model", "losses"),
-    ("training", "runs"),
+    ("training",),
+    ("__init__",),
     ("scoring",),
-    ("probe",),
-    ("parameters",),
-    ("analysis",),
-    ("perf",),
-    ("__main__", "__init__"),
+    ("study", "study.stats", "study.results", "study.plan"),
+    ("study.runs",),
+    ("study.probe",),
+    ("study.parameters",),
+    ("study.analysis",),
+    ("study.perf",),
+    ("__main__",),
 ]
+CORE = LAYERS.index(("__init__",))  # the core's layers: 0 to CORE
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 
 
 def module_name(path: Path) -> str:
-    """``imginav_core/probe/run.py`` -> ``imginav_core.probe.run`` (a package: its folder's name)."""
+    """``imginav_core/study/probe/run.py`` -> ``imginav_core.study.probe.run`` (a package: its folder's name)."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -79,12 +84,13 @@ def imported_modules(source: str, module: str, is_package: bool) -> list[tuple[i
 
 
 def layer_of(module: str) -> int:
-    """The layer of a module of the package, by its first part below ``imginav_core``."""
-    parts = module.split(".")
-    part = parts[1] if len(parts) > 1 else "__init__"  # the package itself: its public API
-    if part not in LAYER:
-        raise AssertionError(f"{module}: put {part!r} in a layer of tests/test_layers.py LAYERS (and in code.md)")
-    return LAYER[part]
+    """The layer of a module of the package: its longest dotted part below ``imginav_core`` that
+    names a layer (``imginav_core.study.probe.run`` -> ``study.probe``)."""
+    parts = module.split(".")[1:] or ["__init__"]  # the package itself: its public API
+    for length in range(len(parts), 0, -1):
+        if ".".join(parts[:length]) in LAYER:
+            return LAYER[".".join(parts[:length])]
+    raise AssertionError(f"{module}: put {parts[0]!r} in a layer of tests/test_layers.py LAYERS (and in code.md)")
 
 
 def upward_imports(path: Path, source: str) -> list[str]:
@@ -113,24 +119,47 @@ def test_no_module_imports_from_a_layer_above_its_own():
 
 def test_an_upward_import_is_found_wherever_it_hides():
     """The check on a built case: the probe reading the analysis at the top, in a function, under
-    TYPE_CHECKING and relatively through ``from .. import``; and a downward import that is fine."""
-    probe = ROOT / PACKAGE / "probe" / "run.py"
+    TYPE_CHECKING and relatively through ``from .. import``; the core's loop reading the study; and
+    downward imports that are fine."""
+    probe = ROOT / PACKAGE / "study" / "probe" / "run.py"
     source = (
         "from typing import TYPE_CHECKING\n"
-        "from ..scoring import LayoutScorer\n"  # down: fine
+        "from ...scoring import LayoutScorer\n"  # down: fine
         "from ..analysis.study import shared_config\n"
-        "if TYPE_CHECKING:\n    from imginav_core.analysis.runs import RunSummary\n"
+        "if TYPE_CHECKING:\n    from imginav_core.study.analysis.runs import RunSummary\n"
         "def f():\n    from .. import analysis\n"
-        "def g():\n    import imginav_core.perf.memory\n"
+        "def g():\n    import imginav_core.study.perf.memory\n"
     )
     problems = upward_imports(probe, source)
     assert [re.search(r":(\d+) imports (\S+)", p).groups() for p in problems] == [
-        ("3", "imginav_core.analysis.study"),
-        ("5", "imginav_core.analysis.runs"),
-        ("7", "imginav_core.analysis"),
-        ("9", "imginav_core.perf.memory"),
+        ("3", "imginav_core.study.analysis.study"),
+        ("5", "imginav_core.study.analysis.runs"),
+        ("7", "imginav_core.study.analysis"),
+        ("9", "imginav_core.study.perf.memory"),
     ]
-    assert "layer 8: analysis" in problems[0] and "from layer 6 (probe)" in problems[0]
+    assert "layer 11: study.analysis" in problems[0] and "from layer 9 (study.probe)" in problems[0]
+    loop = ROOT / PACKAGE / "training" / "loop.py"
+    source = "from ..model import build_model\nfrom ..study.runs import load_run\nfrom ..scoring import LayoutScorer\n"
+    assert [re.search(r":(\d+) imports (\S+)", p).groups() for p in upward_imports(loop, source)] == [
+        ("2", "imginav_core.study.runs"),
+        ("3", "imginav_core.scoring"),
+    ]
+
+
+def test_the_core_imports_nothing_of_the_study_in_a_fresh_interpreter():
+    """What a Phase 1.3 project imports -- the package, its config, model, losses, data and training
+    loop -- loads no module of the study or the scorer (nor torch for the package alone)."""
+    code = (
+        "import sys\n"
+        "import imginav_core\n"
+        "assert 'torch' not in sys.modules, 'import imginav_core loaded torch'\n"
+        "import imginav_core.model, imginav_core.losses, imginav_core.training.loop, imginav_core.data.batches\n"
+        "from imginav_core import build_model, load_config, train\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('imginav_core.study', 'imginav_core.scoring'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"the core loaded {done.stdout.strip()}"
 
 
 def test_the_book_names_the_layers_in_the_same_order():

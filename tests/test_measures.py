@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from imginav_core.analysis import measures as m
-from imginav_core.analysis.criteria import image_criteria
-from imginav_core.analysis.study import noise_partners, noise_robustness, reconstruction_per_image
 from imginav_core.palette import PALETTE
+from imginav_core.study.analysis import measures as m
+from imginav_core.study.analysis.criteria import image_criteria
+from imginav_core.study.analysis.study import noise_partners, noise_robustness, reconstruction_per_image
 
 
 def _layout(n=2, size=16, seed=0):
@@ -390,7 +390,7 @@ def test_interpolation_pairs_are_never_repeated_even_when_few_layouts_allow_few_
     of each gives those, each once (a repeated pair would count twice in the per-pair intervals)."""
     from types import SimpleNamespace
 
-    from imginav_core.analysis.study import choose_pairs
+    from imginav_core.study.analysis.study import choose_pairs
 
     records = [SimpleNamespace(path=f"layout{i}.png") for i in range(3)]
     layouts = SimpleNamespace(types=np.array([0, 0, 1]), indices=np.arange(3), cache=SimpleNamespace(records=records))

@@ -17,9 +17,9 @@ from imginav_core.data.cache import load_layout
 from imginav_core.data.manifest import read_manifest
 from imginav_core.errors import ResumeError
 from imginav_core.palette import NUM_CLASSES, class_to_rgb
-from imginav_core.probe.denoiser import heldout_losses, sample_latents, train_denoiser
-from imginav_core.probe.latents import EncodedLayouts, Standardiser
-from imginav_core.probe.settings import ProbeSettings
+from imginav_core.study.probe.denoiser import heldout_losses, sample_latents, train_denoiser
+from imginav_core.study.probe.latents import EncodedLayouts, Standardiser
+from imginav_core.study.probe.settings import ProbeSettings
 
 GRID = 16  # latent grid of the constructed spaces: 32 px layouts pooled by 2
 SMALL = ProbeSettings(
@@ -140,9 +140,9 @@ def test_the_denoiser_is_deterministic_and_a_killed_run_resumes_to_the_same_resu
 import sys, torch
 sys.path.insert(0, {str(ROOT / "tests")!r})
 torch.set_num_threads(1)
-from imginav_core.probe.denoiser import train_denoiser, sample_latents
-from imginav_core.probe.latents import EncodedLayouts, Standardiser
-from imginav_core.probe.settings import ProbeSettings
+from imginav_core.study.probe.denoiser import train_denoiser, sample_latents
+from imginav_core.study.probe.latents import EncodedLayouts, Standardiser
+from imginav_core.study.probe.settings import ProbeSettings
 latents = torch.load(sys.argv[1])
 encoded = EncodedLayouts(latents, 0.1 * torch.ones_like(latents))  # a VAE's posterior: draws from the generator
 model, state = train_denoiser(encoded, Standardiser.fit(encoded), ProbeSettings(**{settings!r}), 3,
@@ -350,8 +350,8 @@ import numpy as np, torch
 import torch.nn.functional as F
 torch.set_num_threads(1)
 from imginav_core.palette import PALETTE
-from imginav_core.probe.latents import Standardiser
-from imginav_core.probe.run import decoded_layouts, describe_layouts
+from imginav_core.study.probe.latents import Standardiser
+from imginav_core.study.probe.run import decoded_layouts, describe_layouts
 from imginav_core.scoring import LayoutScorer, ReferenceSet
 from imginav_core.scoring.copies import CopyIndex, hashes_of
 from imginav_core.scoring.features import FeatureModel, LayoutFeatureNet

@@ -12,11 +12,11 @@ import pytest
 from helpers import PHASE, V1
 from test_decision import CLEAR_WIN, SEEDS, _arm, _decide, _probe, _run, _runs, _study, _write_probe
 
-from imginav_core.analysis.decision import write_decision
-from imginav_core.analysis.endpoint import read_probe
 from imginav_core.errors import ProbeError
 from imginav_core.outputs import Outputs
-from imginav_core.results import Decision, LatentMetrics, ProbeMetrics, ResultsError
+from imginav_core.study.analysis.decision import write_decision
+from imginav_core.study.analysis.endpoint import read_probe
+from imginav_core.study.results import Decision, LatentMetrics, ProbeMetrics, ResultsError
 
 # decision.json's keys in the order the decision wrote them as a dict
 DECISION_KEYS = [

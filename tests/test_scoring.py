@@ -29,11 +29,11 @@ from imginav_core.scoring import (
     reference_from_manifest,
     split_by_scene,
 )
+from imginav_core.scoring.bootstrap import bootstrap_ci
 from imginav_core.scoring.copies import CopyIndex, generated_class_maps, hashes_of
 from imginav_core.scoring.features import cache_key
 from imginav_core.scoring.inputs import ClassMapRows
 from imginav_core.scoring.pixels import label_components, speckle_counts
-from imginav_core.stats import bootstrap_ci
 
 RESOLUTION = 64
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as distributions
 
-from imginav_core.stats import (
+from imginav_core.study.stats import (
     PerImage,
     arm_difference,
     cluster_weights,

@@ -13,7 +13,7 @@ from helpers import ROOT
 
 from imginav_core import load_config
 from imginav_core.errors import ConfigError
-from imginav_core.parameters import (
+from imginav_core.study.parameters import (
     analysis_parameters,
     environment_plan,
     jobs_plan,
@@ -21,7 +21,7 @@ from imginav_core.parameters import (
     recorded_plan,
     study_outputs,
 )
-from imginav_core.study_plan import (
+from imginav_core.study.plan import (
     arm_indices,
     arm_names,
     index_ranges,

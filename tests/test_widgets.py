@@ -13,9 +13,11 @@ import pytest
 import torch
 from helpers import PHASE, V1_NAME, V2_NAME
 
-from imginav_core.analysis.plots import layout_name, pair_title, short_id
-from imginav_core.analysis.study import AnalysisSettings, measure_model, run_study, work_chunks
-from imginav_core.analysis.widgets import (
+from imginav_core.data.manifest import LayoutRecord
+from imginav_core.outputs import Outputs
+from imginav_core.study.analysis.plots import layout_name, pair_title, short_id
+from imginav_core.study.analysis.study import AnalysisSettings, measure_model, run_study, work_chunks
+from imginav_core.study.analysis.widgets import (
     COLUMNS,
     display_px,
     edge_ring,
@@ -27,9 +29,7 @@ from imginav_core.analysis.widgets import (
     scale_shortfalls,
     start_index,
 )
-from imginav_core.data.manifest import LayoutRecord
-from imginav_core.outputs import Outputs
-from imginav_core.runs import load_runs
+from imginav_core.study.runs import load_runs
 from imginav_core.training.checkpoints import load_checkpoint
 
 SETTINGS = AnalysisSettings(max_images=24, device="cpu", pairs_per_kind=2, steps=5, neighbour_pool=20)
@@ -302,7 +302,7 @@ def test_in_a_batch_log_measuring_prints_a_few_lines_a_run_ending_at_its_total(m
 def test_the_reconstruction_figure_labels_each_row_by_the_type_of_the_test_layout_it_shows(study):
     """Each row of the reconstruction figure says whether its layout is a room or a scene: the type
     of that test layout (the examples come from the evaluation split, not validation)."""
-    from imginav_core.analysis.plots import reconstructions
+    from imginav_core.study.analysis.plots import reconstructions
 
     fig = reconstructions(study)
     columns = fig.axes[0].get_gridspec().ncols

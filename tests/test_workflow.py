@@ -18,8 +18,8 @@ from conftest import SMALL_STUDY, copy_of_repository
 from helpers import ROOT
 
 from imginav_core import load_config
-from imginav_core.parameters import environment_plan
-from imginav_core.study_plan import arm_names, study_plan
+from imginav_core.study.parameters import environment_plan
+from imginav_core.study.plan import arm_names, study_plan
 
 # The runs the study fixture trains: the plan with SMALL_STUDY's seeds.
 PLAN = environment_plan(SMALL_STUDY)

@@ -30,7 +30,7 @@ its own: layouts unlike any real one are far from the ``fit`` layouts too; read 
 scores are near their floors.
 
 The intervals resample the generated layouts (their features computed once): the percentile
-interval moved to centre on the estimate (``stats.bootstrap_ci``), since the Fréchet distance,
+interval moved to centre on the estimate (``bootstrap.bootstrap_ci``), since the Fréchet distance,
 recall and coverage of a resample with repeats are biased; clipped to each score's range.
 """
 
@@ -50,7 +50,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from ..errors import ConfigError
 from ..palette import PURITY_TOLERANCE
-from ..stats import bootstrap_ci
+from .bootstrap import bootstrap_ci
 from .features import Embedding, FeatureModel, embed, heldout_accuracy, load_or_train
 from .inputs import ReferenceSet
 from .pixels import PixelStatistics, pixel_statistics, speckle_max_pixels

@@ -39,15 +39,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ProbeError
-from ..files import write_text_atomic
-from ..outputs import Outputs
+from ...errors import ProbeError
+from ...files import write_text_atomic
+from ...outputs import Outputs
+from ...runtime import resolve_device
+from ...training.checkpoints import load_model
+from ..plan import StudyPlan, SweepPoint, decision_arms
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
-from ..runtime import resolve_device
 from ..stats import Estimate, PerImage, arm_difference, run_difference, seed_estimate
-from ..study_plan import StudyPlan, SweepPoint, decision_arms
-from ..training.checkpoints import load_model
 from . import measures as m
 from .criteria import Measure, image_criteria
 from .decision import Rule, _primary_scores, _scorer_seeds, _verdict

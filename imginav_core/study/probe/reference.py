@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData
-from ..outputs import Outputs
-from ..scoring import LayoutScorer, ReferenceSet
-from ..scoring.copies import CopyDistances, CopyIndex, generated_class_maps, hashes_of
-from ..scoring.inputs import ClassMapRows
+from ...data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData
+from ...outputs import Outputs
+from ...scoring import LayoutScorer, ReferenceSet
+from ...scoring.copies import CopyDistances, CopyIndex, generated_class_maps, hashes_of
+from ...scoring.inputs import ClassMapRows
 
 # The scorer's reference sets are capped: the feature network's training and the k-NN matrices
 # of the scores grow with them.

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..outputs import Outputs
+from ...outputs import Outputs
 from ..results import ProbeMetrics
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.batches import CachedLayouts, to_model_inputs
-from ..model import LayoutAutoencoder
+from ...data.batches import CachedLayouts, to_model_inputs
+from ...model import LayoutAutoencoder
 
 
 @dataclass

@@ -29,11 +29,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .config import is_folder_name, load_config, parse_yaml
-from .errors import ConfigError
-from .files import write_text_atomic
+from ..config import REPO_ROOT, is_folder_name, load_config, parse_yaml
+from ..errors import ConfigError
+from ..files import write_text_atomic
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PLAN_FILE = REPO_ROOT / "configs/phase1_2/study.yaml"
 STUDY_FILE_VARIABLE = "IMGINAV_STUDY_FILE"
 PLAN_KEYS = ("arms", "decision", "seeds", "kld_sweep", "sweep_arm")

@@ -20,8 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ImginavError
-from .files import write_text_atomic
+from ..errors import ImginavError
+from ..files import write_text_atomic
 
 R = TypeVar("R")
 

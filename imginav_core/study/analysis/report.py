@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ReportError
-from ..files import write_text_atomic
-from ..outputs import Outputs, shown_path
+from ...errors import ReportError
+from ...files import write_text_atomic
+from ...outputs import Outputs, shown_path
 from ..parameters import REPO_ROOT, study_outputs
+from ..plan import decision_arms, study_arms
 from ..results import Decision, LatentMetrics
-from ..study_plan import decision_arms, study_arms
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
     from ..runs import RunSummary

@@ -10,11 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..config import Config, flatten
-from ..data.manifest import LayoutRecord
+from ...config import Config, flatten
+from ...data.manifest import LayoutRecord
+from ..plan import decision_arms, study_arms
 from ..results import Decision
 from ..runs import RunSummary
-from ..study_plan import decision_arms, study_arms
 from .decision import Rule, recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .study import Study

@@ -44,16 +44,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import SWITCHES, Config, load_config
-from ..data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
-from ..data.cache import load_layout
-from ..data.manifest import LayoutRecord
-from ..errors import ConfigError
-from ..files import write_text_atomic
-from ..model import build_model
+from ...config import SWITCHES, Config, load_config
+from ...data.batches import CachedLayouts, batch_loader, load_data, to_model_inputs
+from ...data.cache import load_layout
+from ...data.manifest import LayoutRecord
+from ...errors import ConfigError
+from ...files import write_text_atomic
+from ...model import build_model
+from ...runtime import Runtime, device_name, maybe_compile, setup_runtime, synchronize
+from ...training.loop import build_training, make_train_step
 from ..parameters import EXPERIMENTS
-from ..runtime import Runtime, device_name, maybe_compile, setup_runtime, synchronize
-from ..training.loop import build_training, make_train_step
 from . import STARTED, log
 from .profile import profile_steps, profile_table
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..model import DiagonalGaussian
-from ..palette import PALETTE, PURITY_TOLERANCE
+from ...model import DiagonalGaussian
+from ...palette import PALETTE, PURITY_TOLERANCE
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E_q[z|x]) > 0.01
 COLLAPSE_SHARE = 0.05  # fewer active units than this share: the posterior has collapsed

@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 
-from ..config import Config, load_config
-from ..data.batches import load_data
-from ..errors import ConfigError
-from ..files import write_text_atomic
+from ...config import Config, load_config
+from ...data.batches import load_data
+from ...errors import ConfigError
+from ...files import write_text_atomic
+from ...runtime import device_name, setup_runtime
+from ...training import train
 from ..parameters import EXPERIMENTS
-from ..runtime import device_name, setup_runtime
-from ..study_plan import study_plan
-from ..training import train
+from ..plan import study_plan
 from . import log
 
 REAL_IMAGES = 27_897  # usable layouts of the real set (book/using/probe.md, the data)

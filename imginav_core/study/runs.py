@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, config_from_dict, is_folder_name, parse_yaml
-from .errors import ConfigError, ImginavError, UnfinishedRunError
-from .outputs import Outputs
+from ..config import Config, config_from_dict, is_folder_name, parse_yaml
+from ..errors import ConfigError, ImginavError, UnfinishedRunError
+from ..outputs import Outputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,7 +131,7 @@ def _run_config(out: Outputs, name: str) -> Config:
     path = out.run_config(name)
     if path.is_file():
         return config_from_dict(parse_yaml(path.read_text(), str(path)) or {}, source=str(path))
-    from .training.checkpoints import load_checkpoint
+    from ..training.checkpoints import load_checkpoint
 
     best = out.best_checkpoint(name)
     source = best if best.is_file() else out.last_checkpoint(name)

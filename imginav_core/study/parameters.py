@@ -23,12 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, is_folder_name, load_config, override_values, schema_keys
-from .errors import ConfigError
-from .outputs import Outputs
-from .probe.settings import DEFAULTS as PROBE_DEFAULTS
-from .probe.settings import ProbeSettings
-from .study_plan import (
+from ..config import REPO_ROOT, Config, is_folder_name, load_config, override_values, schema_keys
+from ..errors import ConfigError
+from ..outputs import Outputs
+from .plan import (
     PLAN_FILE,
     STUDY_FILE_VARIABLE,
     PlannedRun,
@@ -41,8 +39,9 @@ from .study_plan import (
     study_plan,
     study_plan_at,
 )
+from .probe.settings import DEFAULTS as PROBE_DEFAULTS
+from .probe.settings import ProbeSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS_VARIABLE = "IMGINAV_OUTPUTS"
 # The experiments of Phase 1.2's arms (configs/phase1_2/study.yaml's), by the label the figures and
 # the decision use: what the benchmarks time and measure.
@@ -421,7 +420,7 @@ PROBE = Notebook(
     ),
 )
 
-# The study plan (imginav_core/study_plan.py): read by the launcher, the job array, the demo and
+# The study plan (imginav_core/study/plan.py): read by the launcher, the job array, the demo and
 # `python -m imginav_core plan`, which the launcher and the demo record under the output root
 # (`plan --from-env --record`). The probe and the analysis jobs get the runs it names as explicit -p
 # lists (`check probe/analysis --from-env`), so each executed notebook says which; a notebook run

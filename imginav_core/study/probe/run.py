@@ -30,20 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
-from ..files import atomic_path, write_text_atomic
-from ..images import save_png, to_uint8
-from ..model import LayoutAutoencoder
-from ..outputs import Outputs
+from ...data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
+from ...files import atomic_path, write_text_atomic
+from ...images import save_png, to_uint8
+from ...model import LayoutAutoencoder
+from ...outputs import Outputs
+from ...runtime import device_name, resolve_device
+from ...scoring import LayoutScorer
+from ...scoring.copies import CopyDistances, CopyIndex, generated_class_maps
+from ...scoring.features import Embedding
+from ...scoring.pixels import PixelStatistics, pixel_statistics
+from ...training.checkpoints import load_model
+from ..plan import is_sweep_run
 from ..results import ProbeMetrics
 from ..runs import RunSummary, load_runs, shared_config
-from ..runtime import device_name, resolve_device
-from ..scoring import LayoutScorer
-from ..scoring.copies import CopyDistances, CopyIndex, generated_class_maps
-from ..scoring.features import Embedding
-from ..scoring.pixels import PixelStatistics, pixel_statistics
-from ..study_plan import is_sweep_run
-from ..training.checkpoints import load_model
 from . import diffusability as d
 from .denoiser import heldout_losses, precision, sample_latents, train_denoiser, unet_layout
 from .latents import EncodedLayouts, Standardiser, encode_layouts

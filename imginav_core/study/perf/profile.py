@@ -21,7 +21,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ..runtime import synchronize
+from ...runtime import synchronize
 
 # First match wins. torch.compile's kernels come first: on a GPU Triton kernels, which inductor
 # names after the aten ops they fuse ("convolution_backward" for a bias gradient that is really a

@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..files import write_text_atomic
+from ...errors import ConfigError
+from ...files import write_text_atomic
 from . import STARTED, log
 
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
@@ -218,7 +218,7 @@ class Workload:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def config(self, arm: str):
-        from ..config import load_config
+        from ...config import load_config
         from ..parameters import EXPERIMENTS
 
         return load_config(
@@ -279,7 +279,7 @@ def _first_batches(loader, count: int):
 
 def measure_cache(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     """Decode the synthetic set into the cache, as the first training job does."""
-    from ..data import batches
+    from ...data import batches
 
     cfg = work.config("V1")
     meter.wrap(batches, "build_cache", "cache build", f"{os.cpu_count()} CPUs: up to 8 decoding processes")
@@ -300,7 +300,7 @@ def measure_cache(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
 
 def measure_training(arm: str, work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     """``train()`` for one epoch cut to ``work.steps`` steps and validation batches."""
-    from ..training import loop
+    from ...training import loop
 
     cfg = work.config(arm)
     loaders = loop._loaders
@@ -322,9 +322,9 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     """The diffusion probe on V2's run, the larger (a VAE's latents carry a standard deviation
     too): the probe takes a study's runs one after another and keeps only each run's figures, so
     one run's peak is the job's (and at 512 x 512 on a CPU a run's probe takes 7-12 minutes)."""
-    from ..outputs import Outputs
+    from ...outputs import Outputs
+    from ...scoring import features
     from ..probe import run
-    from ..scoring import features
 
     cfg = work.config("V1")
     settings = work.probe_settings()
@@ -367,11 +367,11 @@ def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
 
 def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     """The analysis of both runs (the probe's scorer network from its cache)."""
+    from ...outputs import Outputs
     from ..analysis import study
     from ..analysis.study import AnalysisSettings
-    from ..outputs import Outputs
+    from ..plan import study_plan
     from ..runs import load_runs
-    from ..study_plan import study_plan
 
     cfg = work.config("V1")
     settings = work.analysis_settings()
@@ -441,7 +441,7 @@ def run_process(name: str, work: Workload) -> dict[str, Any]:
     slug = name.replace(" ", "_")
     result, log_path = folder / f"{slug}.json", folder / f"{slug}.log"
     result.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "imginav_core.perf.memory", name, json.dumps(asdict(work)), str(result)]
+    command = [sys.executable, "-m", "imginav_core.study.perf.memory", name, json.dumps(asdict(work)), str(result)]
     log(f"{name}: measuring in a fresh process (its log: {log_path})")
     with open(log_path, "w") as handle:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ})
@@ -456,7 +456,7 @@ def run_process(name: str, work: Workload) -> dict[str, Any]:
 def run_benchmark(work: Workload, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     import torch
 
-    from ..data.batches import manifest_path
+    from ...data.batches import manifest_path
 
     work.start_afresh()
     manifest_path(work.config("V1"), log=log)  # the synthetic set, generated once, outside the measured processes
@@ -529,7 +529,7 @@ def table(report: dict[str, Any]) -> str:
 
 def settle(args: argparse.Namespace, overrides: dict[str, Any]) -> Workload:
     """The workload the command line asks for, checked before anything runs."""
-    from ..config import load_config
+    from ...config import load_config
     from ..parameters import EXPERIMENTS
 
     for option in ("windows", "warmup"):

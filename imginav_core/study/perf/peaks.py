@@ -1,6 +1,6 @@
 """The peak resident memory of every process a command starts, as a batch system would see them.
 
-    python -m imginav_core.perf.peaks --json peaks.json -- bash hpc/demo.sh
+    python -m imginav_core.study.perf.peaks --json peaks.json -- bash hpc/demo.sh
 
 Runs the command and, every ``--interval`` seconds until it ends, reads ``/proc/PID/status`` of
 each of its descendants: ``VmHWM``, the process's own peak resident size since it started (LSF's
@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..files import write_text_atomic
+from ...files import write_text_atomic
 
 PROC = Path("/proc")
 
@@ -129,9 +129,9 @@ def table(peaks: list[ProcessPeak]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m imginav_core.perf.peaks",
+        prog="python -m imginav_core.study.perf.peaks",
         description="Run a command and record the peak resident memory (VmHWM) of every process it starts.",
-        epilog="example:\n  python -m imginav_core.perf.peaks --json peaks.json -- bash hpc/demo.sh",
+        epilog="example:\n  python -m imginav_core.study.perf.peaks --json peaks.json -- bash hpc/demo.sh",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", type=Path, help="write every process's peak here")

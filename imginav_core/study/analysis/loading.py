@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from ..outputs import Outputs
+from ...outputs import Outputs
 from ..runs import RunSummary, load_runs
 from .plots import run_label
 

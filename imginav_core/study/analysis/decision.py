@@ -44,19 +44,18 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..config import config_from_dict, parse_yaml
-from ..errors import ProbeError
-from ..files import write_text_atomic
-from ..outputs import Outputs
+from ...config import REPO_ROOT, config_from_dict, parse_yaml
+from ...errors import ProbeError
+from ...files import write_text_atomic
+from ...outputs import Outputs
+from ..plan import PlannedRun, arm_names, decision_arms, read_plan_file, study_file
 from ..results import Decision, ProbeMetrics
 from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference, run_difference
-from ..study_plan import PlannedRun, arm_names, decision_arms, read_plan_file, study_file
 from .criteria import Measure, image_criteria
 from .endpoint import PROBE_COMMAND, read_probe
 from .study import Study
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PRIMARY = Measure(
     "generation_fld",
     "primary",

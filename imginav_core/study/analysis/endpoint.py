@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ProbeError
-from ..outputs import Outputs
+from ...errors import ProbeError
+from ...outputs import Outputs
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary
 

@@ -24,7 +24,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from ..palette import IGNORE_INDEX, NUM_CLASSES
+from ...palette import IGNORE_INDEX, NUM_CLASSES
 
 TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "rot90": lambda t: torch.rot90(t, 1, dims=(-2, -1)),

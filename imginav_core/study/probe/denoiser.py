@@ -20,9 +20,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from ..errors import ResumeError
-from ..files import kill_point
-from ..training.checkpoints import load_checkpoint, save_checkpoint
+from ...errors import ResumeError
+from ...files import kill_point
+from ...training.checkpoints import load_checkpoint, save_checkpoint
 from .latents import EncodedLayouts, Standardiser
 from .settings import ProbeSettings
 

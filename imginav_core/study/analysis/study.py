@@ -36,21 +36,21 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
-from ..files import write_text_atomic
-from ..images import to_uint8
-from ..metrics import confusion, miou, pixel_accuracy, psnr_per_image
-from ..palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
+from ...data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
+from ...files import write_text_atomic
+from ...images import to_uint8
+from ...metrics import confusion, miou, pixel_accuracy, psnr_per_image
+from ...palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
+from ...runtime import resolve_device
+from ...scoring import LayoutScorer
+from ...training.checkpoints import load_model
+from ...training.progress import progress_bar
+from ...training.samples import pick_samples
+from ..plan import study_arms
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..results import LatentMetrics
 from ..runs import RunSummary, shared_config
-from ..runtime import resolve_device
-from ..scoring import LayoutScorer
-from ..study_plan import study_arms
-from ..training.checkpoints import load_model
-from ..training.progress import progress_bar
-from ..training.samples import pick_samples
 from . import measures as m
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")

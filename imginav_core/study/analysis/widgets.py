@@ -25,8 +25,8 @@ import ipywidgets as w
 import numpy as np
 import torch
 
-from ..images import png_bytes
-from ..training.checkpoints import load_checkpoint, load_model
+from ...images import png_bytes
+from ...training.checkpoints import load_checkpoint, load_model
 from .decision import Rule
 from .measures import lerp
 from .plots import pair_title
