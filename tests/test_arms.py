@@ -153,7 +153,8 @@ def test_a_third_arm_measured_beside_the_decided_two_changes_nothing_of_the_deci
     import test_decision
     from test_decision import IMAGES, SEEDS, _arm, _probe, _runs, _study
 
-    from imginav_core.study.analysis.decision import Rule, decide
+    from imginav_core.study.analysis.criteria import Rule
+    from imginav_core.study.analysis.decision import decide
 
     monkeypatch.setitem(test_decision.NAMES, "V3", "phase1_2_AE_V3_vae_heavy")
 

@@ -18,16 +18,10 @@ from imginav_core import load_config
 from imginav_core.errors import ImginavError, ProbeError, UnfinishedRunError
 from imginav_core.outputs import Outputs
 from imginav_core.study.analysis import plots
-from imginav_core.study.analysis.decision import (
-    Rule,
-    decide,
-    decide_study,
-    files_written,
-    git_commit,
-    recipe_flags,
-    write_decision,
-)
+from imginav_core.study.analysis.criteria import Rule
+from imginav_core.study.analysis.decision import decide, decide_study, files_written, recipe_flags, write_decision
 from imginav_core.study.analysis.endpoint import read_probe
+from imginav_core.study.analysis.protocol import git_commit
 from imginav_core.study.analysis.report import key_numbers
 from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
 from imginav_core.study.plan import make_study_plan, study_plan, write_study_plan

@@ -16,7 +16,8 @@ from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _probe_metrics, _ru
 from imginav_core import load_config
 from imginav_core.outputs import Outputs
 from imginav_core.study.analysis import plots
-from imginav_core.study.analysis.decision import Rule, write_decision
+from imginav_core.study.analysis.criteria import Rule
+from imginav_core.study.analysis.decision import write_decision
 from imginav_core.study.analysis.study import AnalysisSettings, run_study
 from imginav_core.study.analysis.sweep import KLSweep, SweepRun, kl_curve, measure_run, recommend
 from imginav_core.study.plan import SweepPoint, is_sweep_run

@@ -143,3 +143,42 @@ def image_criteria(
     for measure, keys in descriptive:
         measures.append((replace(measure, descriptive=True), keys, None))
     return measures
+
+
+PRIMARY = Measure(
+    "generation_fld",
+    "primary",
+    "FLD of the layouts a latent diffusion model generates in the space (the diffusion probe), "
+    "against held-out test layouts; each run's geometric mean over the scorer seeds, the difference "
+    "as V2 / V1 - 1",
+    "lower",
+    relative=True,
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    # Non-inferiority: the VAE's test-split MSE at most this much higher (relative, upper CI bound).
+    mse_margin: float = 0.25
+    # ... and its IoU of the small classes at most this much lower (absolute, lower CI bound).
+    small_class_iou_margin: float = 0.05
+    # The noise level of the reported latent-noise criterion (in each channel's own std).
+    noise_sigma: float = 0.5
+    # The specification's band for the weighted KL: at a fixed weight a KL below it means the
+    # posterior is near the prior (towards collapse), above it barely regularised.
+    kld_low: float = 1e-4
+    kld_high: float = 1e-3
+    resamples: int = 2000
+    seed: int = 0
+    # Below these the data cannot settle the question (e.g. the small synthetic default).
+    min_train_images: int = 5000
+    min_resolution: int = 256
+    min_epochs: int = 5
+
+
+def rule_criteria(rule: Rule, with_realism: bool) -> list[Criterion]:
+    """The per-image and per-pair criteria under ``rule``'s margins (the probe's FLD aside, the
+    primary endpoint); ``with_realism``: the layout scorer judged the in-between layouts too."""
+    return image_criteria(
+        rule.mse_margin, rule.small_class_iou_margin, rule.noise_sigma, nn_primary=False, with_realism=with_realism
+    )

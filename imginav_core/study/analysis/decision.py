@@ -33,18 +33,16 @@ the study has no runs of either. Any further arm of the study is measured and dr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from ...config import REPO_ROOT, config_from_dict, parse_yaml
+from ...config import config_from_dict
 from ...errors import ProbeError
 from ...files import write_text_atomic
 from ...outputs import Outputs
@@ -52,39 +50,10 @@ from ..plan import PlannedRun, arm_names, decision_arms, read_plan_file, study_f
 from ..results import Decision, ProbeMetrics
 from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference, run_difference
-from .criteria import Measure, image_criteria
+from .criteria import PRIMARY, Measure, Rule, rule_criteria
 from .endpoint import PROBE_COMMAND, read_probe
+from .protocol import plan_record, protocol
 from .study import Study
-
-PRIMARY = Measure(
-    "generation_fld",
-    "primary",
-    "FLD of the layouts a latent diffusion model generates in the space (the diffusion probe), "
-    "against held-out test layouts; each run's geometric mean over the scorer seeds, the difference "
-    "as V2 / V1 - 1",
-    "lower",
-    relative=True,
-)
-
-
-@dataclass(frozen=True)
-class Rule:
-    # Non-inferiority: the VAE's test-split MSE at most this much higher (relative, upper CI bound).
-    mse_margin: float = 0.25
-    # ... and its IoU of the small classes at most this much lower (absolute, lower CI bound).
-    small_class_iou_margin: float = 0.05
-    # The noise level of the reported latent-noise criterion (in each channel's own std).
-    noise_sigma: float = 0.5
-    # The specification's band for the weighted KL: at a fixed weight a KL below it means the
-    # posterior is near the prior (towards collapse), above it barely regularised.
-    kld_low: float = 1e-4
-    kld_high: float = 1e-3
-    resamples: int = 2000
-    seed: int = 0
-    # Below these the data cannot settle the question (e.g. the small synthetic default).
-    min_train_images: int = 5000
-    min_resolution: int = 256
-    min_epochs: int = 5
 
 
 def _per_image(study: Study, label: str, key: str, denominator: str | None = None) -> PerImage:
@@ -227,10 +196,7 @@ def _primary(probe: ProbeMetrics, study: Study, rule: Rule) -> dict[str, Any]:
 
 
 def _measures(study: Study, rule: Rule):
-    with_realism = "nn_midpoint_realism" in study.models[0].per_image  # the layout scorer judged them too
-    return image_criteria(
-        rule.mse_margin, rule.small_class_iou_margin, rule.noise_sigma, nn_primary=False, with_realism=with_realism
-    )
+    return rule_criteria(rule, with_realism="nn_midpoint_realism" in study.models[0].per_image)
 
 
 def _criteria(study: Study, probe: ProbeMetrics | None, rule: Rule) -> dict[str, dict[str, Any]]:
@@ -320,82 +286,6 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
             "ci95": None,
         }
     return flags, collapsed
-
-
-# ---- the frozen protocol -----------------------------------------------------------------------------
-
-
-def git_commit(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
-    """(the checkout's commit, whether tracked files differ from it); (None, None) outside a git
-    checkout or without git."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return None, None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return commit, None if status is None else bool(status)
-
-
-def plan_record(
-    plan: list[PlannedRun], plan_file: str | Path | None = None, content: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The study plan as the protocol records it: the plan file's content (its keys, not its
-    text: comments do not change the protocol; ``content``: as the study recorded it, else read
-    from ``plan_file``), the seeds planned (the file's or IMGINAV_SEEDS'), and each arm's planned
-    comparison runs (of the two arms the decision compares)."""
-    path = Path(plan_file or study_file())
-    return {
-        "file": path.name,
-        "content": parse_yaml(path.read_text(), str(path)) if content is None else content,
-        "seeds": sorted({run.seed for run in plan if not run.sweep}),
-        "runs": {label: arm_names(plan, label) for label in decision_arms(path)},
-    }
-
-
-def protocol(
-    rule: Rule, study: Study, probe: ProbeMetrics | None, plan: dict[str, Any] | None, root: Path = REPO_ROOT
-) -> dict[str, Any]:
-    """What fixes the analysis before the data: the rule, the criteria (name, role, direction,
-    margin, relative or not, the items resampled), the analysis settings, the probe's settings and
-    the study plan; ``sha256`` over their canonical JSON (sorted keys, no spaces), so that two
-    decisions made under the same protocol carry the same hash, and ``commit``, the code's."""
-    criteria = [
-        {
-            "name": measure.name,
-            "role": measure.role,
-            "better": measure.better,
-            "margin": margin,
-            "relative": measure.relative,
-            "items": measure.per,
-            "numerator": key,
-            "denominator": denominator,
-        }
-        for measure, (key, denominator), margin in _measures(study, rule)
-    ]
-    primary = {"name": PRIMARY.name, "role": PRIMARY.role, "better": PRIMARY.better, "margin": None}
-    parts = {
-        "rule": asdict(rule),
-        "criteria": [primary | {"relative": False, "items": "run", "score": "probe FLD"}, *criteria],
-        "analysis_settings": asdict(study.settings),
-        "evaluation_split": evaluation_split(study),
-        "probe_settings": None if probe is None else probe.settings,
-        "study_plan": plan,
-    }
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    commit, uncommitted = git_commit(root)
-    return {
-        "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
-        "commit": commit,
-        "uncommitted_changes": uncommitted,
-        "parts": json.loads(canonical),
-    }
 
 
 def evaluation_split(study: Study) -> str:

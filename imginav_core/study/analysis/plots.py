@@ -15,7 +15,8 @@ from ...data.manifest import LayoutRecord
 from ..plan import decision_arms, study_arms
 from ..results import Decision
 from ..runs import RunSummary
-from .decision import Rule, recipe_flags
+from .criteria import Rule
+from .decision import recipe_flags
 from .measures import ACTIVE_UNIT_THRESHOLD
 from .study import Study
 from .sweep import KLSweep, number, weight_text

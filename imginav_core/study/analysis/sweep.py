@@ -49,8 +49,8 @@ from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..stats import Estimate, PerImage, arm_difference, run_difference, seed_estimate
 from . import measures as m
-from .criteria import Measure, image_criteria
-from .decision import Rule, _primary_scores, _scorer_seeds, _verdict
+from .criteria import Measure, Rule, image_criteria
+from .decision import _primary_scores, _scorer_seeds, _verdict
 from .endpoint import probe_problems
 from .study import Study, _batches, _small_class_counts
 

@@ -27,7 +27,7 @@ import torch
 
 from ...images import png_bytes
 from ...training.checkpoints import load_checkpoint, load_model
-from .decision import Rule
+from .criteria import Rule
 from .measures import lerp
 from .plots import pair_title
 from .study import ModelResult, Study, _frames_uint8
