@@ -49,27 +49,35 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 demo: venv
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash hpc/demo.sh
 
-# JupyterLab on notebooks/ with the study under OUTPUTS (the demo's, after `make demo`) as the
-# notebooks' default output root: their output_root is None, which stands for IMGINAV_OUTPUTS.
-# JupyterLab prints the address to open, with its access token (?token=...). LAB_FLAGS adds its
-# options, e.g. LAB_FLAGS="--no-browser --port 8890".
+# JupyterLab opened on the study under OUTPUTS (the demo's, after `make demo`): the notebooks read
+# it through IMGINAV_OUTPUTS and change nothing of it. They open as copies in LAB_DIR (outside git:
+# their outputs and your edits never touch notebooks/); a copy you changed is kept, said. JupyterLab
+# prints the address to open, with its access token (?token=...). LAB_FLAGS adds its options, e.g.
+# LAB_FLAGS="--no-browser --port 8890".
 .PHONY: lab
 LAB_FLAGS ?=
+LAB_DIR ?= outputs/lab
 # JupyterLab refuses to run as root unless told (containers, some workstations): then it is told.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: venv
-	@echo "JupyterLab on notebooks/ with the outputs of $(OUTPUTS) (IMGINAV_OUTPUTS): Run All in analysis.ipynb explores them."
+	@mkdir -p $(LAB_DIR)
+	@for notebook in notebooks/*.ipynb; do \
+	  copy=$(LAB_DIR)/$$(basename $$notebook); \
+	  if [ ! -f $$copy ]; then cp $$notebook $$copy; \
+	  elif ! cmp -s $$notebook $$copy; then \
+	    echo "$$copy is kept: it differs from $$notebook (your edits or outputs; delete it to take the current one)"; \
+	  fi; \
+	done
+	@echo "JupyterLab on copies of the notebooks ($(LAB_DIR)/), opened on the study in $(OUTPUTS) (IMGINAV_OUTPUTS)."
 	@echo "Open the address JupyterLab prints below, the one ending in ?token=... (the token is the password);"
 	@echo "on a remote machine forward the port first (ssh -L 8888:localhost:8888 HOST). Ctrl-C stops it."
-	IMGINAV_OUTPUTS=$(OUTPUTS) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT) $(LAB_FLAGS)
+	IMGINAV_OUTPUTS=$(OUTPUTS) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --notebook-dir=$(LAB_DIR) $(LAB_ROOT) $(LAB_FLAGS)
 
 # The KL-weight sweep at the demo's size, into SWEEP_OUTPUTS: one seed per weight (V1's and V2's runs
 # and the VAE at the sweep's 4 other weights), the probe on each, the report with the KL-weight curve.
-# hpc/demo.sh records the plan first, so that the probe and the analysis take the sweep's runs from it.
 SWEEP_OUTPUTS ?= outputs/demo-sweep
-SWEEP_ENV := IMGINAV_KLD_SWEEP=1 IMGINAV_SEEDS=42 IMGINAV_OUTPUTS=$(SWEEP_OUTPUTS)
 demo-sweep: venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SWEEP_ENV) bash hpc/demo.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" IMGINAV_OUTPUTS=$(SWEEP_OUTPUTS) bash hpc/demo.sh --sweep --seeds 42
 
 # --durations: the slowest tests, where the suite's minutes go.
 test: venv
@@ -83,7 +91,7 @@ lint: venv
 
 # The report of the study under OUTPUTS (its executed notebooks), without rerunning anything.
 book: venv
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m imginav_core stage -p output_root $(OUTPUTS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m imginav_core stage --out $(OUTPUTS)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" jupyter-book build book
 
 # The built report to the gh-pages branch of REMOTE. -n writes .nojekyll: without it GitHub Pages

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Phase 1.2 analysis (both runs' checkpoints on the validation set) and the Jupyter Book report.
+# Phase 1.2 analysis (every planned run measured on the held-out test split, the decision) and the
+# Jupyter Book report.
 # Submitted by hpc/launch_phase1_2.sh to start when V1 and V2 have ended; or: bsub < hpc/analysis.sh
-# It first checks that both runs finished: a failed training job stops it at once, named.
+# It first checks that every planned run finished and was probed: a failed job stops it at once, named.
 # Memory (python -m imginav_core bench --memory at 512 x 512, on a CPU): largest process 1.06 GB
 # resident (the notebook's kernel: every measure works on 2 layouts at a time, so it does not grow
 # with max_images); the book's build comes after it. Per slot: 4 x 2 GB = 8 GB reserved, -M 4GB
@@ -20,4 +21,4 @@
 #BSUB -o hpc/logs/phase1_2_analysis.%J.out
 #BSUB -e hpc/logs/phase1_2_analysis.%J.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"
-run_analysis
+python -m imginav_core job analysis

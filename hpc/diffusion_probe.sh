@@ -2,7 +2,7 @@
 # Phase 1.2 diffusion probe: the same small latent diffusion model trained on each run's latents,
 # its generated layouts scored (notebooks/diffusion_probe.ipynb). Submitted by
 # hpc/launch_phase1_2.sh to start when V1 and V2 have ended; or: bsub < hpc/diffusion_probe.sh
-# It first checks that both runs finished. Resubmitting a killed probe resumes it: each denoiser
+# It first checks that every planned run finished. Resubmitting a killed probe resumes it: each denoiser
 # from its last checkpoint, finished ones are not redone.
 # On an L40s for bf16, the recipe every latent space gets. Memory (python -m imginav_core bench
 # --memory at 512 x 512, on a CPU, where the denoiser's batch-64 activations, 5.7 GB, are resident;
@@ -19,4 +19,4 @@
 #BSUB -o hpc/logs/phase1_2_probe.%J.out
 #BSUB -e hpc/logs/phase1_2_probe.%J.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"
-run_probe
+python -m imginav_core job probe

@@ -3,31 +3,32 @@
 # on the arm's queue), the diffusion probe once every run has ended, then the analysis once the
 # probe has ended. Run from the repository root, on a login node:
 #
-#   bash hpc/launch_phase1_2.sh            # the whole study
-#   bash hpc/launch_phase1_2.sh --resume   # after a failure: only the runs that have not finished
-#                                          # (then the probe and the analysis again)
+#   bash hpc/launch_phase1_2.sh [PLAN OPTIONS]   # plan the study (python -m imginav_core plan), submit it
+#   bash hpc/launch_phase1_2.sh --resume         # after a failure: only the runs that have not finished
+#                                                # (then the probe and the analysis again)
 #
-# The runs: `python -m imginav_core plan` (V1 and V2 x the seeds of configs/phase1_2/study.yaml;
-# IMGINAV_SEEDS=42,43 other seeds; IMGINAV_KLD_SWEEP=1 adds the KL-weight sweep, 20 runs more); the IMGINAV_*
-# variables the jobs read: `python -m imginav_core parameters`. The launcher itself also reads
-# IMGINAV_STUDY, the study's tag in the job names (default: the output root's folder name), so that
-# `bjobs -J "TAG.*"` shows one study's jobs; and IMGINAV_MAIL, an address for LSF's mails (bsub -u;
-# default: yours on the cluster): one for each run that fails (-Ne), one when the analysis ends (-N).
+# The study lives under $IMGINAV_OUTPUTS (else outputs/). Its plan is written first, before anything
+# is submitted, by `python -m imginav_core plan PLAN OPTIONS` (e.g. --seeds 42,43, --sweep, --set
+# training.epochs=20, --set data.manifest=/path/layouts.csv): each run's config and the protocol. Every
+# setting is given there, once; the jobs read it. A plan already written is kept when the options
+# ask for the same, and refused when they ask for another (plan into another output root).
+# The launcher itself also reads IMGINAV_STUDY, the study's tag in the job names (default: the output
+# root's folder name), so that `bjobs -J "TAG.*"` shows one study's jobs; and IMGINAV_MAIL, an address
+# for LSF's mails (bsub -u; default: yours on the cluster): one for each run that fails (-Ne), one when
+# the analysis ends (-N).
 #
-# Before submitting anything it checks every parameter of every planned run, puts the report's
-# widget script into book/ (npm pack, here on the login node, so no compute job needs a network),
-# and records the plan in OUTPUT_ROOT/phase1_2_vae_test/study_plan.json, which the probe's and the
-# analysis's run lists default to. A problem stops it there with exit status 2, nothing submitted.
+# Before submitting anything it puts the report's widget script into book/ (npm pack, here on the login
+# node, so no compute job needs a network). A problem stops it there with exit status 2, nothing submitted.
 #
-# --resume submits the plan's runs whose run folder does not say they finished (`python -m
-# imginav_core plan --from-env --pending`: no metrics CSV ending in completed or early_stopped, or
-# no best.pt); each resumes from its last.pt. Use it once the study's earlier jobs have all ended
-# (bjobs shows none of them): a run still training refuses a second copy of itself. With every run
-# finished it submits the probe and the analysis only.
+# --resume submits the plan's runs whose run folder does not say they finished (`python -m imginav_core
+# plan --arrays --pending`: no metrics CSV ending in completed or early_stopped, or no best.pt); each
+# resumes from its last.pt. Use it once the study's earlier jobs have all ended (bjobs shows none of
+# them): a run still training refuses a second copy of itself. With every run finished it submits the
+# probe and the analysis only.
 #
-# Why one array per arm: a queue is per submission, and V1 runs on gpuv100, V2 on gpul40s (the
-# queues of hpc/papermill_V1.sh and _V2.sh). Each element reads its row of the plan from
-# $LSB_JOBINDEX: the arrays are -J "TAG.phase1_2[1-5]" and -J "TAG.phase1_2[6-10]".
+# Why one array per arm: a queue is per submission, and each arm has its own (configs/phase1_2/study.yaml:
+# V1 on gpuv100, V2 on gpul40s). Each element reads its row of the plan from $LSB_JOBINDEX: the arrays are
+# -J "TAG.phase1_2[1-5]" and -J "TAG.phase1_2[6-10]".
 #
 # Why every dependency names job ids, not names: a name stands for all your jobs of that name, but
 # for arrays the bsub -w reference adds that without JOB_DEP_LAST_SUB in lsb.params "the job is
@@ -42,24 +43,33 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage="usage: bash hpc/launch_phase1_2.sh [--resume]   (from the repository root; see the comments at its top)"
+usage="usage: bash hpc/launch_phase1_2.sh [--resume | PLAN OPTIONS]   (from the repository root; see its top)"
 resume=0
-case "$*" in
-  "") ;;
-  --resume) resume=1 ;;
+case "${1:-}" in
+  --resume) resume=1; shift ;;
   -h | --help) echo "$usage"; exit 0 ;;
-  *) echo "error: unknown arguments '$*'; $usage" >&2; exit 2 ;;
 esac
+if ((resume)) && (($# > 0)); then
+  echo "error: --resume submits the written plan again: give no plan options with it; $usage" >&2
+  exit 2
+fi
+for option in "$@"; do
+  if [[ "$option" == --out || "$option" == --out=* ]]; then
+    echo "error: the jobs find the study under \$IMGINAV_OUTPUTS: set it (export IMGINAV_OUTPUTS=...), not --out" >&2
+    exit 2
+  fi
+done
 mkdir -p hpc/logs  # LSF does not create the log folder; without it the job's output is lost
 
-# Every parameter of every planned run checked now, before anything waits in a queue (python from
-# the current environment); also the plan's variables, and that none sets one run's name or seed for all.
-checked=$(python -m imginav_core check run --from-env)  # (eval "$(...)" would not stop on a failure)
-eval "$checked"  # RUNS, WIDGET_SCRIPT
-python -m imginav_core check probe --from-env --parameters-only > /dev/null
-checked=$(python -m imginav_core check analysis --from-env --parameters-only)
-eval "$checked"  # OUTPUT_ROOT, PHASE_DIR, ...
-
+# The plan, written now (or found as asked), before anything waits in a queue: every run's config
+# and the protocol. A bad setting stops here, nothing submitted.
+if ((resume)); then
+  python -m imginav_core plan --show > /dev/null  # a resumed study has its plan
+else
+  python -m imginav_core plan "$@"
+fi
+python -m imginav_core job check  # what the jobs will find: the plan, and no setting variable in the environment
+OUTPUT_ROOT=${IMGINAV_OUTPUTS:-outputs}
 study=${IMGINAV_STUDY:-$(basename "$OUTPUT_ROOT")}
 if [[ -n "${IMGINAV_STUDY:-}" && ! "$study" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
   echo "error: IMGINAV_STUDY = '$study': expected letters, digits, '.', '_' or '-' (it goes into the job names)" >&2
@@ -80,13 +90,6 @@ if ! python -m imginav_core fetch-widgets; then
   echo "error: the report's widget script could not be had (above); nothing was submitted" >&2
   exit 2
 fi
-# The plan these jobs run (its runs, seeds, whether the sweep is on, the study file), recorded in the
-# output root: the probe, the analysis and the notebooks run later by hand take their runs from it.
-python -m imginav_core plan --from-env --record
-
-directive() {  # directive FLAG SCRIPT: the value of a #BSUB line, one spelling, in the script itself
-  sed -n "s/^#BSUB $1 \"\{0,1\}\([^ \"]*\).*/\1/p" "$2"
-}
 
 submit() {  # submit SCRIPT [bsub options...] -> prints the job id, or stops the launcher
   local script=$1 reply id
@@ -102,45 +105,38 @@ submit() {  # submit SCRIPT [bsub options...] -> prints the job id, or stops the
 }
 
 if ((resume)); then
-  by_arm=$(python -m imginav_core plan --from-env --arrays --pending)  # the unfinished runs' indices
+  by_arm=$(python -m imginav_core plan --arrays --pending)  # the unfinished runs' indices
 else
-  by_arm=$(python -m imginav_core plan --from-env --arrays)  # "V1 1-5", "V2 6-10": each arm's indices
+  by_arm=$(python -m imginav_core plan --arrays)  # "V1 1-5 gpuv100": each arm's indices and queue
 fi
-array=$(directive -J hpc/phase1_2_array.sh)
-array=${array%%\[*}  # phase1_2[1-10] -> phase1_2
+RUNS=$(python -m imginav_core plan --show | grep -c '^| [0-9]')  # the plan's rows
 arrays=()
 ids=()
 trained=""
-while read -r arm indices; do
+while read -r arm indices queue; do
   [[ -n "$arm" ]] || continue  # --resume with every run finished: no line
-  single=hpc/papermill_$arm.sh
-  if [[ ! -f "$single" ]]; then
-    echo "error: no $single to take arm $arm's queue from (configs/phase1_2/study.yaml names the arms)" >&2
-    exit 2
-  fi
-  queue=$(directive -q "$single")
-  id=$(submit hpc/phase1_2_array.sh -J "$study.${array}[$indices]" -q "$queue")
+  id=$(submit hpc/phase1_2_array.sh -J "$study.phase1_2[$indices]" -q "$queue")
   arrays+=("$arm: job $id, runs $indices on $queue")
   ids+=("$id")
   trained+="${trained:+ && }ended($id)"
 done <<< "$by_arm"
 
 if [[ -n "$trained" ]]; then
-  probe=$(submit hpc/diffusion_probe.sh -J "$study.$(directive -J hpc/diffusion_probe.sh)" -w "$trained")
+  probe=$(submit hpc/diffusion_probe.sh -J "$study.phase1_2_probe" -w "$trained")
 else
-  probe=$(submit hpc/diffusion_probe.sh -J "$study.$(directive -J hpc/diffusion_probe.sh)")
+  probe=$(submit hpc/diffusion_probe.sh -J "$study.phase1_2_probe")
 fi
 probed="ended($probe)"
-analysis=$(submit hpc/analysis.sh -J "$study.$(directive -J hpc/analysis.sh)" -w "$probed")
+analysis=$(submit hpc/analysis.sh -J "$study.phase1_2_analysis" -w "$probed")
 ids+=("$probe" "$analysis")
 
 if ((${#arrays[@]} == 0)); then
-  echo "every one of the $RUNS runs has finished (python -m imginav_core plan --from-env --pending lists none):" \
+  echo "every one of the $RUNS runs has finished (python -m imginav_core plan --arrays --pending lists none):" \
        "no training submitted"
 else
   submitted="$(IFS=';'; echo "${arrays[*]}")"
   what="$RUNS runs"
-  if ((resume)); then what="the unfinished runs of $RUNS (python -m imginav_core plan --from-env --pending)"; fi
+  if ((resume)); then what="the unfinished runs of $RUNS (python -m imginav_core plan --arrays --pending)"; fi
   echo "$what: ${submitted//;/; }"
 fi
 starts="at once"

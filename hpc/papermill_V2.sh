@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Phase 1.2, V2 (VAE, KL weight 1e-4) on an L40s. Submit from the repository root:
-#   bsub < hpc/papermill_V2.sh        (or run locally: bash hpc/papermill_V2.sh)
+# Written by `python -m imginav_core job-scripts` from configs/phase1_2/study.yaml: change the study file and run it
+# again, not this script (a test fails when the two differ).
+# Phase 1.2, V2 (VAE, KL weight 0.0001; V2_vae_light.yaml) on gpul40s: one run. From the repository root:
+#   bsub < hpc/papermill_V2.sh        (or without LSF: bash hpc/papermill_V2.sh)
+# It trains the first V2 run of the study planned under $IMGINAV_OUTPUTS (else outputs/); with no
+# plan there it first plans one run per arm (the study file's first seed) and says so.
 # Memory (python -m imginav_core bench --memory at 512 x 512, batch 16, measured on a CPU, where the
 # 4.6 GB of activations are resident; a GPU job holds them on the GPU and its CUDA libraries, 1-2 GB,
 # on the host instead): largest process 5.02 GB resident.
@@ -19,4 +23,4 @@
 #BSUB -o hpc/logs/phase1_2_V2.%J.out
 #BSUB -e hpc/logs/phase1_2_V2.%J.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"
-run_training configs/phase1_2/V2_vae_light.yaml
+python -m imginav_core job train --arm V2

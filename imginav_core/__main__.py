@@ -1,22 +1,23 @@
 """The command line: ``python -m imginav_core COMMAND`` (installed as ``imginav COMMAND``).
 
-Each command is defined here with its help, defaults and an example; the work is imported only
-when a command runs, so ``--help`` answers at once (no torch). An error that says what to fix
+Each command is defined here with its help and an example; the work is imported only when a
+command runs, so ``--help`` answers at once (no torch). An error that says what to fix
 (``errors.ImginavError``) is printed as ``error: ...`` and the command exits with status 2.
+
+Settings are given in one place, when a study is planned (``plan --set KEY=VALUE``); the jobs, the
+notebooks and the commands that read a study (``job``, ``probe``, ``stage``) take the output root
+(``--out``, else ``$IMGINAV_OUTPUTS``, else ``outputs/``) and read its plan.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from .config import override_values, parse_overrides
+from .config import parse_overrides
 from .errors import ConfigError, ImginavError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -30,92 +31,12 @@ def command(name: str):
     return register
 
 
-def notebook_parameters(notebook, pairs: list[list[str]], from_env: bool) -> tuple[dict[str, str], dict[str, Any]]:
-    """(the parameters as text, for papermill; the same typed and checked): from the ``IMGINAV_*``
-    variables when ``from_env``, then from ``-p NAME VALUE`` pairs (which win). With ``from_env``,
-    the probe's and the analysis's run lists not given are those of the study plan the jobs train
-    (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP; neither set: the plan recorded under the output root),
-    written out, so that the executed notebook names them."""
-    from .study.parameters import ANALYSIS, PROBE, jobs_plan, plan_runs
+def _root(args: argparse.Namespace) -> Path:
+    """The output root a command works on: ``--out``, else ``$IMGINAV_OUTPUTS``, else ``outputs/``
+    (relative: to the repository root, as the jobs and the notebooks take it)."""
+    from .study.jobs import output_root
 
-    given, where = {}, {}
-    if from_env:
-        for name, text in notebook.from_environment().items():
-            given[name], where[name] = text, notebook[name].env
-    for name, text in pairs:
-        if name == "overrides" and "overrides" in given:  # the variables' keys, then -p's: one mapping
-            both = {**override_values(given[name], where[name]), **override_values(text, "-p overrides")}
-            given[name], where[name] = json.dumps(both), f"{where[name]} and -p overrides"
-            continue
-        given[name], where[name] = text, f"-p {name}"
-    if from_env and notebook in (PROBE, ANALYSIS):
-        root = notebook.from_strings({"output_root": given["output_root"]}) if "output_root" in given else {}
-        plan = jobs_plan(root.get("output_root", notebook["output_root"].default)).runs
-        for name, text in plan_runs(notebook, plan).items():
-            if name not in given:
-                given[name], where[name] = text, "the study plan"
-    return given, notebook.from_strings(given, where)
-
-
-def planned_run_parameters(
-    pairs: list[list[str]], index: int | None, from_env: bool
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """For ``check run``: (the shell assignments, papermill's -p text) of array index ``index`` of
-    the study plan; every planned run checked when ``index`` is None (RUNS: how many)."""
-    import os
-
-    from .study.parameters import PLANNED, TRAIN, environment_plan, planned_parameters, set_variable, training_config
-    from .study.plan import planned_run
-
-    for name, _ in pairs:
-        if name in PLANNED:
-            raise ConfigError(
-                f"-p {name}: the study plan sets each run's {name}; change configs/phase1_2/study.yaml, "
-                "IMGINAV_SEEDS or IMGINAV_KLD_SWEEP instead (or train one run: check train)"
-            )
-    if from_env:
-        for name, variable in PLANNED.items():
-            if variable and os.environ.get(variable, ""):
-                raise ConfigError(
-                    f"{variable}={os.environ[variable]}: the study plan sets each run's {name}, so it "
-                    "would be ignored; unset it (seeds: IMGINAV_SEEDS, the KL sweep: IMGINAV_KLD_SWEEP), "
-                    f"or submit one run with it: {variable}=... bsub < hpc/papermill_V2.sh"
-                )
-    plan = environment_plan() if from_env else environment_plan({})
-    runs = plan if index is None else [planned_run(plan, index)]
-    for run in runs:
-        given, params = notebook_parameters(TRAIN, [*pairs, *planned_parameters(run).items()], from_env)
-        overridden = override_values(params.get("overrides"), "overrides")
-        for name in PLANNED:
-            if TRAIN[name].key in overridden:
-                raise ConfigError(
-                    f"overrides set '{TRAIN[name].key}' (-p overrides or {set_variable(TRAIN[name].key)}): the study "
-                    f"plan sets each run's {name}; change configs/phase1_2/study.yaml, IMGINAV_SEEDS or "
-                    "IMGINAV_KLD_SWEEP instead"
-                )
-        cfg = training_config(**params)  # refuses a bad parameter, naming it
-    if index is None:
-        return {"RUNS": len(plan)}, {}
-    assignments = {
-        "INDEX": run.index,
-        "ARM": run.arm,
-        "SEED": run.seed,
-        "KLD": run.kld,
-        "NAME": cfg.name,
-        "RUN_DIR": cfg.outputs.run_dir(cfg.name),
-        "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name),
-    }
-    return assignments, given
-
-
-def shell(assignments: dict[str, Any], params: dict[str, str] | None) -> str:
-    """Lines a job script can ``eval``: NAME=value assignments, and PARAMS as a bash array of
-    papermill ``-p`` arguments (none when ``params`` is None)."""
-    lines = [f"{key}={shlex.quote(str(value))}" for key, value in assignments.items()]
-    if params is None:
-        return "\n".join(lines)
-    pairs = " ".join(f"-p {shlex.quote(name)} {shlex.quote(text)}" for name, text in params.items())
-    return "\n".join(lines + [f"PARAMS=({pairs})"])
+    return output_root({"IMGINAV_OUTPUTS": args.out} if args.out else None)
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -123,190 +44,132 @@ def shell(assignments: dict[str, Any], params: dict[str, str] | None) -> str:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from .study.parameters import TRAIN, training_config
+    from .study.plan import read_run_config
     from .training import train
 
-    given, params = notebook_parameters(TRAIN, args.parameter, from_env=False)
-    if args.config and "config" in given:
-        raise ConfigError("give the experiment YAML once: as CONFIG or as -p config, not both")
-    config = str(Path(args.config).resolve()) if args.config else params.pop("config", None)
-    if not config:
-        raise ConfigError("which experiment? give its YAML, e.g. configs/phase1_2/V2_vae_light.yaml")
-    # CONFIG: the file's values, changed only where told. -p config: exactly what the notebook
-    # trains with the same -p parameters (the LSF job's torchrun and papermill calls agree).
-    # -p overrides, then --set: both dotted config keys, --set last
-    overrides = {**override_values(params.pop("overrides", None), "-p overrides"), **parse_overrides(args.set)}
-    train(training_config(config, overrides=overrides, notebook_defaults=not args.config, **params))
+    train(read_run_config(Path(args.config)))
     return 0
 
 
-@command("check")
-def _check(args: argparse.Namespace) -> int:
-    from .study.analysis.report import widget_script_source
-    from .study.parameters import (
-        ANALYSIS,
-        PROBE,
-        TRAIN,
-        analysis_parameters,
-        probe_parameters,
-        study_outputs,
-        training_config,
-    )
+@command("plan")
+def _plan(args: argparse.Namespace) -> int:
+    from .study.budget import plan_cost_text, seed_plan_text
+    from .study.plan import arrays, make_plan, plan_table, read_plan, write_plan
 
-    if args.index is not None and args.notebook != "run":
-        raise ConfigError("--index picks a run of the study plan: check run --index I")
-    if args.notebook == "run":
-        assignments, given = planned_run_parameters(args.parameter, args.index, args.from_env)
-        assignments["WIDGET_SCRIPT"] = widget_script_source()
-        # Without --index every run was checked (the launcher, before submitting): no PARAMS.
-        print(shell(assignments, given if args.index is not None else None))
+    given = bool(args.seeds or args.sweep or args.set or args.study)
+    if args.effect is not None:
+        from .study.arms import read_study_file
+
+        if given or args.arrays or args.show or args.dry_run:
+            raise ConfigError("--effect plans the seeds: give it alone (with --spread, --power, --study)")
+        print(seed_plan_text(args.effect, args.spread, read_study_file(args.study), target=args.power), end="")
         return 0
-    notebook = {"train": TRAIN, "analysis": ANALYSIS, "probe": PROBE}[args.notebook]
-    given, params = notebook_parameters(notebook, args.parameter, args.from_env)
-    if args.notebook == "probe":
-        out, names, _ = probe_parameters(**params)
-        if not args.parameters_only:  # a training job that failed stops the probe here, with the run named
-            from .study.runs import load_runs  # (torch: not for the launcher's check on a login node)
+    root = _root(args)
+    if args.arrays or args.show:
+        if given or args.dry_run:
+            raise ConfigError("--show and --arrays read the written plan: give no settings with them")
+        plan = read_plan(root)
+        if args.arrays:
+            runs = _pending(plan) if args.pending else plan.runs
+            print("\n".join(f"{arm} {indices} {queue}" for arm, indices, queue in arrays(plan, runs)))
+            return 0
+        print(plan_table(plan) + "\n" + plan_cost_text(plan), end="")
+        return 0
+    if args.pending:
+        raise ConfigError("--pending goes with --arrays (what bash hpc/launch_phase1_2.sh --resume submits)")
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(seed) for seed in args.seeds.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {args.seeds!r}: expected integer seeds separated by commas, e.g. 42,43"
+            ) from None
+    plan = make_plan(root, args.study, seeds, args.sweep, parse_overrides(args.set))
+    print(plan_table(plan) + "\n" + plan_cost_text(plan), end="")
+    if not args.dry_run:
+        write_plan(plan)
+    return 0
 
-            load_runs(out, names)
-        assignments = {"OUTPUT_ROOT": out.root, "PROBE_DIR": out.probe_dir, "NOTEBOOK": out.probe_notebook}
-    elif args.notebook == "train":
-        if "config" not in params:
-            raise ConfigError("notebook parameter 'config' is required (the experiment YAML)")
-        cfg = training_config(**params)
-        assignments = {
-            "NAME": cfg.name,
-            "RUN_DIR": cfg.outputs.run_dir(cfg.name),
-            "NOTEBOOK": cfg.outputs.executed_notebook(cfg.name),
-        }
-    else:
-        from .errors import UnfinishedRunError
 
-        values = analysis_parameters(**params)
-        out = study_outputs(values["output_root"])
-        # A training job that failed stops the analysis here, in seconds, with the run named.
-        if not args.parameters_only:
-            from .study.runs import load_runs  # (torch: not for the launcher's check on a login node)
+def _pending(plan) -> list:
+    """The plan's runs whose folder does not say they finished (the metrics CSV ends in completed
+    or early_stopped, and best.pt is there): what ``launch_phase1_2.sh --resume`` submits again."""
+    from .errors import CheckpointError, UnfinishedRunError
+    from .study.runs import load_run
 
-            names = [name for arm in values["arms"].values() for name in arm]
-            runs, _ = load_runs(out, names, values["allow_unfinished"])
-        if not args.parameters_only and not out.probe_notebook.is_file():  # the report has a chapter for it
-            raise UnfinishedRunError(
-                f"the diffusion probe has not run: {out.probe_notebook} does not exist "
-                "(bsub < hpc/diffusion_probe.sh, then the analysis)"
+    pending = []
+    for run in plan.runs:
+        try:
+            finished = load_run(plan.outputs, run.name).finished
+        except (UnfinishedRunError, CheckpointError):  # no metrics yet; no checkpoint, or one cut short
+            finished = False
+        if not finished:
+            pending.append(run)
+    return pending
+
+
+@command("job")
+def _job(args: argparse.Namespace) -> int:
+    from .study import jobs
+
+    if args.what != "train" and (args.index is not None or args.arm):
+        raise ConfigError("--index and --arm pick the run a training job trains: job train --index I (or --arm V2)")
+    if args.what == "check":
+        jobs.check_environment()
+        plan = jobs.read_plan(jobs.output_root())
+        print(f"the jobs will run the study planned in {plan.outputs.shown(plan.path)}: {len(plan.runs)} runs")
+        return 0
+    if args.what == "train":
+        if args.index is not None and args.index < 1:
+            raise ConfigError(
+                f"--index {args.index}: no array index (LSF sets LSB_JOBINDEX to 0 outside an array): submit the "
+                "job array (bash hpc/launch_phase1_2.sh), or run one index: LSB_JOBINDEX=I bash hpc/phase1_2_array.sh"
             )
-        if not args.parameters_only:  # the primary endpoint: every run probed since it last trained
-            from .study.analysis.endpoint import read_probe
+        jobs.train_job(args.index, args.arm)
+    else:
+        {"probe": jobs.probe_job, "analysis": jobs.analysis_job}[args.what]()
+    return 0
 
-            read_probe(out.probe_metrics, runs, values["allow_no_probe"])
-        assignments = {
-            "OUTPUT_ROOT": values["output_root"],
-            "PHASE_DIR": out.phase_dir,
-            "NOTEBOOK": out.analysis_notebook,
-            "DECISION": out.decision,
-        }
-    # The report is built last: a missing widget script must stop the job now, not after training.
-    assignments["WIDGET_SCRIPT"] = widget_script_source()
-    print(shell(assignments, given))
+
+@command("job-scripts")
+def _job_scripts(args: argparse.Namespace) -> int:
+    from .study.jobscripts import write_job_scripts
+
+    drift = write_job_scripts(check=args.check)
+    if args.check and drift:
+        print("\n".join(f"{path}: differs from what the study file makes of it" for path in drift), file=sys.stderr)
+        print("run `python -m imginav_core job-scripts` to write them again", file=sys.stderr)
+        return 1
     return 0
 
 
 @command("probe")
 def _probe(args: argparse.Namespace) -> int:
-    from .study.parameters import PROBE, probe_parameters
+    from .study.plan import read_plan
     from .study.probe.run import run_probe
 
-    _, params = notebook_parameters(PROBE, args.parameter, args.from_env)
-    run_probe(*probe_parameters(**params))
+    plan = read_plan(_root(args))
+    run_probe(plan.outputs, [run.name for run in plan.runs], plan.probe)
     return 0
 
 
 @command("stage")
 def _stage(args: argparse.Namespace) -> int:
     from .study.analysis.report import stage
-    from .study.parameters import ANALYSIS, analysis_parameters
+    from .study.plan import read_plan
 
-    _, params = notebook_parameters(ANALYSIS, args.parameter, args.from_env)
-    for path in stage(analysis_parameters(**params)):
+    for path in stage(read_plan(_root(args))):
         print(f"staged {path}")
     return 0
 
 
-@command("plan")
-def _plan(args: argparse.Namespace) -> int:
-    from .study.parameters import environment_plan
-    from .study.plan import arm_indices, check_seeds, plan_cost_text, plan_table, seed_plan_text, study_plan
+@command("settings")
+def _settings(args: argparse.Namespace) -> int:
+    from .study.settings import settings_table
 
-    if args.effect is not None:
-        if args.seeds or args.sweep or args.from_env or args.arrays or args.record:
-            raise ConfigError(
-                "--effect plans how many seeds; give it without --seeds, --sweep, --from-env, --arrays, --record"
-            )
-        if not 0 < args.power < 1:
-            raise ConfigError(f"--power {args.power}: expected a probability between 0 and 1, e.g. 0.8")
-        print(seed_plan_text(args.effect, args.spread, target=args.power), end="")
-        return 0
-    if args.record:
-        if not args.from_env or args.pending or args.arrays:
-            raise ConfigError(
-                "--record writes the plan the jobs run: give it with --from-env, without --pending, --arrays"
-            )
-        print(f"study plan recorded: {record_plan()}")
-        return 0
-    if args.from_env:
-        plan = environment_plan()
-    else:
-        seeds = None
-        if args.seeds:
-            try:
-                seeds = [int(seed) for seed in args.seeds.split(",")]
-            except ValueError:
-                raise ConfigError(
-                    f"--seeds {args.seeds!r}: expected integer seeds separated by commas, e.g. 42,43"
-                ) from None
-            check_seeds(seeds, "--seeds")
-        plan = study_plan(seeds, args.sweep or None)
-    if args.pending:
-        plan = unfinished_runs(plan, args.from_env)
-    if args.arrays:
-        print("\n".join(f"{arm} {indices}" for arm, indices in arm_indices(plan).items()))
-    else:
-        print(plan_table(plan) + "\n" + plan_cost_text(plan), end="")
+    print(settings_table(), end="")
     return 0
-
-
-def record_plan() -> Path:
-    """Write the study plan the jobs run (IMGINAV_SEEDS, IMGINAV_KLD_SWEEP) to
-    OUTPUT_ROOT/<phase>/study_plan.json, the output root and phase those of its runs
-    (IMGINAV_OUTPUTS): what the probe and the analysis default to later. Returns its path."""
-    from .study.parameters import TRAIN, plan_settings, planned_parameters, training_config
-    from .study.plan import make_study_plan, write_study_plan
-
-    plan = make_study_plan(*plan_settings())
-    _, params = notebook_parameters(TRAIN, list(planned_parameters(plan.runs[0]).items()), from_env=True)
-    outputs = training_config(**params).outputs
-    return write_study_plan(outputs.study_plan, plan)
-
-
-def unfinished_runs(plan: list, from_env: bool) -> list:
-    """The runs of ``plan`` whose run folder does not say they finished (``runs``: the
-    metrics CSV ends in completed or early_stopped, and best.pt is there) under the output root
-    the jobs train into: what ``launch_phase1_2.sh --resume`` submits again."""
-    from .errors import CheckpointError, UnfinishedRunError
-    from .study.parameters import TRAIN, planned_parameters, training_config
-    from .study.runs import load_run
-
-    unfinished = []
-    for run in plan:
-        _, params = notebook_parameters(TRAIN, list(planned_parameters(run).items()), from_env)
-        cfg = training_config(**params)
-        try:
-            finished = load_run(cfg.outputs, cfg.name).finished
-        except (UnfinishedRunError, CheckpointError):  # no metrics yet; no checkpoint, or one cut short
-            finished = False
-        if not finished:
-            unfinished.append(run)
-    return unfinished
 
 
 @command("fetch-widgets")
@@ -322,14 +185,6 @@ def _synthetic(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_layouts
 
     print(generate_layouts(args.out_dir, args.samples, args.resolution, args.seed))
-    return 0
-
-
-@command("parameters")
-def _parameters(args: argparse.Namespace) -> int:
-    from .study.parameters import settings_table
-
-    print(settings_table(), end="")
     return 0
 
 
@@ -372,25 +227,16 @@ def _subcommand(sub, name: str, summary: str, example: str, description: str = "
     )
 
 
-def _parameter_options(parser: argparse.ArgumentParser, notebook: str, env: bool = True) -> None:
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help=f"a parameter of {notebook}, typed as papermill types it (repeatable); "
-        "`python -m imginav_core parameters` lists them",
-    )
-    if env:
-        parser.add_argument(
-            "--from-env", action="store_true", help="also take the parameters from their IMGINAV_* variables (-p wins)"
-        )
-
-
 def _set_option(parser: argparse.ArgumentParser, explanation: str) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=explanation)
+
+
+def _out_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="OUTPUT_ROOT",
+        help="the study's output root (default: $IMGINAV_OUTPUTS, else outputs/; relative: to the repository root)",
+    )
 
 
 def _measurement_options(parser: argparse.ArgumentParser, what: str, scratch: str) -> None:
@@ -409,74 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(
         sub,
-        "train",
-        "train (or resume) one experiment",
-        "python -m imginav_core train configs/phase1_2/V2_vae_light.yaml --set training.epochs=1 "
-        "--set data.resolution=64",
-        "Train (or resume from its last.pt) one experiment. CONFIG: the YAML's values, changed only by "
-        "the -p parameters and --set keys given. -p config instead: exactly what notebooks/train.ipynb "
-        "trains with the same -p parameters (its defaults included: the LSF jobs call it so). --set "
-        "changes any config key last. Runs data-parallel under torchrun.",
-    )
-    p.add_argument("config", nargs="?", help="the experiment YAML (or -p config, relative to the repository root)")
-    _set_option(p, "override a config key, e.g. --set loss.kld=1e-3 (repeatable; values are YAML)")
-    _parameter_options(p, "notebooks/train.ipynb", env=False)
-
-    p = _subcommand(
-        sub,
-        "check",
-        "check a notebook's parameters before a job runs it",
-        "python -m imginav_core check train -p config configs/phase1_2/V1_deterministic.yaml -p epochs 2",
-        "Check the parameters of notebooks/train.ipynb, analysis.ipynb or diffusion_probe.ipynb as the "
-        "notebook will, before anything is written (the analysis and the probe: also that the runs "
-        "finished; all: that "
-        "the report's widget script can be had). Prints shell assignments for the LSF job scripts: "
-        "the run's NAME, RUN_DIR, the executed NOTEBOOK's path, and PARAMS, papermill's -p arguments.",
-    )
-    p.add_argument(
-        "notebook",
-        choices=("train", "run", "analysis", "probe"),
-        help="run: a run of the study plan (train.ipynb with its config, seed, name and KL weight)",
-    )
-    _parameter_options(p, "the notebook")
-    p.add_argument(
-        "--parameters-only",
-        action="store_true",
-        help="probe, analysis: check the parameters only, not that the runs finished (before submitting the jobs)",
-    )
-    p.add_argument(
-        "--index",
-        type=int,
-        help="run: the array index ($LSB_JOBINDEX, 1..N of `python -m imginav_core plan`); without it, "
-        "check every planned run and print RUNS=N",
-    )
-
-    p = _subcommand(
-        sub,
         "plan",
-        "the study's runs: one row per index of the LSF job array",
-        "python -m imginav_core plan --seeds 42,43 --sweep    (how many seeds: plan --effect 2 --spread 1)",
-        "Print the study plan (configs/phase1_2/study.yaml): for each array index the arm, the run's "
-        "name (its folder), the config, the training seed, the KL weight and whether it belongs to the "
-        "KL-weight sweep, and what the runs cost in GPU-hours on the cluster. Comparison runs first (each "
-        "arm with each seed), then the sweep when asked. "
-        "With --effect: how many seeds per arm the decision needs to detect that difference between "
-        "the arms, given the seed-to-seed spread of a run's score (e.g. the probe's FLD of each run "
-        "in an earlier study, decision.json's criteria.generation_fld), with the power at 2 to 8 "
-        "seeds and what the runs cost in GPU-hours.",
+        "write the study's plan: every run's config and the protocol, before anything runs",
+        "python -m imginav_core plan --out outputs/study --seeds 42,43 --set training.epochs=20 --set probe.steps=300",
+        "Write the study under its output root before the first job: each planned run's complete config "
+        "(experiments/NAME/planned.yaml), the plan (one row per index of the LSF job array: V1 and V2 x the "
+        "seeds, then the KL sweep with --sweep) and the protocol (what decides, hashed), and print the runs "
+        "with their GPU-hours. Every setting of the study is given here, once: --set takes any config key, "
+        "probe.KEY and analysis.KEY (`python -m imginav_core settings` lists them). A written plan is fixed: "
+        "the same plan again changes nothing, another is refused. --show prints the written plan; --effect "
+        "instead plans how many seeds a difference needs.",
     )
-    p.add_argument("--seeds", help="training seeds, comma-separated (default: the plan file's)")
-    p.add_argument("--sweep", action="store_true", help="include the KL-weight sweep")
-    p.add_argument(
-        "--from-env",
-        action="store_true",
-        help="take the seeds and the sweep from IMGINAV_SEEDS and IMGINAV_KLD_SWEEP, as the jobs do",
-    )
+    _out_option(p)
+    p.add_argument("--study", help="the study file (default configs/phase1_2/study.yaml): arms, decision, seeds, sweep")
+    p.add_argument("--seeds", help="training seeds, comma-separated (default: the study file's)")
+    p.add_argument("--sweep", action="store_true", help="also the KL-weight sweep of the study file")
+    _set_option(p, "a setting: a config key (training.lr=3e-4), probe.KEY or analysis.KEY (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--show", action="store_true", help="print the plan written under the output root")
     p.add_argument(
         "--arrays",
         action="store_true",
-        help='print each arm\'s array indices as bsub -J takes them ("V1 1-5"), for the launcher',
+        help='print each arm\'s array indices and queue as the launcher submits them ("V1 1-5 gpuv100")',
     )
+    p.add_argument("--pending", action="store_true", help="with --arrays: only the runs that have not finished")
     p.add_argument(
         "--effect",
         type=float,
@@ -488,31 +290,70 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         metavar="SD",
-        help="with --effect: the standard deviation of a run's score between seeds within an arm, in the "
-        "units of E (default 1: E in standard deviations)",
+        help="with --effect: the standard deviation of a run's score between seeds (default 1: E in SDs)",
     )
-    p.add_argument(
-        "--power",
-        type=float,
-        default=0.8,
-        help="with --effect: the chance of detecting E the plan should reach (default 0.8)",
-    )
-    p.add_argument(
-        "--record",
-        action="store_true",
-        help="with --from-env: write the plan (its runs, seeds, whether the sweep is on, the study file) to "
-        "OUTPUT_ROOT/<phase>/study_plan.json, which the probe's and the analysis's run lists then default to "
-        "(the launcher and the demo do, before the runs)",
-    )
-    p.add_argument(
-        "--pending",
-        action="store_true",
-        help="only the runs that have not finished (no metrics CSV ending in completed or early_stopped, "
-        "or no best.pt) in the output root (with --from-env: IMGINAV_OUTPUTS's): what "
-        "`bash hpc/launch_phase1_2.sh --resume` submits again",
-    )
+    p.add_argument("--power", type=float, default=0.8, help="with --effect: the power to reach (default 0.8)")
 
     p = _subcommand(
+        sub,
+        "train",
+        "train (or resume) one run from its config file",
+        "python -m imginav_core train outputs/study/experiments/phase1_2_AE_V2_vae_light_seed42/planned.yaml",
+        "Train (or resume from its last.pt) the run a config file describes: a planned run's config "
+        "(plan writes them), or any complete config (configs/phase1_2/V2_vae_light.yaml: into its "
+        "output_root). Data-parallel under torchrun.",
+    )
+    p.add_argument("config", help="the run's config file")
+
+    p = _subcommand(
+        sub,
+        "job",
+        "what an LSF job runs: train one planned run, the probe, or the analysis and the report",
+        'python -m imginav_core job train --index "$LSB_JOBINDEX"',
+        "What the job scripts in hpc/ run, on the study under $IMGINAV_OUTPUTS (else outputs/): train one "
+        "run of the plan through notebooks/train.ipynb (--index: the array element; --arm: the arm's first "
+        "run, planning one run per arm when there is no plan), the diffusion probe, or the analysis and the "
+        "report. A job takes no setting from its environment: an IMGINAV_* setting variable stops it at once.",
+    )
+    p.add_argument("what", choices=("train", "probe", "analysis", "check"), help="check: what the jobs will find")
+    p.add_argument("--index", type=int, help="train: the plan's row (the LSF array index)")
+    p.add_argument("--arm", help="train: the arm whose first planned run to train")
+
+    p = _subcommand(
+        sub,
+        "job-scripts",
+        "write hpc/papermill_ARM.sh and hpc/phase1_2_array.sh from the study file",
+        "python -m imginav_core job-scripts --check",
+        "LSF reads #BSUB lines before a script runs, so each arm's job script (its queue, job name and "
+        "logs, from configs/phase1_2/study.yaml) is written by this command; --check says whether they "
+        "differ from what the study file makes of them (a test runs it).",
+    )
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each script that differs")
+
+    p = _subcommand(
+        sub,
+        "probe",
+        "the diffusion probe on a study: how well a latent diffusion model learns each run's latents",
+        "python -m imginav_core probe --out outputs/demo",
+        "Train the same small latent diffusion model on each planned run's standardised latents, with the "
+        "plan's probe settings; generate layouts, decode and score them; writes "
+        "OUTPUT_ROOT/<phase>/probe/probe_metrics.json. What hpc/diffusion_probe.sh runs; resumes a killed probe.",
+    )
+    _out_option(p)
+
+    p = _subcommand(
+        sub,
+        "stage",
+        "put a study's executed notebooks and the widget script into book/",
+        "python -m imginav_core stage --out outputs/demo && jupyter-book build book",
+    )
+    _out_option(p)
+
+    _subcommand(
+        sub, "settings", "print every setting a plan takes, with its default", "python -m imginav_core settings"
+    )
+
+    _subcommand(
         sub,
         "fetch-widgets",
         "put the report's widget script into book/_static/ now",
@@ -525,44 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(
         sub,
-        "probe",
-        "the diffusion probe: how well a latent diffusion model learns each run's latents",
-        "python -m imginav_core probe -p output_root outputs/demo -p steps 600 -p width 32",
-        "Train the same small latent diffusion model (diffusers UNet2DModel, DDPM cosine, EMA) on each "
-        "finished run's standardised latents, generate layouts with DDIM, decode and score them with "
-        "the layout scorer; writes OUTPUT_ROOT/<phase>/probe/probe_metrics.json. What "
-        "notebooks/diffusion_probe.ipynb runs; resumes a killed probe.",
-    )
-    _parameter_options(p, "notebooks/diffusion_probe.ipynb")
-
-    p = _subcommand(
-        sub,
-        "stage",
-        "put the executed notebooks and the widget script into book/",
-        "python -m imginav_core stage -p output_root outputs/demo && jupyter-book build book",
-        "Copy the study's executed notebooks into book/generated/ and the ipywidgets HTML manager "
-        "into book/_static/ (from the npm registry, or $IMGINAV_HTML_MANAGER), so that "
-        "`jupyter-book build book` builds the report.",
-    )
-    _parameter_options(p, "notebooks/analysis.ipynb (output_root, experiment_v1, experiment_v2)")
-
-    p = _subcommand(
-        sub,
         "synthetic",
         "write a synthetic layout set (PNGs and layouts.csv)",
         "python -m imginav_core synthetic data/synthetic --samples 200 --resolution 512",
     )
     p.add_argument("out_dir", help="folder for images/ and layouts.csv (an existing complete set is kept)")
-    p.add_argument("--samples", type=int, default=200, help="layouts, about a quarter of them empty (default 200)")
+    p.add_argument("--samples", type=int, default=200, help="layouts, about 44 %% of them empty (default 200)")
     p.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same set (default 0)")
-
-    _subcommand(
-        sub,
-        "parameters",
-        "print every setting with its --set key, -p name and IMGINAV_* variable",
-        "python -m imginav_core parameters",
-    )
 
     p = _subcommand(
         sub,

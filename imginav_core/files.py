@@ -150,3 +150,15 @@ def file_lock(path: str | Path) -> contextlib.AbstractContextManager[None]:
 def exclusive_lock(path: str | Path) -> contextlib.AbstractContextManager[None]:
     """Hold the lock for the ``with`` block, or raise ``LockHeldError`` at once if it is taken."""
     return _lock(path, wait=False)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks: what identifies a checkpoint wherever it is
+    copied (its modification time does not survive ``cp -r``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

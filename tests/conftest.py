@@ -45,20 +45,24 @@ def one_thread():
 
 # ---- the whole study, run the way the cluster runs it --------------------------------------
 
-SMALL_STUDY = {
-    "IMGINAV_SEEDS": "42,43",  # the plan's runs: V1 and V2 with 2 seeds each, so that each arm has replicates
-    "IMGINAV_DEVICE": "cpu",
-    "IMGINAV_EPOCHS": "2",
-    "IMGINAV_RESOLUTION": "32",
-    "IMGINAV_SYNTHETIC_SAMPLES": "64",
-    "IMGINAV_NUM_WORKERS": "0",
-    "IMGINAV_MAX_IMAGES": "16",
-    "IMGINAV_PROBE_STEPS": "20",
-    "IMGINAV_PROBE_BATCH_SIZE": "16",
-    "IMGINAV_PROBE_WIDTH": "16",
-    "IMGINAV_PROBE_SAMPLES": "12",
-    "IMGINAV_CONDA_ENV": "",
-}
+# The plan of the whole-study tests: V1 and V2 with 2 seeds each (each arm has replicates), tiny.
+SMALL_PLAN = [
+    "--seeds",
+    "42,43",
+    *("--set", "training.device=cpu", "--set", "probe.device=cpu", "--set", "analysis.device=cpu"),
+    *("--set", "training.epochs=2", "--set", "data.resolution=32", "--set", "data.synthetic_samples=64"),
+    *("--set", "data.num_workers=0", "--set", "analysis.max_images=16"),
+    *(
+        "--set",
+        "probe.steps=20",
+        "--set",
+        "probe.batch_size=16",
+        "--set",
+        "probe.width=16",
+        "--set",
+        "probe.samples=12",
+    ),
+]
 
 
 def copy_of_repository(target: Path) -> Path:
@@ -99,10 +103,12 @@ def html_manager_package(tmp_path_factory) -> Path:
 
 
 def study_environment(repo: Path, lsf_dir: Path, html_manager: Path) -> dict[str, str]:
+    """The environment a user submits from: no setting in it (the plan holds them), only where the
+    study is, the widget script's package, no conda (this Python), and the stand-in bsub first."""
     python_bin = Path(os.sys.executable).parent
     return {
-        **os.environ,
-        **SMALL_STUDY,
+        **{k: v for k, v in os.environ.items() if not k.startswith("IMGINAV_")},
+        "IMGINAV_CONDA_ENV": "",
         "PATH": f"{ROOT / 'tests' / 'lsf'}{os.pathsep}{python_bin}{os.pathsep}{os.environ['PATH']}",
         "FAKE_LSF_DIR": str(lsf_dir),
         "IMGINAV_OUTPUTS": str(repo / "outputs"),
@@ -115,12 +121,13 @@ def study_environment(repo: Path, lsf_dir: Path, html_manager: Path) -> dict[str
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory, html_manager_package):
-    """Phase 1.2 submitted with hpc/launch_phase1_2.sh through a stand-in bsub, at a tiny size:
-    the plan's runs (V1 and V2 x 2 seeds) trained by papermill as job array elements, the diffusion
-    probe, the analysis notebook, the Jupyter Book built."""
+    """Phase 1.2 planned and submitted with hpc/launch_phase1_2.sh through a stand-in bsub, at a tiny
+    size: the plan's runs (V1 and V2 x 2 seeds) trained by papermill as job array elements, the
+    diffusion probe, the analysis notebook, the Jupyter Book built."""
     repo = copy_of_repository(tmp_path_factory.mktemp("repo"))
     env = study_environment(repo, tmp_path_factory.mktemp("lsf"), html_manager_package)
-    done = subprocess.run(["bash", "hpc/launch_phase1_2.sh"], cwd=repo, env=env, capture_output=True, text=True)
+    launch = ["bash", "hpc/launch_phase1_2.sh", *SMALL_PLAN]
+    done = subprocess.run(launch, cwd=repo, env=env, capture_output=True, text=True)
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((repo / "hpc" / "logs").glob("*.*")))
     assert done.returncode == 0, done.stdout + done.stderr + logs
     return {

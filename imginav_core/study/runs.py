@@ -79,6 +79,17 @@ class RunSummary:
     def images_per_s(self) -> float:
         return float(self.metrics["train_images_per_s"].median())
 
+    def split_line(self) -> str:
+        """The run's split as it recorded it (``split_summary.json``): each side's layouts and share."""
+        import json
+
+        from ..data.manifest import SplitFigures
+
+        path = self.outputs.split_summary(self.name)
+        if not path.is_file():
+            return f"{self.name}: no split_summary.json (a run written by earlier code)"
+        return SplitFigures(**json.loads(path.read_text())).lines()[0]
+
     @property
     def label(self) -> str:
         """Short label for figures: V1 / V2 from the experiment name, else the name."""

@@ -37,7 +37,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -46,14 +46,20 @@ from ...config import config_from_dict
 from ...errors import ProbeError
 from ...files import write_text_atomic
 from ...outputs import Outputs
-from ..plan import PlannedRun, arm_names, decision_arms, read_plan_file, study_file
+from ..arms import decision_arms
+from ..plan import config_differences
+from ..protocol import CONFIG_NOT_RESULTS, build_protocol, registration
 from ..results import Decision, ProbeMetrics
 from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference, run_difference
 from .criteria import PRIMARY, Measure, Rule, rule_criteria
 from .endpoint import PROBE_COMMAND, read_probe
-from .protocol import plan_record, protocol
 from .study import Study
+
+if TYPE_CHECKING:  # (loading reads the plots, which read this module)
+    from .loading import AnalysisInputs
+
+OUTSIDE_A_PLAN = "Not pre-registered: decided outside a written study plan (no protocol to check)."
 
 
 def _per_image(study: Study, label: str, key: str, denominator: str | None = None) -> PerImage:
@@ -365,7 +371,7 @@ def decide(
     allow_no_probe: bool = False,
     planned: dict[str, list[str]] | None = None,
     missing: list[MissingRun] | None = None,
-    plan: dict[str, Any] | None = None,
+    registration: dict[str, Any] | None = None,
 ) -> Decision:
     """The decision record (``decision.json``'s content) for the two arms the decision compares
     (``decision_arms``: the deterministic baseline, V1, and the variational candidate, V2), each one
@@ -375,8 +381,9 @@ def decide(
     ``probe``: the probe's metrics, covering every compared run; None only with
     ``allow_no_probe`` (then ``choice`` is None, the verdict "no primary endpoint"). ``planned``:
     each arm's runs in the study plan (None: the compared runs), ``missing``: those not compared
-    and why (``runs.missing_runs``), ``plan``: the plan as the protocol records it
-    (``plan_record``). ``warnings``: flags to show first (e.g. unfinished runs)."""
+    and why (``runs.missing_runs``), ``registration``: the protocol checked against the plan's
+    (``protocol.registration``; None: decided outside a written plan). ``warnings``: flags to show
+    first (e.g. unfinished runs)."""
     baseline, candidate = decision_arms()
     if not study.arm(baseline) or not study.arm(candidate):
         raise ValueError(
@@ -454,42 +461,35 @@ def decide(
         criteria=criteria,
         flags=flags,
         rule=asdict(rule),
-        protocol=protocol(rule, study, probe, plan),
+        protocol=registration or {"status": "not pre-registered", "line": OUTSIDE_A_PLAN, "changes": []},
     )
 
 
-def decide_study(
-    study: Study,
-    arms: dict[str, list[RunSummary]],
-    out: Outputs,
-    params: dict[str, Any],
-    *,
-    plan: list[PlannedRun] | None = None,
-    plan_file: str | Path | None = None,
-    rule: Rule = Rule(),
-) -> Decision:
-    """The analysis notebook's decision: the probe read (and required, unless the parameter
-    ``allow_no_probe``), the study plan's runs against those compared, unfinished runs flagged,
-    then ``decide``. It reads files and changes nothing, so running it again gives the same
-    decision. ``plan``: the study plan (None: as the jobs see it, IMGINAV_SEEDS included; without
-    those variables the plan recorded under the output root, ``parameters.jobs_plan``)."""
-    from ..parameters import jobs_plan
-
-    compared = decision_arms(plan_file)
+def decide_study(study: Study, analysis: AnalysisInputs, *, rule: Rule = Rule()) -> Decision:
+    """The analysis notebook's decision: the probe read (and required, unless ``allow_no_probe``),
+    the plan's runs against those compared, unfinished runs flagged, the protocol checked against
+    the one written with the plan (``protocol.registration``), then ``decide``. It reads files and
+    changes nothing, so running it again gives the same decision."""
+    plan, out, arms = analysis.plan, analysis.out, analysis.arms.arms
+    compared = plan.study.decision
     runs = [run for label in compared for run in arms[label]]
-    content = None  # the study file's keys: as the recorded plan holds them, else read from plan_file
-    if plan is None:
-        resolved = jobs_plan(out, plan_file=plan_file)
-        plan, content = resolved.runs, resolved.study
-    probe, probe_flags = read_probe(out.probe_metrics, runs, allow_no_probe=bool(params.get("allow_no_probe")))
-    planned = {label: arm_names(plan, label) for label in compared}
+    probe, probe_flags = read_probe(out.probe_metrics, runs, allow_no_probe=analysis.allow_no_probe)
+    planned = {label: plan.arm_names(label) for label in compared}
     flags = [f"unfinished run compared: {run.name}: {run.problem}" for run in runs if not run.finished] + probe_flags
-    file_seeds = read_plan_file(plan_file).seeds if content is None else content["seeds"]
-    planned_seeds = sorted({run.seed for run in plan if not run.sweep})
-    if planned_seeds != sorted(file_seeds):
-        flags.append(
-            f"the study plan's seeds were overridden (IMGINAV_SEEDS): {', '.join(map(str, planned_seeds))} "
-            f"instead of {Path(plan_file or study_file()).name}'s {', '.join(map(str, file_seeds))}"
+    trained = {run.name: run.config for label in arms for run in arms[label]}
+    off_plan = [
+        f"{name}: {difference}"
+        for name, cfg in trained.items()
+        if name in plan.configs
+        for difference in config_differences(plan.configs[name], cfg, ignore=CONFIG_NOT_RESULTS)
+    ]
+    flags += [f"run trained off its planned config: {entry}" for entry in off_plan]
+    deviations = [f"allow_unfinished: {run.name} compared unfinished" for run in runs if not run.finished]
+    deviations += ["allow_no_probe: decided without the primary endpoint"] if probe is None else []
+    current = None
+    if plan.configs:  # a plan written with its runs' configs (by this code): its protocol can be rebuilt
+        current = build_protocol(
+            plan, rule=rule, configs=trained, probe=probe.settings if probe else None, analysis=study.settings
         )
     return decide(
         study,
@@ -498,10 +498,10 @@ def decide_study(
         probe=probe,
         rule=rule,
         warnings=flags,
-        allow_no_probe=bool(params.get("allow_no_probe")),
+        allow_no_probe=analysis.allow_no_probe,
         planned=planned,
         missing=missing_runs(out, planned, arms),
-        plan=plan_record(plan, plan_file, content),
+        registration=registration(plan, current, off_plan, deviations),
     )
 
 

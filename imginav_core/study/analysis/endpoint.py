@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import ProbeError
+from ...files import file_sha256
 from ...outputs import Outputs
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary
@@ -14,17 +15,12 @@ from ..runs import RunSummary
 PROBE_COMMAND = "`bsub < hpc/diffusion_probe.sh` on the cluster, or `bash hpc/diffusion_probe.sh` without LSF"
 
 
-def _final_checkpoint(run: RunSummary) -> Path | None:
-    """The newest of the run's best and last checkpoints: the run's state when it last trained."""
-    files = [p for p in (run.outputs.best_checkpoint(run.name), run.outputs.last_checkpoint(run.name)) if p.is_file()]
-    return max(files, key=lambda p: p.stat().st_mtime) if files else None
-
-
 def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[ProbeMetrics | None, str]:
     """The probe's metrics and "", or None and why they cannot be the primary endpoint of a
-    comparison of ``runs``: missing, unreadable, not covering every run, or older than a run's
-    final checkpoint (a run trained again after the probe ran: its probe result is of other
-    weights)."""
+    comparison of ``runs``: missing, unreadable, not covering every run, or of other weights than a
+    run's best checkpoint now (the run trained again after the probe ran). Which weights the probe
+    measured is told by the digest of the checkpoint it recorded, not by file times, so a study
+    copied with ``cp -r`` (new times, same files) still reads."""
     out = runs[0].outputs if runs else Outputs(path.parent, "")
     shown = out.shown(path)
     if not path.is_file():
@@ -45,13 +41,18 @@ def probe_problems(path: Path, runs: list[RunSummary]) -> tuple[ProbeMetrics | N
             float(experiments[run.name]["generated"]["scores"]["fld"]["value"])
         except (KeyError, TypeError, ValueError):
             return None, f"{shown}: experiments.{run.name}.generated.scores.fld.value is missing or not a number"
-    probed = path.stat().st_mtime
-    stale = [(run, ckpt) for run in runs if (ckpt := _final_checkpoint(run)) and ckpt.stat().st_mtime > probed]
+    stale = [
+        run
+        for run in runs
+        if experiments[run.name].get("checkpoint_sha256")
+        and experiments[run.name]["checkpoint_sha256"] != file_sha256(run.best_checkpoint)
+    ]
     if stale:
         return None, "; ".join(
-            f"{shown} is older than {out.shown(ckpt)} ({run.name} trained again after the probe ran; remove "
-            f"{out.shown(out.probe_dir / run.name)} first, or the probe reuses the results it keeps there)"
-            for run, ckpt in stale
+            f"{shown} measured other weights of {run.name} than its {out.shown(run.best_checkpoint)} now ({run.name} "
+            f"trained again after the probe ran; remove {out.shown(out.probe_dir / run.name)} first, or the probe "
+            "reuses the results it keeps there)"
+            for run in stale
         )
     return probe, ""
 
@@ -64,6 +65,12 @@ def read_probe(
     flag the decision shows instead (it then makes no choice)."""
     probe, problem = probe_problems(path, runs)
     if probe is not None:
+        unchecked = [run.name for run in runs if not probe.experiments[run.name].get("checkpoint_sha256")]
+        if unchecked:
+            return probe, [
+                f"the probe recorded no checkpoint digest for {', '.join(unchecked)} (written by earlier code): "
+                "that it measured their weights as they are now is not checked"
+            ]
         return probe, []
     if not allow_no_probe:
         raise ProbeError(

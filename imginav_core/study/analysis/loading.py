@@ -1,20 +1,20 @@
-"""The analysis notebook's first step: each arm's runs, as its parameters name them, with what is
-unfinished about any of them (compared only with ``allow_unfinished``, and then marked)."""
+"""The analysis notebook's first step: each arm's runs, as the study's plan names them, with what
+is unfinished about any of them (compared only with ``allow_unfinished``, and then marked)."""
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Any
 
 from ...outputs import Outputs
+from ..plan import StudyPlan
 from ..runs import RunSummary, load_runs
 from .plots import run_label
 
 
 @dataclass(frozen=True)
 class LoadedArms:
-    arms: dict[str, list[RunSummary]]  # arm -> its runs, in the parameters' order
+    arms: dict[str, list[RunSummary]]  # arm -> its runs, in the plan's order
     unfinished: list[str]  # why each unfinished run compared is unfinished (``runs.require_finished``)
 
     @property
@@ -35,12 +35,25 @@ class LoadedArms:
         return "\n".join(f"{run_label(run)}: {run.name}, {run.status}, {run.epochs_run} epochs" for run in self.runs)
 
 
-def load_arms(out: Outputs, params: dict[str, Any]) -> LoadedArms:
-    """Each arm's runs named by ``params["arms"]`` (``parameters.analysis_parameters``: the study
-    file's arms, in its order); an ``UnfinishedRunError`` for an unfinished one unless
-    ``allow_unfinished``. It reads files and changes nothing, so running it again loads the same runs."""
-    arms, unfinished = {}, []
-    for label, names in params["arms"].items():
-        arms[label], why = load_runs(out, names, params["allow_unfinished"])
+def load_arms(out: Outputs, arms: dict[str, list[str]], allow_unfinished: bool = False) -> LoadedArms:
+    """Each arm's runs (``arms``: label -> run names, the plan's); an ``UnfinishedRunError`` for an
+    unfinished one unless ``allow_unfinished``. It reads files and changes nothing, so running it
+    again loads the same runs."""
+    loaded, unfinished = {}, []
+    for label, names in arms.items():
+        loaded[label], why = load_runs(out, names, allow_unfinished)
         unfinished += why
-    return LoadedArms(arms, unfinished)
+    return LoadedArms(loaded, unfinished)
+
+
+@dataclass
+class AnalysisInputs:
+    plan: StudyPlan
+    arms: LoadedArms  # each arm's runs
+    job: bool  # write the study's results and decision (the analysis job); else write nothing
+    allow_unfinished: bool
+    allow_no_probe: bool
+
+    @property
+    def out(self) -> Outputs:
+        return self.plan.outputs

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ...config import Config, flatten
 from ...data.manifest import LayoutRecord
-from ..plan import decision_arms, study_arms
+from ..arms import decision_arms, study_arms
 from ..results import Decision
 from ..runs import RunSummary
 from .criteria import Rule

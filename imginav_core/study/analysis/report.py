@@ -19,11 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...config import REPO_ROOT
 from ...errors import ReportError
 from ...files import write_text_atomic
 from ...outputs import Outputs, shown_path
-from ..parameters import REPO_ROOT, study_outputs
-from ..plan import decision_arms, study_arms
+from ..arms import decision_arms
+from ..plan import StudyPlan
 from ..results import Decision, LatentMetrics
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
@@ -229,39 +230,63 @@ def ensure_html_manager(book: Path | None = None) -> Path:
     return target / "embed.js"
 
 
-def stage(params: dict[str, Any], book: Path | None = None) -> list[Path]:
-    """Copy the executed notebooks into ``book/generated/`` and make sure the widget script is
-    there. ``params``: the analysis parameters (``parameters.analysis_parameters``)."""
+def stage(plan: StudyPlan, book: Path | None = None) -> list[Path]:
+    """Copy the study's executed notebooks into ``book/generated/`` -- each arm's first run as the
+    arm's chapter (``generated/arms/PAGE.ipynb``, its page and title from the study file), then the
+    probe and the analysis -- and make sure the widget script is there. Chapters left by another
+    study are removed, so the report is of this one."""
     book = book or BOOK
-    out = study_outputs(params["output_root"])
-    # a training page (the study file's, per arm) shows its arm's first run (the others are in
-    # OUTPUT_ROOT/<phase>/runs/); the study's own pages, the diffusion probe and the analysis, follow them
-    sources = {arm.page: out.executed_notebook(params["arms"][label][0]) for label, arm in study_arms().items()}
-    sources.update({"diffusion_probe": out.probe_notebook, "analysis": out.analysis_notebook})
-    missing = [str(path) for path in sources.values() if not path.is_file()]
+    out = plan.outputs
+    target = book / GENERATED
+    sources = {
+        Path("arms") / f"{arm.page}.ipynb": (
+            out.executed_notebook(plan.arm_names(label)[0]),
+            chapter_title(plan, label),
+        )
+        for label, arm in plan.study.arms.items()
+        if plan.arm_runs(label)
+    }
+    sources[Path("diffusion_probe.ipynb")] = (out.probe_notebook, None)
+    sources[Path("analysis.ipynb")] = (out.analysis_notebook, None)
+    missing = [out.shown(source) for source, _ in sources.values() if not source.is_file()]
     if missing:
         raise ReportError(
             "the report is built from executed notebooks that are not there yet: "
             + ", ".join(missing)
-            + " (run the training, probe and analysis jobs first: "
-            "bash hpc/launch_phase1_2.sh)"
+            + " (run the training, probe and analysis jobs first: bash hpc/launch_phase1_2.sh)"
         )
-    target = book / GENERATED
-    target.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target / "arms", ignore_errors=True)
     copied = []
-    for page, source in sources.items():
-        copy_for_report(source, target / f"{page}.ipynb", out)
-        copied.append(target / f"{page}.ipynb")
+    for page, (source, title) in sources.items():
+        copy_for_report(source, target / page, out, title)
+        copied.append(target / page)
     ensure_html_manager(book)
     return copied
 
 
-def copy_for_report(source: Path, target: Path, out: Outputs) -> None:
+def chapter_title(plan: StudyPlan, label: str) -> str:
+    """An arm's chapter heading: its label, its encoder, its first run (the browser tab and the
+    report's Previous / Next links read it, so each arm's differs)."""
+    run = plan.arm_runs(label)[0]
+    cfg = plan.configs.get(run.name)
+    encoder = (
+        ""
+        if cfg is None
+        else f" ({'VAE, KL weight ' + format(cfg.loss.kld, 'g') if cfg.model.variational else 'deterministic'})"
+    )
+    return f"{label} training{encoder}: {run.name}"
+
+
+def copy_for_report(source: Path, target: Path, out: Outputs, title: str | None = None) -> None:
     """The executed notebook as the report shows it. papermill writes the parameters it was given
     into the notebook (its "injected-parameters" cell), and on the cluster those are absolute
     paths of that machine; the report shows them as logs do (``Outputs.shown``: ``OUTPUT_ROOT/...``,
     else their last parts). The executed notebook itself is left as it is."""
     notebook = json.loads(source.read_text())
+    if title:  # the chapter's own heading, in place of the notebook's first one
+        first = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
+        lines = "".join(first["source"]).splitlines(keepends=True)
+        first["source"] = [f"# {title}\n"] + lines[1:]
     for cell in notebook["cells"]:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             text = "".join(cell["source"])

@@ -46,31 +46,17 @@ from ...scoring import LayoutScorer
 from ...training.checkpoints import load_model
 from ...training.progress import progress_bar
 from ...training.samples import pick_samples
-from ..plan import study_arms
+from ..arms import study_arms
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..results import LatentMetrics
 from ..runs import RunSummary, shared_config
 from . import measures as m
+from .settings import AnalysisSettings
 
 PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
 # The classes a blurry decoder loses first: small objects of a few pixels.
 SMALL_CLASSES = ("chair", "lighting", "pier/stool")
-
-
-@dataclass
-class AnalysisSettings:
-    max_images: int = 512  # test layouts measured: a random subset drawn from ``seed`` (all if fewer)
-    batch_size: int = 16  # layouts (or path frames) per model call at most ...
-    chunk_pixels: int = 2**19  # ... and at most this many pixels per call (2 layouts at 512 x 512): bounds the memory
-    pairs_per_kind: int = 2  # K pairs each of room-room, scene-scene, room-scene
-    steps: int = 11  # T points on each path, alpha = 0, 0.1, ..., 1
-    sigmas: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)  # latent noise, in each channel's own std
-    neighbour_pool: int = 1024  # training layouts searched for each test latent's nearest one
-    scorer: bool = True  # also judge in-between layouts with the layout scorer (fitted once, cached)
-    seed: int = 0
-    frame_size: int = 128  # pixels of the explorer's frames
-    device: str = "auto"
 
 
 @dataclass
@@ -588,10 +574,16 @@ def _examples(model, study: Study, result: ModelResult, device, advance: Advance
 
 
 def run_study(
-    arms: dict[str, list[RunSummary]], output_root: str | Path, settings: AnalysisSettings | None = None, log=print
+    arms: dict[str, list[RunSummary]],
+    output_root: str | Path,
+    settings: AnalysisSettings | None = None,
+    log=print,
+    *,
+    write: bool = True,
 ) -> Study:
     """Measure every run of every arm (``arms``: label -> its runs, in the study file's order) on the
-    same test layouts, pairs and noise; write latent_metrics.json and per_image.csv."""
+    same test layouts, pairs and noise; with ``write`` (the analysis job), write latent_metrics.json
+    and per_image.csv (explored in a notebook, nothing of the study is written)."""
     settings = settings or AnalysisSettings()
     runs = [run for label in arms for run in arms[label]]
     cfg = shared_config(runs, output_root)
@@ -631,7 +623,8 @@ def run_study(
             bar = progress_bar(work_chunks(study), f"measuring {run.name}", updates=4)
             study.models.append(measure_model(run, label, study, device, bar.update))
             bar.close()
-    path = study.latent_metrics().write(cfg.outputs.latent_metrics)
-    write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))
-    log(f"latent-space measurements written to {cfg.outputs.shown(path)} and per_image.csv beside it")
+    if write:
+        path = study.latent_metrics().write(cfg.outputs.latent_metrics)
+        write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))
+        log(f"latent-space measurements written to {cfg.outputs.shown(path)} and per_image.csv beside it")
     return study

@@ -44,7 +44,8 @@ from ...files import write_text_atomic
 from ...outputs import Outputs
 from ...runtime import resolve_device
 from ...training.checkpoints import load_model
-from ..plan import StudyPlan, SweepPoint, decision_arms
+from ..arms import decision_arms
+from ..plan import StudyPlan, SweepPoint
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..stats import Estimate, PerImage, arm_difference, run_difference, seed_estimate
@@ -455,11 +456,13 @@ def _probe_scores(out: Outputs, runs: dict[str, SweepRun], summaries: list[RunSu
     return (f"geometric mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD"), problems
 
 
-def measure_sweep(study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None = None, log=print) -> KLSweep | None:
+def measure_sweep(
+    study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None = None, log=print, *, write: bool = True
+) -> KLSweep | None:
     """The KL-weight curve of ``plan``'s sweep (None when the plan has none): the runs the study
     measured taken from it, the others measured by ``measure_run`` on the same test layouts (each
     must have finished, on the same data); their FLD from the probe's metrics. Planned runs not
-    found or unfinished are left out and named. Writes ``kl_sweep.json``."""
+    found or unfinished are left out and named. With ``write``, writes ``kl_sweep.json``."""
     rule = rule or Rule()
     points = plan.sweep_points()
     if not points:
@@ -498,5 +501,6 @@ def measure_sweep(study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None
         rule,
     )
     sweep = KLSweep(curve, recommend(curve, rule), missing, fld_score, len(study.positions))
-    write_text_atomic(out.kl_sweep, json.dumps(sweep.to_json(), indent=1, allow_nan=True))
+    if write:
+        write_text_atomic(out.kl_sweep, json.dumps(sweep.to_json(), indent=1, allow_nan=True))
     return sweep

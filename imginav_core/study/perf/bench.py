@@ -53,9 +53,12 @@ from ...files import write_text_atomic
 from ...model import build_model
 from ...runtime import Runtime, device_name, maybe_compile, setup_runtime, synchronize
 from ...training.loop import build_training, make_train_step
-from ..parameters import EXPERIMENTS
+from ..arms import read_study_file
 from . import STARTED, log
 from .profile import profile_steps, profile_table
+
+# The study file's arms: what the benchmark times, each by its label.
+EXPERIMENTS = {label: arm.config for label, arm in read_study_file().arms.items()}
 
 STRAIGHTFORWARD = {"training.amp": "off", "training.channels_last": "off", "training.compile": "off"}
 QUICK = {"steps": 3, "windows": 3, "warmup": 1}

@@ -219,7 +219,9 @@ class Workload:
 
     def config(self, arm: str):
         from ...config import load_config
-        from ..parameters import EXPERIMENTS
+        from ..arms import read_study_file
+
+        EXPERIMENTS = {label: arm.config for label, arm in read_study_file().arms.items()}
 
         return load_config(
             EXPERIMENTS[arm],
@@ -370,7 +372,7 @@ def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     from ...outputs import Outputs
     from ..analysis import study
     from ..analysis.study import AnalysisSettings
-    from ..plan import study_plan
+    from ..arms import read_study_file
     from ..runs import load_runs
 
     cfg = work.config("V1")
@@ -388,7 +390,8 @@ def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
     # Kept per run until the end: its test latents (the rest, per-image numbers and small frames, is
     # a few MB): what grows with the layouts measured (max_images) and the runs of the plan.
     per_layout = max(r.latents.nbytes for r in measured.models) / len(measured.positions)
-    real_runs, real_images = len(study_plan()), AnalysisSettings().max_images
+    study = read_study_file()
+    real_runs, real_images = len(study.arms) * len(study.seeds), AnalysisSettings().max_images
     return {
         "settings": asdict(settings),
         "latent_bytes_per_layout_and_run": per_layout,
@@ -530,7 +533,9 @@ def table(report: dict[str, Any]) -> str:
 def settle(args: argparse.Namespace, overrides: dict[str, Any]) -> Workload:
     """The workload the command line asks for, checked before anything runs."""
     from ...config import load_config
-    from ..parameters import EXPERIMENTS
+    from ..arms import read_study_file
+
+    EXPERIMENTS = {label: arm.config for label, arm in read_study_file().arms.items()}
 
     for option in ("windows", "warmup"):
         if getattr(args, option) is not None:

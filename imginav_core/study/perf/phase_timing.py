@@ -34,9 +34,11 @@ from ...errors import ConfigError
 from ...files import write_text_atomic
 from ...runtime import device_name, setup_runtime
 from ...training import train
-from ..parameters import EXPERIMENTS
-from ..plan import study_plan
+from ..arms import read_study_file
 from . import log
+
+# The study file's arms: what the benchmark times, each by its label.
+EXPERIMENTS = {label: arm.config for label, arm in read_study_file().arms.items()}
 
 REAL_IMAGES = 27_897  # usable layouts of the real set (book/using/probe.md, the data)
 EPOCHS = 10  # each run's, as the experiment configs train
@@ -152,7 +154,7 @@ def main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         "epochs": cfg.training.epochs,
         "measured": measured,
         "split": f"train / validation / test {1 - val - test:.0%} / {val:.0%} / {test:.0%}",
-        "estimate": estimate(measured, val, test, runs=len(study_plan())),
+        "estimate": estimate(measured, val, test, runs=len(read_study_file().arms) * len(read_study_file().seeds)),
         # prepare_seconds covers drawing the synthetic PNGs as well: an upper bound on decoding alone
         "real_cache_build_seconds": measured["prepare_seconds"] / max(measured["layouts"], 1) * REAL_IMAGES,
     }

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ...data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
-from ...files import atomic_path, write_text_atomic
+from ...files import atomic_path, file_sha256, write_text_atomic
 from ...images import save_png, to_uint8
 from ...model import LayoutAutoencoder
 from ...outputs import Outputs
@@ -41,7 +41,7 @@ from ...scoring.copies import CopyDistances, CopyIndex, generated_class_maps
 from ...scoring.features import Embedding
 from ...scoring.pixels import PixelStatistics, pixel_statistics
 from ...training.checkpoints import load_model
-from ..plan import is_sweep_run
+from ..arms import is_sweep_run
 from ..results import ProbeMetrics
 from ..runs import RunSummary, load_runs, shared_config
 from . import diffusability as d
@@ -245,6 +245,8 @@ def probe_run(
     last = str(settings.budgets[-1])
     return {
         "label": run.label,
+        # which weights were probed: the analysis compares it with the run's best.pt (not file times)
+        "checkpoint_sha256": file_sha256(run.best_checkpoint),
         "training_seed": run.config.training.seed,
         "kld": run.config.loss.kld,
         # a KL-sweep run, probed alike for the analysis's KL-weight curve; the probe's own tables

@@ -109,3 +109,8 @@ class ProbeSettings:
 
 
 DEFAULTS = ProbeSettings()
+
+
+# What changes no result, so the protocol leaves it out: where the probe runs, and how often a
+# denoiser saves a checkpoint to resume from (a resumed denoiser ends where an uninterrupted one does).
+NOT_RESULTS = ("device", "checkpoint_every")
