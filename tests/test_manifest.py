@@ -17,6 +17,7 @@ from imginav_core.data.manifest import (
     split_figures,
     split_records,
 )
+from imginav_core.data.synthetic import generate_layouts
 from imginav_core.errors import ManifestError
 from imginav_core.palette import PALETTE
 
@@ -76,6 +77,111 @@ def test_duplicate_rows_are_dropped_and_conflicting_ones_refused(tmp_path):
     assert len(manifest.records) == 2 and manifest.dropped_duplicates == [3]
     with pytest.raises(ManifestError, match="line 3.*also listed on line 2"):
         read_manifest(_write(tmp_path, MANIFEST_HEADER + "s,room,1,a.png,false\ns,scene,1,a.png,false\n"))
+
+
+def _all_in_one(layouts_csv, viewpoints=3, name="all_in_one.csv"):
+    """The all-in-one manifest equivalent to a layouts.csv: ``viewpoints`` rows per layout (every
+    layout's first viewpoint, then every layout's second, ...: a layout's rows are far apart), the
+    columns in that format's order, and columns the reader must ignore (one holding commas)."""
+    header = "sample_id sample_type scene_id room_id pov_type viewpoint pov_image pov_embedding layout_image"
+    header = header.split() + ["layout_embedding", "is_empty"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, header, lineterminator="\n")
+    writer.writeheader()
+    layouts = list(csv.DictReader(layouts_csv.open()))
+    for v in range(viewpoints):
+        for k, row in enumerate(layouts):
+            writer.writerow(
+                {
+                    "sample_id": f"{k}_{v}",
+                    "sample_type": row["type"],
+                    "scene_id": row["scene_id"],
+                    "room_id": row["room_id"],
+                    "pov_type": "seg" if v % 2 else "tex",
+                    "viewpoint": f"v{v}",
+                    "pov_image": f"povs/{k}_{v}.png",
+                    "pov_embedding": f"[0.1, {v}]",
+                    "layout_image": row["layout_path"],
+                    "layout_embedding": f"emb/{k}.pt",
+                    "is_empty": row["is_empty"].capitalize(),
+                }
+            )
+    return _write(layouts_csv.parent, text.getvalue(), name)
+
+
+def _same(record):
+    return record.scene_id, record.type, record.room_id, record.path, record.is_empty
+
+
+def test_the_all_in_one_manifest_reads_as_the_layouts_it_lists(tmp_path):
+    """64 layouts with 3 viewpoint rows each: 192 rows, read as the 64 records of the equivalent
+    layouts.csv (the same paths, scenes, rooms, types and emptiness, in the same order), and the
+    summary says once what was collapsed into what."""
+    layouts_csv = generate_layouts(tmp_path / "set", samples=64, resolution=16, seed=1)
+    all_in_one = _all_in_one(layouts_csv)
+    for drop_empty in (False, True):
+        expected = read_manifest(layouts_csv, drop_empty=drop_empty)
+        manifest = read_manifest(all_in_one, drop_empty=drop_empty)
+        assert [_same(r) for r in manifest.records] == [_same(r) for r in expected.records]
+        assert manifest.dropped_empty == expected.dropped_empty and manifest.dropped_duplicates == []
+    assert len(read_manifest(all_in_one, drop_empty=False).records) == 64
+    assert all(r.path.is_file() for r in manifest.records)  # relative to the manifest's folder
+    assert manifest.records[0].line == 2  # a layout's first row names it in messages
+    kept = len(manifest.records)
+    assert (
+        f"all_in_one.csv: 192 rows collapsed into 64 layouts (an all-in-one manifest, one row per viewpoint), "
+        f"{kept} layouts kept"
+    ) in manifest.summary()
+    assert manifest.summary().count("collapsed") == 1
+
+
+@pytest.mark.parametrize("column,other", [("is_empty", "True"), ("scene_id", "elsewhere"), ("sample_type", "room")])
+def test_rows_of_one_layout_that_disagree_are_refused_naming_both_lines(tmp_path, column, other):
+    layouts_csv = generate_layouts(tmp_path / "set", samples=64, resolution=16, seed=1)
+    rows = list(csv.reader(_all_in_one(layouts_csv).open()))
+    header = rows[0]
+    layout, original = rows[1][header.index("layout_image")], rows[1][header.index(column)]
+    assert rows[65][header.index("layout_image")] == layout  # line 66: the same layout's second viewpoint
+    rows[65][header.index(column)] = other
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    path = _write(layouts_csv.parent, text.getvalue(), "disagreeing.csv")
+    expected = (
+        rf"disagreeing.csv, line 66: {layout} is also listed on line 2 with a different {column} "
+        rf"\({column} {original} on line 2, {other} on line 66\); the rows of one layout must agree on "
+        r"scene_id, sample_type, is_empty; set data.skip_broken: true"
+    )
+    with pytest.raises(ManifestError, match=expected):
+        read_manifest(path)
+    manifest = read_manifest(path, drop_empty=False, skip_broken=True)  # the later row left out
+    assert len(manifest.records) == 64 and len(manifest.skipped) == 1 and "line 66" in manifest.skipped[0]
+    assert "192 rows collapsed into 64 layouts" in manifest.summary()
+    assert "1 broken rows skipped" in manifest.summary()
+
+
+def test_a_broken_all_in_one_row_names_its_own_column(tmp_path):
+    header = "sample_id,sample_type,scene_id,room_id,viewpoint,layout_image,is_empty\n"
+    path = _write(tmp_path, header + "0,scene,s,scene,v0,a.png,false\n1,kitchen,s,1,v0,b.png,false\n")
+    with pytest.raises(ManifestError, match=r"line 3: sample_type = 'kitchen'; expected 'room' or 'scene'"):
+        read_manifest(path)
+    path = _write(tmp_path, header + "0,scene,s,scene,v0,a.png,false\n1,room,s,1,v0,,false\n")
+    with pytest.raises(ManifestError, match=r"line 3: layout_image is empty"):
+        read_manifest(path)
+
+
+def test_a_header_of_neither_format_is_refused_naming_what_each_needs(tmp_path):
+    path = _write(tmp_path, "id,kind,image,empty\n1,room,a.png,false\n")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: a header of neither manifest format")
+    assert "for layouts.csv (which needs scene_id, type, room_id, layout_path, is_empty)" in message
+    assert "for the all-in-one manifest (which needs scene_id, sample_type, room_id, layout_image, is_empty)" in message
+    assert message.endswith("found id, kind, image, empty")
+    # half of each is still neither: what is missing is named per format
+    path = _write(tmp_path, "scene_id,sample_type,room_id,layout_path,is_empty\ns,room,1,a.png,false\n")
+    with pytest.raises(ManifestError, match=r"missing column\(s\) type for layouts.csv .* or layout_image for the all"):
+        read_manifest(path)
 
 
 def _sides(split):

@@ -1,11 +1,20 @@
-"""Reader for the real ``layouts.csv`` manifest, and the deterministic train/validation/test split.
+"""Reader for the real manifest, and the deterministic train/validation/test split.
 
-Columns: ``scene_id, type, room_id, layout_path, is_empty`` (others are ignored).
-Relative ``layout_path`` values resolve against the manifest's own folder, so a dataset folder
-can be moved or copied as a whole. Errors name the file and the line. A broken row (unknown
-``type``, unreadable ``is_empty``, no ``layout_path``, wrong number of fields, the same image
-listed twice with different metadata) stops the reader, or with ``skip_broken`` is left out
-and listed in ``Manifest.skipped``; a broken file (missing, empty, a missing column) always stops it.
+Two formats, told apart by the header (columns are read by name; others are ignored):
+
+- ``layouts.csv``, one row per layout: ``scene_id, type, room_id, layout_path, is_empty``;
+- the original pipeline's later all-in-one manifest, one row per viewpoint (``sample_id,
+  sample_type, scene_id, room_id, pov_type, viewpoint, pov_image, ..., layout_image,
+  layout_embedding, is_empty``): ``sample_type`` is read as ``type`` and ``layout_image`` as
+  ``layout_path``, and the rows of one layout image are collapsed into one layout. They must
+  agree on ``scene_id``, ``sample_type`` and ``is_empty``.
+
+Relative layout paths resolve against the manifest's own folder, so a dataset folder can be
+moved or copied as a whole. Errors name the file, the line and the column. A broken row (unknown
+type, unreadable ``is_empty``, no layout path, wrong number of fields, the same image listed
+again with metadata it must agree on) stops the reader, or with ``skip_broken`` is left out and
+listed in ``Manifest.skipped``; a broken file (missing, empty, a header of neither format)
+always stops it.
 
 The split keeps together what a model could recognise across sides: a scene and its rooms (crops
 of it, one ``scene_id``), and identical layouts (the same class map under several scenes, by
@@ -16,7 +25,8 @@ to train, validation or test.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +39,26 @@ COLUMNS = ("scene_id", "type", "room_id", "layout_path", "is_empty")
 TYPE_LABELS = {"room": 0, "scene": 1}
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
+
+
+@dataclass(frozen=True)
+class ManifestFormat:
+    """Where a manifest format keeps what the reader needs."""
+
+    name: str
+    columns: dict[str, str]  # the reader's key (COLUMNS) -> the file's column
+    agree: tuple[str, ...]  # what rows listing the same image must agree on (else the later row is broken)
+    per_viewpoint: bool  # a row per viewpoint: repeated rows of an image are expected, and collapsed
+
+
+LAYOUTS_CSV = ManifestFormat("layouts.csv", {key: key for key in COLUMNS}, ("type", "is_empty"), False)
+ALL_IN_ONE = ManifestFormat(
+    "the all-in-one manifest",
+    {**{key: key for key in COLUMNS}, "type": "sample_type", "layout_path": "layout_image"},
+    ("scene_id", "type", "is_empty"),
+    True,
+)
+FORMATS = (LAYOUTS_CSV, ALL_IN_ONE)
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,8 @@ class Manifest:
     path: Path
     records: list[LayoutRecord]
     rows: int = 0  # data rows in the file
+    format: ManifestFormat = LAYOUTS_CSV
+    layouts: int = 0  # different images listed (all-in-one: what the viewpoint rows collapse into)
     dropped_empty: int = 0
     dropped_duplicates: list[int] = field(default_factory=list)  # lines of repeated rows
     skipped: list[str] = field(default_factory=list)  # why each broken row was left out (skip_broken)
@@ -57,9 +89,12 @@ class Manifest:
     def summary(self, root: str | Path | None = None) -> str:
         """One line: rows read, layouts kept, what was dropped (the path relative to ``root``)."""
         rooms = sum(r.type == "room" for r in self.records)
-        text = (
-            f"{shown_path(self.path, root)}: {self.rows} rows, {len(self.records)} layouts kept "
-            f"({rooms} rooms, {len(self.records) - rooms} scenes), {self.dropped_empty} empty dropped"
+        text = f"{shown_path(self.path, root)}: {self.rows} rows"
+        if self.format.per_viewpoint:
+            text += f" collapsed into {self.layouts} layouts (an all-in-one manifest, one row per viewpoint)"
+        text += (
+            f", {len(self.records)} layouts kept ({rooms} rooms, {len(self.records) - rooms} scenes), "
+            f"{self.dropped_empty} empty dropped"
         )
         if self.dropped_duplicates:
             text += f", {len(self.dropped_duplicates)} duplicate rows dropped (lines {_lines(self.dropped_duplicates)})"
@@ -86,31 +121,37 @@ def parse_bool(value: object, where: str) -> bool:
 
 
 def read_manifest(path: str | Path, drop_empty: bool = True, skip_broken: bool = False) -> Manifest:
-    """Read ``layouts.csv``. Empty layouts are dropped unless ``drop_empty`` is False.
+    """Read a manifest, ``layouts.csv`` or the all-in-one format (module docstring), as one record
+    per layout image. Empty layouts are dropped unless ``drop_empty`` is False.
 
-    Rows repeating an earlier row's ``layout_path`` with the same metadata are dropped (and
-    counted); the same image listed with a different type or emptiness is a broken row.
+    Rows repeating an earlier row's image with the metadata it must agree on are collapsed into it
+    (counted, and in ``layouts.csv`` listed as dropped duplicates); the same image listed with
+    other metadata is a broken row.
     """
     path = Path(path)
-    header, rows = _read_rows(path)
-    manifest = Manifest(path=path, records=[], rows=len(rows))
+    header, rows, fmt = _read_rows(path)
+    manifest = Manifest(path=path, records=[], rows=len(rows), format=fmt)
     seen: dict[Path, LayoutRecord] = {}
+    # each image once: the all-in-one manifest repeats it on every viewpoint's row
+    resolve = functools.cache(lambda layout_path: (path.parent / layout_path).resolve())
     for number, row in enumerate(rows, start=2):
         try:
-            record = _record(row, path, number, len(header), seen)
+            record = _record(row, path, number, len(header), seen, fmt, resolve)
         except ManifestError as err:
             if not skip_broken:
                 raise ManifestError(f"{err}; set data.skip_broken: true to skip such rows") from None
             manifest.skipped.append(str(err))
             continue
         if record.path in seen:
-            manifest.dropped_duplicates.append(number)
+            if not fmt.per_viewpoint:
+                manifest.dropped_duplicates.append(number)
             continue
         seen[record.path] = record
         if record.is_empty and drop_empty:
             manifest.dropped_empty += 1
             continue
         manifest.records.append(record)
+    manifest.layouts = len(seen)
 
     if not manifest.records:
         raise ManifestError(
@@ -124,8 +165,9 @@ def read_manifest(path: str | Path, drop_empty: bool = True, skip_broken: bool =
     return manifest
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and the data rows; errors for a file that is no usable manifest at all."""
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]], ManifestFormat]:
+    """The header, the data rows and the format the header shows; errors for a file that is no
+    usable manifest at all."""
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
     try:
@@ -134,47 +176,74 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
             header = [name.strip() for name in (reader.fieldnames or [])]
             if not header:
                 raise ManifestError(
-                    f"{path}: the manifest is empty (expected a header with columns {', '.join(COLUMNS)})"
+                    f"{path}: the manifest is empty (expected a header with columns {', '.join(COLUMNS)}, "
+                    f"or those of an all-in-one manifest: {', '.join(ALL_IN_ONE.columns.values())})"
                 )
-            missing = [c for c in COLUMNS if c not in header]
-            if missing:
-                raise ManifestError(
-                    f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}, "
-                    f"found {', '.join(header)}"
-                )
+            fmt = _format(path, header)
             reader.fieldnames = header
             rows = list(reader)
     except UnicodeDecodeError as err:
         raise ManifestError(f"{path}: not a UTF-8 CSV file ({err})") from None
     if not rows:
         raise ManifestError(f"{path}: the manifest has a header but no rows")
-    return header, rows
+    return header, rows, fmt
 
 
-def _record(row: dict[str, str], path: Path, number: int, fields: int, seen: dict[Path, LayoutRecord]) -> LayoutRecord:
-    """One row as a record; a ManifestError naming the line if the row is broken."""
+def _format(path: Path, header: list[str]) -> ManifestFormat:
+    """The format whose columns the header holds; else an error naming what each format misses."""
+    for fmt in FORMATS:
+        if all(column in header for column in fmt.columns.values()):
+            return fmt
+    missing = [
+        f"{', '.join(c for c in fmt.columns.values() if c not in header)} for {fmt.name} "
+        f"(which needs {', '.join(fmt.columns.values())})"
+        for fmt in FORMATS
+    ]
+    raise ManifestError(
+        f"{path}: a header of neither manifest format: missing column(s) {' or '.join(missing)}; "
+        f"found {', '.join(header)}"
+    )
+
+
+def _record(
+    row: dict[str, str],
+    path: Path,
+    number: int,
+    fields: int,
+    seen: dict[Path, LayoutRecord],
+    fmt: ManifestFormat,
+    resolve: Callable[[str], Path],
+) -> LayoutRecord:
+    """One row as a record; a ManifestError naming the line and the column if the row is broken."""
     where = f"{path}, line {number}"
-    if None in row or any(row.get(c) is None for c in COLUMNS):
+    column = fmt.columns
+    if None in row or any(row.get(c) is None for c in fmt.columns.values()):
         raise ManifestError(f"{where}: expected {fields} fields, found a row of a different length")
-    kind = row["type"].strip().lower()
+    kind = row[column["type"]].strip().lower()
     if kind not in TYPE_LABELS:
-        raise ManifestError(f"{where}: type = {row['type']!r}; expected 'room' or 'scene'")
-    layout_path = row["layout_path"].strip()
+        raise ManifestError(f"{where}: {column['type']} = {row[column['type']]!r}; expected 'room' or 'scene'")
+    layout_path = row[column["layout_path"]].strip()
     if not layout_path:
-        raise ManifestError(f"{where}: layout_path is empty")
+        raise ManifestError(f"{where}: {column['layout_path']} is empty")
     record = LayoutRecord(
         line=number,
-        scene_id=row["scene_id"].strip(),
+        scene_id=row[column["scene_id"]].strip(),
         type=kind,
-        room_id=row["room_id"].strip(),
-        path=(path.parent / layout_path).resolve(),
-        is_empty=parse_bool(row["is_empty"], where),
+        room_id=row[column["room_id"]].strip(),
+        path=resolve(layout_path),  # relative to the manifest's folder
+        is_empty=parse_bool(row[column["is_empty"]], where),
     )
     earlier = seen.get(record.path)
-    if earlier is not None and (earlier.type, earlier.is_empty) != (record.type, record.is_empty):
+    differ = [key for key in fmt.agree if getattr(earlier, key) != getattr(record, key)] if earlier else []
+    if differ:
+        values = "; ".join(
+            f"{column[k]} {getattr(earlier, k)} on line {earlier.line}, {getattr(record, k)} on line {number}"
+            for k in differ
+        )
         raise ManifestError(
             f"{where}: {layout_path} is also listed on line {earlier.line} with a different "
-            f"type or is_empty ({earlier.type}/{earlier.is_empty} vs {record.type}/{record.is_empty})"
+            f"{' and '.join(column[k] for k in differ)} ({values}); the rows of one layout must agree on "
+            f"{', '.join(column[k] for k in fmt.agree)}"
         )
     return record
 
