@@ -1,6 +1,7 @@
-"""The arms are data: a third arm written into a study file (IMGINAV_STUDY_FILE) is planned, given
-its runs by the analysis, measured, drawn in its own colour and left out of the two-armed decision,
-without a change of code; a bad arm entry is refused naming the file and the key."""
+"""The arms are data: a third arm written into a study file (`plan --study FILE`) is planned, gets
+its job script, its report chapter and its legend, is given its runs by the analysis, measured,
+drawn in its own colour and left out of the two-armed decision, without a change of code; a bad
+arm entry is refused naming the file and the key."""
 
 import os
 import subprocess
@@ -12,14 +13,16 @@ import pytest
 from helpers import ROOT
 
 from imginav_core.errors import ConfigError
+from imginav_core.study import arms as study_file
 from imginav_core.study.analysis import plots
 from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Study
-from imginav_core.study.parameters import analysis_parameters
-from imginav_core.study.plan import STUDY_FILE_VARIABLE, decision_arms, read_plan_file, study_arms, study_plan
+from imginav_core.study.arms import decision_arms, read_study_file, study_arms
+from imginav_core.study.jobscripts import job_scripts
+from imginav_core.study.plan import make_plan, read_plan, write_plan
 
 STUDY = ROOT / "configs/phase1_2/study.yaml"
-V2_LINE = '  V2: {config: V2_vae_light.yaml, colour: "#e41a1c", page: V2_training}\n'
-V3_LINE = '  V3: {config: V3_vae_heavy.yaml, colour: "#4daf4a", page: V3_training}\n'
+V2_LINE = '  V2: {config: V2_vae_light.yaml, colour: "#e41a1c", page: V2_training, queue: gpul40s}\n'
+V3_LINE = '  V3: {config: V3_vae_heavy.yaml, colour: "#4daf4a", page: V3_training, queue: gpua100}\n'
 V3_CONFIG = "inherit: common.yaml\nname: phase1_2_AE_V3_vae_heavy\nmodel:\n  variational: true\nloss:\n  kld: 1.0e-3\n"
 V3_NAMES = [f"phase1_2_AE_V3_vae_heavy_seed{seed}" for seed in (42, 43, 44, 45, 46)]
 
@@ -41,14 +44,16 @@ def _study_file(tmp_path, v3_line: str = V3_LINE):
 
 @pytest.fixture
 def three_arms(tmp_path, monkeypatch):
+    """A study file with V3; the process's active study (as reading a plan of it makes it)."""
     study = _study_file(tmp_path)
-    monkeypatch.setenv(STUDY_FILE_VARIABLE, str(study))
+    monkeypatch.setattr(study_file, "_active", read_study_file(study))
     return study
 
 
-def test_the_plan_lists_the_third_arms_runs_after_the_others(three_arms):
+def test_the_plan_lists_the_third_arms_runs_after_the_others(three_arms, tmp_path):
+    root = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "imginav_core", "plan"],
+        [sys.executable, "-m", "imginav_core", "plan", "--out", str(root), "--study", str(three_arms)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -57,25 +62,68 @@ def test_the_plan_lists_the_third_arms_runs_after_the_others(three_arms):
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row[1] for row in rows] == ["V1"] * 5 + ["V2"] * 5 + ["V3"] * 5
-    assert [row[2] for row in rows[10:]] == V3_NAMES and {row[5] for row in rows[10:]} == {"0.001"}
+    assert [row[2] for row in rows[10:]] == V3_NAMES and {row[4] for row in rows[10:]} == {"0.001"}
     assert [row[0].strip("| ") for row in rows[10:]] == ["11", "12", "13", "14", "15"]
     assert "The comparison: 15 runs (V1 5, V2 5, V3 5)" in done.stdout
     # the other arms' rows are the default study's, unchanged
-    default = study_plan(plan_file=STUDY)
-    assert [(r.arm, r.name, r.seed, r.kld) for r in study_plan()[:10]] == [
-        (r.arm, r.name, r.seed, r.kld) for r in default
+    default = make_plan(tmp_path / "default")
+    assert [(r.arm, r.name, r.seed, r.kld) for r in read_plan(root).runs[:10]] == [
+        (r.arm, r.name, r.seed, r.kld) for r in default.runs
     ]
+    arrays = subprocess.run(
+        [sys.executable, "-m", "imginav_core", "plan", "--arrays", "--out", str(root)], capture_output=True, text=True
+    )
+    assert arrays.stdout.splitlines() == ["V1 1-5 gpuv100", "V2 6-10 gpul40s", "V3 11-15 gpua100"]
+
+
+def test_the_third_arm_gets_its_job_script_and_its_report_chapter(three_arms, tmp_path):
+    scripts = job_scripts(read_study_file(three_arms))
+    v3 = scripts[ROOT / "hpc" / "papermill_V3.sh"]
+    assert "#BSUB -J phase1_2_V3\n#BSUB -q gpua100\n" in v3 and v3.rstrip().endswith("job train --arm V3")
+    assert "VAE, KL weight 0.001" in v3
+    assert '#BSUB -J "phase1_2[1-15]"' in scripts[ROOT / "hpc" / "phase1_2_array.sh"]
+    from imginav_core.study.analysis.report import chapter_title, stage
+
+    plan = make_plan(tmp_path / "out", three_arms, seeds=[1])
+    assert chapter_title(plan, "V3") == "V3 training (VAE, KL weight 0.001): phase1_2_AE_V3_vae_heavy_seed1"
+    out = plan.outputs
+    for run in plan.runs:  # each run's executed notebook, as the jobs leave them
+        out.executed_notebook(run.name).parent.mkdir(parents=True, exist_ok=True)
+        out.executed_notebook(run.name).write_text((ROOT / "notebooks/train.ipynb").read_text())
+    for notebook in (out.probe_notebook, out.analysis_notebook):
+        notebook.write_text((ROOT / "notebooks/analysis.ipynb").read_text())
+    book = tmp_path / "book"
+    (book / "_static" / "html-manager").mkdir(parents=True)
+    (book / "_static" / "html-manager" / "embed.js").write_text("//")
+    staged = stage(plan, book)
+    assert (
+        sorted(p.name for p in (book / "generated" / "arms").iterdir())
+        == [
+            "V1_training.ipynb",
+            "V2_training.ipynb",
+            "V3_training.ipynb",
+        ]
+        and len(staged) == 5
+    )
+    heading = (book / "generated/arms/V3_training.ipynb").read_text()
+    assert "# V3 training (VAE, KL weight 0.001): phase1_2_AE_V3_vae_heavy_seed1" in heading
+    toc = (ROOT / "book/_toc.yml").read_text()
+    assert "glob: generated/arms/*" in toc  # every staged arm is a chapter: no per-arm line to add
 
 
 def test_the_analysis_takes_every_arms_runs_the_third_from_the_plan(three_arms, tmp_path):
-    values = analysis_parameters(output_root=str(tmp_path / "outputs"))
-    assert list(values["arms"]) == ["V1", "V2", "V3"]
-    assert values["arms"]["V3"] == V3_NAMES
-    assert values["arms"]["V1"] == values["experiment_v1"] and values["arms"]["V2"] == values["experiment_v2"]
-    given = analysis_parameters(output_root=str(tmp_path / "outputs"), experiment_v1="a_seed1")
-    assert given["arms"]["V1"] == ["a_seed1"] and given["arms"]["V3"] == V3_NAMES
-    with pytest.raises(ConfigError, match="V1 and V3 both name phase1_2_AE_V3_vae_heavy_seed42"):
-        analysis_parameters(output_root=str(tmp_path / "outputs"), experiment_v1=V3_NAMES[0])
+    from imginav_core.study.notebooks import analysis_inputs
+
+    root = tmp_path / "out"
+    write_plan(make_plan(root, three_arms, seeds=[1]), log=lambda _: None)
+    plan = read_plan(root)
+    assert [plan.arm_names(label) for label in plan.study.arms] == [
+        ["phase1_2_AE_V1_deterministic_seed1"],
+        ["phase1_2_AE_V2_vae_light_seed1"],
+        ["phase1_2_AE_V3_vae_heavy_seed1"],
+    ]
+    with pytest.raises(Exception, match="no metrics for experiment 'phase1_2_AE_V1_deterministic_seed1'"):
+        analysis_inputs(str(root))  # the plan's runs, V3's among them, are what it loads
 
 
 def _result(label: str, seed: int, sigmas=(0.1, 0.5, 1.0)) -> ModelResult:
@@ -120,31 +168,31 @@ def test_the_decision_stays_between_the_two_arms_it_names(three_arms):
     text = three_arms.read_text().replace("decision: [V1, V2]", "decision: [V1, V2, V3]")
     three_arms.write_text(text)
     with pytest.raises(ConfigError, match=r"'decision' = \['V1', 'V2', 'V3'\]: expected the two arms"):
-        decision_arms()
+        read_study_file(three_arms)
 
 
 @pytest.mark.parametrize(
     "v3_line,message",
     [
-        ("  V3: {config: V3_vae_heavy.yaml, page: V3_training}\n", "'arms.V3': missing key 'colour'"),
+        ("  V3: {config: V3_vae_heavy.yaml, page: V3_training}\n", "'arms.V3' = {'config'"),
         (
-            '  V3: {config: V3_nowhere.yaml, colour: "#4daf4a", page: V3_training}\n',
+            '  V3: {config: V3_nowhere.yaml, colour: "#4daf4a", page: V3_training, queue: q}\n',
             "'arms.V3.config' = 'V3_nowhere.yaml': config file not found",
         ),
-        ('  V3: {config: V3_vae_heavy.yaml, colour: "#4daf4a", page: V3_training, kld: 1}\n', "unknown key 'kld'"),
+        ('  V3: {config: V3_vae_heavy.yaml, colour: "#4daf4a", page: V3_training, kld: 1}\n', "expected the keys"),
     ],
 )
 def test_a_bad_arm_entry_is_refused_naming_the_file_and_the_key(tmp_path, v3_line, message):
     study = _study_file(tmp_path, v3_line)
     with pytest.raises(ConfigError) as err:
-        read_plan_file(study)
+        read_study_file(study)
     assert message in str(err.value) and str(study) in str(err.value)
     done = subprocess.run(  # what the launcher runs: the message, no traceback
-        [sys.executable, "-m", "imginav_core", "plan"],
+        [sys.executable, "-m", "imginav_core", "plan", "--dry-run", "--study", str(study)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env=os.environ | {STUDY_FILE_VARIABLE: str(study), "OMP_NUM_THREADS": "1"},
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 

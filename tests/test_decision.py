@@ -21,10 +21,11 @@ from imginav_core.study.analysis import plots
 from imginav_core.study.analysis.criteria import Rule
 from imginav_core.study.analysis.decision import decide, decide_study, files_written, recipe_flags, write_decision
 from imginav_core.study.analysis.endpoint import read_probe
-from imginav_core.study.analysis.protocol import git_commit
+from imginav_core.study.analysis.loading import AnalysisInputs, LoadedArms
 from imginav_core.study.analysis.report import key_numbers
 from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
-from imginav_core.study.plan import make_study_plan, study_plan, write_study_plan
+from imginav_core.study.plan import make_plan, read_plan, write_plan
+from imginav_core.study.protocol import build_protocol, code_record, digest
 from imginav_core.study.results import Decision, LatentMetrics, ProbeMetrics
 from imginav_core.study.runs import RunSummary, load_run, load_runs, missing_runs
 from imginav_core.training.metrics_csv import write_metrics
@@ -385,7 +386,9 @@ def test_without_the_probe_the_analysis_stops_naming_what_to_run(tmp_path):
         read_probe(out.probe_metrics, runs)
     _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)))
     probe, flags = read_probe(out.probe_metrics, runs)
-    assert set(probe.experiments) == {r.name for r in runs} and flags == []
+    assert set(probe.experiments) == {r.name for r in runs}
+    # a probe written by earlier code recorded no digest of what it probed: said, not refused
+    assert len(flags) == 1 and "the probe recorded no checkpoint digest" in flags[0]
     # decide() itself refuses to go without it, unless told
     with pytest.raises(ProbeError, match="primary endpoint"):
         _decide(probe=None)
@@ -393,23 +396,29 @@ def test_without_the_probe_the_analysis_stops_naming_what_to_run(tmp_path):
         _decide(probe=_probe((30.0,), (20.0,), seeds=(42,)))
 
 
-def test_a_probe_older_than_a_runs_checkpoint_is_refused(tmp_path):
+def test_a_probe_of_other_weights_is_refused_by_their_digest_not_by_file_times(tmp_path):
+    """The probe records the digest of each best.pt it probed. A copy of the study with new file
+    times (`cp -r`) is the same weights: accepted. A run trained again after the probe (another
+    best.pt) is refused, named."""
+    from imginav_core.files import file_sha256
+
     runs = [_run(V1, 42, root=tmp_path), _run(V2, 42, root=tmp_path)]
     out = runs[0].outputs
-    _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,)))
     for run in runs:
         run.outputs.run_dir(run.name).mkdir(parents=True)
-        run.best_checkpoint.write_bytes(b"")
-        os.utime(run.best_checkpoint, (1e9, 1e9))  # trained long before the probe ran
-    assert read_probe(out.probe_metrics, runs)[0] is not None
-    resumed = run.outputs.last_checkpoint(runs[1].name)
-    resumed.write_bytes(b"")  # V2 trained again (a resubmitted job) after the probe ran
-    os.utime(out.probe_metrics, (2e9, 2e9))
-    os.utime(resumed, (2e9 + 10, 2e9 + 10))
+        run.best_checkpoint.write_bytes(run.name.encode())
+    digests = {run.name: {"checkpoint_sha256": file_sha256(run.best_checkpoint)} for run in runs}
+    _write_probe(out, _probe((30.0,), (20.0,), seeds=(42,), **digests))
+    for run in runs:
+        os.utime(run.best_checkpoint, (2e9, 2e9))  # newer than the probe's file: as `cp -r` leaves it
+    assert read_probe(out.probe_metrics, runs) == (read_probe(out.probe_metrics, runs)[0], [])
+    runs[1].best_checkpoint.write_bytes(b"trained again")  # V2 trained again (a resubmitted job) after the probe
     with pytest.raises(ProbeError) as err:
         read_probe(out.probe_metrics, runs)
-    assert "OUTPUT_ROOT/phase1_2_vae_test/probe/probe_metrics.json is older than" in str(err.value)
-    assert f"OUTPUT_ROOT/experiments/{runs[1].name}/last.pt" in str(err.value)
+    assert f"measured other weights of {runs[1].name} than its OUTPUT_ROOT/experiments/{runs[1].name}/best.pt" in str(
+        err.value
+    )
+    assert runs[0].name not in str(err.value).split("measured other weights of")[1].split(" than")[0]
 
 
 def test_allowed_to_go_without_the_probe_there_is_no_choice_and_no_next_config(tmp_path):
@@ -429,33 +438,38 @@ def test_allowed_to_go_without_the_probe_there_is_no_choice_and_no_next_config(t
     assert "no Phase 1.3 base configuration" in files_written(out, decision_path, config_path)
 
 
-def test_the_protocol_is_hashed_and_changes_with_the_rule_or_the_plan():
-    plan = {"file": "study.yaml", "content": {"seeds": [42, 43, 44]}, "seeds": [42, 43, 44], "runs": {}}
-    first, again = _decide(plan=plan), _decide(plan=plan)
-    protocol = first.protocol
-    assert protocol["sha256"] == again.protocol["sha256"] and len(protocol["sha256"]) == 64
-    assert protocol["parts"]["rule"]["mse_margin"] == 0.25 and protocol["parts"]["study_plan"] == plan
-    criteria = {c["name"]: c for c in protocol["parts"]["criteria"]}
-    assert criteria["generation_fld"]["role"] == "primary" and criteria["small_class_iou"]["margin"] == 0.05
-    assert protocol["parts"]["analysis_settings"]["max_images"] == 512
-    assert protocol["parts"]["probe_settings"] == {"samples": 1000, "seeds": 1}
-    assert protocol["commit"] is None or len(protocol["commit"]) == 40
-    rng = np.random.default_rng(0)
-    shared = 0.3 * rng.normal(size=IMAGES)
-    study = _study(_arm("V1", SEEDS, rng, shared), _arm("V2", SEEDS, rng, shared))
-    moved = decide(study, _runs(SEEDS), 22000, probe=_probe(), rule=Rule(resamples=500, mse_margin=0.5), plan=plan)
-    assert moved.protocol["sha256"] != protocol["sha256"]
-    other_seeds = _decide(plan=plan | {"seeds": [42, 43]})
-    assert other_seeds.protocol["sha256"] != protocol["sha256"]
+def test_the_protocol_is_hashed_changes_with_what_decides_and_not_with_the_device(tmp_path):
+    plan = make_plan(tmp_path, seeds=[42, 43, 44])
+    protocol = build_protocol(plan)
+    assert (
+        digest(protocol) == digest(build_protocol(make_plan(tmp_path, seeds=[42, 43, 44])))
+        and len(digest(protocol)) == 64
+    )
+    assert protocol["rule"]["mse_margin"] == 0.25 and protocol["study"]["seeds"] == [42, 43, 44]
+    criteria = {c["name"]: c for c in protocol["criteria"]}
+    assert criteria["reconstruction_mse"]["relative"] is True and protocol["primary"]["relative"] is True
+    assert protocol["primary"]["scorer_seeds"] == [0, 1, 2] and protocol["analysis"]["max_images"] == 512
+    assert "device" not in protocol["analysis"] and "device" not in protocol["probe"]
+    run = protocol["runs"][_name("V2", 42)]["config"]
+    assert run["training.batch_size"] == 16 and run["loss.kld"] == 1e-4 and "training.device" not in run
+    # where it runs changes nothing; what decides changes it
+    for device in ({"training.device": "cpu", "probe.device": "cpu", "analysis.device": "cpu", "data.num_workers": 0},):
+        assert digest(build_protocol(make_plan(tmp_path, seeds=[42, 43, 44], settings=device))) == digest(protocol)
+    assert digest(build_protocol(plan, rule=Rule(mse_margin=0.5))) != digest(protocol)
+    assert digest(build_protocol(make_plan(tmp_path, seeds=[42, 43]))) != digest(protocol)
+    for setting in ({"training.batch_size": 8}, {"probe.steps": 300}, {"analysis.max_images": 64}):
+        assert digest(build_protocol(make_plan(tmp_path, seeds=[42, 43, 44], settings=setting))) != digest(protocol)
 
 
-def test_the_commit_is_none_outside_a_git_checkout(tmp_path):
-    assert git_commit(tmp_path) == (None, None)
-    commit, _ = git_commit(ROOT)
-    assert commit is None or len(commit) == 40
+def test_the_code_is_recorded_by_its_commit_and_a_digest_of_the_package():
+    code = code_record(ROOT)
+    assert code["commit"] is None or len(code["commit"]) == 40
+    assert len(code["package_sha256"]) == 64 and code_record(ROOT)["package_sha256"] == code["package_sha256"]
 
 
-def _setup_study_outputs(tmp_path, seeds=SEEDS, probe_seeds=SEEDS):
+def _setup_study_outputs(tmp_path, seeds=SEEDS, probe_seeds=SEEDS, planned=SEEDS):
+    """A study planned with ``planned`` seeds whose runs of ``seeds`` trained (as records), probed."""
+    write_plan(make_plan(tmp_path, seeds=list(planned), settings={"data.resolution": 512}), log=lambda _: None)
     arms = {label: [_run(V1 if label == "V1" else V2, s, root=tmp_path) for s in seeds] for label in ("V1", "V2")}
     out = arms["V1"][0].outputs
     _write_probe(
@@ -470,9 +484,15 @@ def _setup_study_outputs(tmp_path, seeds=SEEDS, probe_seeds=SEEDS):
     return study, arms, out
 
 
+def _inputs(tmp_path, arms, **allowed) -> AnalysisInputs:
+    """What analysis.ipynb compares: the plan written under ``tmp_path``, these runs as its arms'."""
+    allowed = {"allow_unfinished": False, "allow_no_probe": False, **allowed}
+    return AnalysisInputs(read_plan(tmp_path), LoadedArms(arms, []), False, **allowed)
+
+
 def test_a_planned_run_that_is_not_compared_is_named_with_why(tmp_path):
-    study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43))
-    d = decide_study(study, arms, out, {"allow_no_probe": False}, plan=study_plan(seeds=[42, 43, 44]))
+    study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43), planned=(42, 43, 44))
+    d = decide_study(study, _inputs(tmp_path, arms))
     assert d.planned_runs["V1"] == [_name("V1", s) for s in SEEDS]
     assert d.arms["V1"] == [_name("V1", 42), _name("V1", 43)]
     assert [(m["name"], m["why"]) for m in d.missing_runs] == [
@@ -481,27 +501,32 @@ def test_a_planned_run_that_is_not_compared_is_named_with_why(tmp_path):
     ]
     assert any(_name("V2", 44) in f and "not found" in f for f in d.flags)
     assert "Planned runs not compared" in d.summary and _name("V1", 44) in d.summary
-    # seeds other than the plan file's (IMGINAV_SEEDS) are said too; the plan file's are not
-    assert any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan(seeds=[42, 43])).flags)
-    assert not any("IMGINAV_SEEDS" in f for f in decide_study(study, arms, out, {}, plan=study_plan()).flags)
 
 
-def test_the_decision_follows_the_plan_recorded_under_the_output_root(tmp_path, monkeypatch):
-    """A study launched with seeds 42 and 43 (recorded in its output root): the decision's planned
-    runs and protocol are that plan's, with the seeds flagged as overridden; the plan's variables,
-    when set, are the plan the jobs ran and win."""
-    monkeypatch.delenv("IMGINAV_SEEDS", raising=False)
-    monkeypatch.delenv("IMGINAV_KLD_SWEEP", raising=False)
-    study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43))
-    assert decide_study(study, arms, out, {}).planned_runs["V1"] == [_name("V1", s) for s in (42, 43, 44, 45, 46)]
-    write_study_plan(out.study_plan, make_study_plan(seeds=[42, 43], sweep=True))
-    d = decide_study(study, arms, out, {})
-    assert d.planned_runs == {label: [_name(label, s) for s in (42, 43)] for label in ("V1", "V2")}
-    assert d.missing_runs == [] and not any("planned run not compared" in f for f in d.flags)
-    assert d.protocol["parts"]["study_plan"]["seeds"] == [42, 43]
-    assert any("IMGINAV_SEEDS" in f for f in d.flags)
-    monkeypatch.setenv("IMGINAV_SEEDS", "42,43,44")
-    assert decide_study(study, arms, out, {}).planned_runs["V1"] == [_name("V1", s) for s in (42, 43, 44)]
+def test_the_decision_checks_its_protocol_against_the_plans(tmp_path):
+    """The same rule and settings as planned: "pre-registered", with the hash. A threshold changed
+    after the plan (a margin in the code): exploratory, the field named old -> new, the code's change
+    on a line of its own and not a reason. No protocol (a study planned by earlier code): "not
+    pre-registered". A run trained with other settings than planned: named."""
+    study, arms, out = _setup_study_outputs(tmp_path, seeds=(42, 43), planned=(42, 43))
+    study.settings = read_plan(tmp_path).analysis
+    inputs = _inputs(tmp_path, arms)
+    d = decide_study(study, inputs)
+    assert d.protocol["status"] == "pre-registered" and d.protocol["changes"] == []
+    assert d.protocol["line"].startswith("Pre-registered") and d.protocol["sha256"] == d.protocol["planned_sha256"]
+    moved = decide_study(study, inputs, rule=Rule(mse_margin=0.3))
+    assert moved.protocol["status"] == "exploratory" and moved.protocol["changes"] == ["rule.mse_margin: 0.25 -> 0.3"]
+    assert "rule.mse_margin: 0.25 -> 0.3" in moved.protocol["line"] and moved.verdict == d.verdict
+    assert "code" in moved.protocol["code_line"].lower()  # said apart, whatever it says
+    arms["V2"][1].config.training.lr = 3e-4  # as if this run had trained with another learning rate
+    off = decide_study(study, inputs)
+    assert off.protocol["status"] == "exploratory"
+    assert off.protocol["runs_off_plan"] == [f"{_name('V2', 43)}: training.lr: 0.0001 -> 0.0003"]
+    assert any("run trained off its planned config" in f and _name("V2", 43) in f for f in off.flags)
+    arms["V2"][1].config.training.lr = 1e-4
+    (out.phase_dir / "protocol.json").unlink()
+    without = decide_study(study, inputs)
+    assert without.protocol["status"] == "not pre-registered" and without.verdict == d.verdict
 
 
 def test_missing_runs_say_whether_not_found_unfinished_or_left_out(tiny_runs, tmp_path):
@@ -540,10 +565,10 @@ def test_the_decision_cell_can_run_twice_with_the_same_result(tmp_path):
     shown = []
     namespace = {
         "study": study,
-        "arms": arms,
+        "inputs": _inputs(tmp_path, arms, allow_unfinished=True),
+        "job": True,
         "runs": arms["V1"] + arms["V2"],
         "out": out,
-        "params": {"allow_no_probe": False, "allow_unfinished": True},
         "plots": plots,
         "display": shown.append,
     }
@@ -614,19 +639,15 @@ def test_an_unfinished_run_is_refused_or_marked(tiny_runs, tmp_path):
         load_runs(Outputs(root, PHASE), [V1_NAME])
 
 
-def test_the_analysis_jobs_check_refuses_a_missing_probe_in_seconds(tiny_runs, tmp_path, capsys):
-    """`check analysis`, the analysis job's first step, stops before the study runs for minutes."""
-    from imginav_core.__main__ import main
-
+def test_a_missing_probe_stops_the_analysis_before_it_measures(tiny_runs, tmp_path):
+    """The analysis job reads the probe's results (the primary endpoint) before the study runs for
+    minutes: missing ones stop it, saying which job produces them."""
     root = tmp_path / "copy"
     shutil.copytree(tiny_runs, root)
-    out = Outputs(root, PHASE)
-    out.probe_notebook.parent.mkdir(parents=True, exist_ok=True)
-    out.probe_notebook.write_text("{}")  # the probe's job ran, but wrote no metrics
-    args = ["check", "analysis", "-p", "output_root", str(root), "-p", "experiment_v1", V1_NAME]
-    assert main([*args, "-p", "experiment_v2", V2_NAME]) == 2
-    error = capsys.readouterr().err
-    assert "probe_metrics.json" in error and "bsub < hpc/diffusion_probe.sh" in error and "Traceback" not in error
+    runs, _ = load_runs(Outputs(root, PHASE), [V1_NAME, V2_NAME])
+    with pytest.raises(ProbeError) as err:
+        read_probe(Outputs(root, PHASE).probe_metrics, runs)
+    assert "probe_metrics.json" in str(err.value) and "bsub < hpc/diffusion_probe.sh" in str(err.value)
 
 
 def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustness():

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_STUDY, copy_of_repository
+from conftest import SMALL_PLAN, copy_of_repository
 from helpers import ROOT
 
-from imginav_core.study.parameters import environment_plan
+from imginav_core.study.plan import read_plan
 
 BSUB = ROOT / "tests" / "lsf" / "bsub"
 
@@ -19,8 +19,8 @@ BSUB = ROOT / "tests" / "lsf" / "bsub"
 
 
 def _fake_conda(root: Path, log: Path) -> Path:
-    """A conda installation with one environment, ``imginav``, whose python (the test's own)
-    and papermill (which writes an empty notebook) note each call in ``log``. Its conda.sh, like
+    """A conda installation with one environment, ``imginav``, whose python notes each call in
+    ``log`` (and does nothing more: the job's work is another test's). Its conda.sh, like
     conda's own, defines the ``conda`` shell function and reads a variable a batch job leaves
     unset ($PS1): under ``set -u`` that stops the job."""
     base = root / "conda"
@@ -39,8 +39,7 @@ def _fake_conda(root: Path, log: Path) -> Path:
             '  else "$CONDA_EXE" "$@"; fi\n'
             "}\n"
         ),
-        "envs/imginav/bin/python": f'#!/bin/sh\necho "python $*" >> "{log}"\nexec "{sys.executable}" "$@"\n',
-        "envs/imginav/bin/papermill": f'#!/bin/sh\necho "papermill $*" >> "{log}"\n: > "$2"\n',
+        "envs/imginav/bin/python": f'#!/bin/sh\necho "python $*" >> "{log}"\n',
     }
     for name, text in scripts.items():
         (base / name).write_text(text)
@@ -52,15 +51,7 @@ def _without_conda(tmp_path: Path, **variables: str) -> dict[str, str]:
     """The job's environment on a machine where no conda can be found, plus ``variables``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("CONDA", "IMGINAV_"))}
     path = [folder for folder in env["PATH"].split(os.pathsep) if not (Path(folder) / "conda").exists()]
-    (tmp_path / "html-manager.tgz").write_bytes(b"")  # the widget script `check` asks for (not staged here)
-    return {
-        **env,
-        **{key: value for key, value in SMALL_STUDY.items() if key != "IMGINAV_CONDA_ENV"},
-        "PATH": os.pathsep.join(path),
-        "IMGINAV_OUTPUTS": str(tmp_path / "out"),
-        "IMGINAV_HTML_MANAGER": str(tmp_path / "html-manager.tgz"),
-        **variables,
-    }
+    return {**env, "PATH": os.pathsep.join(path), "IMGINAV_OUTPUTS": str(tmp_path / "out"), **variables}
 
 
 def _job(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -69,8 +60,8 @@ def _job(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("found_by", ["PATH", "CONDA_EXE", "IMGINAV_CONDA_BASE"])
 def test_a_job_runs_in_its_conda_environment(tmp_path, found_by):
-    """However conda is found, the job activates IMGINAV_CONDA_ENV (default imginav) and runs its
-    python and papermill, though conda.sh reads an unset variable."""
+    """However conda is found, the job activates IMGINAV_CONDA_ENV (default imginav) and runs the
+    job with its python, though conda.sh reads an unset variable."""
     log = tmp_path / "calls.log"
     base = _fake_conda(tmp_path, log)
     env = _without_conda(tmp_path)
@@ -82,10 +73,7 @@ def test_a_job_runs_in_its_conda_environment(tmp_path, found_by):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"conda environment imginav activated from {base}" in done.stdout
     assert f"(python: {base}/envs/imginav/bin/python)" in done.stdout
-    calls = log.read_text().splitlines()
-    assert calls[0].startswith("python -m imginav_core check train --from-env")
-    assert calls[1].startswith("papermill notebooks/train.ipynb")
-    assert "--no-progress-bar --start-timeout 300" in calls[1]
+    assert log.read_text().splitlines() == ["python -m imginav_core job train --arm V1"]
 
 
 @pytest.mark.parametrize(
@@ -212,19 +200,18 @@ def test_two_array_elements_train_at_once_into_one_phase_folder(tmp_path):
     and the decoded cache together and each writes its metrics into the shared phase folder. Both
     finish; each phase-folder copy of the metrics is whole and the same as its run's."""
     repo = copy_of_repository(tmp_path / "repo")
-    (tmp_path / "html-manager.tgz").write_bytes(b"")
     env = {
-        **os.environ,
-        **SMALL_STUDY,
-        "IMGINAV_SEEDS": "42",
-        "IMGINAV_EPOCHS": "1",
+        **{k: v for k, v in os.environ.items() if not k.startswith("IMGINAV_")},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "FAKE_LSF_DIR": str(tmp_path / "lsf"),
         "FAKE_LSF_CONCURRENT": "1",
         "IMGINAV_OUTPUTS": str(tmp_path / "out"),
-        "IMGINAV_HTML_MANAGER": str(tmp_path / "html-manager.tgz"),
+        "IMGINAV_CONDA_ENV": "",
     }
-    plan = environment_plan(env)
+    plan_options = [*SMALL_PLAN, "--seeds", "42", "--set", "training.epochs=1"]
+    planned = subprocess.run(["python", "-m", "imginav_core", "plan", *plan_options], cwd=repo, env=env)
+    assert planned.returncode == 0
+    plan = read_plan(tmp_path / "out").runs
     assert [run.arm for run in plan] == ["V1", "V2"]
     with (repo / "hpc" / "phase1_2_array.sh").open() as script:
         done = subprocess.run(

@@ -20,7 +20,8 @@ from imginav_core.study.analysis.criteria import Rule
 from imginav_core.study.analysis.decision import write_decision
 from imginav_core.study.analysis.study import AnalysisSettings, run_study
 from imginav_core.study.analysis.sweep import KLSweep, SweepRun, kl_curve, measure_run, recommend
-from imginav_core.study.plan import SweepPoint, is_sweep_run
+from imginav_core.study.arms import is_sweep_run
+from imginav_core.study.plan import SweepPoint
 from imginav_core.study.probe import plots as probe_plots
 from imginav_core.study.runs import load_runs
 from imginav_core.study.stats import seed_estimate

@@ -1,61 +1,60 @@
-"""`make lab`: JupyterLab on the notebooks, with the demo's outputs as their default output root."""
+"""`make lab`: JupyterLab on copies of the notebooks, opened on the demo's study; exploring there
+changes nothing of the study or the repository."""
 
+import shutil
 import subprocess
 
-import pytest
-from helpers import ROOT, V1
+from helpers import ROOT
 
-from imginav_core.study.parameters import (
-    ANALYSIS,
-    PROBE,
-    TRAIN,
-    analysis_parameters,
-    default_output_root,
-    probe_parameters,
-    training_config,
-)
+from imginav_core.study.jobs import output_root
+from imginav_core.study.notebooks import study_root
 
 
-def test_the_output_root_defaults_to_imginav_outputs_where_set():
-    assert default_output_root({}) == "outputs"
-    assert default_output_root({"IMGINAV_OUTPUTS": ""}) == "outputs"  # set but empty: the default, as the jobs read it
-    assert default_output_root({"IMGINAV_OUTPUTS": "outputs/demo"}) == "outputs/demo"
-    for notebook in (TRAIN, ANALYSIS, PROBE):  # the parameters cells hold None: "the variable's, else outputs"
-        assert notebook["output_root"].default is None
+def test_the_notebooks_open_on_the_study_imginav_outputs_names(monkeypatch):
+    assert output_root({}) == ROOT / "outputs"
+    assert output_root({"IMGINAV_OUTPUTS": ""}) == ROOT / "outputs"  # set but empty: the default
+    assert output_root({"IMGINAV_OUTPUTS": "outputs/demo"}) == ROOT / "outputs/demo"  # relative: to the repository
+    monkeypatch.setenv("IMGINAV_OUTPUTS", "outputs/demo")
+    assert study_root() == ROOT / "outputs/demo" and study_root("elsewhere") == ROOT / "elsewhere"
 
 
-@pytest.mark.parametrize("value, expected", [("outputs/demo", ROOT / "outputs/demo"), ("", ROOT / "outputs")])
-def test_every_notebook_opens_on_the_output_root_the_environment_names(monkeypatch, value, expected):
-    monkeypatch.setenv("IMGINAV_OUTPUTS", value)
-    runs = {"experiment_v1": "a", "experiment_v2": "b"}
-    assert analysis_parameters(output_root=None, **runs)["output_root"] == expected
-    assert probe_parameters(output_root=None, experiments="a,b")[0].root == expected
-    assert training_config(str(V1), output_root=None).output_root == str(expected)
-    assert training_config(str(V1)).output_root == str(expected)  # not given: the parameters cell's None
-    # a value given is the value, whatever the environment
-    assert analysis_parameters(output_root="elsewhere", **runs)["output_root"] == ROOT / "elsewhere"
-
-
-def test_make_lab_starts_jupyterlab_on_the_notebooks_with_the_demos_outputs_and_says_how_to_open_it():
-    done = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-o", "venv", "-o", ".venv/.installed", "lab", "OUTPUTS=outputs/other"],
-        cwd=ROOT,
+def _make(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "-o", "venv", "-o", ".venv/.installed", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
     )
+
+
+def test_make_lab_starts_jupyterlab_on_copies_of_the_notebooks_opened_on_the_demo_and_says_how_to_open_it():
+    done = _make("-n", "lab", "OUTPUTS=outputs/other")
     assert done.returncode == 0, done.stderr
     command = done.stdout.strip().splitlines()[-1]
-    assert command.startswith("IMGINAV_OUTPUTS=outputs/other ") and "jupyter lab --notebook-dir=notebooks" in command
+    assert command.startswith("IMGINAV_OUTPUTS=outputs/other ") and "jupyter lab --notebook-dir=outputs/lab" in command
     said = done.stdout.lower()
     assert "?token=" in said and "outputs/other" in said  # where to look for the address, which study
 
 
-def test_the_demo_records_its_plan_before_it_trains_so_its_output_root_alone_names_its_runs():
-    """make demo (hpc/demo.sh) records the plan it runs under its output root, as the launcher does:
-    the analysis notebook opened on outputs/demo (make lab) takes the demo's 2 seeds from it,
-    not the default plan's 5 (tests/test_study_plan.py checks what a recorded plan gives)."""
-    lines = [line.split("#")[0].strip() for line in (ROOT / "hpc/demo.sh").read_text().splitlines()]
-    commands = [line for line in lines if line]
-    record = next(i for i, c in enumerate(commands) if "imginav_core plan --from-env --record" in c)
-    first_run = next(i for i, c in enumerate(commands) if "hpc/phase1_2_array.sh" in c)
-    assert record < first_run
+def test_exploring_in_the_lab_leaves_git_status_clean(tmp_path):
+    """The lab's notebooks are copies outside what git tracks: running them (JupyterLab's autosave
+    writes their outputs back) and editing them leaves `git status` clean; a copy with edits is
+    kept when the lab starts again, said."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", "outputs", "book", "__pycache__", ".git"))
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    (repo / ".venv").symlink_to(ROOT / ".venv")
+    started = _make("lab", "LAB_FLAGS=--version", cwd=repo)  # jupyter lab --version: the lab starts and ends
+    assert started.returncode == 0, started.stdout + started.stderr
+    copy = repo / "outputs" / "lab" / "train.ipynb"
+    assert copy.read_text() == (repo / "notebooks" / "train.ipynb").read_text()
+    copy.write_text(
+        copy.read_text().replace(
+            '"outputs": []', '"outputs": [{"output_type": "stream", "name": "stdout", "text": ["x"]}]', 1
+        )
+    )
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
+    again = _make("lab", "LAB_FLAGS=--version", cwd=repo)
+    assert "outputs/lab/train.ipynb is kept: it differs from notebooks/train.ipynb" in again.stdout
+    assert '"text": ["x"]' in copy.read_text()  # the explorer's copy kept

@@ -240,39 +240,15 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
 
     root = tmp_path / "outputs"
     shutil.copytree(tiny_runs, root)
-    args = [
-        sys.executable,
-        "-m",
-        "imginav_core",
-        "probe",
-        "-p",
-        "output_root",
-        str(root),
-        "-p",
-        "steps",
-        "10",
-        "-p",
-        "batch_size",
-        "8",
-        "-p",
-        "width",
-        "16",
-        "-p",
-        "samples",
-        "6",
-        "-p",
-        "seeds",
-        "2",
-        "-p",
-        "scorer_seeds",
-        "2",
-        "-p",
-        "device",
-        "cpu",
-        "-p",
-        "experiments",
-        f"{V1_NAME},{V2_NAME}",
-    ]
+    # the probe as its job runs it (run_probe), here on two runs named directly, with small settings
+    code = (
+        "from imginav_core.outputs import Outputs\n"
+        "from imginav_core.study.probe.run import run_probe\n"
+        "from imginav_core.study.probe.settings import ProbeSettings\n"
+        "settings = ProbeSettings(steps=10, batch_size=8, width=16, samples=6, seeds=2, scorer_seeds=2, device='cpu')\n"
+        f"run_probe(Outputs({str(root)!r}, 'phase1_2_vae_test'), [{V1_NAME!r}, {V2_NAME!r}], settings)\n"
+    )
+    args = [sys.executable, "-c", code]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
@@ -327,16 +303,25 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
 
 
 def test_the_probe_refuses_an_unfinished_or_missing_run_naming_it(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "imginav_core", "check", "probe", "-p", "output_root", str(tmp_path / "none")],
+    planned = subprocess.run(
+        [sys.executable, "-m", "imginav_core", "plan", "--out", str(tmp_path / "none"), "--seeds", "42"],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
+    assert planned.returncode == 0, planned.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "imginav_core", "job", "probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("IMGINAV_")}
+        | {"IMGINAV_OUTPUTS": str(tmp_path / "none")},
+    )
     assert done.returncode == 2
     assert f"no metrics for experiment '{V1_NAME}_seed42'" in done.stderr  # the plan's first run
     bad = subprocess.run(
-        [sys.executable, "-m", "imginav_core", "check", "probe", "--parameters-only", "-p", "samples", "1"],
+        [sys.executable, "-m", "imginav_core", "plan", "--out", str(tmp_path / "bad"), "--set", "probe.samples=1"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -34,7 +34,7 @@ def test_the_introduction_quotes_the_computed_numbers(study):
     for name in ("generation_fld", "reconstruction_mse", "small_class_iou", "nearest_neighbour_validity"):
         c = decision["criteria"][name]
         assert f"{c['estimate']:.3g} [{c['ci95'][0]:.3g}, {c['ci95'][1]:.3g}]" in intro, name
-        assert c["n_seeds"] == [2, 2], name  # IMGINAV_SEEDS=42,43
+        assert c["n_seeds"] == [2, 2], name  # plan --seeds 42,43
     metrics = json.loads((study["phase_dir"] / "analysis" / "latent_metrics.json").read_text())
     v2 = [metrics["models"][name]["posterior"] for name in metrics["arms"]["V2"]]
     assert f"{sum(p['kl_nats_per_element'] for p in v2) / len(v2):.3g}" in intro
@@ -50,7 +50,7 @@ def test_the_report_names_no_folder_of_the_machine_that_built_it(study):
         assert not [m for m in machine if m in text], page.relative_to(study["html"])
     analysis = (study["html"] / "generated" / "analysis.html").read_text()
     assert "OUTPUT_ROOT/phase1_2_vae_test/decision.json" in analysis
-    assert "OUTPUT_ROOT" in (study["html"] / "generated" / "V1_training.html").read_text()  # its parameters
+    assert "OUTPUT_ROOT" in (study["html"] / "generated" / "arms" / "V1_training.html").read_text()  # its parameters
     # the executed notebook itself keeps what papermill was given
     assert str(study["outputs"]) in (study["phase_dir"] / "runs" / "analysis.ipynb").read_text()
 
@@ -64,12 +64,12 @@ def test_the_report_has_the_using_the_project_part(study):
 
 def test_the_report_has_its_chapters_and_figures(study):
     html = study["html"]
-    for page, figures in (("V1_training", 2), ("V2_training", 2), ("diffusion_probe", 2), ("analysis", 8)):
+    for page, figures in (("arms/V1_training", 2), ("arms/V2_training", 2), ("diffusion_probe", 2), ("analysis", 8)):
         text = (html / "generated" / f"{page}.html").read_text()
         images = re.findall(r'<img[^>]+src="([^"]+\.png)"', text)
         assert len(images) >= figures, page
         for src in images:
-            assert (html / "generated" / src).resolve().is_file(), src
+            assert (html / "generated" / page).parent.joinpath(src).resolve().is_file(), src
     assert (html / "_static" / "html-manager" / "embed.js").is_file()
     probe = (html / "generated" / "diffusion_probe.html").read_text()
     assert "Diffusion probe" in probe and "floor (real)" in probe and "fld" in probe  # the scores with floors
@@ -110,7 +110,7 @@ def _open(browser, url):
 def test_the_report_opens_offline_with_every_figure_rendered(study, browser):
     for target in (
         "index.html",
-        "generated/V1_training.html",
+        "generated/arms/V1_training.html",
         "generated/diffusion_probe.html",
         "generated/analysis.html",
     ):

@@ -14,16 +14,17 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import SMALL_STUDY, copy_of_repository
+from conftest import SMALL_PLAN, copy_of_repository
 from helpers import ROOT
 
 from imginav_core import load_config
-from imginav_core.study.parameters import environment_plan
-from imginav_core.study.plan import arm_names, study_plan
+from imginav_core.study.arms import read_study_file
+from imginav_core.study.plan import make_plan, read_run_config
 
-# The runs the study fixture trains: the plan with SMALL_STUDY's seeds.
-PLAN = environment_plan(SMALL_STUDY)
-V1_RUNS, V2_RUNS = arm_names(PLAN, "V1"), arm_names(PLAN, "V2")
+# The runs the study fixture trains: the plan with SMALL_PLAN's seeds (made here, written nowhere).
+_PLANNED = make_plan(ROOT / "outputs" / "unwritten", seeds=[42, 43])
+PLAN = _PLANNED.runs
+V1_RUNS, V2_RUNS = _PLANNED.arm_names("V1"), _PLANNED.arm_names("V2")
 
 JOBS = {
     "papermill_V1.sh": ("phase1_2_V1", "gpuv100"),
@@ -86,20 +87,14 @@ def test_bsub_directives(script):
 
 def test_the_job_array_script_runs_the_default_plan_with_the_training_jobs_resources():
     d = directives(ROOT / "hpc/phase1_2_array.sh")
-    assert d["-J"] == [f"phase1_2[1-{len(study_plan())}]"]  # bsub < hpc/phase1_2_array.sh: the default plan
+    study = read_study_file()
+    assert d["-J"] == [f"phase1_2[1-{len(study.arms) * len(study.seeds)}]"]  # bsub < hpc/phase1_2_array.sh
     assert d["-o"] == ["hpc/logs/phase1_2.%J.%I.out"] and d["-e"] == ["hpc/logs/phase1_2.%J.%I.err"]
     single = directives(ROOT / "hpc/papermill_V2.sh")
-    assert {k: v for k, v in d.items() if k not in ("-J", "-o", "-e")} == {
-        k: v for k, v in single.items() if k not in ("-J", "-o", "-e")
+    assert {k: v for k, v in d.items() if k not in ("-J", "-q", "-o", "-e")} == {
+        k: v for k, v in single.items() if k not in ("-J", "-q", "-o", "-e")
     }
-
-
-def test_the_two_training_jobs_differ_only_in_what_differs():
-    v1 = (ROOT / "hpc/papermill_V1.sh").read_text().splitlines()
-    v2 = (ROOT / "hpc/papermill_V2.sh").read_text().splitlines()
-    differing = [(a, b) for a, b in zip(v1, v2) if a != b]
-    assert len(v1) == len(v2) and len(differing) <= 8  # name, queue, logs, config, comments
-    assert all("V1" in a or "gpuv100" in a or "deterministic" in a for a, _ in differing)
+    assert d["-q"] == [next(iter(study.arms.values())).queue]  # by hand: every index on the first arm's queue
 
 
 def test_no_machine_paths_in_the_project():
@@ -141,11 +136,12 @@ def _widget_package(path: Path) -> Path:
 
 
 def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
-    """The launcher's environment with a stand-in bsub that records the jobs without running them."""
-    _widget_package(tmp_path / "html-manager.tgz")  # the widget script the checks ask for
+    """The launcher's environment (no setting in it: the plan holds them) with a stand-in bsub that
+    records the jobs without running them."""
+    _widget_package(tmp_path / "html-manager.tgz")  # the widget script the launcher fetches
     return {
-        **os.environ,
-        **SMALL_STUDY,
+        **{k: v for k, v in os.environ.items() if not k.startswith("IMGINAV_")},
+        "IMGINAV_CONDA_ENV": "",
         **variables,
         "FAKE_LSF_DRY_RUN": "1",
         "FAKE_LSF_DIR": str(tmp_path / "lsf"),
@@ -156,19 +152,19 @@ def _dry_environment(tmp_path: Path, **variables: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "variables,v1,v2",
+    "options,v1,v2",
     [
-        ({"IMGINAV_SEEDS": ""}, "1-5", "6-10"),  # the plan file's seeds: 42 to 46
-        ({"IMGINAV_SEEDS": "1,2"}, "1-2", "3-4"),
-        ({"IMGINAV_SEEDS": "", "IMGINAV_KLD_SWEEP": "1"}, "1-5", "6-30"),  # + V2 at 4 more KL weights x 5 seeds
+        ([], "1-5", "6-10"),  # the study file's seeds: 42 to 46
+        (["--seeds", "1,2"], "1-2", "3-4"),
+        (["--sweep"], "1-5", "6-30"),  # + V2 at 4 more KL weights x 5 seeds
     ],
     ids=["plan", "seeds", "sweep"],
 )
-def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis_on_its_id(
-    tmp_path, variables, v1, v2
+def test_the_launcher_plans_then_submits_an_array_per_arm_then_the_probe_on_their_ids_then_the_analysis_on_its_id(
+    tmp_path, options, v1, v2
 ):
     repo = copy_of_repository(tmp_path / "repo")
-    done = _launch(_dry_environment(tmp_path, **variables), repo)
+    done = _launch(_dry_environment(tmp_path), repo, *options)
     assert done.returncode == 0, done.stdout + done.stderr
     # each arm on its queue (that of its single-run job), the indices the plan gives it; every
     # dependency by job id (LSF refuses a name dependency on same-name arrays of different indices);
@@ -186,6 +182,9 @@ def test_the_launcher_submits_an_array_per_arm_then_the_probe_on_their_ids_then_
     assert 'bpeek -f "1001[1]"' in done.stdout and "bjdepinfo -r 2 -l 1004" in done.stdout
     # the widget script was put into the book before anything was submitted: no job needs a network
     assert (repo / "book" / "_static" / "html-manager" / "embed.js").is_file()
+    # the plan was written before anything was submitted, each run's config with it
+    plan = json.loads((tmp_path / "out" / "phase1_2_vae_test" / "study_plan.json").read_text())
+    assert len(plan["runs"]) == runs and all((tmp_path / "out" / r["config"]).is_file() for r in plan["runs"])
 
 
 def test_the_launcher_tags_the_jobs_with_the_study_and_mails_failures_and_the_end(tmp_path):
@@ -238,7 +237,7 @@ def _leave_run(out: Path, run, status: str) -> None:
     from imginav_core.training.checkpoints import save_checkpoint
     from imginav_core.training.metrics_csv import write_metrics
 
-    cfg = load_config(ROOT / run.config, {"name": run.name, "output_root": str(out)})
+    cfg = read_run_config(out / run.config)
     for checkpoint in (cfg.outputs.best_checkpoint(run.name), cfg.outputs.last_checkpoint(run.name)):
         save_checkpoint(checkpoint, {"config": cfg.to_dict()})
     write_metrics(cfg, [{"epoch": 1, "is_best": True, "status": status}])
@@ -250,7 +249,7 @@ def test_resume_submits_only_the_unfinished_runs_then_the_probe_and_the_analysis
     and the analysis chained on the new ids; once every run finished, the probe and the analysis only."""
     repo, lsf, out = copy_of_repository(tmp_path / "repo"), tmp_path / "lsf", tmp_path / "out"
     env = _dry_environment(tmp_path)
-    assert _launch(env, repo).returncode == 0  # the study: jobs 1001-1004
+    assert _launch(env, repo, *SMALL_PLAN).returncode == 0  # the study: jobs 1001-1004
     for run in PLAN:
         if run.index != 3:
             _leave_run(out, run, "running" if run.index == 2 else "completed")
@@ -275,10 +274,14 @@ def test_resume_submits_only_the_unfinished_runs_then_the_probe_and_the_analysis
     assert f"every one of the {len(PLAN)} runs has finished" in done.stdout
 
 
-def test_the_launcher_refuses_an_unknown_argument(tmp_path):
+def test_the_launcher_refuses_an_unknown_argument_and_resume_with_settings(tmp_path):
     done = _launch(_dry_environment(tmp_path), ROOT, "--resmue")
-    assert done.returncode == 2 and "unknown arguments '--resmue'" in done.stderr and "--resume" in done.stderr
-    assert not (tmp_path / "lsf").exists()
+    assert done.returncode == 2 and "unrecognized arguments: --resmue" in done.stderr  # plan's own message
+    done = _launch(_dry_environment(tmp_path), ROOT, "--resume", "--seeds", "1")
+    assert done.returncode == 2 and "--resume submits the written plan again" in done.stderr
+    done = _launch(_dry_environment(tmp_path), ROOT, "--out", "x")
+    assert done.returncode == 2 and "set it (export IMGINAV_OUTPUTS=...), not --out" in done.stderr
+    assert not (tmp_path / "lsf").exists() and not (tmp_path / "out").exists()
 
 
 def test_the_stand_in_bsub_runs_arrays_as_lsf_does(tmp_path):
@@ -326,7 +329,7 @@ def test_the_launcher_submits_the_plan_then_the_probe_then_the_analysis(study):
     for run in PLAN:  # one log per element, named by its array index
         array = 1001 if run.arm == "V1" else 1002
         log = (logs / f"phase1_2.{array}.{run.index}.out").read_text()
-        assert f"job {array}[{run.index}] outputs.phase1_2[{run.index}] on" in log and f"experiment {run.name}" in log
+        assert f"job {array}[{run.index}] outputs.phase1_2[{run.index}] on" in log and f"of the plan: {run.name}" in log
     for name, job in (("phase1_2_probe", jobs[4][0]), ("phase1_2_analysis", jobs[5][0])):
         assert f"job {job} outputs.{name} on" in (logs / f"{name}.{job}.out").read_text()
 
@@ -342,7 +345,7 @@ def test_training_notebooks_were_executed_and_show_the_run(study, name):
     outputs = _outputs(notebook)
     assert not any(o["output_type"] == "error" for o in outputs)
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    assert f"experiment {name}" in text and "epoch 2/2" in text
+    assert f"{name}: the planned run {name}" in text and "epoch 2/2" in text
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("model.latent_channels" in h for h in html)  # the configuration used
     assert any("val_mse" in h and "val_psnr" in h for h in html)  # the per-epoch metrics table
@@ -376,118 +379,139 @@ def test_analysis_writes_measurements_decision_and_a_loadable_phase1_3_config(st
 
 
 def test_resubmitting_an_array_element_resumes_instead_of_restarting(study, tmp_path):
-    # a copy of the study's outputs, so the other tests keep seeing the original run
-    shutil.copytree(study["outputs"], tmp_path / "outputs")
-    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "outputs"), "IMGINAV_EPOCHS": "3", "LSB_JOBINDEX": "2"}
+    """A finished run's element submitted again finds the run finished and only shows it; a run cut
+    short (its last epoch's rows gone, as a kill leaves them) continues from its last.pt."""
+    shutil.copytree(study["outputs"], tmp_path / "outputs")  # a copy: the other tests keep the original
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "outputs"), "LSB_JOBINDEX": "2"}
     log = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=study["repo"], env=env, capture_output=True, text=True)
     assert log.returncode == 0, log.stdout[-3000:] + log.stderr[-3000:]
     name = PLAN[1].name
-    assert f"resuming {name} after epoch 2" in log.stdout
+    assert f"resuming {name} after epoch 2" in log.stdout and "nothing to do (completed, 2 epochs done)" in log.stdout
     rows = tmp_path / "outputs" / "experiments" / name / f"{name}_metrics.csv"
-    assert len(rows.read_text().splitlines()) == 1 + 3
+    assert len(rows.read_text().splitlines()) == 1 + 2
 
 
 @pytest.mark.parametrize("script", ["papermill_V2.sh", "phase1_2_array.sh"])
-def test_bad_parameters_are_refused_before_anything_is_written(tmp_path, script):
+def test_a_setting_in_the_environment_stops_a_job_before_anything_is_written(tmp_path, script):
     env = {
-        **_dry_environment(tmp_path, IMGINAV_EPOCHS="ten"),
+        **_dry_environment(tmp_path, IMGINAV_EPOCHS="3"),
         "IMGINAV_OUTPUTS": str(tmp_path / "fresh"),
         "LSB_JOBINDEX": "3",
     }
     done = subprocess.run(["bash", f"hpc/{script}"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode != 0
-    assert "'epochs'" in done.stderr and "ten" in done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "IMGINAV_EPOCHS is set" in done.stderr and "plan --set training.epochs=N" in done.stderr
     assert not (tmp_path / "fresh").exists()
 
 
 def test_the_array_job_outside_an_array_says_how_to_submit_it(tmp_path):
-    env = {**os.environ, **SMALL_STUDY, "IMGINAV_OUTPUTS": str(tmp_path / "out"), "LSB_JOBINDEX": "0"}
+    env = {**_dry_environment(tmp_path), "IMGINAV_OUTPUTS": str(tmp_path / "out"), "LSB_JOBINDEX": "0"}
     done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "no array index" in done.stderr and "LSB_JOBINDEX=I" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_single_run_job_plans_one_run_per_arm_when_there_is_no_plan_and_refuses_another_plans(tmp_path):
+    """`bsub < hpc/papermill_V2.sh` on its own: with no plan it plans one run per arm (the study
+    file's first seed) and says so, then trains V2's; V1's job finds that plan and trains V1's. On
+    a plan without a V2 run it refuses, naming the plan. (The training itself: other tests.)"""
+    from imginav_core.errors import ConfigError
+    from imginav_core.study.jobs import planned_or_default
+    from imginav_core.study.plan import write_plan
+
+    said = []
+    plan = planned_or_default(tmp_path / "out", "V2", said.append)
+    assert [(r.arm, r.seed) for r in plan.runs] == [("V1", 42), ("V2", 42)]
+    assert "no study plan under" in said[0] and "planning one run per arm" in said[0]
+    assert planned_or_default(tmp_path / "out", "V1", said.append).arm_runs("V1")[0].name == PLAN[0].name
+    assert len(said) == 2  # the second job found the plan: nothing planned again
+    other = tmp_path / "v1_v3.yaml"
+    other.write_text(
+        (ROOT / "configs/phase1_2/study.yaml")
+        .read_text()
+        .replace("V2: {config: V2_vae_light.yaml", "V3: {config: V2_vae_light.yaml")
+        .replace("decision: [V1, V2]", "decision: [V1, V3]")
+        .replace("sweep_arm: V2", "sweep_arm: V3")
+        .replace("config: V", f"config: {ROOT}/configs/phase1_2/V")
+    )
+    write_plan(make_plan(tmp_path / "other", other, seeds=[1]), log=lambda _: None)
+    with pytest.raises(ConfigError, match=r"has no run of arm V2 \(its arms: V1, V3\)"):
+        planned_or_default(tmp_path / "other", "V2", said.append)
+
+
+def _plan(env: dict[str, str], cwd: Path, *options: str) -> None:
+    done = subprocess.run(["python", "-m", "imginav_core", "plan", *SMALL_PLAN, *options], cwd=cwd, env=env)
+    assert done.returncode == 0
 
 
 def test_an_array_element_trains_its_planned_run_into_its_own_folder(tmp_path):
     """Element I of the array (here a sweep run: KL weight 1e-3, seed 43) trains exactly row I of
     the plan through train.ipynb: its name, seed and KL weight (the float), provenance.json."""
     repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
-    env = {**_dry_environment(tmp_path, IMGINAV_KLD_SWEEP="1", IMGINAV_EPOCHS="1"), "FAKE_LSF_DRY_RUN": "0"}
-    plan = environment_plan(env)
-    run = next(r for r in plan if r.sweep and r.kld == 1e-3 and r.seed == 43)
+    env = {**_dry_environment(tmp_path), "FAKE_LSF_DRY_RUN": "0"}
+    _plan(env, repo, "--sweep", "--set", "training.epochs=1")
+    plan = json.loads((tmp_path / "out/phase1_2_vae_test/study_plan.json").read_text())["runs"]
+    run = next(r for r in plan if r["sweep"] and r["kld"] == 1e-3 and r["seed"] == 43)
     done = subprocess.run(
-        [str(ROOT / "tests/lsf/bsub"), "-J", f"phase1_2[{run.index}]", "-q", "gpul40s"],
+        [str(ROOT / "tests/lsf/bsub"), "-J", f"phase1_2[{run['index']}]", "-q", "gpul40s"],
         stdin=(repo / "hpc/phase1_2_array.sh").open(),
         cwd=repo,
         env=env,
         capture_output=True,
         text=True,
     )
-    log = (repo / "hpc/logs" / f"phase1_2.1001.{run.index}.out").read_text()
+    log = (repo / "hpc/logs" / f"phase1_2.1001.{run['index']}.out").read_text()
     status = (tmp_path / "lsf/jobs.tsv").read_text().split()
-    assert done.returncode == 0 and status == [f"1001[{run.index}]", "phase1_2", "gpul40s", "0"], log[-3000:]
-    assert f"experiment {run.name}" in log
-    run_dir = tmp_path / "out" / "experiments" / run.name
+    assert done.returncode == 0 and status == [f"1001[{run['index']}]", "phase1_2", "gpul40s", "0"], log[-3000:]
+    assert f"run {run['index']} of the plan: {run['name']}" in log
+    run_dir = tmp_path / "out" / "experiments" / run["name"]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["name"] == run.name and saved["training"]["seed"] == 43
+    assert saved["name"] == run["name"] and saved["training"]["seed"] == 43
     assert saved["loss"]["kld"] == 0.001 and isinstance(saved["loss"]["kld"], float)
     (session,) = json.loads((run_dir / "provenance.json").read_text())["sessions"]
     assert session["world_size"] == 1
-    assert [p.name for p in (tmp_path / "out" / "experiments").iterdir() if p.is_dir()] == [run.name]  # no other
+    trained = [p.name for p in (tmp_path / "out" / "experiments").iterdir() if (p / "config.yaml").exists()]
+    assert trained == [run["name"]]  # no other run trained
 
 
-def test_papermill_runs_the_training_notebook_with_its_documented_parameters(study, tmp_path):
-    """The example command of the README, shrunk: every parameter name is accepted."""
-    out = tmp_path / "out.ipynb"
-    args = [
-        "papermill",
-        "notebooks/train.ipynb",
-        str(out),
-        "-p",
-        "config",
-        "configs/phase1_2/V2_vae_light.yaml",
-        "-p",
-        "epochs",
-        "1",
-        "-p",
-        "resolution",
-        "32",
-        "-p",
-        "manifest",
-        "",
-        "-p",
-        "output_root",
-        str(tmp_path / "o"),
-        "-p",
-        "batch_size",
-        "8",
-        "-p",
-        "synthetic_samples",
-        "40",
-        "-p",
-        "device",
-        "cpu",
-        "-p",
-        "num_workers",
-        "0",
-        "-p",
-        "seed",
-        "7",
-    ]
-    done = subprocess.run(args, cwd=study["repo"], env=study["env"], capture_output=True, text=True)
+def test_the_training_notebook_shows_a_planned_run_and_trains_a_variant_beside_the_study(study, tmp_path):
+    """`papermill notebooks/train.ipynb out.ipynb -p config experiments/NAME/planned.yaml` on a
+    finished run shows it and trains nothing; `-p variant` trains a new run derived from it under its
+    own name in the scratch output root beside the study, never in the study; the same name with
+    other settings is refused, the run not reassigned."""
+    root = tmp_path / "study"
+    shutil.copytree(study["outputs"], root)
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(root)}
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    config = f"experiments/{V2_RUNS[0]}/planned.yaml"
+
+    def notebook(*parameters: str) -> subprocess.CompletedProcess:
+        command = ["papermill", "notebooks/train.ipynb", str(tmp_path / "out.ipynb"), "-p", "config", config]
+        return subprocess.run([*command, *parameters], cwd=study["repo"], env=env, capture_output=True, text=True)
+
+    done = notebook()
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Passed unknown parameter" not in done.stderr
-    saved = yaml.safe_load((tmp_path / "o/experiments/phase1_2_AE_V2_vae_light/config.yaml").read_text())
-    assert saved["training"]["seed"] == 7 and saved["training"]["batch_size"] == 8
+    assert "nothing to do (completed, 2 epochs done)" in (tmp_path / "out.ipynb").read_text()
+    done = notebook("-y", 'variant: {name: lr_variant, "training.lr": 0.0003, "training.epochs": 1}')
+    assert done.returncode == 0, done.stderr[-3000:]
+    scratch = tmp_path / "study-scratch" / "experiments" / "lr_variant"
+    saved = yaml.safe_load((scratch / "config.yaml").read_text())
+    assert saved["training"]["lr"] == 3e-4 and saved["training"]["seed"] == 42 and (scratch / "best.pt").is_file()
+    again = notebook("-y", 'variant: {name: lr_variant, "training.lr": 0.001}')
+    assert again.returncode != 0 and "was derived before with other settings" in (tmp_path / "out.ipynb").read_text()
+    after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    assert after == before  # nothing of the study written
 
 
 def test_a_multi_gpu_job_trains_data_parallel_with_torchrun_then_shows_the_run(tmp_path):
     """IMGINAV_GPUS=2: torchrun trains an array element's run (here two CPU processes, gloo), the
     notebook then finds the finished run and shows it; provenance.json records the two processes."""
     env = {
-        **_dry_environment(tmp_path, IMGINAV_GPUS="2", IMGINAV_EPOCHS="1"),
+        **_dry_environment(tmp_path, IMGINAV_GPUS="2"),
         "IMGINAV_OUTPUTS": str(tmp_path / "ddp"),
         "LSB_JOBINDEX": "1",
     }
+    _plan(env, ROOT, "--set", "training.epochs=1")
     done = subprocess.run(["bash", "hpc/phase1_2_array.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "nothing to do (completed, 1 epochs done)" in done.stdout  # the notebook did not train again
@@ -504,13 +528,8 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
     to resubmit."""
     repo = copy_of_repository(tmp_path / "repo")  # its own hpc/logs/
     lsf = tmp_path / "lsf"
-    env = {
-        **study["env"],
-        "IMGINAV_OUTPUTS": str(tmp_path / "out"),
-        "FAKE_LSF_DIR": str(lsf),
-        "IMGINAV_DATA": str(tmp_path / "gone" / "layouts.csv"),
-    }
-    done = _launch(env, cwd=repo)
+    env = {**study["env"], "IMGINAV_OUTPUTS": str(tmp_path / "out"), "FAKE_LSF_DIR": str(lsf)}
+    done = _launch(env, repo, *SMALL_PLAN, "--set", f"data.manifest={tmp_path / 'gone' / 'layouts.csv'}")
     assert done.returncode == 0, done.stderr  # submitting worked; the jobs fail
     jobs = [line.split("\t") for line in (lsf / "jobs.tsv").read_text().splitlines()]
     assert [(name, status != "0") for _, name, _, status in jobs] == [("out.phase1_2", True)] * len(PLAN) + [
@@ -527,18 +546,17 @@ def test_a_failed_training_job_stops_the_probe_and_the_analysis_at_once_naming_t
 
 
 @pytest.mark.parametrize(
-    "variables,message",
+    "options,variables,message",
     [
-        ({"IMGINAV_KLD": "1e-3"}, "IMGINAV_KLD=1e-3: the study plan sets each run's kld"),  # would be ignored
-        ({"IMGINAV_NAME": "mine"}, "IMGINAV_NAME=mine: the study plan sets each run's name"),
-        ({"IMGINAV_EPOCHS": "ten"}, "IMGINAV_EPOCHS: notebook parameter 'epochs' = 'ten'"),
-        ({"IMGINAV_SEEDS": "42,x"}, "IMGINAV_SEEDS = '42,x': expected integer seeds"),
-        ({"IMGINAV_KLD_SWEEP": "yes please"}, "IMGINAV_KLD_SWEEP = 'yes please': expected 1 or true"),
-        ({"IMGINAV_PROBE_SAMPLES": "1"}, "'samples' = 1"),
+        (["--seeds", "42,x"], {}, "--seeds '42,x': expected integer seeds"),
+        (["--set", "training.epochs=ten"], {}, "'training.epochs' must be int"),
+        (["--set", "probe.samples=1"], {}, "'samples' = 1"),
+        ([], {"IMGINAV_KLD": "1e-3"}, "IMGINAV_KLD is set, and a job takes no setting from its environment"),
+        ([], {"IMGINAV_SEEDS": "42,43"}, "plan --seeds 42,43"),
     ],
 )
-def test_the_launcher_refuses_a_bad_parameter_before_submitting_anything(tmp_path, variables, message):
-    done = _launch(_dry_environment(tmp_path, **variables), copy_of_repository(tmp_path / "repo"))
+def test_the_launcher_refuses_a_bad_setting_before_submitting_anything(tmp_path, options, variables, message):
+    done = _launch(_dry_environment(tmp_path, **variables), copy_of_repository(tmp_path / "repo"), *options)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "lsf" / "submissions.tsv").exists()
 
