@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +80,35 @@ class TrainingConfig:
     early_stopping: EarlyStoppingConfig
 
 
-@dataclass
-class LossConfig:
-    mse: float
-    segmentation: float
-    classification: float
-    kld: float
+class LossWeights(dict):
+    """The weight of each loss term, by the term's name: ``cfg.loss.kld`` or ``cfg.loss["kld"]``.
+    Its keys are the names of ``losses.TERMS`` (``loss_term_names``), no more and no fewer."""
+
+    def __getattr__(self, name: str) -> float:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no loss term {name!r} (the terms: {', '.join(self) or 'none'})") from None
+
+
+# ---- the loss terms' names ------------------------------------------------------------------------
+# losses.TERMS, one function and one weight key per term, is the one list of loss terms. The config is
+# a foundation below the losses and reads without torch, so it cannot import them: losses.py hands it a
+# view of its list when the package is imported (imginav_core/__init__.py). The view is read at each use,
+# so a term added to the list later (a perceptual loss, a test's toy term) is a config key at once.
+_loss_terms: Callable[[], Sequence[str]] | None = None
+
+
+def use_loss_terms(names: Callable[[], Sequence[str]]) -> None:
+    """Called by ``losses`` on import: ``names()`` gives the loss terms' names, the ``loss`` keys."""
+    global _loss_terms
+    _loss_terms = names
+
+
+def loss_term_names() -> list[str]:
+    if _loss_terms is None:  # only if this module was loaded without its package
+        raise RuntimeError("no loss terms registered: import imginav_core, whose __init__ imports imginav_core.losses")
+    return list(_loss_terms())
 
 
 @dataclass
@@ -96,7 +119,7 @@ class Config:
     model: ModelConfig
     data: DataConfig
     training: TrainingConfig
-    loss: LossConfig
+    loss: LossWeights
     source: str = field(default="", compare=False)  # the YAML file it came from, for messages
 
     # ---- paths -------------------------------------------------------------------------
@@ -111,8 +134,12 @@ class Config:
 
     # ---- plain data --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("source")
+        """Every setting, nested (what a checkpoint stores)."""
+        data: dict[str, Any] = {}
+        for name in _fields(Config):
+            value = getattr(self, name)
+            data[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        data["loss"] = dict(self.loss)  # plain, as YAML and torch.load(weights_only=True) take it
         return data
 
     def get(self, dotted: str) -> Any:
@@ -137,9 +164,12 @@ ENUMS = {
 SWITCHES = {"training.amp", "training.channels_last", "training.compile"}
 
 
+NOT_SETTINGS = ("source",)  # fields of Config that no file states
+
+
 def _fields(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "source"}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in NOT_SETTINGS}
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -156,6 +186,8 @@ def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:
     for name, kind in _fields(cls).items():
         if dataclasses.is_dataclass(kind):
             keys += schema_keys(kind, f"{prefix}{name}.")
+        elif kind is LossWeights:
+            keys += [f"{prefix}{name}.{term}" for term in loss_term_names()]
         else:
             keys.append(f"{prefix}{name}")
     return keys
@@ -185,9 +217,28 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> An
     return cls(**kwargs)
 
 
+def _build_loss(values: Any, dotted: str, source: str) -> LossWeights:
+    """One weight per registered loss term, each a number."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: '{dotted}' must be a mapping of loss term weights, got {values!r}")
+    names = loss_term_names()
+    for key in values:
+        if key not in names:
+            raise ConfigError(
+                f"{source}: unknown config key '{dotted}.{key}'{_suggest(f'{dotted}.{key}')} "
+                f"(the loss terms, imginav_core.losses.TERMS: {', '.join(names)})"
+            )
+    for name in names:
+        if name not in values:
+            raise ConfigError(f"{source}: missing config key '{dotted}.{name}' (the weight of loss term '{name}')")
+    return LossWeights({name: _check(values[name], float, f"{dotted}.{name}", source) for name in names})
+
+
 def _check(value: Any, kind: Any, dotted: str, source: str) -> Any:
     if dataclasses.is_dataclass(kind):
         return _build(kind, value, dotted + ".", source)
+    if kind is LossWeights:
+        return _build_loss(value, dotted, source)
     if dotted in SWITCHES and isinstance(value, bool):
         value = "on" if value else "off"
     ok = (
@@ -214,12 +265,12 @@ def _validate(cfg: Config) -> None:
         fail("name", "use only letters, digits, '_', '-' and '.' (it names folders under output_root)")
     if not is_folder_name(cfg.name) or not is_folder_name(cfg.phase):
         fail("name" if cfg.name in (".", "..") else "phase", "not a usable folder name")
-    for key in ("loss.mse", "loss.segmentation", "loss.classification", "loss.kld"):
-        if cfg.get(key) < 0:
-            fail(key, "loss weights must be >= 0")
+    for term in cfg.loss:
+        if cfg.loss[term] < 0:
+            fail(f"loss.{term}", "loss weights must be >= 0")
     # One place decides deterministic or variational: a KL weight without a posterior to
     # regularise would be logged as if it did something.
-    if cfg.loss.kld > 0 and not cfg.model.variational:
+    if cfg.loss.get("kld", 0.0) > 0 and not cfg.model.variational:
         fail(
             "loss.kld",
             "a KL weight needs a variational encoder (model.variational: true); "

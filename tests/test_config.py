@@ -3,7 +3,8 @@ import yaml
 from helpers import ROOT, V1, V2
 
 from imginav_core import ConfigError, load_config
-from imginav_core.config import config_from_dict, parse_overrides
+from imginav_core.config import config_from_dict, parse_overrides, schema_keys
+from imginav_core.losses import TERMS
 
 
 def test_experiments_inherit_the_architecture_and_set_only_what_they_vary():
@@ -110,4 +111,18 @@ def test_the_split_fractions_default_to_70_10_20_and_must_leave_layouts_to_train
     with pytest.raises(ConfigError, match=r"missing config key 'data.test_fraction'"):
         values = load_config(V1).to_dict()
         del values["data"]["test_fraction"]
+        config_from_dict(values)
+
+
+def test_the_loss_section_has_one_weight_per_registered_term(tmp_path):
+    assert [k for k in schema_keys() if k.startswith("loss.")] == [f"loss.{t.name}" for t in TERMS]
+    cfg = load_config(V2)
+    assert cfg.loss.kld == cfg.get("loss.kld") == cfg.loss["kld"] == 1e-4
+    path = tmp_path / "x.yaml"
+    path.write_text(f"inherit: {V1}\nloss:\n  kdl: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'loss.kdl' \(did you mean 'loss.kld'\?\).*mse, segm"):
+        load_config(path)
+    values = cfg.to_dict()
+    del values["loss"]["segmentation"]
+    with pytest.raises(ConfigError, match=r"missing config key 'loss.segmentation'"):
         config_from_dict(values)

@@ -31,7 +31,7 @@ from PIL import Image
 from imginav_core.config import config_from_dict
 from imginav_core.data.manifest import read_manifest
 from imginav_core.training.checkpoints import load_checkpoint
-from imginav_core.training.metrics_csv import COLUMNS
+from imginav_core.training.metrics_csv import columns
 
 EPOCHS = 3
 SETTINGS = {
@@ -161,7 +161,7 @@ def assert_whole(root: Path) -> int:
         elif name.endswith("_metrics.csv"):
             with open(path, newline="") as handle:
                 table = list(csv.reader(handle))
-            assert table[0] == COLUMNS and all(len(row) == len(COLUMNS) for row in table[1:]), path
+            assert table[0] == columns() and all(len(row) == len(columns()) for row in table[1:]), path
         elif name == "layouts.csv":
             read_manifest(path, drop_empty=False)
         elif name == "split.csv":

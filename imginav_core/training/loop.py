@@ -28,12 +28,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .. import losses as loss_terms
 from ..config import Config
 from ..data.batches import LayoutData, batch_loader, load_data, to_model_inputs
 from ..errors import NonFiniteLossError, RunInProgressError
 from ..files import LockHeldError, atomic_path, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
 from ..images import save_png
-from ..losses import TERMS, compute_losses
+from ..losses import compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
 from ..runtime import Runtime, maybe_compile, provenance, setup_runtime, synchronize
@@ -46,7 +47,7 @@ from .checkpoints import (
     save_checkpoint,
     seed_epoch,
 )
-from .metrics_csv import LOSS_COLUMNS, write_metrics
+from .metrics_csv import loss_columns, write_metrics
 from .progress import progress
 from .samples import comparison_grid, pick_samples
 
@@ -101,7 +102,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
             cfg,
             epoch,
             {
-                **{f"train_{k}": train_losses[k] for k in LOSS_COLUMNS},
+                **{f"train_{k}": train_losses[k] for k in loss_columns()},
                 **{f"val_{k}": v for k, v in val.items()},
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_seconds": seconds,
@@ -296,6 +297,7 @@ def train_one_epoch(
     sums = MetricSums(rt.device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)
     bad_terms = None
+    names = _loss_names()
     check_every = max(1, len(loader) // 10)
     start = time.perf_counter()
     bar = progress(loader, total=len(loader), desc=f"epoch {epoch}/{cfg.training.epochs} train", enabled=rt.main)
@@ -308,11 +310,11 @@ def train_one_epoch(
         # so the GPU never waits for the host inside the loop.
         is_bad = ~torch.isfinite(losses["total"]) & (first_bad < 0)
         first_bad = torch.where(is_bad, torch.full_like(first_bad, i + 1), first_bad)
-        stacked = torch.stack([losses[t].detach().float() for t in ("total", *TERMS)])
+        stacked = torch.stack([losses[t].detach().float() for t in names])
         bad_terms = stacked if bad_terms is None else torch.where(is_bad, stacked, bad_terms)
         if (i + 1) % check_every == 0 or i + 1 == len(loader):
             if int(first_bad) >= 0:
-                terms = _terms(dict(zip(("total", *TERMS), bad_terms.tolist())))
+                terms = _terms(dict(zip(names, bad_terms.tolist())))
                 raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {int(first_bad)}: {terms}")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}", refresh=False)
@@ -425,5 +427,10 @@ def _epoch_line(cfg: Config, row: dict[str, Any], improved: bool) -> str:
     )
 
 
+def _loss_names() -> list[str]:
+    """What a message about a non-finite loss names: the total, then each registered term (raw)."""
+    return ["total", *(term.name for term in loss_terms.TERMS)]
+
+
 def _terms(losses: dict[str, float]) -> str:
-    return ", ".join(f"{name}={losses[name]:.4g}" for name in ("total", *TERMS))
+    return ", ".join(f"{name}={losses[name]:.4g}" for name in _loss_names())

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ... import losses
 from ...config import Config, flatten
 from ...data.manifest import LayoutRecord
 from ..plan import decision_arms, study_arms
@@ -111,7 +112,8 @@ def recipe_summary(runs: list[RunSummary]) -> str:
 
 def training_curves(run: RunSummary) -> plt.Figure:
     """One panel per loss term (raw, unweighted): training and validation against the epoch."""
-    terms = ["total", "mse", "segmentation", "classification"] + (["kld"] if run.config.model.variational else [])
+    weighted = [t.name for t in losses.TERMS if run.config.loss.get(t.name, 0.0) > 0]  # V1's KL (weight 0): no panel
+    terms = ["total", *weighted]
     columns = 3 if len(terms) > 4 else 2
     rows = -(-len(terms) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
