@@ -4,6 +4,12 @@ The dataclasses below are the schema (which keys exist and their types); the val
 ``configs/``. A YAML file may name the file(s) it builds on with ``inherit:`` (paths relative
 to the file), so the Phase 1.1 architecture is written once and each experiment only states
 what it varies. A key that nothing reads is an error, never a silent default.
+
+**Versions.** A config says which schema it was written for (``version:``; none is version 1,
+what the code before versions wrote into every run's ``config.yaml``). A key added since then
+(``ADDED_KEYS``) that an older config lacks takes its documented default, and the loaded config
+records it (``Config.defaulted``, ``defaults_note``), so a finished run of older code stays
+readable and the analysis can say what was assumed. A current config lacking a key is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +33,26 @@ from .outputs import Outputs
 # The checkout the package runs from: configs/, notebooks/, book/ and the default outputs/ lie here.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# The schema's version, written into every config the code writes. Version 2 added the keys of ADDED_KEYS.
+CONFIG_VERSION = 2
+
+
+@dataclass(frozen=True)
+class AddedKey:
+    version: int  # the schema version that added the key
+    default: Any  # what a config of an older version lacking the key means by it
+    meaning: str  # one line: why that default is what the older code did
+
+
+# Every key added since version 1, by dotted key. One row per new key; CONFIG_VERSION moves with the newest.
+ADDED_KEYS: dict[str, AddedKey] = {
+    "training.early_stopping.monitor": AddedKey(
+        2,
+        "total",
+        "older code picked the best checkpoint and stopped early on val_total: every weighted term, the KL included",
+    ),
+}
 
 
 def is_folder_name(name: str) -> bool:
@@ -63,6 +89,10 @@ class DataConfig:
 class EarlyStoppingConfig:
     patience: int
     min_delta: float
+    # The validation loss that picks best.pt and stops early: "reconstruction" (the weighted terms that
+    # count as reconstruction, losses.TERMS; not the KL, so V1 and V2 are picked on the same quantity)
+    # or "total" (every weighted term). Logged as the metrics column val_<monitor>.
+    monitor: str
 
 
 @dataclass
@@ -121,6 +151,10 @@ class Config:
     training: TrainingConfig
     loss: LossWeights
     source: str = field(default="", compare=False)  # the YAML file it came from, for messages
+    # What the file said apart from its settings: the schema version it was written for, and each key
+    # an older version lacked, taken as its documented default (ADDED_KEYS), with the value taken.
+    written_version: int = field(default=CONFIG_VERSION, compare=False)
+    defaulted: dict[str, Any] = field(default_factory=dict, compare=False)
 
     # ---- paths -------------------------------------------------------------------------
     @property
@@ -134,8 +168,8 @@ class Config:
 
     # ---- plain data --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Every setting, nested (what a checkpoint stores)."""
-        data: dict[str, Any] = {}
+        """Every setting, nested, with the schema version first (what a checkpoint stores)."""
+        data: dict[str, Any] = {"version": CONFIG_VERSION}
         for name in _fields(Config):
             value = getattr(self, name)
             data[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
@@ -158,13 +192,14 @@ ENUMS = {
     "training.channels_last": re.compile(r"^(auto|on|off)$"),
     "training.compile": re.compile(r"^(auto|on|off)$"),
     "model.activation": re.compile(r"^silu$"),
+    "training.early_stopping.monitor": re.compile(r"^(reconstruction|total)$"),
 }
 # YAML 1.1 reads on/off as booleans, so `compile: off` or `--set training.compile=off` arrive as
 # False; these keys take them back as the words.
 SWITCHES = {"training.amp", "training.channels_last", "training.compile"}
 
 
-NOT_SETTINGS = ("source",)  # fields of Config that no file states
+NOT_SETTINGS = ("source", "written_version", "defaulted")  # fields of Config that no file states
 
 
 def _fields(cls: type) -> dict[str, Any]:
@@ -402,26 +437,66 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of nested data, or None where it (or a section above it) is missing."""
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _assign(values: dict[str, Any], dotted: str, value: Any) -> None:
+    node = values
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _version(values: Mapping[str, Any], source: str) -> int:
+    version = values.get("version", 1)  # none: written before configs carried one
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(
+            f"{source}: 'version' must be a whole number >= 1 (the config schema's version; "
+            f"this code writes {CONFIG_VERSION}), got {version!r}"
+        )
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{source}: config version {version} is newer than this code reads (version {CONFIG_VERSION}); "
+            "it was written by a newer imginav_core: update this checkout to read it"
+        )
+    return version
+
+
 def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
     known = set(schema_keys())
     for dotted, value in overrides.items():
         if dotted not in known:
             raise ConfigError(f"{source}: unknown override key '{dotted}'{_suggest(dotted)}")
-        node = values
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        _assign(values, dotted, value)
     return values
 
 
 def config_from_dict(
     values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: str = "<dict>"
 ) -> Config:
-    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's."""
-    values = _apply_overrides(copy.deepcopy(dict(values)), overrides or {}, source)
+    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's. A config
+    of an older version takes the documented default of each key added since that it lacks
+    (``ADDED_KEYS``)."""
+    values = copy.deepcopy(dict(values))
+    version = _version(values, source)
+    values.pop("version", None)
+    values = _apply_overrides(values, overrides or {}, source)
+    defaulted = {}
+    for key, added in ADDED_KEYS.items():
+        parent = _lookup(values, key.rpartition(".")[0]) if "." in key else values
+        if added.version > version and isinstance(parent, Mapping) and key.rpartition(".")[2] not in parent:
+            _assign(values, key, copy.deepcopy(added.default))
+            defaulted[key] = added.default
     cfg = _build(Config, values, "", source)
-    cfg.source = source
+    cfg.source, cfg.written_version, cfg.defaulted = source, version, defaulted
     _validate(cfg)
     return cfg
 
@@ -432,3 +507,17 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     >>> cfg = load_config("configs/phase1_2/V2_vae_light.yaml", {"training.epochs": 1})
     """
     return config_from_dict(_read_yaml(Path(path)), overrides, source=str(path))
+
+
+def defaults_note(cfg: Config, run: str = "") -> str:
+    """What an older config left to its documented defaults, as a sentence for a report ("" if nothing):
+    ``run X was written by older code (config version 1): training.early_stopping.monitor taken as
+    its documented default 'total' (older code picked ...)``."""
+    if not cfg.defaulted:
+        return ""
+    taken = "; ".join(
+        f"{key} taken as its documented default {value!r} ({ADDED_KEYS[key].meaning})"
+        for key, value in cfg.defaulted.items()
+    )
+    who = f"run {run}" if run else cfg.source
+    return f"{who} was written by older code (config version {cfg.written_version}): {taken}"

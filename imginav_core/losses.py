@@ -33,14 +33,17 @@ from .palette import IGNORE_INDEX
 if TYPE_CHECKING:
     import torch
 
-# The sum over the weighted terms, logged beside them: what the optimiser minimises.
-SUMS = ("total",)
+# The sums over the weighted terms, logged beside them: "total" is what the optimiser minimises,
+# "reconstruction" the terms that count as reconstruction (what training.early_stopping.monitor
+# may select on, so that an arm's KL does not take part in choosing its best epoch).
+SUMS = ("total", "reconstruction")
 
 
 @dataclass(frozen=True)
 class LossTerm:
     name: str  # its weight's config key loss.<name>, and its metrics columns
     compute: Callable[..., torch.Tensor]  # (outputs, rgb, class_map, label) -> the raw (unweighted) scalar
+    reconstruction: bool  # counts toward "reconstruction", the quantity that selects the best checkpoint
     label: str  # how tables and figures name it
 
 
@@ -82,10 +85,10 @@ def kld(outputs: dict[str, Any], rgb: torch.Tensor, class_map: torch.Tensor, lab
 
 # The one list of loss terms, in the order they are summed and logged.
 TERMS: list[LossTerm] = [
-    LossTerm("mse", mse, label="MSE"),
-    LossTerm("segmentation", segmentation_ce, label="segmentation CE"),
-    LossTerm("classification", classification_ce, label="classification CE"),
-    LossTerm("kld", kld, label="KLD"),
+    LossTerm("mse", mse, reconstruction=True, label="MSE"),
+    LossTerm("segmentation", segmentation_ce, reconstruction=True, label="segmentation CE"),
+    LossTerm("classification", classification_ce, reconstruction=True, label="classification CE"),
+    LossTerm("kld", kld, reconstruction=False, label="KLD"),
 ]
 use_loss_terms(lambda: [term.name for term in TERMS])
 
@@ -109,10 +112,10 @@ def compute_losses(
     label: torch.Tensor,
     weights: Mapping[str, float],
 ) -> dict[str, torch.Tensor]:
-    """``{term: raw, term_weighted: weight * raw, ..., total}``: every term of ``TERMS``, weighted
-    by ``weights`` (a config's ``loss``), and their sum."""
+    """``{term: raw, term_weighted: weight * raw, ..., total, reconstruction}``: every term of
+    ``TERMS``, weighted by ``weights`` (a config's ``loss``), and the sums ``SUMS``."""
     losses: dict[str, torch.Tensor] = {}
-    total = rgb.new_zeros(())
+    total = reconstruction = rgb.new_zeros(())
     for term in TERMS:
         if term.name not in weights:
             raise KeyError(f"no weight for loss term '{term.name}': the config lacks loss.{term.name}")
@@ -121,5 +124,8 @@ def compute_losses(
         losses[term.name] = raw
         losses[f"{term.name}_weighted"] = weighted
         total = total + weighted
+        if term.reconstruction:
+            reconstruction = reconstruction + weighted
     losses["total"] = total
+    losses["reconstruction"] = reconstruction
     return losses

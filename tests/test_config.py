@@ -3,7 +3,14 @@ import yaml
 from helpers import ROOT, V1, V2
 
 from imginav_core import ConfigError, load_config
-from imginav_core.config import config_from_dict, parse_overrides, schema_keys
+from imginav_core.config import (
+    ADDED_KEYS,
+    CONFIG_VERSION,
+    config_from_dict,
+    defaults_note,
+    parse_overrides,
+    schema_keys,
+)
 from imginav_core.losses import TERMS
 
 
@@ -112,6 +119,114 @@ def test_the_split_fractions_default_to_70_10_20_and_must_leave_layouts_to_train
         values = load_config(V1).to_dict()
         del values["data"]["test_fraction"]
         config_from_dict(values)
+
+
+# ---- versions: a run's config.yaml written by older code stays readable ----------------------------
+
+# A run's config.yaml exactly as the code before config versions wrote it (Config.save of
+# configs/phase1_2/V2_vae_light.yaml, as the notebooks train it): no version, no keys added since.
+OLD_RUN_CONFIG = """\
+name: phase1_2_AE_V2_vae_light_seed42
+phase: phase1_2_vae_test
+output_root: /data/imginav/outputs
+model:
+  latent_channels: 16
+  base_channels: 32
+  downsampling_steps: 4
+  norm_groups: 8
+  activation: silu
+  variational: true
+data:
+  manifest: ''
+  resolution: 512
+  synthetic_samples: 2000
+  synthetic_seed: 0
+  val_fraction: 0.1
+  test_fraction: 0.2
+  split_seed: 42
+  drop_empty: true
+  cache_dir: ''
+  num_workers: 2
+  skip_broken: false
+training:
+  epochs: 10
+  batch_size: 16
+  lr: 0.0001
+  weight_decay: 0.01
+  seed: 42
+  device: auto
+  amp: auto
+  channels_last: auto
+  compile: auto
+  sample_interval: 1
+  early_stopping:
+    patience: 3
+    min_delta: 0.0001
+loss:
+  mse: 1.0
+  segmentation: 0.05
+  classification: 0.01
+  kld: 0.0001
+"""
+
+
+def test_a_run_config_of_older_code_loads_with_its_documented_defaults_said(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_RUN_CONFIG)
+    cfg = load_config(path)
+    assert cfg.written_version == 1 and cfg.training.early_stopping.monitor == "total"  # what older code selected on
+    assert cfg.defaulted == {"training.early_stopping.monitor": "total"}
+    assert cfg.output_root == "/data/imginav/outputs" and cfg.loss.kld == 1e-4
+    note = defaults_note(cfg, "phase1_2_AE_V2_vae_light_seed42")
+    assert note.startswith("run phase1_2_AE_V2_vae_light_seed42 was written by older code (config version 1): ")
+    assert "training.early_stopping.monitor taken as its documented default 'total' (older code picked" in note
+    # the record is no setting: written again, the config is a current one that says what it selects on
+    assert cfg.to_dict()["version"] == CONFIG_VERSION and "defaulted" not in cfg.to_dict()
+    cfg.save(tmp_path / "again.yaml")
+    again = load_config(tmp_path / "again.yaml")
+    assert again == cfg and again.defaulted == {} and defaults_note(again) == ""
+    # every key added since version 1 has its version, default and meaning; today's configs state them all
+    assert all(added.version <= CONFIG_VERSION and added.meaning for added in ADDED_KEYS.values())
+    assert set(ADDED_KEYS) <= set(schema_keys()) and load_config(V1).defaulted == {}
+
+
+def test_an_older_config_lacking_a_key_it_had_is_refused_naming_it(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_RUN_CONFIG.replace("  test_fraction: 0.2\n", ""))
+    with pytest.raises(ConfigError, match=r"config.yaml: missing config key 'data.test_fraction'"):
+        load_config(path)
+
+
+def test_an_unknown_key_is_refused_in_an_older_config_too(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_RUN_CONFIG.replace("  seed: 42\n", "  seed: 42\n  warmup: 5\n"))
+    with pytest.raises(ConfigError, match=r"config.yaml: unknown config key 'training.warmup'"):
+        load_config(path)
+
+
+def test_a_current_config_lacking_a_new_key_is_refused_naming_it(tmp_path):
+    values = load_config(V2).to_dict()
+    del values["training"]["early_stopping"]["monitor"]
+    with pytest.raises(ConfigError, match=r"x.yaml: missing config key 'training.early_stopping.monitor'"):
+        config_from_dict(values, source="x.yaml")
+
+
+def test_a_config_newer_than_the_code_is_refused_naming_the_file_and_both_versions(tmp_path):
+    path = tmp_path / "future.yaml"
+    path.write_text(f"version: {CONFIG_VERSION + 1}\n" + OLD_RUN_CONFIG)
+    with pytest.raises(
+        ConfigError, match=rf"future.yaml: config version {CONFIG_VERSION + 1} is newer .* \(version {CONFIG_VERSION}\)"
+    ):
+        load_config(path)
+    path.write_text("version: two\n" + OLD_RUN_CONFIG)
+    with pytest.raises(ConfigError, match=r"future.yaml: 'version' must be a whole number"):
+        load_config(path)
+
+
+def test_the_monitor_takes_only_the_quantities_the_losses_log():
+    assert load_config(V1).training.early_stopping.monitor == "reconstruction"
+    with pytest.raises(ConfigError, match=r"'training.early_stopping.monitor' = 'val_mse' is not one of"):
+        load_config(V1, {"training.early_stopping.monitor": "val_mse"})
 
 
 def test_the_loss_section_has_one_weight_per_registered_term(tmp_path):

@@ -49,14 +49,22 @@ def test_kld_matches_the_closed_form_mean_over_latent_elements():
     assert torch.allclose(losses["kld_weighted"], 1e-4 * expected, rtol=1e-5)
 
 
-def test_weighted_terms_sum_to_the_total_and_v1_has_zero_kld():
+def test_weighted_terms_sum_to_the_total_the_kl_is_no_reconstruction_and_v1_has_zero_kld():
     rgb, class_map, label = _targets()
-    assert [t.name for t in TERMS] == ["mse", "segmentation", "classification", "kld"]
+    assert [(t.name, t.reconstruction) for t in TERMS] == [
+        ("mse", True),
+        ("segmentation", True),
+        ("classification", True),
+        ("kld", False),
+    ]
     for config, variational in ((V1, False), (V2, True)):
         cfg = load_config(config)
         losses = compute_losses(_outputs(variational=variational), rgb, class_map, label, cfg.loss)
         total = sum(losses[f"{t}_weighted"] for t in ("mse", "segmentation", "classification", "kld"))
         assert torch.allclose(losses["total"], total)
+        reconstruction = sum(losses[f"{t}_weighted"] for t in ("mse", "segmentation", "classification"))
+        assert torch.allclose(losses["reconstruction"], reconstruction)
+        assert torch.allclose(losses["total"] - losses["reconstruction"], losses["kld_weighted"])
         assert torch.allclose(losses["segmentation_weighted"], 0.05 * losses["segmentation"])
         assert torch.allclose(losses["classification_weighted"], 0.01 * losses["classification"])
         if not variational:
@@ -123,7 +131,7 @@ class FrozenFeatures:
 
 @pytest.fixture
 def features_term():
-    term = LossTerm("features", FrozenFeatures(), label="frozen features")
+    term = LossTerm("features", FrozenFeatures(), reconstruction=True, label="frozen features")
     add_term(term)
     yield term
     TERMS.remove(term)
@@ -144,8 +152,8 @@ def test_a_term_with_a_frozen_network_is_one_function_and_one_weight(features_te
     assert float(step_losses["features"].detach()) > 0
     assert torch.allclose(step_losses["features_weighted"], 0.5 * step_losses["features"])
     assert torch.allclose(
-        step_losses["total"],
-        sum(step_losses[f"{t}_weighted"] for t in ("mse", "segmentation", "classification", "kld", "features")),
+        step_losses["reconstruction"],
+        sum(step_losses[f"{t}_weighted"] for t in ("mse", "segmentation", "classification", "features")),
     )
     network = features_term.compute.network
     assert all(p.grad is None and not p.requires_grad for p in network.parameters())
@@ -166,6 +174,6 @@ def test_a_term_with_a_frozen_network_is_one_function_and_one_weight(features_te
 
 
 def test_a_term_name_must_be_new_and_name_a_key():
-    for name in ("mse", "total", "two words"):
+    for name in ("mse", "total", "reconstruction", "two words"):
         with pytest.raises(ValueError, match=rf"loss term name '{name}'"):
-            add_term(LossTerm(name, losses.mse, label=name))
+            add_term(LossTerm(name, losses.mse, reconstruction=True, label=name))

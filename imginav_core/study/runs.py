@@ -68,6 +68,12 @@ class RunSummary:
         return int(best["epoch"].iloc[-1]) if len(best) else 0
 
     @property
+    def selection_column(self) -> str:
+        """The metrics column that picked its best epoch: ``val_reconstruction``, or ``val_total`` for
+        a run of older code (its config's documented default, ``config.defaults_note``)."""
+        return f"val_{self.config.training.early_stopping.monitor}"
+
+    @property
     def best_row(self) -> pd.Series:
         return self.metrics[self.metrics["epoch"] == self.best_epoch].iloc[0]
 

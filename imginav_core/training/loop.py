@@ -130,7 +130,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
     if state.status == "early_stopped":
         say(
             f"{cfg.name}: early stop after epoch {state.epoch}; the best weights (epoch {state.best_epoch}, "
-            f"val total {state.best_val:.5f}) are in {out.shown(out.best_checkpoint(cfg.name))}"
+            f"{_monitored(cfg)} {state.best_val:.5f}) are in {out.shown(out.best_checkpoint(cfg.name))}"
         )
     if rt.world > 1:
         dist.barrier()
@@ -362,12 +362,21 @@ def _stop_on_non_finite(cfg: Config, state: RunState, epoch: int, rt: Runtime) -
         raise NonFiniteLossError(f"{cfg.name}: {err}. Training stopped; {kept}") from None
 
 
+def _monitored(cfg: Config) -> str:
+    """The metrics column that picks best.pt and stops early: ``val_reconstruction`` (the weighted
+    terms that count as reconstruction, the KL left out, so that V1 and V2 are picked on the same
+    quantity) or, for a run of older code (its config's documented default), ``val_total``."""
+    return f"val_{cfg.training.early_stopping.monitor}"
+
+
 def _record_epoch(state: RunState, cfg: Config, epoch: int, figures: dict[str, Any]) -> bool:
-    """Add the epoch's row to the history, move early stopping on; True if validation improved."""
+    """Add the epoch's row to the history, move early stopping on; True if the monitored
+    validation loss (``_monitored``) improved by more than ``min_delta``."""
     stopping = cfg.training.early_stopping
-    improved = figures["val_total"] < state.best_val - stopping.min_delta
+    value = figures[_monitored(cfg)]
+    improved = value < state.best_val - stopping.min_delta
     if improved:
-        state.best_val, state.best_epoch, state.bad_epochs = figures["val_total"], epoch, 0
+        state.best_val, state.best_epoch, state.bad_epochs = value, epoch, 0
     else:
         state.bad_epochs += 1
     row = {"epoch": epoch, **figures, "is_best": improved, "status": "running"}
@@ -419,9 +428,11 @@ def _commit_epoch(cfg: Config, payload: dict[str, Any], same_as_best: bool) -> N
 
 
 def _epoch_line(cfg: Config, row: dict[str, Any], improved: bool) -> str:
+    monitored = _monitored(cfg)
     return (
         f"epoch {row['epoch']}/{cfg.training.epochs}  train {row['train_total']:.5f}  "
-        f"val {row['val_total']:.5f}  val_mse {row['val_mse']:.6f}  psnr {row['val_psnr']:.2f}  "
+        f"val {row['val_total']:.5f}  {monitored} {row[monitored]:.5f}  "
+        f"val_mse {row['val_mse']:.6f}  psnr {row['val_psnr']:.2f}  "
         f"miou {row['val_miou']:.3f}  acc {row['val_classification_accuracy']:.3f}  "
         f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f}s" + ("  *best" if improved else "")
     )

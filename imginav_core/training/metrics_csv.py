@@ -2,10 +2,12 @@
 
 Written whole after every epoch, to the run folder and as a copy beside the other runs' in the
 phase folder. The loss columns follow from ``losses.TERMS`` at the time of writing: for the training
-pass (``train_``) and the validation pass (``val_``), ``total`` (what the optimiser minimises), then
-each term raw and weighted (``NAME``, ``NAME_weighted``). The ``status`` column says how a run
-ended: ``completed``, ``early_stopped``, ``stopped_non_finite``, or ``running`` on the last row of a
-run still going or killed.
+pass (``train_``) and the validation pass (``val_``), ``total`` (what the optimiser minimises),
+``reconstruction`` (the weighted terms that count as reconstruction: not the KL), then each term raw
+and weighted (``NAME``, ``NAME_weighted``). ``is_best`` marks the epochs whose ``val_<monitor>``
+(``training.early_stopping.monitor``) improved by more than ``min_delta``: those that wrote ``best.pt``.
+The ``status`` column says how a run ended: ``completed``, ``early_stopped``,
+``stopped_non_finite``, or ``running`` on the last row of a run still going or killed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ RECONSTRUCTION_COLUMNS = ["val_psnr", "val_miou", "val_pixel_accuracy", "val_cla
 
 
 def loss_columns() -> list[str]:
-    """The loss figures of one pass: the total, then each registered term raw and weighted."""
+    """The loss figures of one pass: the sums, then each registered term raw and weighted."""
     return [*losses.SUMS] + [name for term in losses.TERMS for name in (term.name, f"{term.name}_weighted")]
 
 
