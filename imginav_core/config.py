@@ -10,6 +10,12 @@ what the code before versions wrote into every run's ``config.yaml``). A key add
 (``ADDED_KEYS``) that an older config lacks takes its documented default, and the loaded config
 records it (``Config.defaulted``, ``defaults_note``), so a finished run of older code stays
 readable and the analysis can say what was assumed. A current config lacking a key is an error.
+
+**Paths.** A relative path in a config file (``output_root``, ``data.manifest``,
+``data.cache_dir``) is relative to the folder of the file that states it, as ``inherit:`` is, so a
+study copied elsewhere with its configs still reads; one given in code or on a command line is
+relative to the current directory. A loaded ``Config`` holds absolute paths. ``write_config``
+writes the paths under the config's own ``output_root`` relative to the written file.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +41,9 @@ from .outputs import Outputs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
-# The schema's version, written into every config the code writes. Version 2 added the keys of ADDED_KEYS.
+# The schema's version, written into every config the code writes. Version 2 added the keys of
+# ADDED_KEYS and made a relative path in a config file relative to that file's folder (version 1
+# read it relative to the current directory, and still does for a version-1 file).
 CONFIG_VERSION = 2
 
 
@@ -53,6 +62,8 @@ ADDED_KEYS: dict[str, AddedKey] = {
         "older code picked the best checkpoint and stopped early on val_total: every weighted term, the KL included",
     ),
 }
+# The keys holding paths: a relative one is relative to the folder of the config file that states it.
+PATH_KEYS = ("output_root", "data.manifest", "data.cache_dir")
 
 
 def is_folder_name(name: str) -> bool:
@@ -183,7 +194,7 @@ class Config:
         return node
 
     def save(self, path: str | Path) -> None:
-        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_config(self, path)
 
 
 ENUMS = {
@@ -409,7 +420,9 @@ def override_values(value: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where} = {value!r}: expected a mapping of dotted config keys or a list of 'key=value' strings")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """(the file's folder, its own values) of a config file and of each file it inherits,
+    parents first: the order they merge in."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'inherit' loops back to itself")
@@ -421,10 +434,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     parents = values.pop("inherit", [])
     parents = [parents] if isinstance(parents, str) else parents
-    merged: dict[str, Any] = {}
+    layers = []
     for parent in parents:
-        merged = _merge(merged, _read_yaml(path.parent / parent, seen + (path,)))
-    return _merge(merged, values)
+        layers += _read_layers(path.parent / parent, seen + (path,))
+    return layers + [(path.parent, values)]
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -455,6 +468,21 @@ def _assign(values: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _absolute_paths(values: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """``values`` with each relative path of PATH_KEYS made absolute against ``folder`` (the empty
+    string keeps its meaning: the default place; a value that is no text is left to the type check)."""
+    for key in PATH_KEYS:
+        if _lookup(values, key) is not None:
+            _assign(values, key, _absolute(_lookup(values, key), folder))
+    return values
+
+
+def _absolute(value: Any, folder: str | Path) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    return os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+
+
 def _version(values: Mapping[str, Any], source: str) -> int:
     version = values.get("version", 1)  # none: written before configs carried one
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -480,15 +508,26 @@ def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], sourc
 
 
 def config_from_dict(
-    values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: str = "<dict>"
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    source: str = "<dict>",
+    folder: str | Path | None = None,
 ) -> Config:
-    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's. A config
-    of an older version takes the documented default of each key added since that it lacks
-    (``ADDED_KEYS``)."""
+    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's.
+
+    Relative paths in ``values`` are relative to ``folder`` (the folder of the file they come from;
+    None: the current directory), those in ``overrides`` to the current directory. A config of an
+    older version takes the documented default of each key added since that it lacks (``ADDED_KEYS``).
+    """
     values = copy.deepcopy(dict(values))
     version = _version(values, source)
     values.pop("version", None)
-    values = _apply_overrides(values, overrides or {}, source)
+    # Version 1 read a relative path against the current directory; its files keep that meaning.
+    _absolute_paths(values, os.getcwd() if folder is None or version < 2 else folder)
+    overrides = {
+        key: _absolute(value, os.getcwd()) if key in PATH_KEYS else value for key, value in (overrides or {}).items()
+    }
+    values = _apply_overrides(values, overrides, source)
     defaulted = {}
     for key, added in ADDED_KEYS.items():
         parent = _lookup(values, key.rpartition(".")[0]) if "." in key else values
@@ -506,7 +545,33 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
     >>> cfg = load_config("configs/phase1_2/V2_vae_light.yaml", {"training.epochs": 1})
     """
-    return config_from_dict(_read_yaml(Path(path)), overrides, source=str(path))
+    layers = _read_layers(Path(path))
+    merged: dict[str, Any] = {}
+    for _, values in layers:
+        merged = _merge(merged, values)
+    version = _version(merged, str(path))
+    merged = {}
+    for folder, values in layers:  # each file's relative paths against its own folder, as its inherit:
+        merged = _merge(merged, _absolute_paths(values, folder if version >= 2 else os.getcwd()))
+    return config_from_dict(merged, overrides, source=str(path))
+
+
+def write_config(cfg: Config, path: str | Path, header: str = "") -> None:
+    """Write ``cfg`` as YAML, whole or not at all: every setting and the schema version; a path
+    under the config's own ``output_root`` relative to the written file's folder when that folder
+    lies under it too (a run folder's ``config.yaml`` says ``output_root: ../..``), so the tree reads
+    wherever it is copied; any other path absolute. ``header``: comment lines to put first."""
+    path = Path(os.path.abspath(path))
+    values = cfg.to_dict()
+    root = Path(os.path.abspath(cfg.output_root))
+    for key in PATH_KEYS:
+        value = _lookup(values, key)
+        if value:
+            absolute = Path(os.path.abspath(value))
+            inside = absolute.is_relative_to(root) and path.parent.is_relative_to(root)
+            _assign(values, key, os.path.relpath(absolute, path.parent) if inside else str(absolute))
+    note = f"# imginav_core config, schema version {CONFIG_VERSION}; a relative path is relative to this folder\n"
+    write_text_atomic(path, header + note + yaml.safe_dump(values, sort_keys=False))
 
 
 def defaults_note(cfg: Config, run: str = "") -> str:

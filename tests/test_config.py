@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import yaml
 from helpers import ROOT, V1, V2
@@ -10,6 +12,7 @@ from imginav_core.config import (
     defaults_note,
     parse_overrides,
     schema_keys,
+    write_config,
 )
 from imginav_core.losses import TERMS
 
@@ -182,7 +185,7 @@ def test_a_run_config_of_older_code_loads_with_its_documented_defaults_said(tmp_
     assert "training.early_stopping.monitor taken as its documented default 'total' (older code picked" in note
     # the record is no setting: written again, the config is a current one that says what it selects on
     assert cfg.to_dict()["version"] == CONFIG_VERSION and "defaulted" not in cfg.to_dict()
-    cfg.save(tmp_path / "again.yaml")
+    write_config(cfg, tmp_path / "again.yaml")
     again = load_config(tmp_path / "again.yaml")
     assert again == cfg and again.defaulted == {} and defaults_note(again) == ""
     # every key added since version 1 has its version, default and meaning; today's configs state them all
@@ -227,6 +230,50 @@ def test_the_monitor_takes_only_the_quantities_the_losses_log():
     assert load_config(V1).training.early_stopping.monitor == "reconstruction"
     with pytest.raises(ConfigError, match=r"'training.early_stopping.monitor' = 'val_mse' is not one of"):
         load_config(V1, {"training.early_stopping.monitor": "val_mse"})
+
+
+# ---- paths: relative to the file that states them; one writer ------------------------------------
+
+
+def test_relative_paths_in_a_file_are_relative_to_that_files_folder(tmp_path, monkeypatch):
+    assert load_config(V1).output_root == str(ROOT / "outputs")  # common.yaml's ../../outputs, from anywhere
+    (tmp_path / "study" / "data").mkdir(parents=True)
+    (tmp_path / "study" / "configs").mkdir()
+    parent = tmp_path / "study" / "configs" / "base.yaml"
+    parent.write_text(f"inherit: {V1}\ndata:\n  manifest: ../data/layouts.csv\n  cache_dir: cache\n")
+    child = tmp_path / "study" / "run.yaml"
+    child.write_text("inherit: configs/base.yaml\noutput_root: out\n")
+    monkeypatch.chdir(tmp_path)  # the current directory is neither file's folder
+    cfg = load_config(child)
+    assert cfg.output_root == str(tmp_path / "study" / "out")  # the child's folder
+    assert cfg.data.manifest == str(tmp_path / "study" / "data" / "layouts.csv")  # the parent's folder
+    assert cfg.data.cache_dir == str(tmp_path / "study" / "configs" / "cache")
+    assert load_config(V1).data.cache_dir == ""  # the empty string: still the default, OUTPUT_ROOT/cache
+    # given in code or on a command line: relative to the current directory
+    given = load_config(child, {"output_root": "elsewhere", "data.manifest": "../m.csv"})
+    assert given.output_root == str(tmp_path / "elsewhere") and given.data.manifest == os.path.join(
+        os.path.dirname(tmp_path), "m.csv"
+    )
+
+
+def test_the_writer_writes_paths_under_the_output_root_relative_to_the_file(tmp_path):
+    root = tmp_path / "outputs"
+    cfg = load_config(
+        V2, {"output_root": str(root), "data.cache_dir": str(root / "cache"), "data.manifest": "/data/layouts.csv"}
+    )
+    path = root / "experiments" / cfg.name / "config.yaml"
+    write_config(cfg, path)
+    text = path.read_text()
+    written = yaml.safe_load(text)
+    assert list(written)[:2] == ["version", "name"] and written["version"] == CONFIG_VERSION
+    assert written["output_root"] == "../.." and written["data"]["cache_dir"] == "../../cache"
+    assert written["data"]["manifest"] == "/data/layouts.csv"  # not under the output root: absolute
+    assert written["training"]["device"] == "auto" and written["loss"] == {t.name: cfg.loss[t.name] for t in TERMS}
+    assert load_config(path) == cfg
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # whole: no temporary left
+    # a file written outside the output root names it absolutely (the two do not move together)
+    write_config(cfg, tmp_path / "elsewhere" / "x.yaml")
+    assert yaml.safe_load((tmp_path / "elsewhere" / "x.yaml").read_text())["output_root"] == str(root)
 
 
 def test_the_loss_section_has_one_weight_per_registered_term(tmp_path):

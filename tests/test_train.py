@@ -8,14 +8,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import PHASE, TINY_MODEL, V1, V2, metrics_rows, run_dir, small_config
 from PIL import Image
 
 from imginav_core import load_config, train
 from imginav_core.config import config_from_dict
 from imginav_core.errors import LayoutReadError, ManifestError, ResumeError
+from imginav_core.outputs import Outputs
 from imginav_core.palette import PALETTE
 from imginav_core.runtime import setup_runtime
+from imginav_core.study.runs import load_run
 from imginav_core.training.checkpoints import RunState, load_checkpoint, load_model, save_checkpoint
 
 training = importlib.import_module("imginav_core.training.loop")  # the package's ``train`` is the function
@@ -53,6 +56,10 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
     kld = float(rows[0]["val_kld_weighted"])  # the total is the reconstruction sum and the weighted KL
     assert float(rows[0]["val_total"]) == pytest.approx(float(rows[0]["val_reconstruction"]) + kld, rel=1e-6)
+    # the configuration the run used, every key with the schema version, its output root relative to it
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["version"] == 2 and written["output_root"] == "../.."
+    assert load_config(run_dir / "config.yaml") == cfg
     sample = tmp_path / PHASE / "samples" / f"{cfg.name}_epoch_001_comparison.png"
     width, height = Image.open(sample).size
     # input | reconstruction | segmentation, several rows; the 32-pixel tiles enlarged 8 times, to 256
@@ -318,3 +325,16 @@ def test_resuming_under_another_selection_is_refused_and_says_how_to_continue(tm
     messages = []
     train(small_config(V1, tmp_path, **more, **{"training.early_stopping.monitor": "total"}), log=messages.append)
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
+
+
+def test_a_run_folder_copied_elsewhere_reads_with_the_new_folder_as_its_output_root(tmp_path, one_thread):
+    cfg = small_config(V2, tmp_path / "first", **TINY_MODEL)
+    train(cfg, log=lambda _: None)
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "first")  # nothing may still lead to the original
+    copied = load_config(tmp_path / "copy" / "experiments" / cfg.name / "config.yaml")
+    assert copied.output_root == str(tmp_path / "copy")
+    assert copied.to_dict() == {**cfg.to_dict(), "output_root": str(tmp_path / "copy")}
+    run = load_run(Outputs(tmp_path / "copy", PHASE), cfg.name)  # as the probe and the analysis read it
+    assert run.finished and run.config == copied and run.best_checkpoint.is_file()
+    assert run.selection_column == "val_reconstruction"

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .. import losses as loss_terms
-from ..config import Config
+from ..config import Config, write_config
 from ..data.batches import LayoutData, batch_loader, load_data, to_model_inputs
 from ..errors import NonFiniteLossError, RunInProgressError
 from ..files import LockHeldError, atomic_path, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
@@ -75,7 +75,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
         say(f"{cfg.name}: nothing to do ({state.status}, {state.epoch} epochs done)")
         return out.run_dir(cfg.name)
     if rt.main:
-        cfg.save(out.run_config(cfg.name))
+        write_config(cfg, out.run_config(cfg.name))
         write_text_atomic(out.split_csv(cfg.name), data.split_csv())
         write_text_atomic(out.split_summary(cfg.name), json.dumps(data.split_summary(), indent=1) + "\n")
         _record_provenance(out.provenance(cfg.name), rt)
