@@ -11,6 +11,7 @@ The public API the notebooks use::
 ``python -m imginav_core --help``) does not load torch.
 """
 
+from . import losses  # noqa: F401  (torch-free: hands the config its list of loss terms, the loss keys)
 from .config import Config, load_config
 from .errors import ConfigError
 

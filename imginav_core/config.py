@@ -4,6 +4,18 @@ The dataclasses below are the schema (which keys exist and their types); the val
 ``configs/``. A YAML file may name the file(s) it builds on with ``inherit:`` (paths relative
 to the file), so the Phase 1.1 architecture is written once and each experiment only states
 what it varies. A key that nothing reads is an error, never a silent default.
+
+**Versions.** A config says which schema it was written for (``version:``; none is version 1,
+what the code before versions wrote into every run's ``config.yaml``). A key added since then
+(``ADDED_KEYS``) that an older config lacks takes its documented default, and the loaded config
+records it (``Config.defaulted``, ``defaults_note``), so a finished run of older code stays
+readable and the analysis can say what was assumed. A current config lacking a key is an error.
+
+**Paths.** A relative path in a config file (``output_root``, ``data.manifest``,
+``data.cache_dir``) is relative to the folder of the file that states it, as ``inherit:`` is, so a
+study copied elsewhere with its configs still reads; one given in code or on a command line is
+relative to the current directory. A loaded ``Config`` holds absolute paths. ``write_config``
+writes the paths under the config's own ``output_root`` relative to the written file.
 """
 
 from __future__ import annotations
@@ -11,9 +23,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +40,30 @@ from .outputs import Outputs
 # The checkout the package runs from: configs/, notebooks/, book/ and the default outputs/ lie here.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# The schema's version, written into every config the code writes. Version 2 added the keys of
+# ADDED_KEYS and made a relative path in a config file relative to that file's folder (version 1
+# read it relative to the current directory, and still does for a version-1 file).
+CONFIG_VERSION = 2
+
+
+@dataclass(frozen=True)
+class AddedKey:
+    version: int  # the schema version that added the key
+    default: Any  # what a config of an older version lacking the key means by it
+    meaning: str  # one line: why that default is what the older code did
+
+
+# Every key added since version 1, by dotted key. One row per new key; CONFIG_VERSION moves with the newest.
+ADDED_KEYS: dict[str, AddedKey] = {
+    "training.early_stopping.monitor": AddedKey(
+        2,
+        "total",
+        "older code picked the best checkpoint and stopped early on val_total: every weighted term, the KL included",
+    ),
+}
+# The keys holding paths: a relative one is relative to the folder of the config file that states it.
+PATH_KEYS = ("output_root", "data.manifest", "data.cache_dir")
 
 
 def is_folder_name(name: str) -> bool:
@@ -63,6 +100,10 @@ class DataConfig:
 class EarlyStoppingConfig:
     patience: int
     min_delta: float
+    # The validation loss that picks best.pt and stops early: "reconstruction" (the weighted terms that
+    # count as reconstruction, losses.TERMS; not the KL, so V1 and V2 are picked on the same quantity)
+    # or "total" (every weighted term). Logged as the metrics column val_<monitor>.
+    monitor: str
 
 
 @dataclass
@@ -80,12 +121,35 @@ class TrainingConfig:
     early_stopping: EarlyStoppingConfig
 
 
-@dataclass
-class LossConfig:
-    mse: float
-    segmentation: float
-    classification: float
-    kld: float
+class LossWeights(dict):
+    """The weight of each loss term, by the term's name: ``cfg.loss.kld`` or ``cfg.loss["kld"]``.
+    Its keys are the names of ``losses.TERMS`` (``loss_term_names``), no more and no fewer."""
+
+    def __getattr__(self, name: str) -> float:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no loss term {name!r} (the terms: {', '.join(self) or 'none'})") from None
+
+
+# ---- the loss terms' names ------------------------------------------------------------------------
+# losses.TERMS, one function and one weight key per term, is the one list of loss terms. The config is
+# a foundation below the losses and reads without torch, so it cannot import them: losses.py hands it a
+# view of its list when the package is imported (imginav_core/__init__.py). The view is read at each use,
+# so a term added to the list later (a perceptual loss, a test's toy term) is a config key at once.
+_loss_terms: Callable[[], Sequence[str]] | None = None
+
+
+def use_loss_terms(names: Callable[[], Sequence[str]]) -> None:
+    """Called by ``losses`` on import: ``names()`` gives the loss terms' names, the ``loss`` keys."""
+    global _loss_terms
+    _loss_terms = names
+
+
+def loss_term_names() -> list[str]:
+    if _loss_terms is None:  # only if this module was loaded without its package
+        raise RuntimeError("no loss terms registered: import imginav_core, whose __init__ imports imginav_core.losses")
+    return list(_loss_terms())
 
 
 @dataclass
@@ -96,8 +160,12 @@ class Config:
     model: ModelConfig
     data: DataConfig
     training: TrainingConfig
-    loss: LossConfig
+    loss: LossWeights
     source: str = field(default="", compare=False)  # the YAML file it came from, for messages
+    # What the file said apart from its settings: the schema version it was written for, and each key
+    # an older version lacked, taken as its documented default (ADDED_KEYS), with the value taken.
+    written_version: int = field(default=CONFIG_VERSION, compare=False)
+    defaulted: dict[str, Any] = field(default_factory=dict, compare=False)
 
     # ---- paths -------------------------------------------------------------------------
     @property
@@ -111,8 +179,12 @@ class Config:
 
     # ---- plain data --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("source")
+        """Every setting, nested, with the schema version first (what a checkpoint stores)."""
+        data: dict[str, Any] = {"version": CONFIG_VERSION}
+        for name in _fields(Config):
+            value = getattr(self, name)
+            data[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        data["loss"] = dict(self.loss)  # plain, as YAML and torch.load(weights_only=True) take it
         return data
 
     def get(self, dotted: str) -> Any:
@@ -122,7 +194,7 @@ class Config:
         return node
 
     def save(self, path: str | Path) -> None:
-        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_config(self, path)
 
 
 ENUMS = {
@@ -131,15 +203,19 @@ ENUMS = {
     "training.channels_last": re.compile(r"^(auto|on|off)$"),
     "training.compile": re.compile(r"^(auto|on|off)$"),
     "model.activation": re.compile(r"^silu$"),
+    "training.early_stopping.monitor": re.compile(r"^(reconstruction|total)$"),
 }
 # YAML 1.1 reads on/off as booleans, so `compile: off` or `--set training.compile=off` arrive as
 # False; these keys take them back as the words.
 SWITCHES = {"training.amp", "training.channels_last", "training.compile"}
 
 
+NOT_SETTINGS = ("source", "written_version", "defaulted")  # fields of Config that no file states
+
+
 def _fields(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "source"}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in NOT_SETTINGS}
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -156,6 +232,8 @@ def schema_keys(cls: type = Config, prefix: str = "") -> list[str]:
     for name, kind in _fields(cls).items():
         if dataclasses.is_dataclass(kind):
             keys += schema_keys(kind, f"{prefix}{name}.")
+        elif kind is LossWeights:
+            keys += [f"{prefix}{name}.{term}" for term in loss_term_names()]
         else:
             keys.append(f"{prefix}{name}")
     return keys
@@ -185,9 +263,28 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> An
     return cls(**kwargs)
 
 
+def _build_loss(values: Any, dotted: str, source: str) -> LossWeights:
+    """One weight per registered loss term, each a number."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{source}: '{dotted}' must be a mapping of loss term weights, got {values!r}")
+    names = loss_term_names()
+    for key in values:
+        if key not in names:
+            raise ConfigError(
+                f"{source}: unknown config key '{dotted}.{key}'{_suggest(f'{dotted}.{key}')} "
+                f"(the loss terms, imginav_core.losses.TERMS: {', '.join(names)})"
+            )
+    for name in names:
+        if name not in values:
+            raise ConfigError(f"{source}: missing config key '{dotted}.{name}' (the weight of loss term '{name}')")
+    return LossWeights({name: _check(values[name], float, f"{dotted}.{name}", source) for name in names})
+
+
 def _check(value: Any, kind: Any, dotted: str, source: str) -> Any:
     if dataclasses.is_dataclass(kind):
         return _build(kind, value, dotted + ".", source)
+    if kind is LossWeights:
+        return _build_loss(value, dotted, source)
     if dotted in SWITCHES and isinstance(value, bool):
         value = "on" if value else "off"
     ok = (
@@ -214,12 +311,12 @@ def _validate(cfg: Config) -> None:
         fail("name", "use only letters, digits, '_', '-' and '.' (it names folders under output_root)")
     if not is_folder_name(cfg.name) or not is_folder_name(cfg.phase):
         fail("name" if cfg.name in (".", "..") else "phase", "not a usable folder name")
-    for key in ("loss.mse", "loss.segmentation", "loss.classification", "loss.kld"):
-        if cfg.get(key) < 0:
-            fail(key, "loss weights must be >= 0")
+    for term in cfg.loss:
+        if cfg.loss[term] < 0:
+            fail(f"loss.{term}", "loss weights must be >= 0")
     # One place decides deterministic or variational: a KL weight without a posterior to
     # regularise would be logged as if it did something.
-    if cfg.loss.kld > 0 and not cfg.model.variational:
+    if cfg.loss.get("kld", 0.0) > 0 and not cfg.model.variational:
         fail(
             "loss.kld",
             "a KL weight needs a variational encoder (model.variational: true); "
@@ -323,7 +420,9 @@ def override_values(value: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where} = {value!r}: expected a mapping of dotted config keys or a list of 'key=value' strings")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """(the file's folder, its own values) of a config file and of each file it inherits,
+    parents first: the order they merge in."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: 'inherit' loops back to itself")
@@ -335,10 +434,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     parents = values.pop("inherit", [])
     parents = [parents] if isinstance(parents, str) else parents
-    merged: dict[str, Any] = {}
+    layers = []
     for parent in parents:
-        merged = _merge(merged, _read_yaml(path.parent / parent, seen + (path,)))
-    return _merge(merged, values)
+        layers += _read_layers(path.parent / parent, seen + (path,))
+    return layers + [(path.parent, values)]
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,26 +450,92 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of nested data, or None where it (or a section above it) is missing."""
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _assign(values: dict[str, Any], dotted: str, value: Any) -> None:
+    node = values
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _absolute_paths(values: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """``values`` with each relative path of PATH_KEYS made absolute against ``folder`` (the empty
+    string keeps its meaning: the default place; a value that is no text is left to the type check)."""
+    for key in PATH_KEYS:
+        if _lookup(values, key) is not None:
+            _assign(values, key, _absolute(_lookup(values, key), folder))
+    return values
+
+
+def _absolute(value: Any, folder: str | Path) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    return os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+
+
+def _version(values: Mapping[str, Any], source: str) -> int:
+    version = values.get("version", 1)  # none: written before configs carried one
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(
+            f"{source}: 'version' must be a whole number >= 1 (the config schema's version; "
+            f"this code writes {CONFIG_VERSION}), got {version!r}"
+        )
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{source}: config version {version} is newer than this code reads (version {CONFIG_VERSION}); "
+            "it was written by a newer imginav_core: update this checkout to read it"
+        )
+    return version
+
+
 def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
     known = set(schema_keys())
     for dotted, value in overrides.items():
         if dotted not in known:
             raise ConfigError(f"{source}: unknown override key '{dotted}'{_suggest(dotted)}")
-        node = values
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        _assign(values, dotted, value)
     return values
 
 
 def config_from_dict(
-    values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, source: str = "<dict>"
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    source: str = "<dict>",
+    folder: str | Path | None = None,
 ) -> Config:
-    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's."""
-    values = _apply_overrides(copy.deepcopy(dict(values)), overrides or {}, source)
+    """Build and validate a Config from plain (possibly nested) data, e.g. a checkpoint's.
+
+    Relative paths in ``values`` are relative to ``folder`` (the folder of the file they come from;
+    None: the current directory), those in ``overrides`` to the current directory. A config of an
+    older version takes the documented default of each key added since that it lacks (``ADDED_KEYS``).
+    """
+    values = copy.deepcopy(dict(values))
+    version = _version(values, source)
+    values.pop("version", None)
+    # Version 1 read a relative path against the current directory; its files keep that meaning.
+    _absolute_paths(values, os.getcwd() if folder is None or version < 2 else folder)
+    overrides = {
+        key: _absolute(value, os.getcwd()) if key in PATH_KEYS else value for key, value in (overrides or {}).items()
+    }
+    values = _apply_overrides(values, overrides, source)
+    defaulted = {}
+    for key, added in ADDED_KEYS.items():
+        parent = _lookup(values, key.rpartition(".")[0]) if "." in key else values
+        if added.version > version and isinstance(parent, Mapping) and key.rpartition(".")[2] not in parent:
+            _assign(values, key, copy.deepcopy(added.default))
+            defaulted[key] = added.default
     cfg = _build(Config, values, "", source)
-    cfg.source = source
+    cfg.source, cfg.written_version, cfg.defaulted = source, version, defaulted
     _validate(cfg)
     return cfg
 
@@ -380,4 +545,44 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
     >>> cfg = load_config("configs/phase1_2/V2_vae_light.yaml", {"training.epochs": 1})
     """
-    return config_from_dict(_read_yaml(Path(path)), overrides, source=str(path))
+    layers = _read_layers(Path(path))
+    merged: dict[str, Any] = {}
+    for _, values in layers:
+        merged = _merge(merged, values)
+    version = _version(merged, str(path))
+    merged = {}
+    for folder, values in layers:  # each file's relative paths against its own folder, as its inherit:
+        merged = _merge(merged, _absolute_paths(values, folder if version >= 2 else os.getcwd()))
+    return config_from_dict(merged, overrides, source=str(path))
+
+
+def write_config(cfg: Config, path: str | Path, header: str = "") -> None:
+    """Write ``cfg`` as YAML, whole or not at all: every setting and the schema version; a path
+    under the config's own ``output_root`` relative to the written file's folder when that folder
+    lies under it too (a run folder's ``config.yaml`` says ``output_root: ../..``), so the tree reads
+    wherever it is copied; any other path absolute. ``header``: comment lines to put first."""
+    path = Path(os.path.abspath(path))
+    values = cfg.to_dict()
+    root = Path(os.path.abspath(cfg.output_root))
+    for key in PATH_KEYS:
+        value = _lookup(values, key)
+        if value:
+            absolute = Path(os.path.abspath(value))
+            inside = absolute.is_relative_to(root) and path.parent.is_relative_to(root)
+            _assign(values, key, os.path.relpath(absolute, path.parent) if inside else str(absolute))
+    note = f"# imginav_core config, schema version {CONFIG_VERSION}; a relative path is relative to this folder\n"
+    write_text_atomic(path, header + note + yaml.safe_dump(values, sort_keys=False))
+
+
+def defaults_note(cfg: Config, run: str = "") -> str:
+    """What an older config left to its documented defaults, as a sentence for a report ("" if nothing):
+    ``run X was written by older code (config version 1): training.early_stopping.monitor taken as
+    its documented default 'total' (older code picked ...)``."""
+    if not cfg.defaulted:
+        return ""
+    taken = "; ".join(
+        f"{key} taken as its documented default {value!r} ({ADDED_KEYS[key].meaning})"
+        for key, value in cfg.defaulted.items()
+    )
+    who = f"run {run}" if run else cfg.source
+    return f"{who} was written by older code (config version {cfg.written_version}): {taken}"

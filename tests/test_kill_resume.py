@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, metrics_rows
 from PIL import Image
 
-from imginav_core.config import config_from_dict
+from imginav_core.config import load_config
 from imginav_core.data.manifest import read_manifest
 from imginav_core.training.checkpoints import load_checkpoint
-from imginav_core.training.metrics_csv import COLUMNS
+from imginav_core.training.metrics_csv import columns
 
 EPOCHS = 3
 SETTINGS = {
@@ -161,7 +160,7 @@ def assert_whole(root: Path) -> int:
         elif name.endswith("_metrics.csv"):
             with open(path, newline="") as handle:
                 table = list(csv.reader(handle))
-            assert table[0] == COLUMNS and all(len(row) == len(COLUMNS) for row in table[1:]), path
+            assert table[0] == columns() and all(len(row) == len(columns()) for row in table[1:]), path
         elif name == "layouts.csv":
             read_manifest(path, drop_empty=False)
         elif name == "split.csv":
@@ -172,7 +171,7 @@ def assert_whole(root: Path) -> int:
             with Image.open(path) as image:
                 image.load()
         elif name == "config.yaml":
-            config_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+            assert load_config(path).output_root == str(root)  # its relative output root: this one
         elif name.endswith(".json"):
             json.loads(path.read_text())
         elif name.endswith(".u8"):  # a decoded cache folder appears only once complete

@@ -1,4 +1,5 @@
 import csv
+import importlib
 import json
 import math
 import re
@@ -7,14 +8,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import PHASE, TINY_MODEL, V1, V2, metrics_rows, run_dir, small_config
 from PIL import Image
 
-from imginav_core import train
+from imginav_core import load_config, train
+from imginav_core.config import config_from_dict
 from imginav_core.errors import LayoutReadError, ManifestError, ResumeError
+from imginav_core.outputs import Outputs
 from imginav_core.palette import PALETTE
 from imginav_core.runtime import setup_runtime
-from imginav_core.training.checkpoints import load_checkpoint, load_model, save_checkpoint
+from imginav_core.study.runs import load_run
+from imginav_core.training.checkpoints import RunState, load_checkpoint, load_model, save_checkpoint
+
+training = importlib.import_module("imginav_core.training.loop")  # the package's ``train`` is the function
 
 
 @pytest.mark.parametrize("config", [V1, V2], ids=["V1", "V2"])
@@ -30,6 +37,8 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     for column in (
         "train_total",
         "val_total",
+        "train_reconstruction",
+        "val_reconstruction",
         "val_mse",
         "val_psnr",
         "val_miou",
@@ -45,6 +54,12 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
         assert math.isfinite(float(rows[0][column])), column
     assert float(rows[0]["val_seconds"]) > 0
     assert (float(rows[0]["val_kld"]) > 0) == cfg.model.variational
+    kld = float(rows[0]["val_kld_weighted"])  # the total is the reconstruction sum and the weighted KL
+    assert float(rows[0]["val_total"]) == pytest.approx(float(rows[0]["val_reconstruction"]) + kld, rel=1e-6)
+    # the configuration the run used, every key with the schema version, its output root relative to it
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["version"] == 2 and written["output_root"] == "../.."
+    assert load_config(run_dir / "config.yaml") == cfg
     sample = tmp_path / PHASE / "samples" / f"{cfg.name}_epoch_001_comparison.png"
     width, height = Image.open(sample).size
     # input | reconstruction | segmentation, several rows; the 32-pixel tiles enlarged 8 times, to 256
@@ -254,3 +269,72 @@ def test_resuming_after_the_manifest_changed_is_refused(tmp_path, one_thread):
     messages = []
     train(small_config(V1, tmp_path / "out", **moved), log=messages.append)
     assert any("resuming" in m and "after epoch 1" in m for m in messages)
+
+
+# ---- what picks the best checkpoint ----------------------------------------------------------------
+
+
+def _epochs(cfg, figures):
+    """``figures``: (val_reconstruction, weighted KL) per epoch, through the loop's bookkeeping;
+    returns which epochs were marked best."""
+    state = RunState()
+    for epoch, (reconstruction, kl) in enumerate(figures, start=1):
+        row = {"val_total": reconstruction + kl, "val_reconstruction": reconstruction, "val_kld_weighted": kl}
+        training._record_epoch(state, cfg, epoch, row)
+    return [row["is_best"] for row in state.history]
+
+
+# Epoch 2: the reconstruction terms improve by 1e-5 (less than min_delta, 1e-4); the weighted KL falls
+# from 2.1e-4 to 1e-5, so the total improves by 2.1e-4, across min_delta, on the KL alone.
+KL_ALONE = [(0.07460, 2.1e-4), (0.07459, 1e-5)]
+
+
+def test_a_vae_whose_kl_alone_moves_the_total_is_not_marked_best_under_reconstruction():
+    cfg = load_config(V2)
+    assert cfg.training.early_stopping.monitor == "reconstruction" and cfg.training.early_stopping.min_delta == 1e-4
+    assert _epochs(cfg, KL_ALONE) == [True, False]
+    assert _epochs(load_config(V2, {"training.early_stopping.monitor": "total"}), KL_ALONE) == [True, True]
+    # the deterministic arm is picked on the same quantity: its total is its reconstruction sum
+    assert _epochs(load_config(V1), [(r, 0.0) for r, _ in KL_ALONE]) == [True, False]
+
+
+def test_a_version_1_config_selects_on_the_total_as_older_code_did():
+    values = load_config(V2).to_dict()
+    del values["version"], values["training"]["early_stopping"]["monitor"]
+    old = config_from_dict(values, source="config.yaml")
+    assert old.training.early_stopping.monitor == "total" and old.defaulted
+    assert _epochs(old, KL_ALONE) == [True, True]
+
+
+def test_resuming_under_another_selection_is_refused_and_says_how_to_continue(tmp_path, one_thread):
+    train(small_config(V1, tmp_path, **TINY_MODEL), log=lambda _: None)
+    more = {**TINY_MODEL, "training.epochs": 2}
+    with pytest.raises(
+        ResumeError,
+        match=r"training.early_stopping.monitor: 'reconstruction' -> 'total'.*"
+        r"train with --set training.early_stopping.monitor=reconstruction",
+    ):
+        train(small_config(V1, tmp_path, **more, **{"training.early_stopping.monitor": "total"}), log=lambda _: None)
+    # a checkpoint of older code (no version, no monitor): it picked on the total, so it resumes only so
+    last = tmp_path / "experiments" / load_config(V1).name / "last.pt"
+    payload = load_checkpoint(last)
+    del payload["config"]["version"], payload["config"]["training"]["early_stopping"]["monitor"]
+    save_checkpoint(last, {k: v for k, v in payload.items() if k != "format"})
+    with pytest.raises(ResumeError, match=r"training.early_stopping.monitor: 'total' -> 'reconstruction'"):
+        train(small_config(V1, tmp_path, **more), log=lambda _: None)
+    messages = []
+    train(small_config(V1, tmp_path, **more, **{"training.early_stopping.monitor": "total"}), log=messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+
+
+def test_a_run_folder_copied_elsewhere_reads_with_the_new_folder_as_its_output_root(tmp_path, one_thread):
+    cfg = small_config(V2, tmp_path / "first", **TINY_MODEL)
+    train(cfg, log=lambda _: None)
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "first")  # nothing may still lead to the original
+    copied = load_config(tmp_path / "copy" / "experiments" / cfg.name / "config.yaml")
+    assert copied.output_root == str(tmp_path / "copy")
+    assert copied.to_dict() == {**cfg.to_dict(), "output_root": str(tmp_path / "copy")}
+    run = load_run(Outputs(tmp_path / "copy", PHASE), cfg.name)  # as the probe and the analysis read it
+    assert run.finished and run.config == copied and run.best_checkpoint.is_file()
+    assert run.selection_column == "val_reconstruction"

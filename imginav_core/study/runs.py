@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import Config, config_from_dict, is_folder_name, parse_yaml
+from ..config import Config, config_from_dict, is_folder_name, load_config
 from ..errors import ConfigError, ImginavError, UnfinishedRunError
 from ..outputs import Outputs
 
@@ -66,6 +66,12 @@ class RunSummary:
     def best_epoch(self) -> int:
         best = self.metrics[self.metrics["is_best"] == 1]
         return int(best["epoch"].iloc[-1]) if len(best) else 0
+
+    @property
+    def selection_column(self) -> str:
+        """The metrics column that picked its best epoch: ``val_reconstruction``, or ``val_total`` for
+        a run of older code (its config's documented default, ``config.defaults_note``)."""
+        return f"val_{self.config.training.early_stopping.monitor}"
 
     @property
     def best_row(self) -> pd.Series:
@@ -140,8 +146,8 @@ def _run_config(out: Outputs, name: str) -> Config:
     folder), so it agrees with the checkpoints' on everything the analysis compares, and is the
     newer on those keys. Read from the checkpoint (torch) only for a run folder without it."""
     path = out.run_config(name)
-    if path.is_file():
-        return config_from_dict(parse_yaml(path.read_text(), str(path)) or {}, source=str(path))
+    if path.is_file():  # its relative paths are relative to the run folder, wherever it was copied
+        return load_config(path)
     from ..training.checkpoints import load_checkpoint
 
     best = out.best_checkpoint(name)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..config import Config, config_from_dict, flatten
-from ..errors import CheckpointError, ResumeError
+from ..errors import CheckpointError, ConfigError, ResumeError
 from ..files import atomic_path
 from ..model import LayoutAutoencoder, build_model
 
@@ -42,7 +42,7 @@ RESUMABLE_CHANGES = {
 class RunState:
     epoch: int = 0  # last completed epoch
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics CSV's rows
-    best_val: float = math.inf
+    best_val: float = math.inf  # the best val_<training.early_stopping.monitor> so far
     best_epoch: int = 0
     bad_epochs: int = 0
     status: str = "running"  # running | completed | early_stopped | stopped_non_finite
@@ -92,14 +92,23 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
 
 
 def check_resumable(saved: dict[str, Any], cfg: Config, path: Path) -> None:
-    """Refuse a checkpoint of a differently configured run, naming the keys that differ."""
+    """Refuse a checkpoint of a differently configured run, naming the keys that differ. The saved
+    configuration is read as its own schema version says, so a run of older code compares with its
+    documented defaults (its ``training.early_stopping.monitor`` is ``total``: resumed under another,
+    its best epoch so far would have been picked on another quantity)."""
+    try:
+        saved = config_from_dict(saved, source=str(path)).to_dict()
+    except ConfigError:  # e.g. a loss term no longer registered: compared as it was written
+        pass
     old, new = flatten(saved), flatten(cfg.to_dict())
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
     if changed:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        back = " ".join(f"--set {k}={old[k]}" for k in changed if k in old)
         raise ResumeError(
             f"{path} holds a run of '{cfg.name}' with a different configuration ({details}); "
-            "use another experiment name or output_root, or remove that run folder to start over"
+            + (f"to continue it as it began, train with {back}; or " if back else "")
+            + "use another experiment name or output_root, or remove that run folder to start over"
         )
 
 

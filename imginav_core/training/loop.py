@@ -28,12 +28,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..config import Config
+from .. import losses as loss_terms
+from ..config import Config, write_config
 from ..data.batches import LayoutData, batch_loader, load_data, to_model_inputs
 from ..errors import NonFiniteLossError, RunInProgressError
 from ..files import LockHeldError, atomic_path, exclusive_lock, kill_point, remove_leftovers, write_text_atomic
 from ..images import save_png
-from ..losses import TERMS, compute_losses
+from ..losses import compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
 from ..runtime import Runtime, maybe_compile, provenance, setup_runtime, synchronize
@@ -46,7 +47,7 @@ from .checkpoints import (
     save_checkpoint,
     seed_epoch,
 )
-from .metrics_csv import LOSS_COLUMNS, write_metrics
+from .metrics_csv import loss_columns, write_metrics
 from .progress import progress
 from .samples import comparison_grid, pick_samples
 
@@ -74,7 +75,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
         say(f"{cfg.name}: nothing to do ({state.status}, {state.epoch} epochs done)")
         return out.run_dir(cfg.name)
     if rt.main:
-        cfg.save(out.run_config(cfg.name))
+        write_config(cfg, out.run_config(cfg.name))
         write_text_atomic(out.split_csv(cfg.name), data.split_csv())
         write_text_atomic(out.split_summary(cfg.name), json.dumps(data.split_summary(), indent=1) + "\n")
         _record_provenance(out.provenance(cfg.name), rt)
@@ -101,7 +102,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
             cfg,
             epoch,
             {
-                **{f"train_{k}": train_losses[k] for k in LOSS_COLUMNS},
+                **{f"train_{k}": train_losses[k] for k in loss_columns()},
                 **{f"val_{k}": v for k, v in val.items()},
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_seconds": seconds,
@@ -129,7 +130,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
     if state.status == "early_stopped":
         say(
             f"{cfg.name}: early stop after epoch {state.epoch}; the best weights (epoch {state.best_epoch}, "
-            f"val total {state.best_val:.5f}) are in {out.shown(out.best_checkpoint(cfg.name))}"
+            f"{_monitored(cfg)} {state.best_val:.5f}) are in {out.shown(out.best_checkpoint(cfg.name))}"
         )
     if rt.world > 1:
         dist.barrier()
@@ -296,6 +297,7 @@ def train_one_epoch(
     sums = MetricSums(rt.device)
     first_bad = torch.full((), -1, dtype=torch.int64, device=rt.device)
     bad_terms = None
+    names = _loss_names()
     check_every = max(1, len(loader) // 10)
     start = time.perf_counter()
     bar = progress(loader, total=len(loader), desc=f"epoch {epoch}/{cfg.training.epochs} train", enabled=rt.main)
@@ -308,11 +310,11 @@ def train_one_epoch(
         # so the GPU never waits for the host inside the loop.
         is_bad = ~torch.isfinite(losses["total"]) & (first_bad < 0)
         first_bad = torch.where(is_bad, torch.full_like(first_bad, i + 1), first_bad)
-        stacked = torch.stack([losses[t].detach().float() for t in ("total", *TERMS)])
+        stacked = torch.stack([losses[t].detach().float() for t in names])
         bad_terms = stacked if bad_terms is None else torch.where(is_bad, stacked, bad_terms)
         if (i + 1) % check_every == 0 or i + 1 == len(loader):
             if int(first_bad) >= 0:
-                terms = _terms(dict(zip(("total", *TERMS), bad_terms.tolist())))
+                terms = _terms(dict(zip(names, bad_terms.tolist())))
                 raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {int(first_bad)}: {terms}")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}", refresh=False)
@@ -360,12 +362,21 @@ def _stop_on_non_finite(cfg: Config, state: RunState, epoch: int, rt: Runtime) -
         raise NonFiniteLossError(f"{cfg.name}: {err}. Training stopped; {kept}") from None
 
 
+def _monitored(cfg: Config) -> str:
+    """The metrics column that picks best.pt and stops early: ``val_reconstruction`` (the weighted
+    terms that count as reconstruction, the KL left out, so that V1 and V2 are picked on the same
+    quantity) or, for a run of older code (its config's documented default), ``val_total``."""
+    return f"val_{cfg.training.early_stopping.monitor}"
+
+
 def _record_epoch(state: RunState, cfg: Config, epoch: int, figures: dict[str, Any]) -> bool:
-    """Add the epoch's row to the history, move early stopping on; True if validation improved."""
+    """Add the epoch's row to the history, move early stopping on; True if the monitored
+    validation loss (``_monitored``) improved by more than ``min_delta``."""
     stopping = cfg.training.early_stopping
-    improved = figures["val_total"] < state.best_val - stopping.min_delta
+    value = figures[_monitored(cfg)]
+    improved = value < state.best_val - stopping.min_delta
     if improved:
-        state.best_val, state.best_epoch, state.bad_epochs = figures["val_total"], epoch, 0
+        state.best_val, state.best_epoch, state.bad_epochs = value, epoch, 0
     else:
         state.bad_epochs += 1
     row = {"epoch": epoch, **figures, "is_best": improved, "status": "running"}
@@ -417,13 +428,20 @@ def _commit_epoch(cfg: Config, payload: dict[str, Any], same_as_best: bool) -> N
 
 
 def _epoch_line(cfg: Config, row: dict[str, Any], improved: bool) -> str:
+    monitored = _monitored(cfg)
     return (
         f"epoch {row['epoch']}/{cfg.training.epochs}  train {row['train_total']:.5f}  "
-        f"val {row['val_total']:.5f}  val_mse {row['val_mse']:.6f}  psnr {row['val_psnr']:.2f}  "
+        f"val {row['val_total']:.5f}  {monitored} {row[monitored]:.5f}  "
+        f"val_mse {row['val_mse']:.6f}  psnr {row['val_psnr']:.2f}  "
         f"miou {row['val_miou']:.3f}  acc {row['val_classification_accuracy']:.3f}  "
         f"{row['train_images_per_s']:.1f} img/s  {row['epoch_seconds']:.1f}s" + ("  *best" if improved else "")
     )
 
 
+def _loss_names() -> list[str]:
+    """What a message about a non-finite loss names: the total, then each registered term (raw)."""
+    return ["total", *(term.name for term in loss_terms.TERMS)]
+
+
 def _terms(losses: dict[str, float]) -> str:
-    return ", ".join(f"{name}={losses[name]:.4g}" for name in ("total", *TERMS))
+    return ", ".join(f"{name}={losses[name]:.4g}" for name in _loss_names())

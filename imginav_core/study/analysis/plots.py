@@ -10,8 +10,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ... import losses
 from ...config import Config, flatten
 from ...data.manifest import LayoutRecord
+from ...training.metrics_csv import RECONSTRUCTION_COLUMNS, TIMING_COLUMNS
 from ..arms import decision_arms, study_arms
 from ..results import Decision
 from ..runs import RunSummary
@@ -54,13 +56,15 @@ def settings_table(cfg: Config) -> pd.DataFrame:
 
 def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bool = True) -> plt.Figure:
     """One line per run of a metrics-CSV column against the epoch (colour: the arm; line style:
-    the seed); the best epoch is circled."""
+    the seed); the best epoch is circled. ``column`` "selection": each run's own
+    ``RunSummary.selection_column``, the validation loss that picked its best epoch."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for run in runs:
         style = LINESTYLES[_seed_index(runs, run) % len(LINESTYLES)]
+        own = run.selection_column if column == "selection" else column
         ax.plot(
             run.metrics["epoch"],
-            run.metrics[column],
+            run.metrics[own],
             marker="o",
             ms=3,
             ls=style,
@@ -70,7 +74,7 @@ def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bo
         if run.best_epoch:
             ax.scatter(
                 [run.best_epoch],
-                [run.best_row[column]],
+                [run.best_row[own]],
                 s=90,
                 facecolors="none",
                 edgecolors=_colour(run.label),
@@ -109,9 +113,33 @@ def recipe_summary(runs: list[RunSummary]) -> str:
     )
 
 
+def selection_curves(runs: list[RunSummary]) -> plt.Figure:
+    """Each run's validation loss that picked its best epoch and stopped it early, per epoch."""
+    monitors = sorted({run.config.training.early_stopping.monitor for run in runs})
+    return curves(
+        runs,
+        "selection",
+        f"validation {' or '.join(monitors)} loss (weighted)",
+        "Best-checkpoint and early-stopping criterion per epoch",
+    )
+
+
+def epoch_table(run: RunSummary) -> pd.DataFrame:
+    """The metrics CSV of one run for reading, indexed by epoch: the losses (total; the monitored
+    reconstruction sum; each term raw; the weighted terms outside the reconstruction sum), the
+    reconstruction metrics, the timings and how the run went."""
+    columns = ["train_total", "val_total", run.selection_column]
+    columns += [f"val_{t.name}" for t in losses.TERMS]
+    columns += [f"val_{t.name}_weighted" for t in losses.TERMS if not t.reconstruction]
+    columns += RECONSTRUCTION_COLUMNS + TIMING_COLUMNS + ["is_best", "status"]
+    present = list(dict.fromkeys(c for c in columns if c in run.metrics))  # an older run may lack a column
+    return run.metrics.set_index("epoch")[present]
+
+
 def training_curves(run: RunSummary) -> plt.Figure:
     """One panel per loss term (raw, unweighted): training and validation against the epoch."""
-    terms = ["total", "mse", "segmentation", "classification"] + (["kld"] if run.config.model.variational else [])
+    weighted = [t.name for t in losses.TERMS if run.config.loss.get(t.name, 0.0) > 0]  # V1's KL (weight 0): no panel
+    terms = [t for t in [*losses.SUMS, *weighted] if f"val_{t}" in run.metrics]  # an older run: no reconstruction
     columns = 3 if len(terms) > 4 else 2
     rows = -(-len(terms) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
@@ -120,10 +148,11 @@ def training_curves(run: RunSummary) -> plt.Figure:
     for ax, term in zip(axes.flat, terms):
         ax.plot(run.metrics["epoch"], run.metrics[f"train_{term}"], marker=".", label="train")
         ax.plot(run.metrics["epoch"], run.metrics[f"val_{term}"], marker="o", label="validation")
-        ax.set(title=term if term != "total" else "total (weighted)", xlabel="epoch", yscale="log")
+        title = f"{term} (weighted)" if term in losses.SUMS else term
+        ax.set(title=title + (" *" if f"val_{term}" == run.selection_column else ""), xlabel="epoch", yscale="log")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"{run.name}: loss terms", fontsize=10)
+    fig.suptitle(f"{run.name}: loss terms (* picks the best epoch)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -200,9 +229,14 @@ def final_metrics_table(runs: list[RunSummary]) -> pd.DataFrame:
             "mIoU": best["val_miou"],
             "pixel accuracy": best["val_pixel_accuracy"],
             "classification accuracy": best["val_classification_accuracy"],
-            "KLD (raw)": best["val_kld"],
-            "KLD (weighted)": best["val_kld_weighted"],
+            **{
+                f"{t.label} ({kind})": best.get(f"val_{t.name}{suffix}", math.nan)
+                for t in losses.TERMS
+                if not t.reconstruction
+                for kind, suffix in (("raw", ""), ("weighted", "_weighted"))
+            },
             "val total loss": best["val_total"],
+            "val loss picking the best epoch": f"{best[run.selection_column]:.5g} ({run.selection_column})",
             "epochs run": run.epochs_run,
             "best epoch": run.best_epoch,
             "minutes": run.minutes,
