@@ -340,3 +340,14 @@ def test_the_export_instructions_name_the_command_and_the_files(tmp_path):
     assert f"export-latents --study {out.root}" in text and "hpc/export_latents.sh" in text
     assert str(out.layout_embeddings.folder) in text and "latent_stats.json" in text and V2_NAME in text
     assert not any(line.startswith("#") for line in text.splitlines())  # write_decision makes them comments
+
+
+def test_the_command_answers_help_without_torch_and_shows_an_example():
+    code = (
+        "import sys\nfrom imginav_core.__main__ import main\n"
+        "try:\n    main(['export-latents', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout and "python -m imginav_core export-latents --study" in done.stdout
