@@ -214,6 +214,24 @@ def _score_layouts(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export-latents")
+def _export_latents(args: argparse.Namespace) -> int:
+    from .export import export_command
+
+    export_command(
+        run=args.run,
+        manifest=args.manifest,
+        out=args.out,
+        study=args.study,
+        phase=args.phase,
+        device=args.device,
+        batch_size=args.batch_size,
+        skip_broken=args.skip_broken,
+        workers=args.workers,
+    )
+    return 0
+
+
 # ---- the parser ----------------------------------------------------------------------------------
 
 
@@ -482,6 +500,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the trained feature network here, reused while the reference is the same "
         "(default: train it each time)",
     )
+
+    p = _subcommand(
+        sub,
+        "export-latents",
+        "encode every layout with a run's encoder: Phase 1.3's data",
+        "python -m imginav_core export-latents --study outputs\n"
+        "  python -m imginav_core export-latents --run outputs/experiments/phase1_2_AE_V1_deterministic "
+        "--manifest data/layouts.csv --out data/layout_embeddings",
+        "Encode every distinct layout of a manifest (empty ones too) with a run's best.pt at the run's "
+        "resolution: OUT/<layout path below the manifest's folder>_layout_emb.pt, the posterior mean (C x H x W "
+        "float32; a VAE: also _layout_emb_std.pt), OUT/layout_embeddings.csv (paths relative to OUT) and "
+        "OUT/latent_stats.json (per-channel statistics to standardise by). A killed export, run again, "
+        "continues. --study: the run the study's decision.json chose, on the layouts it trained on, into "
+        "OUTPUT_ROOT/<phase>/layout_embeddings/. See book/using/phase1_3.md.",
+    )
+    p.add_argument("--run", help="the run folder (OUTPUT_ROOT/experiments/NAME, holding best.pt)")
+    p.add_argument("--manifest", help="the layouts' layouts.csv (scene_id, type, room_id, layout_path, is_empty)")
+    p.add_argument("--out", help="the folder to write into (--study: default OUTPUT_ROOT/<phase>/layout_embeddings)")
+    p.add_argument(
+        "--study",
+        metavar="OUTPUT_ROOT",
+        help="instead of --run and --manifest: the run the study's decision chose (OUTPUT_ROOT/<phase>/decision.json)",
+    )
+    p.add_argument("--phase", help="with --study: the phase folder, where several hold a decision.json")
+    p.add_argument("--device", default="auto", help="auto (a GPU when one is visible), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=16, help="layouts encoded at once (default 16)")
+    p.add_argument(
+        "--skip-broken",
+        action="store_true",
+        help="leave unreadable layouts out (listed in the log and latent_stats.json) instead of stopping",
+    )
+    p.add_argument("--workers", type=int, help="threads decoding PNGs (default: the CPUs available, at most 8)")
     return parser
 
 

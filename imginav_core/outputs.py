@@ -20,6 +20,8 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
       PHASE/analysis/kl_sweep.json           the KL-weight curve and its recommendation (a secondary result)
       PHASE/study_plan.json                  the study plan the launcher or the demo ran (its runs, seeds, sweep)
       PHASE/decision.json, PHASE/phase1_3_base.yaml
+      PHASE/layout_embeddings/               the chosen run's latent of every layout, for Phase 1.3
+                                             (export-latents --study; the files: EmbeddingFiles)
       PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
       PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
       PHASE/probe/real_layouts.png           real validation layouts in the same grid
@@ -139,6 +141,11 @@ class Outputs:
     def next_phase_config(self) -> Path:
         return self.phase_dir / "phase1_3_base.yaml"
 
+    @property
+    def layout_embeddings(self) -> EmbeddingFiles:
+        """Where ``export-latents --study`` writes the chosen run's latents for Phase 1.3."""
+        return EmbeddingFiles(self.phase_dir / "layout_embeddings")
+
     # ---- the diffusion probe ------------------------------------------------------------------
     @property
     def probe_dir(self) -> Path:
@@ -202,6 +209,64 @@ class Outputs:
         when it lies under it, so that a published report names no folder of the machine that
         built it; else only its last three parts (``shown_path``)."""
         return shown_path(path, self.root)
+
+
+# ---- a run folder and a latent export, wherever they lie ---------------------------------------------
+
+
+def run_best_checkpoint(run_dir: str | Path) -> Path:
+    """The early-stopping best of a run folder, wherever it was copied (under an output root:
+    ``Outputs.best_checkpoint``, the same name)."""
+    return Path(run_dir) / "best.pt"
+
+
+LAYOUT_EMBEDDING_SUFFIX = "_layout_emb.pt"  # the original pipeline's stage 6 names its latents so
+LAYOUT_EMBEDDING_STD_SUFFIX = "_layout_emb_std.pt"
+
+
+@dataclass(frozen=True)
+class EmbeddingFiles:
+    """An export of every layout's latent (``python -m imginav_core export-latents --out FOLDER``):
+
+    FOLDER/export.json                   the run and checkpoint (sha256) it is of; a resumed export checks it
+    FOLDER/<layout>_layout_emb.pt        the posterior mean, C x H x W float32, at the layout's path
+                                         relative to the manifest's folder, its suffix replaced
+    FOLDER/<layout>_layout_emb_std.pt    the posterior's standard deviation (a VAE only)
+    FOLDER/layout_embeddings.csv         one row per layout; its paths relative to FOLDER
+    FOLDER/latent_stats.json             per-channel statistics to standardise by
+    FOLDER/.export.lock                  held while a process exports into FOLDER
+    """
+
+    folder: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
+
+    @property
+    def record(self) -> Path:
+        return self.folder / "export.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / "layout_embeddings.csv"
+
+    @property
+    def stats(self) -> Path:
+        return self.folder / "latent_stats.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / ".export.lock"
+
+    def mean(self, layout: str | Path) -> Path:
+        """The latent of the layout at ``layout``, a path relative to the manifest's folder."""
+        return self.folder / (str(Path(layout).with_suffix("")) + LAYOUT_EMBEDDING_SUFFIX)
+
+    def std(self, layout: str | Path) -> Path:
+        return self.folder / (str(Path(layout).with_suffix("")) + LAYOUT_EMBEDDING_STD_SUFFIX)
+
+    # What only an export writes, so that a restarted one may remove the temporaries a kill left.
+    OWN_FILES = r".+_layout_emb(_std)?\.pt|export\.json|layout_embeddings\.csv|latent_stats\.json"
 
 
 def shown_path(path: str | Path, root: str | Path | None = None) -> str:

@@ -8,20 +8,21 @@ which a Phase 1.3 project imports alone:
 2. ``data``
 3. ``model``, ``losses``
 4. ``training``
-5. the core's public API (``__init__``)
+5. ``autoencoder`` (a trained run's model, to encode and decode) and ``export`` (every layout's latent)
+6. the core's public API (``__init__``)
 
 then the layout scorer, a part of its own that needs only the core:
 
-6. ``scoring``
+7. ``scoring``
 
 then the Phase 1.2 study beside them (``imginav_core.study``), which depends on both:
 
-7. ``study`` (its own foundations: ``study.stats``, ``study.results``, ``study.plan``)
-8. ``study.runs`` (finished runs as the probe and the analysis read them)
-9. ``study.probe``
-10. ``study.parameters``
-11. ``study.analysis``
-12. ``study.perf`` (measures everything, the analysis included)
+8. ``study`` (its own foundations: ``study.stats``, ``study.results``, ``study.plan``)
+9. ``study.runs`` (finished runs as the probe and the analysis read them)
+10. ``study.probe``
+11. ``study.parameters``
+12. ``study.analysis``
+13. ``study.perf`` (measures everything, the analysis included)
 
 and at the top the command line (``__main__``), which reaches every part.
 
@@ -44,6 +45,7 @@ LAYERS = [
     ("data",),
     ("model", "losses"),
     ("training",),
+    ("autoencoder", "export"),
     ("__init__",),
     ("scoring",),
     ("study", "study.stats", "study.results", "study.plan"),
@@ -137,7 +139,7 @@ def test_an_upward_import_is_found_wherever_it_hides():
         ("7", "imginav_core.study.analysis"),
         ("9", "imginav_core.study.perf.memory"),
     ]
-    assert "layer 11: study.analysis" in problems[0] and "from layer 9 (study.probe)" in problems[0]
+    assert "layer 12: study.analysis" in problems[0] and "from layer 10 (study.probe)" in problems[0]
     loop = ROOT / PACKAGE / "training" / "loop.py"
     source = "from ..model import build_model\nfrom ..study.runs import load_run\nfrom ..scoring import LayoutScorer\n"
     assert [re.search(r":(\d+) imports (\S+)", p).groups() for p in upward_imports(loop, source)] == [
@@ -154,7 +156,8 @@ def test_the_core_imports_nothing_of_the_study_in_a_fresh_interpreter():
         "import imginav_core\n"
         "assert 'torch' not in sys.modules, 'import imginav_core loaded torch'\n"
         "import imginav_core.model, imginav_core.losses, imginav_core.training.loop, imginav_core.data.batches\n"
-        "from imginav_core import build_model, load_config, train\n"
+        "import imginav_core.autoencoder, imginav_core.export\n"
+        "from imginav_core import build_model, load_config, train, load_autoencoder, export_latents\n"
         "print(' '.join(m for m in sys.modules if m.startswith(('imginav_core.study', 'imginav_core.scoring'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
