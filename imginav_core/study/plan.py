@@ -32,14 +32,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import REPO_ROOT, Config, is_folder_name, load_config, parse_yaml
+from ..config import REPO_ROOT, Config, is_folder_name, load_config, write_config
 from ..errors import ConfigError
 from ..files import file_lock, write_text_atomic
 from ..outputs import Outputs
@@ -402,35 +399,18 @@ def _planned_run(path: Path, index: int, row: Any) -> PlannedRun:
 
 
 def write_run_config(cfg: Config, path: Path) -> None:
-    """``cfg`` as a run's config file: every key; the output root (and paths under it) relative to
-    the file's folder, so the study reads wherever it is copied."""
-    values = cfg.to_dict()
-    root = Path(cfg.output_root).resolve()
-    for key in ("output_root",):
-        values[key] = os.path.relpath(root, path.parent.resolve())
-    for key in ("manifest", "cache_dir"):
-        value = values["data"][key]
-        if value and Path(value).resolve().is_relative_to(root):
-            values["data"][key] = os.path.relpath(Path(value).resolve(), path.parent.resolve())
-    write_text_atomic(path, yaml.safe_dump(values, sort_keys=False))
+    """``cfg`` as a run's planned config: every key, the output root (and paths under it) relative
+    to the file (``output_root: ../..``), so the study reads wherever it is copied."""
+    write_config(cfg, path, header="# planned by python -m imginav_core plan: the run trains from this file\n")
 
 
 def read_run_config(path: Path) -> Config:
-    from ..config import config_from_dict
-
+    """A run's planned config, its relative paths read against its own folder."""
     if not path.is_file():
         raise ConfigError(
             f"{path}: the run's planned config is missing (the plan writes it: python -m imginav_core plan)"
         )
-    values = parse_yaml(path.read_text(), str(path)) or {}
-    for key, node in (
-        ("output_root", values),
-        ("manifest", values.get("data", {})),
-        ("cache_dir", values.get("data", {})),
-    ):
-        if isinstance(node.get(key), str) and node[key] and not Path(node[key]).is_absolute():
-            node[key] = str((path.parent / node[key]).resolve())
-    return config_from_dict(values, source=str(path))
+    return load_config(path)
 
 
 # ---- reading a plan as the launcher does ------------------------------------------------------------
