@@ -73,18 +73,20 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
-def guard_run(name: str, record: dict[str, Any] | None, rule: Rule) -> dict[str, Any]:
+def guard_run(name: str, record: dict[str, Any] | None, rule: Rule, label: str | None = None) -> dict[str, Any]:
     """The guard's reading of one run (``record``: ``ProbeMetrics.guard``): per scorer seed the
     generations' FLD over the reconstructions' and their coverage over the real layouts' (the
     floor), each combined over the seeds (the ratio's geometric mean, the share's mean), and
     ``flags``: a list of "<run>: <flag>: <why>" lines, empty when the run's generations can inform
     the endpoint. A run without the record (a probe file from before the guard) is flagged as not
-    guarded: nothing then says its generations did not collapse."""
+    guarded: nothing then says its generations did not collapse. ``label``: how the flags name the
+    run (its name by default)."""
+    shown = label or name
     if record is None:
         return {
             "measured": False,
             "flags": [
-                f"{name}: {NOT_GUARDED}: the probe's metrics hold no experiments.{name}.guard (probed before the "
+                f"{shown}: {NOT_GUARDED}: the probe's metrics hold no experiments.{name}.guard (probed before the "
                 "probe compared generations with test reconstructions): probe this run again"
             ],
         }
@@ -92,7 +94,7 @@ def guard_run(name: str, record: dict[str, Any] | None, rule: Rule) -> dict[str,
     for seed, scores in record["by_scorer"].items():
         if not all(_positive(scores[k]) for k in ("generated_fld", "reconstructed_fld", "coverage_floor")):
             flags.append(
-                f"{name}: {NOT_GUARDED}: scorer seed {seed}'s FLD or coverage floor is not a positive number "
+                f"{shown}: {NOT_GUARDED}: scorer seed {seed}'s FLD or coverage floor is not a positive number "
                 f"({scores}): the guard cannot be read"
             )
             continue
@@ -109,13 +111,13 @@ def guard_run(name: str, record: dict[str, Any] | None, rule: Rule) -> dict[str,
     if found["fld_ratio"] is not None and found["fld_ratio"] < rule.guard_fld_ratio:
         below = sum(r < rule.guard_fld_ratio for r in ratios.values())
         flags.append(
-            f"{name}: {COLLAPSED}: its generations' FLD is {found['fld_ratio']:.2f} x its test reconstructions' "
+            f"{shown}: {COLLAPSED}: its generations' FLD is {found['fld_ratio']:.2f} x its test reconstructions' "
             f"(geometric mean over {len(ratios)} scorer seeds, {below} of them below; the rule: at least "
             f"{rule.guard_fld_ratio:g} x), closer to real than its own decoder's rendering of real layouts"
         )
     if found["coverage_share"] is not None and found["coverage_share"] < rule.guard_coverage_share:
         flags.append(
-            f"{name}: {TOO_FAR}: they cover {found['coverage_share']:.2f} of what as many real layouts cover "
+            f"{shown}: {TOO_FAR}: they cover {found['coverage_share']:.2f} of what as many real layouts cover "
             f"(coverage, mean over {len(shares)} scorer seeds; the rule: at least {rule.guard_coverage_share:g})"
         )
     return found | {"flags": flags}

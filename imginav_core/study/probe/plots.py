@@ -73,9 +73,53 @@ def score_table(metrics: ProbeMetrics) -> pd.DataFrame:
 
 
 def reconstruction_table(metrics: ProbeMetrics) -> pd.DataFrame:
-    """The same scores for each autoencoder's reconstructions of real training layouts: the best
-    its decoder allows, so that a bad generation score can be told apart from a bad decoder."""
+    """The same scores for each autoencoder's reconstructions of real test layouts (never trained
+    on), as many as it generated: the best its decoder allows, so that a bad generation score can be
+    told apart from a bad decoder."""
     return _scores(metrics, "reconstructed", interval=False)
+
+
+def guard_table(metrics: ProbeMetrics, rule=None) -> pd.DataFrame:
+    """Each run's generations beside its own test reconstructions, at equal numbers of layouts,
+    under every scorer seed: their FLDs (and the ratio) and coverages (and the generations' share
+    of what as many real layouts cover), and the guard's reading under the decision's rule
+    (``analysis.primary.guard_run``): "collapsed or fooled" where the generations score better
+    than the reconstructions beyond the rule's margin, "too far from real" where they cover too
+    little for the FLD to inform. A run probed before the guard existed says so."""
+    from ..analysis.criteria import Rule
+    from ..analysis.primary import guard_run
+
+    rule = rule or Rule()
+    rows: dict[str, dict[str, str]] = {}
+    for name in metrics.experiments:
+        label = _label(metrics, name)
+        record = metrics.guard(name)
+        found = guard_run(name, record, rule, label)
+        verdict = "; ".join(flag.removeprefix(f"{label}: ") for flag in found["flags"]) or "ok"
+        if record is None:
+            rows.setdefault("guard", {})[label] = verdict
+            continue
+        rows.setdefault("layouts each (generated, reconstructed)", {})[label] = str(record["n_layouts"])
+        for seed, s in record["by_scorer"].items():
+            ratio = found["fld_ratio_by_scorer"].get(seed)
+            rows.setdefault(f"FLD generated / reconstructed, scorer seed {seed}", {})[label] = (
+                f"{s['generated_fld']:.3g} / {s['reconstructed_fld']:.3g}" + (f" ({ratio:.2f} x)" if ratio else "")
+            )
+            rows.setdefault(f"coverage generated / reconstructed / real, scorer seed {seed}", {})[label] = (
+                f"{s['generated_coverage']:.3f} / {s['reconstructed_coverage']:.3f} / {s['coverage_floor']:.3f}"
+            )
+        if found["fld_ratio"] is not None:
+            rows.setdefault(f"FLD ratio, geometric mean (flagged below {rule.guard_fld_ratio:g})", {})[label] = (
+                f"{found['fld_ratio']:.2f}"
+            )
+        if found["coverage_share"] is not None:
+            rows.setdefault(f"coverage share of real, mean (flagged below {rule.guard_coverage_share:g})", {})[
+                label
+            ] = f"{found['coverage_share']:.2f}"
+        rows.setdefault("guard", {})[label] = verdict
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "generations against test reconstructions"
+    return table
 
 
 def robustness_table(metrics: ProbeMetrics) -> pd.DataFrame:
@@ -199,15 +243,28 @@ def diffusability_table(metrics: ProbeMetrics) -> pd.DataFrame:
     return table
 
 
+def _guard_summary(metrics: ProbeMetrics, names: list[str]) -> str:
+    """The guard's reading of an arm's runs under the decision's rule, in a line."""
+    from ..analysis.criteria import Rule
+    from ..analysis.primary import guard_run
+
+    flags = [
+        flag for name in names for flag in guard_run(name, metrics.guard(name), Rule(), _label(metrics, name))["flags"]
+    ]
+    return "; ".join(flags) or "no run flagged"
+
+
 def key_numbers(metrics: ProbeMetrics) -> dict:
     """The probe's headline numbers the book's introduction quotes (``{glue}``), per arm: the mean
-    over its runs, and each run's value (the decision's interval is in the analysis)."""
-    arms: dict[str, list[dict]] = {}
-    for result in metrics.experiments.values():
-        arms.setdefault(result["label"], []).append(result)
+    over its runs, and each run's value (the decision's interval is in the analysis); the
+    reconstructions' FLD is of test layouts; ``<arm>_probe_guard`` the guard's flags of its runs."""
+    arms: dict[str, list[str]] = {}
+    for name, result in metrics.experiments.items():
+        arms.setdefault(result["label"], []).append(name)
     numbers = {}
-    for label, results in arms.items():
+    for label, names in arms.items():
         key = label.lower()
+        results = [metrics.experiments[name] for name in names]
 
         def mean_and_runs(values: list[float], digits: str = ".3g") -> str:
             text = f"{np.mean(values):{digits}}"
@@ -224,6 +281,7 @@ def key_numbers(metrics: ProbeMetrics) -> dict:
                 f"{np.mean([g['recall']['value'] for g in generated]):.2f}",
                 f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated], ".3f"),
                 f"{key}_probe_heldout": float(np.mean([np.mean(list(r["heldout_loss"].values())) for r in results])),
+                f"{key}_probe_guard": _guard_summary(metrics, names),
             }
         )
         numbers["probe_fld_floor"] = f"{generated[0]['fld']['floor']:.3g}"
