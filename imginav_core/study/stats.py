@@ -240,11 +240,12 @@ def arm_difference(
     a bootstrap over scenes, given by ``groups``, then items within scenes (the same items drawn for
     both arms, so the comparison is paired), less the runs' own item noise, which the seeds' spread
     already holds (``arm_intervals``: counted twice, the intervals covered about 100 % and a
-    non-inferiority at equal truth was shown in a fifth of the studies). t's degrees of freedom:
-    Welch-Satterthwaite's from the two arms' seed variances; the items' part (scenes - 1 df, well
-    estimated) does not add to them, since a seed variance estimated small by chance would
-    otherwise buy a narrower interval just when it is least reliable. Without any seed spread (one
-    seed per arm, or identical runs) t has the scenes' df.
+    non-inferiority at equal truth was shown in a fifth of the studies). The seeds' part is taken
+    at t on Welch-Satterthwaite's df from the two arms' seed variances, the items' part (well
+    estimated) at t on the scenes' df (``power.half_widths``): given df of its own inside Welch's,
+    a seed variance estimated small by chance bought a narrower interval just when it was least
+    reliable; under the seeds' t it over-covered. Without any seed spread (one seed per arm, or
+    identical runs) only the items' part is left.
 
     ``relative``: the interval of log(B / A), transformed back to ``[exp(lo) - 1, exp(hi) - 1]``
     (a ratio's sampling distribution is skewed, its log's is not). Every run's value must be above
@@ -253,7 +254,7 @@ def arm_difference(
     criterion can be assessed at all.
 
     Returns ``estimate``, ``ci95``, ``level``, ``se``, ``df``, ``detectable`` (the true difference
-    seen with probability ``target_power`` by this design at these variances, both ways: ``detectable``),
+    seen with probability ``target_power`` by this design at these variances, both ways),
     ``variance_parts``, ``n_seeds`` ([A, B]), ``seed_spread_known`` (False with one seed in an arm:
     its seeds' part is then missing), ``n_images`` and ``relative``."""
     n = a.numerator.shape[1]
