@@ -17,8 +17,9 @@ from scipy import stats as distributions
 
 
 def _welch_df(parts: np.ndarray, dfs: np.ndarray) -> np.ndarray:
-    """``satterthwaite_df`` over the leading axis of ``parts`` (P, ...) with df ``dfs`` (P,), every
-    part finite; NaN where no part varies (the caller's fallback applies)."""
+    """Satterthwaite's (1946) df of a sum of independent variance estimates, ``(sum v)^2 / sum(v^2 /
+    df)`` (for two arms' seed variances, Welch's), over the leading axis of ``parts`` (P, ...) with
+    df ``dfs`` (P,), every part finite; NaN where no part varies (the caller's fallback applies)."""
     dfs = dfs.reshape((-1,) + (1,) * (parts.ndim - 1))
     spread = np.where(parts > 0, parts * parts / dfs, 0.0).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -40,7 +40,6 @@ __all__ = [
     "primary_difference",
     "primary_intervals",
     "run_difference",
-    "satterthwaite_df",
     "seed_estimate",
     "seeds_needed",
 ]
@@ -90,18 +89,6 @@ class PerImage:
         den = np.einsum("bn,snk->bsk", weights, self.denominator)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.nanmean(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan), axis=2)
-
-
-def satterthwaite_df(parts: list[tuple[float, float]]) -> float:
-    """Degrees of freedom of a sum of independent variance estimates, each ``(variance, df)``:
-    ``(sum v)^2 / sum(v^2 / df)`` (Satterthwaite 1946; for two arms' seed variances, Welch's
-    test). A part with infinite df (a variance taken as known) adds to the sum only. Infinite when
-    nothing varies."""
-    total = sum(v for v, _ in parts)
-    spread = sum(v * v / df for v, df in parts if v > 0 and math.isfinite(df))
-    if not math.isfinite(total):
-        return math.nan
-    return total * total / spread if spread > 0 else math.inf
 
 
 def _interval(
