@@ -3,9 +3,10 @@ network, the interval of V2 / V1 over runs and networks, its robustness to the i
 choices, and the guard that says when a run's generations cannot inform it. Torch-free.
 
 The guard reads what the probe recorded of each run (``ProbeMetrics.guard``: its generations and
-its test-split reconstructions, at equal numbers of layouts, scored by every scorer seed) and
-applies the rule's thresholds (``Rule.guard_fld_ratio``, ``Rule.guard_coverage_share``): the probe
-measures, the rule judges, so a threshold moved after the data would show in the protocol.
+its test-split reconstructions, at equal numbers of layouts, scored by every scorer seed) under the
+rule's thresholds (``Rule.guard_fld_ratio``, ``Rule.guard_coverage_share``; ``probe.guard.guard_run``,
+which the probe's own table uses too): the probe measures, the rule judges, so a threshold moved
+after the data would show in the protocol.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ import numpy as np
 
 from ...errors import ProbeError
 from ..plan import decision_arms
+from ..probe.guard import guard_run
 from ..results import ProbeMetrics
 from ..stats import primary_difference
 from .criteria import PRIMARY, Rule
-
-COLLAPSED = "generator collapsed or scorer fooled"
-TOO_FAR = "generations too far from real for the endpoint to inform"
-NOT_GUARDED = "not guarded"
 
 
 def scorer_seeds(probe: ProbeMetrics, names: list[str]) -> list[str] | None:
@@ -67,60 +65,6 @@ def run_log_fld(probe: ProbeMetrics, names: list[str], scorers: list[str] | None
 
 
 # ---- the guard ------------------------------------------------------------------------------------
-
-
-def _positive(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def guard_run(name: str, record: dict[str, Any] | None, rule: Rule, label: str | None = None) -> dict[str, Any]:
-    """The guard's reading of one run (``record``: ``ProbeMetrics.guard``): per scorer seed the
-    generations' FLD over the reconstructions' and their coverage over the real layouts' (the
-    floor), each combined over the seeds (the ratio's geometric mean, the share's mean), and
-    ``flags``: a list of "<run>: <flag>: <why>" lines, empty when the run's generations can inform
-    the endpoint. A run without the record (a probe file from before the guard) is flagged as not
-    guarded: nothing then says its generations did not collapse. ``label``: how the flags name the
-    run (its name by default)."""
-    shown = label or name
-    if record is None:
-        return {
-            "measured": False,
-            "flags": [
-                f"{shown}: {NOT_GUARDED}: the probe's metrics hold no experiments.{name}.guard (probed before the "
-                "probe compared generations with test reconstructions): probe this run again"
-            ],
-        }
-    ratios, shares, flags = {}, {}, []
-    for seed, scores in record["by_scorer"].items():
-        if not all(_positive(scores[k]) for k in ("generated_fld", "reconstructed_fld", "coverage_floor")):
-            flags.append(
-                f"{shown}: {NOT_GUARDED}: scorer seed {seed}'s FLD or coverage floor is not a positive number "
-                f"({scores}): the guard cannot be read"
-            )
-            continue
-        ratios[seed] = scores["generated_fld"] / scores["reconstructed_fld"]
-        shares[seed] = float(scores["generated_coverage"] or 0.0) / scores["coverage_floor"]
-    found: dict[str, Any] = {
-        "measured": True,
-        "n_layouts": record.get("n_layouts"),
-        "fld_ratio_by_scorer": ratios,
-        "coverage_share_by_scorer": shares,
-        "fld_ratio": math.exp(float(np.mean(np.log(list(ratios.values()))))) if ratios else None,
-        "coverage_share": float(np.mean(list(shares.values()))) if shares else None,
-    }
-    if found["fld_ratio"] is not None and found["fld_ratio"] < rule.guard_fld_ratio:
-        below = sum(r < rule.guard_fld_ratio for r in ratios.values())
-        flags.append(
-            f"{shown}: {COLLAPSED}: its generations' FLD is {found['fld_ratio']:.2f} x its test reconstructions' "
-            f"(geometric mean over {len(ratios)} scorer seeds, {below} of them below; the rule: at least "
-            f"{rule.guard_fld_ratio:g} x), closer to real than its own decoder's rendering of real layouts"
-        )
-    if found["coverage_share"] is not None and found["coverage_share"] < rule.guard_coverage_share:
-        flags.append(
-            f"{shown}: {TOO_FAR}: they cover {found['coverage_share']:.2f} of what as many real layouts cover "
-            f"(coverage, mean over {len(shares)} scorer seeds; the rule: at least {rule.guard_coverage_share:g})"
-        )
-    return found | {"flags": flags}
 
 
 def guard(probe: ProbeMetrics, names: list[str], rule: Rule) -> dict[str, dict[str, Any]]:

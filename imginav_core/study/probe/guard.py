@@ -15,6 +15,9 @@ with it, and its FLD is then lower than an independent set's would be.
 
 from __future__ import annotations
 
+import math
+from typing import Any, Protocol
+
 import numpy as np
 
 from ...scoring import LayoutScorer
@@ -71,3 +74,72 @@ def guard_scores(
         "reconstructed": len(reconstructed[0]),
         "by_scorer": by_scorer,
     }
+
+
+# ---- reading it under the decision's rule -------------------------------------------------------------
+
+COLLAPSED = "generator collapsed or scorer fooled"
+TOO_FAR = "generations too far from real for the endpoint to inform"
+NOT_GUARDED = "not guarded"
+
+
+class GuardRule(Protocol):
+    """What the reading needs of the decision's rule (``analysis.criteria.Rule``, a layer above)."""
+
+    guard_fld_ratio: float
+    guard_coverage_share: float
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def guard_run(name: str, record: dict[str, Any] | None, rule: GuardRule, label: str | None = None) -> dict[str, Any]:
+    """The guard's reading of one run (``record``: ``ProbeMetrics.guard``) under ``rule`` (the
+    decision's ``Rule``, its thresholds and nothing else: none is fixed here): per scorer seed the
+    generations' FLD over the reconstructions' and their coverage over the real layouts' (the
+    floor), each combined over the seeds (the ratio's geometric mean, the share's mean), and
+    ``flags``: a list of "<run>: <flag>: <why>" lines, empty when the run's generations can inform
+    the endpoint. A run without the record (a probe file from before the guard) is flagged as not
+    guarded: nothing then says its generations did not collapse. ``label``: how the flags name the
+    run (its name by default)."""
+    shown = label or name
+    if record is None:
+        return {
+            "measured": False,
+            "flags": [
+                f"{shown}: {NOT_GUARDED}: the probe's metrics hold no experiments.{name}.guard (probed before the "
+                "probe compared generations with test reconstructions): probe this run again"
+            ],
+        }
+    ratios, shares, flags = {}, {}, []
+    for seed, scores in record["by_scorer"].items():
+        if not all(_positive(scores[k]) for k in ("generated_fld", "reconstructed_fld", "coverage_floor")):
+            flags.append(
+                f"{shown}: {NOT_GUARDED}: scorer seed {seed}'s FLD or coverage floor is not a positive number "
+                f"({scores}): the guard cannot be read"
+            )
+            continue
+        ratios[seed] = scores["generated_fld"] / scores["reconstructed_fld"]
+        shares[seed] = float(scores["generated_coverage"] or 0.0) / scores["coverage_floor"]
+    found: dict[str, Any] = {
+        "measured": True,
+        "n_layouts": record.get("n_layouts"),
+        "fld_ratio_by_scorer": ratios,
+        "coverage_share_by_scorer": shares,
+        "fld_ratio": math.exp(float(np.mean(np.log(list(ratios.values()))))) if ratios else None,
+        "coverage_share": float(np.mean(list(shares.values()))) if shares else None,
+    }
+    if found["fld_ratio"] is not None and found["fld_ratio"] < rule.guard_fld_ratio:
+        below = sum(r < rule.guard_fld_ratio for r in ratios.values())
+        flags.append(
+            f"{shown}: {COLLAPSED}: its generations' FLD is {found['fld_ratio']:.2f} x its test reconstructions' "
+            f"(geometric mean over {len(ratios)} scorer seeds, {below} of them below; the rule: at least "
+            f"{rule.guard_fld_ratio:g} x), closer to real than its own decoder's rendering of real layouts"
+        )
+    if found["coverage_share"] is not None and found["coverage_share"] < rule.guard_coverage_share:
+        flags.append(
+            f"{shown}: {TOO_FAR}: they cover {found['coverage_share']:.2f} of what as many real layouts cover "
+            f"(coverage, mean over {len(shares)} scorer seeds; the rule: at least {rule.guard_coverage_share:g})"
+        )
+    return found | {"flags": flags}

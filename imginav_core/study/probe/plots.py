@@ -11,6 +11,7 @@ from PIL import Image
 
 from ...outputs import Outputs
 from ..results import ProbeMetrics
+from .guard import GuardRule, guard_run
 
 
 def _label(metrics: ProbeMetrics, name: str) -> str:
@@ -79,17 +80,14 @@ def reconstruction_table(metrics: ProbeMetrics) -> pd.DataFrame:
     return _scores(metrics, "reconstructed", interval=False)
 
 
-def guard_table(metrics: ProbeMetrics, rule=None) -> pd.DataFrame:
+def guard_table(metrics: ProbeMetrics, rule: GuardRule) -> pd.DataFrame:
     """Each run's generations beside its own test reconstructions, at equal numbers of layouts,
     under every scorer seed: their FLDs (and the ratio) and coverages (and the generations' share
-    of what as many real layouts cover), and the guard's reading under the decision's rule
-    (``analysis.primary.guard_run``): "collapsed or fooled" where the generations score better
-    than the reconstructions beyond the rule's margin, "too far from real" where they cover too
-    little for the FLD to inform. A run probed before the guard existed says so."""
-    from ..analysis.criteria import Rule
-    from ..analysis.primary import guard_run
-
-    rule = rule or Rule()
+    of what as many real layouts cover), and the guard's reading under ``rule``, the decision's
+    (``analysis.criteria.Rule()``: its thresholds, none fixed here): "collapsed or fooled" where
+    the generations score better than the reconstructions beyond the rule's margin, "too far from
+    real" where they cover too little for the FLD to inform. A run probed before the guard existed
+    says so."""
     rows: dict[str, dict[str, str]] = {}
     for name in metrics.experiments:
         label = _label(metrics, name)
@@ -243,21 +241,10 @@ def diffusability_table(metrics: ProbeMetrics) -> pd.DataFrame:
     return table
 
 
-def _guard_summary(metrics: ProbeMetrics, names: list[str]) -> str:
-    """The guard's reading of an arm's runs under the decision's rule, in a line."""
-    from ..analysis.criteria import Rule
-    from ..analysis.primary import guard_run
-
-    flags = [
-        flag for name in names for flag in guard_run(name, metrics.guard(name), Rule(), _label(metrics, name))["flags"]
-    ]
-    return "; ".join(flags) or "no run flagged"
-
-
 def key_numbers(metrics: ProbeMetrics) -> dict:
     """The probe's headline numbers the book's introduction quotes (``{glue}``), per arm: the mean
-    over its runs, and each run's value (the decision's interval is in the analysis); the
-    reconstructions' FLD is of test layouts; ``<arm>_probe_guard`` the guard's flags of its runs."""
+    over its runs, and each run's value (the decision's interval and guard are in the analysis);
+    the reconstructions' FLD is of test layouts."""
     arms: dict[str, list[str]] = {}
     for name, result in metrics.experiments.items():
         arms.setdefault(result["label"], []).append(name)
@@ -281,7 +268,6 @@ def key_numbers(metrics: ProbeMetrics) -> dict:
                 f"{np.mean([g['recall']['value'] for g in generated]):.2f}",
                 f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated], ".3f"),
                 f"{key}_probe_heldout": float(np.mean([np.mean(list(r["heldout_loss"].values())) for r in results])),
-                f"{key}_probe_guard": _guard_summary(metrics, names),
             }
         )
         numbers["probe_fld_floor"] = f"{generated[0]['fld']['floor']:.3g}"
