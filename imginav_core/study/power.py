@@ -192,3 +192,63 @@ def seeds_needed(
         if power(effect, spread, seeds, level=level) >= target:
             return seeds
     return None
+
+
+# ---- the primary's design, before the data: its detectable ratio both ways --------------------------
+
+# The seed-to-seed standard deviation of a run's log FLD (its mean over the scorer networks) that
+# a plan assumes by default: the largest the referee measured in the demo (0.10-0.19 across the
+# runs of one arm; 2 runs per arm at 64 x 64), the larger for a plan that does not over-promise.
+# An assumption until the real study's runs measure it.
+ASSUMED_LOG_SEED_SPREAD = 0.19
+ASSUMED_LOG_SEED_SPREAD_SOURCE = (
+    "the largest seed-to-seed standard deviation of a run's log FLD measured in the demo (0.10-0.19 "
+    "across the runs of one arm, 2 runs per arm at 64 x 64 pixels)"
+)
+# The standard deviation of one scorer network's log FLD ratio V2 / V1 around the mean over
+# networks (the arm-by-scorer interaction): about 0.07 in the demo.
+ASSUMED_ARM_SCORER_SPREAD = 0.07
+
+
+def primary_design(
+    seeds: int,
+    *,
+    spread: float = ASSUMED_LOG_SEED_SPREAD,
+    scorer_seeds: int,
+    scorer_spread: float = ASSUMED_ARM_SCORER_SPREAD,
+    power: float,
+    level: float,
+) -> dict[str, Any]:
+    """The primary endpoint's design as plain data for a plan's protocol: with ``seeds`` runs per
+    arm whose log FLD scatters with standard deviation ``spread`` and ``scorer_seeds`` networks
+    whose log ratio scatters by ``scorer_spread`` (0: the estimand under these networks only), the
+    true V2 / V1 seen with probability ``power`` by the decision's ``level`` interval
+    (``stats.primary_difference``: Welch's df over the runs' and the networks' parts, its power
+    integrated over their estimates): at most ``ratio_at_most`` or at least ``ratio_at_least``.
+    (``analysis.criteria.planned_primary_effect`` takes the power, level and estimand from the rule.)"""
+    if seeds < 2 or scorer_seeds < 1 or not spread > 0 or scorer_spread < 0:
+        raise ValueError(
+            f"seeds {seeds}, scorer seeds {scorer_seeds}, spreads {spread} and {scorer_spread}: expected at least "
+            "2 runs per arm, 1 scorer network, a positive seed spread and a non-negative scorer spread"
+        )
+    parts = [(spread**2 / seeds, seeds - 1)] * 2
+    if scorer_spread > 0 and scorer_seeds > 1:
+        parts.append((scorer_spread**2 / scorer_seeds, scorer_seeds - 1))
+    effect = detectable_effect(parts, power=power, level=level)
+    low, high = math.exp(-effect), math.exp(effect)
+    return {
+        "seeds_per_arm": seeds,
+        "log_seed_spread": spread,
+        "log_seed_spread_source": ASSUMED_LOG_SEED_SPREAD_SOURCE
+        if spread == ASSUMED_LOG_SEED_SPREAD
+        else "assumed by the plan",
+        "scorer_seeds": scorer_seeds,
+        "arm_scorer_spread": scorer_spread,
+        "level": level,
+        "power": power,
+        "log_effect": effect,
+        "ratio_at_most": low,
+        "ratio_at_least": high,
+        "text": f"with {seeds} runs per arm, V2's FLD would have to be at most {low:.2f} x or at least {high:.2f} x "
+        f"V1's to be seen {100 * power:.0f} % of the time",
+    }

@@ -15,8 +15,9 @@ decoder is not charged twice for its blur).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
+
+from ..power import ASSUMED_ARM_SCORER_SPREAD, ASSUMED_LOG_SEED_SPREAD, primary_design
 
 
 @dataclass(frozen=True)
@@ -276,19 +277,6 @@ def rule_criteria(rule: Rule, with_realism: bool) -> list[Criterion]:
 
 # ---- the design's power, before the data ------------------------------------------------------------
 
-# The seed-to-seed standard deviation of a run's log FLD (its mean over the scorer networks) that
-# the plan assumes: the largest the referee measured in the demo (0.10-0.19 across the runs of one
-# arm; 2 runs per arm at 64 x 64), the larger for a plan that does not over-promise. An assumption
-# until the real study's runs measure it.
-ASSUMED_LOG_SEED_SPREAD = 0.19
-ASSUMED_LOG_SEED_SPREAD_SOURCE = (
-    "the largest seed-to-seed standard deviation of a run's log FLD measured in the demo (0.10-0.19 "
-    "across the runs of one arm, 2 runs per arm at 64 x 64 pixels)"
-)
-# The standard deviation of one scorer network's log FLD ratio V2 / V1 around the mean over
-# networks (the arm-by-scorer interaction): about 0.07 in the demo.
-ASSUMED_ARM_SCORER_SPREAD = 0.07
-
 
 def planned_primary_effect(
     seeds: int,
@@ -298,41 +286,19 @@ def planned_primary_effect(
     scorer_spread: float = ASSUMED_ARM_SCORER_SPREAD,
     rule: Rule | None = None,
 ) -> dict:
-    """The design's detectable effect on the primary endpoint, both ways, as plain data for the
-    plan's protocol: with ``seeds`` runs per arm whose log FLD scatters with standard deviation
-    ``spread`` and ``scorer_seeds`` networks (the probe's default when None) whose log ratio
-    scatters by ``scorer_spread``, V2 / V1 of at most ``ratio_at_most`` or at least
-    ``ratio_at_least`` is seen with probability ``rule.power`` by the decision's interval
-    (``stats.primary_difference``: Welch's df over the runs' and the networks' parts, its power
-    integrated over their estimates)."""
+    """``power.primary_design`` under ``rule``'s level, power and estimand, with the probe's
+    default number of scorer networks where ``scorer_seeds`` is None: the design's detectable ratio
+    on the primary endpoint, both ways, as plain data for the plan's protocol (``spread`` and
+    ``scorer_spread``: the assumed standard deviations on the log scale, named defaults with their
+    source in ``power``)."""
     from ..probe.settings import DEFAULTS
-    from ..stats import detectable_effect
 
     rule = rule or Rule()
-    scorers = DEFAULTS.scorer_seeds if scorer_seeds is None else scorer_seeds
-    if seeds < 2 or scorers < 1 or not spread > 0 or scorer_spread < 0:
-        raise ValueError(
-            f"seeds {seeds}, scorer seeds {scorers}, spreads {spread} and {scorer_spread}: expected at least 2 "
-            "runs per arm, 1 scorer network, a positive seed spread and a non-negative scorer spread"
-        )
-    parts = [(spread**2 / seeds, seeds - 1)] * 2
-    if rule.primary_scorer_variance and scorers > 1:
-        parts.append((scorer_spread**2 / scorers, scorers - 1))
-    effect = detectable_effect(parts, power=rule.power, level=rule.primary_level)
-    low, high = math.exp(-effect), math.exp(effect)
-    return {
-        "seeds_per_arm": seeds,
-        "log_seed_spread": spread,
-        "log_seed_spread_source": ASSUMED_LOG_SEED_SPREAD_SOURCE
-        if spread == ASSUMED_LOG_SEED_SPREAD
-        else "given to the plan",
-        "scorer_seeds": scorers,
-        "arm_scorer_spread": scorer_spread if rule.primary_scorer_variance else None,
-        "level": rule.primary_level,
-        "power": rule.power,
-        "log_effect": effect,
-        "ratio_at_most": low,
-        "ratio_at_least": high,
-        "text": f"with {seeds} runs per arm, V2's FLD would have to be at most {low:.2f} x or at least {high:.2f} x "
-        f"V1's to be seen {100 * rule.power:.0f} % of the time",
-    }
+    return primary_design(
+        seeds,
+        spread=spread,
+        scorer_seeds=DEFAULTS.scorer_seeds if scorer_seeds is None else scorer_seeds,
+        scorer_spread=scorer_spread if rule.primary_scorer_variance else 0.0,
+        power=rule.power,
+        level=rule.primary_level,
+    )
