@@ -75,6 +75,7 @@ def _arm(
     purity=0.8,
     purity_seed_spread=0.0,
     iou=0.6,
+    iou_by_seed=None,
     kl=2e-4,
     collapsed=False,
 ):
@@ -89,7 +90,9 @@ def _arm(
             "nn_midpoint_purity": np.clip(
                 purity + 0.05 * shared + purity_seed_spread * rng.normal() + 0.02 * rng.normal(size=IMAGES), 0, 1
             ),
-            "small_inter": np.tile(np.array([[iou * 100.0] * 3]), (IMAGES, 1)),
+            "small_inter": np.tile(
+                np.array([[(iou if iou_by_seed is None else iou_by_seed[i]) * 100.0] * 3]), (IMAGES, 1)
+            ),
             "small_union": np.full((IMAGES, 3), 100.0),
         }
         for key in ("ssim", "purity", "sharpness_error", "noise_relative_sigma0.5"):
@@ -131,18 +134,37 @@ def _runs(seeds, **kwargs):
     return {"V1": [_run(V1, s, **kwargs) for s in seeds], "V2": [_run(V2, s, **kwargs) for s in seeds]}
 
 
+def _guard(generated=30.0, reconstructed=20.0, coverage=0.6, floor=0.7, scorers=("0",)):
+    """What the probe records of a run's generations against its test reconstructions: healthy by
+    default (generations a little worse than the reconstructions, covering most of what real
+    layouts cover)."""
+    scores = {
+        "generated_fld": generated,
+        "reconstructed_fld": reconstructed,
+        "fld_floor": 2.0,
+        "generated_coverage": coverage,
+        "reconstructed_coverage": floor * 0.9,
+        "coverage_floor": floor,
+    }
+    return {"n_layouts": 1000, "generated": 1000, "reconstructed": 1000, "by_scorer": {s: scores for s in scorers}}
+
+
 def _probe(v1_fld=(30.0, 32.0, 31.0), v2_fld=(30.5, 31.0, 31.5), half_width=2.0, seeds=SEEDS, **extra):
-    """The probe's metrics: each run's FLD (and its interval); ``extra``: per run name, more keys
-    under ``generated`` or beside it (``budgets``)."""
+    """The probe's metrics: each run's FLD (and its interval) and a healthy guard; ``extra``: per
+    run name, more keys under ``generated`` or beside it (``budgets``, ``guard``: None leaves it out,
+    as a probe from before the guard)."""
     experiments = {}
     for label, values in (("V1", v1_fld), ("V2", v2_fld)):
         for seed, value in zip(seeds, values, strict=True):
             name = _name(label, seed)
             experiments[name] = {
-                "generated": {"scores": {"fld": {"value": value, "ci95": [value - half_width, value + half_width]}}}
+                "generated": {"scores": {"fld": {"value": value, "ci95": [value - half_width, value + half_width]}}},
+                "guard": _guard(value, value / 1.5),
             }
             for key, value_ in extra.get(name, {}).items():
                 (experiments[name]["generated"] if key == "fld_by_scorer" else experiments[name])[key] = value_
+            if experiments[name]["guard"] is None:
+                del experiments[name]["guard"]
     return _probe_metrics(experiments)
 
 
@@ -192,7 +214,14 @@ def test_differences_within_the_seed_to_seed_spread_are_inconclusive():
     primary = d.criteria["generation_fld"]
     assert primary["ci95"][0] < 0 < primary["ci95"][1]
     assert d.verdict == "inconclusive" and d.choice == "deterministic"
-    assert "inconclusive" in d.summary and "includes zero" in d.reason
+    assert "inconclusive" in d.summary and "interval includes no difference" in d.reason
+    # and how large a ratio the design would have seen, both ways, in words
+    seen = primary["detectable"]
+    assert seen["power"] == 0.8 and seen["at_most"] < 1 < seen["at_least"]
+    assert (
+        f"V2's FLD would have to be at most {seen['at_most']:.2f} x or at least {seen['at_least']:.2f} x V1's"
+        in d.reason
+    )
     # the default is the simpler model, not a shown winner, and the text says so
     assert "because it is the simpler model, not because it was shown better" in d.summary
     # the same average gain with runs that agree with each other is a clear result
@@ -231,36 +260,54 @@ def test_every_criterion_has_its_interval_detectable_effect_and_counts():
         assert {"ci95", "n_seeds", "n_images", "verdict"} <= set(criterion), name
         if criterion["role"] != "flag":
             assert criterion["ci95"][0] <= criterion["estimate"] <= criterion["ci95"][1], name
-            assert (
-                criterion["n_seeds"] == [3, 3]
-                and criterion["mde"] >= 0
-                and (criterion["mde"] > 0) == (criterion["se"] > 0)
-            ), name
+            seen = criterion["detectable"]
+            assert criterion["n_seeds"] == [3, 3] and seen["effect"] >= 0, name
+            assert (seen["effect"] > 0) == (criterion["se"] > 0), name
+            assert seen["at_most"] <= seen["at_least"], name
     assert d.criteria["reconstruction_mse"]["n_images"] == IMAGES
     assert d.criteria["path_validity"]["n_images"] == PAIRS
     assert d.evaluation_split == "test"
     # the report's table shows the detectable effect beside each interval, and what n is
     table = plots.criteria_table(d)
     row = table.loc["generation fld (primary)"]
-    assert row["MDE (80 %)"] == f"{d.criteria['generation_fld']['mde']:.3g}" and row["n"] == "3+3 runs"
+    seen = d.criteria["generation_fld"]["detectable"]
+    assert row["seen 80 % of the time if"] == f"<= {seen['at_most']:.3g} x or >= {seen['at_least']:.3g} x"
+    assert row["n"] == "3+3 runs"
+    assert table.loc["small class iou (non-inferiority)", "seen 80 % of the time if"].endswith(" x")
     assert table.loc["reconstruction mse (non-inferiority)", "n"] == f"3+3 seeds, {IMAGES}"
 
 
-def test_a_relative_margin_is_not_judged_on_a_value_near_zero():
-    """V1's MSE of 0.003 and 0.0006 over two seeds: a ratio to it could be anything (taken, it was
-    18.8 with the interval [-763, 800]); the absolute difference is reported, and the relative margin
-    does not claim non-inferiority from it."""
-    d = _decide(
-        seeds=(42, 43),
-        v1={"mse_by_seed": (0.003, 0.0006)},
-        v2={"mse": 0.035},
-        probe=_probe((30.0, 31.0), (20.0, 21.0), seeds=(42, 43)),
-    )
+def test_the_small_class_iou_margin_is_relative_and_not_assessable_below_its_floor():
+    """Decoders that segment no small class (V1's IoU 0 and 8e-5, V2's 0 and 0) were rated
+    non-inferior against an absolute margin of 0.05. Now the margin is 10 % of V1's IoU, assessed
+    only where V1's is at least 0.05: below it the verdict is "not assessable", never non-inferior,
+    and the VAE cannot be chosen on it however clearly it wins the primary."""
+    d = _decide(v1={"iou_by_seed": (0.0, 8e-5, 0.0)}, v2={"iou": 0.0}, probe=_probe(*CLEAR_WIN))
+    iou = d.criteria["small_class_iou"]
+    assert iou["verdict"] == "not assessable" and iou["assessable"] is False and "below 0.05" in iou["note"]
+    assert d.criteria["generation_fld"]["verdict"] == "vae better"
+    assert d.verdict == "inconclusive" and d.choice == "deterministic"
+    assert "non-inferiority on small_class_iou is not assessable, so not shown" in d.reason
+    # above the floor: relative to V1's own IoU, on the log ratio
+    near = _decide(v1={"iou": 0.5}, v2={"iou": 0.48}, probe=_probe(*CLEAR_WIN)).criteria["small_class_iou"]
+    assert near["relative"] and near["estimate"] == pytest.approx(-0.04) and near["verdict"] == "non-inferior"
+    far = _decide(v1={"iou": 0.5}, v2={"iou": 0.4}, probe=_probe(*CLEAR_WIN)).criteria["small_class_iou"]
+    assert far["estimate"] == pytest.approx(-0.2) and far["verdict"] == "inferior"
+
+
+def test_the_mse_is_always_relative_and_a_non_positive_one_is_an_error_naming_the_run():
+    """No absolute fallback (a relative margin never judges an absolute difference): V1's small MSE
+    is still compared as a ratio, and a run whose MSE is 0 stops the decision, named."""
+    d = _decide(seeds=(42, 43), v1={"mse_by_seed": (0.003, 0.0006)}, v2={"mse": 0.035}, probe=_probe(
+        (30.0, 31.0), (20.0, 21.0), seeds=(42, 43)))  # fmt: skip
     mse = d.criteria["reconstruction_mse"]
-    assert mse["relative"] is False and "not clearly above zero" in mse["note"] and "margin" in mse["note"]
-    assert abs(mse["estimate"]) < 0.1 and mse["ci95"][1] - mse["ci95"][0] < 1
-    assert mse["verdict"] == "inconclusive" and d.choice == "deterministic"
-    assert "non-inferiority on reconstruction_mse is not shown" in d.reason
+    assert mse["relative"] is True and "note" not in mse and mse["estimate"] > 5
+    rng = np.random.default_rng(0)
+    shared = 0.3 * rng.normal(size=IMAGES)
+    study = _study(_arm("V1", SEEDS, rng, shared), _arm("V2", SEEDS, rng, shared))
+    study.arm("V2")[1].per_image["mse"][:] = 0.0
+    with pytest.raises(ValueError, match=rf"^{_name('V2', 43)}: reconstruction mse is 0; a ratio"):
+        decide(study, _runs(SEEDS), train_images=22000, probe=_probe(), rule=Rule(resamples=200))
 
 
 def test_collapse_decides_and_the_kl_band_is_read_the_right_way():
@@ -349,9 +396,19 @@ def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_chec
     assert primary["vae"] == pytest.approx([geometric_v2] * 3)
     assert primary["score"] == "geometric mean FLD over scorer seeds 0, 1, 2"
     assert primary["estimate"] == pytest.approx(geometric_v2 / geometric_v1 - 1)
+    # the estimand is over scorer networks: their arm-by-scorer spread is in the interval
+    log_ratios = np.log([20.0 / 30.0, 21.0 / 31.0, 22.0 / 35.0])
+    assert primary["arm_scorer_spread"] == pytest.approx(np.std(log_ratios, ddof=1))
+    assert primary["variance_parts"]["scorer_networks"] == pytest.approx(np.var(log_ratios, ddof=1) / 3)
+    assert primary["scorer_seeds"] == 3 and "scorer networks" in primary["estimand"]
+    # each check compares log ratios (a ratio V2 / V1): FLDs of different networks differ in scale
     robustness = primary["robustness"]
-    assert robustness["scorer_seeds"]["2"] == {"difference": pytest.approx(-13.0), "agrees": True}
-    assert robustness["budgets"]["5000"] == {"difference": pytest.approx(-2.0), "agrees": True}
+    assert robustness["scorer_seeds"]["2"] == {
+        "log_ratio": pytest.approx(math.log(22.0 / 35.0)),
+        "ratio": pytest.approx(22.0 / 35.0),
+        "agrees": True,
+    }
+    assert robustness["budgets"]["5000"]["ratio"] == pytest.approx(38.0 / 40.0)
     assert robustness["ranking_holds"] is True
     # one scorer seed ranks the arms the other way: said, and flagged
     flipped = {name: dict(e) for name, e in extra.items()}
@@ -360,10 +417,11 @@ def test_the_primary_score_is_the_mean_over_scorer_seeds_and_its_ranking_is_chec
     d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **flipped))
     robustness = d.criteria["generation_fld"]["robustness"]
     assert robustness["ranking_holds"] is False and robustness["scorer_seeds"]["2"]["agrees"] is False
-    assert any("does not hold for scorer seed 2" in f for f in d.flags)
+    assert any("point estimate favours the other arm under scorer seed 2" in f for f in d.flags)
     table = plots.robustness_table(d)
-    assert not table.loc["scorer seed 2", "agrees with the primary"]
-    assert table.loc["ranking holds", "agrees with the primary"] is False
+    assert not table.loc["scorer seed 2", "favours the same arm as the primary"]
+    assert table.loc["scorer seed 2", "V2 / V1"] == f"{36.0 / 35.0:.3g}"
+    assert table.loc["all checks (the primary, with its interval)", "favours the same arm as the primary"] is False
     # without them: the run's FLD, and the robustness says it was not measured
     plain = _decide(probe=_probe(*CLEAR_WIN)).criteria["generation_fld"]
     assert plain["score"] == "FLD" and plain["robustness"]["ranking_holds"] is None
@@ -448,6 +506,13 @@ def test_the_protocol_is_hashed_changes_with_what_decides_and_not_with_the_devic
     assert protocol["rule"]["mse_margin"] == 0.25 and protocol["study"]["seeds"] == [42, 43, 44]
     criteria = {c["name"]: c for c in protocol["criteria"]}
     assert criteria["reconstruction_mse"]["relative"] is True and protocol["primary"]["relative"] is True
+    assert criteria["small_class_iou"]["margin"] == 0.10
+    # every threshold of the decision is in the recorded rule
+    rule = protocol["rule"]
+    assert rule["primary_level"] == 0.95 and rule["primary_scale"] == "log" and rule["power"] == 0.8
+    assert rule["guard_fld_ratio"] == 0.5 and rule["guard_coverage_share"] == 0.25
+    assert rule["small_class_iou_min"] == 0.05 and rule["collapse_active_share"] == 0.05
+    assert rule["active_unit_variance"] == 0.01 and rule["primary_scorer_variance"] is True
     assert protocol["primary"]["scorer_seeds"] == [0, 1, 2] and protocol["analysis"]["max_images"] == 512
     assert "device" not in protocol["analysis"] and "device" not in protocol["probe"]
     run = protocol["runs"][_name("V2", 42)]["config"]
@@ -613,7 +678,10 @@ def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
     assert not set(table["group"]) & set(study.data.train.groups)
     assert table.groupby("run")["mse"].mean()[V1_NAME] == pytest.approx(v1["reconstruction"]["all"]["mse"])
     probe = _probe_metrics(
-        {r.name: {"generated": {"scores": {"fld": {"value": 30.0, "ci95": [29.0, 31.0]}}}} for r in runs}
+        {
+            r.name: {"generated": {"scores": {"fld": {"value": 30.0, "ci95": [29.0, 31.0]}}}, "guard": _guard()}
+            for r in runs
+        }
     )
     d = decide(study, arms, train_images=len(study.data.train), probe=probe, rule=Rule(resamples=100))
     assert d.verdict == "inconclusive" and "run-to-run spread is unknown" in d.reason
@@ -682,15 +750,135 @@ def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustn
     assert numbers["split_duplicate_rate"] == "15.0%" and numbers["split_identical_across_sides"] == 0
     assert numbers["split_sides"] == "train 700, val 100, test 200"
     primary = d.criteria["generation_fld"]
-    assert numbers["generation_fld_mde"] == f"{primary['mde']:.3g}"
-    assert numbers["reconstruction_mse_mde"] == f"{d.criteria['reconstruction_mse']['mde']:.3g}"
+    seen = primary["detectable"]
+    assert numbers["generation_fld_mde"] == f"<= {seen['at_most']:.3g} x or >= {seen['at_least']:.3g} x"
+    assert numbers["decision_detectable"].startswith(
+        f"V2's FLD would have to be at most {seen['at_most']:.2f} x or at least {seen['at_least']:.2f} x V1's to be "
+        "seen 80 % of the time"
+    )
+    mse = d.criteria["reconstruction_mse"]["detectable"]
+    assert numbers["reconstruction_mse_mde"] == f"<= {mse['at_most']:.3g} x or >= {mse['at_least']:.3g} x"
+    assert "scorer networks" in numbers["decision_estimand"] and numbers["decision_guard"].startswith("no compared run")
     assert (
         numbers["decision_primary_n"].startswith("3 and 3 runs")
         and "1000 generated layouts" in numbers["decision_primary_n"]
     )
-    # scorer seed 1 ranks the arms the other way (V2 32 against V1 31)
-    assert numbers["decision_robustness"].startswith("the ranking does not hold")
-    assert "scorer seed 1 1 (disagrees)" in numbers["decision_robustness"]
+    # scorer seed 1 ranks the arms the other way (V2 32 against V1 31): said, beside what the interval says
+    robustness = numbers["decision_robustness"]
+    assert robustness.startswith("point estimates favour V2 under 1 of the 2 scorer seeds, not under scorer seed 1")
+    assert "but the interval includes no difference" in robustness and "scorer seed 1 1.03" in robustness
     assert numbers["decision_protocol"] == d.protocol["sha256"][:12] and numbers["decision_missing_runs"] == "none"
     without = key_numbers(arms, metrics, _decide(probe=None, allow_no_probe=True), train_images=22000)
     assert without["generation_fld_mde"] == "not measured" and without["decision_robustness"].startswith("not measured")
+
+
+def test_the_headline_of_an_inconclusive_result_cannot_read_as_a_contradiction():
+    """Point estimates that favour V2 under every scorer seed and budget beside an interval that
+    includes no difference: said as such, not as "the ranking holds" next to "inconclusive"."""
+    v1 = {_name("V1", s): {"fld_by_scorer": {"0": 30.0 + 6 * i, "1": 60.0 + 12 * i}} for i, s in enumerate(SEEDS)}
+    v2 = {_name("V2", s): {"fld_by_scorer": {"0": 34.0 - 6 * i, "1": 70.0 - 13 * i}} for i, s in enumerate(SEEDS)}
+    budgets = {name: {"budgets": {"5000": {"fld": 40.0 if "V1" in name else 38.0}}} for name in [*v1, *v2]}
+    extra = {name: v1.get(name, {}) | v2.get(name, {}) | budgets[name] for name in budgets}
+    d = _decide(probe=_probe((100.0,) * 3, (100.0,) * 3, **extra))
+    primary = d.criteria["generation_fld"]
+    assert d.verdict == "inconclusive" and primary["verdict"] == "inconclusive" and primary["estimate"] < 0
+    assert primary["robustness"]["ranking_holds"] is True
+    from imginav_core.study.analysis.report import _robustness_text
+
+    text = _robustness_text(d)
+    assert text.startswith(
+        "point estimates favour V2 under every scorer seed and denoiser budget (2 scorer seeds, 1 denoiser budget), "
+        "but the interval includes no difference (V2 / V1 0."
+    )
+    assert "holds" not in text
+
+
+# ---- the guard: generations that cannot inform the endpoint -------------------------------------------
+
+
+def test_a_collapse_planted_in_the_probes_results_is_named_and_decides_nothing():
+    """A V2 run whose generations score better than its own test reconstructions (FLD 8 against
+    20: 0.4 x), its coverage healthy: the endpoint may be fooled by it. The VAE wins the primary
+    clearly, and is not chosen: the verdict is inconclusive, the run and the flag are named in the
+    flags, the reason and the primary's guard."""
+    collapsed = _name("V2", 43)
+    d = _decide(probe=_probe(*CLEAR_WIN, **{collapsed: {"guard": _guard(8.0, 20.0, coverage=0.6)}}))
+    assert d.criteria["generation_fld"]["verdict"] == "vae better"  # the interval alone would choose V2
+    assert d.verdict == "inconclusive" and d.choice == "deterministic"
+    guard = d.criteria["generation_fld"]["guard"]
+    assert guard[collapsed]["fld_ratio"] == pytest.approx(0.4) and guard[collapsed]["coverage_share"] > 0.25
+    assert guard[_name("V2", 42)]["flags"] == [] and guard[_name("V1", 42)]["flags"] == []
+    flag = (
+        f"{collapsed}: generator collapsed or scorer fooled: its generations' FLD is 0.40 x its test reconstructions'"
+    )
+    assert any(f.startswith(flag) for f in d.flags) and flag in d.reason
+    assert "the VAE is not chosen on these runs" in d.reason
+    # at the rule's margin it is not flagged; a rule with a stricter one flags it
+    at = _decide(probe=_probe(*CLEAR_WIN, **{collapsed: {"guard": _guard(10.5, 20.0)}}))
+    assert at.verdict == "vae better"
+    stricter = decide(
+        _study(*(_arm(label, SEEDS, np.random.default_rng(0), 0.0) for label in ("V1", "V2"))),
+        _runs(SEEDS),
+        22000,
+        probe=_probe(*CLEAR_WIN, **{collapsed: {"guard": _guard(10.5, 20.0)}}),
+        rule=Rule(resamples=200, guard_fld_ratio=0.6),
+    )
+    assert stricter.verdict == "inconclusive" and collapsed in stricter.reason
+
+
+def test_generations_too_far_from_real_in_either_arm_make_the_result_inconclusive():
+    """A V1 run whose generations cover a tenth of what real layouts cover (precision and recall
+    were 0 in every run of the demo): the FLD between such sets says how the feature network
+    extrapolates, not which generator is closer to real; named, and no choice rests on it."""
+    far = _name("V1", 44)
+    d = _decide(probe=_probe(*CLEAR_WIN, **{far: {"guard": _guard(31.0, 20.0, coverage=0.07, floor=0.7)}}))
+    assert d.verdict == "inconclusive" and d.choice == "deterministic"
+    assert d.criteria["generation_fld"]["guard"][far]["coverage_share"] == pytest.approx(0.1)
+    assert any(
+        f.startswith(f"{far}: generations too far from real for the endpoint to inform: they cover 0.10")
+        for f in d.flags
+    )
+    # combined over scorer seeds: the mean share, the ratio's geometric mean
+    two = _decide(probe=_probe(*CLEAR_WIN, **{far: {"guard": _guard(31.0, 20.0, coverage=0.2, scorers=("0", "1"))}}))
+    assert two.criteria["generation_fld"]["guard"][far]["coverage_share_by_scorer"] == {
+        "0": pytest.approx(0.2 / 0.7),
+        "1": pytest.approx(0.2 / 0.7),
+    }
+
+
+def test_a_probe_file_from_before_the_guard_is_flagged_not_a_key_error(tmp_path):
+    """An older probe_metrics.json without ``experiments.<run>.guard``: read as it is, and each such
+    run flagged as not guarded (nothing says its generations did not collapse): no choice rests on
+    it. A guard of another shape is refused naming the run and the key."""
+    old = _probe(*CLEAR_WIN, **{_name(label, s): {"guard": None} for label in ("V1", "V2") for s in SEEDS})
+    path = old.write(tmp_path / "probe_metrics.json")
+    probe = ProbeMetrics.read(path)
+    assert probe.guard(_name("V1", 42)) is None
+    d = _decide(probe=probe)
+    assert d.verdict == "inconclusive" and d.choice == "deterministic"
+    assert any(f.startswith(f"{_name('V2', 42)}: not guarded: the probe's metrics hold no") for f in d.flags)
+    assert "probe this run again" in d.reason
+    broken = _probe(*CLEAR_WIN, **{_name("V1", 42): {"guard": {"by_scorer": {"0": {"generated_fld": 3.0}}}}})
+    with pytest.raises(ImginavError, match=rf"experiments.{_name('V1', 42)}.guard.by_scorer should map"):
+        _decide(probe=broken)
+
+
+def test_collapse_is_judged_by_the_rules_thresholds():
+    """The active-units share below which the posterior has collapsed is the rule's (recorded in
+    the protocol), not the measurement's: 4 % of units active is collapse under the default 5 %,
+    not under a rule of 3 %; a measurement counted at another unit threshold is flagged."""
+    rng = np.random.default_rng(0)
+    v1, v2 = _arm("V1", SEEDS, rng, 0.0), _arm("V2", SEEDS, rng, 0.0)
+    for run in v2:
+        run.metrics["posterior"] |= {"active_share": 0.04, "collapsed": False, "active_threshold": 0.01}
+    study = _study(v1, v2)
+    d = decide(study, _runs(SEEDS), 22000, probe=_probe(*CLEAR_WIN), rule=Rule(resamples=200))
+    assert d.verdict == "vae worse" and "collapsed" in d.reason and d.criteria["active_units"]["verdict"] == "flag"
+    lenient = decide(
+        study, _runs(SEEDS), 22000, probe=_probe(*CLEAR_WIN), rule=Rule(resamples=200, collapse_active_share=0.03)
+    )
+    assert lenient.verdict == "vae better"
+    other = decide(
+        study, _runs(SEEDS), 22000, probe=_probe(*CLEAR_WIN), rule=Rule(resamples=200, active_unit_variance=0.02)
+    )
+    assert any("counted at a posterior-mean variance above 0.01, the rule's is 0.02" in f for f in other.flags)

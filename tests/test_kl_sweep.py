@@ -3,6 +3,7 @@ weight's values and intervals over its runs, 0 (the deterministic encoder) drawn
 log axis, the recommendation (the lowest FLD among the weights whose reconstruction is non-inferior
 to V1's) not fooled by a lower FLD bought with a worse reconstruction, and never the decision."""
 
+import dataclasses
 import json
 import math
 
@@ -127,6 +128,34 @@ def test_the_recommendation_is_the_lowest_fld_among_weights_non_inferior_to_v1()
     assert left.ratio["ci95"][0] > 0 and left.ratio["estimate"] == pytest.approx(40 / 30 - 1, abs=0.01)
     assert (right.kld, right.distinguishable) == (1e-4, False)  # V2's runs scatter too much to tell
     assert "distinguishable" in recommendation.text and "does not change" in recommendation.text
+
+
+def test_a_weight_whose_generations_the_guard_flags_is_not_recommended():
+    """1e-5 would be recommended, but one of its runs' generations score better than its own test
+    reconstructions (the guard, the decision's rule): it is left out, said why, and the next lowest
+    FLD among the non-inferior weights is recommended."""
+    points = _study_like()
+    points[1][3][0].guard = ["V2_kld1e-05_seed0: generator collapsed or scorer fooled: its generations' FLD is 0.30 x"]
+    recommendation = recommend(_curve(points), RULE)
+    assert recommendation.kld == 1e-4 and "1e-5" not in recommendation.candidates
+    assert recommendation.excluded["1e-5"].startswith("generations flagged by the guard (V2_kld1e-05_seed0: generator")
+
+
+def test_the_reconstruction_margins_are_the_decisions_relative_ones():
+    """The small-class IoU is judged relative to V1's (10 %) and not at all below V1's 0.05: a weight
+    with IoU 0.55 against V1's 0.6 (-8 %) is non-inferior; with V1 at 0.01 no weight can be shown
+    non-inferior on it (not assessable), whatever its own IoU."""
+    points = _study_like()
+    points[1] = (1e-5, "V2", False, _runs_at(1e-5, [30.0, 31.0, 29.0], kl=3.0, iou=0.55))
+    assert _curve(points)[1].non_inferiority["small_class_iou"]["verdict"] == "non-inferior"
+    faint = [
+        (kld, arm, comparison, [dataclasses.replace(r, small_inter=r.small_inter / 60) for r in runs])
+        for kld, arm, comparison, runs in points
+    ]
+    curve = _curve(faint)
+    assert all(p.non_inferiority["small_class_iou"]["verdict"] == "not assessable" for p in curve[1:])
+    recommendation = recommend(curve, RULE)
+    assert recommendation.kld == 0.0 and "small_class_iou not assessable" in recommendation.excluded["1e-5"]
 
 
 def test_the_figure_draws_0_apart_from_the_log_axis_and_marks_v1_and_v2():

@@ -8,7 +8,7 @@ import torch
 
 from imginav_core.palette import PALETTE
 from imginav_core.study.analysis import measures as m
-from imginav_core.study.analysis.criteria import image_criteria
+from imginav_core.study.analysis.criteria import Rule, image_criteria
 from imginav_core.study.analysis.study import noise_partners, noise_robustness, reconstruction_per_image
 
 
@@ -99,6 +99,11 @@ def test_posterior_health_counts_units_and_states_the_kl_in_units():
     # a VAE that prunes half its channels has not collapsed; one that encodes nothing has
     collapsed = m.posterior_health(torch.zeros(50, 4, 2, 2), torch.zeros(50, 4, 2, 2), 1e-4, 4096, 0.05)
     assert collapsed["active_units"] == 0 and collapsed["collapsed"] is True
+    # the thresholds are the rule's (recorded in the protocol), and the measurement says which it used
+    assert (m.ACTIVE_UNIT_THRESHOLD, m.COLLAPSE_SHARE) == (Rule().active_unit_variance, Rule().collapse_active_share)
+    assert health["active_threshold"] == 0.01
+    strict = m.posterior_health(mu, logvar, 1e-4, 64 * 64, 0.05, active_threshold=2.0, collapse_share=0.5)
+    assert strict["active_units"] < 9 and strict["active_threshold"] == 2.0 and strict["collapsed"] is True
 
 
 def _palette_image(colour_left, colour_right, size=64, block=1, seed=0):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from helpers import ROOT, V1_NAME, V2_NAME
 
 from imginav_core.data.cache import load_layout
 from imginav_core.data.manifest import read_manifest
+from imginav_core.data.synthetic import generate_layouts
 from imginav_core.errors import ResumeError
 from imginav_core.palette import NUM_CLASSES, class_to_rgb
 from imginav_core.study.probe.denoiser import heldout_losses, sample_latents, train_denoiser
@@ -44,7 +46,6 @@ SAMPLED = dataclasses.replace(SMALL, samples=128)
 def layouts(tmp_path_factory):
     """Class maps of about 300 synthetic 32 px layouts (the empty ones dropped) in the real manifest
     format, and their labels."""
-    from imginav_core.data.synthetic import generate_layouts
 
     manifest = read_manifest(generate_layouts(tmp_path_factory.mktemp("probe_set") / "set", 400, 32, seed=11))
     maps = np.stack([load_layout(r.path, 32)[1] for r in manifest.records])
@@ -131,6 +132,99 @@ def test_a_structured_latent_space_generates_better_than_the_same_latents_shuffl
     assert good["loss"]["500"] < 0.9 * bad["loss"]["500"], results
     # and what it generates is closer to real layouts, beyond the bootstrap interval
     assert good["scores"]["fld"]["ci95"][1] < bad["scores"]["fld"]["ci95"][0], results
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """Real layouts (about 440 synthetic 32 px ones) split into the scorer's fit and held parts and
+    test layouts outside both; two scorer networks (seeds 0 and 1) fit on them; and what the guard
+    of a generated set against a reconstructed one says (``probe.guard`` measures through the real
+    scorers, ``analysis.primary`` reads it under the rule)."""
+    from imginav_core.scoring import LayoutScorer, ReferenceSet
+    from imginav_core.study.analysis.criteria import Rule
+    from imginav_core.study.probe.guard import guard_run, guard_scores
+
+    folder = tmp_path_factory.mktemp("guard")
+    manifest = read_manifest(generate_layouts(folder / "set", 800, 32, seed=11))
+    maps = np.stack([load_layout(r.path, 32)[1] for r in manifest.records])
+    labels = np.array([r.label for r in manifest.records])
+    n = len(maps)
+    fit, held, test = slice(0, n // 2), slice(n // 2, 3 * n // 4), slice(3 * n // 4, None)
+    scorers = [
+        LayoutScorer.fit(
+            ReferenceSet(maps[fit], labels[fit], "fit"),
+            ReferenceSet(maps[held], labels[held], "held"),
+            cache_dir=folder / "scorer",
+            seed=seed,
+            log=lambda _: None,
+        )
+        for seed in (0, 1)
+    ]
+
+    def judge(generated: np.ndarray, reconstructed: np.ndarray) -> dict:
+        record = guard_scores(
+            [s.embedding(generated) for s in scorers], [s.embedding(reconstructed) for s in scorers], scorers, 0
+        )
+        return guard_run("run", record, Rule()) | {"record": record}
+
+    return SimpleNamespace(maps=maps, fit=maps[fit], test=maps[test], judge=judge)
+
+
+def blurring_decoder(latents: torch.Tensor, width: int = 5) -> np.ndarray:
+    """A decoder of one-hot class-map latents that blurs what it decodes (a box of ``width``
+    pixels): its layouts are off the palette and far from real, as the demo's tiny decoders'
+    were (their reconstructions scored FLD 546 against a floor of 2)."""
+    rgb = torch.from_numpy(class_to_rgb(latents.argmax(1).byte().numpy())).permute(0, 3, 1, 2).float()
+    blurred = F.avg_pool2d(rgb, width, stride=1, padding=width // 2, count_include_pad=False)
+    return blurred.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def one_hot(maps: np.ndarray) -> torch.Tensor:
+    return F.one_hot(torch.from_numpy(maps).long(), NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+def test_the_guard_flags_collapsed_fooling_and_uninformative_generations_through_the_real_scorer(guarded):
+    """Known answers. A blurring decoder (its reconstructions of test layouts far from real) and a
+    generator that always returns its decoding of the mean latent, or one real layout repeated:
+    both score better than the reconstructions (as the demo's V1 seed 42 did, 215 against 546),
+    flagged as collapsed or fooling, and too far from real. The reconstructions themselves passed
+    as generations score as the reconstructions do (no collapse), but are too far from real to
+    inform; noise is too. Held-out real layouts, and a good generator (real layouts mirrored),
+    against a faithful decoder's reconstructions, are not flagged."""
+    half = len(guarded.test) // 2
+    reconstructed = blurring_decoder(one_hot(guarded.test[half:]))
+    collapsed, far = "generator collapsed or scorer fooled", "generations too far from real for the endpoint to inform"
+
+    def flags(found: dict) -> list[str]:
+        return [flag.split(": ")[1] for flag in found["flags"]]
+
+    mean_latent = one_hot(guarded.fit).mean(0, keepdim=True).repeat(half, 1, 1, 1)
+    decoded_mean = guarded.judge(blurring_decoder(mean_latent), reconstructed)
+    assert flags(decoded_mean) == [collapsed, far] and decoded_mean["fld_ratio"] < 0.25
+    assert decoded_mean["record"]["n_layouts"] == half and set(decoded_mean["record"]["by_scorer"]) == {"0", "1"}
+    repeated = guarded.judge(np.repeat(class_to_rgb(guarded.test[:1]), half, 0), reconstructed)
+    assert flags(repeated) == [collapsed, far]
+    as_generations = guarded.judge(blurring_decoder(one_hot(guarded.test[:half])), reconstructed)
+    assert flags(as_generations) == [far] and 0.67 < as_generations["fld_ratio"] < 1.5
+    noise = np.random.default_rng(0).integers(0, 256, (half, 32, 32, 3), dtype=np.uint8)
+    assert flags(guarded.judge(noise, reconstructed)) == [far]
+    faithful = class_to_rgb(guarded.test[half:])
+    for generated in (class_to_rgb(guarded.test[:half]), class_to_rgb(guarded.test[:half])[:, :, ::-1].copy()):
+        healthy = guarded.judge(generated, faithful)
+        assert healthy["flags"] == [] and healthy["coverage_share"] > 0.8 and healthy["fld_ratio"] > 0.6, healthy
+    # at unequal counts both are scored at the smaller one (FLD and coverage depend on it)
+    uneven = guarded.judge(class_to_rgb(guarded.test[: half // 2]), faithful)
+    assert uneven["record"]["n_layouts"] == half // 2 and uneven["record"]["reconstructed"] == len(faithful)
+
+
+def test_reconstructions_are_drawn_outside_the_scorers_reference_first():
+    from imginav_core.study.probe.guard import reconstruction_positions
+
+    chosen, inside = reconstruction_positions(100, np.arange(0, 100, 2), 30, seed=0)
+    assert len(chosen) == 30 and inside == 0 and np.all(chosen % 2 == 1) and np.all(np.diff(chosen) > 0)
+    chosen, inside = reconstruction_positions(100, np.arange(0, 100, 2), 70, seed=0)
+    assert len(set(chosen)) == 70 and inside == 20  # 50 outside, the rest from the reference
+    assert reconstruction_positions(10, None, 30, seed=0)[0].tolist() == list(range(10))
 
 
 def test_the_denoiser_is_deterministic_and_a_killed_run_resumes_to_the_same_result(layouts, tmp_path, one_thread):
@@ -263,6 +357,14 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
         assert fld["ci95"][0] <= fld["value"] <= fld["ci95"][1] and np.isfinite(fld["floor"])
         assert result["generated"]["n_generated"] == 12  # 6 samples x 2 seeds
         assert "fld" in result["reconstructed"]["scores"]
+        # the generations beside the run's reconstructions of test layouts, as many, by every scorer seed
+        guard = result["guard"]
+        assert guard["reconstructed_split"] == "test" and list(guard["by_scorer"]) == ["0", "1"]
+        assert guard["n_layouts"] == min(12, metrics["data"]["test"]) == result["reconstructed"]["n_generated"]
+        assert 0 <= guard["reconstructed_in_reference"] <= guard["n_layouts"]
+        for scores in guard["by_scorer"].values():
+            assert scores["generated_fld"] > 0 and scores["reconstructed_fld"] > 0 and scores["coverage_floor"] > 0
+        assert guard["by_scorer"]["0"]["fld_floor"] == pytest.approx(fld["floor"]) or guard["n_layouts"] < 12
         assert set(result["diffusability"]["equivariance"]["per_transform"]) == {
             "rot90",
             "rot180",
@@ -407,3 +509,35 @@ def test_the_probes_memory_does_not_grow_with_the_generated_layouts(tmp_path):
     images = samples * resolution * resolution * 3 // 1024  # KiB of S decoded layouts
     assert twice - once < images / 4, (once, twice, images)
     assert held > 2 * images * 0.9, (held, images)  # the measure sees layouts that are kept
+
+
+def test_the_probes_guard_table_reads_each_run_under_the_decisions_rule():
+    """The probe's own table of the guard: each run's generations against its test reconstructions
+    per scorer seed, the combined ratio and coverage share with the rule's thresholds, and the
+    guard's reading; a run probed before the guard existed says so instead of failing."""
+    from imginav_core.study.analysis.criteria import Rule
+    from imginav_core.study.probe import plots
+    from imginav_core.study.results import ProbeMetrics
+
+    def run(label, guard):
+        score = {"value": 30.0, "floor": 2.0}
+        scores = {"fld": score, "precision": score, "recall": score, "palette_purity": score}
+        result = {"label": label, "training_seed": 42, "kld": 0.0, "generated": {"scores": scores}}
+        result |= {"reconstructed": {"scores": {"fld": score}}, "heldout_loss": {"500": 0.1}}
+        return result | ({"guard": guard} if guard else {})
+
+    def guard(generated, coverage):
+        scores = {"generated_fld": generated, "reconstructed_fld": 20.0, "fld_floor": 2.0}
+        scores |= {"generated_coverage": coverage, "reconstructed_coverage": 0.6, "coverage_floor": 0.7}
+        return {"n_layouts": 1000, "by_scorer": {"0": scores, "1": scores}}
+
+    experiments = {"v1": run("V1", guard(30.0, 0.6)), "v2": run("V2", guard(6.0, 0.6)), "old": run("V3", None)}
+    metrics = ProbeMetrics({}, "cpu", "fp32", {}, [], {}, experiments, {})
+    table = plots.guard_table(metrics, Rule())
+    assert table.loc["guard", "V1 seed 42"] == "ok"
+    assert table.loc["guard", "V2 seed 42"].startswith(
+        "generator collapsed or scorer fooled: its generations' FLD is 0.30 x"
+    )
+    assert table.loc["guard", "V3 seed 42"].startswith("not guarded: the probe's metrics hold no experiments.old.guard")
+    assert table.loc["FLD generated / reconstructed, scorer seed 1", "V2 seed 42"] == "6 / 20 (0.30 x)"
+    assert table.loc["FLD ratio, geometric mean (flagged below 0.5)", "V1 seed 42"] == "1.50"

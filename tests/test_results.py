@@ -161,3 +161,32 @@ def test_the_decision_refuses_a_probe_file_without_one_of_its_keys(tmp_path):
     with pytest.raises(ProbeError) as err:
         read_probe(out.probe_metrics, runs)
     assert expected in str(err.value) and "bsub < hpc/diffusion_probe.sh" in str(err.value)
+
+
+def test_a_probe_file_without_the_guard_reads_and_says_so(tmp_path):
+    """The guard is a per-run field (``experiments.<run>.guard``) that older probe files lack: they
+    still read (their top-level keys are all there), the guard comes back None for the decision to
+    flag, and a guard of another shape is refused naming the run and the key."""
+    experiment = {"generated": {"scores": {"fld": {"value": 30.0}}}}
+    content = {
+        "settings": {},
+        "device": "cpu",
+        "precision": "fp32",
+        "data": {},
+        "scorers": [],
+        "layouts": {},
+        "experiments": {"old": experiment, "new": experiment | {"guard": {"by_scorer": {"0": {"x": 1}}}}},
+        "timings": {},
+    }
+    path = tmp_path / "probe_metrics.json"
+    path.write_text(json.dumps(content))
+    probe = ProbeMetrics.read(path)
+    assert probe.guard("old") is None
+    with pytest.raises(
+        ResultsError, match=r"experiments.new.guard.by_scorer should map each scorer seed to coverage_floor"
+    ):
+        probe.guard("new")
+    del content["experiments"]
+    path.write_text(json.dumps(content))
+    with pytest.raises(ResultsError, match="the key 'experiments' is missing"):
+        ProbeMetrics.read(path)

@@ -420,6 +420,24 @@ class LayoutScorer:
             )[0]
         return _finite_or_none({"value": value, "ci95": _pair(np.clip(interval, *RANGE["fld"])), "floor": floor})
 
+    def fld_and_coverage(self, embedding: Embedding, *, seed: int = 0) -> dict:
+        """The Fréchet distance and the coverage (Naeem et al. 2020: the share of held layouts whose
+        k-NN ball holds one of these) of layouts already embedded by this scorer, each with its
+        floor: the same for as many real fit layouts (those ``score`` draws from ``seed``). Cheap
+        enough for every scorer network, where ``score`` is the first network's full set."""
+        found = self.fld(embedding, seed=seed)
+        floor = self.fit_features[torch.from_numpy(self._floor_index(len(embedding), seed))]
+        return {
+            "fld": found["value"],
+            "fld_floor": found["floor"],
+            "coverage": self._coverage(torch.from_numpy(embedding.features)),
+            "coverage_floor": self._coverage(floor),
+        }
+
+    def _coverage(self, features: torch.Tensor) -> float:
+        """The share of held layouts whose k-NN ball holds at least one of ``features``."""
+        return float((_distances(features, self.held_features) <= self.held_radii).any(0).double().mean())
+
     def _metrics(self, kid_size: int, subsets: int) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
         """FID and KID holding the held features, to be given a sample's features again and again."""
         extractor = _Precomputed(self.num_features)

@@ -115,6 +115,19 @@ class LatentMetrics(_Record):
             raise ResultsError(f"latent_metrics.json: no posterior measures for run '{run}'") from None
 
 
+# What the probe records of each run's generations and test reconstructions per scorer seed (``guard``).
+GUARD_KEYS = frozenset(
+    {
+        "generated_fld",
+        "reconstructed_fld",
+        "fld_floor",
+        "generated_coverage",
+        "reconstructed_coverage",
+        "coverage_floor",
+    }
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProbeMetrics(_Record):
     """``OUTPUT_ROOT/<phase>/probe/probe_metrics.json``: the diffusion probe's scores of each run,
@@ -126,7 +139,7 @@ class ProbeMetrics(_Record):
     data: dict[str, Any]  # the split's sizes, the resolution, what was scored against
     scorers: list[dict[str, Any]]  # each scorer's feature network
     layouts: dict[str, Any]  # the layouts' own high-frequency share
-    experiments: dict[str, dict[str, Any]]  # run -> its scores (generated, reconstructed, budgets, ...)
+    experiments: dict[str, dict[str, Any]]  # run -> its scores (generated, reconstructed, guard, budgets, ...)
     timings: dict[str, Any]  # seconds per phase
 
     def generated(self, run: str) -> dict[str, Any]:
@@ -136,6 +149,26 @@ class ProbeMetrics(_Record):
     def budgets(self, run: str) -> dict[str, Any]:
         """The scores after each other denoiser budget (steps -> scores); empty where none was trained."""
         return self.experiments[run].get("budgets") or {}
+
+    def guard(self, run: str) -> dict[str, Any] | None:
+        """The run's generations against its test reconstructions, at equal numbers of layouts, under
+        every scorer seed (``experiments.<run>.guard``: FLD and coverage of each, with floors); None in
+        a file written before the probe measured it, which the decision flags (the guard is then
+        not known to hold) rather than trip over. A ResultsError names a guard of another shape."""
+        record = self.experiments[run].get("guard")
+        if record is None:
+            return None
+        by_scorer = record.get("by_scorer") if isinstance(record, dict) else None
+        if (
+            not isinstance(by_scorer, dict)
+            or not by_scorer
+            or not all(isinstance(v, dict) and GUARD_KEYS <= set(v) for v in by_scorer.values())
+        ):
+            raise ResultsError(
+                f"probe_metrics.json: experiments.{run}.guard.by_scorer should map each scorer seed to "
+                f"{', '.join(sorted(GUARD_KEYS))} (as the probe writes it)"
+            )
+        return record
 
 
 @dataclasses.dataclass(frozen=True)

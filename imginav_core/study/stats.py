@@ -1,16 +1,48 @@
-"""Confidence intervals for the difference between two arms of seeded runs measured on the same
-images: a t interval whose degrees of freedom follow each arm's own seed-to-seed spread
-(Welch-Satterthwaite); and the power of such a comparison."""
+"""Confidence intervals for the difference between two arms of seeded runs: on the same images
+(``arm_difference``), of a score of each run as a whole (``run_difference``), and of the probe's
+FLD of each run under several scorer networks (``primary_difference``): t intervals whose degrees
+of freedom follow each estimated variance part (Welch-Satterthwaite). And the power of such an
+interval: integrated over what its estimated variances (and so its width and degrees of freedom)
+can turn out to be, so that an effect said to be seen 80 % of the time is (``interval_power``,
+``detectable_effect``)."""
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 from scipy import stats as distributions
+
+# The plan's power (``power``, ``planned_detectable_effect``, ``seeds_needed``) lives beside the
+# intervals it is the power of.
+from .power import (
+    detectable,
+    detectable_effect,
+    half_widths,
+    interval_power,
+    planned_detectable_effect,
+    power,
+    seeds_needed,
+)
+
+__all__ = [
+    "Estimate",
+    "PerImage",
+    "arm_difference",
+    "arm_intervals",
+    "cluster_weights",
+    "detectable",
+    "detectable_effect",
+    "interval_power",
+    "planned_detectable_effect",
+    "power",
+    "primary_difference",
+    "primary_intervals",
+    "run_difference",
+    "seed_estimate",
+    "seeds_needed",
+]
 
 # ---- comparing two arms of seeded runs on the same images -----------------------------------------
 
@@ -59,139 +91,120 @@ class PerImage:
             return np.nanmean(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan), axis=2)
 
 
-def satterthwaite_df(parts: list[tuple[float, float]]) -> float:
-    """Degrees of freedom of a sum of independent variance estimates, each ``(variance, df)``:
-    ``(sum v)^2 / sum(v^2 / df)`` (Satterthwaite 1946; for two arms' seed variances, Welch's
-    test). A part with infinite df (a variance taken as known) adds to the sum only. Infinite when
-    nothing varies."""
-    total = sum(v for v, _ in parts)
-    spread = sum(v * v / df for v, df in parts if v > 0 and math.isfinite(df))
-    if not math.isfinite(total):
-        return math.nan
-    return total * total / spread if spread > 0 else math.inf
-
-
-def detectable_effect(se: float, df: float, *, power: float = 0.8, level: float = 0.95) -> float:
-    """The minimal detectable effect (MDE): the true difference that a two-sided test at
-    ``1 - level`` finds with probability ``power``, for a difference measured with standard error
-    ``se`` on ``df`` degrees of freedom: ``(t_{(1+level)/2, df} + t_{power, df}) x se``."""
-    return float((distributions.t.ppf((1 + level) / 2, df) + distributions.t.ppf(power, df)) * se)
-
-
-@functools.lru_cache(maxsize=64)
-def _welch_half_widths(seeds: int, level: float, grid: int = 400) -> np.ndarray:
-    """Half-widths of the Welch interval of two arms of ``seeds`` runs that scatter alike, in units
-    of the true standard error of their difference, over a grid of quantiles of both arms' sample
-    variances (each sigma^2 chi^2_{S-1} / (S - 1)): what the interval's width can turn out to be."""
-    k = seeds - 1
-    ratio = distributions.chi2.ppf((np.arange(grid) + 0.5) / grid, k) / k  # sample over true variance
-    a, b = ratio[:, None], ratio[None, :]
-    df = (a + b) ** 2 * k / (a * a + b * b)  # between S - 1 and 2 (S - 1)
-    # t's quantile is smooth in df: tabulated once and interpolated, not computed 160,000 times
-    table = np.linspace(k, 2 * k, 2001)
-    quantile = np.interp(df, table, distributions.t.ppf((1 + level) / 2, table))
-    half_widths = quantile * np.sqrt((a + b) / 2)
-    half_widths.setflags(write=False)  # cached: shared by every caller
-    return half_widths
-
-
-def _power_in_se(shift: float, half_widths: np.ndarray) -> float:
-    """The chance that the interval excludes zero for a true difference of ``shift`` standard
-    errors: the estimate is normal around it, independent of the sample variances."""
-    return float(np.mean(special.ndtr(shift - half_widths) + special.ndtr(-half_widths - shift)))
-
-
-def _check_plan(spread: float, seeds: int) -> None:
-    if seeds < 2:
-        raise ValueError(f"seeds = {seeds}: a run-to-run spread needs at least 2 runs per arm")
-    if not spread > 0:
-        raise ValueError(f"spread = {spread}: expected the runs' standard deviation, > 0")
-
-
-def power(effect: float, spread: float, seeds: int, *, level: float = 0.95) -> float:
-    """The chance that the 95 % interval of ``run_difference`` (Welch's df) between two arms of
-    ``seeds`` runs each excludes zero, for a true difference ``effect`` between arms whose runs
-    scatter with standard deviation ``spread`` (both alike; normal). Integrated over both arms'
-    sample variances, since at few seeds Welch's df, and so the interval's width, vary from study to
-    study: 3 seeds find 3 standard deviations 68 % of the time, not the 80 % of a t on 2 (S - 1)
-    df."""
-    _check_plan(spread, seeds)
-    return _power_in_se(abs(effect) / (spread * math.sqrt(2 / seeds)), _welch_half_widths(seeds, level))
-
-
-def planned_detectable_effect(spread: float, seeds: int, *, target: float = 0.8, level: float = 0.95) -> float:
-    """The smallest true difference that ``power`` finds with probability ``target``."""
-    _check_plan(spread, seeds)
-    half_widths = _welch_half_widths(seeds, level)
-    low, high = 0.0, 1.0
-    while _power_in_se(high, half_widths) < target:
-        high *= 2
-    for _ in range(40):
-        middle = (low + high) / 2
-        low, high = (middle, high) if _power_in_se(middle, half_widths) < target else (low, middle)
-    return high * spread * math.sqrt(2 / seeds)
-
-
-def seeds_needed(
-    effect: float, spread: float, *, target: float = 0.8, level: float = 0.95, most: int = 100
-) -> int | None:
-    """The fewest runs per arm (2 or more) with which ``power`` reaches ``target``; None when even
-    ``most`` do not."""
-    for seeds in range(2, most + 1):
-        if power(effect, spread, seeds, level=level) >= target:
-            return seeds
-    return None
-
-
 def _interval(
-    estimate: float, variance: float, df: float, seeds: tuple[int, int], level: float, *, log: bool = False
+    estimate: float,
+    parts: list[tuple[float, float]],
+    seeds: tuple[int, int],
+    level: float,
+    target_power: float,
+    *,
+    log: bool = False,
+    fallback_df: float = math.inf,
 ) -> dict:
-    """``estimate +- t se`` (``se^2 = variance``, t on ``df`` degrees of freedom), with the MDE at
-    80 % power for the same ``se`` and df. ``log``: the estimate, the interval and the MDE are of a
-    log ratio and come back as ratios minus 1 (``se`` stays on the log scale)."""
+    """``estimate +- half`` for the variance ``parts`` (each ``(variance, df)``; ``half_widths``),
+    with the effect that the same design, at these variances, sees with ``target_power``
+    (``detectable``). ``log``: the estimate and the interval are of a log ratio and come back as
+    ratios minus 1 (``se`` stays on the log scale)."""
+    variances = np.array([[float(v)] for v, _ in parts])
+    dfs = np.array([float(df) for _, df in parts])
+    variance = float(variances.sum())
     se = math.sqrt(variance) if variance >= 0 else math.nan
-    # detectable_effect's quantiles, taken once: the simulations call this thousands of times
-    two_sided, powered = distributions.t.ppf([(1 + level) / 2, 0.8], df)
-    half = float(two_sided) * se
-    low, high, mde = estimate - half, estimate + half, float(two_sided + powered) * se
+    df, half = (float(x[0]) for x in half_widths(variances, dfs, level, fallback_df))
+    low, high = estimate - half, estimate + half
     if log:
-        estimate, low, high, mde = (math.expm1(v) for v in (estimate, low, high, mde))
+        estimate, low, high = (math.expm1(v) for v in (estimate, low, high))
+    found = None
+    if math.isfinite(se):
+        effect = detectable_effect(parts, power=target_power, level=level, fallback_df=fallback_df)
+        found = detectable(effect, target_power, log)
     return {
         "estimate": float(estimate),
         "ci95": [float(low), float(high)],
+        "level": level,
         "se": se,
-        "df": float(df) if math.isfinite(df) else None,
-        "mde": float(mde),
+        "df": df if math.isfinite(df) else None,
+        "detectable": found,
         "n_seeds": list(seeds),
         "seed_spread_known": min(seeds) > 1,
     }
 
 
-def _seed_part(values: np.ndarray, log: bool) -> tuple[float, float]:
-    """The variance of an arm's mean over its seeds, from their spread, and its df; on the log
-    scale by the delta method. One seed: no spread to measure (nothing added)."""
-    seeds = len(values)
-    if seeds == 1:
-        return 0.0, math.inf
-    variance = float(values.var(ddof=1)) / seeds
-    return (variance / float(values.mean()) ** 2 if log else variance), seeds - 1
+# ---- two arms measured on the same images ----------------------------------------------------------
 
 
-def _not_clearly_positive(values: np.ndarray, rows: np.ndarray, name: str, level: float) -> str:
-    """Why a ratio to this arm's value is not taken, or "": a run's value or a resample's is not
-    above zero, or the arm's own interval over its seeds reaches zero (its mean is not told from
-    zero, so the ratio's size is the noise's)."""
-    shown = f"{name}'s value ({values.mean():.3g} over {len(values)} run(s): {', '.join(f'{v:.3g}' for v in values)})"
-    finite = rows[np.isfinite(rows)]
-    if np.any(values <= 0) or np.any(finite <= 0):
-        return f"{shown} is not above zero"
-    if len(values) > 1:
-        low = values.mean() - distributions.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(
-            len(values)
-        )
-        if low <= 0:
-            return f"{shown} is not clearly above zero (its interval over the runs reaches {low:.3g})"
-    return ""
+def arm_intervals(
+    seeds_a: np.ndarray,
+    seeds_b: np.ndarray,
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+    *,
+    log: bool,
+    scenes: int,
+    level: float = 0.95,
+) -> dict[str, np.ndarray]:
+    """``arm_difference``'s interval for T studies at once (the simulations): ``seeds_a`` (T, S_a)
+    each run's value over all items, ``rows_a`` (T, B, S_a) under each item resample (the same
+    resamples for both arms). Returns arrays (T,): ``estimate``, ``low``, ``high``, ``df``, the
+    variance parts ``seed_a``, ``seed_b`` (each arm's seeds' spread) and ``items``, and ``wobble``
+    (what was taken out of the items' part), on the log scale with ``log`` (the delta method).
+
+    Item noise counted once. A run's value over the items holds its own item noise (the run-by-item
+    wobble), so the seeds' spread does; the resamples' variance of the arm difference holds it
+    again, beside the items' own part (the arm-by-item interaction: which layouts one arm does
+    better). The wobble's share is estimated from the same resamples, from how an arm's runs move
+    apart under them (for independent wobble ``sum_s var(x_s - mean) / (S (S - 1))`` is the
+    variance of the arm mean's wobble) and taken out of the resamples' variance: what is left (at
+    least 0) is the items' part. (Taking it out of the seeds' spread instead, and counting it as
+    known, over-covered: the seeds' part, truncated at 0 on 1 to 4 df, is biased upwards.) An arm
+    of one run has no seed part: its wobble stays in the items' part. Counted twice, the intervals
+    covered about 100 % and non-inferiority at equal truth was shown in a fifth of the studies."""
+    mean_a, mean_b = seeds_a.mean(-1), seeds_b.mean(-1)
+    arm_a, arm_b = rows_a.mean(-1), rows_b.mean(-1)  # (T, B)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        difference = np.log(arm_b) - np.log(arm_a) if log else arm_b - arm_a
+    difference = np.where(np.isfinite(difference), difference, np.nan)
+    resampled = np.nan_to_num(np.nanvar(difference, axis=-1, ddof=1))
+
+    def seed_part(values: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        if values.shape[-1] == 1:
+            return np.zeros(values.shape[:-1])
+        part = values.var(-1, ddof=1) / values.shape[-1]
+        return part / mean**2 if log else part
+
+    def wobble(rows: np.ndarray, arm: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        seeds = rows.shape[-1]
+        if seeds == 1:
+            return np.zeros(rows.shape[:-2])  # no seed part: the item resamples hold it once
+        moved = np.nan_to_num(np.nanvar(rows - arm[..., None], axis=-2, ddof=1).sum(-1)) / (seeds * (seeds - 1))
+        return moved / mean**2 if log else moved
+
+    wobble_a, wobble_b = wobble(rows_a, arm_a, mean_a), wobble(rows_b, arm_b, mean_b)
+    items = np.maximum(resampled - wobble_a - wobble_b, 0.0)
+    seed_a, seed_b = seed_part(seeds_a, mean_a), seed_part(seeds_b, mean_b)
+    dfs = np.array([seeds_a.shape[-1] - 1 or math.inf, seeds_b.shape[-1] - 1 or math.inf, math.inf])
+    df, half = half_widths(np.stack([seed_a, seed_b, items]), dfs, level, max(scenes - 1, 1))
+    estimate = np.log(mean_b) - np.log(mean_a) if log else mean_b - mean_a
+    return {
+        "estimate": estimate,
+        "low": estimate - half,
+        "high": estimate + half,
+        "df": df,
+        "seed_a": seed_a,
+        "seed_b": seed_b,
+        "wobble": wobble_a + wobble_b,
+        "items": items,
+    }
+
+
+def _positive(values: np.ndarray, runs: list[str] | None, arm: str, what: str) -> None:
+    """A ratio needs every run's value above zero: a ValueError naming the run otherwise."""
+    for i, value in enumerate(values):
+        if not value > 0:
+            run = runs[i] if runs else f"{arm}'s run {i + 1}"
+            raise ValueError(
+                f"{run}: {what} is {value:.3g}; a ratio between the arms needs every run's value above zero "
+                "(a non-positive value here means a measurement went wrong: look at that run's per-image values)"
+            )
 
 
 def arm_difference(
@@ -202,32 +215,35 @@ def arm_difference(
     relative: bool = False,
     resamples: int = 2000,
     level: float = 0.95,
+    target_power: float = 0.8,
     seed: int = 0,
     names: tuple[str, str] = ("A", "B"),
+    runs: tuple[list[str], list[str]] | None = None,
+    what: str = "the value",
 ) -> dict:
-    """B minus A (``relative``: B / A - 1) on the same N items, ``estimate +- t se``. ``se^2`` has
-    two kinds of parts: each arm's seeds (the variance of its mean over its seeds, from their
-    spread), and the items (the variance of the arm difference under a bootstrap over scenes,
-    given by ``groups``, then items within scenes; the same items drawn for both arms, so the
-    comparison is paired). t's degrees of freedom: Welch-Satterthwaite's from the two arms' seed
-    variances, so that an arm whose seeds scatter more, or fewer seeds, weigh as they should; the
-    items' part (scenes - 1 df, well estimated) does not add to them, since a seed variance
-    estimated small by chance would otherwise buy a narrower interval just when it is least
-    reliable (at 2 and 3 seeds the intervals then covered 90 % instead of 95 %). Without any seed
-    spread (one seed per arm, or identical runs) t has the scenes' df. A run's own item noise is
-    in both parts (its seed value, and the items' resamples), so the interval errs on the wide side
-    when runs barely differ.
+    """B minus A (``relative``: B / A - 1, always on the log ratio) on the same N items,
+    ``estimate +- t se``. ``se^2`` has two kinds of parts: each arm's seeds (the variance of its
+    mean over its seeds, from their spread), and the items: the variance of the arm difference under
+    a bootstrap over scenes, given by ``groups``, then items within scenes (the same items drawn for
+    both arms, so the comparison is paired), less the runs' own item noise, which the seeds' spread
+    already holds (``arm_intervals``: counted twice, the intervals covered about 100 % and a
+    non-inferiority at equal truth was shown in a fifth of the studies). The seeds' part is taken
+    at t on Welch-Satterthwaite's df from the two arms' seed variances, the items' part (well
+    estimated) at t on the scenes' df (``power.half_widths``): given df of its own inside Welch's,
+    a seed variance estimated small by chance bought a narrower interval just when it was least
+    reliable; under the seeds' t it over-covered. Without any seed spread (one seed per arm, or
+    identical runs) only the items' part is left.
 
     ``relative``: the interval of log(B / A), transformed back to ``[exp(lo) - 1, exp(hi) - 1]``
-    (a ratio's sampling distribution is skewed, its log's is not). When either arm's value is not
-    clearly above zero a ratio is meaningless (a denominator near zero makes it any size): the
-    absolute difference is reported instead, ``relative`` False and a ``note`` saying why.
-    ``names`` name the arms in that note.
+    (a ratio's sampling distribution is skewed, its log's is not). Every run's value must be above
+    zero: a ValueError names the run (``runs``: each arm's run names; ``what``: the measure) — a
+    ratio to a value near zero is not replaced by another scale, the caller decides whether the
+    criterion can be assessed at all.
 
-    Returns ``estimate``, ``ci95``, ``se``, ``df``, ``mde`` (the minimal detectable effect at 80 %
-    power, ``detectable_effect``), ``n_seeds`` ([A, B]), ``seed_spread_known`` (False with one
-    seed in an arm: its seeds' part is then missing), ``n_images``, and with ``relative`` also
-    ``relative`` and, when it is False, ``note``."""
+    Returns ``estimate``, ``ci95``, ``level``, ``se``, ``df``, ``detectable`` (the true difference
+    seen with probability ``target_power`` by this design at these variances, both ways),
+    ``variance_parts``, ``n_seeds`` ([A, B]), ``seed_spread_known`` (False with one seed in an arm:
+    its seeds' part is then missing), ``n_images`` and ``relative``."""
     n = a.numerator.shape[1]
     if b.numerator.shape[1] != n or len(groups) != n:
         raise ValueError(
@@ -236,32 +252,31 @@ def arm_difference(
     weights = cluster_weights(groups, resamples, np.random.default_rng(seed))
     ones = np.ones((1, n))
     seeds_a, seeds_b = a.per_seed(ones)[0], b.per_seed(ones)[0]  # each run's value over all items
-    rows_a, rows_b = a.per_seed(weights).mean(1), b.per_seed(weights).mean(1)  # the arms' values, items resampled
-    note = ""
     if relative:
-        note = _not_clearly_positive(seeds_a, rows_a, names[0], level) or _not_clearly_positive(
-            seeds_b, rows_b, names[1], level
-        )
-    log = relative and not note
-
-    def scale(values):
-        return np.log(values) if log else values
-
-    items = scale(rows_b) - scale(rows_a)
-    items = items[np.isfinite(items)]
-    seed_parts = [_seed_part(seeds_a, log), _seed_part(seeds_b, log)]
+        _positive(seeds_a, runs[0] if runs else None, names[0], what)
+        _positive(seeds_b, runs[1] if runs else None, names[1], what)
     scenes = len(np.unique(groups))
-    df = satterthwaite_df(seed_parts) if any(v > 0 for v, _ in seed_parts) else max(scenes - 1, 1)
-    variance = sum(v for v, _ in seed_parts) + (float(items.var(ddof=1)) if len(items) > 1 else math.nan)
-    estimate = float(scale(seeds_b.mean()) - scale(seeds_a.mean()))
-    result = _interval(estimate, variance, df, (a.seeds, b.seeds), level, log=log) | {"n_images": int(n)}
-    if relative:
-        result["relative"] = log
-        if note:
-            result["note"] = (
-                f"{note}: a ratio to it is not taken; the absolute difference {names[1]} - {names[0]} is reported"
-            )
-    return result
+    found = arm_intervals(
+        seeds_a[None], seeds_b[None], a.per_seed(weights)[None], b.per_seed(weights)[None], log=relative,
+        scenes=scenes, level=level,
+    )  # fmt: skip
+    parts = [
+        (float(found["seed_a"][0]), a.seeds - 1 if a.seeds > 1 else math.inf),
+        (float(found["seed_b"][0]), b.seeds - 1 if b.seeds > 1 else math.inf),
+        (float(found["items"][0]), math.inf),
+    ]
+    result = _interval(
+        float(found["estimate"][0]), parts, (a.seeds, b.seeds), level, target_power, log=relative,
+        fallback_df=max(scenes - 1, 1),
+    )  # fmt: skip
+    return result | {
+        "variance_parts": {"seeds_a": parts[0][0], "seeds_b": parts[1][0], "items": parts[2][0]},
+        "n_images": int(n),
+        "relative": relative,
+    }
+
+
+# ---- a score of each run as a whole -------------------------------------------------------------
 
 
 def run_difference(
@@ -272,19 +287,20 @@ def run_difference(
     *,
     resamples: int = 2000,
     level: float = 0.95,
+    target_power: float = 0.8,
     seed: int = 0,
     log: bool = False,
 ) -> dict:
-    """B minus A for a score of each run as a whole (the probe's FLD of each seed's generated layouts),
-    each with its own sampling standard error. ``log``: the scores (and errors) are logs, and
-    the difference, its interval and MDE come back as a ratio B / A minus 1. The runs of an arm
-    are its sample: the spread of their scores already holds each score's sampling error, which
-    is therefore not added again. ``se^2 = var_A / S_A + var_B / S_B`` over the runs' scores,
-    with the Welch-Satterthwaite df. An arm of one run has no spread to measure: its run's own
-    sampling error is all there is (taken as known; ``seed_spread_known`` False). The mean over
-    runs needs no resampling; ``resamples`` and ``seed`` are taken so that callers pass
-    ``arm_difference``'s settings alike. Returns ``arm_difference``'s keys, with ``n_runs`` ([A,
-    B], the n of this comparison) for ``n_images``."""
+    """B minus A for a score of each run as a whole, each with its own sampling standard error.
+    ``log``: the scores (and errors) are logs, and the difference and its interval come back as a
+    ratio B / A minus 1. The runs of an arm are its sample: the spread of their scores already holds
+    each score's sampling error, which is therefore not added again. ``se^2 = var_A / S_A + var_B /
+    S_B`` over the runs' scores, with the Welch-Satterthwaite df. An arm of one run has no spread to
+    measure: its run's own sampling error is all there is (taken as known; ``seed_spread_known``
+    False). The mean over runs needs no resampling; ``resamples`` and ``seed`` are taken so that
+    callers pass ``arm_difference``'s settings alike. Returns ``arm_difference``'s keys, with
+    ``n_runs`` ([A, B], the n of this comparison) for ``n_images``. (The probe's FLD under several
+    scorer networks: ``primary_difference``.)"""
     a, a_se, b, b_se = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (a, a_se, b, b_se))
     if len(a) != len(a_se) or len(b) != len(b_se) or not len(a) or not len(b):
         raise ValueError(
@@ -297,9 +313,123 @@ def run_difference(
         return float(values.var(ddof=1)) / len(values), len(values) - 1
 
     parts = [part(a, a_se), part(b, b_se)]
-    variance, df = sum(v for v, _ in parts), satterthwaite_df(parts)
-    return _interval(float(b.mean() - a.mean()), variance, df, (len(a), len(b)), level, log=log) | {
-        "n_runs": [len(a), len(b)]
+    result = _interval(float(b.mean() - a.mean()), parts, (len(a), len(b)), level, target_power, log=log)
+    return result | {"n_runs": [len(a), len(b)]}
+
+
+# ---- the primary endpoint: each run's log FLD under each scorer network ------------------------------
+
+
+def primary_intervals(
+    a: np.ndarray, b: np.ndarray, *, level: float = 0.95, scorer_variance: bool = True
+) -> dict[str, np.ndarray]:
+    """``primary_difference``'s interval for T studies at once: ``a`` (T, S_a, K) and ``b`` (T,
+    S_b, K) the log FLD of each run under each of the same K scorer networks, each arm of at least
+    2 runs. Returns arrays (T,): ``estimate`` (mean log FLD of B minus A's), ``low``, ``high``,
+    ``df``, the variance parts ``runs_a``, ``runs_b``, ``scorers`` and ``tau2`` (the arm-by-scorer
+    variance estimate).
+
+    A run's score is its mean log FLD over the networks. The runs' spread holds the run-to-run
+    variation and the run-by-network wobble; the networks add one part more when the estimand is
+    the ratio over the population of scorer networks, not these K alone: how the arm difference
+    itself changes from one network to the next (the arm-by-scorer interaction, variance tau^2 of a
+    network's log ratio), tau^2 / K. tau^2 is estimated from the spread of the K per-network arm
+    differences, less the run-by-network wobble they also hold (the residual of the runs x networks
+    table within each arm, already in the runs' part: not counted twice), at least 0; its df K - 1
+    join Welch's."""
+    runs_a, runs_b, scorers = a.shape[-2], b.shape[-2], a.shape[-1]
+    if runs_a < 2 or runs_b < 2 or b.shape[-1] != scorers:
+        raise ValueError(f"two arms of at least 2 runs under the same scorer networks: {a.shape} and {b.shape}")
+    score_a, score_b = a.mean(-1), b.mean(-1)  # (T, S): each run's mean log FLD
+    part_a, part_b = score_a.var(-1, ddof=1) / runs_a, score_b.var(-1, ddof=1) / runs_b
+    per_scorer = b.mean(-2) - a.mean(-2)  # (T, K): the arm difference under each network
+    tau2 = np.zeros(score_a.shape[:-1])
+    if scorer_variance and scorers > 1:
+
+        def residual(x: np.ndarray) -> np.ndarray:
+            return (
+                (x - x.mean(-1, keepdims=True) - x.mean(-2, keepdims=True) + x.mean((-2, -1), keepdims=True)) ** 2
+            ).sum((-2, -1))
+
+        wobble = (residual(a) + residual(b)) / ((runs_a + runs_b - 2) * (scorers - 1))
+        tau2 = np.maximum(per_scorer.var(-1, ddof=1) - wobble * (1 / runs_a + 1 / runs_b), 0.0)
+    part_scorers = tau2 / scorers
+    dfs = np.array([runs_a - 1, runs_b - 1, max(scorers - 1, 1)])
+    df, half = half_widths(np.stack([part_a, part_b, part_scorers]), dfs, level)
+    estimate = per_scorer.mean(-1)
+    return {
+        "estimate": estimate,
+        "low": estimate - half,
+        "high": estimate + half,
+        "df": df,
+        "runs_a": part_a,
+        "runs_b": part_b,
+        "scorers": part_scorers,
+        "tau2": tau2,
+    }
+
+
+def primary_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    a_se: np.ndarray | None = None,
+    b_se: np.ndarray | None = None,
+    *,
+    level: float = 0.95,
+    target_power: float = 0.8,
+    scorer_variance: bool = True,
+) -> dict:
+    """B / A - 1 of the geometric-mean FLD over runs and scorer networks, from ``a`` (S_a, K) and
+    ``b`` (S_b, K): each run's log FLD under each of the same K networks (``primary_intervals``).
+    An arm of one run has no spread to measure: its run's own sampling error on the log scale
+    (``a_se``, ``b_se``: one per run) stands for its part, taken as known (``seed_spread_known``
+    False), and the networks' part is not separated from the runs'.
+
+    ``detectable``: the true ratio this design sees with probability ``target_power`` at the observed
+    pooled spread of the runs (both arms', pooled: a design property, not one arm's luck) and the
+    observed arm-by-scorer variance, integrated over what the estimated variances can turn out to
+    be (``interval_power``); None with one run in an arm. Returns ``run_difference``'s keys with
+    ``variance_parts`` (runs of A, of B, the scorer networks), ``arm_scorer_spread`` (tau, the
+    standard deviation of one network's log ratio), ``scorer_seeds`` (K), ``pooled_log_spread``."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    runs_a, runs_b, scorers = len(a), len(b), a.shape[1]
+    if b.shape[1] != scorers or not runs_a or not runs_b:
+        raise ValueError(f"each run's log FLD under the same scorer networks: {a.shape} (A) and {b.shape} (B)")
+    if min(runs_a, runs_b) > 1:
+        found = {
+            k: float(v[0])
+            for k, v in primary_intervals(a[None], b[None], level=level, scorer_variance=scorer_variance).items()
+        }
+        parts = [(found["runs_a"], runs_a - 1), (found["runs_b"], runs_b - 1), (found["scorers"], max(scorers - 1, 1))]
+    else:  # no spread to measure in an arm: each single run's own sampling error stands for it
+
+        def part(x: np.ndarray, errors) -> tuple[float, float]:
+            if len(x) == 1:
+                return (float(np.atleast_1d(errors)[0]) if errors is not None else 0.0) ** 2, math.inf
+            return float(x.mean(1).var(ddof=1)) / len(x), len(x) - 1
+
+        parts, found = [part(a, a_se), part(b, b_se), (0.0, math.inf)], {"tau2": math.nan}
+    estimate = float(b.mean() - a.mean())
+    result = _interval(estimate, parts, (runs_a, runs_b), level, target_power, log=True)
+    pooled = None
+    if min(runs_a, runs_b) > 1:
+        pooled = (parts[0][0] * runs_a * (runs_a - 1) + parts[1][0] * runs_b * (runs_b - 1)) / (runs_a + runs_b - 2)
+        design = [(pooled / runs_a, runs_a - 1), (pooled / runs_b, runs_b - 1), parts[2]]
+        result["detectable"] = detectable(
+            detectable_effect(design, power=target_power, level=level), target_power, True
+        )
+    else:
+        result["detectable"] = None
+    return result | {
+        "n_runs": [runs_a, runs_b],
+        "ratio": math.exp(estimate),
+        "variance_parts": {"runs_a": parts[0][0], "runs_b": parts[1][0], "scorer_networks": parts[2][0]},
+        # None where it is not estimated: one network, one run in an arm, or the estimand under these networks
+        "arm_scorer_spread": math.sqrt(found["tau2"])
+        if math.isfinite(found["tau2"]) and scorers > 1 and scorer_variance
+        else None,
+        "scorer_seeds": scorers,
+        "pooled_log_spread": None if pooled is None else math.sqrt(pooled),
     }
 
 

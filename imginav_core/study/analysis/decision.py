@@ -2,28 +2,36 @@
 of ``Rule``), and the record of that rule (``protocol``) that lets a reader check it was not moved.
 
 - **Primary endpoint:** what a latent diffusion model generates in each space, the probe's FLD
-  (lower is better), each run's score the mean over the scorer's feature-network seeds where the
-  probe recorded several. The probe is required: without its results for every compared run, or
-  with results older than a run's final checkpoint, the analysis stops (``ProbeError``), unless
-  told to go on without it (``allow_no_probe``), in which case there is no choice.
-- **Non-inferiority:** the VAE's reconstruction may be worse only within named margins: the
-  test-split MSE (relative) and the IoU of the small classes (chair, lighting, pier / stool).
-- **Intervals:** 95 % t intervals whose degrees of freedom follow each arm's seed-to-seed spread
-  (Welch-Satterthwaite): of the runs' FLDs for the primary (the runs are its n), of the paired
-  per-image differences (seeds, then scenes, then images) for the others, VAE minus
-  deterministic (``stats.run_difference``, ``stats.arm_difference``); each with its minimal
-  detectable effect at 80 % power (``mde``), so that "inconclusive" says how large a difference
-  the study could have seen.
+  (lower is better). Estimand: V2 / V1 of the geometric-mean FLD over training seeds and scorer
+  networks (``primary.primary_criterion``). The probe is required: without its results for every
+  compared run, or with results older than a run's final checkpoint, the analysis stops
+  (``ProbeError``), unless told to go on without it (``allow_no_probe``), in which case there is
+  no choice.
+- **The guard:** a run whose generations score better than its own test reconstructions beyond
+  the rule's margin (collapsed, or the scorer fooled), or cover too little of the real layouts for
+  a distance to them to inform, is named; a flagged run of either arm supports no choice: the
+  verdict is inconclusive and the VAE is not chosen on it (``primary.guard_run``).
+- **Non-inferiority:** the VAE's reconstruction may be worse only within named relative margins:
+  the test-split MSE and the IoU of the small classes (chair, lighting, pier / stool), the latter
+  assessed only where the deterministic encoder's is at least ``Rule.small_class_iou_min``
+  (below it: "not assessable", never non-inferior).
+- **Intervals:** t intervals whose degrees of freedom follow each estimated variance part
+  (Welch-Satterthwaite): of the runs' log FLDs and the arm-by-scorer variance for the primary
+  (``stats.primary_difference``), of the paired per-image values (seeds, then scenes and images,
+  item noise counted once) for the others, VAE against deterministic (``stats.arm_difference``);
+  each with the effect the design sees with the rule's power (``detectable``: both ways, at the
+  observed variances, integrated over their estimates), so that "inconclusive" says how large a
+  difference the study could have seen.
 
-The VAE is chosen only when its primary endpoint is better with the interval excluding zero,
-non-inferiority holds on every margin and its posterior has not collapsed. Otherwise the
-deterministic encoder, saying whether the VAE was shown worse (an interval entirely on the wrong
-side) or the data cannot tell (inconclusive: the deterministic encoder is then the default
-because it is the simpler model, not because it was shown better). Everything else (SSIM,
-sharpness, palette purity, latent noise, interpolation paths, the nearest-neighbour midpoints,
-the KL band) is reported with its interval and flags, and does not decide; so are the primary's
-robustness checks (other scorer seeds, another denoiser budget). Every planned run that is not
-compared is named, with why.
+The VAE is chosen only when its primary endpoint is better with the interval excluding no
+difference, non-inferiority holds on every margin, no compared run is flagged by the guard and its
+posterior has not collapsed. Otherwise the deterministic encoder, saying whether the VAE was shown
+worse (an interval entirely on the wrong side) or the data cannot tell (inconclusive: the
+deterministic encoder is then the default because it is the simpler model, not because it was
+shown better). Everything else (SSIM, sharpness, palette purity, latent noise, interpolation paths,
+the nearest-neighbour midpoints, the KL band) is reported with its interval and flags, and does
+not decide; so are the primary's robustness checks (each scorer seed alone, another denoiser
+budget). Every planned run that is not compared is named, with why.
 
 The decision compares exactly two arms, the study file's ``decision: [baseline, candidate]``
 (``study_plan.decision_arms``: V1, the deterministic encoder, and V2, the VAE): a study file that
@@ -51,9 +59,10 @@ from ..plan import config_differences
 from ..protocol import CONFIG_NOT_RESULTS, build_protocol, registration
 from ..results import Decision, ProbeMetrics
 from ..runs import MissingRun, RunSummary, missing_runs
-from ..stats import PerImage, arm_difference, run_difference
+from ..stats import PerImage, arm_difference
 from .criteria import PRIMARY, Measure, Rule, rule_criteria
 from .endpoint import PROBE_COMMAND, read_probe
+from .primary import detectable_text, guard_flags, primary_criterion
 from .study import Study
 
 if TYPE_CHECKING:  # (loading reads the plots, which read this module)
@@ -82,13 +91,11 @@ def _arm_values(data: PerImage) -> list[float]:
 
 def _verdict(measure: Measure, interval: dict, margin: float | None) -> str:
     """Better / worse / inconclusive (primary and secondary); non-inferior / inferior /
-    inconclusive against a margin (non-inferiority)."""
+    inconclusive against a margin (non-inferiority; a relative margin on V2 / V1 - 1)."""
     low, high = interval["ci95"]
     if not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive"
     if measure.role == "non-inferiority":
-        if measure.relative and not interval.get("relative", True):
-            return "inconclusive"  # a relative margin cannot judge an absolute difference
         # the margin is how much worse the VAE may be: above it for "lower", below it for "higher"
         if measure.better == "lower":
             return "non-inferior" if high <= margin else "inferior" if low > margin else "inconclusive"
@@ -98,104 +105,62 @@ def _verdict(measure: Measure, interval: dict, margin: float | None) -> str:
     return "vae better" if vae_better else "vae worse" if vae_worse else "inconclusive"
 
 
-# ---- the primary endpoint: the diffusion probe ------------------------------------------------------
-
-
-def _scorer_seeds(probe: ProbeMetrics, names: list[str]) -> list[str] | None:
-    """The scorer seeds every run was scored with (``generated.fld_by_scorer``), or None when a
-    run lacks them: each run's score must be the same measure."""
-    tables = [probe.generated(name).get("fld_by_scorer") for name in names]
-    if not tables or any(not table for table in tables):
-        return None
-    common = set(tables[0]).intersection(*tables[1:])
-    return sorted(common, key=lambda seed: (len(seed), seed)) or None
-
-
-def _primary_scores(probe: ProbeMetrics, names: list[str], scorers: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's log FLD, the mean over ``scorers`` where given (the log of the geometric mean:
-    the feature networks of different seeds measure on scales that differ several-fold, and on the
-    log scale each seed counts alike, a network's own scale cancelling in the arm difference), and
-    its sampling standard error on that scale (from the first score's 95 % interval, by the delta
-    method; used only for an arm of one run). A run without a finite, positive FLD has no score:
-    a ProbeError names it."""
-    values, errors = [], []
-    for name in names:
-        generated = probe.generated(name)
-        score = generated["scores"]["fld"]
-        fld = [generated["fld_by_scorer"][seed] for seed in scorers] if scorers else [score["value"]]
-        if any(v is None or not math.isfinite(v) or v <= 0 for v in fld):
-            raise ProbeError(
-                f"{name}: the probe's FLD is not a positive number ({fld}); the primary endpoint cannot be "
-                "computed: look at the probe's log for that run (a diverged denoiser, non-finite samples)"
+def compare(
+    measure: Measure,
+    margin: float | None,
+    a: PerImage,
+    b: PerImage,
+    groups: np.ndarray,
+    rule: Rule,
+    names: tuple[str, str],
+    runs: tuple[list[str], list[str]],
+) -> dict[str, Any]:
+    """One criterion of ``measure``: the interval of B against A (``stats.arm_difference`` at the
+    rule's level, power, resamples), each arm's per-seed values and the verdict. A relative margin
+    with ``assessable_from`` is not assessed when A's mean is below it, or a run's value is not above
+    zero (a ratio to it is any size): the verdict is "not assessable", the absolute difference is
+    reported with a ``note`` saying why, and non-inferiority is not shown on it."""
+    values_a, values_b = _arm_values(a), _arm_values(b)
+    blocked = ""
+    if measure.relative and measure.assessable_from is not None:
+        shown = ", ".join(f"{v:.3g}" for v in values_a)
+        if not np.mean(values_a) >= measure.assessable_from:
+            blocked = (
+                f"{names[0]}'s {measure.name.replace('_', ' ')} is {np.mean(values_a):.3g} (runs {shown}), below "
+                f"{measure.assessable_from:g}: the decoders barely have it, and a ratio to it is any size"
             )
-        values.append(float(np.mean(np.log(fld))))
-        low, high = score.get("ci95") or (None, None)
-        usable = low is not None and high is not None and score.get("value")
-        errors.append((high - low) / (2 * 1.96) / score["value"] if usable else 0.0)
-    return np.array(values), np.array(errors)
-
-
-def _robustness(probe: ProbeMetrics, arms: dict[str, list[str]], scorers: list[str] | None, estimate: float) -> dict:
-    """The arm difference (mean V2 - mean V1) under each scorer seed alone and under each other
-    denoiser budget (``budgets``), and whether its sign agrees with the primary estimate's."""
-
-    baseline, candidate = decision_arms()
-
-    def difference(score) -> float:
-        return float(np.mean([score(n) for n in arms[candidate]]) - np.mean([score(n) for n in arms[baseline]]))
-
-    def check(value: float) -> dict:
-        return {"difference": value, "agrees": bool(value * estimate > 0)}
-
-    names = arms[baseline] + arms[candidate]
-    by_scorer = {
-        seed: check(difference(lambda n, s=seed: probe.generated(n)["fld_by_scorer"][s])) for seed in scorers or []
-    }
-    budgets = [set(probe.budgets(n)) for n in names]
-    common = sorted(set.intersection(*budgets), key=lambda b: (len(b), b)) if budgets else []
-    partial = sorted(set.union(*budgets) - set(common)) if budgets else []
-    by_budget = {steps: check(difference(lambda n, b=steps: float(probe.budgets(n)[b]["fld"]))) for steps in common}
-    checks = [*by_scorer.values(), *by_budget.values()]
-    notes = []
-    if not by_scorer:
-        notes.append("the probe recorded no FLD per scorer seed for every run")
-    if not by_budget:
-        notes.append("the probe trained no second denoiser budget for every run")
-    if partial:
-        notes.append(f"budgets {', '.join(partial)} left out: not probed for every run")
-    return {
-        "scorer_seeds": by_scorer,
-        "budgets": by_budget,
-        "ranking_holds": all(c["agrees"] for c in checks) if checks else None,
-        "note": "; ".join(notes),
-    }
-
-
-def _primary(probe: ProbeMetrics, study: Study, rule: Rule) -> dict[str, Any]:
-    baseline, candidate = decision_arms()
-    arms = {label: [r.name for r in study.arm(label)] for label in (baseline, candidate)}
-    scorers = _scorer_seeds(probe, arms[baseline] + arms[candidate])
-    a, a_se = _primary_scores(probe, arms[baseline], scorers)
-    b, b_se = _primary_scores(probe, arms[candidate], scorers)
-    interval = run_difference(a, a_se, b, b_se, resamples=rule.resamples, level=0.95, seed=rule.seed, log=True)
-    settings = probe.settings
-    generated = int(settings.get("samples", 0)) * int(settings.get("seeds", 1))
-    return {
-        "role": PRIMARY.role,
-        "meaning": PRIMARY.meaning,
-        "better": PRIMARY.better,
+        elif min(values_a + values_b) <= 0:
+            blocked = f"a run's {measure.name.replace('_', ' ')} is 0: a ratio to or of it is not defined"
+    interval = arm_difference(
+        a,
+        b,
+        groups,
+        relative=measure.relative and not blocked,
+        resamples=rule.resamples,
+        level=rule.level,
+        target_power=rule.power,
+        seed=rule.seed,
+        names=names,
+        runs=runs,
+        what=measure.name.replace("_", " "),
+    )
+    criterion = {
+        "role": measure.role,
+        "meaning": measure.meaning,
+        "better": measure.better,
+        "descriptive": measure.descriptive,  # reported with its interval; decides nothing
         **interval,
-        "n_images": None,
-        "n_meaning": f"runs per arm (n_runs): each run's FLD, over its {generated} generated layouts, is one "
-        "observation; the runs' spread holds the FLD's own sampling error",
-        "generated_per_run": generated,
-        "score": f"geometric mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD",
-        "relative": True,  # the difference is V2 / V1 - 1 of the (geometric mean) FLD
-        "deterministic": np.exp(a).tolist(),
-        "vae": np.exp(b).tolist(),
-        "verdict": _verdict(PRIMARY, interval, None),
-        "robustness": _robustness(probe, arms, scorers, interval["estimate"]),
+        "margin": margin,
+        "deterministic": values_a,
+        "vae": values_b,
+        "verdict": "not assessable" if blocked else _verdict(measure, interval, margin),
     }
+    if blocked:
+        criterion["assessable"] = False
+        criterion["note"] = (
+            f"{blocked}; its relative margin ({margin:g}) is not assessable, so non-inferiority is not shown on it"
+        )
+    return criterion
 
 
 # ---- the other criteria --------------------------------------------------------------------------
@@ -208,8 +173,10 @@ def _measures(study: Study, rule: Rule):
 def _criteria(study: Study, probe: ProbeMetrics | None, rule: Rule) -> dict[str, dict[str, Any]]:
     criteria: dict[str, dict[str, Any]] = {}
     baseline, candidate = decision_arms()
+    runs = ([r.name for r in study.arm(baseline)], [r.name for r in study.arm(candidate)])
     if probe is not None:
-        criteria[PRIMARY.name] = _primary(probe, study, rule)
+        primary = primary_criterion(probe, {baseline: runs[0], candidate: runs[1]}, rule)
+        criteria[PRIMARY.name] = primary | {"verdict": _verdict(PRIMARY, primary, None)}
     for measure, (key, denominator), margin in _measures(study, rule):
         if measure.per == "pair":  # pairs are the items, each its own group
             a, b = _per_pair(study, baseline, key), _per_pair(study, candidate, key)
@@ -217,30 +184,8 @@ def _criteria(study: Study, probe: ProbeMetrics | None, rule: Rule) -> dict[str,
         else:  # layouts are the items, resampled scene by scene
             a, b = _per_image(study, baseline, key, denominator), _per_image(study, candidate, key, denominator)
             item_groups = study.groups  # scenes joined with identical layouts: no copy counts twice
-        interval = arm_difference(
-            a,
-            b,
-            item_groups,
-            relative=measure.relative,
-            resamples=rule.resamples,
-            seed=rule.seed,
-            names=(f"{baseline} (deterministic)", f"{candidate} (VAE)"),
-        )
-        criterion = {
-            "role": measure.role,
-            "meaning": measure.meaning,
-            "better": measure.better,
-            "descriptive": measure.descriptive,  # reported with its interval; decides nothing
-            **interval,
-            "margin": margin,
-            "relative": interval.get("relative", False),
-            "deterministic": _arm_values(a),
-            "vae": _arm_values(b),
-            "verdict": _verdict(measure, interval, margin),
-        }
-        if measure.relative and not criterion["relative"] and measure.role == "non-inferiority":
-            criterion["note"] += f"; the relative margin ({margin:g}) cannot judge it, so non-inferiority is not shown"
-        criteria[measure.name] = criterion
+        names = (f"{baseline} (deterministic)", f"{candidate} (VAE)")
+        criteria[measure.name] = compare(measure, margin, a, b, item_groups, rule, names, runs)
     return criteria
 
 
@@ -262,9 +207,18 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
                 f"{r.name}: weighted KL {kl:.2e} is above {rule.kld_high:g}: the KL barely regularises "
                 f"({post['kl_nats_per_element']:.3g} nats per latent element)"
             )
-        if post["collapsed"]:
+        measured_at = post.get("active_threshold", rule.active_unit_variance)
+        if measured_at != rule.active_unit_variance:
+            flags.append(
+                f"{r.name}: its active units were counted at a posterior-mean variance above {measured_at:g}, the "
+                f"rule's is {rule.active_unit_variance:g}: measure the runs again under the rule"
+            )
+        if post["active_share"] < rule.collapse_active_share:  # the rule's threshold, not the measurement's
             collapsed = True
-            flags.append(f"{r.name}: posterior collapse: {post['active_units']} of {post['units']} latent units active")
+            flags.append(
+                f"{r.name}: posterior collapse: {post['active_units']} of {post['units']} latent units active "
+                f"(below {100 * rule.collapse_active_share:g} %)"
+            )
     posts = [r.metrics["posterior"] for r in study.arm(candidate) if "posterior" in r.metrics]
     if posts:
         criteria["kl"] = {
@@ -284,7 +238,8 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
         criteria["active_units"] = {
             "role": "flag",
             "meaning": "share of the VAE's latent units whose posterior mean "
-            "varies across layouts (Burda et al. 2016); collapse below 5 %",
+            f"varies across layouts (variance above {rule.active_unit_variance:g}; Burda et al. 2016); collapse "
+            f"below {100 * rule.collapse_active_share:g} %",
             "vae": [p["active_share"] for p in posts],
             "verdict": "flag" if collapsed else "ok",
             "n_seeds": [0, len(posts)],
@@ -302,7 +257,9 @@ def evaluation_split(study: Study) -> str:
 # ---- the decision ----------------------------------------------------------------------------------
 
 
-def _verdict_and_reason(criteria: dict, collapsed: bool, probe: ProbeMetrics | None) -> tuple[str, str]:
+def _verdict_and_reason(
+    criteria: dict, collapsed: bool, probe: ProbeMetrics | None, guarded: list[str]
+) -> tuple[str, str]:
     margins = {k: c for k, c in criteria.items() if c["role"] == "non-inferiority"}
     seeds_known = all(c.get("seed_spread_known", True) for c in criteria.values() if c["role"] != "flag")
     inferior = [k for k, c in margins.items() if c["verdict"] == "inferior"]
@@ -311,29 +268,45 @@ def _verdict_and_reason(criteria: dict, collapsed: bool, probe: ProbeMetrics | N
     primary = criteria[PRIMARY.name]
     if collapsed:
         return "vae worse", "the VAE's posterior collapsed"
+    if guarded:  # before any reading of the primary: a flagged run of either arm supports no choice
+        return "inconclusive", (
+            "inconclusive: the diffusion probe cannot decide, a compared run's generations are flagged ("
+            + "; ".join(guarded)
+            + "); a flagged run supports no choice, so the VAE is not chosen on these runs"
+        )
     if not seeds_known:
         return "inconclusive", (
             "one seed in an arm: the run-to-run spread is unknown, so no difference can be told from it; "
             "train at least 2 seeds per arm (configs/phase1_2/study.yaml plans how many)"
         )
+    low, high = (1 + v for v in primary["ci95"])
+    interval = f"V2 / V1 {1 + primary['estimate']:.2f}, {100 * primary['level']:.0f} % interval {low:.2f}-{high:.2f}"
     if primary["verdict"] == "vae better" and all(c["verdict"] == "non-inferior" for c in margins.values()):
         return "vae better", (
-            f"the VAE is better on the primary endpoint ({PRIMARY.name}), its 95 % interval excluding zero, "
+            f"the VAE is better on the primary endpoint ({PRIMARY.name}: {interval}, wholly below 1) "
             "and non-inferior in reconstruction"
         )
     if primary["verdict"] == "vae worse" or inferior:
-        worse = ([f"worse on the primary endpoint ({PRIMARY.name})"] if primary["verdict"] == "vae worse" else []) + [
-            f"inferior beyond the margin on {k}" for k in inferior
-        ]
+        worse = (
+            [f"worse on the primary endpoint ({PRIMARY.name}: {interval}, wholly above 1)"]
+            if primary["verdict"] == "vae worse"
+            else []
+        ) + [f"inferior beyond the margin on {k}" for k in inferior]
         return "vae worse", "the VAE was shown " + " and ".join(worse)
     open_ = (
         [
-            f"the primary endpoint ({PRIMARY.name}) interval includes zero (it could detect about "
-            f"{primary['mde']:.3g} at 80 % power)"
+            f"the primary endpoint's interval includes no difference ({PRIMARY.name}: {interval}); "
+            f"{detectable_text(primary)}"
         ]
         if primary["verdict"] != "vae better"
         else []
-    ) + [f"non-inferiority on {k} is not shown" for k, c in margins.items() if c["verdict"] != "non-inferior"]
+    ) + [
+        f"non-inferiority on {k} is not assessable, so not shown ({c['note']})"
+        if c["verdict"] == "not assessable"
+        else f"non-inferiority on {k} is not shown"
+        for k, c in margins.items()
+        if c["verdict"] != "non-inferior"
+    ]
     return "inconclusive", "inconclusive: " + "; ".join(open_)
 
 
@@ -410,7 +383,8 @@ def decide(
     criteria = _criteria(study, probe, rule)
     flags = list(warnings or [])
     posterior_flags, collapsed = _posterior_flags(study, rule, criteria)
-    flags += posterior_flags
+    guarded = guard_flags(criteria[PRIMARY.name]["guard"]) if probe is not None else []
+    flags += posterior_flags + guarded
     flags += recipe_flags([run for label in compared for run in runs[label]])
     flags += _plan_flags(planned, compared, missing)
     robustness = criteria.get(PRIMARY.name, {}).get("robustness")
@@ -418,9 +392,9 @@ def decide(
         against = [f"scorer seed {k}" for k, c in robustness["scorer_seeds"].items() if not c["agrees"]] + [
             f"denoiser budget {k}" for k, c in robustness["budgets"].items() if not c["agrees"]
         ]
-        flags.append(f"the primary endpoint's ranking of the arms does not hold for {', '.join(against)}")
+        flags.append(f"the primary endpoint's point estimate favours the other arm under {', '.join(against)}")
 
-    verdict, reason = _verdict_and_reason(criteria, collapsed, probe)
+    verdict, reason = _verdict_and_reason(criteria, collapsed, probe, guarded)
     choice = None if probe is None else "variational" if verdict == "vae better" else "deterministic"
     too_little = _data_limits(runs, train_images, rule)
     if choice is None:

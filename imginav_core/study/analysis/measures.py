@@ -14,9 +14,13 @@ from torch.nn import functional as F
 
 from ...model import DiagonalGaussian
 from ...palette import PALETTE, PURITY_TOLERANCE
+from .criteria import Rule
 
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if Cov_x(E_q[z|x]) > 0.01
-COLLAPSE_SHARE = 0.05  # fewer active units than this share: the posterior has collapsed
+# The rule's thresholds (``Rule``, recorded in the protocol), as measured by default: a unit is
+# active if Var_x(E_q[z|x]) exceeds the first (Burda et al. 2016); fewer active units than the
+# second share is collapse. The decision judges collapse from the measured share with its own rule.
+ACTIVE_UNIT_THRESHOLD = Rule.active_unit_variance
+COLLAPSE_SHARE = Rule.collapse_active_share
 
 
 # ---- reconstruction --------------------------------------------------------------------
@@ -162,17 +166,27 @@ def unit_activity(means: torch.Tensor) -> torch.Tensor:
     return torch.stack([means[:, c].double().var(0) for c in range(means.shape[1])])
 
 
-def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, pixels: int, total_loss: float) -> dict:
+def posterior_health(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    kld_weight: float,
+    pixels: int,
+    total_loss: float,
+    *,
+    active_threshold: float = ACTIVE_UNIT_THRESHOLD,
+    collapse_share: float = COLLAPSE_SHARE,
+) -> dict:
     """The VAE's posterior as measured on images whose posterior is N(mu, exp(logvar)).
 
     The KL is trained as a mean over latent elements, so its size needs units: ``kl_nats_per_element``;
     ``kl_bits_per_pixel`` = the KL of a whole image (summed over its latent elements) in bits, per
     image pixel; ``kl_share_of_loss`` = the weighted KL over the validation loss it was part of.
     Active units (Burda et al. 2016): units whose posterior mean varies across images,
-    ``Var_x(E[z_u|x]) > 0.01``, counted unit by unit; a VAE normally leaves some inactive, so
-    only almost none active (``COLLAPSE_SHARE``) is collapse. ``noise_to_signal`` per channel:
-    ``mean sigma_q / std_x(mu)``, the posterior's own noise against the spread of its means —
-    near 1 or above, the decoder was trained on latents mostly noise. In float64, one channel
+    ``Var_x(E[z_u|x]) > active_threshold`` (recorded as ``active_threshold``), counted unit by unit;
+    a VAE normally leaves some inactive, so only almost none active (below ``collapse_share``) is
+    collapse. Both default to the rule's (``Rule.active_unit_variance``, ``Rule.collapse_active_share``).
+    ``noise_to_signal`` per channel: ``mean sigma_q / std_x(mu)``, the posterior's own noise against
+    the spread of its means — near 1 or above, the decoder was trained on latents mostly noise. In float64, one channel
     at a time."""
     kl_per_channel, kl_per_image, sigma, spread = [], torch.zeros(len(mu), dtype=torch.float64), [], []
     for c in range(mu.shape[1]):
@@ -184,7 +198,7 @@ def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, 
         spread.append(float(m_c.flatten().std()))
     nats = float(torch.tensor(kl_per_channel, dtype=torch.float64).mean())  # channels have equal numbers of elements
     activity = unit_activity(mu)
-    active = activity > ACTIVE_UNIT_THRESHOLD
+    active = activity > active_threshold
     noise_to_signal = torch.tensor(sigma, dtype=torch.float64) / torch.tensor(spread, dtype=torch.float64).clamp_min(
         1e-12
     )
@@ -201,7 +215,8 @@ def posterior_health(mu: torch.Tensor, logvar: torch.Tensor, kld_weight: float, 
         "active_share_per_channel": active.double().mean((1, 2)).tolist(),
         "noise_to_signal_per_channel": noise_to_signal.tolist(),
         "median_noise_to_signal": float(noise_to_signal.median()),
-        "collapsed": share < COLLAPSE_SHARE,
+        "active_threshold": active_threshold,
+        "collapsed": share < collapse_share,
     }
 
 

@@ -687,15 +687,24 @@ def _counts(c: dict) -> str:
 
 def criteria_table(decision: Decision) -> pd.DataFrame:
     """Each criterion of the rule and its role, each arm's mean over its seeds, the difference (VAE
-    minus deterministic; relative where said) with its 95 % interval and the smallest difference
-    the comparison would detect 80 % of the time (MDE, same units), the verdict (against the
-    margin, if any), what n is (runs for the probe's FLD; seeds and images or pairs for the
-    others), and what is compared (each seed's value: decision.json). Few columns, so that the
-    table fits the page; show it with ``.style``."""
+    minus deterministic; relative where said) with its 95 % interval, the true difference the
+    design would see with the rule's power, both ways (``<= 0.34 x or >= 2.97 x``: V2 / V1 at most
+    or at least that, for a relative criterion; V2 - V1 for the others), the verdict (against the
+    margin, if any; "not assessable" where a relative margin cannot be judged), what n is (runs for
+    the probe's FLD; seeds and images or pairs for the others), and what is compared (each seed's
+    value: decision.json). Few columns, so that the table fits the page; show it with ``.style``."""
 
     def mean(values) -> str:
         return _shown(float(np.mean(values))) if values else ""
 
+    def seen(c: dict) -> str:
+        found = c.get("detectable")
+        if not found:
+            return "unknown (one run in an arm)" if c.get("n_seeds") else ""
+        unit = " x" if found["scale"].startswith("ratio") else ""
+        return f"<= {_shown(float(found['at_most']))}{unit} or >= {_shown(float(found['at_least']))}{unit}"
+
+    power = next((c["detectable"]["power"] for c in decision.criteria.values() if c.get("detectable")), 0.8)
     rows = {}
     for name, c in decision.criteria.items():
         interval = c.get("ci95")
@@ -711,14 +720,14 @@ def criteria_table(decision: Decision) -> pd.DataFrame:
         else:
             relative = " (relative)" if c.get("relative") else ""
             difference = f"{_shown(c['estimate'])} [{_shown(interval[0])}, {_shown(interval[1])}]{relative}"
-            detectable = _shown(c.get("mde"))
+            detectable = seen(c)
         margin = f" (margin {_shown(c['margin'])})" if c.get("margin") is not None else ""
         note = f" — {c['note']}" if c.get("note") else ""
         role = "descriptive" if c.get("descriptive") else c["role"]
         rows[f"{name.replace('_', ' ')} ({role})"] = {
             "V1 / V2": f"{mean(c.get('deterministic')) or '—'} / {mean(c.get('vae')) or '—'}",
             "V2 - V1 [95 % interval]": difference,
-            "MDE (80 %)": detectable,
+            f"seen {100 * power:.0f} % of the time if": detectable,
             "verdict": c["verdict"] + margin,
             "n": _counts(c),
             "what is compared": c["meaning"] + note,
@@ -729,12 +738,15 @@ def criteria_table(decision: Decision) -> pd.DataFrame:
 
 
 def robustness_table(decision: Decision) -> pd.DataFrame:
-    """The primary endpoint's ranking under each scorer seed alone and each other denoiser budget:
-    V2 - V1 (mean over each arm's runs) and whether its sign agrees with the primary estimate's."""
+    """The primary endpoint's point estimate under each scorer seed alone and each denoiser budget:
+    V2 / V1 of the geometric-mean FLD over each arm's runs (a ratio: FLDs of different scorer
+    networks differ several-fold in scale), and whether it favours the same arm as the primary
+    estimate. The last row is the primary itself, with its interval: point estimates that all
+    favour one arm say nothing of whether the interval excludes no difference."""
     primary = decision.primary
     robustness = (primary or {}).get("robustness") or {}
     rows = {
-        f"{kind} {key}": {"V2 - V1": _shown(check["difference"]), "agrees with the primary": check["agrees"]}
+        f"{kind} {key}": {"V2 / V1": _shown(check["ratio"]), "favours the same arm as the primary": check["agrees"]}
         for kind, table in (
             ("scorer seed", robustness.get("scorer_seeds", {})),
             ("budget", robustness.get("budgets", {})),
@@ -742,9 +754,14 @@ def robustness_table(decision: Decision) -> pd.DataFrame:
         for key, check in table.items()
     }
     holds = robustness.get("ranking_holds")
-    rows["ranking holds"] = {
-        "V2 - V1": "" if primary is None else _shown(primary["estimate"]),
-        "agrees with the primary": "not measured" if holds is None else holds,
+    if primary is None:
+        shown = ""
+    else:
+        low, high = (1 + v for v in primary["ci95"])
+        shown = f"{_shown(1 + primary['estimate'])} [{_shown(low)}, {_shown(high)}] ({primary['verdict']})"
+    rows["all checks (the primary, with its interval)"] = {
+        "V2 / V1": shown,
+        "favours the same arm as the primary": "not measured" if holds is None else holds,
     }
     table = pd.DataFrame(rows).T
     table.index.name = f"{decision.primary_endpoint.replace('_', ' ')}: robustness"

@@ -21,12 +21,14 @@ the analysis's time by the sweep's runs (20 at 5 seeds) for figures the report d
 Each weight's value comes with a 95 % t interval over its runs (the seeds, on these test layouts;
 none with one run per weight, said). The recommendation, a secondary result: of the weights whose
 reconstruction is non-inferior to V1 within the decision's margins (``Rule.mse_margin``,
-``Rule.small_class_iou_margin``; the decision's intervals, ``stats.arm_difference``, and verdicts;
-V1 itself is the reference), the one with the lowest FLD, with its interval and, against each
-adjacent weight, the FLD ratio's interval (``stats.run_difference``, Welch's df): distinguishable
-when it excludes zero. With one run per weight the seed-to-seed spread is unknown, so no weight
-is shown non-inferior and nothing is distinguishable (the decision's rule for one seed); the
-point estimates' reading is given apart, as provisional.
+``Rule.small_class_iou_margin``, ``Rule.small_class_iou_min``; the decision's intervals and
+verdicts, ``decision.compare``; V1 itself is the reference) and whose runs' generations the guard
+does not flag (``primary.guard_run``), the one with the lowest FLD, with its interval and, against
+each adjacent weight, the FLD ratio's interval over the runs (``stats.run_difference``, Welch's
+df; under these scorer networks: the curve keeps each run's mean over them): distinguishable when
+it excludes zero. With one run per weight the seed-to-seed spread is unknown, so no weight is shown
+non-inferior and nothing is distinguishable (the decision's rule for one seed); the point
+estimates' reading is given apart, as provisional.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ from ..arms import decision_arms
 from ..plan import StudyPlan, SweepPoint
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
-from ..stats import Estimate, PerImage, arm_difference, run_difference, seed_estimate
+from ..stats import Estimate, PerImage, run_difference, seed_estimate
 from . import measures as m
-from .criteria import Measure, Rule, image_criteria
-from .decision import _primary_scores, _scorer_seeds, _verdict
+from .criteria import Rule, rule_criteria
+from .decision import compare
 from .endpoint import probe_problems
+from .primary import guard_run, run_log_fld, scorer_seeds
 from .study import Study, _batches, _small_class_counts
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
@@ -73,6 +76,7 @@ class SweepRun:
     active_share: float | None = None
     log_fld: float | None = None  # log of the geometric-mean FLD over the scorer seeds; None: not probed
     log_fld_se: float = 0.0  # its own sampling error (the probe's interval), used with one run only
+    guard: list[str] = field(default_factory=list)  # the guard's flags of its generations (primary.guard_run)
 
     @property
     def mse_value(self) -> float:
@@ -124,33 +128,31 @@ class CurvePoint:
 
 def _non_inferiority(reference: list[SweepRun], runs: list[SweepRun], groups: np.ndarray, rule: Rule) -> dict:
     """Each reconstruction criterion of the decision (its measure, margin and interval), ``runs``
-    against ``reference`` (V1): ``stats.arm_difference`` on the same test layouts, resampled by
-    group, and the decision's verdict; with one run in either, "inconclusive" (the spread between
-    seeds is unknown)."""
+    against ``reference`` (V1): ``decision.compare`` on the same test layouts, resampled by group,
+    with the decision's verdict; with one run in either, "inconclusive" (the spread between seeds
+    is unknown)."""
     found = {}
-    criteria: list[tuple[Measure, tuple[str, str | None], float | None]] = image_criteria(
-        rule.mse_margin, rule.small_class_iou_margin, rule.noise_sigma, nn_primary=False, with_realism=False
-    )[:2]
-    for measure, (key, denominator), margin in criteria:
+    for measure, (key, denominator), margin in rule_criteria(rule, with_realism=False)[:2]:
 
         def data(of: list[SweepRun], key=key, denominator=denominator) -> PerImage:
             if denominator is None:
                 return PerImage.mean_of(np.stack([getattr(r, key) for r in of]))
             return PerImage(np.stack([getattr(r, key) for r in of]), np.stack([getattr(r, denominator) for r in of]))
 
-        interval = arm_difference(
+        names = (decision_arms()[0], f"KL weight {weight_text(runs[0].kld)}")
+        criterion = compare(
+            measure,
+            margin,
             data(reference),
             data(runs),
             groups,
-            relative=measure.relative,
-            resamples=rule.resamples,
-            seed=rule.seed,
-            names=(decision_arms()[0], f"KL weight {weight_text(runs[0].kld)}"),
+            rule,
+            names,
+            ([r.name for r in reference], [r.name for r in runs]),
         )
-        verdict = _verdict(measure, interval, margin)
-        if not interval["seed_spread_known"]:
-            verdict, interval["note"] = "inconclusive", ONE_RUN
-        found[measure.name] = {"margin": margin, "better": measure.better, **interval, "verdict": verdict}
+        if not criterion["seed_spread_known"] and criterion["verdict"] != "not assessable":
+            criterion["verdict"], criterion["note"] = "inconclusive", ONE_RUN
+        found[measure.name] = criterion
     return found
 
 
@@ -263,8 +265,8 @@ def _neighbour(best: CurvePoint, other: CurvePoint, rule: Rule) -> Neighbour:
 def _within_margins_by_point_estimate(point: CurvePoint) -> bool:
     """The reconstruction's point estimates within the decision's margins (no interval)."""
     for criterion in point.non_inferiority.values():
-        if criterion.get("relative") is False and criterion["better"] == "lower":
-            return False  # an absolute difference cannot be held against a relative margin
+        if criterion["verdict"] == "not assessable":
+            return False
         if criterion["better"] == "lower" and criterion["estimate"] > criterion["margin"]:
             return False
         if criterion["better"] == "higher" and criterion["estimate"] < -criterion["margin"]:
@@ -282,8 +284,11 @@ def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendati
         if point.fld.estimate is None:
             excluded[point.label] = "not probed (the FLD of every run of the weight is needed)"
             continue
+        flagged = [flag for run in point.runs for flag in run.guard]
         open_ = {name: c for name, c in point.non_inferiority.items() if c["verdict"] != "non-inferior"}
-        if any(c.get("note") == ONE_RUN for c in open_.values()):
+        if flagged:
+            excluded[point.label] = f"generations flagged by the guard ({'; '.join(flagged)})"
+        elif any(c.get("note") == ONE_RUN for c in open_.values()):
             excluded[point.label] = (
                 "reconstruction not shown non-inferior to V1's (one run: the spread between seeds unknown)"
             )
@@ -293,8 +298,10 @@ def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendati
         else:
             candidates.append(point)
     margins = (
-        f"MSE at most {100 * rule.mse_margin:.0f} % higher, small-class IoU at most {rule.small_class_iou_margin:g} "
-        "lower, by the decision's 95 % intervals"
+        f"MSE at most {100 * rule.mse_margin:.0f} % higher, small-class IoU at most "
+        f"{100 * rule.small_class_iou_margin:.0f} % lower (assessed where V1's is at least "
+        f"{rule.small_class_iou_min:g}), "
+        f"by the decision's {100 * rule.level:.0f} % intervals"
     )
     if not candidates:
         text = (
@@ -425,11 +432,13 @@ class KLSweep:
         }
 
 
-def _probe_scores(out: Outputs, runs: dict[str, SweepRun], summaries: list[RunSummary]) -> tuple[str, list[str]]:
+def _probe_scores(
+    out: Outputs, runs: dict[str, SweepRun], summaries: list[RunSummary], rule: Rule
+) -> tuple[str, list[str]]:
     """Put each run's log FLD (the geometric mean over the scorer seeds all of them were scored
-    with) into ``runs``; (which score, why a run has none). A sweep run's probe result must be
-    newer than its checkpoint (``endpoint.probe_problems``); the comparison runs' the decision
-    checked."""
+    with) and the guard's flags of its generations into ``runs``; (which score, why a run has
+    none). A sweep run's probe result must be newer than its checkpoint (``endpoint.probe_problems``);
+    the comparison runs' the decision checked."""
     if not out.probe_metrics.is_file():
         return "FLD", [f"the diffusion probe has not written {out.shown(out.probe_metrics)}"]
     try:
@@ -445,14 +454,15 @@ def _probe_scores(out: Outputs, runs: dict[str, SweepRun], summaries: list[RunSu
             stale.add(summary.name)
     probed = [name for name in runs if name in probe.experiments and name not in stale]
     problems += [f"{name}: not probed" for name in runs if name not in probe.experiments]
-    scorers = _scorer_seeds(probe, probed)
+    scorers = scorer_seeds(probe, probed)
     for name in probed:
         try:
-            (value,), (error,) = _primary_scores(probe, [name], scorers)
+            (value,), (error,) = run_log_fld(probe, [name], scorers)
         except ProbeError as err:  # a diverged denoiser: that run has no FLD, the curve says so
             problems.append(str(err))
             continue
         runs[name].log_fld, runs[name].log_fld_se = float(value), float(error)
+        runs[name].guard = guard_run(name, probe.guard(name), rule)["flags"]
     return (f"geometric mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD"), problems
 
 
@@ -492,7 +502,7 @@ def measure_sweep(
         weight = weight_text(run.config.loss.kld)
         log(f"measuring {run.name} (KL weight {weight}) on the study's {len(study.positions)} test layouts")
         runs[run.name] = measure_run(run, study, device)
-    fld_score, problems = _probe_scores(out, runs, pending)
+    fld_score, problems = _probe_scores(out, runs, pending, rule)
     missing += problems
     curve = kl_curve(
         [(point, [runs[name] for name in point.names if name in runs]) for point in points],

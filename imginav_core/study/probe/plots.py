@@ -11,6 +11,7 @@ from PIL import Image
 
 from ...outputs import Outputs
 from ..results import ProbeMetrics
+from .guard import GuardRule, guard_run
 
 
 def _label(metrics: ProbeMetrics, name: str) -> str:
@@ -73,9 +74,50 @@ def score_table(metrics: ProbeMetrics) -> pd.DataFrame:
 
 
 def reconstruction_table(metrics: ProbeMetrics) -> pd.DataFrame:
-    """The same scores for each autoencoder's reconstructions of real training layouts: the best
-    its decoder allows, so that a bad generation score can be told apart from a bad decoder."""
+    """The same scores for each autoencoder's reconstructions of real test layouts (never trained
+    on), as many as it generated: the best its decoder allows, so that a bad generation score can be
+    told apart from a bad decoder."""
     return _scores(metrics, "reconstructed", interval=False)
+
+
+def guard_table(metrics: ProbeMetrics, rule: GuardRule) -> pd.DataFrame:
+    """Each run's generations beside its own test reconstructions, at equal numbers of layouts,
+    under every scorer seed: their FLDs (and the ratio) and coverages (and the generations' share
+    of what as many real layouts cover), and the guard's reading under ``rule``, the decision's
+    (``analysis.criteria.Rule()``: its thresholds, none fixed here): "collapsed or fooled" where
+    the generations score better than the reconstructions beyond the rule's margin, "too far from
+    real" where they cover too little for the FLD to inform. A run probed before the guard existed
+    says so."""
+    rows: dict[str, dict[str, str]] = {}
+    for name in metrics.experiments:
+        label = _label(metrics, name)
+        record = metrics.guard(name)
+        found = guard_run(name, record, rule, label)
+        verdict = "; ".join(flag.removeprefix(f"{label}: ") for flag in found["flags"]) or "ok"
+        if record is None:
+            rows.setdefault("guard", {})[label] = verdict
+            continue
+        rows.setdefault("layouts each (generated, reconstructed)", {})[label] = str(record["n_layouts"])
+        for seed, s in record["by_scorer"].items():
+            ratio = found["fld_ratio_by_scorer"].get(seed)
+            rows.setdefault(f"FLD generated / reconstructed, scorer seed {seed}", {})[label] = (
+                f"{s['generated_fld']:.3g} / {s['reconstructed_fld']:.3g}" + (f" ({ratio:.2f} x)" if ratio else "")
+            )
+            rows.setdefault(f"coverage generated / reconstructed / real, scorer seed {seed}", {})[label] = (
+                f"{s['generated_coverage']:.3f} / {s['reconstructed_coverage']:.3f} / {s['coverage_floor']:.3f}"
+            )
+        if found["fld_ratio"] is not None:
+            rows.setdefault(f"FLD ratio, geometric mean (flagged below {rule.guard_fld_ratio:g})", {})[label] = (
+                f"{found['fld_ratio']:.2f}"
+            )
+        if found["coverage_share"] is not None:
+            rows.setdefault(f"coverage share of real, mean (flagged below {rule.guard_coverage_share:g})", {})[
+                label
+            ] = f"{found['coverage_share']:.2f}"
+        rows.setdefault("guard", {})[label] = verdict
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "generations against test reconstructions"
+    return table
 
 
 def robustness_table(metrics: ProbeMetrics) -> pd.DataFrame:
@@ -201,13 +243,15 @@ def diffusability_table(metrics: ProbeMetrics) -> pd.DataFrame:
 
 def key_numbers(metrics: ProbeMetrics) -> dict:
     """The probe's headline numbers the book's introduction quotes (``{glue}``), per arm: the mean
-    over its runs, and each run's value (the decision's interval is in the analysis)."""
-    arms: dict[str, list[dict]] = {}
-    for result in metrics.experiments.values():
-        arms.setdefault(result["label"], []).append(result)
+    over its runs, and each run's value (the decision's interval and guard are in the analysis);
+    the reconstructions' FLD is of test layouts."""
+    arms: dict[str, list[str]] = {}
+    for name, result in metrics.experiments.items():
+        arms.setdefault(result["label"], []).append(name)
     numbers = {}
-    for label, results in arms.items():
+    for label, names in arms.items():
         key = label.lower()
+        results = [metrics.experiments[name] for name in names]
 
         def mean_and_runs(values: list[float], digits: str = ".3g") -> str:
             text = f"{np.mean(values):{digits}}"

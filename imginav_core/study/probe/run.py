@@ -8,9 +8,11 @@ layouts (held out from training and from checkpoint choice). Then the same denoi
 a second, longer budget and its layouts scored again; every generated set is also scored by the
 feature networks of several seeds, so that neither the budget nor the scorer's own seed decides
 unseen. Beside that: copies of training layouts among the generated ones (searched in every training
-layout), the held-out denoising loss at fixed noise levels, the run's own reconstructions scored the
-same way (the best its decoder allows, so a bad generation score can be told apart from a bad
-decoder), and the cheap diffusability measures. Everything lands in ``OUTPUT_ROOT/<phase>/probe/
+layout), the held-out denoising loss at fixed noise levels, the run's own reconstructions of test
+layouts scored the same way by every scorer network, at as many layouts as it generated (the best
+its decoder allows, so that a bad generation score can be told apart from a bad decoder, and
+generations that score better than them, a collapse or a fooled scorer, are seen: ``guard``), and
+the cheap diffusability measures. Everything lands in ``OUTPUT_ROOT/<phase>/probe/
 probe_metrics.json``, with the seconds each phase took; a killed probe resumes where it stopped.
 
 Decoded layouts are never all in memory: they are decoded, described (features, pixel
@@ -39,6 +41,7 @@ from ...runtime import device_name, resolve_device
 from ...scoring import LayoutScorer
 from ...scoring.copies import CopyDistances, CopyIndex, generated_class_maps
 from ...scoring.features import Embedding
+from ...scoring.inputs import ClassMapRows
 from ...scoring.pixels import PixelStatistics, pixel_statistics
 from ...training.checkpoints import load_model
 from ..arms import is_sweep_run
@@ -46,6 +49,7 @@ from ..results import ProbeMetrics
 from ..runs import RunSummary, load_runs, shared_config
 from . import diffusability as d
 from .denoiser import heldout_losses, precision, sample_latents, train_denoiser, unet_layout
+from .guard import guard_scores, reconstruction_positions
 from .latents import EncodedLayouts, Standardiser, encode_layouts
 from .reference import study_scorers, training_copies
 from .settings import ProbeSettings
@@ -128,9 +132,11 @@ def run_probe(
         "experiments": {},
         "timings": {},
     }
+    # the test layouts the scorers score against: a run's reconstructions are drawn outside them first
+    reference = held.class_maps.positions if isinstance(held.class_maps, ClassMapRows) else None
     for run in runs:
         log(f"probing the latent space of {run.name} ({device})")
-        result = probe_run(run, data, heldout_layouts, scorers, copies, settings, device, out, log)
+        result = probe_run(run, data, heldout_layouts, scorers, copies, settings, device, out, log, reference)
         metrics["experiments"][run.name] = result
         metrics["timings"] = {
             **timings,
@@ -169,7 +175,10 @@ def probe_run(
     device: torch.device,
     out: Outputs,
     log: Callable[[str], None],
+    reference: np.ndarray | None = None,
 ) -> dict:
+    """One run's probe (see the module). ``reference``: positions in the test split of the layouts
+    the scorers score against (a run's test reconstructions are drawn outside them first)."""
     started = time.perf_counter()
     timings = Timings(device)
     _, model, _ = load_model(run.best_checkpoint, device)
@@ -192,7 +201,7 @@ def probe_run(
     timings.add("sampling", sum(b["sampling_seconds"] for s in seeds for b in s["budgets"].values()))
     timings.add("heldout_loss", sum(b["heldout_loss_seconds"] for s in seeds for b in s["budgets"].values()))
 
-    budgets, generated = {}, None
+    budgets, generated, first_described = {}, None, None
     for steps in settings.budgets:
         latents = torch.cat(
             [torch.load(out.probe_generated(run.name, seed, steps), weights_only=True) for seed in settings.seed_list]
@@ -209,6 +218,7 @@ def probe_run(
         )
         scored = _score_generated(described, scorers, copies, settings, device, timings, every_score=first)
         if first:
+            first_described = described
             generated = {
                 **scored.scores,
                 "memorisation": scored.memorisation,
@@ -228,11 +238,20 @@ def probe_run(
         log(f"{run.name} after {steps} steps: {scored.line()}")
 
     with timings("reconstructions"):
-        reconstructed = _reconstructions(model, data.train, generated["n_generated"], settings.seed, device, batch)
-        described = describe_layouts(reconstructed, scorers[:1], None, device)
+        positions, in_reference = reconstruction_positions(
+            len(data.evaluation), reference, generated["n_generated"], settings.seed
+        )
+        described = describe_layouts(
+            _reconstructions(model, data.evaluation, positions, device, batch), scorers, None, device
+        )
         reconstructed_scores = scorers[0].score_embedded(
             described.embeddings[0], described.pixels, bootstrap=settings.bootstrap, seed=settings.seed
         )
+        guard = guard_scores(first_described.embeddings, described.embeddings, scorers, settings.seed) | {
+            "reconstructed_split": EVALUATION_SPLIT,
+            "reconstructed_in_reference": in_reference,
+        }
+    log(f"{run.name}: generations against test reconstructions: {_guard_line(guard)}")
     with timings("diffusability"):
         diffusability = _diffusability(model, heldout, heldout_layouts, device, batch)
     # A resumed probe reports the phases done earlier as they were recorded; the total counts them too.
@@ -263,6 +282,7 @@ def probe_run(
         "generated": generated,
         "budgets": budgets,
         "reconstructed": reconstructed_scores,
+        "guard": guard,
         "heldout_loss": budgets[str(settings.steps)]["heldout_loss"],
         "loss_curve": seeds[0]["budgets"][last]["curve"],
         "seeds": seeds,
@@ -460,22 +480,27 @@ def decoded_layouts(
         yield rgb
 
 
+def _guard_line(guard: dict) -> str:
+    return f"{guard['n_layouts']} layouts each; " + ", ".join(
+        f"scorer seed {seed}: FLD {s['generated_fld']:.4g} vs {s['reconstructed_fld']:.4g}, coverage "
+        f"{s['generated_coverage']:.3f} vs {s['reconstructed_coverage']:.3f} (real {s['coverage_floor']:.3f})"
+        for seed, s in guard["by_scorer"].items()
+    )
+
+
 @torch.no_grad()
 def _reconstructions(
-    model: LayoutAutoencoder, layouts: CachedLayouts, count: int, seed: int, device: torch.device, batch: int
+    model: LayoutAutoencoder, layouts: CachedLayouts, positions: np.ndarray, device: torch.device, batch: int
 ) -> Iterator[np.ndarray]:
-    """Reconstructions (through the posterior mean) of ``count`` training layouts drawn from
-    ``seed``, DECODE_CHUNK at a time, ``batch`` per model call."""
-    positions = np.sort(np.random.default_rng(seed).choice(len(layouts), size=count, replace=count > len(layouts)))
-    for start in range(0, count, DECODE_CHUNK):
+    """Reconstructions (through the posterior mean) of the layouts at ``positions`` (distinct, in
+    order), DECODE_CHUNK at a time, ``batch`` per model call."""
+    for start in range(0, len(positions), DECODE_CHUNK):
         chunk = positions[start : start + DECODE_CHUNK]
-        # Repeated positions (count > layouts) are read once each by the dataset: index the batch back.
-        unique, inverse = np.unique(chunk, return_inverse=True)
         parts = []
-        for b in range(0, len(unique), batch):
-            rgb, _, _ = to_model_inputs(layouts[unique[b : b + batch]], device)
+        for b in range(0, len(chunk), batch):
+            rgb, _, _ = to_model_inputs(layouts[chunk[b : b + batch]], device)
             parts.append(to_uint8(model.decode(model.encode(rgb))["rgb"]))
-        yield np.concatenate(parts)[inverse]
+        yield np.concatenate(parts)
 
 
 @torch.no_grad()
