@@ -87,6 +87,12 @@ def _plan(args: argparse.Namespace) -> int:
             ) from None
     plan = make_plan(root, args.study, seeds, args.sweep, parse_overrides(args.set))
     print(plan_table(plan) + "\n" + plan_cost_text(plan), end="")
+    from .study.protocol import build_protocol
+
+    design = build_protocol(plan)["primary"]["design"]
+    if design:  # what the design can see, before any data
+        spread = design["log_seed_spread"]
+        print(f"The design: {design['text']} (assuming a seed-to-seed spread of {spread:g} in log FLD).")
     if not args.dry_run:
         write_plan(plan)
     return 0

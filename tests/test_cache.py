@@ -115,12 +115,12 @@ def test_a_cache_of_an_older_version_is_never_read_but_rebuilt_beside_it(tmp_pat
     manifest, images = _layouts_with_off_palette_pixels(tmp_path)
     records = read_manifest(manifest).records
     monkeypatch.setattr(cache_module, "CACHE_VERSION", 2)
-    old = tmp_path / "cache" / cache_key(records, 16)
+    old = tmp_path / "cache" / cache_key(records, 16, manifest.resolve().parent)
     monkeypatch.undo()
     old.mkdir(parents=True)
     (old / "rgb.u8").write_bytes(bytes(6 * 16 * 16 * 3))  # all black: wrong if read
     (old / "class_map.u8").write_bytes(bytes(6 * 16 * 16))
-    meta = {"version": 2, "resolution": 16, "n": 6, "paths": [str(r.path) for r in records]}
+    meta = {"version": 2, "resolution": 16, "n": 6, "paths": [r.path.name for r in records]}
     meta |= {"labels": [0] * 6, "off_palette": [0.0] * 6, "skipped": []}
     (old / "meta.json").write_text(json.dumps(meta))
     messages = []

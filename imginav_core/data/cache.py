@@ -38,7 +38,10 @@ from ..outputs import shown_path
 from ..palette import class_map_hash, rgb_to_class
 from .manifest import LayoutRecord, group_layouts
 
-CACHE_VERSION = 3  # 2: off_palette.csv; 3: RGB only for off-palette layouts, class-map hashes
+# 2: off_palette.csv; 3: RGB only for off-palette layouts, class-map hashes; 4: the layouts named by
+# their path relative to the manifest's folder, so a copied data set (or a copied study, whose
+# synthetic set and cache travel with it) finds its cache
+CACHE_VERSION = 4
 CLASS_MAPS = "class_map.u8"
 OFF_PALETTE_RGB = "off_palette_rgb.u8"
 # The modes Pillow gives 8-bit PNGs: bilevel, grayscale, palette and RGB, each with or without alpha.
@@ -145,10 +148,15 @@ class LayoutCache:
         return class_map, rgb
 
 
-def cache_key(records: list[LayoutRecord], resolution: int) -> str:
+def _named(path: Path, base: Path | None) -> str:
+    """A layout as the cache names it: its path relative to the manifest's folder (``base``)."""
+    return os.path.relpath(path, base) if base is not None else str(path)
+
+
+def cache_key(records: list[LayoutRecord], resolution: int, base: Path | None = None) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION} r{resolution}\n".encode())
     for r in records:
-        digest.update(f"{r.path}\t{r.type}\t{int(r.is_empty)}\n".encode())
+        digest.update(f"{_named(r.path, base)}\t{r.type}\t{int(r.is_empty)}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -193,14 +201,15 @@ def build_cache(
     An unreadable image stops the build with a message naming the manifest line and file (nothing
     is left behind), or with ``skip_broken`` is left out and listed in ``LayoutCache.skipped``.
     """
-    folder = Path(cache_root) / cache_key(records, resolution)
-    cache = _open(folder, records, resolution)
+    base = Path(manifest).resolve().parent
+    folder = Path(cache_root) / cache_key(records, resolution, base)
+    cache = _open(folder, records, resolution, base)
     if cache is not None:
         return cache
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(folder.parent, log)
     with file_lock(folder.parent / f".{folder.name}.lock"):
-        cache = _open(folder, records, resolution)
+        cache = _open(folder, records, resolution, base)
         if cache is not None:
             return cache
         for older, version, size in older_caches(folder.parent):
@@ -282,7 +291,7 @@ def _build(
         "version": CACHE_VERSION,
         "resolution": resolution,
         "n": len(kept),
-        "paths": [str(r.path) for r in kept],
+        "paths": [_named(r.path, Path(manifest).resolve().parent) for r in kept],
         "labels": [r.label for r in kept],
         "off_palette": shares.tolist(),
         "hashes": [hashes[i] for i in keep],
@@ -294,7 +303,7 @@ def _build(
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
-    cache = _open(folder, records, resolution)
+    cache = _open(folder, records, resolution, Path(manifest).resolve().parent)
     log(
         f"cached {len(cache)} layouts: class maps, and the exact RGB of the {len(rgb_rows)} with off-palette "
         f"pixels ({_size(folder) / 1e9:.2f} GB)"
@@ -346,7 +355,7 @@ def _compact(staging: Path, n: int, resolution: int, keep: np.ndarray) -> None:
     os.replace(target_path, staging / CLASS_MAPS)
 
 
-def _open(folder: Path, records: list[LayoutRecord], resolution: int) -> LayoutCache | None:
+def _open(folder: Path, records: list[LayoutRecord], resolution: int, base: Path) -> LayoutCache | None:
     """The cache in ``folder``; None where there is none of this version (built again then)."""
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -354,7 +363,7 @@ def _open(folder: Path, records: list[LayoutRecord], resolution: int) -> LayoutC
     meta = json.loads(meta_path.read_text())
     if meta.get("version") != CACHE_VERSION or meta.get("resolution") != resolution:
         return None
-    by_path = {str(r.path): r for r in records}
+    by_path = {_named(r.path, base): r for r in records}
     kept = [by_path[p] for p in meta["paths"]]
     return LayoutCache(
         folder=folder,

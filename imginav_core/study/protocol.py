@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import REPO_ROOT, Config, flatten
 from ..files import write_text_atomic
-from .analysis.criteria import PRIMARY, Rule, rule_criteria
+from .analysis.criteria import PRIMARY, Rule, planned_primary_effect, rule_criteria
 from .analysis.settings import NOT_RESULTS as ANALYSIS_NOT_RESULTS
 from .analysis.settings import AnalysisSettings
 from .probe.settings import NOT_RESULTS as PROBE_NOT_RESULTS
@@ -115,10 +115,23 @@ def build_protocol(
             "meaning": PRIMARY.meaning,
             "better": PRIMARY.better,
             "relative": PRIMARY.relative,
+            "level": rule.primary_level,
+            "scale": rule.primary_scale,
+            "items": "runs x scorer networks" if rule.primary_scorer_variance else "runs",
             "scorer_seeds": scorer_seeds,
+            # what this design can see, both ways, from the seed spread it assumes (before the data)
+            "design": design(plan, rule, len(scorer_seeds)),
         },
         "criteria": criteria,
     }
+
+
+def design(plan: StudyPlan, rule: Rule, scorer_seeds: int) -> dict[str, Any] | None:
+    """The primary's detectable ratio both ways for the plan's seeds per arm (``planned_primary_effect``:
+    from an assumed seed spread on the log scale, named with its source); None with one seed per arm,
+    whose spread no interval can know."""
+    seeds = min(len(plan.arm_runs(label)) for label in plan.study.decision)
+    return planned_primary_effect(seeds, scorer_seeds=scorer_seeds, rule=rule) if seeds > 1 else None
 
 
 def digest(protocol: dict[str, Any]) -> str:

@@ -48,8 +48,10 @@ def write_metrics(cfg: Config, history: list[dict[str, Any]]) -> None:
     for row in history:
         lines.append(",".join(_cell(row.get(c, "")) for c in header))
     text = "\n".join(lines) + "\n"
-    write_text_atomic(cfg.outputs.metrics_csv(cfg.name), text)
-    write_text_atomic(cfg.outputs.phase_metrics_csv(cfg.name), text)
+    for path in (cfg.outputs.metrics_csv(cfg.name), cfg.outputs.phase_metrics_csv(cfg.name)):
+        # a finished run opened again (a notebook shown, a job resubmitted) leaves its files as they are
+        if not path.is_file() or path.read_text() != text:
+            write_text_atomic(path, text)
 
 
 def _cell(value: Any) -> str:
