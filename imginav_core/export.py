@@ -570,9 +570,9 @@ def export_instructions(out: Outputs, chosen_experiment: str) -> str:
     files = out.layout_embeddings
     return (
         f"Phase 1.3's data: every layout's latent under {chosen_experiment} (its best.pt), written by\n"
-        f"  {COMMAND} --study {out.root}\n"
+        f"  {COMMAND} --study OUTPUT_ROOT   (this study's output root)\n"
         "  (on the cluster: bsub < hpc/export_latents.sh, after the analysis)\n"
-        f"into {files.folder}/:\n"
+        f"into {out.shown(files.folder)}/:\n"
         f"  {files.manifest.name}: one row per layout, layout_path -> layout_emb_path (relative to it)\n"
         f"  <layout>{LAYOUT_EMBEDDING_SUFFIX}: the posterior mean, C x H x W float32 (a VAE: also the std)\n"
         f"  {files.stats.name}: per-channel statistics to standardise by (export.load_latent_stats)\n"

@@ -16,7 +16,7 @@ from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _probe_metrics, _ru
 
 from imginav_core import load_config
 from imginav_core.outputs import Outputs
-from imginav_core.study.analysis import plots
+from imginav_core.study.analysis import kl_plots
 from imginav_core.study.analysis.criteria import Rule
 from imginav_core.study.analysis.decision import write_decision
 from imginav_core.study.analysis.study import AnalysisSettings, run_study
@@ -161,10 +161,10 @@ def test_the_reconstruction_margins_are_the_decisions_relative_ones():
 def test_the_figure_draws_0_apart_from_the_log_axis_and_marks_v1_and_v2():
     curve = _curve(_study_like())
     sweep = KLSweep(curve, recommend(curve, RULE), [], "FLD", IMAGES)
-    x = plots.kl_positions([p.kld for p in curve])
+    x = kl_plots.kl_positions([p.kld for p in curve])
     assert x[1e-5] == pytest.approx(-5) and x[1e-3] == pytest.approx(-3)
     assert x[0.0] < x[1e-5] - 1  # apart: more than a decade left of the smallest weight
-    fig = plots.kl_curve(sweep)
+    fig = kl_plots.kl_curve(sweep)
     fld = fig.axes[0]
     bars = [c for c in fld.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
     centres = sorted(float(b.lines[0].get_xdata()[0]) for b in bars)
@@ -179,7 +179,7 @@ def test_the_figure_draws_0_apart_from_the_log_axis_and_marks_v1_and_v2():
     assert [p["label"] for p in written["curve"]] == ["0 (V1)", "1e-5", "1e-4 (V2)", "1e-3"]
     assert written["curve"][2]["fld"]["ci95"] == pytest.approx(curve[2].fld.ci95)
     assert written["recommendation"]["kld"] == 1e-5 and written["role"].startswith("secondary")
-    table = plots.kl_curve_table(sweep)
+    table = kl_plots.kl_curve_table(sweep)
     assert table.loc["1e-3", "MSE vs V1"] == "inferior" and table.loc["0 (V1)", "MSE vs V1"] == "reference"
 
 

@@ -48,11 +48,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
-from ...config import config_from_dict
+from ...config import config_from_dict, write_config
 from ...errors import ProbeError
-from ...files import write_text_atomic
+from ...export import export_instructions
 from ...outputs import Outputs
 from ..arms import decision_arms
 from ..plan import config_differences
@@ -533,8 +532,8 @@ def write_decision(
     base = phase1_3_base_config(decision, runs)
     cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
     decision.write(decision_path)
-    comment = "".join(f"# {line}".rstrip() + "\n" for line in recommendation.splitlines())
-    write_text_atomic(config_path, comment + yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # as Config.save
+    lines = [*recommendation.splitlines(), *export_instructions(out, decision.chosen_experiment).splitlines()]
+    write_config(cfg, config_path, header="".join(f"# {line}".rstrip() + "\n" for line in lines))
     return decision_path, config_path
 
 

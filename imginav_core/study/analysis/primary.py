@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ProbeError
-from ..plan import decision_arms
+from ..arms import decision_arms
 from ..probe.guard import guard_run
 from ..results import ProbeMetrics
 from ..stats import primary_difference
