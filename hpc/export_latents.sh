@@ -9,7 +9,7 @@
 #   bsub < hpc/export_latents.sh                                 # once the analysis has run
 #   IMGINAV_CONDA_ENV= bash hpc/export_latents.sh                # outside LSF, with the python on the PATH
 #
-# IMGINAV_OUTPUTS: the output root (default outputs); IMGINAV_DEVICE: auto (default), cpu or cuda.
+# IMGINAV_OUTPUTS: the study's output root (default outputs); the device: a GPU when the job has one.
 # Resubmitting a killed export continues it: the layouts written whole are kept, the rest encoded.
 # Memory (export-latents at 512 x 512, batch 16, on a CPU, 300 synthetic layouts, 4 decoding threads;
 # the peak resident size /usr/bin/time -v reports): largest process 1.64 GB, the encoder's batch
@@ -28,4 +28,4 @@
 #BSUB -o hpc/logs/phase1_2_export.%J.out
 #BSUB -e hpc/logs/phase1_2_export.%J.err
 source "${LS_SUBCWD:-$(dirname "${BASH_SOURCE[0]}")/..}/hpc/common.sh"
-python -m imginav_core export-latents --study "${IMGINAV_OUTPUTS:-outputs}" --device "${IMGINAV_DEVICE:-auto}"
+python -m imginav_core export-latents --study "${IMGINAV_OUTPUTS:-outputs}"

@@ -56,3 +56,12 @@ def metrics_rows(path: Path, timing: bool = True) -> list[dict[str, str]]:
     differ between otherwise identical runs."""
     with open(path, newline="") as handle:
         return [{k: v for k, v in row.items() if timing or k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def config_file(path: Path, base: Path, settings: dict) -> Path:
+    """A complete config file at ``path``: the experiment ``base`` with dotted ``settings`` (what
+    ``python -m imginav_core train`` takes; a study's runs get theirs from ``plan``)."""
+    from imginav_core.config import write_config
+
+    write_config(load_config(base, {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()}), path)
+    return path

@@ -537,12 +537,10 @@ def _setup_study_outputs(tmp_path, seeds=SEEDS, probe_seeds=SEEDS, planned=SEEDS
     write_plan(make_plan(tmp_path, seeds=list(planned), settings={"data.resolution": 512}), log=lambda _: None)
     arms = {label: [_run(V1 if label == "V1" else V2, s, root=tmp_path) for s in seeds] for label in ("V1", "V2")}
     out = arms["V1"][0].outputs
-    _write_probe(
-        out,
-        _probe(
-            [30.0 + i for i in range(len(probe_seeds))], [29.0 + i for i in range(len(probe_seeds))], seeds=probe_seeds
-        ),
+    probe = _probe(
+        [30.0 + i for i in range(len(probe_seeds))], [29.0 + i for i in range(len(probe_seeds))], seeds=probe_seeds
     )
+    _write_probe(out, dataclasses.replace(probe, settings=read_plan(tmp_path).probe.to_json()))  # as planned
     rng = np.random.default_rng(0)
     shared = 0.3 * rng.normal(size=IMAGES)
     study = _study(_arm("V1", seeds, rng, shared), _arm("V2", seeds, rng, shared))
@@ -580,7 +578,11 @@ def test_the_decision_checks_its_protocol_against_the_plans(tmp_path):
     assert d.protocol["status"] == "pre-registered" and d.protocol["changes"] == []
     assert d.protocol["line"].startswith("Pre-registered") and d.protocol["sha256"] == d.protocol["planned_sha256"]
     moved = decide_study(study, inputs, rule=Rule(mse_margin=0.3))
-    assert moved.protocol["status"] == "exploratory" and moved.protocol["changes"] == ["rule.mse_margin: 0.25 -> 0.3"]
+    assert moved.protocol["status"] == "exploratory"
+    assert moved.protocol["changes"] == [
+        "criteria.reconstruction_mse.margin: 0.25 -> 0.3",
+        "rule.mse_margin: 0.25 -> 0.3",
+    ]
     assert "rule.mse_margin: 0.25 -> 0.3" in moved.protocol["line"] and moved.verdict == d.verdict
     assert "code" in moved.protocol["code_line"].lower()  # said apart, whatever it says
     arms["V2"][1].config.training.lr = 3e-4  # as if this run had trained with another learning rate
@@ -767,7 +769,7 @@ def test_the_introduction_quotes_the_detectable_effect_what_n_is_and_the_robustn
     robustness = numbers["decision_robustness"]
     assert robustness.startswith("point estimates favour V2 under 1 of the 2 scorer seeds, not under scorer seed 1")
     assert "but the interval includes no difference" in robustness and "scorer seed 1 1.03" in robustness
-    assert numbers["decision_protocol"] == d.protocol["sha256"][:12] and numbers["decision_missing_runs"] == "none"
+    assert numbers["decision_protocol"] == "not pre-registered" and numbers["decision_missing_runs"] == "none"
     without = key_numbers(arms, metrics, _decide(probe=None, allow_no_probe=True), train_images=22000)
     assert without["generation_fld_mde"] == "not measured" and without["decision_robustness"].startswith("not measured")
 

@@ -5,11 +5,13 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PHASE, ROOT, V1, V1_NAME, metrics_rows
+from helpers import PHASE, ROOT, V1, V1_NAME, config_file, metrics_rows
 
+from imginav_core.config import parse_overrides
 from imginav_core.data.batches import EpochBatches
 from imginav_core.training.metrics_csv import TIMING_COLUMNS
 
@@ -32,10 +34,11 @@ SETTINGS = [
 
 
 def _train(launcher: list[str], output_root, extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
-    sets = [arg for s in [*SETTINGS, *extra, f"output_root={output_root}"] for arg in ("--set", s)]
+    settings = parse_overrides([*SETTINGS, *extra, f"output_root={output_root}"])
+    config = config_file(Path(output_root).parent / f"{Path(output_root).name}.yaml", V1, settings)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [*launcher, "-m", "imginav_core", "train", str(V1), *sets],
+        [*launcher, "-m", "imginav_core", "train", str(config)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -314,7 +314,7 @@ def _study_copy(tiny_runs: Path, target: Path, chosen: str | None) -> Path:
 def test_the_study_export_takes_the_chosen_run_and_its_layouts(tiny_runs, tmp_path):
     root = _study_copy(tiny_runs, tmp_path / "moved", V2_NAME)
     # the output root the runs trained in is gone from where they were: the layouts are found under this one
-    env = {**os.environ, "IMGINAV_OUTPUTS": str(root), "IMGINAV_CONDA_ENV": "", "IMGINAV_DEVICE": "cpu"}
+    env = {**os.environ, "IMGINAV_OUTPUTS": str(root), "IMGINAV_CONDA_ENV": ""}
     env.update(OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     done = subprocess.run(["bash", "hpc/export_latents.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -337,8 +337,9 @@ def test_the_study_export_refuses_an_undecided_study(tiny_runs, tmp_path, capsys
 def test_the_export_instructions_name_the_command_and_the_files(tmp_path):
     out = Outputs(tmp_path / "outputs", PHASE)
     text = export_instructions(out, V2_NAME)
-    assert f"export-latents --study {out.root}" in text and "hpc/export_latents.sh" in text
-    assert str(out.layout_embeddings.folder) in text and "latent_stats.json" in text and V2_NAME in text
+    assert "export-latents --study OUTPUT_ROOT" in text and "hpc/export_latents.sh" in text
+    assert str(out.root) not in text  # the next phase's config names no folder of this machine
+    assert out.shown(out.layout_embeddings.folder) in text and "latent_stats.json" in text and V2_NAME in text
     assert not any(line.startswith("#") for line in text.splitlines())  # write_decision makes them comments
 
 

@@ -68,8 +68,9 @@ def test_a_yaml_tag_that_would_build_an_object_is_refused(tmp_path, capsys):
     config.write_text(f"inherit: {V1}\ntraining: !!python/object:argparse.Namespace {{epochs: 1}}\n")
     with pytest.raises(ConfigError, match=r"evil.yaml: refused \(line 2\): .*python/object:argparse.Namespace"):
         load_config(config)
-    # the same through a command-line override: an error message, exit status 2, nothing run
-    assert main(["train", str(V1), "--set", f"output_root=!!python/object/apply:os.system ['touch {marker}']"]) == 2
+    # the same through a setting given to the plan: an error message, exit status 2, nothing run
+    evil = f"data.manifest=!!python/object/apply:os.system ['touch {marker}']"
+    assert main(["plan", "--out", str(tmp_path / "study"), "--set", evil]) == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
 

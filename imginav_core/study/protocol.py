@@ -93,7 +93,7 @@ def build_protocol(
         for measure, (key, denominator), margin in rule_criteria(rule, with_realism=bool(analysis.get("scorer")))
     ]
     scorer_seeds = [int(probe.get("seed", 0)) + k for k in range(int(probe.get("scorer_seeds", 1)))]
-    return {
+    protocol = {
         "format": PROTOCOL_FORMAT,
         "study": {
             "arms": {label: {"config": arm.config.name} for label, arm in plan.study.arms.items()},
@@ -124,6 +124,7 @@ def build_protocol(
         },
         "criteria": criteria,
     }
+    return json.loads(json.dumps(protocol, default=str))  # plain JSON data, as it is written and read back
 
 
 def design(plan: StudyPlan, rule: Rule, scorer_seeds: int) -> dict[str, Any] | None:

@@ -69,7 +69,7 @@ def settings_table() -> str:
     rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
     first = next(iter(flat.values()))
     for key in first:
-        if key in PLANNED_KEYS:
+        if key in PLANNED_KEYS or key == "version":  # the plan sets those; the version is the schema's
             continue
         values = {label: f[key] for label, f in flat.items()}
         if len(set(map(repr, values.values()))) == 1:

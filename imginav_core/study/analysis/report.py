@@ -121,6 +121,13 @@ def _guard_text(decision: Decision) -> str:
     )
 
 
+def _protocol_words(protocol: dict) -> str:
+    """The decision's pre-registration in a few words: its status and the hash it was checked by."""
+    status = protocol.get("status", "not pre-registered")
+    sha = protocol.get("planned_sha256") or protocol.get("sha256")
+    return f"{status} (protocol {sha[:12]})" if sha and status != "not pre-registered" else status
+
+
 def _split_numbers(split: dict) -> dict[str, Any]:
     """The split's sides and its duplicate figures, as the introduction quotes them."""
     layouts = split["layouts"]
@@ -164,7 +171,7 @@ def key_numbers(
         "decision_detectable": "not measured" if primary is None else detectable_text(primary),
         "decision_guard": _guard_text(decision),
         "decision_missing_runs": "; ".join(f"{m['name']} ({m['why']})" for m in decision.missing_runs) or "none",
-        "decision_protocol": decision.protocol["sha256"][:12] if decision.protocol else "none",
+        "decision_protocol": _protocol_words(decision.protocol),
         "train_images": train_images,
         "evaluation_split": latent_metrics.evaluation_split,
         "evaluation_images": latent_metrics.evaluation_images,

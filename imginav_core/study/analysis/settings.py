@@ -19,9 +19,9 @@ class AnalysisSettings:
     sigmas: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)  # latent noise, in each channel's own std
     neighbour_pool: int = 1024  # training layouts searched for each test latent's nearest one
     scorer: bool = True  # also judge in-between layouts with the layout scorer (fitted once, cached)
-    seed: int = 0
+    seed: int = 0  # the layouts measured, the pairs, the noise partners and the latent noise
     frame_size: int = 128  # pixels of the explorer's frames
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda; changes no result
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigmas", tuple(float(s) for s in self.sigmas))

@@ -19,11 +19,11 @@ class ProbeSettings:
     # ``steps``) and generates and is scored again, so that a budget that happens to favour one
     # latent space shows (continuing costs the difference, not the whole).
     second_steps: int = 0
-    batch_size: int = 64
-    lr: float = 2e-4
+    batch_size: int = 64  # latents per denoiser step
+    lr: float = 2e-4  # the denoiser's AdamW learning rate
     # Base channels of the UNet; its depth follows the latent grid (denoiser.unet_layout).
     width: int = 128
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # the denoiser's weights averaged over steps (its samples are the average's)
     # Generated layouts per probe seed, sampled with DDIM from the same initial noise for every
     # latent space; all seeds' samples are scored together (bootstrap CIs over samples).
     samples: int = 1000
@@ -31,8 +31,8 @@ class ProbeSettings:
     # several runs, each probed), which vary what the probe compares, the latent space, and not
     # only the denoiser's initialisation.
     seeds: int = 1
-    ddim_steps: int = 50
-    bootstrap: int = 200
+    ddim_steps: int = 50  # DDIM sampling steps
+    bootstrap: int = 200  # resamples of each score's 95 % interval
     # Feature networks (seeds seed, seed + 1, ...) the generated layouts are scored by: the first
     # gives the full score set, every one its FLD, so that the scorer's own seed is seen to vary it.
     scorer_seeds: int = 3
@@ -40,7 +40,7 @@ class ProbeSettings:
     noise_levels: tuple[int, ...] = (50, 200, 500, 800, 950)
     loss_every: int = 0  # steps per point of the loss curve (mean training loss over them); 0: steps / 100
     checkpoint_every: int = 1000  # steps between resumable checkpoints
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N; changes no result
     seed: int = 0  # the first probe seed; seed k is seed + k
 
     def __post_init__(self) -> None:
