@@ -68,14 +68,8 @@ SCENARIOS = {
 
 def _command(config: Path, root: Path, workers: int = 0) -> list[str]:
     settings = {**SETTINGS, "output_root": root, "data.num_workers": workers}
-    return [
-        sys.executable,
-        "-m",
-        "imginav_core",
-        "train",
-        str(config),
-        *(f"--set={k}={v}" for k, v in settings.items()),
-    ]
+    written = config_file(root.parent / f"{root.name}_{config.stem}_{workers}.yaml", config, settings)
+    return [sys.executable, "-m", "imginav_core", "train", str(written)]
 
 
 def _env(kill_at: str | None = None) -> dict[str, str]:
