@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, metrics_rows
+from helpers import PHASE, ROOT, TINY_MODEL, V1, V1_NAME, V2, V2_NAME, config_file, metrics_rows
 from PIL import Image
 
 from imginav_core.config import load_config
