@@ -338,3 +338,22 @@ def test_a_run_folder_copied_elsewhere_reads_with_the_new_folder_as_its_output_r
     run = load_run(Outputs(tmp_path / "copy", PHASE), cfg.name)  # as the probe and the analysis read it
     assert run.finished and run.config == copied and run.best_checkpoint.is_file()
     assert run.selection_column == "val_reconstruction"
+
+
+def test_the_original_all_in_one_manifest_trains_as_its_distinct_layouts(tmp_path, one_thread):
+    """The original pipeline's later manifest: 64 layouts with 3 viewpoint rows each (192 rows).
+    A run trains on the 64 layouts, split as the equivalent layouts.csv is: not on 192 rows, and
+    never with a layout's viewpoints on two sides."""
+    from test_manifest import _all_in_one
+
+    from imginav_core.data.synthetic import generate_layouts
+
+    layouts_csv = generate_layouts(tmp_path / "set", samples=64, resolution=32, seed=4)
+    all_in_one = _all_in_one(layouts_csv)
+    assert len(all_in_one.read_text().splitlines()) == 1 + 3 * 64
+    summaries = []
+    for manifest, root in ((layouts_csv, tmp_path / "a"), (all_in_one, tmp_path / "b")):
+        cfg = small_config(V1, root, **{"data.manifest": str(manifest), "data.drop_empty": False, **TINY_MODEL})
+        train(cfg, log=lambda _: None)
+        summaries.append(json.loads(Outputs(root, PHASE).split_summary(cfg.name).read_text()))
+    assert sum(summaries[1]["layouts"].values()) == 64 and summaries[0]["layouts"] == summaries[1]["layouts"]
