@@ -193,9 +193,6 @@ class Config:
             node = getattr(node, part)
         return node
 
-    def save(self, path: str | Path) -> None:
-        write_config(self, path)
-
 
 ENUMS = {
     "training.device": re.compile(r"^(auto|cpu|cuda(:\d+)?)$"),
@@ -339,14 +336,15 @@ def _validate(cfg: Config) -> None:
             fail(key, "must be > 0")
     if cfg.model.base_channels % cfg.model.norm_groups:
         fail("model.base_channels", f"must be divisible by model.norm_groups = {cfg.model.norm_groups}")
-    for key in ("training.lr", "training.weight_decay", "training.early_stopping.min_delta"):
+    for key in (
+        "training.lr",
+        "training.weight_decay",
+        "training.early_stopping.min_delta",
+        "training.early_stopping.patience",
+        "data.num_workers",
+    ):
         if cfg.get(key) < 0:
             fail(key, "must be >= 0")
-    if cfg.training.early_stopping.patience < 0 or cfg.data.num_workers < 0:
-        fail(
-            "training.early_stopping.patience" if cfg.training.early_stopping.patience < 0 else "data.num_workers",
-            "must be >= 0",
-        )
     for key in ("data.val_fraction", "data.test_fraction"):
         if not 0.0 < cfg.get(key) < 1.0:
             fail(key, "must be strictly between 0 and 1")
@@ -398,26 +396,6 @@ def parse_overrides(pairs: list[str], where: str = "--set") -> dict[str, Any]:
             raise ConfigError(f"{where} {pair!r}: expected key=value, e.g. training.epochs=2")
         overrides[key.strip()] = parse_yaml(value, f"{where} {pair!r}") if value.strip() else ""
     return overrides
-
-
-def override_values(value: Any, where: str) -> dict[str, Any]:
-    """Dotted config overrides given as a notebook parameter: None (none), a mapping
-    ``{"training.lr": 3e-4}``, a list of ``KEY=VALUE`` strings read as ``--set`` reads them, or
-    text holding either as YAML (``-p overrides '{training.lr: 3e-4}'``; one ``KEY=VALUE`` alone
-    is a list of one)."""
-    if isinstance(value, str):
-        value = parse_yaml(value, where) if value.strip() else None
-        value = [value] if isinstance(value, str) else value
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        for key in value:
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}: key {key!r} is no dotted config key such as 'training.lr'")
-        return dict(value)
-    if isinstance(value, (list, tuple)):
-        return parse_overrides(list(value), where)
-    raise ConfigError(f"{where} = {value!r}: expected a mapping of dotted config keys or a list of 'key=value' strings")
 
 
 def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
@@ -498,15 +476,6 @@ def _version(values: Mapping[str, Any], source: str) -> int:
     return version
 
 
-def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
-    known = set(schema_keys())
-    for dotted, value in overrides.items():
-        if dotted not in known:
-            raise ConfigError(f"{source}: unknown override key '{dotted}'{_suggest(dotted)}")
-        _assign(values, dotted, value)
-    return values
-
-
 def config_from_dict(
     values: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
@@ -524,10 +493,11 @@ def config_from_dict(
     values.pop("version", None)
     # Version 1 read a relative path against the current directory; its files keep that meaning.
     _absolute_paths(values, os.getcwd() if folder is None or version < 2 else folder)
-    overrides = {
-        key: _absolute(value, os.getcwd()) if key in PATH_KEYS else value for key, value in (overrides or {}).items()
-    }
-    values = _apply_overrides(values, overrides, source)
+    known = set(schema_keys())
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown override key '{key}'{_suggest(key)}")
+        _assign(values, key, _absolute(value, os.getcwd()) if key in PATH_KEYS else value)
     defaulted = {}
     for key, added in ADDED_KEYS.items():
         parent = _lookup(values, key.rpartition(".")[0]) if "." in key else values
