@@ -66,7 +66,7 @@ class Outputs:
         return self.run_dir(name) / "last.pt"
 
     def best_checkpoint(self, name: str) -> Path:
-        return self.run_dir(name) / "best.pt"
+        return run_best_checkpoint(self.run_dir(name))
 
     def run_config(self, name: str) -> Path:
         return self.run_dir(name) / "config.yaml"
@@ -127,11 +127,6 @@ class Outputs:
     def kl_sweep(self) -> Path:
         """The KL-weight curve's data and its recommendation, apart from the decision."""
         return self.phase_dir / "analysis" / "kl_sweep.json"
-
-    @property
-    def study_plan(self) -> Path:
-        """The study plan the launcher or the demo ran under: what the probe and the analysis default to."""
-        return self.phase_dir / "study_plan.json"
 
     @property
     def decision(self) -> Path:
@@ -215,8 +210,7 @@ class Outputs:
 
 
 def run_best_checkpoint(run_dir: str | Path) -> Path:
-    """The early-stopping best of a run folder, wherever it was copied (under an output root:
-    ``Outputs.best_checkpoint``, the same name)."""
+    """The early-stopping best of a run folder, wherever it was copied."""
     return Path(run_dir) / "best.pt"
 
 
