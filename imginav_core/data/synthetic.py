@@ -48,11 +48,8 @@ duplicate share 0.10-0.11, rooms per scene 6.2-6.6.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..files import file_lock, write_text_atomic
+from ..files import build_folder, csv_text, write_text_atomic
 from ..palette import BACKGROUND, CLASS_NAMES, WALL, class_to_rgb
 from .manifest import COLUMNS
 
@@ -480,30 +477,20 @@ def generate_layouts(out_dir: str | Path, samples: int, resolution: int = 512, s
     """Write ``samples`` layouts as PNGs under ``out_dir/images`` and ``out_dir/layouts.csv`` in
     the real manifest format (relative paths). Returns the manifest path.
 
-    An existing complete set in ``out_dir`` is reused. The set appears whole or not at all: it is
-    written into a temporary folder and renamed, under a lock, so concurrent jobs share one copy.
+    An existing complete set in ``out_dir`` is reused; concurrent jobs share one copy, which
+    appears whole or not at all (``files.build_folder``).
     """
-    out_dir = Path(out_dir)
-    manifest = out_dir / "layouts.csv"
-    if manifest.is_file():
-        return manifest
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out_dir.parent / f".{out_dir.name}.lock"):
-        if manifest.is_file():
-            return manifest
-        staging = out_dir.parent / f".{out_dir.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "images").mkdir(parents=True)
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for index, layout in enumerate(synthetic_layouts(samples, resolution, seed)):
-            name = f"{index:06d}_{layout.scene_id}_{layout.room_id}.png"
-            layout.image.save(staging / "images" / name, format="PNG", optimize=False)
-            empty = "true" if layout.is_empty else "false"
-            writer.writerow([layout.scene_id, layout.type, layout.room_id, f"images/{name}", empty])
-        write_text_atomic(staging / "layouts.csv", text.getvalue())
-        if out_dir.exists():  # an interrupted older attempt without a manifest
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+    manifest = Path(out_dir) / "layouts.csv"
+    if not manifest.is_file():
+        build_folder(Path(out_dir), manifest.is_file, lambda staging: _write_set(staging, samples, resolution, seed))
     return manifest
+
+
+def _write_set(folder: Path, samples: int, resolution: int, seed: int) -> None:
+    (folder / "images").mkdir()
+    rows = []
+    for index, layout in enumerate(synthetic_layouts(samples, resolution, seed)):
+        name = f"{index:06d}_{layout.scene_id}_{layout.room_id}.png"
+        layout.image.save(folder / "images" / name, format="PNG", optimize=False)
+        rows.append([layout.scene_id, layout.type, layout.room_id, f"images/{name}", str(layout.is_empty).lower()])
+    write_text_atomic(folder / "layouts.csv", csv_text(COLUMNS, rows))
