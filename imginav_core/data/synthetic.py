@@ -2,48 +2,12 @@
 
 Built like the real set: apartments of 3-12 rooms (``type`` scene, ``room_id`` ``scene``), each
 followed by its rooms as layouts of their own (``type`` room, the apartment's ``scene_id``), a
-room being its apartment's crop (the same walls, doors and furniture) framed on the room. Walls
-are strokes of about ``resolution * 5.5 / 512`` px with door gaps; furniture is rectangles and
-round blobs in the class colours: beds with night-stands, wardrobes, sofas with coffee tables,
-tables with chairs, desks, lamps. Plans are in metres, drawn aliased, so every pixel is a palette
-colour at any resolution. Small rooms and 8 % of the apartments get no furniture: those layouts
-are empty (``is_empty`` is read off the pixels). One apartment in 10 is an earlier one again,
-bit-identical, under a new scene id. Apartment ``k`` depends only on ``(seed, k)``, and the set
-lists apartments in order until ``samples`` images: a smaller set is the start of a larger one.
-
-Figures of 2,000 layouts (seed 0, 274 apartments) at 512 and 64 px, computed by ``set_figures``
-in ``tests/test_synthetic.py`` (which holds each to a band around the real value), next to the
-real set's (50,015 images; class shares and coverage from a sample of real 512 px scene layouts).
-Class shares are pixel shares over the scene layouts, coverage the bounding box of the drawing
-over the frame (scene layouts), mean intensity over all layouts.
-
-==========================  ===========  =========  ========
-figure                      real         512 px     64 px
-==========================  ===========  =========  ========
-rooms per scene             6.35         6.30       6.30
-room share                  0.864        0.863      0.863
-empty share                 0.442        0.432      0.432
-exact-duplicate share       0.103        0.100      0.100
-scene coverage              0.64         0.62       0.62
-wall stroke (px)            5-6          6          1
-mean intensity              0.88         0.888      0.887
-background                  0.79         0.835      0.819
-wall                        0.10         0.056      0.074
-bed                         0.041        0.039      0.039
-cabinet/shelf/desk          0.030        0.031      0.030
-sofa                        0.014        0.015      0.015
-chair                       0.010        0.010      0.010
-table                       0.009        0.010      0.009
-lighting                    0.003        0.003      0.003
-pier/stool                  0.001        0.0009     0.0009
-others                      < 0.001      0.0001     0.0001
-==========================  ===========  =========  ========
-
-The one clear gap is the wall share: 6 px strokes around 6.3 rooms of ordinary sizes cover about
-0.056 of a scene layout; the real 0.10 at the same stroke and coverage needs about 1.7 times the
-wall length (more partitions, or rooms outlined separately where they meet), which the generator
-does not invent. Across seeds 0-5 (2,000 layouts each) the empty share ranges 0.41-0.45, the
-duplicate share 0.10-0.11, rooms per scene 6.2-6.6.
+room being its apartment's crop (the same walls, doors and furniture) framed on the room. Plans
+are in metres, drawn aliased, so every pixel is a palette colour at any resolution. Apartment
+``k`` depends only on ``(seed, k)``, and the set lists apartments in order until ``samples``
+images: a smaller set is the start of a larger one. book/using/probe.md ("The synthetic layouts")
+describes the set and gives its figures beside the real set's, and where they differ (the wall
+share); ``tests/test_synthetic.py`` computes them and holds each to a band around the real value.
 """
 
 from __future__ import annotations
