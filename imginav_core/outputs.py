@@ -35,6 +35,7 @@ analysis (``phase1_2_vae_test`` for Phase 1.2).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,12 @@ class EmbeddingFiles:
 
     # What only an export writes, so that a restarted one may remove the temporaries a kill left.
     OWN_FILES = r".+_layout_emb(_std)?\.pt|export\.json|layout_embeddings\.csv|latent_stats\.json"
+
+
+def relative_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` as a file in ``folder`` names it: relative to ``folder``, with forward slashes, so
+    that the folder and what it names read wherever they are copied together."""
+    return Path(os.path.relpath(path, folder)).as_posix()
 
 
 def shown_path(path: str | Path, root: str | Path | None = None) -> str:

@@ -19,10 +19,8 @@ size.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import itertools
 import os
 import weakref
@@ -38,7 +36,9 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
 from ..errors import LayoutReadError
-from ..palette import class_to_rgb
+from ..files import csv_text
+from ..outputs import relative_path
+from ..palette import COLOURS
 from .cache import CLASS_MAPS, OFF_PALETTE_RGB, LayoutCache, build_cache
 from .manifest import (
     SIDE_NAMES,
@@ -52,10 +52,7 @@ from .manifest import (
 )
 from .synthetic import generate_layouts
 
-# The RGB colour of each class index (256 entries; IGNORE_INDEX and the unused ones black): a
-# palette-pure layout's image is this table looked up at its class map.
-_COLOURS = class_to_rgb(np.arange(256))
-_COLOURS_ON: dict[torch.device, torch.Tensor] = {}
+_COLOURS_ON: dict[torch.device, torch.Tensor] = {}  # palette.COLOURS on each device
 
 
 def rgb_from_class_maps(class_map: torch.Tensor, off_rows: torch.Tensor, off_rgb: torch.Tensor) -> torch.Tensor:
@@ -63,11 +60,11 @@ def rgb_from_class_maps(class_map: torch.Tensor, off_rows: torch.Tensor, off_rgb
     maps, with the rows ``off_rows`` (positions in the batch) replaced by their exact RGB ``off_rgb``
     (layouts with off-palette pixels, which the class map does not hold)."""
     if class_map.device.type == "cpu":  # numpy gathers at uint8 indices: no int64 copy of the maps
-        rgb = torch.from_numpy(_COLOURS[class_map.numpy()])
+        rgb = torch.from_numpy(COLOURS[class_map.numpy()])
     else:
         colours = _COLOURS_ON.get(class_map.device)
         if colours is None:
-            colours = _COLOURS_ON.setdefault(class_map.device, torch.from_numpy(_COLOURS).to(class_map.device))
+            colours = _COLOURS_ON.setdefault(class_map.device, torch.tensor(COLOURS, device=class_map.device))
         rgb = colours[class_map.long()]
     if len(off_rows):
         rgb[off_rows] = off_rgb.to(rgb.device)
@@ -291,20 +288,13 @@ class LayoutData:
         manifest spells them, relative to its folder; split train, val or test; group the
         ``CachedLayouts.groups`` id; hash the class-map hash): what each run trained, validated and
         will be tested on."""
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(("layout_path", "scene_id", "type", "split", "group", "hash"))
+        folder, rows = self.manifest.path.resolve().parent, []
         for side, layouts in self.sides():
             for row in layouts.indices:
                 record = self.cache.records[row]
-                path = self._relative(record.path)
-                writer.writerow(
-                    (path, record.scene_id, record.type, side, self.cache.groups[row], self.cache.hashes[row])
-                )
-        return text.getvalue()
-
-    def _relative(self, path: Path) -> str:
-        return Path(os.path.relpath(path, self.manifest.path.resolve().parent)).as_posix()
+                path = relative_path(record.path, folder)
+                rows.append((path, record.scene_id, record.type, side, self.cache.groups[row], self.cache.hashes[row]))
+        return csv_text(("layout_path", "scene_id", "type", "split", "group", "hash"), rows)
 
     def split_summary(self) -> dict:
         """``split_summary.json``: the scheme, fractions and seed, the layouts and groups per side,
@@ -315,9 +305,9 @@ class LayoutData:
         """What a checkpoint records of the split, to refuse resuming under another: the scheme,
         fractions, seed, and a digest of which layout is on which side (paths relative to the
         manifest's folder, so a moved data set is the same split)."""
-        digest = hashlib.sha256()
+        digest, folder = hashlib.sha256(), self.manifest.path.resolve().parent
         for line in sorted(
-            f"{self._relative(self.cache.records[row].path)}\t{side}"
+            f"{relative_path(self.cache.records[row].path, folder)}\t{side}"
             for side, layouts in self.sides()
             for row in layouts.indices
         ):

@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import LayoutReadError
 from ..files import LockHeldError, build_folder, csv_text, exclusive_lock, write_text_atomic
-from ..outputs import shown_path
+from ..outputs import relative_path, shown_path
 from ..palette import class_map_hash, rgb_to_class
 from .manifest import LayoutRecord, group_layouts
 
@@ -146,15 +146,12 @@ class LayoutCache:
         return class_map, rgb
 
 
-def _named(path: Path, base: Path) -> str:
-    """A layout as the cache names it: its path relative to the manifest's folder (``base``)."""
-    return os.path.relpath(path, base)
-
-
 def cache_key(records: list[LayoutRecord], resolution: int, base: Path) -> str:
+    """The cache's folder name. A layout is named by its path relative to the manifest's folder
+    (``base``), so a copied data set finds its cache."""
     digest = hashlib.sha256(f"v{CACHE_VERSION} r{resolution}\n".encode())
     for r in records:
-        digest.update(f"{_named(r.path, base)}\t{r.type}\t{int(r.is_empty)}\n".encode())
+        digest.update(f"{relative_path(r.path, base)}\t{r.type}\t{int(r.is_empty)}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -286,7 +283,7 @@ def _build(
         "version": CACHE_VERSION,
         "resolution": resolution,
         "n": len(kept),
-        "paths": [_named(r.path, Path(manifest).resolve().parent) for r in kept],
+        "paths": [relative_path(r.path, Path(manifest).resolve().parent) for r in kept],
         "labels": [r.label for r in kept],
         "off_palette": shares.tolist(),
         "hashes": [hashes[i] for i in keep],
@@ -342,7 +339,7 @@ def _open(folder: Path, records: list[LayoutRecord], resolution: int, base: Path
     meta = json.loads(meta_path.read_text())
     if meta.get("version") != CACHE_VERSION or meta.get("resolution") != resolution:
         return None
-    by_path = {_named(r.path, base): r for r in records}
+    by_path = {relative_path(r.path, base): r for r in records}
     kept = [by_path[p] for p in meta["paths"]]
     return LayoutCache(
         folder=folder,
