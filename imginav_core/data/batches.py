@@ -25,7 +25,7 @@ import itertools
 import os
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from torch.utils.data import Dataset, Sampler
 from ..config import Config
 from ..errors import LayoutReadError
 from ..files import csv_text
+from ..images import from_uint8
 from ..outputs import relative_path
 from ..palette import COLOURS
 from .cache import CLASS_MAPS, OFF_PALETTE_RGB, LayoutCache, build_cache
@@ -249,8 +250,7 @@ def to_model_inputs(
     else:
         off_rows = batch["off_palette_rows"].to(device, non_blocking=True)
         rgb = rgb_from_class_maps(class_map, off_rows, batch["off_palette_rgb"].to(device, non_blocking=True))
-    rgb = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    rgb = rgb.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    rgb = from_uint8(rgb).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     class_map = class_map.long()
     label = batch["label"].to(device, non_blocking=True)
     return rgb, class_map, label
@@ -403,18 +403,23 @@ class BatchLoader:
         return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        positions = iter(self.sampler)
         if self.workers == 0:
-            yield from map(self._load, positions)
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="imginav-batches") as pool:
-            ahead = deque(pool.submit(self._load, p) for p in itertools.islice(positions, 2 * self.workers + 2))
-            while ahead:
-                batch = ahead.popleft().result()
-                following = next(positions, None)
-                if following is not None:
-                    ahead.append(pool.submit(self._load, following))
-                yield batch
+            return map(self._load, self.sampler)
+        return read_ahead(self._load, self.sampler, self.workers, 2 * self.workers + 2)
+
+
+def read_ahead(load: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
+    """``load(item)`` of each item, in order, computed by ``workers`` threads up to ``ahead`` items
+    before the one the caller is at (reads and PNG decoding release the GIL)."""
+    items = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="imginav-read") as pool:
+        pending = deque(pool.submit(load, item) for item in itertools.islice(items, ahead))
+        while pending:
+            result = pending.popleft().result()
+            following = next(items, None)
+            if following is not None:
+                pending.append(pool.submit(load, following))
+            yield result
 
 
 def batch_loader(
