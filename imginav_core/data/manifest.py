@@ -69,6 +69,7 @@ class LayoutRecord:
     room_id: str
     path: Path  # resolved
     is_empty: bool
+    written: str = ""  # the layout's path as its row spells it (the export mirrors it below the manifest's folder)
 
     @property
     def label(self) -> int:
@@ -232,6 +233,7 @@ def _record(
         room_id=row[column["room_id"]].strip(),
         path=resolve(layout_path),  # relative to the manifest's folder
         is_empty=parse_bool(row[column["is_empty"]], where),
+        written=layout_path,
     )
     earlier = seen.get(record.path)
     differ = [key for key in fmt.agree if getattr(earlier, key) != getattr(record, key)] if earlier else []
