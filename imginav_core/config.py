@@ -241,47 +241,32 @@ def _suggest(key: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> Any:
+def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
+    """A section of the schema from ``values``; the loss weights (``LossWeights``) are a section of
+    one number per registered loss term."""
+    loss = cls is LossWeights
+    kinds = {term: float for term in loss_term_names()} if loss else _fields(cls)
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
-    kinds = _fields(cls)
+        what = "a mapping of loss term weights" if loss else "a mapping"
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be {what}, got {values!r}")
     for key in values:
         if key not in kinds:
-            raise ConfigError(f"{source}: unknown config key '{prefix}{key}'{_suggest(prefix + key)}")
-    kwargs = {}
-    for name, kind in kinds.items():
-        dotted = prefix + name
+            terms = f" (the loss terms, imginav_core.losses.TERMS: {', '.join(kinds)})" if loss else ""
+            raise ConfigError(f"{source}: unknown config key '{prefix}{key}'{_suggest(prefix + key)}{terms}")
+    for name in kinds:
         if name not in values:
-            raise ConfigError(
-                f"{source}: missing config key '{dotted}' "
-                "(experiment files inherit it, e.g. from configs/phase1_2/common.yaml)"
+            why = (
+                f"the weight of loss term '{name}'"
+                if loss
+                else "experiment files inherit it, e.g. from configs/phase1_2/common.yaml"
             )
-        kwargs[name] = _check(values[name], kind, dotted, source)
-    return cls(**kwargs)
-
-
-def _build_loss(values: Any, dotted: str, source: str) -> LossWeights:
-    """One weight per registered loss term, each a number."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{source}: '{dotted}' must be a mapping of loss term weights, got {values!r}")
-    names = loss_term_names()
-    for key in values:
-        if key not in names:
-            raise ConfigError(
-                f"{source}: unknown config key '{dotted}.{key}'{_suggest(f'{dotted}.{key}')} "
-                f"(the loss terms, imginav_core.losses.TERMS: {', '.join(names)})"
-            )
-    for name in names:
-        if name not in values:
-            raise ConfigError(f"{source}: missing config key '{dotted}.{name}' (the weight of loss term '{name}')")
-    return LossWeights({name: _check(values[name], float, f"{dotted}.{name}", source) for name in names})
+            raise ConfigError(f"{source}: missing config key '{prefix}{name}' ({why})")
+    return cls(**{name: _check(values[name], kind, prefix + name, source) for name, kind in kinds.items()})
 
 
 def _check(value: Any, kind: Any, dotted: str, source: str) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if dataclasses.is_dataclass(kind) or kind is LossWeights:
         return _build(kind, value, dotted + ".", source)
-    if kind is LossWeights:
-        return _build_loss(value, dotted, source)
     if dotted in SWITCHES and isinstance(value, bool):
         value = "on" if value else "off"
     ok = (
