@@ -1,20 +1,12 @@
 """Reader for the real manifest, and the deterministic train/validation/test split.
 
-Two formats, told apart by the header (columns are read by name; others are ignored):
-
-- ``layouts.csv``, one row per layout: ``scene_id, type, room_id, layout_path, is_empty``;
-- the original pipeline's later all-in-one manifest, one row per viewpoint (``sample_id,
-  sample_type, scene_id, room_id, pov_type, viewpoint, pov_image, ..., layout_image,
-  layout_embedding, is_empty``): ``sample_type`` is read as ``type`` and ``layout_image`` as
-  ``layout_path``, and the rows of one layout image are collapsed into one layout. They must
-  agree on ``scene_id``, ``sample_type`` and ``is_empty``.
-
-Relative layout paths resolve against the manifest's own folder, so a dataset folder can be
-moved or copied as a whole. Errors name the file, the line and the column. A broken row (unknown
-type, unreadable ``is_empty``, no layout path, wrong number of fields, the same image listed
-again with metadata it must agree on) stops the reader, or with ``skip_broken`` is left out and
-listed in ``Manifest.skipped``; a broken file (missing, empty, a header of neither format)
-always stops it.
+Two formats, told apart by the header (``FORMATS``): ``layouts.csv``, one row per layout, and the
+original pipeline's all-in-one manifest, one row per viewpoint, whose rows of one layout image are
+collapsed into one layout (book/using/probe.md, "The data and its split", describes both; its
+bad-input page says what each broken row or file does). Relative layout paths resolve against
+the manifest's own folder, so a dataset folder can be moved or copied as a whole. Errors name the
+file, the line and the column; a broken row stops the reader, or with ``skip_broken`` is left out
+and listed in ``Manifest.skipped``; a broken file always stops it.
 
 The split keeps together what a model could recognise across sides: a scene and its rooms (crops
 of it, one ``scene_id``), and identical layouts (the same class map under several scenes, by
