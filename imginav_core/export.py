@@ -466,29 +466,6 @@ def chosen_run(output_root: str | Path, phase: str | None = None) -> tuple[Outpu
     return out, str(chosen)
 
 
-def export_study(
-    output_root: str | Path,
-    *,
-    phase: str | None = None,
-    out_dir: str | Path | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    skip_broken: bool = False,
-    workers: int | None = None,
-    log: Callable[[str], None] = print,
-) -> ExportSummary:
-    """``export_latents`` of the run the study's decision chose, on the layouts it trained on, into
-    ``OUTPUT_ROOT/<phase>/layout_embeddings/`` (or ``out_dir``). Broken layouts are skipped where
-    ``skip_broken`` says so or the run trained with ``data.skip_broken: true``."""
-    out, chosen = chosen_run(output_root, phase)
-    ae = load_autoencoder(out.run_dir(chosen), device)
-    files = EmbeddingFiles(out_dir) if out_dir is not None else out.layout_embeddings
-    # the layouts the run trained on: its data.manifest, or the synthetic set under the output root as it is now
-    moved = config_from_dict(ae.config.to_dict(), {"output_root": str(out.root)}, source=ae.config.source)
-    manifest = manifest_path(moved, log)
-    return _export(ae, manifest, files, batch_size, skip_broken or ae.config.data.skip_broken, workers, log)
-
-
 def export_command(
     *,
     run: str | None,
@@ -501,15 +478,23 @@ def export_command(
     skip_broken: bool,
     workers: int | None,
 ) -> ExportSummary:
-    """``python -m imginav_core export-latents``: its arguments checked, then the export."""
-    options = dict(device=device, batch_size=batch_size, skip_broken=skip_broken, workers=workers)
+    """``python -m imginav_core export-latents``: its arguments checked, then the export. With
+    ``--study``, of the run the study's decision chose, on the layouts it trained on, into
+    ``OUTPUT_ROOT/<phase>/layout_embeddings/`` (or ``--out``), broken layouts skipped also where
+    the run trained with ``data.skip_broken: true``."""
     if study is not None:
         if run is not None or manifest is not None:
             raise ConfigError(
                 "--study takes the run and the manifest from the study's decision: give either --study OUTPUT_ROOT "
                 "or --run RUN_DIR --manifest LAYOUTS_CSV --out DIR"
             )
-        return export_study(study, phase=phase, out_dir=out, **options)
+        outputs, chosen = chosen_run(study, phase)
+        ae = load_autoencoder(outputs.run_dir(chosen), device)
+        files = EmbeddingFiles(out) if out is not None else outputs.layout_embeddings
+        # the layouts the run trained on: its data.manifest, or the synthetic set under the output root as it is now
+        moved = config_from_dict(ae.config.to_dict(), {"output_root": str(outputs.root)}, source=ae.config.source)
+        skip_broken = skip_broken or ae.config.data.skip_broken
+        return _export(ae, manifest_path(moved, print), files, batch_size, skip_broken, workers, print)
     if phase is not None:
         raise ConfigError("--phase picks the study's phase folder: give it with --study OUTPUT_ROOT")
     missing = [flag for flag, value in (("--run", run), ("--manifest", manifest), ("--out", out)) if value is None]
@@ -518,7 +503,9 @@ def export_command(
             f"missing {', '.join(missing)}: give --run RUN_DIR --manifest LAYOUTS_CSV --out DIR, "
             "or --study OUTPUT_ROOT for the run the study chose"
         )
-    return export_latents(run, manifest, out, **options)
+    return export_latents(
+        run, manifest, out, device=device, batch_size=batch_size, skip_broken=skip_broken, workers=workers
+    )
 
 
 def export_instructions(out: Outputs, chosen_experiment: str) -> str:
