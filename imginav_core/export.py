@@ -66,7 +66,6 @@ class ExportItem:
     """One distinct layout of the manifest and its files."""
 
     record: LayoutRecord
-    layout: str  # its path relative to the manifest's folder (POSIX)
     mean: Path
     std: Path | None  # None for a deterministic encoder
 
@@ -100,7 +99,7 @@ def plan_items(manifest: Manifest, files: EmbeddingFiles, variational: bool) -> 
         # The all-in-one manifest's layouts are mirrored as resolved, as they always have been.
         written = record.written if manifest.format is LAYOUTS_CSV else ""
         layout = _relative_layout(record, written, manifest.path)
-        item = ExportItem(record, layout, files.mean(layout), files.std(layout) if variational else None)
+        item = ExportItem(record, files.mean(layout), files.std(layout) if variational else None)
         for path in filter(None, (item.mean, item.std)):
             other = taken.setdefault(str(path).casefold(), item)
             if other is not item:
