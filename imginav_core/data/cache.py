@@ -10,7 +10,7 @@ share of off-palette pixels, its class-map hash (``palette.class_map_hash``: wha
 the probe call identical) and the rows skipped as unreadable; ``off_palette.csv`` the images with
 off-palette pixels, most first. The folder is keyed by the manifest's content, the resolution and
 ``CACHE_VERSION``, so any epoch after the first, and any later run on the same data, reads
-memory-mapped bytes: no PNG decoding and no colour matching on the training path; a cache of
+decoded bytes (``batches.CachedLayouts``): no PNG decoding and no colour matching on the training path; a cache of
 another version is never read, but rebuilt in a folder of its own. It is built in a staging folder
 and renamed into place whole, under a lock shared by concurrent jobs.
 """
@@ -94,7 +94,7 @@ def _check_header(image: Image.Image, where: str) -> None:
 
 @dataclass
 class LayoutCache:
-    """Memory-mapped decoded layouts, in the order of ``records``."""
+    """A cache's decoded layouts, in the order of ``records`` (``batches.CachedLayouts`` reads them)."""
 
     folder: Path
     records: list[LayoutRecord]
@@ -135,15 +135,6 @@ class LayoutCache:
             f"segmentation loss; images kept), mean share {self.off_palette[affected].mean():.2%}; most: "
             f"{listed}; every image: {shown_path(self.folder / 'off_palette.csv', root)}"
         )
-
-    def arrays(self) -> tuple[np.memmap, np.ndarray]:
-        """(class maps (N, R, R), the exact RGB of the ``rgb_rows`` (M, R, R, 3)), read-only."""
-        n, r = len(self.records), self.resolution
-        class_map = np.memmap(self.folder / CLASS_MAPS, dtype=np.uint8, mode="r", shape=(n, r, r))
-        if len(self.rgb_rows) == 0:  # an empty file cannot be memory-mapped
-            return class_map, np.zeros((0, r, r, 3), dtype=np.uint8)
-        rgb = np.memmap(self.folder / OFF_PALETTE_RGB, dtype=np.uint8, mode="r", shape=(len(self.rgb_rows), r, r, 3))
-        return class_map, rgb
 
 
 def cache_key(records: list[LayoutRecord], resolution: int, base: Path) -> str:
