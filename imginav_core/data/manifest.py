@@ -29,8 +29,6 @@ from ..outputs import shown_path
 
 COLUMNS = ("scene_id", "type", "room_id", "layout_path", "is_empty")
 TYPE_LABELS = {"room": 0, "scene": 1}
-_TRUE = {"true", "1"}
-_FALSE = {"false", "0"}
 
 
 @dataclass(frozen=True)
@@ -101,14 +99,12 @@ def _lines(lines: list[int], limit: int = 10) -> str:
     return shown + (f", ... ({len(lines) - limit} more)" if len(lines) > limit else "")
 
 
-def parse_bool(value: object, where: str) -> bool:
-    """``is_empty`` as written by the dataset tools: true/false in any case, 1/0, or a bool."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
+def parse_bool(value: str, where: str) -> bool:
+    """``is_empty`` as written by the dataset tools: true/false in any case, or 1/0."""
+    text = value.strip().lower()
+    if text in ("true", "1"):
         return True
-    if text in _FALSE:
+    if text in ("false", "0"):
         return False
     raise ManifestError(f"{where}: is_empty = {value!r}; expected true/false/True/False/1/0")
 
