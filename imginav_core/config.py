@@ -368,18 +368,16 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None
 
 
-def parse_overrides(pairs: list[str], where: str = "--set") -> dict[str, Any]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings (``--set``) as dotted config overrides, each value read as YAML
     (``training.lr=3e-4`` is the float, an empty value the empty string). The keys are checked
     when the overrides are applied (``load_config``: an unknown key is refused, named)."""
     overrides = {}
     for pair in pairs:
-        if not isinstance(pair, str):
-            raise ConfigError(f"{where} {pair!r}: expected a 'key=value' string, e.g. 'training.epochs=2'")
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ConfigError(f"{where} {pair!r}: expected key=value, e.g. training.epochs=2")
-        overrides[key.strip()] = parse_yaml(value, f"{where} {pair!r}") if value.strip() else ""
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. training.epochs=2")
+        overrides[key.strip()] = parse_yaml(value, f"--set {pair!r}") if value.strip() else ""
     return overrides
 
 
