@@ -7,16 +7,8 @@
     rgb = to_uint8(layout["rgb"])                               # imginav_core.images: 1 x R x R x 3 uint8
 
 The weights are the run's ``best.pt`` (the early-stopping best, which the analysis measured), the
-configuration the one that checkpoint records. The model is in eval mode and every call runs
-without autograd.
-
-Ranges, as training used them:
-
-- images in: RGB float in [-1, 1] (``uint8 / 127.5 - 1``: ``images_to_input``), B x 3 x H x W, the
-  side a multiple of the downsampling factor (the run's resolution for the latent it was trained on);
-- latents: B x C x H/f x W/f float32, ``f = 2 ** model.downsampling_steps`` (16: 512 -> 32);
-- decoded: ``rgb`` B x 3 x H x W in [-1, 1] (tanh), ``segmentation`` B x 10 x H x W logits (the
-  palette's classes: ``argmax(1)`` is the class map), ``classification`` B x 2 logits (room, scene).
+configuration the one that checkpoint records; eval mode, no autograd. Images go in and come out
+in [-1, 1] as training used them (``images_to_input``); book/using/phase1_3.md gives every shape.
 """
 
 from __future__ import annotations
@@ -27,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
+from .config import ENUMS, Config
 from .data.cache import load_layout
 from .errors import CheckpointError, ConfigError
+from .images import from_uint8
 from .model import DiagonalGaussian, LayoutAutoencoder
 from .outputs import run_best_checkpoint
 from .runtime import resolve_device
@@ -38,7 +31,7 @@ from .training.checkpoints import load_model
 
 def images_to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 RGB images, (H, W, 3) or (B, H, W, 3), as the model takes them: (B, 3, H, W) float32
-    in [-1, 1], the same arithmetic as training's ``data.batches.to_model_inputs``."""
+    in [-1, 1], as training takes them (``images.from_uint8``)."""
     if isinstance(images, np.ndarray) and not images.flags.writeable:  # as PIL gives them: torch wants to own them
         images = images.copy()
     images = torch.as_tensor(images)
@@ -46,9 +39,7 @@ def images_to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"expected uint8 RGB images (H, W, 3) or (B, H, W, 3); got {images.dtype} of shape {tuple(images.shape)}"
         )
-    if images.ndim == 3:
-        images = images[None]
-    return images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+    return from_uint8(images[None] if images.ndim == 3 else images).contiguous()
 
 
 def posterior_std(posterior: DiagonalGaussian) -> torch.Tensor | None:
@@ -161,7 +152,7 @@ def load_autoencoder(run_dir: str | Path, device: str | torch.device = "cpu") ->
             "validated epoch); wait for its training job, or resubmit it (it resumes from last.pt)"
         )
     if isinstance(device, str):
-        if device != "auto" and not _is_device_name(device):
+        if not ENUMS["training.device"].match(device):
             raise ConfigError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
         device = resolve_device(device, "device")
     try:
@@ -172,8 +163,3 @@ def load_autoencoder(run_dir: str | Path, device: str | torch.device = "cpu") ->
         ) from None
     model.requires_grad_(False)
     return TrainedAutoencoder(run_dir, best, cfg, model, device, int(payload.get("epoch", 0)))
-
-
-def _is_device_name(name: str) -> bool:
-    kind, _, index = name.partition(":")
-    return (kind == "cpu" and not index) or (kind == "cuda" and (not index or index.isdigit()))

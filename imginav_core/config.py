@@ -193,9 +193,6 @@ class Config:
             node = getattr(node, part)
         return node
 
-    def save(self, path: str | Path) -> None:
-        write_config(self, path)
-
 
 ENUMS = {
     "training.device": re.compile(r"^(auto|cpu|cuda(:\d+)?)$"),
@@ -244,47 +241,32 @@ def _suggest(key: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: str, source: str) -> Any:
+def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
+    """A section of the schema from ``values``; the loss weights (``LossWeights``) are a section of
+    one number per registered loss term."""
+    loss = cls is LossWeights
+    kinds = {term: float for term in loss_term_names()} if loss else _fields(cls)
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
-    kinds = _fields(cls)
+        what = "a mapping of loss term weights" if loss else "a mapping"
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be {what}, got {values!r}")
     for key in values:
         if key not in kinds:
-            raise ConfigError(f"{source}: unknown config key '{prefix}{key}'{_suggest(prefix + key)}")
-    kwargs = {}
-    for name, kind in kinds.items():
-        dotted = prefix + name
+            terms = f" (the loss terms, imginav_core.losses.TERMS: {', '.join(kinds)})" if loss else ""
+            raise ConfigError(f"{source}: unknown config key '{prefix}{key}'{_suggest(prefix + key)}{terms}")
+    for name in kinds:
         if name not in values:
-            raise ConfigError(
-                f"{source}: missing config key '{dotted}' "
-                "(experiment files inherit it, e.g. from configs/phase1_2/common.yaml)"
+            why = (
+                f"the weight of loss term '{name}'"
+                if loss
+                else "experiment files inherit it, e.g. from configs/phase1_2/common.yaml"
             )
-        kwargs[name] = _check(values[name], kind, dotted, source)
-    return cls(**kwargs)
-
-
-def _build_loss(values: Any, dotted: str, source: str) -> LossWeights:
-    """One weight per registered loss term, each a number."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{source}: '{dotted}' must be a mapping of loss term weights, got {values!r}")
-    names = loss_term_names()
-    for key in values:
-        if key not in names:
-            raise ConfigError(
-                f"{source}: unknown config key '{dotted}.{key}'{_suggest(f'{dotted}.{key}')} "
-                f"(the loss terms, imginav_core.losses.TERMS: {', '.join(names)})"
-            )
-    for name in names:
-        if name not in values:
-            raise ConfigError(f"{source}: missing config key '{dotted}.{name}' (the weight of loss term '{name}')")
-    return LossWeights({name: _check(values[name], float, f"{dotted}.{name}", source) for name in names})
+            raise ConfigError(f"{source}: missing config key '{prefix}{name}' ({why})")
+    return cls(**{name: _check(values[name], kind, prefix + name, source) for name, kind in kinds.items()})
 
 
 def _check(value: Any, kind: Any, dotted: str, source: str) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if dataclasses.is_dataclass(kind) or kind is LossWeights:
         return _build(kind, value, dotted + ".", source)
-    if kind is LossWeights:
-        return _build_loss(value, dotted, source)
     if dotted in SWITCHES and isinstance(value, bool):
         value = "on" if value else "off"
     ok = (
@@ -339,14 +321,15 @@ def _validate(cfg: Config) -> None:
             fail(key, "must be > 0")
     if cfg.model.base_channels % cfg.model.norm_groups:
         fail("model.base_channels", f"must be divisible by model.norm_groups = {cfg.model.norm_groups}")
-    for key in ("training.lr", "training.weight_decay", "training.early_stopping.min_delta"):
+    for key in (
+        "training.lr",
+        "training.weight_decay",
+        "training.early_stopping.min_delta",
+        "training.early_stopping.patience",
+        "data.num_workers",
+    ):
         if cfg.get(key) < 0:
             fail(key, "must be >= 0")
-    if cfg.training.early_stopping.patience < 0 or cfg.data.num_workers < 0:
-        fail(
-            "training.early_stopping.patience" if cfg.training.early_stopping.patience < 0 else "data.num_workers",
-            "must be >= 0",
-        )
     for key in ("data.val_fraction", "data.test_fraction"):
         if not 0.0 < cfg.get(key) < 1.0:
             fail(key, "must be strictly between 0 and 1")
@@ -385,39 +368,17 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None
 
 
-def parse_overrides(pairs: list[str], where: str = "--set") -> dict[str, Any]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings (``--set``) as dotted config overrides, each value read as YAML
     (``training.lr=3e-4`` is the float, an empty value the empty string). The keys are checked
     when the overrides are applied (``load_config``: an unknown key is refused, named)."""
     overrides = {}
     for pair in pairs:
-        if not isinstance(pair, str):
-            raise ConfigError(f"{where} {pair!r}: expected a 'key=value' string, e.g. 'training.epochs=2'")
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ConfigError(f"{where} {pair!r}: expected key=value, e.g. training.epochs=2")
-        overrides[key.strip()] = parse_yaml(value, f"{where} {pair!r}") if value.strip() else ""
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. training.epochs=2")
+        overrides[key.strip()] = parse_yaml(value, f"--set {pair!r}") if value.strip() else ""
     return overrides
-
-
-def override_values(value: Any, where: str) -> dict[str, Any]:
-    """Dotted config overrides given as a notebook parameter: None (none), a mapping
-    ``{"training.lr": 3e-4}``, a list of ``KEY=VALUE`` strings read as ``--set`` reads them, or
-    text holding either as YAML (``-p overrides '{training.lr: 3e-4}'``; one ``KEY=VALUE`` alone
-    is a list of one)."""
-    if isinstance(value, str):
-        value = parse_yaml(value, where) if value.strip() else None
-        value = [value] if isinstance(value, str) else value
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        for key in value:
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}: key {key!r} is no dotted config key such as 'training.lr'")
-        return dict(value)
-    if isinstance(value, (list, tuple)):
-        return parse_overrides(list(value), where)
-    raise ConfigError(f"{where} = {value!r}: expected a mapping of dotted config keys or a list of 'key=value' strings")
 
 
 def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
@@ -498,15 +459,6 @@ def _version(values: Mapping[str, Any], source: str) -> int:
     return version
 
 
-def _apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
-    known = set(schema_keys())
-    for dotted, value in overrides.items():
-        if dotted not in known:
-            raise ConfigError(f"{source}: unknown override key '{dotted}'{_suggest(dotted)}")
-        _assign(values, dotted, value)
-    return values
-
-
 def config_from_dict(
     values: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
@@ -524,10 +476,11 @@ def config_from_dict(
     values.pop("version", None)
     # Version 1 read a relative path against the current directory; its files keep that meaning.
     _absolute_paths(values, os.getcwd() if folder is None or version < 2 else folder)
-    overrides = {
-        key: _absolute(value, os.getcwd()) if key in PATH_KEYS else value for key, value in (overrides or {}).items()
-    }
-    values = _apply_overrides(values, overrides, source)
+    known = set(schema_keys())
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown override key '{key}'{_suggest(key)}")
+        _assign(values, key, _absolute(value, os.getcwd()) if key in PATH_KEYS else value)
     defaulted = {}
     for key, added in ADDED_KEYS.items():
         parent = _lookup(values, key.rpartition(".")[0]) if "." in key else values

@@ -1,44 +1,33 @@
 """Every layout's latent under a trained run, written once for Phase 1.3 (the original pipeline's
 stage 6, ``stage6_create_layout_embeddings.py``): ``python -m imginav_core export-latents``.
-
-For each distinct layout of a manifest (empty ones too), its posterior mean under the run's best
-checkpoint, at the run's resolution, as a C x h x w float32 tensor in
-``OUT/<layout path below the manifest's folder, suffix replaced>_layout_emb.pt`` (for a VAE the
-posterior's standard deviation beside it, ``..._layout_emb_std.pt``); ``layout_embeddings.csv``,
-one row per layout, and ``latent_stats.json``, the per-channel statistics a diffusion model
-standardises by (``outputs.EmbeddingFiles`` lists the files).
+book/using/phase1_3.md describes the files (``outputs.EmbeddingFiles`` names them) and the
+statistics. What the code keeps to:
 
 - **Paths.** Every path in ``layout_embeddings.csv`` is relative to its own folder, as in
-  ``layouts.csv`` (relative paths resolve against the manifest's folder): the file is itself a
-  manifest ``data.manifest.read_manifest`` reads, and the folder can move with the data.
-- **Resumable.** Every file is written whole or not at all (``files.atomic_path``). The layouts are
-  encoded in fixed batches of the manifest's order; a batch whose files are all there is skipped,
-  any other is encoded whole again and its missing files written. So a killed export, run again,
-  writes bit for bit the files an uninterrupted one would (same device and batch size), and the
-  statistics, computed at the end from the written files in the manifest's order, are the same.
+  ``layouts.csv``: the file is itself a manifest ``read_manifest`` reads, and moves with the data.
+- **Resumable.** Every file is written whole or not at all. The layouts are encoded in fixed
+  batches of the manifest's order; a batch whose files are all there is skipped, any other is
+  encoded whole again and its missing files written. So a killed export, run again, writes bit for
+  bit the files an uninterrupted one would (same device and batch size), and the statistics,
+  computed at the end from the written files in the manifest's order, are the same.
   ``export.json``, written first, records the checkpoint's sha256: a folder holding another
   checkpoint's latents is refused, never mixed. ``latent_stats.json`` is written last, so its
   presence says the export finished.
 - **Memory.** Two batches of decoded images (the next one is decoded while this one is encoded)
   and one batch's activations; statistics are streamed (per-channel moments in float64, merged
   layout by layout), never all latents at once.
-- **Bad layouts.** A layout PNG is decoded as training decodes it (``data.cache.load_layout``); an
-  unreadable one stops the export with the manifest's line and the file named, or with
-  ``skip_broken`` is left out of the CSV and listed (in the log and ``latent_stats.json``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
 import io
+import itertools
 import json
 import os
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,12 +35,21 @@ import numpy as np
 import torch
 
 from .autoencoder import TrainedAutoencoder, images_to_input, load_autoencoder, posterior_std
-from .config import Config, config_from_dict, is_folder_name
+from .config import config_from_dict, is_folder_name
+from .data.batches import manifest_path, read_ahead
 from .data.cache import load_layout
-from .data.manifest import LayoutRecord, Manifest, read_manifest
+from .data.manifest import LAYOUTS_CSV, LayoutRecord, Manifest, read_manifest
 from .errors import ConfigError, LayoutReadError, ManifestError, ResumeError, RunInProgressError, UnfinishedRunError
-from .files import LockHeldError, exclusive_lock, remove_leftovers, write_bytes_atomic, write_text_atomic
-from .outputs import LAYOUT_EMBEDDING_SUFFIX, EmbeddingFiles, Outputs
+from .files import (
+    LockHeldError,
+    csv_text,
+    exclusive_lock,
+    file_sha256,
+    remove_leftovers,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+from .outputs import LAYOUT_EMBEDDING_SUFFIX, EmbeddingFiles, Outputs, relative_path
 
 FORMAT = 1
 DEFAULT_BATCH_SIZE = 16
@@ -68,7 +66,6 @@ class ExportItem:
     """One distinct layout of the manifest and its files."""
 
     record: LayoutRecord
-    layout: str  # its path relative to the manifest's folder (POSIX)
     mean: Path
     std: Path | None  # None for a deterministic encoder
 
@@ -76,18 +73,10 @@ class ExportItem:
         return self.mean.is_file() and (self.std is None or self.std.is_file())
 
 
-def _layout_column(path: Path) -> list[str]:
-    """The ``layout_path`` of every data row, as written (row k is manifest line k + 2, as
-    ``read_manifest`` numbers them)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        return [(row.get("layout_path") or "").strip() for row in reader]
-
-
 def _relative_layout(record: LayoutRecord, written: str, manifest: Path) -> str:
-    """The layout's path below the manifest's folder: as written where it lies below it (a folder
-    linked in from elsewhere stays below it), else as resolved; a ManifestError otherwise."""
+    """The layout's path below the manifest's folder: as written (``written``; "": as resolved)
+    where it lies below it (a folder linked in from elsewhere stays below it), else as resolved; a
+    ManifestError otherwise."""
     folder = Path(os.path.abspath(manifest)).parent
     lexical = Path(os.path.normpath(folder / written)) if written else record.path
     for path, base in ((lexical, folder), (lexical, folder.resolve()), (record.path, folder.resolve())):
@@ -105,11 +94,12 @@ def _relative_layout(record: LayoutRecord, written: str, manifest: Path) -> str:
 def plan_items(manifest: Manifest, files: EmbeddingFiles, variational: bool) -> list[ExportItem]:
     """Each layout's files, in the manifest's order. A ManifestError names both layouts when two
     map to one file (compared without case: on a case-insensitive file system they would)."""
-    column = _layout_column(manifest.path)
     items, taken = [], {}
     for record in manifest.records:
-        layout = _relative_layout(record, column[record.line - 2], manifest.path)
-        item = ExportItem(record, layout, files.mean(layout), files.std(layout) if variational else None)
+        # The all-in-one manifest's layouts are mirrored as resolved, as they always have been.
+        written = record.written if manifest.format is LAYOUTS_CSV else ""
+        layout = _relative_layout(record, written, manifest.path)
+        item = ExportItem(record, files.mean(layout), files.std(layout) if variational else None)
         for path in filter(None, (item.mean, item.std)):
             other = taken.setdefault(str(path).casefold(), item)
             if other is not item:
@@ -219,21 +209,6 @@ class ExportSummary:
     seconds: float
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read(manifest: Path, skip_broken: bool) -> Manifest:
-    try:
-        return read_manifest(manifest, drop_empty=False, skip_broken=skip_broken)
-    except ManifestError as err:  # the reader's advice is the training config's key
-        raise ManifestError(str(err).replace("set data.skip_broken: true", "pass --skip-broken")) from None
-
-
 def _check_record(files: EmbeddingFiles, record: dict, items: list[ExportItem]) -> None:
     """Write ``export.json`` the first time; a folder of another checkpoint's (or of an unknown
     writer's) latents is refused."""
@@ -284,16 +259,12 @@ def _encode_pending(
     """Encode the batches and write their missing files; (layouts encoded, broken ones skipped)."""
     encoded, skipped, started = 0, [], time.perf_counter()
     every = max(1, len(batches) // 10)
-    with ThreadPoolExecutor(workers, thread_name_prefix="imginav-export") as pool:
-
-        def submit(batch: list[ExportItem]) -> list[Future]:
-            return [pool.submit(_decode, item, ae.resolution, manifest) for item in batch]
-
-        ahead = [submit(batches[0])] if batches else []
+    # Threads decode the next batch while this one is encoded.
+    items, batch_size = itertools.chain(*batches), max(map(len, batches), default=1)
+    decode = read_ahead(lambda item: _decode(item, ae.resolution, manifest), items, workers, batch_size)
+    with contextlib.closing(decode):
         for number, batch in enumerate(batches, start=1):
-            decoded = [future.result() for future in ahead.pop(0)]
-            if number < len(batches):  # decode the next batch while this one is encoded
-                ahead.append(submit(batches[number]))
+            decoded = list(itertools.islice(decode, len(batch)))
             good = []
             for item, (rgb, error) in zip(batch, decoded):
                 if error and not skip_broken:
@@ -340,9 +311,10 @@ def _finish(
             if item.std is not None:
                 samples.add(latent, torch.load(item.std, map_location="cpu", weights_only=True))
             non_empty += 1
-        row = [item.record.scene_id, item.record.type, item.record.room_id]
-        row += [_relative(item.record.path, files), _relative(item.mean, files), str(item.record.is_empty).lower()]
-        rows.append(row + ([_relative(item.std, files)] if item.std is not None else []))
+        record, folder = item.record, files.folder
+        row = [record.scene_id, record.type, record.room_id, relative_path(record.path, folder)]
+        row += [relative_path(item.mean, folder), str(record.is_empty).lower()]
+        rows.append(row + ([relative_path(item.std, folder)] if item.std is not None else []))
     figures = {
         "latents": means.figures() if non_empty else None,
         "samples": samples.figures(samples=True) if non_empty and ae.variational else None,
@@ -350,23 +322,11 @@ def _finish(
     return rows, {"non_empty": non_empty, **figures}
 
 
-def _relative(path: Path, files: EmbeddingFiles) -> str:
-    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(files.folder))).as_posix()
-
-
 def _json_text(values: dict) -> str:
     """Indented JSON with each list of numbers on one line."""
     text = json.dumps(values, indent=2)
     numbers = re.compile(r"\[\s+([-+.\deE,\s]+?)\s+\]")
     return numbers.sub(lambda m: "[" + ", ".join(x.strip() for x in m[1].split(",")) + "]", text) + "\n"
-
-
-def _csv_text(rows: list[list[str]], variational: bool) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([*COLUMNS, *([STD_COLUMN] if variational else [])])
-    writer.writerows(rows)
-    return text.getvalue()
 
 
 def _export(
@@ -383,7 +343,10 @@ def _export(
     if workers is not None and workers < 1:
         raise ConfigError(f"workers {workers}: expected 1 or more decoding threads")
     started = time.perf_counter()
-    manifest = _read(manifest_path, skip_broken)
+    try:
+        manifest = read_manifest(manifest_path, drop_empty=False, skip_broken=skip_broken)
+    except ManifestError as err:  # the reader's advice is the training config's key
+        raise ManifestError(str(err).replace("set data.skip_broken: true", "pass --skip-broken")) from None
     items = plan_items(manifest, files, ae.variational)
     files.folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -399,7 +362,7 @@ def _export(
             "format": FORMAT,
             "experiment": ae.name,
             "run_dir": str(ae.run_dir.resolve()),
-            "checkpoint_sha256": _sha256(ae.checkpoint),
+            "checkpoint_sha256": file_sha256(ae.checkpoint),
             "epoch": ae.epoch,
             "variational": ae.variational,
             "resolution": ae.resolution,
@@ -436,7 +399,7 @@ def _export(
             "samples": figures["samples"],
             "standardise_with": "samples" if ae.variational else "latents",
         }
-        write_text_atomic(files.manifest, _csv_text(rows, ae.variational))
+        write_text_atomic(files.manifest, csv_text([*COLUMNS, *([STD_COLUMN] if ae.variational else [])], rows))
         write_text_atomic(files.stats, _json_text(stats))
     seconds = time.perf_counter() - started
     log(
@@ -502,36 +465,6 @@ def chosen_run(output_root: str | Path, phase: str | None = None) -> tuple[Outpu
     return out, str(chosen)
 
 
-def study_manifest(cfg: Config, output_root: str | Path, log: Callable[[str], None] = print) -> Path:
-    """The layouts a run trained on: its ``data.manifest``, or the synthetic set under ``output_root``
-    (where the study's outputs are now, wherever the run was trained)."""
-    from .data.batches import manifest_path
-
-    moved = config_from_dict(cfg.to_dict(), {"output_root": str(output_root)}, source=cfg.source)
-    return manifest_path(moved, log)
-
-
-def export_study(
-    output_root: str | Path,
-    *,
-    phase: str | None = None,
-    out_dir: str | Path | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    skip_broken: bool = False,
-    workers: int | None = None,
-    log: Callable[[str], None] = print,
-) -> ExportSummary:
-    """``export_latents`` of the run the study's decision chose, on the layouts it trained on, into
-    ``OUTPUT_ROOT/<phase>/layout_embeddings/`` (or ``out_dir``). Broken layouts are skipped where
-    ``skip_broken`` says so or the run trained with ``data.skip_broken: true``."""
-    out, chosen = chosen_run(output_root, phase)
-    ae = load_autoencoder(out.run_dir(chosen), device)
-    files = EmbeddingFiles(out_dir) if out_dir is not None else out.layout_embeddings
-    manifest = study_manifest(ae.config, out.root, log)
-    return _export(ae, manifest, files, batch_size, skip_broken or ae.config.data.skip_broken, workers, log)
-
-
 def export_command(
     *,
     run: str | None,
@@ -544,15 +477,23 @@ def export_command(
     skip_broken: bool,
     workers: int | None,
 ) -> ExportSummary:
-    """``python -m imginav_core export-latents``: its arguments checked, then the export."""
-    options = dict(device=device, batch_size=batch_size, skip_broken=skip_broken, workers=workers)
+    """``python -m imginav_core export-latents``: its arguments checked, then the export. With
+    ``--study``, of the run the study's decision chose, on the layouts it trained on, into
+    ``OUTPUT_ROOT/<phase>/layout_embeddings/`` (or ``--out``), broken layouts skipped also where
+    the run trained with ``data.skip_broken: true``."""
     if study is not None:
         if run is not None or manifest is not None:
             raise ConfigError(
                 "--study takes the run and the manifest from the study's decision: give either --study OUTPUT_ROOT "
                 "or --run RUN_DIR --manifest LAYOUTS_CSV --out DIR"
             )
-        return export_study(study, phase=phase, out_dir=out, **options)
+        outputs, chosen = chosen_run(study, phase)
+        ae = load_autoencoder(outputs.run_dir(chosen), device)
+        files = EmbeddingFiles(out) if out is not None else outputs.layout_embeddings
+        # the layouts the run trained on: its data.manifest, or the synthetic set under the output root as it is now
+        moved = config_from_dict(ae.config.to_dict(), {"output_root": str(outputs.root)}, source=ae.config.source)
+        skip_broken = skip_broken or ae.config.data.skip_broken
+        return _export(ae, manifest_path(moved, print), files, batch_size, skip_broken, workers, print)
     if phase is not None:
         raise ConfigError("--phase picks the study's phase folder: give it with --study OUTPUT_ROOT")
     missing = [flag for flag, value in (("--run", run), ("--manifest", manifest), ("--out", out)) if value is None]
@@ -561,7 +502,9 @@ def export_command(
             f"missing {', '.join(missing)}: give --run RUN_DIR --manifest LAYOUTS_CSV --out DIR, "
             "or --study OUTPUT_ROOT for the run the study chose"
         )
-    return export_latents(run, manifest, out, **options)
+    return export_latents(
+        run, manifest, out, device=device, batch_size=batch_size, skip_broken=skip_broken, workers=workers
+    )
 
 
 def export_instructions(out: Outputs, chosen_experiment: str) -> str:

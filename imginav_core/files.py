@@ -4,7 +4,9 @@ output folder, and the kill points where the fault-injection tests kill a run.
 **Whole or nothing.** A file is written under a temporary name in its own folder, then renamed.
 A job killed mid-write leaves at most a stray temporary ``.NAME.<random>.tmp``, never a truncated
 output a later step would read as complete. Nothing reads those temporaries; a run that starts
-again removes the ones its own outputs left (``remove_leftovers``).
+again removes the ones its own outputs left (``remove_leftovers``). A folder shared by jobs (the
+synthetic set, the decoded cache) is built the same way: in a staging folder, renamed into place
+(``build_folder``).
 
 **Locks.** ``file_lock`` makes jobs sharing an output folder (V1 and V2 at once) build shared
 things (the synthetic set, the decoded cache) once instead of racing; ``exclusive_lock`` keeps a
@@ -31,13 +33,16 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import csv
 import errno
 import fcntl
+import io
 import os
 import re
+import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 # ---- kill points ---------------------------------------------------------------------------------
@@ -101,6 +106,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A CSV file's text: the header, then the rows, each line ending in a plain newline."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def remove_leftovers(folder: str | Path, names: str = ".+") -> int:
     """Delete the temporaries in ``folder`` that writers killed mid-write left behind, of outputs
     whose file name fully matches the regular expression ``names``; returns how many.
@@ -150,6 +164,26 @@ def file_lock(path: str | Path) -> contextlib.AbstractContextManager[None]:
 def exclusive_lock(path: str | Path) -> contextlib.AbstractContextManager[None]:
     """Hold the lock for the ``with`` block, or raise ``LockHeldError`` at once if it is taken."""
     return _lock(path, wait=False)
+
+
+def build_folder(folder: Path, built: Callable[[], bool], build: Callable[[Path], None]) -> None:
+    """Make ``folder`` appear whole or not at all, built once by the jobs that share it: under a
+    lock beside it, unless ``built()`` says it is there, ``build(staging)`` fills a staging folder
+    beside it, which is renamed into place (over what an interrupted older attempt left)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.parent / f".{folder.name}.lock"):
+        if built():
+            return
+        staging = folder.parent / f".{folder.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            build(staging)
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def file_sha256(path: str | Path) -> str:

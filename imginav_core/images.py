@@ -1,5 +1,5 @@
-"""The model's images as pictures: [-1, 1] float tensors to uint8 arrays, uint8 arrays to PNG.
-(The way in, uint8 batches to [-1, 1] tensors, is ``data.batches.to_model_inputs``.)"""
+"""The model's images and pictures: uint8 RGB to the model's [-1, 1] floats and back, uint8 arrays
+to PNG."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ import torch
 from PIL import Image
 
 from .files import write_bytes_atomic
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """NHWC uint8 -> [-1, 1] NCHW float32, the model's input (``to_uint8`` inverts it)."""
+    return images.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -2,39 +2,13 @@
 
 Nothing else in the project spells an output file's name. ``Outputs(root, phase)`` answers for
 one study: ``phase`` is the folder that collects its runs' metrics, samples, notebooks and
-analysis (``phase1_2_vae_test`` for Phase 1.2).
-
-    OUTPUT_ROOT/
-      experiments/NAME/NAME_metrics.csv      one row per epoch
-      experiments/NAME/last.pt, best.pt      checkpoints (resume from last, analyse best)
-      experiments/NAME/config.yaml           the configuration the run used
-      experiments/NAME/split.csv             its train/val/test split, by group (scene + identical layouts)
-      experiments/NAME/split_summary.json    the split's sizes and duplicate figures
-      experiments/NAME/provenance.json       commit, versions, device and precision of each (re)start
-      experiments/.NAME.lock                 held while a process trains NAME
-      PHASE/NAME_metrics.csv                 copy of each run's metrics, side by side
-      PHASE/samples/NAME_epoch_NNN_comparison.png
-      PHASE/runs/NAME.ipynb, runs/analysis.ipynb   the executed notebooks
-      PHASE/analysis/latent_metrics.json     the latent-space measurements
-      PHASE/analysis/per_image.csv           every run's measures per validation layout (the decision's data)
-      PHASE/analysis/kl_sweep.json           the KL-weight curve and its recommendation (a secondary result)
-      PHASE/study_plan.json                  the study plan the launcher or the demo ran (its runs, seeds, sweep)
-      PHASE/decision.json, PHASE/phase1_3_base.yaml
-      PHASE/layout_embeddings/               the chosen run's latent of every layout, for Phase 1.3
-                                             (export-latents --study; the files: EmbeddingFiles)
-      PHASE/probe/probe_metrics.json         the diffusion probe's scores and measures
-      PHASE/probe/NAME_generated.png         layouts generated in run NAME's latent space
-      PHASE/probe/real_layouts.png           real validation layouts in the same grid
-      PHASE/probe/NAME/seed_S/               the probe's denoiser (denoiser.pt); per budget of STEPS its
-                                             samples (generated_STEPS.pt) and result_STEPS.json
-      PHASE/runs/diffusion_probe.ipynb       the executed probe notebook
-      synthetic/nSAMPLES_rRESOLUTION_sSEED/  the generated layouts (layouts.csv + images/)
-      cache/KEY/                             the decoded layouts
-      cache/scorer/                          the layout scorer's feature networks
+analysis (``phase1_2_vae_test`` for Phase 1.2). ``EmbeddingFiles`` names the files of a latent
+export, wherever it lies.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +40,7 @@ class Outputs:
         return self.run_dir(name) / "last.pt"
 
     def best_checkpoint(self, name: str) -> Path:
-        return self.run_dir(name) / "best.pt"
+        return run_best_checkpoint(self.run_dir(name))
 
     def run_config(self, name: str) -> Path:
         return self.run_dir(name) / "config.yaml"
@@ -127,11 +101,6 @@ class Outputs:
     def kl_sweep(self) -> Path:
         """The KL-weight curve's data and its recommendation, apart from the decision."""
         return self.phase_dir / "analysis" / "kl_sweep.json"
-
-    @property
-    def study_plan(self) -> Path:
-        """The study plan the launcher or the demo ran under: what the probe and the analysis default to."""
-        return self.phase_dir / "study_plan.json"
 
     @property
     def decision(self) -> Path:
@@ -215,8 +184,7 @@ class Outputs:
 
 
 def run_best_checkpoint(run_dir: str | Path) -> Path:
-    """The early-stopping best of a run folder, wherever it was copied (under an output root:
-    ``Outputs.best_checkpoint``, the same name)."""
+    """The early-stopping best of a run folder, wherever it was copied."""
     return Path(run_dir) / "best.pt"
 
 
@@ -226,16 +194,8 @@ LAYOUT_EMBEDDING_STD_SUFFIX = "_layout_emb_std.pt"
 
 @dataclass(frozen=True)
 class EmbeddingFiles:
-    """An export of every layout's latent (``python -m imginav_core export-latents --out FOLDER``):
-
-    FOLDER/export.json                   the run and checkpoint (sha256) it is of; a resumed export checks it
-    FOLDER/<layout>_layout_emb.pt        the posterior mean, C x H x W float32, at the layout's path
-                                         relative to the manifest's folder, its suffix replaced
-    FOLDER/<layout>_layout_emb_std.pt    the posterior's standard deviation (a VAE only)
-    FOLDER/layout_embeddings.csv         one row per layout; its paths relative to FOLDER
-    FOLDER/latent_stats.json             per-channel statistics to standardise by
-    FOLDER/.export.lock                  held while a process exports into FOLDER
-    """
+    """An export of every layout's latent (``python -m imginav_core export-latents --out FOLDER``);
+    book/using/phase1_3.md describes each file."""
 
     folder: Path
 
@@ -256,10 +216,12 @@ class EmbeddingFiles:
 
     @property
     def lock(self) -> Path:
+        """Held while a process exports into the folder."""
         return self.folder / ".export.lock"
 
     def mean(self, layout: str | Path) -> Path:
-        """The latent of the layout at ``layout``, a path relative to the manifest's folder."""
+        """The posterior mean of the layout at ``layout``, a path relative to the manifest's folder:
+        the same path below the export's folder, its suffix replaced."""
         return self.folder / (str(Path(layout).with_suffix("")) + LAYOUT_EMBEDDING_SUFFIX)
 
     def std(self, layout: str | Path) -> Path:
@@ -267,6 +229,12 @@ class EmbeddingFiles:
 
     # What only an export writes, so that a restarted one may remove the temporaries a kill left.
     OWN_FILES = r".+_layout_emb(_std)?\.pt|export\.json|layout_embeddings\.csv|latent_stats\.json"
+
+
+def relative_path(path: str | Path, folder: str | Path) -> str:
+    """``path`` as a file in ``folder`` names it: relative to ``folder``, with forward slashes, so
+    that the folder and what it names read wherever they are copied together."""
+    return Path(os.path.relpath(path, folder)).as_posix()
 
 
 def shown_path(path: str | Path, root: str | Path | None = None) -> str:

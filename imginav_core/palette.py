@@ -83,13 +83,17 @@ def rgb_to_class(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     return class_map, unknown
 
 
+# The colour of every uint8 class index: the palette, then black (IGNORE_INDEX and the unused indices).
+COLOURS = np.zeros((256, 3), dtype=np.uint8)
+COLOURS[:NUM_CLASSES] = PALETTE
+COLOURS.setflags(write=False)
+
+
 def class_to_rgb(class_map) -> np.ndarray:
     """Map a class map of any shape to ``(..., 3)`` uint8 RGB; ``IGNORE_INDEX`` becomes black."""
     if hasattr(class_map, "detach"):  # a torch tensor (palette itself needs no torch)
         class_map = class_map.detach().cpu().numpy()
-    colours = np.zeros((256, 3), dtype=np.uint8)
-    colours[:NUM_CLASSES] = PALETTE
-    return colours[np.asarray(class_map, dtype=np.uint8)]
+    return COLOURS[np.asarray(class_map, dtype=np.uint8)]
 
 
 def class_map_hash(class_map: np.ndarray) -> str:

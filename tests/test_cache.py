@@ -18,9 +18,10 @@ from imginav_core.palette import PALETTE, class_map_hash, rgb_to_class
 def test_cache_holds_decoded_layouts_and_later_reads_need_no_png(synthetic_manifest, tmp_path):
     records = read_manifest(synthetic_manifest).records
     cache = build_cache(records, 64, tmp_path / "cache", synthetic_manifest, workers=2, log=lambda _: None)
-    class_map, exact = cache.arrays()
-    assert class_map.shape == (len(records), 64, 64) and exact.shape == (0, 64, 64, 3)  # drawn in palette colours
     layouts = CachedLayouts(cache, np.arange(len(records)))
+    stored = layouts.stored(np.arange(len(records)))
+    class_map, exact = stored["class_map"].numpy(), stored["off_palette_rgb"]
+    assert class_map.shape == (len(records), 64, 64) and exact.shape == (0, 64, 64, 3)  # drawn in palette colours
     for i in (0, len(records) - 1):
         expected_rgb, expected_map, _ = load_layout(records[i].path, 64)
         assert np.array_equal(layouts[i]["rgb"][0].numpy(), expected_rgb) and np.array_equal(class_map[i], expected_map)
@@ -32,7 +33,8 @@ def test_cache_holds_decoded_layouts_and_later_reads_need_no_png(synthetic_manif
     try:
         again = build_cache(records, 64, tmp_path / "cache", synthetic_manifest, log=lambda _: None)
         assert again.folder == cache.folder
-        assert np.array_equal(again.arrays()[0], class_map) and again.hashes.tolist() == cache.hashes.tolist()
+        again_maps = CachedLayouts(again, np.arange(len(again))).stored(np.arange(len(again)))["class_map"]
+        assert np.array_equal(again_maps.numpy(), class_map) and again.hashes.tolist() == cache.hashes.tolist()
         with pytest.raises(LayoutReadError, match="not found"):  # another resolution is another cache
             build_cache(records, 32, tmp_path / "cache", synthetic_manifest, workers=1, log=lambda _: None)
     finally:

@@ -2,7 +2,7 @@
 under one scene id, rooms that are crops of their scene, about 44 % empty layouts, about 10 %
 exact copies under other scene ids, thin walls, class shares near the real ones. The set's
 figures are computed here, on a generated set, and each is held to a band around the real set's
-value (reference.md; the table in ``imginav_core/data/synthetic.py``), so a change to the
+value (reference.md; the table in book/using/probe.md), so a change to the
 generator that loses the resemblance fails."""
 
 import itertools

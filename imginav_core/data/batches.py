@@ -19,15 +19,13 @@ size.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import itertools
 import os
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,10 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
 from ..errors import LayoutReadError
-from ..palette import class_to_rgb
+from ..files import csv_text
+from ..images import from_uint8
+from ..outputs import relative_path
+from ..palette import COLOURS
 from .cache import CLASS_MAPS, OFF_PALETTE_RGB, LayoutCache, build_cache
 from .manifest import (
     SIDE_NAMES,
@@ -52,10 +53,7 @@ from .manifest import (
 )
 from .synthetic import generate_layouts
 
-# The RGB colour of each class index (256 entries; IGNORE_INDEX and the unused ones black): a
-# palette-pure layout's image is this table looked up at its class map.
-_COLOURS = class_to_rgb(np.arange(256))
-_COLOURS_ON: dict[torch.device, torch.Tensor] = {}
+_COLOURS_ON: dict[torch.device, torch.Tensor] = {}  # palette.COLOURS on each device
 
 
 def rgb_from_class_maps(class_map: torch.Tensor, off_rows: torch.Tensor, off_rgb: torch.Tensor) -> torch.Tensor:
@@ -63,11 +61,11 @@ def rgb_from_class_maps(class_map: torch.Tensor, off_rows: torch.Tensor, off_rgb
     maps, with the rows ``off_rows`` (positions in the batch) replaced by their exact RGB ``off_rgb``
     (layouts with off-palette pixels, which the class map does not hold)."""
     if class_map.device.type == "cpu":  # numpy gathers at uint8 indices: no int64 copy of the maps
-        rgb = torch.from_numpy(_COLOURS[class_map.numpy()])
+        rgb = torch.from_numpy(COLOURS[class_map.numpy()])
     else:
         colours = _COLOURS_ON.get(class_map.device)
         if colours is None:
-            colours = _COLOURS_ON.setdefault(class_map.device, torch.from_numpy(_COLOURS).to(class_map.device))
+            colours = _COLOURS_ON.setdefault(class_map.device, torch.tensor(COLOURS, device=class_map.device))
         rgb = colours[class_map.long()]
     if len(off_rows):
         rgb[off_rows] = off_rgb.to(rgb.device)
@@ -252,8 +250,7 @@ def to_model_inputs(
     else:
         off_rows = batch["off_palette_rows"].to(device, non_blocking=True)
         rgb = rgb_from_class_maps(class_map, off_rows, batch["off_palette_rgb"].to(device, non_blocking=True))
-    rgb = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    rgb = rgb.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    rgb = from_uint8(rgb).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     class_map = class_map.long()
     label = batch["label"].to(device, non_blocking=True)
     return rgb, class_map, label
@@ -291,20 +288,13 @@ class LayoutData:
         manifest spells them, relative to its folder; split train, val or test; group the
         ``CachedLayouts.groups`` id; hash the class-map hash): what each run trained, validated and
         will be tested on."""
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(("layout_path", "scene_id", "type", "split", "group", "hash"))
+        folder, rows = self.manifest.path.resolve().parent, []
         for side, layouts in self.sides():
             for row in layouts.indices:
                 record = self.cache.records[row]
-                path = self._relative(record.path)
-                writer.writerow(
-                    (path, record.scene_id, record.type, side, self.cache.groups[row], self.cache.hashes[row])
-                )
-        return text.getvalue()
-
-    def _relative(self, path: Path) -> str:
-        return Path(os.path.relpath(path, self.manifest.path.resolve().parent)).as_posix()
+                path = relative_path(record.path, folder)
+                rows.append((path, record.scene_id, record.type, side, self.cache.groups[row], self.cache.hashes[row]))
+        return csv_text(("layout_path", "scene_id", "type", "split", "group", "hash"), rows)
 
     def split_summary(self) -> dict:
         """``split_summary.json``: the scheme, fractions and seed, the layouts and groups per side,
@@ -315,9 +305,9 @@ class LayoutData:
         """What a checkpoint records of the split, to refuse resuming under another: the scheme,
         fractions, seed, and a digest of which layout is on which side (paths relative to the
         manifest's folder, so a moved data set is the same split)."""
-        digest = hashlib.sha256()
+        digest, folder = hashlib.sha256(), self.manifest.path.resolve().parent
         for line in sorted(
-            f"{self._relative(self.cache.records[row].path)}\t{side}"
+            f"{relative_path(self.cache.records[row].path, folder)}\t{side}"
             for side, layouts in self.sides()
             for row in layouts.indices
         ):
@@ -413,18 +403,23 @@ class BatchLoader:
         return {k: v.pin_memory() for k, v in batch.items()} if self.pin_memory else batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        positions = iter(self.sampler)
         if self.workers == 0:
-            yield from map(self._load, positions)
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="imginav-batches") as pool:
-            ahead = deque(pool.submit(self._load, p) for p in itertools.islice(positions, 2 * self.workers + 2))
-            while ahead:
-                batch = ahead.popleft().result()
-                following = next(positions, None)
-                if following is not None:
-                    ahead.append(pool.submit(self._load, following))
-                yield batch
+            return map(self._load, self.sampler)
+        return read_ahead(self._load, self.sampler, self.workers, 2 * self.workers + 2)
+
+
+def read_ahead(load: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
+    """``load(item)`` of each item, in order, computed by ``workers`` threads up to ``ahead`` items
+    before the one the caller is at (reads and PNG decoding release the GIL)."""
+    items = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="imginav-read") as pool:
+        pending = deque(pool.submit(load, item) for item in itertools.islice(items, ahead))
+        while pending:
+            result = pending.popleft().result()
+            following = next(items, None)
+            if following is not None:
+                pending.append(pool.submit(load, following))
+            yield result
 
 
 def batch_loader(

@@ -10,16 +10,14 @@ share of off-palette pixels, its class-map hash (``palette.class_map_hash``: wha
 the probe call identical) and the rows skipped as unreadable; ``off_palette.csv`` the images with
 off-palette pixels, most first. The folder is keyed by the manifest's content, the resolution and
 ``CACHE_VERSION``, so any epoch after the first, and any later run on the same data, reads
-memory-mapped bytes: no PNG decoding and no colour matching on the training path; a cache of
+decoded bytes (``batches.CachedLayouts``): no PNG decoding and no colour matching on the training path; a cache of
 another version is never read, but rebuilt in a folder of its own. It is built in a staging folder
 and renamed into place whole, under a lock shared by concurrent jobs.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -33,8 +31,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import LayoutReadError
-from ..files import LockHeldError, exclusive_lock, file_lock, write_text_atomic
-from ..outputs import shown_path
+from ..files import LockHeldError, build_folder, csv_text, exclusive_lock, write_text_atomic
+from ..outputs import relative_path, shown_path
 from ..palette import class_map_hash, rgb_to_class
 from .manifest import LayoutRecord, group_layouts
 
@@ -96,7 +94,7 @@ def _check_header(image: Image.Image, where: str) -> None:
 
 @dataclass
 class LayoutCache:
-    """Memory-mapped decoded layouts, in the order of ``records``."""
+    """A cache's decoded layouts, in the order of ``records`` (``batches.CachedLayouts`` reads them)."""
 
     folder: Path
     records: list[LayoutRecord]
@@ -138,25 +136,13 @@ class LayoutCache:
             f"{listed}; every image: {shown_path(self.folder / 'off_palette.csv', root)}"
         )
 
-    def arrays(self) -> tuple[np.memmap, np.ndarray]:
-        """(class maps (N, R, R), the exact RGB of the ``rgb_rows`` (M, R, R, 3)), read-only."""
-        n, r = len(self.records), self.resolution
-        class_map = np.memmap(self.folder / CLASS_MAPS, dtype=np.uint8, mode="r", shape=(n, r, r))
-        if len(self.rgb_rows) == 0:  # an empty file cannot be memory-mapped
-            return class_map, np.zeros((0, r, r, 3), dtype=np.uint8)
-        rgb = np.memmap(self.folder / OFF_PALETTE_RGB, dtype=np.uint8, mode="r", shape=(len(self.rgb_rows), r, r, 3))
-        return class_map, rgb
 
-
-def _named(path: Path, base: Path | None) -> str:
-    """A layout as the cache names it: its path relative to the manifest's folder (``base``)."""
-    return os.path.relpath(path, base) if base is not None else str(path)
-
-
-def cache_key(records: list[LayoutRecord], resolution: int, base: Path | None = None) -> str:
+def cache_key(records: list[LayoutRecord], resolution: int, base: Path) -> str:
+    """The cache's folder name. A layout is named by its path relative to the manifest's folder
+    (``base``), so a copied data set finds its cache."""
     digest = hashlib.sha256(f"v{CACHE_VERSION} r{resolution}\n".encode())
     for r in records:
-        digest.update(f"{_named(r.path, base)}\t{r.type}\t{int(r.is_empty)}\n".encode())
+        digest.update(f"{relative_path(r.path, base)}\t{r.type}\t{int(r.is_empty)}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -204,26 +190,14 @@ def build_cache(
     base = Path(manifest).resolve().parent
     folder = Path(cache_root) / cache_key(records, resolution, base)
     cache = _open(folder, records, resolution, base)
-    if cache is not None:
-        return cache
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_builds(folder.parent, log)
-    with file_lock(folder.parent / f".{folder.name}.lock"):
+    if cache is None:
+        _remove_abandoned_builds(folder.parent, log)
+        build_folder(
+            folder,
+            lambda: _open(folder, records, resolution, base) is not None,
+            lambda staging: _build(staging, folder, records, resolution, manifest, skip_broken, workers, log),
+        )
         cache = _open(folder, records, resolution, base)
-        if cache is not None:
-            return cache
-        for older, version, size in older_caches(folder.parent):
-            log(
-                f"{shown_path(older)} holds a decoded cache of an older version ({version}; {size / 1e9:.1f} GB), "
-                "which this version never reads: delete it unless an older checkout still uses it"
-            )
-        staging = folder.parent / f".{folder.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            cache = _build(staging, folder, records, resolution, manifest, skip_broken, workers, log)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return cache
 
 
@@ -245,11 +219,17 @@ def _build(
     folder: Path,
     records: list[LayoutRecord],
     resolution: int,
-    manifest,
+    manifest: str | Path,
     skip_broken: bool,
     workers: int | None,
     log,
-) -> LayoutCache:
+) -> None:
+    """Decode into ``staging``, which becomes ``folder``."""
+    for older, version, size in older_caches(folder.parent):
+        log(
+            f"{shown_path(older)} holds a decoded cache of an older version ({version}; {size / 1e9:.1f} GB), "
+            "which this version never reads: delete it unless an older checkout still uses it"
+        )
     n = len(records)
     (staging / "shape.json").write_text(json.dumps({"n": n}))
     with open(staging / CLASS_MAPS, "wb") as handle:
@@ -286,12 +266,15 @@ def _build(
     _gather_exact_rgb(staging, [c[2] for c in chunks], len(rgb_rows), resolution)
     kept = [records[i] for i in keep]
     shares = unknown[keep] / float(resolution * resolution)
-    _write_off_palette(staging / "off_palette.csv", kept, shares)
+    # the images with off-palette pixels, most first (their share at the cache's resolution)
+    worst_first = [i for i in np.argsort(-shares, kind="stable") if shares[i] > 0]
+    rows = [(kept[i].path, f"{shares[i]:.6f}") for i in worst_first]
+    write_text_atomic(staging / "off_palette.csv", csv_text(("layout_path", "off_palette_share"), rows))
     meta = {
         "version": CACHE_VERSION,
         "resolution": resolution,
         "n": len(kept),
-        "paths": [_named(r.path, Path(manifest).resolve().parent) for r in kept],
+        "paths": [relative_path(r.path, Path(manifest).resolve().parent) for r in kept],
         "labels": [r.label for r in kept],
         "off_palette": shares.tolist(),
         "hashes": [hashes[i] for i in keep],
@@ -300,15 +283,10 @@ def _build(
     }
     (staging / "shape.json").write_text(json.dumps({"n": len(kept)}))
     write_text_atomic(staging / "meta.json", json.dumps(meta))
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
-    cache = _open(folder, records, resolution, Path(manifest).resolve().parent)
     log(
-        f"cached {len(cache)} layouts: class maps, and the exact RGB of the {len(rgb_rows)} with off-palette "
-        f"pixels ({_size(folder) / 1e9:.2f} GB)"
+        f"cached {len(kept)} layouts: class maps, and the exact RGB of the {len(rgb_rows)} with off-palette "
+        f"pixels ({_size(staging) / 1e9:.2f} GB)"
     )
-    return cache
 
 
 def _gather_exact_rgb(staging: Path, firsts: list[int], count: int, resolution: int) -> None:
@@ -332,17 +310,6 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def _write_off_palette(path: Path, records: list[LayoutRecord], shares: np.ndarray) -> None:
-    """The images with off-palette pixels, most first (their share at the cache's resolution)."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["layout_path", "off_palette_share"])
-    for i in np.argsort(-shares, kind="stable"):
-        if shares[i] > 0:
-            writer.writerow([str(records[i].path), f"{shares[i]:.6f}"])
-    write_text_atomic(path, text.getvalue())
-
-
 def _compact(staging: Path, n: int, resolution: int, keep: np.ndarray) -> None:
     shape = (resolution, resolution)
     source = np.memmap(staging / CLASS_MAPS, dtype=np.uint8, mode="r", shape=(n, *shape))
@@ -363,7 +330,7 @@ def _open(folder: Path, records: list[LayoutRecord], resolution: int, base: Path
     meta = json.loads(meta_path.read_text())
     if meta.get("version") != CACHE_VERSION or meta.get("resolution") != resolution:
         return None
-    by_path = {_named(r.path, base): r for r in records}
+    by_path = {relative_path(r.path, base): r for r in records}
     kept = [by_path[p] for p in meta["paths"]]
     return LayoutCache(
         folder=folder,

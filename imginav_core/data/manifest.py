@@ -1,20 +1,12 @@
 """Reader for the real manifest, and the deterministic train/validation/test split.
 
-Two formats, told apart by the header (columns are read by name; others are ignored):
-
-- ``layouts.csv``, one row per layout: ``scene_id, type, room_id, layout_path, is_empty``;
-- the original pipeline's later all-in-one manifest, one row per viewpoint (``sample_id,
-  sample_type, scene_id, room_id, pov_type, viewpoint, pov_image, ..., layout_image,
-  layout_embedding, is_empty``): ``sample_type`` is read as ``type`` and ``layout_image`` as
-  ``layout_path``, and the rows of one layout image are collapsed into one layout. They must
-  agree on ``scene_id``, ``sample_type`` and ``is_empty``.
-
-Relative layout paths resolve against the manifest's own folder, so a dataset folder can be
-moved or copied as a whole. Errors name the file, the line and the column. A broken row (unknown
-type, unreadable ``is_empty``, no layout path, wrong number of fields, the same image listed
-again with metadata it must agree on) stops the reader, or with ``skip_broken`` is left out and
-listed in ``Manifest.skipped``; a broken file (missing, empty, a header of neither format)
-always stops it.
+Two formats, told apart by the header (``FORMATS``): ``layouts.csv``, one row per layout, and the
+original pipeline's all-in-one manifest, one row per viewpoint, whose rows of one layout image are
+collapsed into one layout (book/using/probe.md, "The data and its split", describes both; its
+bad-input page says what each broken row or file does). Relative layout paths resolve against
+the manifest's own folder, so a dataset folder can be moved or copied as a whole. Errors name the
+file, the line and the column; a broken row stops the reader, or with ``skip_broken`` is left out
+and listed in ``Manifest.skipped``; a broken file always stops it.
 
 The split keeps together what a model could recognise across sides: a scene and its rooms (crops
 of it, one ``scene_id``), and identical layouts (the same class map under several scenes, by
@@ -37,8 +29,6 @@ from ..outputs import shown_path
 
 COLUMNS = ("scene_id", "type", "room_id", "layout_path", "is_empty")
 TYPE_LABELS = {"room": 0, "scene": 1}
-_TRUE = {"true", "1"}
-_FALSE = {"false", "0"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +59,7 @@ class LayoutRecord:
     room_id: str
     path: Path  # resolved
     is_empty: bool
+    written: str = ""  # the layout's path as its row spells it (the export mirrors it below the manifest's folder)
 
     @property
     def label(self) -> int:
@@ -108,14 +99,12 @@ def _lines(lines: list[int], limit: int = 10) -> str:
     return shown + (f", ... ({len(lines) - limit} more)" if len(lines) > limit else "")
 
 
-def parse_bool(value: object, where: str) -> bool:
-    """``is_empty`` as written by the dataset tools: true/false in any case, 1/0, or a bool."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
+def parse_bool(value: str, where: str) -> bool:
+    """``is_empty`` as written by the dataset tools: true/false in any case, or 1/0."""
+    text = value.strip().lower()
+    if text in ("true", "1"):
         return True
-    if text in _FALSE:
+    if text in ("false", "0"):
         return False
     raise ManifestError(f"{where}: is_empty = {value!r}; expected true/false/True/False/1/0")
 
@@ -232,6 +221,7 @@ def _record(
         room_id=row[column["room_id"]].strip(),
         path=resolve(layout_path),  # relative to the manifest's folder
         is_empty=parse_bool(row[column["is_empty"]], where),
+        written=layout_path,
     )
     earlier = seen.get(record.path)
     differ = [key for key in fmt.agree if getattr(earlier, key) != getattr(record, key)] if earlier else []

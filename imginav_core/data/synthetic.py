@@ -2,57 +2,18 @@
 
 Built like the real set: apartments of 3-12 rooms (``type`` scene, ``room_id`` ``scene``), each
 followed by its rooms as layouts of their own (``type`` room, the apartment's ``scene_id``), a
-room being its apartment's crop (the same walls, doors and furniture) framed on the room. Walls
-are strokes of about ``resolution * 5.5 / 512`` px with door gaps; furniture is rectangles and
-round blobs in the class colours: beds with night-stands, wardrobes, sofas with coffee tables,
-tables with chairs, desks, lamps. Plans are in metres, drawn aliased, so every pixel is a palette
-colour at any resolution. Small rooms and 8 % of the apartments get no furniture: those layouts
-are empty (``is_empty`` is read off the pixels). One apartment in 10 is an earlier one again,
-bit-identical, under a new scene id. Apartment ``k`` depends only on ``(seed, k)``, and the set
-lists apartments in order until ``samples`` images: a smaller set is the start of a larger one.
-
-Figures of 2,000 layouts (seed 0, 274 apartments) at 512 and 64 px, computed by ``set_figures``
-in ``tests/test_synthetic.py`` (which holds each to a band around the real value), next to the
-real set's (50,015 images; class shares and coverage from a sample of real 512 px scene layouts).
-Class shares are pixel shares over the scene layouts, coverage the bounding box of the drawing
-over the frame (scene layouts), mean intensity over all layouts.
-
-==========================  ===========  =========  ========
-figure                      real         512 px     64 px
-==========================  ===========  =========  ========
-rooms per scene             6.35         6.30       6.30
-room share                  0.864        0.863      0.863
-empty share                 0.442        0.432      0.432
-exact-duplicate share       0.103        0.100      0.100
-scene coverage              0.64         0.62       0.62
-wall stroke (px)            5-6          6          1
-mean intensity              0.88         0.888      0.887
-background                  0.79         0.835      0.819
-wall                        0.10         0.056      0.074
-bed                         0.041        0.039      0.039
-cabinet/shelf/desk          0.030        0.031      0.030
-sofa                        0.014        0.015      0.015
-chair                       0.010        0.010      0.010
-table                       0.009        0.010      0.009
-lighting                    0.003        0.003      0.003
-pier/stool                  0.001        0.0009     0.0009
-others                      < 0.001      0.0001     0.0001
-==========================  ===========  =========  ========
-
-The one clear gap is the wall share: 6 px strokes around 6.3 rooms of ordinary sizes cover about
-0.056 of a scene layout; the real 0.10 at the same stroke and coverage needs about 1.7 times the
-wall length (more partitions, or rooms outlined separately where they meet), which the generator
-does not invent. Across seeds 0-5 (2,000 layouts each) the empty share ranges 0.41-0.45, the
-duplicate share 0.10-0.11, rooms per scene 6.2-6.6.
+room being its apartment's crop (the same walls, doors and furniture) framed on the room. Plans
+are in metres, drawn aliased, so every pixel is a palette colour at any resolution. Apartment
+``k`` depends only on ``(seed, k)``, and the set lists apartments in order until ``samples``
+images: a smaller set is the start of a larger one. book/using/probe.md ("The synthetic layouts")
+describes the set and gives its figures beside the real set's, and where they differ (the wall
+share); ``tests/test_synthetic.py`` computes them and holds each to a band around the real value.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..files import file_lock, write_text_atomic
+from ..files import build_folder, csv_text, write_text_atomic
 from ..palette import BACKGROUND, CLASS_NAMES, WALL, class_to_rgb
 from .manifest import COLUMNS
 
@@ -480,30 +441,20 @@ def generate_layouts(out_dir: str | Path, samples: int, resolution: int = 512, s
     """Write ``samples`` layouts as PNGs under ``out_dir/images`` and ``out_dir/layouts.csv`` in
     the real manifest format (relative paths). Returns the manifest path.
 
-    An existing complete set in ``out_dir`` is reused. The set appears whole or not at all: it is
-    written into a temporary folder and renamed, under a lock, so concurrent jobs share one copy.
+    An existing complete set in ``out_dir`` is reused; concurrent jobs share one copy, which
+    appears whole or not at all (``files.build_folder``).
     """
-    out_dir = Path(out_dir)
-    manifest = out_dir / "layouts.csv"
-    if manifest.is_file():
-        return manifest
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(out_dir.parent / f".{out_dir.name}.lock"):
-        if manifest.is_file():
-            return manifest
-        staging = out_dir.parent / f".{out_dir.name}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        (staging / "images").mkdir(parents=True)
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for index, layout in enumerate(synthetic_layouts(samples, resolution, seed)):
-            name = f"{index:06d}_{layout.scene_id}_{layout.room_id}.png"
-            layout.image.save(staging / "images" / name, format="PNG", optimize=False)
-            empty = "true" if layout.is_empty else "false"
-            writer.writerow([layout.scene_id, layout.type, layout.room_id, f"images/{name}", empty])
-        write_text_atomic(staging / "layouts.csv", text.getvalue())
-        if out_dir.exists():  # an interrupted older attempt without a manifest
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+    manifest = Path(out_dir) / "layouts.csv"
+    if not manifest.is_file():
+        build_folder(Path(out_dir), manifest.is_file, lambda staging: _write_set(staging, samples, resolution, seed))
     return manifest
+
+
+def _write_set(folder: Path, samples: int, resolution: int, seed: int) -> None:
+    (folder / "images").mkdir()
+    rows = []
+    for index, layout in enumerate(synthetic_layouts(samples, resolution, seed)):
+        name = f"{index:06d}_{layout.scene_id}_{layout.room_id}.png"
+        layout.image.save(folder / "images" / name, format="PNG", optimize=False)
+        rows.append([layout.scene_id, layout.type, layout.room_id, f"images/{name}", str(layout.is_empty).lower()])
+    write_text_atomic(folder / "layouts.csv", csv_text(COLUMNS, rows))
