@@ -256,7 +256,7 @@ def _neighbour(best: CurvePoint, other: CurvePoint, rule: Rule) -> Neighbour:
     def scores(point: CurvePoint) -> tuple[np.ndarray, np.ndarray]:
         return np.array([r.log_fld for r in point.runs]), np.array([r.log_fld_se for r in point.runs])
 
-    ratio = run_difference(*scores(best), *scores(other), resamples=rule.resamples, seed=rule.seed, log=True)
+    ratio = run_difference(*scores(best), *scores(other), log=True)
     low, high = ratio["ci95"]
     distinguishable = (low > 0 or high < 0) if ratio["seed_spread_known"] else None
     return Neighbour(other.kld, other.label, ratio, distinguishable)
