@@ -21,9 +21,10 @@ from imginav_core.study.analysis import plots
 from imginav_core.study.analysis.criteria import Rule
 from imginav_core.study.analysis.decision import decide, decide_study, files_written, recipe_flags, write_decision
 from imginav_core.study.analysis.endpoint import read_probe
+from imginav_core.study.analysis.evaluation import ModelResult, Pair, Study
 from imginav_core.study.analysis.loading import AnalysisInputs, LoadedArms
 from imginav_core.study.analysis.report import key_numbers
-from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
+from imginav_core.study.analysis.study import AnalysisSettings, run_study
 from imginav_core.study.plan import make_plan, read_plan, write_plan
 from imginav_core.study.protocol import build_protocol, code_record, digest
 from imginav_core.study.results import Decision, LatentMetrics, ProbeMetrics

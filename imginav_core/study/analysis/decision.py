@@ -61,8 +61,8 @@ from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference
 from .criteria import PRIMARY, Measure, Rule, rule_criteria
 from .endpoint import PROBE_COMMAND, read_probe
+from .evaluation import Study
 from .primary import detectable_text, guard_flags, primary_criterion
-from .study import Study
 
 if TYPE_CHECKING:  # (loading reads the plots, which read this module)
     from .loading import AnalysisInputs

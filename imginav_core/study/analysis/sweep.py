@@ -55,8 +55,9 @@ from . import measures as m
 from .criteria import Rule, rule_criteria
 from .decision import compare
 from .endpoint import probe_problems
+from .evaluation import Study
 from .primary import guard_run, run_log_fld, scorer_seeds
-from .study import Study, _batches, _small_class_counts
+from .study import _batches, posterior_health
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
 
@@ -372,7 +373,7 @@ def measure_run(run: RunSummary, study: Study, device: torch.device) -> SweepRun
         z = posterior.mode()
         out = model.decode(z)
         mse.append(m.mse_per_image(out["rgb"], x).cpu())
-        i, u = _small_class_counts(out["segmentation"].argmax(1), class_map)
+        i, u = m.small_class_counts(out["segmentation"].argmax(1), class_map)
         inter.append(i.cpu())
         union.append(u.cpu())
         means.append(z.cpu())
@@ -389,8 +390,7 @@ def measure_run(run: RunSummary, study: Study, device: torch.device) -> SweepRun
         torch.cat(union).double().numpy(),
     )
     if cfg.model.variational:
-        total = float(run.best_row["val_total"]) if "val_total" in run.best_row else math.nan
-        health = m.posterior_health(torch.cat(means), torch.cat(logvars), cfg.loss.kld, cfg.data.resolution**2, total)
+        health = posterior_health(run, cfg, torch.cat(means), torch.cat(logvars))
         found.kl_nats_per_element, found.active_share = health["kl_nats_per_element"], health["active_share"]
     return found
 
