@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..power import ASSUMED_ARM_SCORER_SPREAD, ASSUMED_LOG_SEED_SPREAD, primary_design
+from ..power import ASSUMED_ARM_SCORER_SPREAD, primary_design
 
 
 @dataclass(frozen=True)
@@ -255,27 +255,17 @@ def rule_criteria(rule: Rule, with_realism: bool) -> list[Criterion]:
 # ---- the design's power, before the data ------------------------------------------------------------
 
 
-def planned_primary_effect(
-    seeds: int,
-    *,
-    spread: float = ASSUMED_LOG_SEED_SPREAD,
-    scorer_seeds: int | None = None,
-    scorer_spread: float = ASSUMED_ARM_SCORER_SPREAD,
-    rule: Rule | None = None,
-) -> dict:
-    """``power.primary_design`` under ``rule``'s level, power and estimand, with the probe's
-    default number of scorer networks where ``scorer_seeds`` is None: the design's detectable ratio
-    on the primary endpoint, both ways, as plain data for the plan's protocol (``spread`` and
-    ``scorer_spread``: the assumed standard deviations on the log scale, named defaults with their
-    source in ``power``)."""
+def planned_primary_effect(seeds: int, *, scorer_seeds: int | None = None, rule: Rule = Rule()) -> dict:
+    """``power.primary_design`` under ``rule``'s level, power and estimand, at the assumed spreads
+    (``power``, with their source), with the probe's default number of scorer networks where
+    ``scorer_seeds`` is None: the design's detectable ratio on the primary endpoint, both ways, as
+    plain data for the plan's protocol."""
     from ..probe.settings import DEFAULTS
 
-    rule = rule or Rule()
     return primary_design(
         seeds,
-        spread=spread,
         scorer_seeds=DEFAULTS.scorer_seeds if scorer_seeds is None else scorer_seeds,
-        scorer_spread=scorer_spread if rule.primary_scorer_variance else 0.0,
+        scorer_spread=ASSUMED_ARM_SCORER_SPREAD if rule.primary_scorer_variance else 0.0,
         power=rule.power,
         level=rule.primary_level,
     )

@@ -18,23 +18,22 @@ posterior only, with the study's own functions. Not the study's full measurement
 none of its latent-noise, interpolation, nearest-neighbour or example measures, which would multiply
 the analysis's time by the sweep's runs (20 at 5 seeds) for figures the report does not show.
 
-Each weight's value comes with a 95 % t interval over its runs (the seeds, on these test layouts;
-none with one run per weight, said). The recommendation, a secondary result: of the weights whose
-reconstruction is non-inferior to V1 within the decision's margins (``Rule.mse_margin``,
-``Rule.small_class_iou_margin``, ``Rule.small_class_iou_min``; the decision's intervals and
-verdicts, ``decision.compare``; V1 itself is the reference) and whose runs' generations the guard
-does not flag (``primary.guard_run``), the one with the lowest FLD, with its interval and, against
-each adjacent weight, the FLD ratio's interval over the runs (``stats.run_difference``, Welch's
-df; under these scorer networks: the curve keeps each run's mean over them): distinguishable when
-it excludes zero. With one run per weight the seed-to-seed spread is unknown, so no weight is shown
-non-inferior and nothing is distinguishable (the decision's rule for one seed); the point
-estimates' reading is given apart, as provisional.
+Each weight's value comes with a 95 % t interval over its runs (none with one run per weight). The
+recommendation, a secondary result: of the weights whose reconstruction is non-inferior to V1's by
+the decision's own criteria, margins and verdicts (``decision.compare``) and whose generations the
+guard does not flag, the one with the lowest FLD, with, against each adjacent weight, the FLD
+ratio's interval over the runs (``stats.run_difference``; under these scorer networks, the curve
+keeps each run's mean over them): distinguishable when it excludes zero. With one run per weight
+the seed-to-seed spread is unknown, so no weight is shown non-inferior and nothing is
+distinguishable (the decision's rule for one seed); the point estimates' reading is given apart,
+as provisional.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -48,15 +47,16 @@ from ...runtime import resolve_device
 from ...training.checkpoints import load_model
 from ..arms import decision_arms
 from ..plan import StudyPlan, SweepPoint
+from ..probe.guard import guard_run
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..stats import Estimate, PerImage, run_difference, seed_estimate
 from . import measures as m
 from .criteria import Rule, rule_criteria
-from .decision import compare
+from .decision import arm_data, compare, criterion_verdict
 from .endpoint import probe_problems
 from .evaluation import Study
-from .primary import guard_run, run_log_fld, scorer_seeds
+from .primary import log_fld_table, scorer_seeds
 from .study import _batches, posterior_health
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
@@ -78,6 +78,11 @@ class SweepRun:
     log_fld: float | None = None  # log of the geometric-mean FLD over the scorer seeds; None: not probed
     log_fld_se: float = 0.0  # its own sampling error (the probe's interval), used with one run only
     guard: list[str] = field(default_factory=list)  # the guard's flags of its generations (primary.guard_run)
+
+    @property
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Its per-image values by ``ModelResult.per_image`` key, as the decision's criteria read them."""
+        return {"mse": self.mse, "small_inter": self.small_inter, "small_union": self.small_union}
 
     @property
     def mse_value(self) -> float:
@@ -134,18 +139,12 @@ def _non_inferiority(reference: list[SweepRun], runs: list[SweepRun], groups: np
     is unknown)."""
     found = {}
     for measure, (key, denominator), margin in rule_criteria(rule, with_realism=False)[:2]:
-
-        def data(of: list[SweepRun], key=key, denominator=denominator) -> PerImage:
-            if denominator is None:
-                return PerImage.mean_of(np.stack([getattr(r, key) for r in of]))
-            return PerImage(np.stack([getattr(r, key) for r in of]), np.stack([getattr(r, denominator) for r in of]))
-
         names = (decision_arms()[0], f"KL weight {weight_text(runs[0].kld)}")
         criterion = compare(
             measure,
             margin,
-            data(reference),
-            data(runs),
+            arm_data(reference, key, denominator),
+            arm_data(runs, key, denominator),
             groups,
             rule,
             names,
@@ -161,11 +160,10 @@ def kl_curve(
     points: list[tuple[SweepPoint, list[SweepRun]]],
     reference: list[SweepRun],
     groups: np.ndarray,
-    rule: Rule | None = None,
+    rule: Rule = Rule(),
 ) -> list[CurvePoint]:
     """One point per KL weight with runs, in increasing weight: each value's estimate over its runs
     and, against ``reference`` (V1's runs), the decision's reconstruction criteria."""
-    rule = rule or Rule()
     curve = []
     for point, runs in sorted(points, key=lambda p: p[0].kld):
         if not runs:
@@ -232,8 +230,6 @@ class Recommendation:
 
 
 def _wrapped(text: str, width: int = 96) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
@@ -264,21 +260,17 @@ def _neighbour(best: CurvePoint, other: CurvePoint, rule: Rule) -> Neighbour:
 
 
 def _within_margins_by_point_estimate(point: CurvePoint) -> bool:
-    """The reconstruction's point estimates within the decision's margins (no interval)."""
-    for criterion in point.non_inferiority.values():
-        if criterion["verdict"] == "not assessable":
-            return False
-        if criterion["better"] == "lower" and criterion["estimate"] > criterion["margin"]:
-            return False
-        if criterion["better"] == "higher" and criterion["estimate"] < -criterion["margin"]:
-            return False
-    return True
+    """The reconstruction's point estimates within the decision's margins: its verdict on an
+    interval of no width."""
+    return all(
+        c["verdict"] != "not assessable" and criterion_verdict(c | {"ci95": [c["estimate"]] * 2}) == "non-inferior"
+        for c in point.non_inferiority.values()
+    )
 
 
-def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendation:
+def recommend(curve: list[CurvePoint], rule: Rule = Rule()) -> Recommendation:
     """The weight with the lowest FLD among those whose reconstruction is non-inferior to V1's (the
     reference, a candidate by definition), with its interval and its adjacent weights' FLD ratio."""
-    rule = rule or Rule()
     candidates: list[CurvePoint] = []
     excluded: dict[str, str] = {}
     for point in curve:
@@ -457,23 +449,22 @@ def _probe_scores(
     scorers = scorer_seeds(probe, probed)
     for name in probed:
         try:
-            (value,), (error,) = run_log_fld(probe, [name], scorers)
+            table, (error,) = log_fld_table(probe, [name], scorers)
         except ProbeError as err:  # a diverged denoiser: that run has no FLD, the curve says so
             problems.append(str(err))
             continue
-        runs[name].log_fld, runs[name].log_fld_se = float(value), float(error)
+        runs[name].log_fld, runs[name].log_fld_se = float(table.mean(1)[0]), float(error)
         runs[name].guard = guard_run(name, probe.guard(name), rule)["flags"]
     return (f"geometric mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD"), problems
 
 
 def measure_sweep(
-    study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None = None, log=print, *, write: bool = True
+    study: Study, out: Outputs, plan: StudyPlan, rule: Rule = Rule(), log=print, *, write: bool = True
 ) -> KLSweep | None:
     """The KL-weight curve of ``plan``'s sweep (None when the plan has none): the runs the study
     measured taken from it, the others measured by ``measure_run`` on the same test layouts (each
     must have finished, on the same data); their FLD from the probe's metrics. Planned runs not
     found or unfinished are left out and named. With ``write``, writes ``kl_sweep.json``."""
-    rule = rule or Rule()
     points = plan.sweep_points()
     if not points:
         return None
