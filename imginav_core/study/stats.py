@@ -362,20 +362,19 @@ def primary_difference(
             for k, v in primary_intervals(a[None], b[None], level=level, scorer_variance=scorer_variance).items()
         }
         parts = [(found["runs_a"], runs_a - 1), (found["runs_b"], runs_b - 1), (found["scorers"], max(scorers - 1, 1))]
-    else:  # no spread to measure in an arm: each single run's own sampling error stands for it
-        parts = [_runs_part(a.mean(1), a_se), _runs_part(b.mean(1), b_se), (0.0, math.inf)]
-        found = {"tau2": math.nan}
-    estimate = float(b.mean() - a.mean())
-    result = _interval(estimate, parts, (runs_a, runs_b), level, target_power, log=True)
-    pooled = None
-    if min(runs_a, runs_b) > 1:
         pooled = (parts[0][0] * runs_a * (runs_a - 1) + parts[1][0] * runs_b * (runs_b - 1)) / (runs_a + runs_b - 2)
         design = [(pooled / runs_a, runs_a - 1), (pooled / runs_b, runs_b - 1), parts[2]]
-        result["detectable"] = detectable(
-            detectable_effect(design, power=target_power, level=level), target_power, True
-        )
-    else:
-        result["detectable"] = None
+    else:  # no spread to measure in an arm: each single run's own sampling error stands for it
+        parts = [_runs_part(a.mean(1), a_se), _runs_part(b.mean(1), b_se), (0.0, math.inf)]
+        found, pooled, design = {"tau2": math.nan}, None, None
+    estimate = float(b.mean() - a.mean())
+    result = _interval(estimate, parts, (runs_a, runs_b), level, target_power, log=True)
+    # at the pooled spread of the runs: a property of the design, not of one arm's luck
+    result["detectable"] = (
+        None
+        if design is None
+        else detectable(detectable_effect(design, power=target_power, level=level), target_power, True)
+    )
     return result | {
         "n_runs": [runs_a, runs_b],
         "ratio": math.exp(estimate),

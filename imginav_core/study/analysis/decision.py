@@ -471,36 +471,26 @@ def recipe_flags(runs: list[RunSummary]) -> list[str]:
     return flags
 
 
-def phase1_3_base_config(decision: Decision, runs: list[RunSummary], phase: str = "phase1_3_loss_tuning") -> dict:
-    """The next phase's base configuration: the winning architecture and ``variational`` setting,
-    with the KLD loss (at the Phase 1.2 weight) only if the VAE won."""
-    if decision.choice is None:
-        raise ValueError("no choice was made (no primary endpoint), so there is no Phase 1.3 base configuration")
-    winner = next(r for r in runs if r.name == decision.chosen_experiment)
-    values = winner.config.to_dict()
-    values["name"] = "phase1_3_base"
-    values["phase"] = phase
-    values["model"]["variational"] = decision.choice == "variational"
-    if decision.choice != "variational":
-        values["loss"]["kld"] = 0.0
-    return values
-
-
 def write_decision(
     decision: Decision, runs: list[RunSummary], out: Outputs, recommendation: str = ""
 ) -> tuple[Path, Path | None]:
-    """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the
-    phase folder. Without a choice there is no next configuration: none is written, one left by an
-    earlier analysis is removed (it would carry a choice this decision did not make), and the
-    second path is None. ``recommendation``: a secondary result (the KL-weight sweep's,
-    ``sweep.Recommendation.comment``) written as comment lines at the top of phase1_3_base.yaml,
-    never into its settings: the configuration stays the pre-registered decision's choice."""
+    """Write ``decision.json`` and ``phase1_3_base.yaml`` into the phase folder: the winning run's
+    architecture and ``variational`` setting, with the KLD loss (at the Phase 1.2 weight) only if
+    the VAE won, validated as a loadable config. Without a choice there is no next configuration:
+    none is written, one left by an earlier analysis is removed (it would carry a choice this
+    decision did not make), and the second path is None. ``recommendation``: a secondary result
+    (the KL-weight sweep's, ``sweep.Recommendation.comment``) written as comment lines at the top
+    of phase1_3_base.yaml, never into its settings: the configuration stays the decision's choice."""
     decision_path, config_path = out.decision, out.next_phase_config
     if decision.choice is None:
         decision.write(decision_path)
         config_path.unlink(missing_ok=True)
         return decision_path, None
-    base = phase1_3_base_config(decision, runs)
+    base = next(r for r in runs if r.name == decision.chosen_experiment).config.to_dict()
+    base["name"], base["phase"] = "phase1_3_base", "phase1_3_loss_tuning"
+    base["model"]["variational"] = decision.choice == "variational"
+    if decision.choice != "variational":
+        base["loss"]["kld"] = 0.0
     cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
     decision.write(decision_path)
     lines = [*recommendation.splitlines(), *export_instructions(out, decision.chosen_experiment).splitlines()]

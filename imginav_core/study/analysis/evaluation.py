@@ -172,9 +172,8 @@ def choose_pairs(layouts: CachedLayouts, positions: np.ndarray, per_kind: int, s
 
 
 def chunk_size(settings: AnalysisSettings, resolution: int) -> int:
-    """Layouts (or frames) per model call: ``batch_size``, and no more than ``chunk_pixels``
-    pixels. Every model call and every image-sized measure works on one such chunk, so the
-    memory is set by the chunk, not by the number of layouts, pairs, frames or noise levels."""
+    """Layouts (or frames) per model call and image-sized measure: ``batch_size``, and no more than
+    ``chunk_pixels`` pixels (the memory is the chunk's, ``study.py``)."""
     return max(1, min(settings.batch_size, settings.chunk_pixels // resolution**2))
 
 
@@ -182,8 +181,7 @@ def noise_partners(identities: list[str], seed: int) -> np.ndarray:
     """For each layout i, a different layout j(i) (an index into ``identities``): the next one on
     a seeded random cycle through all of them, skipping layouts identical to i (equal
     ``identities``, the class-map hashes: the same layout under another scene decodes alike and
-    would measure no distance). i itself only when every layout is identical to it. The same
-    layouts and seed give the same pairing, so every run is measured on the same pairs."""
+    would measure no distance); i itself only when every layout is identical to it."""
     n = len(identities)
     order = np.random.default_rng((seed, 2)).permutation(n)
     partners = np.arange(n)

@@ -297,10 +297,7 @@ class PathTrace:
         return sum(self.l2) / ends if ends > 0 else math.inf
 
     def validity(self) -> dict:
-        """``validity = relative_purity * gradualness``, with ``relative_purity = mean_{0<t<T-1}
-        P(F_t) / mean(P(F_0), P(F_{T-1}))`` (P: palette purity; the ends are the reconstructions
-        of the path's two layouts): see ``path_validity``. Also each inner frame's purity and
-        segmentation confidence, their means and the worst frame's purity."""
+        """``path_validity``'s measures of the frames added."""
         if self.frames < 3:
             raise ValueError(f"a path needs at least 3 frames (its two ends and one between), got {self.frames}")
         inner = torch.tensor(self.purity[1:-1], dtype=torch.float64)
@@ -319,11 +316,6 @@ class PathTrace:
             "gradualness": smooth,
             "validity": relative * smooth,
         }
-
-
-def gradualness(frames: torch.Tensor) -> float:
-    """``d / ((T - 1) max_t ||F_{t+1} - F_t||_1)``, ``d = ||F_{T-1} - F_0||_1``: ``PathTrace.gradualness``."""
-    return PathTrace().add(frames).gradualness()
 
 
 def path_validity(rgb: torch.Tensor, segmentation: torch.Tensor) -> dict:

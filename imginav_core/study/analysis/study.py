@@ -296,8 +296,8 @@ def noise_robustness(
 def _nearest_neighbour_midpoints(
     model, study: Study, z_val: torch.Tensor, device, advance: Advance = _unseen
 ) -> dict[str, np.ndarray]:
-    """For each test latent, the midpoint to its nearest training latent, decoded: is the
-    space between a layout and its closest known neighbour still a layout?"""
+    """For each test latent, the midpoint to its nearest training latent (among ``neighbour_pool``
+    drawn), decoded: is the space between a layout and its closest known neighbour still a layout?"""
     s = study.settings
     train = study.data.train
     pool_positions = np.random.default_rng(s.seed).permutation(len(train))[: s.neighbour_pool]
@@ -388,9 +388,9 @@ def run_study(
     *,
     write: bool = True,
 ) -> Study:
-    """Measure every run of every arm (``arms``: label -> its runs, in the study file's order) on the
-    same test layouts, pairs and noise; with ``write`` (the analysis job), write latent_metrics.json
-    and per_image.csv (explored in a notebook, nothing of the study is written)."""
+    """Measure every run of every arm (``arms``: label -> its runs, in the study file's order); with
+    ``write`` (the analysis job), write latent_metrics.json and per_image.csv (explored in a
+    notebook, nothing of the study is written)."""
     settings = settings or AnalysisSettings()
     runs = [run for label in arms for run in arms[label]]
     cfg = shared_config(runs, output_root)
