@@ -160,20 +160,16 @@ def reconstruction_per_image(rgb: torch.Tensor, target: torch.Tensor) -> dict[st
     }
 
 
-@torch.no_grad()
-def measure_model(
-    run: RunSummary, label: str, study: Study, device: torch.device, advance: Advance = _unseen
-) -> ModelResult:
-    """Every measure of one run; ``advance(1)`` after each of its ``work_chunks(study)`` chunks."""
-    s = study.settings
-    cfg, model, _ = load_model(run.best_checkpoint, device)
-    layouts = study.layouts
+def reconstruction_pass(model, study: Study, device, advance: Advance = _unseen):
+    """One pass over the measured layouts: (the per-image reconstruction measures by ``per_image``
+    key, the confusion matrices of all layouts, rooms and scenes, the posterior means, a VAE's
+    log-variances (None for a deterministic encoder), and the latents a diffusion model trained on
+    the space would see: a VAE's posterior samples, seeded)."""
     per_image: dict[str, list] = defaultdict(list)
     matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
     means, logvars, seen = [], [], []
-    # What a diffusion model trained on this space would see: the VAE's posterior samples.
-    sampling = torch.Generator().manual_seed(s.seed)
-    for x, class_map, label_ in _batches(study, layouts, study.positions, device, advance):
+    sampling = torch.Generator().manual_seed(study.settings.seed)
+    for x, class_map, label_ in _batches(study, study.layouts, study.positions, device, advance):
         posterior = model.posterior(x)
         z = posterior.mode()
         out = model.decode(z)
@@ -196,8 +192,18 @@ def measure_model(
                 matrices[subset] += confusion(prediction[mask], class_map[mask]).cpu()
         del out, posterior, x
     arrays = {k: torch.cat(v).double().numpy() for k, v in per_image.items()}
-    types = layouts.types[study.positions]
-    z_all, z_seen = torch.cat(means), torch.cat(seen)
+    return arrays, matrices, torch.cat(means), torch.cat(logvars) if logvars else None, torch.cat(seen)
+
+
+@torch.no_grad()
+def measure_model(
+    run: RunSummary, label: str, study: Study, device: torch.device, advance: Advance = _unseen
+) -> ModelResult:
+    """Every measure of one run; ``advance(1)`` after each of its ``work_chunks(study)`` chunks."""
+    s = study.settings
+    cfg, model, _ = load_model(run.best_checkpoint, device)
+    arrays, matrices, z_all, logvars, z_seen = reconstruction_pass(model, study, device, advance)
+    types = study.layouts.types[study.positions]
     metrics: dict = {
         "experiment": run.name,
         "arm": label,
@@ -207,7 +213,7 @@ def measure_model(
         "latent": m.latent_statistics(z_seen) | {"of": "posterior samples" if cfg.model.variational else "latents"},
     }
     if cfg.model.variational:
-        metrics["posterior"] = posterior_health(run, cfg, z_all, torch.cat(logvars))
+        metrics["posterior"] = posterior_health(run, cfg, z_all, logvars)
     channel_std = torch.tensor(metrics["latent"]["channel_std"], dtype=torch.float32)
     partners = study.partners if study.partners is not None else np.arange(len(z_all))
     noise = noise_robustness(

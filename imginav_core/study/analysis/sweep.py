@@ -51,13 +51,12 @@ from ..probe.guard import guard_run
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..stats import Estimate, PerImage, run_difference, seed_estimate
-from . import measures as m
 from .criteria import Rule, rule_criteria
 from .decision import arm_data, compare, criterion_verdict
 from .endpoint import probe_problems
 from .evaluation import Study
 from .primary import log_fld_table, scorer_seeds
-from .study import _batches, posterior_health
+from .study import posterior_health, reconstruction_pass
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
 
@@ -356,33 +355,22 @@ def recommend(curve: list[CurvePoint], rule: Rule = Rule()) -> Recommendation:
 
 @torch.no_grad()
 def measure_run(run: RunSummary, study: Study, device: torch.device) -> SweepRun:
-    """The light pass: the run's reconstructions of the study's test layouts (MSE, small-class
-    counts) and its posterior, measured as ``study.measure_model`` measures them."""
+    """The light pass: the study's reconstruction pass over its test layouts
+    (``study.reconstruction_pass``) for the MSE, the small-class counts and the posterior; none of
+    the study's other measures."""
     cfg, model, _ = load_model(run.best_checkpoint, device)
-    mse, inter, union, means, logvars = [], [], [], [], []
-    for x, class_map, _ in _batches(study, study.layouts, study.positions, device):
-        posterior = model.posterior(x)
-        z = posterior.mode()
-        out = model.decode(z)
-        mse.append(m.mse_per_image(out["rgb"], x).cpu())
-        i, u = m.small_class_counts(out["segmentation"].argmax(1), class_map)
-        inter.append(i.cpu())
-        union.append(u.cpu())
-        means.append(z.cpu())
-        if not posterior.deterministic:
-            logvars.append(posterior.logvar.cpu())
-        del out, posterior, x
+    per_image, _, means, logvars, _ = reconstruction_pass(model, study, device)
     found = SweepRun(
         run.name,
         cfg.loss.kld,
         cfg.training.seed,
         cfg.model.variational,
-        torch.cat(mse).double().numpy(),
-        torch.cat(inter).double().numpy(),
-        torch.cat(union).double().numpy(),
+        per_image["mse"],
+        per_image["small_inter"],
+        per_image["small_union"],
     )
     if cfg.model.variational:
-        health = posterior_health(run, cfg, torch.cat(means), torch.cat(logvars))
+        health = posterior_health(run, cfg, means, logvars)
         found.kl_nats_per_element, found.active_share = health["kl_nats_per_element"], health["active_share"]
     return found
 
