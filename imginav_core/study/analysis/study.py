@@ -160,11 +160,12 @@ def reconstruction_per_image(rgb: torch.Tensor, target: torch.Tensor) -> dict[st
     }
 
 
-def reconstruction_pass(model, study: Study, device, advance: Advance = _unseen):
-    """One pass over the measured layouts: (the per-image reconstruction measures by ``per_image``
-    key, the confusion matrices of all layouts, rooms and scenes, the posterior means, a VAE's
-    log-variances (None for a deterministic encoder), and the latents a diffusion model trained on
-    the space would see: a VAE's posterior samples, seeded)."""
+def reconstruction_pass(model, study: Study, device, advance: Advance = _unseen, measures=reconstruction_per_image):
+    """One pass over the measured layouts: (the per-image measures by ``per_image`` key, from
+    ``measures`` of each reconstruction and its input and the small-class counts; the confusion
+    matrices of all layouts, rooms and scenes; the posterior means; a VAE's log-variances, None for
+    a deterministic encoder; and the latents a diffusion model trained on the space would see: a
+    VAE's posterior samples, seeded)."""
     per_image: dict[str, list] = defaultdict(list)
     matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
     means, logvars, seen = [], [], []
@@ -180,7 +181,7 @@ def reconstruction_pass(model, study: Study, device, advance: Advance = _unseen)
             logvars.append(posterior.logvar.cpu())
             eps = torch.randn(z.shape, generator=sampling)
             seen.append(z.cpu() + (0.5 * posterior.logvar.cpu()).exp() * eps)
-        for key, values in reconstruction_per_image(out["rgb"], x).items():
+        for key, values in measures(out["rgb"], x).items():
             per_image[key].append(values.cpu())
         per_image["correct"].append((out["classification"].argmax(1) == label_).float().cpu())
         prediction = out["segmentation"].argmax(1)
