@@ -18,6 +18,7 @@ import torch
 
 from ...data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, to_model_inputs
 from ...scoring import LayoutScorer
+from ...training.samples import pick_samples
 from ..arms import study_arms
 from ..results import LatentMetrics
 from .measures import SMALL_CLASSES
@@ -142,6 +143,16 @@ class Study:
                         table[f"{key}_{name.replace('/', '_')}"] = values[:, k]
             tables.append(table)
         return pd.concat(tables, ignore_index=True)
+
+
+def choose_layouts(layouts: CachedLayouts, settings: AnalysisSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(the positions measured, the examples shown among them: three of each type). A seeded random
+    subset, not the first layouts: a manifest sorted by scene would otherwise give a few houses'
+    rooms. Kept in the cache's row order, the order batches come back in."""
+    positions = np.random.default_rng(settings.seed).permutation(len(layouts))[: settings.max_images]
+    positions = positions[np.argsort(layouts.indices[positions])]
+    examples = pick_samples(CachedLayouts(layouts.cache, layouts.indices[positions]), per_type=3)
+    return positions, np.sort(positions[examples])
 
 
 def choose_pairs(layouts: CachedLayouts, positions: np.ndarray, per_kind: int, seed: int) -> list[Pair]:

@@ -39,12 +39,11 @@ from ...palette import NUM_CLASSES, class_map_hash, class_to_rgb
 from ...runtime import resolve_device
 from ...training.checkpoints import load_model
 from ...training.progress import progress_bar
-from ...training.samples import pick_samples
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
 from ..runs import RunSummary, shared_config
 from . import measures as m
-from .evaluation import PAIR_KINDS, ModelResult, Study, choose_pairs, chunk_size, noise_partners
+from .evaluation import PAIR_KINDS, ModelResult, Study, choose_layouts, choose_pairs, chunk_size, noise_partners
 from .settings import AnalysisSettings
 
 
@@ -403,11 +402,7 @@ def run_study(
     cfg = shared_config(runs, output_root)
     data = load_data(cfg, log)
     val = data.evaluation
-    # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
-    # give a few houses' rooms. Kept in the cache's row order, the order batches come back in.
-    positions = np.random.default_rng(settings.seed).permutation(len(val))[: settings.max_images]
-    positions = positions[np.argsort(val.indices[positions])]
-    example_positions = np.sort(positions[pick_samples(CachedLayouts(val.cache, val.indices[positions]), per_type=3)])
+    positions, example_positions = choose_layouts(val, settings)
     study = Study(
         settings=settings,
         data=data,
