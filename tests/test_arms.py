@@ -15,7 +15,8 @@ from helpers import ROOT
 from imginav_core.errors import ConfigError
 from imginav_core.study import arms as study_file
 from imginav_core.study.analysis import plots
-from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Study
+from imginav_core.study.analysis.evaluation import ModelResult, Study
+from imginav_core.study.analysis.settings import AnalysisSettings
 from imginav_core.study.arms import decision_arms, read_study_file, study_arms
 from imginav_core.study.jobscripts import job_scripts
 from imginav_core.study.plan import make_plan, read_plan, write_plan

@@ -21,9 +21,10 @@ from imginav_core.study.analysis import plots
 from imginav_core.study.analysis.criteria import Rule
 from imginav_core.study.analysis.decision import decide, decide_study, files_written, recipe_flags, write_decision
 from imginav_core.study.analysis.endpoint import read_probe
+from imginav_core.study.analysis.evaluation import ModelResult, Pair, Study
 from imginav_core.study.analysis.loading import AnalysisInputs, LoadedArms
 from imginav_core.study.analysis.report import key_numbers
-from imginav_core.study.analysis.study import AnalysisSettings, ModelResult, Pair, Study, run_study
+from imginav_core.study.analysis.study import AnalysisSettings, run_study
 from imginav_core.study.plan import make_plan, read_plan, write_plan
 from imginav_core.study.protocol import build_protocol, code_record, digest
 from imginav_core.study.results import Decision, LatentMetrics, ProbeMetrics
@@ -884,3 +885,58 @@ def test_collapse_is_judged_by_the_rules_thresholds():
         study, _runs(SEEDS), 22000, probe=_probe(*CLEAR_WIN), rule=Rule(resamples=200, active_unit_variance=0.02)
     )
     assert any("counted at a posterior-mean variance above 0.01, the rule's is 0.02" in f for f in other.flags)
+
+
+# ---- the decision on fixed inputs, as the code decided it before it was shortened ------------------
+
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def assert_same_record(found, expected, where="record"):
+    """``found`` (a record's JSON, read back) equals ``expected`` key for key and in the same order,
+    floats to 1e-9 relative: a refactor may reorder a sum, never move a number, a key or a word."""
+    if isinstance(expected, dict):
+        assert list(found) == list(expected), where
+        for key, value in expected.items():
+            assert_same_record(found[key], value, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(found, list) and len(found) == len(expected), where
+        for i, (f, e) in enumerate(zip(found, expected)):
+            assert_same_record(f, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert found == pytest.approx(expected, rel=1e-9, abs=1e-15, nan_ok=True), where
+    else:
+        assert found == expected and type(found) is type(expected), where
+
+
+def _scorer_seeds_and_budgets() -> dict:
+    """Each run's FLD under two scorer networks of different scales and under two denoiser budgets,
+    one of which ranks the arms the other way round."""
+    extra = {}
+    for label in ("V1", "V2"):
+        for i, seed in enumerate(SEEDS):
+            by_scorer = {
+                "0": 20.0 + i + (10 if label == "V1" else 0),
+                "1": 200.0 + 3 * i + (50 if label == "V1" else -30),
+            }
+            budgets = {"50": {"fld": 25.0 + i}, "100": {"fld": 24.0 + (i if label == "V2" else -i)}}
+            extra[_name(label, seed)] = {"fld_by_scorer": by_scorer, "budgets": budgets}
+    return extra
+
+
+# tests/golden/decisions.json holds what commit e7d4d4f decided on these inputs
+GOLDEN_DECISIONS = {
+    "clear_win": lambda: _decide(probe=_probe(*CLEAR_WIN)),
+    "default": lambda: _decide(),
+    "worse": lambda: _decide(v2={"mse": 0.0015}, probe=_probe(*CLEAR_WIN)),
+    "iou_low": lambda: _decide(v1={"iou": 0.01}, v2={"iou": 0.01}, probe=_probe(*CLEAR_WIN)),
+    "scorers": lambda: _decide(probe=_probe(*CLEAR_WIN, **_scorer_seeds_and_budgets())),
+}
+
+
+@pytest.mark.parametrize("case", GOLDEN_DECISIONS)
+def test_the_decision_on_fixed_inputs_is_what_it_was(case):
+    """Every key, number and word of decision.json (verdict, intervals, detectable effects, flags,
+    reason) on fixed measurements, against what the code decided before it was shortened."""
+    expected = json.loads((GOLDEN / "decisions.json").read_text())[case]
+    assert_same_record(json.loads(json.dumps(GOLDEN_DECISIONS[case]().to_json())), expected, case)

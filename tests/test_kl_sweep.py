@@ -10,9 +10,9 @@ import math
 import matplotlib
 import numpy as np
 import pytest
-from helpers import PHASE, V1_NAME, V2_NAME
+from helpers import PHASE, ROOT, V1_NAME, V2_NAME
 from scipy import stats
-from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _probe_metrics, _runs
+from test_decision import CLEAR_WIN, SEEDS, _decide, _probe, _probe_metrics, _runs, assert_same_record
 
 from imginav_core import load_config
 from imginav_core.outputs import Outputs
@@ -256,3 +256,13 @@ def test_the_probes_own_tables_and_headline_numbers_are_of_the_comparison_runs()
     shown, swept = probe_plots.comparison_runs(metrics)
     assert swept == ["v2_kld0.001"] and list(shown.experiments) == ["v1", "v2"]
     assert probe_plots.key_numbers(shown)["v2_probe_fld"] == "30"  # not the mean with the sweep run's 10
+
+
+@pytest.mark.parametrize("seeds", [3, 1])
+def test_the_curve_and_recommendation_on_fixed_runs_are_what_they_were(seeds):
+    """kl_sweep.json's every key, number and word on fixed runs, against what the code wrote before
+    it was shortened (commit e7d4d4f; tests/golden/kl_sweep.json)."""
+    curve = _curve(_study_like(seeds))
+    found = KLSweep(curve, recommend(curve, RULE), ["x"], "FLD", 60).to_json()
+    expected = json.loads((ROOT / "tests" / "golden" / "kl_sweep.json").read_text())[{3: "three", 1: "one"}[seeds]]
+    assert_same_record(json.loads(json.dumps(found)), expected, f"{seeds} seeds")

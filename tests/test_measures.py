@@ -8,8 +8,9 @@ import torch
 
 from imginav_core.palette import PALETTE
 from imginav_core.study.analysis import measures as m
-from imginav_core.study.analysis.criteria import Rule, image_criteria
-from imginav_core.study.analysis.study import noise_partners, noise_robustness, reconstruction_per_image
+from imginav_core.study.analysis.criteria import Rule, rule_criteria
+from imginav_core.study.analysis.evaluation import noise_partners
+from imginav_core.study.analysis.study import noise_robustness, reconstruction_per_image
 
 
 def _layout(n=2, size=16, seed=0):
@@ -188,7 +189,7 @@ def test_noise_robustness_does_not_reward_a_decoder_worse_without_noise():
         float(m.mse_per_image(f(noisy), target).mean() / m.mse_per_image(f(z), target).mean()) for f in (good, worse)
     ]
     assert ratio[1] < 0.9 * ratio[0]  # the old measure's mistake, reproduced
-    change = [m.decoded_change(f(z), f(noisy)) for f in (good, worse)]
+    change = [m.mse_per_image(f(noisy), f(z)) for f in (good, worse)]
     assert torch.allclose(change[0], change[1], rtol=1e-5, atol=1e-6) and float(change[0].mean()) > 0
 
 
@@ -197,7 +198,7 @@ def test_noise_robustness_does_not_reward_a_decoder_worse_without_noise():
 
 def _criterion(name):
     """The measure of criterion ``name`` and its (numerator, denominator) per-image keys."""
-    for measure, keys, _ in image_criteria(0.25, 0.05, 0.5, nn_primary=True, with_realism=False):
+    for measure, keys, _ in rule_criteria(Rule(), with_realism=False):
         if measure.name == name:
             return measure, keys
     raise KeyError(name)
@@ -395,7 +396,7 @@ def test_interpolation_pairs_are_never_repeated_even_when_few_layouts_allow_few_
     of each gives those, each once (a repeated pair would count twice in the per-pair intervals)."""
     from types import SimpleNamespace
 
-    from imginav_core.study.analysis.study import choose_pairs
+    from imginav_core.study.analysis.evaluation import choose_pairs
 
     records = [SimpleNamespace(path=f"layout{i}.png") for i in range(3)]
     layouts = SimpleNamespace(types=np.array([0, 0, 1]), indices=np.arange(3), cache=SimpleNamespace(records=records))

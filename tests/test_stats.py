@@ -9,19 +9,15 @@ import pytest
 from scipy import stats as distributions
 
 from imginav_core.study.analysis.criteria import Rule, planned_primary_effect
+from imginav_core.study.power import detectable_effect, interval_power, planned_detectable_effect, power, seeds_needed
 from imginav_core.study.stats import (
     PerImage,
     arm_difference,
     arm_intervals,
     cluster_weights,
-    detectable_effect,
-    interval_power,
-    planned_detectable_effect,
-    power,
     primary_difference,
     primary_intervals,
     run_difference,
-    seeds_needed,
 )
 
 # each arm's seed-to-seed sd: equal, one arm 5 x and 20 x the other's

@@ -69,8 +69,7 @@ def half_widths(
 
 
 def _widths(parts: list[tuple[float, float]], level: float, fallback_df: float) -> tuple[float, np.ndarray]:
-    """(the true standard error, the interval's half-widths over the draws of its estimated
-    variances, ``half_widths``)."""
+    """(the true standard error, the interval's half-widths over the draws of its estimated variances)."""
     variances = np.array([float(v) for v, _ in parts])
     dfs = np.array([float(df) for _, df in parts])
     estimated = variances[:, None] * _variance_ratios(tuple(dfs))
@@ -82,11 +81,9 @@ def interval_power(
 ) -> float:
     """The chance that the interval lies wholly on the side of a true difference ``effect`` (is seen,
     and the right way round), when its variance is the sum of independent estimated parts, each
-    ``(true variance, df)`` (a part of infinite df taken as known). Averaged over what the
-    estimated variances can turn out to be (each ``v chi^2_df / df``), and so the width and Welch's
-    df: plugging in the observed ones overstates the power at few seeds (at 3 seeds per arm the
-    plug-in detectable effect is found 67 % of the time, not 80 %). The estimate is normal around
-    ``effect``, independent of the variance estimates."""
+    ``(true variance, df)`` (a part of infinite df taken as known): averaged over what the estimated
+    variances can turn out to be (each ``v chi^2_df / df``), the estimate normal around ``effect``
+    and independent of them."""
     se, half = _widths(parts, level, fallback_df)
     if se == 0:
         return 1.0 if effect else 0.0
@@ -162,10 +159,9 @@ def _check_plan(spread: float, seeds: int) -> None:
 def power(effect: float, spread: float, seeds: int, *, level: float = 0.95) -> float:
     """The chance that the 95 % interval of ``run_difference`` (Welch's df) between two arms of
     ``seeds`` runs each excludes zero, for a true difference ``effect`` between arms whose runs
-    scatter with standard deviation ``spread`` (both alike; normal). Integrated over both arms'
-    sample variances, since at few seeds Welch's df, and so the interval's width, vary from study to
-    study: 3 seeds find 3 standard deviations 68 % of the time, not the 80 % of a t on 2 (S - 1)
-    df. (``interval_power`` for any set of variance parts, the scorer networks' included.)"""
+    scatter with standard deviation ``spread`` (both alike; normal), integrated over both arms'
+    sample variances: 3 seeds find 3 standard deviations 68 % of the time, not the 80 % of a t on
+    2 (S - 1) df. (``interval_power`` for any set of variance parts.)"""
     _check_plan(spread, seeds)
     return _power_in_se(abs(effect) / (spread * math.sqrt(2 / seeds)), _welch_half_widths(seeds, level))
 

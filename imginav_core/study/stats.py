@@ -1,10 +1,8 @@
 """Confidence intervals for the difference between two arms of seeded runs: on the same images
 (``arm_difference``), of a score of each run as a whole (``run_difference``), and of the probe's
 FLD of each run under several scorer networks (``primary_difference``): t intervals whose degrees
-of freedom follow each estimated variance part (Welch-Satterthwaite). And the power of such an
-interval: integrated over what its estimated variances (and so its width and degrees of freedom)
-can turn out to be, so that an effect said to be seen 80 % of the time is (``interval_power``,
-``detectable_effect``)."""
+of freedom follow each estimated variance part (Welch-Satterthwaite). Each states the effect it would see with
+the rule's power (``power.detectable_effect``)."""
 
 from __future__ import annotations
 
@@ -14,35 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as distributions
 
-# The plan's power (``power``, ``planned_detectable_effect``, ``seeds_needed``) lives beside the
-# intervals it is the power of.
-from .power import (
-    detectable,
-    detectable_effect,
-    half_widths,
-    interval_power,
-    planned_detectable_effect,
-    power,
-    seeds_needed,
-)
-
-__all__ = [
-    "Estimate",
-    "PerImage",
-    "arm_difference",
-    "arm_intervals",
-    "cluster_weights",
-    "detectable",
-    "detectable_effect",
-    "interval_power",
-    "planned_detectable_effect",
-    "power",
-    "primary_difference",
-    "primary_intervals",
-    "run_difference",
-    "seed_estimate",
-    "seeds_needed",
-]
+# planned_detectable_effect, power and seeds_needed: budget.py imports them from here (their home is power)
+from .power import detectable, detectable_effect, half_widths, planned_detectable_effect, power, seeds_needed  # noqa: F401
 
 # ---- comparing two arms of seeded runs on the same images -----------------------------------------
 
@@ -221,29 +192,21 @@ def arm_difference(
     runs: tuple[list[str], list[str]] | None = None,
     what: str = "the value",
 ) -> dict:
-    """B minus A (``relative``: B / A - 1, always on the log ratio) on the same N items,
-    ``estimate +- t se``. ``se^2`` has two kinds of parts: each arm's seeds (the variance of its
-    mean over its seeds, from their spread), and the items: the variance of the arm difference under
-    a bootstrap over scenes, given by ``groups``, then items within scenes (the same items drawn for
-    both arms, so the comparison is paired), less the runs' own item noise, which the seeds' spread
-    already holds (``arm_intervals``: counted twice, the intervals covered about 100 % and a
-    non-inferiority at equal truth was shown in a fifth of the studies). The seeds' part is taken
-    at t on Welch-Satterthwaite's df from the two arms' seed variances, the items' part (well
-    estimated) at t on the scenes' df (``power.half_widths``): given df of its own inside Welch's,
-    a seed variance estimated small by chance bought a narrower interval just when it was least
-    reliable; under the seeds' t it over-covered. Without any seed spread (one seed per arm, or
-    identical runs) only the items' part is left.
+    """B minus A on the same N items, ``estimate +- t se``; ``relative``: B / A - 1, the interval
+    of log(B / A) transformed back (a ratio's sampling distribution is skewed, its log's is not).
+    ``se^2``: each arm's seeds' part (the variance of its mean over its seeds) and the items' part,
+    the variance of the arm difference under a bootstrap over ``groups`` (scenes), then items within
+    them (the same draws for both arms: paired), less the runs' own item noise (``arm_intervals``),
+    combined as ``power.half_widths`` says. With one seed in an arm its seeds' part is missing
+    (``seed_spread_known`` False).
 
-    ``relative``: the interval of log(B / A), transformed back to ``[exp(lo) - 1, exp(hi) - 1]``
-    (a ratio's sampling distribution is skewed, its log's is not). Every run's value must be above
-    zero: a ValueError names the run (``runs``: each arm's run names; ``what``: the measure) — a
-    ratio to a value near zero is not replaced by another scale, the caller decides whether the
+    A ratio needs every run's value above zero: a ValueError names the run (``runs``, ``what``); a
+    ratio to a value near zero is not put on another scale, the caller decides whether the
     criterion can be assessed at all.
 
     Returns ``estimate``, ``ci95``, ``level``, ``se``, ``df``, ``detectable`` (the true difference
-    seen with probability ``target_power`` by this design at these variances, both ways),
-    ``variance_parts``, ``n_seeds`` ([A, B]), ``seed_spread_known`` (False with one seed in an arm:
-    its seeds' part is then missing), ``n_images`` and ``relative``."""
+    this design sees with ``target_power`` at these variances, both ways), ``variance_parts``,
+    ``n_seeds`` ([A, B]), ``seed_spread_known``, ``n_images`` and ``relative``."""
     n = a.numerator.shape[1]
     if b.numerator.shape[1] != n or len(groups) != n:
         raise ValueError(
@@ -279,40 +242,38 @@ def arm_difference(
 # ---- a score of each run as a whole -------------------------------------------------------------
 
 
+def _runs_part(scores: np.ndarray, errors) -> tuple[float, float]:
+    """(variance, df) of an arm's mean score over its runs: their spread over ``len - 1`` df; an arm
+    of one run has no spread to measure, and its run's own sampling error (``errors[0]``, none: 0)
+    stands for it, taken as known (infinite df)."""
+    if len(scores) == 1:
+        return (float(np.atleast_1d(errors)[0]) if errors is not None else 0.0) ** 2, math.inf
+    return float(scores.var(ddof=1)) / len(scores), len(scores) - 1
+
+
 def run_difference(
     a: np.ndarray,
     a_se: np.ndarray,
     b: np.ndarray,
     b_se: np.ndarray,
     *,
-    resamples: int = 2000,
     level: float = 0.95,
     target_power: float = 0.8,
-    seed: int = 0,
     log: bool = False,
 ) -> dict:
     """B minus A for a score of each run as a whole, each with its own sampling standard error.
     ``log``: the scores (and errors) are logs, and the difference and its interval come back as a
     ratio B / A minus 1. The runs of an arm are its sample: the spread of their scores already holds
     each score's sampling error, which is therefore not added again. ``se^2 = var_A / S_A + var_B /
-    S_B`` over the runs' scores, with the Welch-Satterthwaite df. An arm of one run has no spread to
-    measure: its run's own sampling error is all there is (taken as known; ``seed_spread_known``
-    False). The mean over runs needs no resampling; ``resamples`` and ``seed`` are taken so that
-    callers pass ``arm_difference``'s settings alike. Returns ``arm_difference``'s keys, with
-    ``n_runs`` ([A, B], the n of this comparison) for ``n_images``. (The probe's FLD under several
-    scorer networks: ``primary_difference``.)"""
+    S_B`` over the runs' scores, with the Welch-Satterthwaite df (``_runs_part``). Returns
+    ``arm_difference``'s keys, with ``n_runs`` ([A, B], the n of this comparison) for ``n_images``.
+    (The probe's FLD under several scorer networks: ``primary_difference``.)"""
     a, a_se, b, b_se = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (a, a_se, b, b_se))
     if len(a) != len(a_se) or len(b) != len(b_se) or not len(a) or not len(b):
         raise ValueError(
             f"a score and a standard error per run: {len(a)}, {len(a_se)} (A) and {len(b)}, {len(b_se)} (B)"
         )
-
-    def part(values: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
-        if len(values) == 1:
-            return float(errors[0]) ** 2, math.inf
-        return float(values.var(ddof=1)) / len(values), len(values) - 1
-
-    parts = [part(a, a_se), part(b, b_se)]
+    parts = [_runs_part(a, a_se), _runs_part(b, b_se)]
     result = _interval(float(b.mean() - a.mean()), parts, (len(a), len(b)), level, target_power, log=log)
     return result | {"n_runs": [len(a), len(b)]}
 
@@ -401,25 +362,19 @@ def primary_difference(
             for k, v in primary_intervals(a[None], b[None], level=level, scorer_variance=scorer_variance).items()
         }
         parts = [(found["runs_a"], runs_a - 1), (found["runs_b"], runs_b - 1), (found["scorers"], max(scorers - 1, 1))]
-    else:  # no spread to measure in an arm: each single run's own sampling error stands for it
-
-        def part(x: np.ndarray, errors) -> tuple[float, float]:
-            if len(x) == 1:
-                return (float(np.atleast_1d(errors)[0]) if errors is not None else 0.0) ** 2, math.inf
-            return float(x.mean(1).var(ddof=1)) / len(x), len(x) - 1
-
-        parts, found = [part(a, a_se), part(b, b_se), (0.0, math.inf)], {"tau2": math.nan}
-    estimate = float(b.mean() - a.mean())
-    result = _interval(estimate, parts, (runs_a, runs_b), level, target_power, log=True)
-    pooled = None
-    if min(runs_a, runs_b) > 1:
         pooled = (parts[0][0] * runs_a * (runs_a - 1) + parts[1][0] * runs_b * (runs_b - 1)) / (runs_a + runs_b - 2)
         design = [(pooled / runs_a, runs_a - 1), (pooled / runs_b, runs_b - 1), parts[2]]
-        result["detectable"] = detectable(
-            detectable_effect(design, power=target_power, level=level), target_power, True
-        )
-    else:
-        result["detectable"] = None
+    else:  # no spread to measure in an arm: each single run's own sampling error stands for it
+        parts = [_runs_part(a.mean(1), a_se), _runs_part(b.mean(1), b_se), (0.0, math.inf)]
+        found, pooled, design = {"tau2": math.nan}, None, None
+    estimate = float(b.mean() - a.mean())
+    result = _interval(estimate, parts, (runs_a, runs_b), level, target_power, log=True)
+    # at the pooled spread of the runs: a property of the design, not of one arm's luck
+    result["detectable"] = (
+        None
+        if design is None
+        else detectable(detectable_effect(design, power=target_power, level=level), target_power, True)
+    )
     return result | {
         "n_runs": [runs_a, runs_b],
         "ratio": math.exp(estimate),

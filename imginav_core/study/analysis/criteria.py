@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..power import ASSUMED_ARM_SCORER_SPREAD, ASSUMED_LOG_SEED_SPREAD, primary_design
+from ..power import ASSUMED_ARM_SCORER_SPREAD, primary_design
 
 
 @dataclass(frozen=True)
@@ -37,130 +37,6 @@ class Measure:
 
 
 Criterion = tuple[Measure, tuple[str, str | None], float | None]  # measure, (numerator, denominator) keys, margin
-
-
-def image_criteria(
-    mse_margin: float,
-    small_class_iou_margin: float,
-    noise_sigma: float,
-    *,
-    nn_primary: bool,
-    with_realism: bool,
-    small_class_iou_min: float | None = None,
-) -> list[Criterion]:
-    """The per-image and per-pair criteria, in the order the report lists them. ``nn_primary``:
-    the nearest-neighbour midpoint is the primary endpoint (no probe); ``with_realism``: the
-    layout scorer judged the in-between layouts too; ``small_class_iou_min``: the deterministic
-    encoder's small-class IoU below which its margin is not assessed. Each criterion's arm value per seed is
-    ``sum(numerator) / sum(denominator)`` over the items, or the mean of the numerator when there
-    is no denominator. Both non-inferiority margins are relative (VAE / deterministic - 1, on the
-    log ratio): an absolute margin on the small-class IoU was passed by two decoders that segment
-    no small class at all (IoU 0 and 8e-5 against a margin of 0.05)."""
-    measures: list[Criterion] = [
-        (
-            Measure(
-                "reconstruction_mse",
-                "non-inferiority",
-                "MSE of the test layouts' reconstructions (relative difference, VAE / deterministic - 1)",
-                "lower",
-                relative=True,
-            ),
-            ("mse", None),
-            mse_margin,
-        ),
-        (
-            Measure(
-                "small_class_iou",
-                "non-inferiority",
-                "IoU of the segmentation of the small classes (chair, lighting, pier / stool) (relative "
-                "difference, VAE / deterministic - 1; assessed only where the deterministic encoder's own is "
-                "clear of zero)",
-                "higher",
-                relative=True,
-                assessable_from=small_class_iou_min,
-            ),
-            ("small_inter", "small_union"),
-            small_class_iou_margin,
-        ),
-        (
-            Measure(
-                "nearest_neighbour_validity",
-                "primary" if nn_primary else "secondary",
-                "palette purity of the midpoint between a test latent and its nearest training latent, "
-                "over the palette purity of the layout's reconstruction (ratio of sums: 1 = the midpoints as "
-                "clean as the reconstructions; a uniformly blurrier decoder is not charged twice)",
-                "higher",
-                descriptive=not nn_primary,
-            ),
-            ("nn_midpoint_purity", "purity"),
-            None,
-        ),
-    ]
-    descriptive = [
-        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None)),
-        (
-            Measure(
-                "sharpness",
-                "secondary",
-                "|log| of the ratio of gradient energy at the input's edges, reconstruction over input "
-                "(0 = as sharp as the input; blur and ringing both score above 0)",
-                "lower",
-            ),
-            ("sharpness_error", None),
-        ),
-        (
-            Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
-            ("purity", None),
-        ),
-        (
-            Measure(
-                "latent_noise",
-                "secondary",
-                f"decoded change under latent noise of {noise_sigma:g} x each channel's std, c = MSE(D(z + n), D(z)), "
-                "against the decoded distance to another layout d = MSE(D(z), D(z')): c / (c + d) "
-                "(0 = unmoved, 0.5 = moved as far as another layout; a decoder ignoring its latent scores 1)",
-                "lower",
-            ),
-            (f"noise_relative_sigma{noise_sigma:g}", None),
-        ),
-        (
-            Measure(
-                "path_validity",
-                "secondary",
-                "interpolation paths (same pairs, straight paths): the inner frames' palette purity over the "
-                "ends' x gradualness (1 = the change spread evenly over the steps); a hard switch between the "
-                "two reconstructions scores 1 / (frames - 1), a ghosting cross-fade its muddy frames' purity",
-                "higher",
-                per="pair",
-            ),
-            ("validity", None),
-        ),
-    ]
-    if with_realism:  # the layout scorer judged the in-between layouts too
-        descriptive += [
-            (
-                Measure(
-                    "nearest_neighbour_realism",
-                    "secondary",
-                    "share of nearest-neighbour midpoints the layout scorer places among real layouts",
-                    "higher",
-                ),
-                ("nn_midpoint_realism", None),
-            ),
-            (
-                Measure(
-                    "path_realism",
-                    "secondary",
-                    "share of the interpolation paths' inner frames the layout scorer places among real layouts",
-                    "higher",
-                    per="pair",
-                ),
-                ("mean_realism", None),
-            ),
-        ]
-    for measure, keys in descriptive:
-        measures.append((replace(measure, descriptive=True), keys, None))
-    return measures
 
 
 PRIMARY = Measure(
@@ -264,41 +140,132 @@ class Rule:
 
 def rule_criteria(rule: Rule, with_realism: bool) -> list[Criterion]:
     """The per-image and per-pair criteria under ``rule``'s margins (the probe's FLD aside, the
-    primary endpoint); ``with_realism``: the layout scorer judged the in-between layouts too."""
-    return image_criteria(
-        rule.mse_margin,
-        rule.small_class_iou_margin,
-        rule.noise_sigma,
-        nn_primary=False,
-        with_realism=with_realism,
-        small_class_iou_min=rule.small_class_iou_min,
-    )
+    primary endpoint), in the order the report lists them; ``with_realism``: the layout scorer
+    judged the in-between layouts too. Each criterion's arm value per seed is ``sum(numerator) /
+    sum(denominator)`` over the items, or the mean of the numerator when there is no denominator.
+    Both non-inferiority margins are relative (VAE / deterministic - 1, on the log ratio): an
+    absolute margin on the small-class IoU was passed by two decoders that segment no small class
+    at all (IoU 0 and 8e-5 against a margin of 0.05)."""
+    measures: list[Criterion] = [
+        (
+            Measure(
+                "reconstruction_mse",
+                "non-inferiority",
+                "MSE of the test layouts' reconstructions (relative difference, VAE / deterministic - 1)",
+                "lower",
+                relative=True,
+            ),
+            ("mse", None),
+            rule.mse_margin,
+        ),
+        (
+            Measure(
+                "small_class_iou",
+                "non-inferiority",
+                "IoU of the segmentation of the small classes (chair, lighting, pier / stool) (relative "
+                "difference, VAE / deterministic - 1; assessed only where the deterministic encoder's own is "
+                "clear of zero)",
+                "higher",
+                relative=True,
+                assessable_from=rule.small_class_iou_min,
+            ),
+            ("small_inter", "small_union"),
+            rule.small_class_iou_margin,
+        ),
+    ]
+    descriptive = [
+        (
+            Measure(
+                "nearest_neighbour_validity",
+                "secondary",
+                "palette purity of the midpoint between a test latent and its nearest training latent, "
+                "over the palette purity of the layout's reconstruction (ratio of sums: 1 = the midpoints as "
+                "clean as the reconstructions; a uniformly blurrier decoder is not charged twice)",
+                "higher",
+            ),
+            ("nn_midpoint_purity", "purity"),
+        ),
+        (Measure("reconstruction_ssim", "secondary", "SSIM of the reconstructions", "higher"), ("ssim", None)),
+        (
+            Measure(
+                "sharpness",
+                "secondary",
+                "|log| of the ratio of gradient energy at the input's edges, reconstruction over input "
+                "(0 = as sharp as the input; blur and ringing both score above 0)",
+                "lower",
+            ),
+            ("sharpness_error", None),
+        ),
+        (
+            Measure("palette_purity", "secondary", "share of reconstructed pixels of a palette colour", "higher"),
+            ("purity", None),
+        ),
+        (
+            Measure(
+                "latent_noise",
+                "secondary",
+                f"decoded change under latent noise of {rule.noise_sigma:g} x each channel's std, "
+                "c = MSE(D(z + n), D(z)), "
+                "against the decoded distance to another layout d = MSE(D(z), D(z')): c / (c + d) "
+                "(0 = unmoved, 0.5 = moved as far as another layout; a decoder ignoring its latent scores 1)",
+                "lower",
+            ),
+            (f"noise_relative_sigma{rule.noise_sigma:g}", None),
+        ),
+        (
+            Measure(
+                "path_validity",
+                "secondary",
+                "interpolation paths (same pairs, straight paths): the inner frames' palette purity over the "
+                "ends' x gradualness (1 = the change spread evenly over the steps); a hard switch between the "
+                "two reconstructions scores 1 / (frames - 1), a ghosting cross-fade its muddy frames' purity",
+                "higher",
+                per="pair",
+            ),
+            ("validity", None),
+        ),
+    ]
+    if with_realism:  # the layout scorer judged the in-between layouts too
+        descriptive += [
+            (
+                Measure(
+                    "nearest_neighbour_realism",
+                    "secondary",
+                    "share of nearest-neighbour midpoints the layout scorer places among real layouts",
+                    "higher",
+                ),
+                ("nn_midpoint_realism", None),
+            ),
+            (
+                Measure(
+                    "path_realism",
+                    "secondary",
+                    "share of the interpolation paths' inner frames the layout scorer places among real layouts",
+                    "higher",
+                    per="pair",
+                ),
+                ("mean_realism", None),
+            ),
+        ]
+    for measure, keys in descriptive:
+        measures.append((replace(measure, descriptive=True), keys, None))
+    return measures
 
 
 # ---- the design's power, before the data ------------------------------------------------------------
 
 
-def planned_primary_effect(
-    seeds: int,
-    *,
-    spread: float = ASSUMED_LOG_SEED_SPREAD,
-    scorer_seeds: int | None = None,
-    scorer_spread: float = ASSUMED_ARM_SCORER_SPREAD,
-    rule: Rule | None = None,
-) -> dict:
-    """``power.primary_design`` under ``rule``'s level, power and estimand, with the probe's
-    default number of scorer networks where ``scorer_seeds`` is None: the design's detectable ratio
-    on the primary endpoint, both ways, as plain data for the plan's protocol (``spread`` and
-    ``scorer_spread``: the assumed standard deviations on the log scale, named defaults with their
-    source in ``power``)."""
+def planned_primary_effect(seeds: int, *, scorer_seeds: int | None = None, rule: Rule = Rule()) -> dict:
+    """``power.primary_design`` under ``rule``'s level, power and estimand, at the assumed spreads
+    (``power``, with their source), with the probe's default number of scorer networks where
+    ``scorer_seeds`` is None: the design's detectable ratio on the primary endpoint, both ways, as
+    plain data for the plan's protocol."""
     from ..probe.settings import DEFAULTS
 
-    rule = rule or Rule()
     return primary_design(
         seeds,
-        spread=spread,
         scorer_seeds=DEFAULTS.scorer_seeds if scorer_seeds is None else scorer_seeds,
-        scorer_spread=scorer_spread if rule.primary_scorer_variance else 0.0,
+        scorer_spread=ASSUMED_ARM_SCORER_SPREAD if rule.primary_scorer_variance else 0.0,
         power=rule.power,
         level=rule.primary_level,
     )

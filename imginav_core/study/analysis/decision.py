@@ -1,42 +1,22 @@
-"""The Phase 1.2 decision as a rule fixed before the data is seen (every threshold a named field
-of ``Rule``), and the record of that rule (``protocol``) that lets a reader check it was not moved.
+"""The Phase 1.2 decision as a rule fixed before the data is seen: every threshold a named field of
+``Rule``, recorded in the protocol (``protocol``) so that a reader can check it was not moved.
 
-- **Primary endpoint:** what a latent diffusion model generates in each space, the probe's FLD
-  (lower is better). Estimand: V2 / V1 of the geometric-mean FLD over training seeds and scorer
-  networks (``primary.primary_criterion``). The probe is required: without its results for every
-  compared run, or with results older than a run's final checkpoint, the analysis stops
-  (``ProbeError``), unless told to go on without it (``allow_no_probe``), in which case there is
-  no choice.
-- **The guard:** a run whose generations score better than its own test reconstructions beyond
-  the rule's margin (collapsed, or the scorer fooled), or cover too little of the real layouts for
-  a distance to them to inform, is named; a flagged run of either arm supports no choice: the
-  verdict is inconclusive and the VAE is not chosen on it (``primary.guard_run``).
-- **Non-inferiority:** the VAE's reconstruction may be worse only within named relative margins:
-  the test-split MSE and the IoU of the small classes (chair, lighting, pier / stool), the latter
-  assessed only where the deterministic encoder's is at least ``Rule.small_class_iou_min``
-  (below it: "not assessable", never non-inferior).
-- **Intervals:** t intervals whose degrees of freedom follow each estimated variance part
-  (Welch-Satterthwaite): of the runs' log FLDs and the arm-by-scorer variance for the primary
-  (``stats.primary_difference``), of the paired per-image values (seeds, then scenes and images,
-  item noise counted once) for the others, VAE against deterministic (``stats.arm_difference``);
-  each with the effect the design sees with the rule's power (``detectable``: both ways, at the
-  observed variances, integrated over their estimates), so that "inconclusive" says how large a
-  difference the study could have seen.
+The VAE is chosen only when its primary endpoint, the diffusion probe's FLD (``primary.py``), is
+better with the interval excluding no difference, non-inferiority holds on every reconstruction
+margin (``criteria.py``), no compared run's generations are flagged by the guard and its posterior
+has not collapsed. Otherwise the deterministic encoder, saying whether the VAE was shown worse (an
+interval entirely on the wrong side) or the data cannot tell (inconclusive: the deterministic
+encoder is then the default because it is the simpler model, not because it was shown better).
+Without the probe's results for every compared run, or with results older than a run's final
+checkpoint, the analysis stops (``ProbeError``) unless told to go on without it
+(``allow_no_probe``), and then no choice is made. Everything else (SSIM, sharpness, palette purity,
+latent noise, interpolation paths, the nearest-neighbour midpoints, the KL band, the primary's
+robustness checks) is reported with its interval (``stats.py``) and the effect the design could
+see, and does not decide. Every planned run that is not compared is named, with why.
 
-The VAE is chosen only when its primary endpoint is better with the interval excluding no
-difference, non-inferiority holds on every margin, no compared run is flagged by the guard and its
-posterior has not collapsed. Otherwise the deterministic encoder, saying whether the VAE was shown
-worse (an interval entirely on the wrong side) or the data cannot tell (inconclusive: the
-deterministic encoder is then the default because it is the simpler model, not because it was
-shown better). Everything else (SSIM, sharpness, palette purity, latent noise, interpolation paths,
-the nearest-neighbour midpoints, the KL band) is reported with its interval and flags, and does
-not decide; so are the primary's robustness checks (each scorer seed alone, another denoiser
-budget). Every planned run that is not compared is named, with why.
-
-The decision compares exactly two arms, the study file's ``decision: [baseline, candidate]``
-(``study_plan.decision_arms``: V1, the deterministic encoder, and V2, the VAE): a study file that
-names other than two arms there is refused (a ConfigError naming it), and ``decide`` raises when
-the study has no runs of either. Any further arm of the study is measured and drawn, not decided on.
+The decision compares exactly two arms, the study file's ``decision: [baseline, candidate]`` (V1,
+the deterministic encoder, and V2, the VAE); any further arm of the study is measured and drawn,
+not decided on.
 """
 
 from __future__ import annotations
@@ -61,8 +41,8 @@ from ..runs import MissingRun, RunSummary, missing_runs
 from ..stats import PerImage, arm_difference
 from .criteria import PRIMARY, Measure, Rule, rule_criteria
 from .endpoint import PROBE_COMMAND, read_probe
-from .primary import detectable_text, guard_flags, primary_criterion
-from .study import Study
+from .evaluation import Study
+from .primary import detectable_text, primary_criterion
 
 if TYPE_CHECKING:  # (loading reads the plots, which read this module)
     from .loading import AnalysisInputs
@@ -70,8 +50,9 @@ if TYPE_CHECKING:  # (loading reads the plots, which read this module)
 OUTSIDE_A_PLAN = "Not pre-registered: decided outside a written study plan (no protocol to check)."
 
 
-def _per_image(study: Study, label: str, key: str, denominator: str | None = None) -> PerImage:
-    runs = study.arm(label)
+def arm_data(runs: list, key: str, denominator: str | None = None) -> PerImage:
+    """An arm's per-image values of a criterion from its runs' ``per_image`` (``ModelResult``'s, or a
+    sweep run's): the numerator's, over the denominator's where it has one."""
     if denominator is None:
         return PerImage.mean_of(np.stack([r.per_image[key] for r in runs]))
     num = np.stack([np.atleast_2d(r.per_image[key].T).T for r in runs])
@@ -88,19 +69,21 @@ def _arm_values(data: PerImage) -> list[float]:
     return data.per_seed(np.ones((1, data.numerator.shape[1])))[0].tolist()
 
 
-def _verdict(measure: Measure, interval: dict, margin: float | None) -> str:
+def criterion_verdict(criterion: dict[str, Any]) -> str:
     """Better / worse / inconclusive (primary and secondary); non-inferior / inferior /
-    inconclusive against a margin (non-inferiority; a relative margin on V2 / V1 - 1)."""
-    low, high = interval["ci95"]
+    inconclusive against its ``margin`` (non-inferiority; a relative margin on V2 / V1 - 1): from
+    the criterion's ``role``, ``better`` and ``ci95``."""
+    low, high = criterion["ci95"]
     if not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive"
-    if measure.role == "non-inferiority":
+    better, margin = criterion["better"], criterion.get("margin")
+    if criterion["role"] == "non-inferiority":
         # the margin is how much worse the VAE may be: above it for "lower", below it for "higher"
-        if measure.better == "lower":
+        if better == "lower":
             return "non-inferior" if high <= margin else "inferior" if low > margin else "inconclusive"
         return "non-inferior" if low >= -margin else "inferior" if high < -margin else "inconclusive"
-    vae_better = high < 0 if measure.better == "lower" else low > 0
-    vae_worse = low > 0 if measure.better == "lower" else high < 0
+    vae_better = high < 0 if better == "lower" else low > 0
+    vae_worse = low > 0 if better == "lower" else high < 0
     return "vae better" if vae_better else "vae worse" if vae_worse else "inconclusive"
 
 
@@ -152,8 +135,8 @@ def compare(
         "margin": margin,
         "deterministic": values_a,
         "vae": values_b,
-        "verdict": "not assessable" if blocked else _verdict(measure, interval, margin),
     }
+    criterion["verdict"] = "not assessable" if blocked else criterion_verdict(criterion)
     if blocked:
         criterion["assessable"] = False
         criterion["note"] = (
@@ -165,23 +148,20 @@ def compare(
 # ---- the other criteria --------------------------------------------------------------------------
 
 
-def _measures(study: Study, rule: Rule):
-    return rule_criteria(rule, with_realism="nn_midpoint_realism" in study.models[0].per_image)
-
-
 def _criteria(study: Study, probe: ProbeMetrics | None, rule: Rule) -> dict[str, dict[str, Any]]:
     criteria: dict[str, dict[str, Any]] = {}
     baseline, candidate = decision_arms()
     runs = ([r.name for r in study.arm(baseline)], [r.name for r in study.arm(candidate)])
     if probe is not None:
         primary = primary_criterion(probe, {baseline: runs[0], candidate: runs[1]}, rule)
-        criteria[PRIMARY.name] = primary | {"verdict": _verdict(PRIMARY, primary, None)}
-    for measure, (key, denominator), margin in _measures(study, rule):
+        criteria[PRIMARY.name] = primary | {"verdict": criterion_verdict(primary)}
+    with_realism = "nn_midpoint_realism" in study.models[0].per_image
+    for measure, (key, denominator), margin in rule_criteria(rule, with_realism):
         if measure.per == "pair":  # pairs are the items, each its own group
             a, b = _per_pair(study, baseline, key), _per_pair(study, candidate, key)
             item_groups = np.arange(len(study.pairs))
         else:  # layouts are the items, resampled scene by scene
-            a, b = _per_image(study, baseline, key, denominator), _per_image(study, candidate, key, denominator)
+            a, b = (arm_data(study.arm(label), key, denominator) for label in (baseline, candidate))
             item_groups = study.groups  # scenes joined with identical layouts: no copy counts twice
         names = (f"{baseline} (deterministic)", f"{candidate} (VAE)")
         criteria[measure.name] = compare(measure, margin, a, b, item_groups, rule, names, runs)
@@ -219,20 +199,17 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
                 f"(below {100 * rule.collapse_active_share:g} %)"
             )
     posts = [r.metrics["posterior"] for r in study.arm(candidate) if "posterior" in r.metrics]
-    if posts:
+    if posts:  # two flags with the runs' values, no interval
+        counts = {"n_seeds": [0, len(posts)], "n_images": len(study.positions), "ci95": None}
+        kl_keys = ("kl_weighted", "kl_nats_per_element", "kl_bits_per_pixel", "kl_share_of_loss")
         criteria["kl"] = {
             "role": "flag",
             "meaning": "the VAE's KL: weighted (band "
             f"{rule.kld_low:g}..{rule.kld_high:g}), in nats per latent element, bits per pixel, "
             "share of the validation loss",
-            "kl_weighted": [p["kl_weighted"] for p in posts],
-            "kl_nats_per_element": [p["kl_nats_per_element"] for p in posts],
-            "kl_bits_per_pixel": [p["kl_bits_per_pixel"] for p in posts],
-            "kl_share_of_loss": [p["kl_share_of_loss"] for p in posts],
+            **{key: [p[key] for p in posts] for key in kl_keys},
             "verdict": "flag" if any(not rule.kld_low <= p["kl_weighted"] <= rule.kld_high for p in posts) else "ok",
-            "n_seeds": [0, len(posts)],
-            "n_images": len(study.positions),
-            "ci95": None,
+            **counts,
         }
         criteria["active_units"] = {
             "role": "flag",
@@ -241,16 +218,9 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
             f"below {100 * rule.collapse_active_share:g} %",
             "vae": [p["active_share"] for p in posts],
             "verdict": "flag" if collapsed else "ok",
-            "n_seeds": [0, len(posts)],
-            "n_images": len(study.positions),
-            "ci95": None,
+            **counts,
         }
     return flags, collapsed
-
-
-def evaluation_split(study: Study) -> str:
-    """The split the layouts were measured on (test: never seen by training or checkpoint choice)."""
-    return study.evaluation_split
 
 
 # ---- the decision ----------------------------------------------------------------------------------
@@ -382,11 +352,12 @@ def decide(
     criteria = _criteria(study, probe, rule)
     flags = list(warnings or [])
     posterior_flags, collapsed = _posterior_flags(study, rule, criteria)
-    guarded = guard_flags(criteria[PRIMARY.name]["guard"]) if probe is not None else []
+    primary = criteria.get(PRIMARY.name)  # None without the probe
+    guarded = [flag for found in primary["guard"].values() for flag in found["flags"]] if primary else []
     flags += posterior_flags + guarded
     flags += recipe_flags([run for label in compared for run in runs[label]])
     flags += _plan_flags(planned, compared, missing)
-    robustness = criteria.get(PRIMARY.name, {}).get("robustness")
+    robustness = primary["robustness"] if primary else None
     if robustness and robustness["ranking_holds"] is False:
         against = [f"scorer seed {k}" for k, c in robustness["scorer_seeds"].items() if not c["agrees"]] + [
             f"denoiser budget {k}" for k, c in robustness["budgets"].items() if not c["agrees"]
@@ -426,7 +397,7 @@ def decide(
         arms=compared,
         planned_runs=planned,
         missing_runs=[asdict(run) for run in missing],
-        evaluation_split=evaluation_split(study),
+        evaluation_split=study.evaluation_split,
         summary=summary,
         reason=reason,
         data_sufficient=not too_little,
@@ -500,36 +471,26 @@ def recipe_flags(runs: list[RunSummary]) -> list[str]:
     return flags
 
 
-def phase1_3_base_config(decision: Decision, runs: list[RunSummary], phase: str = "phase1_3_loss_tuning") -> dict:
-    """The next phase's base configuration: the winning architecture and ``variational`` setting,
-    with the KLD loss (at the Phase 1.2 weight) only if the VAE won."""
-    if decision.choice is None:
-        raise ValueError("no choice was made (no primary endpoint), so there is no Phase 1.3 base configuration")
-    winner = next(r for r in runs if r.name == decision.chosen_experiment)
-    values = winner.config.to_dict()
-    values["name"] = "phase1_3_base"
-    values["phase"] = phase
-    values["model"]["variational"] = decision.choice == "variational"
-    if decision.choice != "variational":
-        values["loss"]["kld"] = 0.0
-    return values
-
-
 def write_decision(
     decision: Decision, runs: list[RunSummary], out: Outputs, recommendation: str = ""
 ) -> tuple[Path, Path | None]:
-    """Write ``decision.json`` and ``phase1_3_base.yaml`` (validated as a loadable config) into the
-    phase folder. Without a choice there is no next configuration: none is written, one left by an
-    earlier analysis is removed (it would carry a choice this decision did not make), and the
-    second path is None. ``recommendation``: a secondary result (the KL-weight sweep's,
-    ``sweep.Recommendation.comment``) written as comment lines at the top of phase1_3_base.yaml,
-    never into its settings: the configuration stays the pre-registered decision's choice."""
+    """Write ``decision.json`` and ``phase1_3_base.yaml`` into the phase folder: the winning run's
+    architecture and ``variational`` setting, with the KLD loss (at the Phase 1.2 weight) only if
+    the VAE won, validated as a loadable config. Without a choice there is no next configuration:
+    none is written, one left by an earlier analysis is removed (it would carry a choice this
+    decision did not make), and the second path is None. ``recommendation``: a secondary result
+    (the KL-weight sweep's, ``sweep.Recommendation.comment``) written as comment lines at the top
+    of phase1_3_base.yaml, never into its settings: the configuration stays the decision's choice."""
     decision_path, config_path = out.decision, out.next_phase_config
     if decision.choice is None:
         decision.write(decision_path)
         config_path.unlink(missing_ok=True)
         return decision_path, None
-    base = phase1_3_base_config(decision, runs)
+    base = next(r for r in runs if r.name == decision.chosen_experiment).config.to_dict()
+    base["name"], base["phase"] = "phase1_3_base", "phase1_3_loss_tuning"
+    base["model"]["variational"] = decision.choice == "variational"
+    if decision.choice != "variational":
+        base["loss"]["kld"] = 0.0
     cfg = config_from_dict(base, source=config_path.name)  # refuse to write a config load_config would reject
     decision.write(decision_path)
     lines = [*recommendation.splitlines(), *export_instructions(out, decision.chosen_experiment).splitlines()]

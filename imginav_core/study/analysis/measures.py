@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from ...model import DiagonalGaussian
-from ...palette import PALETTE, PURITY_TOLERANCE
+from ...palette import CLASS_NAMES, PALETTE, PURITY_TOLERANCE
 from .criteria import Rule
 
 # The rule's thresholds (``Rule``, recorded in the protocol), as measured by default: a unit is
@@ -124,6 +124,22 @@ def palette_purity(images: torch.Tensor, tolerance: float = PURITY_TOLERANCE) ->
     return (nearest <= tolerance).float().mean(1)
 
 
+# The classes a blurry decoder loses first: small objects of a few pixels.
+SMALL_CLASSES = ("chair", "lighting", "pier/stool")
+
+
+def small_class_counts(prediction: torch.Tensor, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and small class: intersection and union pixel counts of the predicted and true
+    class maps, (N, K) each (their ratio of sums is the small-class IoU)."""
+    inter, union = [], []
+    for name in SMALL_CLASSES:
+        c = CLASS_NAMES.index(name)
+        pred, true = prediction == c, class_map == c
+        inter.append((pred & true).flatten(1).sum(1))
+        union.append((pred | true).flatten(1).sum(1))
+    return torch.stack(inter, 1).double(), torch.stack(union, 1).double()
+
+
 def segmentation_confidence(logits: torch.Tensor) -> torch.Tensor:
     """Mean over pixels of the segmentation head's top softmax probability, per image."""
     return logits.float().softmax(1).amax(1).flatten(1).mean(1)
@@ -161,11 +177,6 @@ def latent_statistics(latents: torch.Tensor) -> dict:
     }
 
 
-def unit_activity(means: torch.Tensor) -> torch.Tensor:
-    """``Var_x(E[z_u | x])`` of every latent unit u = (channel, row, column): (C, H, W)."""
-    return torch.stack([means[:, c].double().var(0) for c in range(means.shape[1])])
-
-
 def posterior_health(
     mu: torch.Tensor,
     logvar: torch.Tensor,
@@ -197,7 +208,8 @@ def posterior_health(
         sigma.append(float((0.5 * lv_c).exp().mean()))
         spread.append(float(m_c.flatten().std()))
     nats = float(torch.tensor(kl_per_channel, dtype=torch.float64).mean())  # channels have equal numbers of elements
-    activity = unit_activity(mu)
+    # Var_x(E[z_u | x]) of every latent unit u = (channel, row, column)
+    activity = torch.stack([mu[:, c].double().var(0) for c in range(mu.shape[1])])
     active = activity > active_threshold
     noise_to_signal = torch.tensor(sigma, dtype=torch.float64) / torch.tensor(spread, dtype=torch.float64).clamp_min(
         1e-12
@@ -285,10 +297,7 @@ class PathTrace:
         return sum(self.l2) / ends if ends > 0 else math.inf
 
     def validity(self) -> dict:
-        """``validity = relative_purity * gradualness``, with ``relative_purity = mean_{0<t<T-1}
-        P(F_t) / mean(P(F_0), P(F_{T-1}))`` (P: palette purity; the ends are the reconstructions
-        of the path's two layouts): see ``path_validity``. Also each inner frame's purity and
-        segmentation confidence, their means and the worst frame's purity."""
+        """``path_validity``'s measures of the frames added."""
         if self.frames < 3:
             raise ValueError(f"a path needs at least 3 frames (its two ends and one between), got {self.frames}")
         inner = torch.tensor(self.purity[1:-1], dtype=torch.float64)
@@ -307,11 +316,6 @@ class PathTrace:
             "gradualness": smooth,
             "validity": relative * smooth,
         }
-
-
-def gradualness(frames: torch.Tensor) -> float:
-    """``d / ((T - 1) max_t ||F_{t+1} - F_t||_1)``, ``d = ||F_{T-1} - F_0||_1``: ``PathTrace.gradualness``."""
-    return PathTrace().add(frames).gradualness()
 
 
 def path_validity(rgb: torch.Tensor, segmentation: torch.Tensor) -> dict:
@@ -356,12 +360,6 @@ def perturb(z: torch.Tensor, sigma: float, channel_std: torch.Tensor, generator:
     std would give a channel of small spread proportionally much more noise than a wide one)."""
     eps = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device)
     return z + sigma * channel_std.to(z).view(1, -1, 1, 1) * eps
-
-
-def decoded_change(clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
-    """``MSE(D(z + n), D(z))`` per image: how far latent noise moves the decoded layout, whatever
-    the clean reconstruction's own error (a decoder worse without noise gains nothing here)."""
-    return mse_per_image(noisy, clean)
 
 
 def relative_change(change: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:

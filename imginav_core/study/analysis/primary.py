@@ -58,24 +58,6 @@ def log_fld_table(probe: ProbeMetrics, names: list[str], scorers: list[str] | No
     return np.array(values), np.array(errors)
 
 
-def run_log_fld(probe: ProbeMetrics, names: list[str], scorers: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Each run's log geometric-mean FLD over ``scorers`` and its sampling error (``log_fld_table``)."""
-    table, errors = log_fld_table(probe, names, scorers)
-    return table.mean(1), errors
-
-
-# ---- the guard ------------------------------------------------------------------------------------
-
-
-def guard(probe: ProbeMetrics, names: list[str], rule: Rule) -> dict[str, dict[str, Any]]:
-    """``guard_run`` of each run in ``names``."""
-    return {name: guard_run(name, probe.guard(name), rule) for name in names}
-
-
-def guard_flags(guarded: dict[str, dict[str, Any]]) -> list[str]:
-    return [flag for found in guarded.values() for flag in found["flags"]]
-
-
 # ---- robustness and the criterion -------------------------------------------------------------------------
 
 
@@ -131,7 +113,8 @@ def primary_criterion(probe: ProbeMetrics, arms: dict[str, list[str]], rule: Rul
     interval of V2 / V1 - 1 (``stats.primary_difference``, at ``rule``'s level, power and
     estimand), each arm's runs' geometric-mean FLD, the robustness and the guard of every run."""
     baseline, candidate = decision_arms()
-    scorers = scorer_seeds(probe, arms[baseline] + arms[candidate])
+    names = arms[baseline] + arms[candidate]
+    scorers = scorer_seeds(probe, names)
     a, a_se = log_fld_table(probe, arms[baseline], scorers)
     b, b_se = log_fld_table(probe, arms[candidate], scorers)
     interval = primary_difference(
@@ -163,7 +146,7 @@ def primary_criterion(probe: ProbeMetrics, arms: dict[str, list[str]], rule: Rul
         "deterministic": np.exp(a.mean(1)).tolist(),
         "vae": np.exp(b.mean(1)).tolist(),
         "robustness": _robustness(probe, arms, scorers, math.log1p(interval["estimate"])),
-        "guard": guard(probe, arms[baseline] + arms[candidate], rule),
+        "guard": {name: guard_run(name, probe.guard(name), rule) for name in names},
     }
 
 

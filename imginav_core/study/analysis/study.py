@@ -1,15 +1,12 @@
-"""Measure every run of both arms (V1: deterministic, V2: VAE; one run per training seed) on the
-same test layouts and write ``OUTPUT_ROOT/<phase>/analysis/latent_metrics.json`` and
-``per_image.csv``.
+"""Measure every run of every arm (V1: deterministic, V2: VAE; one run per training seed) on the
+same test layouts, pairs and noise (``evaluation.py`` chooses them) and write
+``OUTPUT_ROOT/<phase>/analysis/latent_metrics.json`` and ``per_image.csv``.
 
-Per run, one pass over a seeded random subset of the test layouts (never seen by training, checkpoint
-choice or early stopping) collects reconstruction
-quality (all, rooms, scenes), blur, latents and the posterior; then latent noise on each
-channel's own scale, decoded and compared with the clean decoding and with the decoding of a
-fixed partner layout; then the midpoint between each test latent and its nearest training
-latent; then fixed pairs of layouts interpolated on the same straight path for every run.
-Layouts, pairs, partners and noise are the same for every run, so the arms can be compared image
-by image (``decision.py``).
+Per run, one pass over the test layouts collects reconstruction quality (all, rooms, scenes),
+blur, latents and the posterior; then latent noise on each channel's own scale, decoded and
+compared with the clean decoding and with the decoding of the layout's noise partner; then the
+midpoint between each test latent and its nearest training latent; then the pairs of layouts
+interpolated on the same straight path.
 
 Memory: every model call and every image-sized measure works on one chunk of layouts or path
 frames (``AnalysisSettings.batch_size``, at most ``chunk_pixels`` pixels: 2 layouts at 512 x 512),
@@ -28,180 +25,26 @@ import ctypes.util
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ...data.batches import EVALUATION_SPLIT, CachedLayouts, LayoutData, load_data, to_model_inputs
+from ...data.batches import EVALUATION_SPLIT, CachedLayouts, load_data, to_model_inputs
 from ...files import write_text_atomic
 from ...images import to_uint8
 from ...metrics import confusion, miou, pixel_accuracy, psnr_per_image
-from ...palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
+from ...palette import NUM_CLASSES, class_map_hash, class_to_rgb
 from ...runtime import resolve_device
-from ...scoring import LayoutScorer
 from ...training.checkpoints import load_model
 from ...training.progress import progress_bar
-from ...training.samples import pick_samples
-from ..arms import study_arms
 from ..probe.reference import study_scorer
 from ..probe.settings import DEFAULTS as PROBE_DEFAULTS
-from ..results import LatentMetrics
 from ..runs import RunSummary, shared_config
 from . import measures as m
+from .evaluation import PAIR_KINDS, ModelResult, Study, choose_layouts, choose_pairs, chunk_size, noise_partners
 from .settings import AnalysisSettings
-
-PAIR_KINDS = ("room-room", "scene-scene", "room-scene")
-# The classes a blurry decoder loses first: small objects of a few pixels.
-SMALL_CLASSES = ("chair", "lighting", "pier/stool")
-
-
-@dataclass
-class Pair:
-    kind: str
-    a: int  # positions in the evaluation (test) split
-    b: int
-    a_path: str = ""
-    b_path: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}: {Path(self.a_path).stem} -> {Path(self.b_path).stem}"
-
-
-@dataclass
-class ModelResult:
-    name: str
-    label: str  # the arm, V1 or V2
-    seed: int  # the run's training seed
-    variational: bool
-    metrics: dict  # what goes into latent_metrics.json
-    per_image: dict[str, np.ndarray]  # measure -> (N,) over the study's positions (or (N, K))
-    latents: torch.Tensor  # (N, C, h, w) test latents (posterior means), CPU
-    examples: dict[str, np.ndarray]  # "rgb" / "segmentation": (E, H, W, 3) uint8
-    frames: dict[str, np.ndarray] = field(default_factory=dict)  # pair label -> (T, h, w, 3)
-    checkpoint: Path | None = None  # the weights measured (the live explorer decodes with them)
-
-
-@dataclass
-class Study:
-    settings: AnalysisSettings
-    data: LayoutData
-    positions: np.ndarray  # measured positions in the evaluation split, in the order of the cache's rows
-    scene_ids: np.ndarray  # the scene of each measured layout
-    # the group of each measured layout (its scene joined with identical layouts): the bootstrap's clusters
-    groups: np.ndarray
-    pairs: list[Pair]
-    example_positions: np.ndarray
-    inputs: np.ndarray  # (E, H, W, 3) uint8 of the examples
-    pair_inputs: dict[str, np.ndarray]  # pair label -> (2, h, w, 3)
-    models: list[ModelResult]
-    alphas: list[float]
-    scorer: LayoutScorer | None = None  # whether a layout looks real, from the probe's scorer
-    # For each measured layout, a different measured layout (index into ``positions``): the
-    # decoded distance between them scales the latent-noise measure. None: not measured.
-    partners: np.ndarray | None = None
-    chunk: int = 16  # layouts (or frames) per model call: settings.batch_size capped by settings.chunk_pixels
-    # The split every measure is taken on: test, never seen by training, checkpoint choice or early stopping.
-    evaluation_split: str = EVALUATION_SPLIT
-
-    @property
-    def layouts(self) -> CachedLayouts:
-        """The evaluation split's layouts (``positions`` index them)."""
-        return getattr(self.data, self.evaluation_split)
-
-    @property
-    def labels(self) -> list[str]:
-        """The arms measured, in the study file's order (a label that is no arm of it after them)."""
-        measured = {r.label for r in self.models}
-        order = [label for label in study_arms() if label in measured]
-        return order + sorted(measured - set(order))
-
-    def arm(self, label: str) -> list[ModelResult]:
-        """The runs of one arm, in seed order."""
-        return sorted((r for r in self.models if r.label == label), key=lambda r: r.seed)
-
-    def shown(self, label: str) -> ModelResult:
-        """The run of an arm whose pictures the report shows: its first seed."""
-        return self.arm(label)[0]
-
-    def pair_images(self, pair: Pair, device: torch.device) -> torch.Tensor:
-        """The pair's two layouts as model inputs, A first."""
-        x, _, _ = to_model_inputs(self.layouts[np.array([pair.a, pair.b])], device)
-        # a dataset batch comes back sorted by cache row; keep the pair's own order
-        return x.flip(0) if self.layouts.indices[pair.a] > self.layouts.indices[pair.b] else x
-
-    def latent_metrics(self) -> LatentMetrics:
-        """What ``latent_metrics.json`` holds (``LatentMetrics.write``)."""
-        return LatentMetrics(
-            settings=asdict(self.settings),
-            evaluation_split=self.evaluation_split,
-            evaluation_images=int(len(self.positions)),
-            evaluation_scenes=int(len(np.unique(self.scene_ids))),
-            evaluation_groups=int(len(np.unique(self.groups))),
-            split=self.data.split_summary(),  # the sides' sizes and what the split did with identical layouts
-            arms={label: [r.name for r in self.arm(label)] for label in self.labels},
-            pairs=[asdict(p) | {"label": p.label} for p in self.pairs],
-            alphas=self.alphas,
-            models={r.name: r.metrics for r in self.models},
-        )
-
-    def per_image_table(self) -> pd.DataFrame:
-        """Every run's per-image measures, one row per (run, layout): ``per_image.csv``."""
-        records = self.layouts.cache.records
-        rows = self.layouts.indices[self.positions]
-        tables = []
-        for r in self.models:
-            table = pd.DataFrame(
-                {
-                    "run": r.name,
-                    "arm": r.label,
-                    "seed": r.seed,
-                    "position": self.positions,
-                    "layout_path": [str(records[i].path) for i in rows],
-                    "scene_id": self.scene_ids,
-                    "group": self.groups,
-                    "type": self.layouts.types[self.positions],
-                }
-            )
-            for key, values in r.per_image.items():
-                if values.ndim == 1:
-                    table[key] = values
-                else:
-                    for k, name in enumerate(SMALL_CLASSES):
-                        table[f"{key}_{name.replace('/', '_')}"] = values[:, k]
-            tables.append(table)
-        return pd.concat(tables, ignore_index=True)
-
-
-def choose_pairs(layouts: CachedLayouts, positions: np.ndarray, per_kind: int, seed: int) -> list[Pair]:
-    """K fixed pairs of each kind among the measured layouts (deterministic per seed), no pair twice
-    (in either order): a repeated pair would count as two in the per-pair intervals. Fewer than K
-    of a kind when the measured layouts do not hold K different pairs."""
-    rng = np.random.default_rng(seed)
-    types = layouts.types[positions]
-    rooms, scenes = np.sort(positions[types == 0]), np.sort(positions[types == 1])
-    pools = {"room-room": (rooms, rooms), "scene-scene": (scenes, scenes), "room-scene": (rooms, scenes)}
-    paths = layouts.cache.records
-    pairs, chosen = [], set()
-    for kind in PAIR_KINDS:
-        left, right = pools[kind]
-        if len(left) == 0 or len(right) == 0 or (left is right and len(left) < 2):
-            continue
-        # all different pairs when few, else random draws: either way at most per_kind, none repeated
-        possible = len(left) * len(right) - (len(left) if left is right else 0)
-        for _ in range(min(per_kind, possible // (2 if left is right else 1))):
-            while True:
-                a = int(rng.choice(left))
-                b = int(rng.choice(right[right != a]))
-                if frozenset((a, b)) not in chosen:
-                    break
-            chosen.add(frozenset((a, b)))
-            pairs.append(Pair(kind, a, b, str(paths[layouts.indices[a]].path), str(paths[layouts.indices[b]].path)))
-    return pairs
 
 
 def _frames_uint8(images: torch.Tensor, size: int) -> np.ndarray:
@@ -215,19 +58,14 @@ def _release_freed_memory() -> None:
     ``malloc_trim``; elsewhere nothing). glibc keeps freed blocks of a few MB in its heap for
     reuse, and chunk after chunk of image-sized tensors of varying sizes fragments it: at 512 x 512
     the resident size grew by ~0.5 GB from 16 to 64 layouts measured, though nothing alive grew."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
-def _glibc():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _glibc()
+try:
+    _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+except (OSError, AttributeError):  # not glibc
+    _MALLOC_TRIM = None
 
 
 Advance = Callable[[int], None]  # told each finished chunk: a progress bar's update
@@ -270,48 +108,12 @@ def work_chunks(study: Study) -> int:
     )
 
 
-def chunk_size(settings: AnalysisSettings, resolution: int) -> int:
-    """Layouts (or frames) per model call: ``batch_size``, and no more than ``chunk_pixels``
-    pixels. Every model call and every image-sized measure works on one such chunk, so the
-    memory is set by the chunk, not by the number of layouts, pairs, frames or noise levels."""
-    return max(1, min(settings.batch_size, settings.chunk_pixels // resolution**2))
-
-
-def noise_partners(identities: list[str], seed: int) -> np.ndarray:
-    """For each layout i, a different layout j(i) (an index into ``identities``): the next one on
-    a seeded random cycle through all of them, skipping layouts identical to i (equal
-    ``identities``, the class-map hashes: the same layout under another scene decodes alike and
-    would measure no distance). i itself only when every layout is identical to it. The same
-    layouts and seed give the same pairing, so every run is measured on the same pairs."""
-    n = len(identities)
-    order = np.random.default_rng((seed, 2)).permutation(n)
-    partners = np.arange(n)
-    for k, i in enumerate(order):
-        for step in range(1, n):
-            j = order[(k + step) % n]
-            if identities[j] != identities[i]:
-                partners[i] = j
-                break
-    return partners
-
-
 def _layout_identities(layouts: CachedLayouts, positions: np.ndarray, chunk: int) -> list[str]:
     """The class-map hash of each layout at ``positions`` (in the cache's row order)."""
     hashes = []
     for part in _chunks(len(positions), chunk):
         hashes += [class_map_hash(c) for c in layouts[positions[part]]["class_map"].numpy()]
     return hashes
-
-
-def _small_class_counts(prediction: torch.Tensor, class_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image and small class: intersection and union pixel counts, (N, K) each."""
-    inter, union = [], []
-    for name in SMALL_CLASSES:
-        c = CLASS_NAMES.index(name)
-        pred, true = prediction == c, class_map == c
-        inter.append((pred & true).flatten(1).sum(1))
-        union.append((pred | true).flatten(1).sum(1))
-    return torch.stack(inter, 1).double(), torch.stack(union, 1).double()
 
 
 def _summarise(per_image: dict[str, np.ndarray], types: np.ndarray, matrices: dict[str, torch.Tensor]) -> dict:
@@ -357,20 +159,17 @@ def reconstruction_per_image(rgb: torch.Tensor, target: torch.Tensor) -> dict[st
     }
 
 
-@torch.no_grad()
-def measure_model(
-    run: RunSummary, label: str, study: Study, device: torch.device, advance: Advance = _unseen
-) -> ModelResult:
-    """Every measure of one run; ``advance(1)`` after each of its ``work_chunks(study)`` chunks."""
-    s = study.settings
-    cfg, model, _ = load_model(run.best_checkpoint, device)
-    layouts = study.layouts
+def reconstruction_pass(model, study: Study, device, advance: Advance = _unseen, measures=reconstruction_per_image):
+    """One pass over the measured layouts: (the per-image measures by ``per_image`` key, from
+    ``measures`` of each reconstruction and its input and the small-class counts; the confusion
+    matrices of all layouts, rooms and scenes; the posterior means; a VAE's log-variances, None for
+    a deterministic encoder; and the latents a diffusion model trained on the space would see: a
+    VAE's posterior samples, seeded)."""
     per_image: dict[str, list] = defaultdict(list)
     matrices = {k: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.int64) for k in ("all", "room", "scene")}
     means, logvars, seen = [], [], []
-    # What a diffusion model trained on this space would see: the VAE's posterior samples.
-    sampling = torch.Generator().manual_seed(s.seed)
-    for x, class_map, label_ in _batches(study, layouts, study.positions, device, advance):
+    sampling = torch.Generator().manual_seed(study.settings.seed)
+    for x, class_map, label_ in _batches(study, study.layouts, study.positions, device, advance):
         posterior = model.posterior(x)
         z = posterior.mode()
         out = model.decode(z)
@@ -381,11 +180,11 @@ def measure_model(
             logvars.append(posterior.logvar.cpu())
             eps = torch.randn(z.shape, generator=sampling)
             seen.append(z.cpu() + (0.5 * posterior.logvar.cpu()).exp() * eps)
-        for key, values in reconstruction_per_image(out["rgb"], x).items():
+        for key, values in measures(out["rgb"], x).items():
             per_image[key].append(values.cpu())
         per_image["correct"].append((out["classification"].argmax(1) == label_).float().cpu())
         prediction = out["segmentation"].argmax(1)
-        inter, union = _small_class_counts(prediction, class_map)
+        inter, union = m.small_class_counts(prediction, class_map)
         per_image["small_inter"].append(inter.cpu())
         per_image["small_union"].append(union.cpu())
         for subset, mask in (("all", label_ >= 0), ("room", label_ == 0), ("scene", label_ == 1)):
@@ -393,8 +192,18 @@ def measure_model(
                 matrices[subset] += confusion(prediction[mask], class_map[mask]).cpu()
         del out, posterior, x
     arrays = {k: torch.cat(v).double().numpy() for k, v in per_image.items()}
-    types = layouts.types[study.positions]
-    z_all, z_seen = torch.cat(means), torch.cat(seen)
+    return arrays, matrices, torch.cat(means), torch.cat(logvars) if logvars else None, torch.cat(seen)
+
+
+@torch.no_grad()
+def measure_model(
+    run: RunSummary, label: str, study: Study, device: torch.device, advance: Advance = _unseen
+) -> ModelResult:
+    """Every measure of one run; ``advance(1)`` after each of its ``work_chunks(study)`` chunks."""
+    s = study.settings
+    cfg, model, _ = load_model(run.best_checkpoint, device)
+    arrays, matrices, z_all, logvars, z_seen = reconstruction_pass(model, study, device, advance)
+    types = study.layouts.types[study.positions]
     metrics: dict = {
         "experiment": run.name,
         "arm": label,
@@ -404,10 +213,7 @@ def measure_model(
         "latent": m.latent_statistics(z_seen) | {"of": "posterior samples" if cfg.model.variational else "latents"},
     }
     if cfg.model.variational:
-        total = float(run.best_row["val_total"]) if "val_total" in run.best_row else math.nan
-        metrics["posterior"] = m.posterior_health(
-            z_all, torch.cat(logvars), cfg.loss.kld, cfg.data.resolution**2, total
-        )
+        metrics["posterior"] = posterior_health(run, cfg, z_all, logvars)
     channel_std = torch.tensor(metrics["latent"]["channel_std"], dtype=torch.float32)
     partners = study.partners if study.partners is not None else np.arange(len(z_all))
     noise = noise_robustness(
@@ -445,6 +251,13 @@ def measure_model(
     return result
 
 
+def posterior_health(run: RunSummary, cfg, means: torch.Tensor, logvars: torch.Tensor) -> dict:
+    """``measures.posterior_health`` of a VAE run's posteriors of the test layouts, the KL's share
+    taken of the validation loss at the run's best epoch."""
+    total = float(run.best_row["val_total"]) if "val_total" in run.best_row else math.nan
+    return m.posterior_health(means, logvars, cfg.loss.kld, cfg.data.resolution**2, total)
+
+
 def noise_robustness(
     decode,
     z_all: torch.Tensor,
@@ -460,12 +273,12 @@ def noise_robustness(
     channel's std (the same draws for every run: one generator per sigma, same seeds, same
     latent shape and chunks):
 
-    - ``change_sigma<s>``: ``c_i = MSE(D(z_i + n), D(z_i))``, how far the noise moves the decoding;
+    - ``change_sigma<s>``: ``c_i = MSE(D(z_i + n), D(z_i))``, how far the noise moves the decoding
+      (from the clean decoding, not the input: a decoder worse without noise gains nothing);
     - ``decoded_spread``: ``d_i = MSE(D(z_i), D(z_j(i)))``, the decoded distance to its partner
       layout ``j(i) = partners[i]``, the scale of the decoder's own output differences;
-    - ``noise_relative_sigma<s>``: ``c_i / (c_i + d_i)`` (``measures.relative_change``): the
-      change on that scale, so that a decoder ignoring its latent, or one whose output is merely
-      scaled down, does not pass for robust.
+    - ``noise_relative_sigma<s>``: ``c_i / (c_i + d_i)``, the change on that scale
+      (``measures.relative_change``).
 
     Decodes ``chunk`` latents (and their partners) at a time, telling ``advance(1)`` after each chunk."""
     generators = {sigma: torch.Generator().manual_seed(seed * 1000 + k) for k, sigma in enumerate(sigmas)}
@@ -476,7 +289,7 @@ def noise_robustness(
         clean = decode(z)
         spread.append(m.mse_per_image(decode(z_all[partners[part]].to(device)), clean).cpu())
         for sigma, generator in generators.items():
-            change[sigma].append(m.decoded_change(clean, decode(m.perturb(z, sigma, channel_std, generator))).cpu())
+            change[sigma].append(m.mse_per_image(decode(m.perturb(z, sigma, channel_std, generator)), clean).cpu())
     d = torch.cat(spread).double()
     found = {"decoded_spread": d.numpy()}
     for sigma, values in change.items():
@@ -489,8 +302,8 @@ def noise_robustness(
 def _nearest_neighbour_midpoints(
     model, study: Study, z_val: torch.Tensor, device, advance: Advance = _unseen
 ) -> dict[str, np.ndarray]:
-    """For each test latent, the midpoint to its nearest training latent, decoded: is the
-    space between a layout and its closest known neighbour still a layout?"""
+    """For each test latent, the midpoint to its nearest training latent (among ``neighbour_pool``
+    drawn), decoded: is the space between a layout and its closest known neighbour still a layout?"""
     s = study.settings
     train = study.data.train
     pool_positions = np.random.default_rng(s.seed).permutation(len(train))[: s.neighbour_pool]
@@ -581,19 +394,15 @@ def run_study(
     *,
     write: bool = True,
 ) -> Study:
-    """Measure every run of every arm (``arms``: label -> its runs, in the study file's order) on the
-    same test layouts, pairs and noise; with ``write`` (the analysis job), write latent_metrics.json
-    and per_image.csv (explored in a notebook, nothing of the study is written)."""
+    """Measure every run of every arm (``arms``: label -> its runs, in the study file's order); with
+    ``write`` (the analysis job), write latent_metrics.json and per_image.csv (explored in a
+    notebook, nothing of the study is written)."""
     settings = settings or AnalysisSettings()
     runs = [run for label in arms for run in arms[label]]
     cfg = shared_config(runs, output_root)
     data = load_data(cfg, log)
     val = data.evaluation
-    # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
-    # give a few houses' rooms. Kept in the cache's row order, the order batches come back in.
-    positions = np.random.default_rng(settings.seed).permutation(len(val))[: settings.max_images]
-    positions = positions[np.argsort(val.indices[positions])]
-    example_positions = np.sort(positions[pick_samples(CachedLayouts(val.cache, val.indices[positions]), per_type=3)])
+    positions, example_positions = choose_layouts(val, settings)
     study = Study(
         settings=settings,
         data=data,

@@ -18,23 +18,22 @@ posterior only, with the study's own functions. Not the study's full measurement
 none of its latent-noise, interpolation, nearest-neighbour or example measures, which would multiply
 the analysis's time by the sweep's runs (20 at 5 seeds) for figures the report does not show.
 
-Each weight's value comes with a 95 % t interval over its runs (the seeds, on these test layouts;
-none with one run per weight, said). The recommendation, a secondary result: of the weights whose
-reconstruction is non-inferior to V1 within the decision's margins (``Rule.mse_margin``,
-``Rule.small_class_iou_margin``, ``Rule.small_class_iou_min``; the decision's intervals and
-verdicts, ``decision.compare``; V1 itself is the reference) and whose runs' generations the guard
-does not flag (``primary.guard_run``), the one with the lowest FLD, with its interval and, against
-each adjacent weight, the FLD ratio's interval over the runs (``stats.run_difference``, Welch's
-df; under these scorer networks: the curve keeps each run's mean over them): distinguishable when
-it excludes zero. With one run per weight the seed-to-seed spread is unknown, so no weight is shown
-non-inferior and nothing is distinguishable (the decision's rule for one seed); the point
-estimates' reading is given apart, as provisional.
+Each weight's value comes with a 95 % t interval over its runs (none with one run per weight). The
+recommendation, a secondary result: of the weights whose reconstruction is non-inferior to V1's by
+the decision's own criteria, margins and verdicts (``decision.compare``) and whose generations the
+guard does not flag, the one with the lowest FLD, with, against each adjacent weight, the FLD
+ratio's interval over the runs (``stats.run_difference``; under these scorer networks, the curve
+keeps each run's mean over them): distinguishable when it excludes zero. With one run per weight
+the seed-to-seed spread is unknown, so no weight is shown non-inferior and nothing is
+distinguishable (the decision's rule for one seed); the point estimates' reading is given apart,
+as provisional.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -48,15 +47,17 @@ from ...runtime import resolve_device
 from ...training.checkpoints import load_model
 from ..arms import decision_arms
 from ..plan import StudyPlan, SweepPoint
+from ..probe.guard import guard_run
 from ..results import ProbeMetrics, ResultsError
 from ..runs import RunSummary, load_run, shared_config
 from ..stats import Estimate, PerImage, run_difference, seed_estimate
 from . import measures as m
 from .criteria import Rule, rule_criteria
-from .decision import compare
+from .decision import arm_data, compare, criterion_verdict
 from .endpoint import probe_problems
-from .primary import guard_run, run_log_fld, scorer_seeds
-from .study import Study, _batches, _small_class_counts
+from .evaluation import Study
+from .primary import log_fld_table, scorer_seeds
+from .study import posterior_health, reconstruction_pass
 
 ONE_RUN = "one run per weight: the seed-to-seed spread is unknown, so no interval"
 
@@ -77,6 +78,11 @@ class SweepRun:
     log_fld: float | None = None  # log of the geometric-mean FLD over the scorer seeds; None: not probed
     log_fld_se: float = 0.0  # its own sampling error (the probe's interval), used with one run only
     guard: list[str] = field(default_factory=list)  # the guard's flags of its generations (primary.guard_run)
+
+    @property
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Its per-image values by ``ModelResult.per_image`` key, as the decision's criteria read them."""
+        return {"mse": self.mse, "small_inter": self.small_inter, "small_union": self.small_union}
 
     @property
     def mse_value(self) -> float:
@@ -133,18 +139,12 @@ def _non_inferiority(reference: list[SweepRun], runs: list[SweepRun], groups: np
     is unknown)."""
     found = {}
     for measure, (key, denominator), margin in rule_criteria(rule, with_realism=False)[:2]:
-
-        def data(of: list[SweepRun], key=key, denominator=denominator) -> PerImage:
-            if denominator is None:
-                return PerImage.mean_of(np.stack([getattr(r, key) for r in of]))
-            return PerImage(np.stack([getattr(r, key) for r in of]), np.stack([getattr(r, denominator) for r in of]))
-
         names = (decision_arms()[0], f"KL weight {weight_text(runs[0].kld)}")
         criterion = compare(
             measure,
             margin,
-            data(reference),
-            data(runs),
+            arm_data(reference, key, denominator),
+            arm_data(runs, key, denominator),
             groups,
             rule,
             names,
@@ -160,11 +160,10 @@ def kl_curve(
     points: list[tuple[SweepPoint, list[SweepRun]]],
     reference: list[SweepRun],
     groups: np.ndarray,
-    rule: Rule | None = None,
+    rule: Rule = Rule(),
 ) -> list[CurvePoint]:
     """One point per KL weight with runs, in increasing weight: each value's estimate over its runs
     and, against ``reference`` (V1's runs), the decision's reconstruction criteria."""
-    rule = rule or Rule()
     curve = []
     for point, runs in sorted(points, key=lambda p: p[0].kld):
         if not runs:
@@ -231,8 +230,6 @@ class Recommendation:
 
 
 def _wrapped(text: str, width: int = 96) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
@@ -256,28 +253,24 @@ def _neighbour(best: CurvePoint, other: CurvePoint, rule: Rule) -> Neighbour:
     def scores(point: CurvePoint) -> tuple[np.ndarray, np.ndarray]:
         return np.array([r.log_fld for r in point.runs]), np.array([r.log_fld_se for r in point.runs])
 
-    ratio = run_difference(*scores(best), *scores(other), resamples=rule.resamples, seed=rule.seed, log=True)
+    ratio = run_difference(*scores(best), *scores(other), log=True)
     low, high = ratio["ci95"]
     distinguishable = (low > 0 or high < 0) if ratio["seed_spread_known"] else None
     return Neighbour(other.kld, other.label, ratio, distinguishable)
 
 
 def _within_margins_by_point_estimate(point: CurvePoint) -> bool:
-    """The reconstruction's point estimates within the decision's margins (no interval)."""
-    for criterion in point.non_inferiority.values():
-        if criterion["verdict"] == "not assessable":
-            return False
-        if criterion["better"] == "lower" and criterion["estimate"] > criterion["margin"]:
-            return False
-        if criterion["better"] == "higher" and criterion["estimate"] < -criterion["margin"]:
-            return False
-    return True
+    """The reconstruction's point estimates within the decision's margins: its verdict on an
+    interval of no width."""
+    return all(
+        c["verdict"] != "not assessable" and criterion_verdict(c | {"ci95": [c["estimate"]] * 2}) == "non-inferior"
+        for c in point.non_inferiority.values()
+    )
 
 
-def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendation:
+def recommend(curve: list[CurvePoint], rule: Rule = Rule()) -> Recommendation:
     """The weight with the lowest FLD among those whose reconstruction is non-inferior to V1's (the
     reference, a candidate by definition), with its interval and its adjacent weights' FLD ratio."""
-    rule = rule or Rule()
     candidates: list[CurvePoint] = []
     excluded: dict[str, str] = {}
     for point in curve:
@@ -361,36 +354,28 @@ def recommend(curve: list[CurvePoint], rule: Rule | None = None) -> Recommendati
 # ---- measuring the sweep's runs ------------------------------------------------------------------------
 
 
+def _mse_only(rgb: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"mse": m.mse_per_image(rgb, target)}
+
+
 @torch.no_grad()
 def measure_run(run: RunSummary, study: Study, device: torch.device) -> SweepRun:
-    """The light pass: the run's reconstructions of the study's test layouts (MSE, small-class
-    counts) and its posterior, measured as ``study.measure_model`` measures them."""
+    """The light pass: the study's reconstruction pass over its test layouts
+    (``study.reconstruction_pass``) for the MSE, the small-class counts and the posterior; none of
+    the study's other measures (its SSIM alone takes half a second a layout at 512 x 512 on a CPU)."""
     cfg, model, _ = load_model(run.best_checkpoint, device)
-    mse, inter, union, means, logvars = [], [], [], [], []
-    for x, class_map, _ in _batches(study, study.layouts, study.positions, device):
-        posterior = model.posterior(x)
-        z = posterior.mode()
-        out = model.decode(z)
-        mse.append(m.mse_per_image(out["rgb"], x).cpu())
-        i, u = _small_class_counts(out["segmentation"].argmax(1), class_map)
-        inter.append(i.cpu())
-        union.append(u.cpu())
-        means.append(z.cpu())
-        if not posterior.deterministic:
-            logvars.append(posterior.logvar.cpu())
-        del out, posterior, x
+    per_image, _, means, logvars, _ = reconstruction_pass(model, study, device, measures=_mse_only)
     found = SweepRun(
         run.name,
         cfg.loss.kld,
         cfg.training.seed,
         cfg.model.variational,
-        torch.cat(mse).double().numpy(),
-        torch.cat(inter).double().numpy(),
-        torch.cat(union).double().numpy(),
+        per_image["mse"],
+        per_image["small_inter"],
+        per_image["small_union"],
     )
     if cfg.model.variational:
-        total = float(run.best_row["val_total"]) if "val_total" in run.best_row else math.nan
-        health = m.posterior_health(torch.cat(means), torch.cat(logvars), cfg.loss.kld, cfg.data.resolution**2, total)
+        health = posterior_health(run, cfg, means, logvars)
         found.kl_nats_per_element, found.active_share = health["kl_nats_per_element"], health["active_share"]
     return found
 
@@ -457,23 +442,22 @@ def _probe_scores(
     scorers = scorer_seeds(probe, probed)
     for name in probed:
         try:
-            (value,), (error,) = run_log_fld(probe, [name], scorers)
+            table, (error,) = log_fld_table(probe, [name], scorers)
         except ProbeError as err:  # a diverged denoiser: that run has no FLD, the curve says so
             problems.append(str(err))
             continue
-        runs[name].log_fld, runs[name].log_fld_se = float(value), float(error)
+        runs[name].log_fld, runs[name].log_fld_se = float(table.mean(1)[0]), float(error)
         runs[name].guard = guard_run(name, probe.guard(name), rule)["flags"]
     return (f"geometric mean FLD over scorer seeds {', '.join(scorers)}" if scorers else "FLD"), problems
 
 
 def measure_sweep(
-    study: Study, out: Outputs, plan: StudyPlan, rule: Rule | None = None, log=print, *, write: bool = True
+    study: Study, out: Outputs, plan: StudyPlan, rule: Rule = Rule(), log=print, *, write: bool = True
 ) -> KLSweep | None:
     """The KL-weight curve of ``plan``'s sweep (None when the plan has none): the runs the study
     measured taken from it, the others measured by ``measure_run`` on the same test layouts (each
     must have finished, on the same data); their FLD from the probe's metrics. Planned runs not
     found or unfinished are left out and named. With ``write``, writes ``kl_sweep.json``."""
-    rule = rule or Rule()
     points = plan.sweep_points()
     if not points:
         return None
