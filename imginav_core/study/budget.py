@@ -86,7 +86,7 @@ def seed_plan(
     beyond 100; the epochs a run trains, from the arms' configs). ``effect``: the true difference
     between the arms' means the study should detect; ``spread``: the standard deviation of a run's
     score between seeds within an arm (both in the score's units)."""
-    from .stats import planned_detectable_effect, power, seeds_needed
+    from .power import planned_detectable_effect, power, seeds_needed
 
     if not effect or not spread > 0:
         raise ConfigError(

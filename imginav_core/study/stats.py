@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as distributions
 
-# planned_detectable_effect, power and seeds_needed: budget.py imports them from here (their home is power)
-from .power import detectable, detectable_effect, half_widths, planned_detectable_effect, power, seeds_needed  # noqa: F401
+from .power import detectable, detectable_effect, half_widths
 
 # ---- comparing two arms of seeded runs on the same images -----------------------------------------
 
