@@ -109,9 +109,8 @@ class PixelStatistics:
     @classmethod
     def join(cls, parts: list[PixelStatistics]) -> PixelStatistics:
         """The statistics of consecutive chunks of layouts, as one."""
-        return cls(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("purity", "shares", "small_regions", "regions"))
-        )
+        columns = ("purity", "shares", "small_regions", "regions")
+        return cls(*(np.concatenate([getattr(p, column) for p in parts]) for column in columns))
 
 
 def pixel_statistics(rgb, tolerance: float = PURITY_TOLERANCE) -> PixelStatistics:
