@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -124,7 +124,7 @@ def train_denoiser(
         ema.load_state_dict(saved["ema"])
         ema.to(device)
         generator.set_state(saved["generator"])
-        state = DenoiserState(**{name: saved[name] for name in asdict(state)})
+        state = DenoiserState(**{f.name: saved[f.name] for f in fields(DenoiserState)})
         if state.step > until:
             raise ResumeError(
                 f"{checkpoint} holds a denoiser trained for {state.step} steps, past the {until} asked for now; "
