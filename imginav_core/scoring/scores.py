@@ -194,8 +194,8 @@ class LayoutScorer:
         self.memorisation_threshold = float(np.quantile(held_nearest_fit, MEMORISATION_QUANTILE))
         self.held_median_nearest = float(np.median(held_nearest_fit))
         # FID holding the held features, given one sample's features after another
-        self.frechet = FrechetInceptionDistance(feature=_Precomputed(self.num_features), reset_real_features=False)
-        self.frechet.update(self.held_features, real=True)
+        self._fid = FrechetInceptionDistance(feature=_Precomputed(self.num_features), reset_real_features=False)
+        self._fid.update(self.held_features, real=True)
         self._floors: dict[tuple[int, int], dict[str, float]] = {}  # (sample size, seed): the floor, scored once
         log(
             f"reference embedded in {time.perf_counter() - start:.1f} s: {len(fit)} fit, {len(held)} held layouts; "
@@ -356,9 +356,9 @@ class LayoutScorer:
         return _distances(features, self.held_features) <= self.held_radii
 
     def _frechet(self, features: torch.Tensor) -> float:
-        self.frechet.reset()
-        self.frechet.update(features, real=False)
-        return float(self.frechet.compute())
+        self._fid.reset()
+        self._fid.update(features, real=False)
+        return float(self._fid.compute())
 
     def _kid_size(self, n: int) -> int:
         """KID's subset size for ``n`` generated layouts, the same for them and their floor."""
