@@ -18,7 +18,6 @@ def score_layouts(
     seed: int = 0,
     bootstrap: int = 200,
     cache_dir: str | Path | None = None,
-    log=print,
 ) -> dict:
     """Score the layouts at ``generated`` (PNG folder or layouts.csv) against the manifest
     ``reference``; print the table, write everything to ``json_path`` (whole or not at all)."""
@@ -30,16 +29,16 @@ def score_layouts(
     # generated set first of all: it sets the resolution.
     images = read_generated(generated, resolution)
     resolution = images.shape[1]
-    log(f"{len(images)} generated layouts at {resolution} x {resolution} from {generated}")
+    print(f"{len(images)} generated layouts at {resolution} x {resolution} from {generated}")
     fit, held = split_by_scene(reference_from_manifest(reference, resolution), seed=seed)
     from .scores import LayoutScorer, format_scores
 
-    scorer = LayoutScorer.fit(fit, held, cache_dir=cache_dir, seed=seed, log=log)
+    scorer = LayoutScorer.fit(fit, held, cache_dir=cache_dir, seed=seed)
     result = scorer.score(images, bootstrap=bootstrap, seed=seed)
     result["generated"] = str(generated)
     result["reference_manifest"] = str(reference)
-    log(format_scores(result))
+    print(format_scores(result))
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
-        log(f"wrote {json_path}")
+        print(f"wrote {json_path}")
     return result

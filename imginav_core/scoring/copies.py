@@ -1,23 +1,18 @@
 """Copies of training layouts among generated ones, looked for in every training layout.
 
-A generator that reproduces its training layouts scores well on every distribution score (the
-Fréchet distance rewards copying), so the copies are counted on their own, in class-map space
-(each generated pixel as its nearest palette colour), against the *whole* training set:
+The Fréchet distance rewards copying, so copies are counted on their own, in class-map space (each
+generated pixel its nearest palette colour), against the *whole* training set:
 
-- exact copies: the generated class map's ``palette.class_map_hash`` is one of the training
-  layouts' (the definition of "identical layout" the split uses too);
-- near copies: the nearest training layout on a coarse grid differs in at most ``threshold`` of
-  the cells. Each layout is reduced to the most common class of each cell of a ``grid`` x ``grid``
-  grid (32 x 32: 16 x 16-pixel cells at 512 px, 1 KiB a layout), so that a few changed pixels
-  change few cells; the distance between two layouts is the share of cells whose class differs.
-  The threshold is calibrated on real layouts the model never saw: the ``QUANTILE`` (5 %) of
-  held-out layouts' distances to their nearest training layout. Real layouts are then near
-  copies at about that rate (``heldout_near_copy_share``, the floor); a generator well above it
+- exact copies: the class map's ``palette.class_map_hash`` is a training layout's (the split's
+  definition of identical);
+- near copies: at most ``threshold`` of the cells of a coarse grid (each cell its most common
+  class, so that a few changed pixels change few cells) differ from the nearest training layout's.
+  The threshold is the ``QUANTILE`` (5 %) of held-out real layouts' distances, so real layouts are
+  near copies at about that rate (``heldout_near_copy_share``, the floor); a generator well above it
   copies.
 
-The training layouts are read a chunk at a time and kept as their grids and hashes only (about
-22 MB for 20,000 layouts at any resolution); the nearest-neighbour search runs in chunks, as one
-matrix product of one-hot grids per chunk, on any device.
+The training layouts are kept as their grids and hashes only (about 22 MB for 20,000 layouts at any
+resolution); the search is one matrix product of one-hot grids per chunk, on any device.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +84,7 @@ class LayoutFeatureNet(nn.Module):
     Batch normalisation, not group normalisation: in evaluation mode it scales every image by the
     real layouts' statistics, so an image unlike them keeps its unusual activations instead of
     having them normalised away per image (and with group normalisation the room/scene head did
-    not learn within the training budget here).
-
-    ``forward`` takes what torchmetrics' FID and KID give a feature extractor, (N, 3, R, R) uint8
-    images, and returns the standardised features, so the module can be passed to them directly.
+    not learn within the training budget here). ``forward``: (N, 3, R, R) RGB -> standardised features.
     """
 
     def __init__(self, resolution: int, num_features: int = NUM_FEATURES) -> None:
@@ -127,12 +124,6 @@ class LayoutFeatureNet(nn.Module):
         return self.standardise(self.pooled(rgb))
 
 
-def _nchw(rgb: np.ndarray | torch.Tensor, device) -> torch.Tensor:
-    """(M, R, R, 3) uint8 RGB, an array or a tensor on any device, as NCHW on ``device``."""
-    rgb = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(rgb))
-    return rgb.to(device).permute(0, 3, 1, 2)
-
-
 @dataclass
 class Embedding:
     """What the network says about a set of images, in their order."""
@@ -151,12 +142,8 @@ class Embedding:
     @classmethod
     def join(cls, parts: list[Embedding]) -> Embedding:
         """The embeddings of consecutive chunks of layouts, as one."""
-        return cls(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("features", "scene_probability", "shares", "presence")
-            )
-        )
+        columns = ("features", "scene_probability", "shares", "presence")
+        return cls(*(np.concatenate([getattr(p, column) for p in parts]) for column in columns))
 
 
 # Pixels per batch through the network: the palette encoding of a batch is about 180 bytes a pixel
@@ -170,47 +157,35 @@ def embed_batch_size(resolution: int) -> int:
 
 
 @torch.no_grad()
-def embed(net: LayoutFeatureNet, rgb, batch_size: int | None = None) -> Embedding:
-    """Run ``net`` over (M, R, R, 3) uint8 RGB images in batches, in evaluation mode (an array, a
-    tensor on any device, or anything that slices into arrays, as ``ReferenceSet.rgb_view()``).
-    Each image's features depend on it alone, so the batch size (by default sized to the
-    resolution, to bound the memory) does not change them."""
-    batch_size = batch_size or embed_batch_size(rgb.shape[1])
+def embed(net: LayoutFeatureNet, rgb) -> Embedding:
+    """Run ``net`` over (M, R, R, 3) uint8 RGB images in evaluation mode (an array, a tensor on any
+    device, or anything that slices into arrays, as ``ReferenceSet.rgb_view()``), in batches sized
+    to the resolution to bound the memory (each image's features depend on it alone)."""
+    batch_size = embed_batch_size(rgb.shape[1])
     net.eval()
     device = next(net.parameters()).device
     parts = []
     for start in range(0, len(rgb), batch_size):
-        pooled = net.pooled(_nchw(rgb[start : start + batch_size], device))
+        batch = rgb[start : start + batch_size]
+        batch = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(batch))
+        pooled = net.pooled(batch.to(device).permute(0, 3, 1, 2))
         scene, shares, presence = net.heads(pooled)
-        parts.append(
-            [
-                net.standardise(pooled).double(),
-                torch.sigmoid(scene).double(),
-                torch.softmax(shares, 1).double(),
-                torch.sigmoid(presence).double(),
-            ]
-        )
-    return Embedding(*(torch.cat(column).cpu().numpy() for column in zip(*parts)))
+        parts.append([net.standardise(pooled), torch.sigmoid(scene), torch.softmax(shares, 1), torch.sigmoid(presence)])
+    return Embedding(*(torch.cat(column).double().cpu().numpy() for column in zip(*parts)))
 
 
 def targets(reference: ReferenceSet) -> tuple[np.ndarray, np.ndarray]:
     """(area shares (N, 10) over the palette pixels, presence (N, 10) bool); computed once per
     reference set."""
     if "targets" not in reference.derived:
-        reference.derived["targets"] = _targets(reference)
+        counts = np.empty((len(reference), NUM_CLASSES))
+        for start in range(0, len(reference), 256):  # one bincount per chunk: no (N, R, R) temporaries
+            chunk = reference.class_maps[start : start + 256].reshape(-1, reference.resolution**2).astype(np.int64)
+            offsets = (np.arange(len(chunk)) * 256)[:, None]
+            per_value = np.bincount((chunk + offsets).ravel(), minlength=len(chunk) * 256).reshape(-1, 256)
+            counts[start : start + 256] = per_value[:, :NUM_CLASSES]
+        reference.derived["targets"] = counts / np.maximum(counts.sum(1, keepdims=True), 1), counts > 0
     return reference.derived["targets"]
-
-
-def _targets(reference: ReferenceSet) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.empty((len(reference), NUM_CLASSES))
-    for start in range(0, len(reference), 256):  # one bincount per chunk: no (N, R, R) temporaries
-        chunk = reference.class_maps[start : start + 256].reshape(-1, reference.resolution**2).astype(np.int64)
-        offsets = (np.arange(len(chunk)) * 256)[:, None]
-        counts[start : start + 256] = np.bincount((chunk + offsets).ravel(), minlength=len(chunk) * 256).reshape(
-            -1, 256
-        )[:, :NUM_CLASSES]
-    total = np.maximum(counts.sum(1, keepdims=True), 1)
-    return counts / total, counts > 0
 
 
 def heldout_accuracy(net: LayoutFeatureNet, held: ReferenceSet, embedding: Embedding | None = None) -> dict:
@@ -236,16 +211,14 @@ def epochs_for(n: int) -> int:
     return min(EPOCHS, max(3, math.ceil(SAMPLE_BUDGET / max(n, 1))))
 
 
-def train_net(
-    fit: ReferenceSet, seed: int = 0, device: str | torch.device = "cpu", epochs: int | None = None, log=print
-) -> LayoutFeatureNet:
+def train_net(fit: ReferenceSet, seed: int = 0, device: str | torch.device = "cpu", log=print) -> LayoutFeatureNet:
     """Train the network on ``fit``'s class maps; deterministic given the seed (and thread count).
 
     The global torch random state is left as it was: everything random is drawn inside a fork.
     """
     if len(fit) < 2:
         raise ValueError(f"{fit.source}: need at least 2 layouts to train the feature network, have {len(fit)}")
-    epochs = epochs or epochs_for(len(fit))
+    epochs = epochs_for(len(fit))
     shares, presence = targets(fit)
     labels = torch.as_tensor(fit.labels, dtype=torch.float32, device=device)
     shares_t = torch.as_tensor(shares, dtype=torch.float32, device=device)
@@ -306,7 +279,6 @@ class FeatureModel:
     net: LayoutFeatureNet
     cache: str  # where the weights came from, for the log and the JSON
     fit_seconds: float  # training time (when this call trained), else as recorded in the cache
-    recorded: dict = field(default_factory=dict)  # what the cache file recorded at training
     seed: int | None = None  # the seed it was trained from
 
 
@@ -336,19 +308,12 @@ def load_or_train(
                 net.load_state_dict(saved["state_dict"])
                 net.to(device).eval()
                 log(f"feature net loaded from {shown_path(path)}")
-                return FeatureModel(
-                    net,
-                    f"loaded {shown_path(path)}",
-                    float(saved["fit_seconds"]),
-                    dict(saved["heldout_accuracy"]),
-                    seed=seed,
-                )
+                return FeatureModel(net, f"loaded {shown_path(path)}", float(saved["fit_seconds"]), seed=seed)
             except Exception as err:  # noqa: BLE001 - an unreadable cache is retrained, never trusted
                 log(f"feature net cache {shown_path(path)} unreadable ({type(err).__name__}: {err}); retraining")
         start = time.perf_counter()
         net = train_net(fit, seed, device, log=log)
         seconds = time.perf_counter() - start
-        accuracy = heldout_accuracy(net, held)
         payload = {
             "version": NET_VERSION,
             "resolution": fit.resolution,
@@ -356,10 +321,10 @@ def load_or_train(
             "n_fit": len(fit),
             "source": fit.source,
             "fit_seconds": seconds,
-            "heldout_accuracy": accuracy,
+            "heldout_accuracy": heldout_accuracy(net, held),  # for whoever reads the file
             "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         log(f"feature net trained in {seconds:.1f} s, saved to {shown_path(path)}")
-        return FeatureModel(net, f"trained, saved to {shown_path(path)}", seconds, accuracy, seed=seed)
+        return FeatureModel(net, f"trained, saved to {shown_path(path)}", seconds, seed=seed)

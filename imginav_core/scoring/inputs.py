@@ -147,16 +147,11 @@ class RGBView:
         return class_to_rgb(self.class_maps[index])
 
 
-def reference_from_manifest(
-    path: str | Path, resolution: int, *, drop_empty: bool = True, root: str | Path | None = None
-) -> ReferenceSet:
-    """Every layout of a ``layouts.csv`` as a class map at ``resolution`` (nearest-neighbour).
-
-    ``root``: shown as OUTPUT_ROOT in ``source``. Errors name the manifest line and the file.
-    """
+def reference_from_manifest(path: str | Path, resolution: int) -> ReferenceSet:
+    """Every non-empty layout of a ``layouts.csv`` as a class map at ``resolution``
+    (nearest-neighbour). Errors name the manifest line and the file."""
     resolution = _check_resolution(resolution)
-    manifest = read_manifest(path, drop_empty=drop_empty)
-    records = manifest.records
+    records = read_manifest(path).records
     where = [f"{path}, line {r.line}: {r.path}" for r in records]
     class_maps = np.empty((len(records), resolution, resolution), dtype=np.uint8)
 
@@ -167,7 +162,7 @@ def reference_from_manifest(
     return ReferenceSet(
         class_maps,
         np.array([r.label for r in records]),
-        shown_path(path, root),
+        shown_path(path),
         np.array([r.scene_id for r in records], dtype=str),
     )
 
@@ -192,9 +187,8 @@ def _in_threads(function, n: int) -> None:
 def split_by_scene(
     reference: ReferenceSet, held_fraction: float = 0.3, seed: int = 0
 ) -> tuple[ReferenceSet, ReferenceSet]:
-    """(fit, held): whole groups on one side, about ``held_fraction`` of the layouts held. A group
-    is a scene with its rooms, joined with every scene holding an identical layout (the same class
-    map, as the study's split groups them).
+    """(fit, held): whole groups (``ReferenceSet.groups``) on one side, about ``held_fraction`` of
+    the layouts held.
 
     A scene's rooms look alike (same walls, same furniture), and the real set lists the same layout
     under several scenes; with some on each side, held-out layouts would have copies in ``fit`` and

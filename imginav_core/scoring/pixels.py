@@ -109,12 +109,11 @@ class PixelStatistics:
     @classmethod
     def join(cls, parts: list[PixelStatistics]) -> PixelStatistics:
         """The statistics of consecutive chunks of layouts, as one."""
-        return cls(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("purity", "shares", "small_regions", "regions"))
-        )
+        columns = ("purity", "shares", "small_regions", "regions")
+        return cls(*(np.concatenate([getattr(p, column) for p in parts]) for column in columns))
 
 
-def pixel_statistics(rgb, tolerance: float = PURITY_TOLERANCE) -> PixelStatistics:
+def pixel_statistics(rgb) -> PixelStatistics:
     """The statistics of (M, R, R, 3) uint8 RGB layouts (an array, or anything that slices into
     such arrays, as ``ReferenceSet.rgb_view()``), computed in batches."""
     side = rgb.shape[1]
@@ -126,7 +125,7 @@ def pixel_statistics(rgb, tolerance: float = PURITY_TOLERANCE) -> PixelStatistic
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (side, side, 3):
             raise ValueError(f"expected (M, R, R, 3) uint8 RGB layouts, got {batch.dtype} {batch.shape}")
         nearest, distance = nearest_palette(batch)
-        purity = (distance <= tolerance).float().flatten(1).mean(1).numpy()
+        purity = (distance <= PURITY_TOLERANCE).float().flatten(1).mean(1).numpy()
         image = torch.arange(len(nearest)).view(-1, 1, 1)
         counts = torch.bincount((image * NUM_CLASSES + nearest).view(-1), minlength=len(nearest) * NUM_CLASSES)
         shares = (counts.view(-1, NUM_CLASSES).double() / nearest[0].numel()).numpy()

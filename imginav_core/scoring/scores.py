@@ -25,9 +25,9 @@ Scores (``SCORE_KEYS``), all in the feature space of ``features.py`` unless said
 
 The memorisation floor is measured leaving each floor layout's own group out of its neighbours
 (a ``fit`` layout's nearest ``fit`` layout is otherwise itself, a room of its own scene or an
-identical copy listed under another scene). A low memorisation means nothing on
-its own: layouts unlike any real one are far from the ``fit`` layouts too; read it where the other
-scores are near their floors.
+identical copy listed under another scene). A low memorisation means nothing on its own: layouts
+unlike any real one are far from the ``fit`` layouts too; read it where the other scores are near
+their floors.
 
 The intervals resample the generated layouts (their features computed once): the percentile
 interval moved to centre on the estimate (``bootstrap.bootstrap_ci``), since the Fréchet distance,
@@ -108,15 +108,6 @@ class _Precomputed(nn.Module):
 
 
 @dataclass
-class _Floor:
-    """The scores of real fit layouts, as many as the generated ones (or all): what a perfect generator gets."""
-
-    n: int
-    kid_size: int
-    values: dict[str, float]
-
-
-@dataclass
 class _Sample:
     """Everything the scores need about one set of layouts, per layout."""
 
@@ -140,7 +131,7 @@ def _nearest(
     """Each row of ``a``'s distance to its nearest row of ``b``. ``groups`` = (group of each row of
     ``a``, group of each row of ``b``): rows of ``b`` in a row's own group do not count for it (a
     real layout's own group holds itself, its scene's other rooms and its identical copies: its
-    nearest neighbour there says nothing about copying); -1 in ``a``'s groups: nothing left out."""
+    nearest neighbour there says nothing about copying)."""
     out = []
     a, b = a.float(), b.float()
     own_b = None if groups is None else torch.as_tensor(groups[1])
@@ -191,8 +182,7 @@ class LayoutScorer:
         self.held_features = torch.from_numpy(held_embedding.features)
         if "pixels" not in held.derived:  # the same for every feature network: computed once
             held.derived["pixels"] = pixel_statistics(held.rgb_view())
-        self.held_pixels = held.derived["pixels"]
-        self.held_shares = self.held_pixels.shares.mean(0)
+        self.held_shares = held.derived["pixels"].shares.mean(0)
         self.held_scene_share = float(np.mean(held.labels == 1))
         # the held layouts' own k-NN balls (precision, density, coverage)
         among = _distances(self.held_features, self.held_features)
@@ -200,10 +190,13 @@ class LayoutScorer:
         self.k = max(1, min(NEIGHBOURS, len(held) - 1))
         self.held_radii = _kth_radius(among, self.k)
         # real-vs-real memorisation: how near held layouts come to the fit ones
-        self.held_nearest_fit = _nearest(self.held_features, self.fit_features)
-        self.memorisation_threshold = float(np.quantile(self.held_nearest_fit, MEMORISATION_QUANTILE))
-        self.held_median_nearest = float(np.median(self.held_nearest_fit))
-        self._floors: dict[tuple[int, int], _Floor] = {}  # (sample size, seed): the floor, scored once
+        held_nearest_fit = _nearest(self.held_features, self.fit_features)
+        self.memorisation_threshold = float(np.quantile(held_nearest_fit, MEMORISATION_QUANTILE))
+        self.held_median_nearest = float(np.median(held_nearest_fit))
+        # FID holding the held features, given one sample's features after another
+        self._fid = FrechetInceptionDistance(feature=_Precomputed(self.num_features), reset_real_features=False)
+        self._fid.update(self.held_features, real=True)
+        self._floors: dict[tuple[int, int], dict[str, float]] = {}  # (sample size, seed): the floor, scored once
         log(
             f"reference embedded in {time.perf_counter() - start:.1f} s: {len(fit)} fit, {len(held)} held layouts; "
             f"feature net held-out room/scene accuracy {self.accuracy['room_scene']:.3f}, "
@@ -229,38 +222,10 @@ class LayoutScorer:
     def num_features(self) -> int:
         return self.net.num_features
 
-    def features(self, rgb: np.ndarray) -> np.ndarray:
-        """(M, num_features) float64 features of (M, R, R, 3) uint8 RGB layouts."""
-        return embed(self.net, self._check(rgb)).features
-
-    def on_manifold(self, rgb: np.ndarray) -> np.ndarray:
-        """Per layout, 1.0 if its features fall inside the k-NN ball of some held real layout, else
-        0.0: the per-layout part of ``precision`` (Kynkäänniemi et al. 2019). Real layouts score
-        about ``precision``'s floor; blurred or muddy ones fall outside."""
-        rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[1:] != (self.resolution, self.resolution, 3):
-            raise ConfigError(
-                f"layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
-                f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at"
-            )
-        features = torch.from_numpy(embed(self.net, rgb).features)
-        return (_distances(features, self.held_features) <= self.held_radii).any(1).double().numpy()
-
-    def _check(self, rgb: np.ndarray) -> np.ndarray:
-        rgb = np.asarray(rgb)
-        expected = (self.resolution, self.resolution, 3)
-        if rgb.dtype != np.uint8 or rgb.ndim != 4 or rgb.shape[1:] != expected:
-            raise ConfigError(
-                f"generated layouts are {rgb.dtype} {rgb.shape}; expected (M, {self.resolution}, "
-                f"{self.resolution}, 3) uint8 RGB, the resolution the reference was read at"
-            )
-        if len(rgb) < 2:
-            raise ConfigError(f"{len(rgb)} generated layout(s); the distribution scores need at least 2")
-        return rgb
-
     def embedding(self, rgb) -> Embedding:
         """What the feature network says about (M, R, R, 3) uint8 RGB layouts (an array, or a
         tensor on any device: decoded layouts need not leave it), in their order."""
+        rgb = rgb if isinstance(rgb, torch.Tensor) else np.asarray(rgb)
         expected = (self.resolution, self.resolution, 3)
         if rgb.dtype not in (np.uint8, torch.uint8) or rgb.ndim != 4 or tuple(rgb.shape[1:]) != expected:
             raise ConfigError(
@@ -269,66 +234,40 @@ class LayoutScorer:
             )
         return embed(self.net, rgb)
 
-    def _sample(self, pixels: PixelStatistics, embedding: Embedding, fit_index: np.ndarray | None = None) -> _Sample:
-        features = torch.from_numpy(embedding.features)
-        return _Sample(
-            features,
-            pixels,
-            embedding.scene_probability,
-            _nearest(
-                features,
-                self.fit_features,
-                None if fit_index is None else (self.fit_groups[fit_index], self.fit_groups),
-            ),
-            _distances(features, self.held_features),
-            _distances(features, features),
-        )
+    def features(self, rgb) -> np.ndarray:
+        """(M, num_features) float64 features of (M, R, R, 3) uint8 RGB layouts."""
+        return self.embedding(rgb).features
 
-    def _floor_index(self, n: int, seed: int) -> np.ndarray:
-        """The floor's real layouts: as many fit layouts as ``n`` (all of them if fewer), drawn from ``seed``."""
-        rng = np.random.default_rng(seed)
-        return np.sort(rng.choice(len(self.fit_set), min(n, len(self.fit_set)), replace=False))
-
-    def _floor(self, n: int, seed: int) -> _Floor:
-        """Every score of the floor sample for ``n`` generated layouts; it depends on the reference
-        alone, so it is computed once per sample size and seed, whatever is scored against it."""
-        if (n, seed) not in self._floors:
-            index = self._floor_index(n, seed)
-            pixels = pixel_statistics(self.fit_set.subset(index).rgb_view())
-            floor = self._sample(pixels, self.fit_embedding.subset(index), index)
-            kid_size = min(KID_SUBSET_SIZE, len(index), len(self.held))
-            with torch.random.fork_rng(devices=[]):  # KID draws its subsets with torch's global generator
-                torch.manual_seed(seed)
-                fld, kid = self._metrics(kid_size, KID_SUBSETS)
-                values = self._statistics(floor, np.arange(len(index)), fld, kid)
-            self._floors[(n, seed)] = _Floor(len(index), kid_size, values)
-        return self._floors[(n, seed)]
+    def on_manifold(self, rgb) -> np.ndarray:
+        """Per layout, 1.0 if its features fall inside the k-NN ball of some held real layout, else
+        0.0: the per-layout part of ``precision`` (Kynkäänniemi et al. 2019). Real layouts score
+        about ``precision``'s floor; blurred or muddy ones fall outside."""
+        return self._inside_held(torch.from_numpy(self.features(rgb))).any(1).double().numpy()
 
     def score(self, generated_rgb: np.ndarray, *, bootstrap: int = 200, seed: int = 0) -> dict:
         """Scores of (M, R, R, 3) uint8 RGB layouts against the held reference; JSON-ready."""
-        rgb = self._check(generated_rgb)
-        return self.score_embedded(embed(self.net, rgb), pixel_statistics(rgb), bootstrap=bootstrap, seed=seed)
+        rgb = np.asarray(generated_rgb)
+        return self.score_embedded(self.embedding(rgb), pixel_statistics(rgb), bootstrap=bootstrap, seed=seed)
 
     def score_embedded(
         self, embedding: Embedding, pixels: PixelStatistics, *, bootstrap: int = 200, seed: int = 0
     ) -> dict:
         """``score`` of layouts already described: their ``embedding`` and ``pixel_statistics``,
         gathered a chunk at a time (so that thousands of 512 x 512 layouts need not be in memory at once)."""
-        if len(embedding) < 2:
-            raise ConfigError(f"{len(embedding)} generated layout(s); the distribution scores need at least 2")
-        if len(pixels) != len(embedding):
-            raise ValueError(f"pixel statistics of {len(pixels)} layouts for the embedding of {len(embedding)}")
         n = len(embedding)
+        if n < 2:
+            raise ConfigError(f"{n} generated layout(s); the distribution scores need at least 2")
+        if len(pixels) != n:
+            raise ValueError(f"pixel statistics of {len(pixels)} layouts for the embedding of {n}")
         generated = self._sample(pixels, embedding)
         floor = self._floor(n, seed)
         with torch.random.fork_rng(devices=[]):  # KID draws its subsets with torch's global generator
             torch.manual_seed(seed)
-            fld, kid = self._metrics(floor.kid_size, KID_SUBSETS)
-            values = self._statistics(generated, np.arange(n), fld, kid)
-            fld_b, kid_b = self._metrics(floor.kid_size, KID_BOOTSTRAP_SUBSETS)
+            values = self._statistics(generated, np.arange(n), self._kid(n, KID_SUBSETS))
+            kid = self._kid(n, KID_BOOTSTRAP_SUBSETS)
             intervals = (
                 bootstrap_ci(
-                    lambda idx: list(self._statistics(generated, idx, fld_b, kid_b).values()),
+                    lambda idx: list(self._statistics(generated, idx, kid).values()),
                     n,
                     resamples=bootstrap,
                     seed=seed,
@@ -337,33 +276,18 @@ class LayoutScorer:
                 if bootstrap > 0
                 else np.full((len(values), 2), np.nan)
             )
-        floor_values = floor.values
-        names = list(values)
-        for i, name in enumerate(names):
-            intervals[i] = np.clip(intervals[i], *RANGE.get(name, (0, 1)))
-        scores = {}
-        for i, name in enumerate(names):
-            if name == "memorisation_median_ratio":
-                continue
-            scores[name] = {
-                "value": values[name],
-                "ci95": _pair(intervals[i]),
-                "floor": floor_values[name],
-                "better": BETTER[name],
-            }
-        ratio = names.index("memorisation_median_ratio")
-        scores["memorisation"].update(
-            {
-                "median_ratio": {
-                    "value": values["memorisation_median_ratio"],
-                    "ci95": _pair(intervals[ratio]),
-                    "floor": floor_values["memorisation_median_ratio"],
-                },
-                "quantile": MEMORISATION_QUANTILE,
-                "threshold_distance": self.memorisation_threshold,
-            }
-        )
-        scores["kid"].update({"subset_size": floor.kid_size, "subsets": KID_SUBSETS})
+        ci95 = {name: _pair(np.clip(interval, *RANGE.get(name, (0, 1)))) for name, interval in zip(values, intervals)}
+
+        def entry(name: str) -> dict:
+            return {"value": values[name], "ci95": ci95[name], "floor": floor[name]}
+
+        scores = {name: entry(name) | {"better": BETTER[name]} for name in SCORE_KEYS}
+        scores["memorisation"] |= {
+            "median_ratio": entry("memorisation_median_ratio"),
+            "quantile": MEMORISATION_QUANTILE,
+            "threshold_distance": self.memorisation_threshold,
+        }
+        scores["kid"] |= {"subset_size": self._kid_size(n), "subsets": KID_SUBSETS}
         for name in ("precision", "recall", "density", "coverage"):
             scores[name]["k"] = self.k
         scores["palette_purity"]["tolerance"] = PURITY_TOLERANCE
@@ -372,13 +296,13 @@ class LayoutScorer:
             {
                 "n_generated": n,
                 "n_reference": len(self.held),
-                "n_floor": floor.n,
+                "n_floor": min(n, len(self.fit_set)),
                 "resolution": self.resolution,
                 "reference": self.held.source,
                 "bootstrap": bootstrap,
                 "seed": seed,
                 "features": self.about_features(),
-                "scores": {name: scores[name] for name in SCORE_KEYS},
+                "scores": scores,
             }
         )
 
@@ -398,26 +322,18 @@ class LayoutScorer:
         (the same fit layouts ``score`` draws) and, with ``bootstrap`` resamples, its 95 % interval."""
         if len(embedding) < 2:
             raise ConfigError(f"{len(embedding)} generated layout(s); the Fréchet distance needs at least 2")
-        metric = FrechetInceptionDistance(feature=_Precomputed(self.num_features), reset_real_features=False)
-        metric.update(self.held_features, real=True)
-
-        def distance(features: torch.Tensor) -> float:
-            metric.reset()
-            metric.update(features, real=False)
-            return float(metric.compute())
-
         features = torch.from_numpy(embedding.features)
-        value = distance(features)
-        floor = distance(self.fit_features[torch.from_numpy(self._floor_index(len(features), seed))])
+        value = self._frechet(features)
         interval = [math.nan, math.nan]
         if bootstrap > 0:
             interval = bootstrap_ci(
-                lambda idx: [distance(features[torch.as_tensor(idx)])],
+                lambda idx: self._frechet(features[torch.as_tensor(idx)]),
                 len(features),
                 resamples=bootstrap,
                 seed=seed,
-                estimate=[value],
-            )[0]
+                estimate=value,
+            )
+        floor = self._frechet(self._floor_features(len(features), seed))
         return _finite_or_none({"value": value, "ci95": _pair(np.clip(interval, *RANGE["fld"])), "floor": floor})
 
     def fld_and_coverage(self, embedding: Embedding, *, seed: int = 0) -> dict:
@@ -426,39 +342,80 @@ class LayoutScorer:
         floor: the same for as many real fit layouts (those ``score`` draws from ``seed``). Cheap
         enough for every scorer network, where ``score`` is the first network's full set."""
         found = self.fld(embedding, seed=seed)
-        floor = self.fit_features[torch.from_numpy(self._floor_index(len(embedding), seed))]
+        coverage = self._inside_held(torch.from_numpy(embedding.features)).any(0).double().mean()
+        floor = self._inside_held(self._floor_features(len(embedding), seed)).any(0).double().mean()
         return {
             "fld": found["value"],
             "fld_floor": found["floor"],
-            "coverage": self._coverage(torch.from_numpy(embedding.features)),
-            "coverage_floor": self._coverage(floor),
+            "coverage": float(coverage),
+            "coverage_floor": float(floor),
         }
 
-    def _coverage(self, features: torch.Tensor) -> float:
-        """The share of held layouts whose k-NN ball holds at least one of ``features``."""
-        return float((_distances(features, self.held_features) <= self.held_radii).any(0).double().mean())
+    def _inside_held(self, features: torch.Tensor) -> torch.Tensor:
+        """(M, N): whether each of ``features`` lies in each held layout's k-NN ball."""
+        return _distances(features, self.held_features) <= self.held_radii
 
-    def _metrics(self, kid_size: int, subsets: int) -> tuple[FrechetInceptionDistance, KernelInceptionDistance]:
-        """FID and KID holding the held features, to be given a sample's features again and again."""
-        extractor = _Precomputed(self.num_features)
-        fld = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+    def _frechet(self, features: torch.Tensor) -> float:
+        self._fid.reset()
+        self._fid.update(features, real=False)
+        return float(self._fid.compute())
+
+    def _kid_size(self, n: int) -> int:
+        """KID's subset size for ``n`` generated layouts, the same for them and their floor."""
+        return min(KID_SUBSET_SIZE, n, len(self.fit_set), len(self.held))
+
+    def _kid(self, n: int, subsets: int) -> KernelInceptionDistance:
+        """KID holding the held features, to be given a sample's features again and again."""
         with warnings.catch_warnings():  # that KID keeps every feature: here a few thousand x 64
             warnings.filterwarnings("ignore", "Metric `Kernel Inception Distance` will save")
             kid = KernelInceptionDistance(
-                feature=extractor, subsets=subsets, subset_size=kid_size, reset_real_features=False
+                feature=_Precomputed(self.num_features),
+                subsets=subsets,
+                subset_size=self._kid_size(n),
+                reset_real_features=False,
             )
-        fld.update(self.held_features, real=True)
         kid.update(self.held_features, real=True)
-        return fld, kid
+        return kid
 
-    def _statistics(
-        self, sample: _Sample, idx: np.ndarray, fld: FrechetInceptionDistance, kid: KernelInceptionDistance
-    ) -> dict[str, float]:
+    def _floor_index(self, n: int, seed: int) -> np.ndarray:
+        """The floor's real layouts: as many fit layouts as ``n`` (all of them if fewer), drawn from ``seed``."""
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(len(self.fit_set), min(n, len(self.fit_set)), replace=False))
+
+    def _floor_features(self, n: int, seed: int) -> torch.Tensor:
+        return self.fit_features[torch.from_numpy(self._floor_index(n, seed))]
+
+    def _floor(self, n: int, seed: int) -> dict[str, float]:
+        """Every score of the floor sample for ``n`` generated layouts; it depends on the reference
+        alone, so it is computed once per sample size and seed, whatever is scored against it."""
+        if (n, seed) not in self._floors:
+            index = self._floor_index(n, seed)
+            pixels = pixel_statistics(self.fit_set.subset(index).rgb_view())
+            floor = self._sample(pixels, self.fit_embedding.subset(index), index)
+            with torch.random.fork_rng(devices=[]):  # KID draws its subsets with torch's global generator
+                torch.manual_seed(seed)
+                self._floors[(n, seed)] = self._statistics(floor, np.arange(len(index)), self._kid(n, KID_SUBSETS))
+        return self._floors[(n, seed)]
+
+    def _sample(self, pixels: PixelStatistics, embedding: Embedding, fit_index: np.ndarray | None = None) -> _Sample:
+        features = torch.from_numpy(embedding.features)
+        return _Sample(
+            features,
+            pixels,
+            embedding.scene_probability,
+            _nearest(
+                features,
+                self.fit_features,
+                None if fit_index is None else (self.fit_groups[fit_index], self.fit_groups),
+            ),
+            _distances(features, self.held_features),
+            _distances(features, features),
+        )
+
+    def _statistics(self, sample: _Sample, idx: np.ndarray, kid: KernelInceptionDistance) -> dict[str, float]:
         """Every score of the layouts ``sample[idx]`` (a bootstrap resample: repeats allowed)."""
         index = torch.as_tensor(idx)
         features = sample.features[index]
-        fld.reset()
-        fld.update(features, real=False)
         kid.reset()
         kid.update(features, real=False)
         # k-NN balls among the sample itself; a repeat of an item is the item, not a neighbour
@@ -471,7 +428,7 @@ class LayoutScorer:
         shares = pixels.shares[idx].mean(0)
         nearest = sample.nearest_fit[idx]
         return {
-            "fld": float(fld.compute()),
+            "fld": self._frechet(features),
             "kid": float(kid.compute()[0]),
             "precision": float(inside_held.any(1).double().mean()),
             "recall": float((to_held <= radii[:, None]).any(0).double().mean()),

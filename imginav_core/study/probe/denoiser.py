@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -78,14 +78,13 @@ class DenoiserState:
     counted: int = 0
 
 
-def _autocast(device: torch.device):
-    # bf16 where the GPU computes it natively (the same recipe for every latent space); fp32 elsewhere.
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def precision(device: torch.device) -> str:
+    # bf16 where the GPU computes it natively (the same recipe for every latent space); fp32 elsewhere.
     return "bf16 autocast" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision(device) != "fp32")
 
 
 def train_denoiser(
@@ -125,7 +124,7 @@ def train_denoiser(
         ema.load_state_dict(saved["ema"])
         ema.to(device)
         generator.set_state(saved["generator"])
-        state = DenoiserState(saved["step"], saved["curve"], saved["seconds"], saved["running"], saved["counted"])
+        state = DenoiserState(**{f.name: saved[f.name] for f in fields(DenoiserState)})
         if state.step > until:
             raise ResumeError(
                 f"{checkpoint} holds a denoiser trained for {state.step} steps, past the {until} asked for now; "
@@ -140,11 +139,7 @@ def train_denoiser(
             {
                 "settings": settings.training_key(),
                 "seed": seed,
-                "step": state.step,
-                "curve": state.curve,
-                "seconds": state.seconds,
-                "running": state.running,
-                "counted": state.counted,
+                **asdict(state),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict(),

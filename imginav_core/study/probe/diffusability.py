@@ -55,12 +55,6 @@ def _rounding_level(dtype: torch.dtype, magnitude: torch.Tensor) -> torch.Tensor
     return 16 * eps * magnitude
 
 
-def _high_frequency_mask(h: int, w: int, cutoff: float) -> torch.Tensor:
-    u = torch.arange(h, dtype=torch.float64).view(-1, 1) / h
-    v = torch.arange(w, dtype=torch.float64).view(1, -1) / w
-    return torch.maximum(u, v) >= cutoff
-
-
 def high_frequency_share(latents: torch.Tensor, cutoff: float = 0.5) -> dict:
     """Share of each channel's spatial (AC) power at high frequencies, averaged over channels.
 
@@ -87,7 +81,9 @@ def high_frequency_share(latents: torch.Tensor, cutoff: float = 0.5) -> dict:
     if not 0.0 < cutoff < 1.0:
         raise ValueError(f"cutoff must lie in (0, 1), got {cutoff}")
     h, w = latents.shape[-2:]
-    high = _high_frequency_mask(h, w, cutoff)
+    u = torch.arange(h, dtype=torch.float64).view(-1, 1) / h
+    v = torch.arange(w, dtype=torch.float64).view(1, -1) / w
+    high = torch.maximum(u, v) >= cutoff
     high[0, 0] = False
     ac = torch.ones(h, w, dtype=torch.bool)
     ac[0, 0] = False
@@ -160,11 +156,6 @@ def pooled_class_maps(class_maps, grid: int, chunk: int = 32) -> torch.Tensor:
 # ---- equivariance ---------------------------------------------------------------------------------
 
 
-def _batches(images: torch.Tensor, batch_size: int):
-    for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size]
-
-
 def _cpu64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
 
@@ -193,7 +184,7 @@ def equivariance_errors(
     errors = dict.fromkeys(names, 0.0)
     latents = []
     with torch.no_grad():
-        for batch in _batches(images, batch_size):
+        for batch in images.split(batch_size):
             z = encode(batch)
             dtype = z.dtype
             latents.append(_cpu64(z))
@@ -250,7 +241,7 @@ def scale_consistency(
     sums = {"pooled": 0.0, "reference": 0.0}
     targets, full = [], []
     with torch.no_grad():
-        for batch in _batches(images, batch_size):
+        for batch in images.split(batch_size):
             z = encode(batch)
             h, w = z.shape[-2:]
             if h % factor or w % factor or h // factor < 2 or w // factor < 2:

@@ -1,16 +1,13 @@
-"""What the guard of the primary endpoint needs from the probe: each run's generations beside its
-own reconstructions of test layouts, at equal numbers of layouts, scored by every scorer network
-(FLD and coverage, with floors). The decision judges them (``analysis.primary.guard_run``, the
-rule's thresholds); the probe only measures.
+"""The guard of the primary endpoint (book/using/probe.md, "The guard"): the probe scores each
+run's generations beside its own reconstructions of test layouts, at equal numbers, by every scorer
+network (FLD and coverage, with floors: ``guard_scores``); ``guard_run`` reads that under the
+decision's rule, whose thresholds it is given.
 
-Why reconstructions: the generations are the run's decoder's renderings of latents the denoiser
-drew, the reconstructions the same decoder's renderings of real layouts' latents, so a denoiser
-that learned the latent distribution generates, as a distribution, what the reconstructions are.
-Generations that score clearly better than them are not a better distribution but something the
-feature network rewards (a collapse onto a few typical layouts, a fooled scorer). Test layouts,
-never trained on: the decoder's reconstructions of its training layouts flatter it. They are taken
-outside the scorer's held-out reference first: a reconstruction of a reference layout is paired
-with it, and its FLD is then lower than an independent set's would be.
+Why reconstructions: both are the run's decoder's renderings, of drawn latents and of real ones, so
+a denoiser that learned the latent distribution generates what the reconstructions are; generations
+that score clearly better are something the feature network rewards (a collapse, a fooled scorer).
+Test layouts, since reconstructions of training layouts flatter the decoder; outside the scorer's
+held-out reference first, since a reconstruction paired with its reference layout lowers the FLD.
 """
 
 from __future__ import annotations

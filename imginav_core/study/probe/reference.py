@@ -85,30 +85,22 @@ def study_scorer(
     return scorers[0], held, rng
 
 
-def _stored_hashes(layouts: CachedLayouts) -> np.ndarray | None:
-    """The cache's class-map hashes (``palette.class_map_hash``) where it keeps them."""
-    hashes = getattr(layouts.cache, "hashes", None)
-    return None if hashes is None else np.asarray(hashes)
-
-
 def _chunks(layouts: CachedLayouts, with_palette_hashes: bool) -> Iterator[tuple[np.ndarray, list[str]]]:
     """Every layout's class map, a chunk at a time (in the cache's row order), with the hashes
-    that identify it: its class map's; with ``with_palette_hashes``, for a layout with
+    that identify it: its class map's (as the cache keeps it); with ``with_palette_hashes``, for a layout with
     off-palette pixels (which its class map marks as no class) also the hash of its exact
     image read as nearest palette colours, which is how a generated copy of it is read."""
-    stored = _stored_hashes(layouts)
     for start in range(0, len(layouts), CHUNK):
         positions = np.arange(start, min(start + CHUNK, len(layouts)))
         # asked for in the order of the cache's rows, the batch comes in that order
         positions = positions[np.argsort(layouts.indices[positions], kind="stable")]
         rows = layouts.indices[positions]
         batch = layouts[positions]
-        class_maps = batch["class_map"].numpy()
-        hashes = list(stored[rows]) if stored is not None else hashes_of(class_maps)
+        hashes = list(layouts.cache.hashes[rows])
         off = np.flatnonzero(layouts.cache.off_palette[rows] > 0)
         if with_palette_hashes and len(off):
             hashes += hashes_of(generated_class_maps(batch["rgb"].numpy()[off]))
-        yield class_maps, hashes
+        yield batch["class_map"].numpy(), hashes
 
 
 def training_copies(
