@@ -41,7 +41,7 @@ from ...files import write_text_atomic
 from ...images import to_uint8
 from ...metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ...palette import CLASS_NAMES, NUM_CLASSES, class_map_hash, class_to_rgb
-from ...runtime import resolve_device
+from ...runtime import StageMeter, resolve_device
 from ...scoring import LayoutScorer
 from ...training.checkpoints import load_model
 from ...training.progress import progress_bar
@@ -107,6 +107,7 @@ class Study:
     chunk: int = 16  # layouts (or frames) per model call: settings.batch_size capped by settings.chunk_pixels
     # The split every measure is taken on: test, never seen by training, checkpoint choice or early stopping.
     evaluation_split: str = EVALUATION_SPLIT
+    resources: dict = field(default_factory=dict)  # run_study's seconds and peak memory (StageMeter)
 
     @property
     def layouts(self) -> CachedLayouts:
@@ -147,6 +148,7 @@ class Study:
             pairs=[asdict(p) | {"label": p.label} for p in self.pairs],
             alphas=self.alphas,
             models={r.name: r.metrics for r in self.models},
+            resources=self.resources,
         )
 
     def per_image_table(self) -> pd.DataFrame:
@@ -585,9 +587,12 @@ def run_study(
     same test layouts, pairs and noise; with ``write`` (the analysis job), write latent_metrics.json
     and per_image.csv (explored in a notebook, nothing of the study is written)."""
     settings = settings or AnalysisSettings()
+    device = resolve_device(settings.device, "analysis device")
+    meter = StageMeter(device)
     runs = [run for label in arms for run in arms[label]]
     cfg = shared_config(runs, output_root)
-    data = load_data(cfg, log)
+    with meter("data"):
+        data = load_data(cfg, log)
     val = data.evaluation
     # A seeded random subset, not the first layouts: a manifest sorted by scene would otherwise
     # give a few houses' rooms. Kept in the cache's row order, the order batches come back in.
@@ -609,10 +614,10 @@ def run_study(
     )
     study.chunk = chunk_size(settings, cfg.data.resolution)
     study.partners = noise_partners(_layout_identities(val, positions, study.chunk), settings.seed)
-    device = resolve_device(settings.device, "analysis device")
     if settings.scorer:
         # the probe's seed: the same reference, so the feature network comes from the scorer cache
-        study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
+        with meter("scorer"):
+            study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
     for label, arm_runs in arms.items():
         for run in arm_runs:
             log(
@@ -621,8 +626,10 @@ def run_study(
             )
             # a bar in Jupyter; in a batch log four lines a run
             bar = progress_bar(work_chunks(study), f"measuring {run.name}", updates=4)
-            study.models.append(measure_model(run, label, study, device, bar.update))
+            with meter("measuring"):
+                study.models.append(measure_model(run, label, study, device, bar.update))
             bar.close()
+    study.resources = meter.resources()
     if write:
         path = study.latent_metrics().write(cfg.outputs.latent_metrics)
         write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))
