@@ -8,8 +8,8 @@
 # 1.2's training (imginav_core/study/perf/README.md). Results go to $OUT (default
 # OUTPUT_ROOT/perf); scratch data to a temporary folder, removed at the end. The step limits add
 # up to 21 minutes; expect 10 to 15, mostly torch.compile warm-up and the probe. Memory: its
-# largest process is the memory benchmark's probe (bench --memory at 512 x 512 on a CPU: largest
-# process 7.17 GB resident); 8 x 2 GB reserved, -M 11GB per slot (1.5 x that, rounded up).
+# largest process is the memory benchmark's training (bench --memory at 512 x 512 on a CPU: largest
+# process 8.67 GB resident); 8 x 2 GB reserved, -M 14GB per slot (1.5 x that, rounded up).
 #
 #   bsub < hpc/bench.sh                                              # on the cluster
 #   IMGINAV_CONDA_ENV= OUT=results bash hpc/bench.sh                 # a GPU machine without conda
@@ -24,7 +24,7 @@
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
-#BSUB -M 11GB
+#BSUB -M 14GB
 #BSUB -W 00:40
 #BSUB -o hpc/logs/phase1_2_bench.%J.out
 #BSUB -e hpc/logs/phase1_2_bench.%J.err
