@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The GPU benchmark as a job: the training benchmark at 512 x 512, batch 16 (V1 and V2, fast vs
 # straightforward, plus the fast path without channels_last, and a profile of each path's step:
-# which kernels take the time), then a short real train() on synthetic 512 x 512 layouts, whose
-# epoch times give the estimate for the whole Phase 1.2 (imginav_core/study/perf/README.md); on a GPU
-# then the memory benchmark at 512 x 512 (bench --memory: each job's phases, host and GPU peaks,
-# the figures the job scripts' -M lines cite). Results go to $OUT (default OUTPUT_ROOT/perf);
-# scratch data to a temporary folder, removed at the end. The step limits add up to 24 minutes;
-# expect 10 to 15, mostly torch.compile warm-up and the memory benchmark's probe. Memory: its
-# largest process is the memory benchmark's probe (bench --memory at 512 x 512 on a CPU: largest
-# process 7.17 GB resident); 8 x 2 GB reserved, -M 11GB per slot (1.5 x that, rounded up).
+# which kernels take the time), then the study's jobs run small at 512 x 512 (bench --memory:
+# training V1 and V2 for 3 epochs on 2,400 synthetic layouts, the probe, the analysis), each
+# process's peak host and GPU memory and seconds as the stages recorded them (the figures the job
+# scripts' -M lines cite) and, from the training's steady epochs, the time for the whole Phase
+# 1.2's training (imginav_core/study/perf/README.md). Results go to $OUT (default
+# OUTPUT_ROOT/perf); scratch data to a temporary folder, removed at the end. The step limits add
+# up to 21 minutes; expect 10 to 15, mostly torch.compile warm-up and the probe. Memory: its
+# largest process is the memory benchmark's training (bench --memory at 512 x 512 on a CPU: largest
+# process 8.67 GB resident); 8 x 2 GB reserved, -M 14GB per slot (1.5 x that, rounded up).
 #
 #   bsub < hpc/bench.sh                                              # on the cluster
 #   IMGINAV_CONDA_ENV= OUT=results bash hpc/bench.sh                 # a GPU machine without conda
@@ -23,7 +24,7 @@
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
-#BSUB -M 11GB
+#BSUB -M 14GB
 #BSUB -W 00:40
 #BSUB -o hpc/logs/phase1_2_bench.%J.out
 #BSUB -e hpc/logs/phase1_2_bench.%J.err
@@ -37,12 +38,12 @@ trap 'rm -rf "$SCRATCH"' EXIT
 
 if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
   BENCH=(--set training.device=cpu --set data.resolution=64 --quick --variant training.channels_last=on --profile 1)
-  TIMING=(--set training.device=cpu --set data.resolution=64 --set data.synthetic_samples=200
-          --set training.epochs=2)
+  MEMORY=(--set training.device=cpu --quick)  # 64 x 64: the steps only, in minutes
 else
   BENCH=(--set training.device=cuda --set data.resolution=512 --set training.batch_size=16 --steps 30
          --windows 4 --warmup 5 --variant training.channels_last=off --profile 5)
-  TIMING=(--set training.device=cuda --set data.resolution=512 --set data.synthetic_samples=2400
+  # the usual split and enough layouts for steady epochs and every capped chunk: a GPU has the time
+  MEMORY=(--set training.device=cuda --set data.synthetic_samples=2400 --set data.test_fraction=0.2
           --set training.epochs=3)
 fi
 
@@ -65,15 +66,8 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run, log to $OUT/NAME.log, carry
 
 start=$SECONDS
 step bench 340 "$PYTHON" -m imginav_core bench "${BENCH[@]}" --work-dir "$SCRATCH/bench" --json "$OUT/bench.json"
-step phase_timing 190 "$PYTHON" -m imginav_core phase-timing "${TIMING[@]}" --work-dir "$SCRATCH/phase" \
-  --json "$OUT/phase_timing.json"
-if [[ "${IMGINAV_BENCH_CPU:-0}" == 1 ]]; then
-  # at 64 px it measures nothing the job scripts need, in minutes: on a CPU run bench --memory alone
-  echo "== memory: skipped on the CPU (python -m imginav_core bench --memory --set training.device=cpu)"
-else
-  step memory 900 "$PYTHON" -m imginav_core bench --memory --set training.device=cuda \
-    --work-dir "$SCRATCH/memory" --json "$OUT/memory.json"
-fi
+step memory 900 "$PYTHON" -m imginav_core bench --memory "${MEMORY[@]}" --work-dir "$SCRATCH/memory" \
+  --json "$OUT/memory.json"
 echo "== done in $((SECONDS - start)) s; results in $OUT:"
 ls -l "$OUT"
 exit "$failed"

@@ -9,10 +9,10 @@
 #   bsub -J "phase1_2[5]" -q gpuv100 < hpc/phase1_2_array.sh    (one run again: it resumes)
 #   LSB_JOBINDEX=5 bash hpc/phase1_2_array.sh         (one index, outside LSF)
 # LSF sets $LSB_JOBINDEX to the element's index and replaces %I in the log names by it.
-# Memory (python -m imginav_core bench --memory at 512 x 512, batch 16, measured on a CPU, where the
-# 4.6 GB of activations are resident; a GPU job holds them on the GPU and its CUDA libraries, 1-2 GB,
-# on the host instead): largest process 5.02 GB resident.
-# rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 8GB = 1.5 x that peak,
+# Memory (python -m imginav_core bench --memory at 512 x 512, batch 16, measured on a CPU in float32,
+# where the activations are resident; a GPU job holds them on the GPU and its CUDA libraries, 1-2 GB,
+# on the host instead): largest process 8.67 GB resident.
+# rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 14GB = 1.5 x that peak,
 # rounded up, so it holds where LSF enforces -M per process.
 # -Ne: a mail (to you, or to IMGINAV_MAIL through the launcher) for each element that fails.
 #BSUB -J "phase1_2[1-10]"
@@ -21,7 +21,7 @@
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
-#BSUB -M 8GB
+#BSUB -M 14GB
 #BSUB -W 04:00
 #BSUB -Ne
 #BSUB -o hpc/logs/phase1_2.%J.%I.out

@@ -205,13 +205,6 @@ def _bench(args: argparse.Namespace) -> int:
     return main(args, parse_overrides(args.set), {v: parse_overrides(v.split(",")) for v in args.variant})
 
 
-@command("phase-timing")
-def _phase_timing(args: argparse.Namespace) -> int:
-    from .study.perf.phase_timing import main
-
-    return main(args, parse_overrides(args.set))
-
-
 @command("score-layouts")
 def _score_layouts(args: argparse.Namespace) -> int:
     from .scoring.command import score_layouts
@@ -406,33 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m imginav_core bench --set training.device=cpu --set data.resolution=128 --steps 30\n"
         "  python -m imginav_core bench --memory --set training.device=cpu --json memory.json   (512 x 512)",
         "Times training steps (data included) of V1 and V2 through the fast path train() uses and a "
-        "straightforward one, in alternating windows. With --memory instead: the peak resident memory (and "
-        "CUDA memory on a GPU) of each phase of the study -- the cache build, training V1 and V2, the "
-        "probe's and the analysis's phases -- each process run fresh on synthetic layouts at the "
-        "resolution (default 512). See imginav_core/study/perf/README.md.",
+        "straightforward one, in alternating windows. With --memory instead: a small study planned with "
+        "--set and run as its jobs run it (training V1 and V2, the probe, the analysis), each in a fresh "
+        "process at the resolution (default 512); reports each process's peak memory and seconds as the "
+        "stages recorded them, and the real set's training time. See imginav_core/study/perf/README.md.",
     )
     _set_option(
         p,
         "config override for every path, e.g. --set data.resolution=128 (default: the configs, "
-        "512 x 512, batch 16; --quick: 128 x 128)",
+        "512 x 512, batch 16; --quick: 128 x 128); --memory: any plan setting (plan --help)",
     )
     p.add_argument(
         "--memory",
         action="store_true",
-        help="measure the memory of every phase of the study instead (--quick: 64 x 64, small, a few minutes)",
+        help="run the study's jobs small and report what each recorded of its memory and seconds instead "
+        "(--quick: 64 x 64, a few minutes)",
     )
-    p.add_argument(
-        "--layouts",
-        type=int,
-        help="--memory: synthetic layouts generated (default 1200: enough to fill every capped chunk; "
-        "200 with --quick)",
-    )
-    p.add_argument(
-        "--steps",
-        type=int,
-        help="timed training steps per path and model (default 20; 3 with --quick); --memory: training steps "
-        "per arm (default 3)",
-    )
+    p.add_argument("--steps", type=int, help="timed training steps per path and model (default 20; 3 with --quick)")
     p.add_argument("--windows", type=int, help="timed windows the steps are split into (default 5; 3 with --quick)")
     p.add_argument("--warmup", type=int, help="untimed steps first, torch.compile included (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small run (128 x 128, few steps): under a minute on a CPU")
@@ -454,21 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEPS",
         help="profile this many steps of each path's model alone (default 0: off)",
     )
-
-    p = _subcommand(
-        sub,
-        "phase-timing",
-        "how long the whole Phase 1.2 takes here, from a short real run",
-        "python -m imginav_core phase-timing --set training.device=cuda --json phase_timing.json",
-        "Trains V1 for a few epochs on synthetic layouts exactly as `train` does, times every epoch, "
-        "and scales the steady epochs to the real set (2 runs x 10 epochs x 27,897 layouts).",
-    )
-    _set_option(
-        p,
-        "config override (default: 512 x 512, --set data.synthetic_samples=4000, "
-        "--set training.epochs=3; at least 2 epochs)",
-    )
-    _measurement_options(p, "the timings and the estimate", "the layouts, cache and run")
 
     p = _subcommand(
         sub,

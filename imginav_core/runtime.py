@@ -1,6 +1,7 @@
 """Where and how a run executes: what "auto" means for the device, the precision, the memory
 format and torch.compile, and the rank of a distributed (torchrun) process. Training, the
-analysis and the benchmark all ask here, so the three agree.
+analysis and the benchmark all ask here, so the three agree. And what a stage of the study cost:
+its seconds and peak memory (``StageMeter``), which each stage records in its results.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import contextlib
 import os
 import platform
 import re
-from collections.abc import Callable
+import resource
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,3 +177,62 @@ def maybe_compile(model: torch.nn.Module, rt: Runtime, log: Callable[[str], None
     except Exception as err:  # an unsupported Python or platform fails here already
         log(f"torch.compile unavailable ({type(err).__name__}: {err}); training eagerly")
         return model
+
+
+# ---- what a stage cost ------------------------------------------------------------------------------
+
+
+def peak_memory(device: torch.device | None = None) -> dict[str, int | None]:
+    """This process's peak memory so far, in bytes: its resident size (``VmHWM``; ``ru_maxrss`` where
+    there is no /proc), what LSF's -M limits, and on a CUDA device the most PyTorch had allocated
+    there (None elsewhere). Never reset here, so it only grows."""
+    try:
+        with open("/proc/self/status") as handle:
+            resident = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    cuda = device is not None and device.type == "cuda"
+    return {
+        "resident_bytes": resident,
+        "cuda_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+    }
+
+
+class StageMeter(dict):
+    """Seconds per phase of a stage (``with meter("validation"): ...``, or ``meter.add(phase,
+    seconds)``), summed over the times it is entered, and the process's peak memory at the end of
+    each phase (``peaks``). The peak only grows, so the first phase whose reading reaches the
+    stage's peak is the one it was reached in (or before). Training records ``resources()`` in
+    provenance.json, the probe in probe_metrics.json's timings, the analysis in latent_metrics.json."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        super().__init__()
+        self.device = device
+        self.peaks: dict[str, dict[str, int | None]] = {}
+        self.started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device is not None:
+                synchronize(self.device)  # the device's queued work belongs to this phase
+            self.add(phase, time.perf_counter() - started)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self[phase] = self.get(phase, 0.0) + seconds
+        self.peaks[phase] = peak_memory(self.device)
+
+    def line(self) -> str:
+        return ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in self.items())
+
+    def resources(self) -> dict:
+        """The stage's seconds so far, its phases' seconds, the peak memory now and after each phase."""
+        return {
+            "seconds": time.perf_counter() - self.started,
+            "phases": dict(self),
+            "peak_memory": peak_memory(self.device),
+            "peak_memory_after": dict(self.peaks),
+        }

@@ -1,21 +1,23 @@
-"""The benchmark, the memory benchmark and the phase timing run end to end on the CPU and report
-every figure. Speed and size are never asserted here: the figures are measurements, not pass/fail
-criteria (the meter itself is checked on allocations of a known size)."""
+"""The benchmark and the memory benchmark run end to end on the CPU and report every figure. Speed
+and size are never asserted here: the figures are measurements, not pass/fail criteria (the meter
+itself is checked on an allocation of a known size)."""
 
 import json
 import os
 import re
 import subprocess
 import sys
-import types
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from helpers import ROOT
 
-from imginav_core.study.perf.memory import REST, PhaseMeter, Workload
-from imginav_core.study.perf.phase_timing import EPOCHS, REAL_IMAGES, estimate
+from imginav_core.runtime import StageMeter
+from imginav_core.study.budget import REAL_LAYOUTS, REAL_TRAIN_SHARE
+from imginav_core.study.perf.memory import estimate, peak_phase, plan_study
 from imginav_core.study.perf.profile import group_of
+from imginav_core.study.results import LatentMetrics
 
 
 def _bench(*args, timeout=600):
@@ -29,9 +31,10 @@ def _bench(*args, timeout=600):
     )
 
 
-def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timing(tmp_path):
+def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_memory_benchmark(tmp_path):
     """hpc/bench.sh as the GPU job runs it, small and on the CPU: the quick benchmark with a
-    variant and a profile, then the phase timing."""
+    variant and a profile, then the study's jobs run small, each process's figures as its stage
+    recorded them."""
     env = {
         **os.environ,
         "IMGINAV_BENCH_CPU": "1",
@@ -45,12 +48,10 @@ def test_the_bench_job_reports_every_figure_of_the_benchmark_and_the_phase_timin
         "bench.json",
         "bench.log",
         "environment.txt",
-        "phase_timing.json",
-        "phase_timing.log",
+        "memory.json",
+        "memory.log",
     ]
-    timing = json.loads((tmp_path / "phase_timing.json").read_text())
-    assert timing["epochs"] == 2 and timing["resolution"] == 64 and len(timing["measured"]["epoch_wall_seconds"]) == 2
-    assert timing["estimate"]["phase_minutes"] > 0
+    _check_memory_report(json.loads((tmp_path / "memory.json").read_text()), (tmp_path / "memory.log").read_text())
     out = tmp_path / "bench.json"
     done.stdout = (tmp_path / "bench.log").read_text()
     report = json.loads(out.read_text())
@@ -121,100 +122,107 @@ def test_kernels_are_grouped_by_what_they_do(name, group):
     assert group_of(name) == group
 
 
-def test_phase_estimate_scales_steady_epochs_to_the_real_set():
-    # 100 train images/s in steady epochs of 12 s wall: 10 s training, 1.5 s validating 50 images,
-    # 0.5 s for samples and checkpoints, which does not grow with the data; the first epoch is 30 s
-    # longer (compile).
-    measured = {
-        "epoch_wall_seconds": [42.0, 12.0, 12.0],
-        "epoch_train_seconds": [40.0, 10.0, 10.0],
-        "epoch_val_seconds": [3.0, 1.5, 1.5],
-        "train_images_per_s": [25.0, 100.0, 100.0],
-        "val_images": 50,
-    }
-    got = estimate(measured, val_fraction=0.1, test_fraction=0.2, runs=10)
-    # the test split is not trained on: 70 % of the images train, 10 % validate
-    epoch = 0.7 * REAL_IMAGES / 100.0 + 1.5 * 0.1 * REAL_IMAGES / 50 + 0.5
-    assert abs(got["real_epoch_seconds"] - epoch) < 1e-6
-    assert abs(got["phase_seconds"] - 10 * (30.0 + EPOCHS * epoch)) < 1e-6
-
-
-# The phases the memory benchmark must name, by process: what the study's jobs spend memory on.
-MEMORY_PHASES = {
-    "cache": ["cache build"],
-    "training V1": ["training steps", "validation"],
-    "training V2": ["training steps", "validation"],
-    "probe": ["scorer fit", "copy index", "encoding", "denoiser training", "sampling", "decoding", "scoring"],
-    "analysis": ["reconstruction pass", "latent noise", "nearest-neighbour midpoints", "interpolation", "examples"],
+# The phases each process records, in the order it runs them: what the study's jobs spend time and memory on.
+PROBE_RUN_PHASES = ["encoding", "denoiser_training_2", "denoiser_training_4", "sampling", "heldout_loss", "decoding"]
+PROCESS_PHASES = {
+    "training V1": ["data", "training", "validation"],
+    "training V2": ["data", "training", "validation"],
+    "probe": ["scorers", "copy_index", "layouts", *(f"{arm} {p}" for arm in ("V1", "V2") for p in PROBE_RUN_PHASES)],
+    "analysis": ["data", "scorer", "measuring"],
 }
 
 
-def test_the_memory_benchmark_names_every_phase_of_every_process_with_its_peak(tmp_path):
-    out = tmp_path / "memory.json"
-    done = _bench(
-        "--memory", "--quick", "--layouts", "80", "--set", "training.device=cpu", "--json", str(out), timeout=600
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert report["resolution"] == 64 and list(report["processes"]) == list(MEMORY_PHASES)
-    for process, phases in MEMORY_PHASES.items():
+def _check_memory_report(report: dict, printed: str) -> None:
+    """bench --memory --quick: every process of the study with its phases' seconds and peaks, as
+    read from the files the stages wrote, and the real set's estimates."""
+    assert report["resolution"] == 64 and list(report["processes"]) == list(PROCESS_PHASES)
+    assert report["settings"]["training.epochs"] == 1 and report["settings"]["probe.device"] == "cpu"
+    for process, phases in PROCESS_PHASES.items():
         figures = report["processes"][process]
-        assert figures["peak_bytes"] > 0 and figures["device"] == "cpu"
+        assert [p for p in figures["phases"] if p in phases] == phases, (process, list(figures["phases"]))
+        peak = figures["peak_memory"]["resident_bytes"]
+        assert figures["seconds"] > 0 and peak > 0 and figures["peak_memory"]["cuda_bytes"] is None
         for phase in phases:
-            assert figures["phases"][phase]["entered"] >= 1 and figures["phases"][phase]["peak_bytes"] > 0, phase
-            # the table: the process, the phase, its peak in GB
-            assert re.search(rf"^{re.escape(process)} +{re.escape(phase)} +\d+\.\d\d ", done.stdout, re.M), phase
-        assert re.search(rf"^{re.escape(process)} += the process +\d+\.\d\d$", done.stdout, re.M), process
-    assert "batch 16" in done.stdout  # the training batch, beside its phase
-    # the cache: synthetic layouts are palette-pure, so their class maps alone (and the meta data)
-    cache = report["processes"]["cache"]["details"]
-    assert 64 * 64 * 1000 <= cache["cache_bytes_per_1000"] <= 1.1 * 64 * 64 * 1000
-    assert "cache on disk" in done.stdout and "per training layout" in done.stdout
-    # V2's latents are 4 x 4 x 16 floats, mean and standard deviation
-    assert report["processes"]["probe"]["details"]["latent_bytes_per_training_layout"] == 2 * 4 * 4 * 16 * 4
+            # the table: the process, the phase, its seconds and the peak at its end in GB
+            assert re.search(rf"^{re.escape(process)} +{re.escape(phase)} +\d+\.\d +\d+\.\d\d", printed, re.M), phase
+            assert 0 < figures["peak_memory_after"][phase]["resident_bytes"] <= peak
+        assert re.search(rf"^{re.escape(process)} += the process .* reached in: \S", printed, re.M), process
+    # V1's run was trained first: it drew the synthetic layouts and built the cache
+    assert sum(report["processes"]["training V1"]["layouts"].values()) > 100
+    real = report["real_set"]
+    assert real["layouts"] == REAL_LAYOUTS and real["training_minutes"] > 0 and real["cache_build_minutes"] > 0
+    # V2's latents at 64 x 64: 4 x 4 x 16 floats, mean and standard deviation, per training layout
+    assert real["probe_latent_bytes"] == pytest.approx(2 * 4 * 4 * 16 * 4 * REAL_LAYOUTS * REAL_TRAIN_SHARE)
+    assert "the real set (27,897 layouts" in printed and "latents kept at the real size" in printed
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-memory reset")
-def test_the_meter_gives_each_phase_the_peak_of_its_own_time():
-    """A phase that allocates 200 MB for a moment, called from one that allocates nothing, and a
-    generator that does the same at each step: each gets its own peak, the caller none of it."""
+def test_the_training_estimate_scales_steady_epochs_to_the_real_set():
+    """100 training images/s in the steady epochs, validation 0.03 s a layout, 1 s a session beside
+    the phases (the model, samples, checkpoints: counted per epoch), the first epoch 30 s longer
+    (torch.compile: once per run)."""
+    epochs = [{"epoch_seconds": 40.0, "val_seconds": 3.0, "train_images_per_s": 25.0}]
+    epochs += [{"epoch_seconds": 10.0, "val_seconds": 1.5, "train_images_per_s": 100.0}] * 2
+    run = {
+        "seconds": 72.0,
+        "phases": {"data": 5.0, "training": 60.0, "validation": 6.0},
+        "epochs": epochs,
+        "layouts": {"train": 700, "val": 50, "test": 250},
+    }
+    config = SimpleNamespace(data=SimpleNamespace(val_fraction=0.1), training=SimpleNamespace(epochs=10))
+    got = estimate({"training V1": run, "training V2": run}, {"V1": config, "V2": config}, runs_per_arm=5)
+    epoch = REAL_TRAIN_SHARE * REAL_LAYOUTS / 100.0 + 0.1 * REAL_LAYOUTS * 1.5 / 50 + 1.0 / 3
+    assert got["training_minutes"] == pytest.approx(2 * 5 * (30.0 + 10 * epoch) / 60)
+    assert got["cache_build_minutes"] == pytest.approx(5.0 / 1000 * REAL_LAYOUTS / 60)
+    one = estimate({"training V1": run | {"epochs": epochs[1:2]}}, {"V1": config}, runs_per_arm=1)
+    assert one["training_minutes"] == pytest.approx((10 * (epoch - 1.0 / 3 + 1.0)) / 60)  # no one-off to tell apart
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_a_stage_records_each_phase_s_seconds_and_the_peak_it_reached_by_its_end():
+    """A phase that holds 200 MB for a moment: the peak at its end is that much above the one before
+    it, and stays there (the peak never falls); the stage's peak is reached in it."""
     size = 200_000_000
-
-    def big():
-        return float(np.ones(size // 8).sum())  # written, so resident; freed on return
-
-    def steps():
-        for _ in range(2):
-            yield float(np.ones(size // 8).sum())
-
-    work = types.ModuleType("work")
-    work.big, work.steps = big, steps
-    work.outer = lambda: [work.big(), *work.steps()]
-    meter = PhaseMeter()
-    for name in ("big", "steps", "outer"):
-        meter.wrap(work, name, name)
-    work.outer()
-    phases = meter.finish()
-    assert phases["big"].entered == 1 and phases["steps"].entered == 3  # two items, then its end
-    assert phases["big"].rise_bytes > 0.9 * size and phases["steps"].rise_bytes > 0.9 * size
-    assert phases["outer"].rise_bytes < 0.25 * size and phases[REST].rise_bytes < 0.25 * size
-    with pytest.raises(RuntimeError, match="work.gone"):
-        meter.wrap(work, "gone", "a phase whose function was renamed")
+    meter = StageMeter()
+    with meter("small"):
+        float(np.ones(1000).sum())
+    with meter("big"):
+        float(np.ones(size // 8).sum())  # written, so resident; freed on leaving
+    meter.add("after", 0.5)
+    meter.add("after", 0.25)
+    resources = json.loads(json.dumps(meter.resources()))  # what a stage writes
+    after = {phase: m["resident_bytes"] for phase, m in resources["peak_memory_after"].items()}
+    assert list(resources["phases"]) == ["small", "big", "after"] and resources["phases"]["after"] == 0.75
+    assert after["big"] - after["small"] > 0.9 * size and after["after"] == after["big"]
+    assert resources["peak_memory"]["resident_bytes"] == after["big"] and resources["peak_memory"]["cuda_bytes"] is None
+    assert resources["seconds"] >= sum(resources["phases"].values()) - 0.75
+    assert peak_phase(resources) == "big"
 
 
-def test_a_second_memory_benchmark_in_the_same_folder_builds_and_trains_again(tmp_path):
-    """A cache, finished runs or a fitted scorer left by an earlier benchmark would be read, not
-    built, and their phases not measured: only the synthetic set is kept."""
-    work = Workload(work_dir=str(tmp_path), resolution=64, layouts=80, steps=1)
+def test_an_analysis_file_from_before_the_resources_were_recorded_still_reads(tmp_path):
+    content = {field: {} for field in ("settings", "split", "arms", "models")}
+    content |= {"evaluation_split": "test", "evaluation_images": 2, "evaluation_scenes": 1, "evaluation_groups": 1}
+    path = tmp_path / "latent_metrics.json"
+    path.write_text(json.dumps(content | {"pairs": [], "alphas": []}))
+    assert LatentMetrics.read(path).resources == {}
+
+
+def test_a_second_memory_benchmark_in_the_same_folder_plans_builds_and_trains_again(tmp_path):
+    """A plan, a cache, finished runs or a fitted scorer left by an earlier benchmark would be read,
+    not made again, and their figures not recorded: only the synthetic set is kept."""
     root = tmp_path / "study"
-    for folder in ("synthetic/n80_r64_s0", "cache/scorer", "phase1_2_vae_test/runs/a"):
+    for folder in ("synthetic/n80_r64_s0", "cache/scorer", "phase1_2_vae_test/experiments/a"):
         (root / folder).mkdir(parents=True)
     (root / "synthetic/n80_r64_s0/layouts.csv").write_text("kept\n")
     (root / "stray.txt").write_text("")
-    assert work.config("V1").output_root == str(root)
-    work.start_afresh()
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
-        "synthetic",
-        "synthetic/n80_r64_s0",
-        "synthetic/n80_r64_s0/layouts.csv",
-    ]
+    plan = plan_study(root, {"data.resolution": 64, "training.epochs": 1})
+    assert [r.arm for r in plan.runs] == ["V1", "V2"] and plan.configs[plan.runs[0].name].data.resolution == 64
+    assert (root / "synthetic/n80_r64_s0/layouts.csv").read_text() == "kept\n"
+    assert not any((root / name).exists() for name in ("cache", "stray.txt", "phase1_2_vae_test/experiments/a"))
+    # the same folder again: planned afresh, not refused as another plan
+    assert plan_study(root, {"data.resolution": 32}).configs[plan.runs[0].name].data.resolution == 32
+
+
+def test_memory_options_of_the_throughput_benchmark_are_refused_naming_the_settings(tmp_path):
+    done = _bench("--memory", "--steps", "3", "--json", str(tmp_path / "m.json"), timeout=120)
+    assert done.returncode == 2 and "--set training.epochs=N" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "m.json").exists()

@@ -30,7 +30,6 @@ COMMANDS = [
     "synthetic",
     "settings",
     "bench",
-    "phase-timing",
     "fetch-widgets",
 ]
 

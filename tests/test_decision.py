@@ -659,6 +659,7 @@ def test_the_study_is_deterministic_and_measures_every_run_alike(tiny_runs):
     path = tiny_runs / PHASE / "analysis" / "latent_metrics.json"
     assert json.loads(path.read_text()) == json.loads(json.dumps(first))
     second = run_study(arms, tiny_runs, settings, log=lambda _: None).latent_metrics().to_json()
+    assert first.pop("resources")["seconds"] > 0 and second.pop("resources")  # what it cost: not a result
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     v1, v2 = (first["models"][r.name] for r in runs)
     for model in (v1, v2):  # more latent noise moves the decoded layouts further

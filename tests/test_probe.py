@@ -393,7 +393,12 @@ def test_the_probe_over_two_finished_runs_writes_its_metrics_and_resumes(tiny_ru
         phases |= {"memorisation", "reconstructions", "diffusability", "total"}
         assert phases <= set(result["timings"]) and all(v >= 0 for v in result["timings"].values())
         assert result["timings"]["total"] >= result["timings"]["encoding"] + result["timings"]["diffusability"]
+        # and the process's peak memory at the end of each (it only grows)
+        assert phases - {"total"} <= set(result["peak_memory_after"])
+        assert all(p["resident_bytes"] > 0 and p["cuda_bytes"] is None for p in result["peak_memory_after"].values())
     assert {"scorers", "copy_index", "runs", "total"} <= set(metrics["timings"])
+    peak = metrics["timings"]["peak_memory"]["resident_bytes"]
+    assert peak >= max(p["resident_bytes"] for p in metrics["timings"]["peak_memory_after"].values()) > 0
     assert "seconds per phase: encoding" in first.stdout
     assert metrics["experiments"][V2_NAME]["denoiser_trained_on"].startswith("a fresh posterior sample")
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -52,6 +52,7 @@ def _old_latent_metrics(study) -> dict:
         "pairs": [dataclasses.asdict(p) | {"label": p.label} for p in study.pairs],
         "alphas": study.alphas,
         "models": {r.name: r.metrics for r in study.models},
+        "resources": study.resources,  # since the analysis records its seconds and peak memory; older files lack it
     }
 
 

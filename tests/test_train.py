@@ -95,6 +95,11 @@ def test_one_epoch_writes_every_output_with_finite_values(config, tmp_path):
     assert session["torch"] == torch.__version__ and session["precision"] in ("fp32", "bf16")
     assert session["world_size"] == 1 and session["device"] and session["host"]
     assert re.fullmatch(r"[0-9a-f]{40}|unknown.*", session["git_commit"])
+    # what the session cost: seconds per phase, the process's peak memory at the end of each
+    resources = session["resources"]
+    assert list(resources["phases"]) == list(resources["peak_memory_after"]) == ["data", "training", "validation"]
+    assert resources["seconds"] >= sum(resources["phases"].values()) > 0
+    assert resources["peak_memory"]["resident_bytes"] >= resources["peak_memory_after"]["data"]["resident_bytes"] > 0
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):

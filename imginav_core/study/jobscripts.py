@@ -18,13 +18,13 @@ from .arms import StudyFile, read_study_file
 
 HPC = REPO_ROOT / "hpc"
 PREFIX = "phase1_2"  # the study's job names: phase1_2_V1, phase1_2[1-10]
-TRAINING_PEAK_GB = 5.02  # bench --memory at 512 x 512: a training process's largest resident memory
+TRAINING_PEAK_GB = 8.67  # bench --memory at 512 x 512: a training process's largest resident memory
 
 RESOURCES = f"""\
-# Memory (python -m imginav_core bench --memory at 512 x 512, batch 16, measured on a CPU, where the
-# 4.6 GB of activations are resident; a GPU job holds them on the GPU and its CUDA libraries, 1-2 GB,
+# Memory (python -m imginav_core bench --memory at 512 x 512, batch 16, measured on a CPU in float32,
+# where the activations are resident; a GPU job holds them on the GPU and its CUDA libraries, 1-2 GB,
 # on the host instead): largest process {TRAINING_PEAK_GB} GB resident.
-# rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 8GB = 1.5 x that peak,
+# rusage[mem] and -M are per slot (core): 8 x 2 GB = 16 GB reserved; -M 14GB = 1.5 x that peak,
 # rounded up, so it holds where LSF enforces -M per process.
 """
 DIRECTIVES = """\
@@ -32,7 +32,7 @@ DIRECTIVES = """\
 #BSUB -n 8
 #BSUB -R "span[hosts=1]"
 #BSUB -R "rusage[mem=2GB]"
-#BSUB -M 8GB
+#BSUB -M 14GB
 #BSUB -W 04:00
 #BSUB -Ne
 """

@@ -56,6 +56,9 @@ def _from_json(cls: type[R], data: Any, path: Path) -> R:
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
+        if field.name not in data and field.default_factory is not dataclasses.MISSING:
+            values[field.name] = field.default_factory()  # a key added since: older files lack it
+            continue
         if field.name not in data:
             raise ResultsError(f"{path}: the key '{field.name}' is missing (written by {cls.__name__}.write)")
         value, accepted = data[field.name], _types(hints[field.name])
@@ -106,6 +109,8 @@ class LatentMetrics(_Record):
     pairs: list[dict[str, Any]]  # the interpolated pairs
     alphas: list[float]  # the interpolation steps
     models: dict[str, dict[str, Any]]  # run -> its measures (reconstruction, latent, noise, interpolation, posterior)
+    # the analysis's seconds and peak memory (runtime.StageMeter); older files lack it: {}
+    resources: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def posterior(self, run: str) -> dict[str, Any]:
         """A VAE run's posterior measures (KL, active units); a ResultsError for a run without them."""

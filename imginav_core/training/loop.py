@@ -37,7 +37,7 @@ from ..images import save_png
 from ..losses import compute_losses
 from ..metrics import MetricSums
 from ..model import build_model
-from ..runtime import Runtime, maybe_compile, provenance, setup_runtime, synchronize
+from ..runtime import Runtime, StageMeter, maybe_compile, provenance, setup_runtime, synchronize
 from .checkpoints import (
     RunState,
     check_resumable,
@@ -65,7 +65,9 @@ def train(cfg: Config, log: Log = print) -> Path:
 
 def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
     out, epochs = cfg.outputs, cfg.training.epochs
-    data = _load_data(cfg, rt, say)
+    meter = StageMeter(rt.device)  # this session's seconds and peak memory, kept in provenance.json
+    with meter("data"):
+        data = _load_data(cfg, rt, say)
     say(data.summary(root=cfg.output_root))
     model, optimizer, scaler = build_training(cfg, rt)
     state = _resume(cfg, rt, model, optimizer, scaler, data, say)
@@ -91,9 +93,11 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
         train_loader.sampler.set_epoch(epoch)
         with _stop_on_non_finite(cfg, state, epoch, rt):
             train_losses, images, seconds = train_one_epoch(step, train_loader, epoch, cfg, rt)
+            meter.add("training", seconds)
             val_start = time.perf_counter()
             val = evaluate(runner, val_loader, cfg, rt)  # its figures are floats: the device is done
             val_seconds = time.perf_counter() - val_start
+            meter.add("validation", val_seconds)
             if not math.isfinite(val["total"]):
                 raise NonFiniteLossError(f"non-finite validation loss after epoch {epoch}: {_terms(val)}")
 
@@ -123,6 +127,7 @@ def _train(cfg: Config, rt: Runtime, say: Log) -> Path:
                 )
             _commit_epoch(cfg, payload, same_as_best=improved)
             write_metrics(cfg, state.history)
+            _record_resources(out.provenance(cfg.name), meter)
             say(_epoch_line(cfg, state.history[-1], improved))
         if state.finished:
             break
@@ -165,6 +170,14 @@ def _record_provenance(path: Path, rt: Runtime) -> None:
     machine, and each part of it is recorded."""
     sessions = json.loads(path.read_text())["sessions"] if path.is_file() else []
     write_text_atomic(path, json.dumps({"sessions": sessions + [provenance(rt)]}, indent=1) + "\n")
+
+
+def _record_resources(path: Path, meter: StageMeter) -> None:
+    """This session's seconds (data, training, validation) and peak memory so far, into its entry
+    of provenance.json (after each epoch: a killed run keeps them)."""
+    sessions = json.loads(path.read_text())["sessions"]
+    sessions[-1]["resources"] = meter.resources()
+    write_text_atomic(path, json.dumps({"sessions": sessions}, indent=1) + "\n")
 
 
 def _load_data(cfg: Config, rt: Runtime, say: Log) -> LayoutData:

@@ -75,6 +75,7 @@ class Study:
     chunk: int = 16  # layouts (or frames) per model call: settings.batch_size capped by settings.chunk_pixels
     # The split every measure is taken on: test, never seen by training, checkpoint choice or early stopping.
     evaluation_split: str = EVALUATION_SPLIT
+    resources: dict = field(default_factory=dict)  # run_study's seconds and peak memory (StageMeter)
 
     @property
     def layouts(self) -> CachedLayouts:
@@ -115,6 +116,7 @@ class Study:
             pairs=[asdict(p) | {"label": p.label} for p in self.pairs],
             alphas=self.alphas,
             models={r.name: r.metrics for r in self.models},
+            resources=self.resources,
         )
 
     def per_image_table(self) -> pd.DataFrame:

@@ -36,7 +36,7 @@ from ...files import write_text_atomic
 from ...images import to_uint8
 from ...metrics import confusion, miou, pixel_accuracy, psnr_per_image
 from ...palette import NUM_CLASSES, class_map_hash, class_to_rgb
-from ...runtime import resolve_device
+from ...runtime import StageMeter, resolve_device
 from ...training.checkpoints import load_model
 from ...training.progress import progress_bar
 from ..probe.reference import study_scorer
@@ -398,9 +398,12 @@ def run_study(
     ``write`` (the analysis job), write latent_metrics.json and per_image.csv (explored in a
     notebook, nothing of the study is written)."""
     settings = settings or AnalysisSettings()
+    device = resolve_device(settings.device, "analysis device")
+    meter = StageMeter(device)
     runs = [run for label in arms for run in arms[label]]
     cfg = shared_config(runs, output_root)
-    data = load_data(cfg, log)
+    with meter("data"):
+        data = load_data(cfg, log)
     val = data.evaluation
     positions, example_positions = choose_layouts(val, settings)
     study = Study(
@@ -418,10 +421,10 @@ def run_study(
     )
     study.chunk = chunk_size(settings, cfg.data.resolution)
     study.partners = noise_partners(_layout_identities(val, positions, study.chunk), settings.seed)
-    device = resolve_device(settings.device, "analysis device")
     if settings.scorer:
         # the probe's seed: the same reference, so the feature network comes from the scorer cache
-        study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
+        with meter("scorer"):
+            study.scorer, _, _ = study_scorer(data, cfg.outputs, PROBE_DEFAULTS.seed, device, log)
     for label, arm_runs in arms.items():
         for run in arm_runs:
             log(
@@ -430,8 +433,10 @@ def run_study(
             )
             # a bar in Jupyter; in a batch log four lines a run
             bar = progress_bar(work_chunks(study), f"measuring {run.name}", updates=4)
-            study.models.append(measure_model(run, label, study, device, bar.update))
+            with meter("measuring"):
+                study.models.append(measure_model(run, label, study, device, bar.update))
             bar.close()
+    study.resources = meter.resources()  # what it cost, recorded beside what it measured
     if write:
         path = study.latent_metrics().write(cfg.outputs.latent_metrics)
         write_text_atomic(cfg.outputs.per_image, study.per_image_table().to_csv(index=False))

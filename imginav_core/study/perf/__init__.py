@@ -1,6 +1,6 @@
-"""How fast training runs: the benchmark (``bench``), where a step's time goes (``profile``) and
-how long the whole phase takes (``phase_timing``). The figures and how to read them: README.md
-beside this file."""
+"""How fast training runs: the benchmark (``bench``), where a step's time goes (``profile``); what
+each job's process costs and how long the whole phase's training takes (``memory``, from what the
+stages record). The figures and how to read them: README.md beside this file."""
 
 import time
 

@@ -26,12 +26,12 @@ kernels take the step's time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import functools
 import json
 import math
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -51,7 +51,7 @@ from ...data.manifest import LayoutRecord
 from ...errors import ConfigError
 from ...files import write_text_atomic
 from ...model import build_model
-from ...runtime import Runtime, device_name, maybe_compile, setup_runtime, synchronize
+from ...runtime import Runtime, device_name, maybe_compile, peak_memory, setup_runtime, synchronize
 from ...training.loop import build_training, make_train_step
 from ..arms import read_study_file
 from . import STARTED, log
@@ -66,7 +66,6 @@ QUICK_RESOLUTION = 128
 # What a --variant may change: how the same steps run, not which steps (batch, resolution, model),
 # so that every path's images/s and FLOPs count the same work.
 VARIANT_KEYS = sorted(SWITCHES | {"data.num_workers"})
-PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -122,34 +121,21 @@ def bench_config(key: str, args: argparse.Namespace, work_dir: Path, extra: dict
 
 # ---- memory ------------------------------------------------------------------------------------
 
-
-def memory_kind(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "torch.cuda.max_memory_allocated"
-    if PROC_CLEAR_REFS.exists():
-        return "peak resident set size of the process (VmHWM, reset per path)"
-    return "peak resident set size of the process since it started"
+MEMORY = "on a GPU torch.cuda.max_memory_allocated; on a CPU the process's peak resident size (VmHWM, reset per path)"
 
 
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        PROC_CLEAR_REFS.write_text("5")  # Linux: "5" resets VmHWM to the current RSS
-    except OSError:
-        pass  # then the figure is the peak since the process started; memory_kind says so
+    else:
+        with contextlib.suppress(OSError):  # without it (not Linux): the peak since the process started
+            Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current RSS
 
 
-def peak_memory(device: torch.device) -> int:
+def path_peak(device: torch.device) -> int:
     """Bytes: allocated by PyTorch on a GPU, resident for the whole process on a CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    try:
-        line = next(x for x in PROC_STATUS.read_text().splitlines() if x.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    peak = peak_memory(device)
+    return peak["cuda_bytes"] if device.type == "cuda" else peak["resident_bytes"]
 
 
 # ---- the two data paths ------------------------------------------------------------------------
@@ -190,8 +176,10 @@ class TrainingPath:
     name: str
     rt: Runtime
     next_inputs: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    train_step: Callable[[], None]
     step_on: Callable[[tuple[torch.Tensor, ...]], None]  # one step on given inputs: the model alone
+
+    def train_step(self) -> None:
+        self.step_on(self.next_inputs())
 
 
 def fast_path(cfg: Config, dataset: CachedLayouts, name: str = "fast") -> TrainingPath:
@@ -214,10 +202,7 @@ def fast_path(cfg: Config, dataset: CachedLayouts, name: str = "fast") -> Traini
     def step_on(inputs):
         step(*inputs)  # the losses stay on the device, as in train()
 
-    def train_step():
-        step_on(next_inputs())
-
-    return TrainingPath(name, rt, next_inputs, train_step, step_on)
+    return TrainingPath(name, rt, next_inputs, step_on)
 
 
 def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
@@ -242,10 +227,7 @@ def straightforward_path(cfg: Config, dataset: CachedLayouts) -> TrainingPath:
     def step_on(inputs):
         step(*inputs)["total"].item()
 
-    def train_step():
-        step_on(next_inputs())
-
-    return TrainingPath("straightforward", rt, next_inputs, train_step, step_on)
+    return TrainingPath("straightforward", rt, next_inputs, step_on)
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -326,7 +308,7 @@ def bench_model(key: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
             reset_peak_memory(device)
             results[path.name]["window_seconds"].append(timed_window(path.train_step, per_window, device))
             results[path.name]["peak_memory_bytes"] = max(
-                results[path.name].get("peak_memory_bytes", 0), peak_memory(device)
+                results[path.name].get("peak_memory_bytes", 0), path_peak(device)
             )
         log(
             f"{key} window {window + 1}/{args.windows}: "
@@ -427,7 +409,7 @@ def run(args: argparse.Namespace, work_dir: Path, save: Callable[[dict[str, Any]
         "device_name": device_name(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "peak_memory": memory_kind(device),
+        "peak_memory": MEMORY,
         "settings": {
             "resolution": args.resolution,
             "batch_size": args.batch_size,

@@ -1,590 +1,264 @@
-"""How much memory each phase of the study takes at a given resolution (by default 512 x 512).
+"""What each job of the study costs at a resolution (by default 512 x 512): the peak memory and
+seconds of its process, as the stages record them, and the time the whole Phase 1.2's training
+takes on this machine, scaled to the real set.
 
-    python -m imginav_core bench --memory [--set data.resolution=512] [--layouts N] [--steps K]
-                                          [--quick] [--json PATH] [--work-dir DIR]
+    python -m imginav_core bench --memory [--set KEY=VALUE ...] [--quick] [--json PATH] [--work-dir DIR]
 
-The study's processes are run the way its jobs run them, each in a fresh Python process, on
-synthetic layouts generated at the resolution: the decoded cache's build (the first training job
-builds it), a short training run of V1 and of V2 (``train()``, batch 16, stopped after K steps
-and K validation batches), the diffusion probe on both runs (``run_probe``: the scorer's feature
-networks, the copy index, encoding, the denoiser's training, sampling, decoding, scoring, ...) and
-the analysis (``run_study``: the reconstruction pass, latent noise, nearest-neighbour midpoints,
-interpolation, examples). Inside each process the functions that make up its phases are wrapped
-by a meter (``PhaseMeter``): on entering and leaving one it reads the process's peak resident size
-(``VmHWM`` of ``/proc/self/status``) and resets it (``/proc/self/clear_refs``), and on a GPU the
-peak of ``torch.cuda.max_memory_allocated``; so each phase's figure is the peak the process
-reached while in it, after what really came before it, which is what a batch system sees (LSF's
--M limits the resident size of each of the job's processes).
+A small study is planned (``plan``: ``--set`` goes to it, over ``WORKLOAD``) and run as its jobs
+run it, each in a fresh process: ``train`` for each planned run (V1's builds the decoded cache, as
+the first training job does), ``probe`` over both runs, and the analysis's ``run_study``. Each
+stage records its own seconds and the process's peak memory (``runtime.StageMeter``): training
+in the run's provenance.json (``sessions[-1].resources``), the probe in probe_metrics.json
+(``timings``, each run's ``peak_memory_after``), the analysis in latent_metrics.json
+(``resources``). This benchmark only reads them.
 
-Sizes: the models, batch sizes and chunks are the study's own (the configs, the probe's and the
-analysis's defaults). What grows with the number of layouts up to a cap (the scorer's 256-layout
-chunks, the probe's 64-layout encoding batches and 128 layouts measured at once) is filled by
-generating enough layouts (``--layouts``: about 55 % are kept, non-empty, and 70 % of those
-train); what the probe keeps per training layout (its encoded latents) is reported per layout and
-scaled to the real training split. What is cut short: training (K steps), the denoiser's budgets
-(2 and 3 steps), DDIM steps (2), the generated layouts (64 per run), the scorer's feature
-networks (one, for one epoch, instead of three for up to twelve) and the layouts the analysis
-measures (16) -- none of which changes a phase's peak, only how long it lasts.
-
-On a CPU the model's activations are in the process's resident size; on a GPU they are on the
-device (the CUDA column) and the process holds the CUDA runtime instead: the resident figures of
-a GPU job are to be measured on one.
+What is cut short is cut short by its settings, none of which changes a phase's peak, only how
+long it lasts: one epoch, 2 and 4 denoiser steps, 2 DDIM steps, 64 generated layouts (one decoding
+chunk), one scorer network, 16 layouts analysed. Most synthetic layouts go to the test split, so
+that the probe's 128 layouts measured at once (its peak at 512 x 512) are filled while training
+stays a few steps. Not filled: the 256-layout chunks of the copy index and the scorer's reference
+(64 MB of class maps at 512 x 512), and the 256 latents per call of the denoiser's sampling and
+held-out loss (64 and ~155 here; no gradients). What grows with the real set, the latents the
+probe and the analysis keep, is reported per layout and scaled.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import inspect
+import csv
 import json
+import math
 import os
 import platform
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...config import REPO_ROOT, load_config
 from ...errors import ConfigError
 from ...files import write_text_atomic
+from ..analysis.settings import AnalysisSettings
+from ..arms import read_study_file
+from ..budget import REAL_LAYOUTS, REAL_TRAIN_SHARE
 from . import STARTED, log
 
-PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-REST = "the rest (imports, setup, writing files)"
-REAL_LAYOUTS = 27_897  # usable layouts of the real data set
-REAL_TRAINING = 19_500  # about 70 % of them in the training split
-QUICK_RESOLUTION, QUICK_LAYOUTS = 64, 200
-DEFAULT_LAYOUTS = 1200  # ~660 kept at 512: ~460 training (fills the 256-layout chunks), ~130 test (fills 128)
-TRAINING_STEPS = 3
-ARMS = ("V1", "V2")
-
-
-# ---- the meter ----------------------------------------------------------------------------------
-
-
-def status_bytes(key: str) -> int | None:
-    """``VmHWM`` / ``VmRSS`` of this process in bytes; None where there is no /proc."""
-    try:
-        with open(PROC_STATUS) as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-@dataclass
-class PhaseFigures:
-    """One phase of one process: the peak resident size while in it (whole process), how far it
-    rose above the resident size on entering, the peak CUDA memory, its seconds and entries."""
-
-    peak_bytes: int = 0
-    rise_bytes: int = 0
-    cuda_peak_bytes: int | None = None
-    seconds: float = 0.0
-    entered: int = 0
-    batch: str = ""  # the batch or chunk sizes the phase ran with
-
-
-class PhaseMeter:
-    """Per-phase peaks of this process. ``enter(phase)`` / ``leave()`` nest: the time in a phase
-    entered from another belongs to the inner one only. With ``/proc/self/clear_refs`` (Linux) the
-    peak is reset at each switch, so each phase gets the peak of its own time; without it every
-    figure is the peak since the process started (``resettable`` False)."""
-
-    def __init__(self) -> None:
-        self.stack = [REST]
-        self.phases: dict[str, PhaseFigures] = {REST: PhaseFigures()}
-        self.resettable = PROC_CLEAR_REFS.exists()
-        self._reset()
-
-    def _cuda(self):
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            return torch.cuda
-        return None
-
-    def _fold(self) -> None:
-        """Credit the peak since the last switch to the phase now running."""
-        figures = self.phases.setdefault(self.stack[-1], PhaseFigures())
-        peak = status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        figures.peak_bytes = max(figures.peak_bytes, peak)
-        figures.rise_bytes = max(figures.rise_bytes, peak - self._entry_rss)
-        figures.seconds += time.perf_counter() - self._since
-        cuda = self._cuda()
-        if cuda is not None:
-            figures.cuda_peak_bytes = max(figures.cuda_peak_bytes or 0, cuda.max_memory_allocated())
-
-    def _reset(self) -> None:
-        if self.resettable:
-            try:
-                PROC_CLEAR_REFS.write_text("5")  # Linux: "5" resets VmHWM to the current RSS
-            except OSError:
-                self.resettable = False
-        cuda = self._cuda()
-        if cuda is not None:
-            cuda.reset_peak_memory_stats()
-        self._entry_rss = status_bytes("VmRSS") or 0
-        self._since = time.perf_counter()
-
-    def enter(self, phase: str) -> None:
-        self._fold()
-        self.stack.append(phase)
-        self.phases.setdefault(phase, PhaseFigures()).entered += 1
-        self._reset()
-
-    def leave(self) -> None:
-        self._fold()
-        self.stack.pop()
-        self._reset()
-
-    def finish(self) -> dict[str, PhaseFigures]:
-        self._fold()
-        self._reset()
-        return self.phases
-
-    def wrap(self, module, name: str, phase: str, batch: str = "") -> None:
-        """Replace ``module.name`` (a function, or a generator function: then each step of it)
-        by one that runs in ``phase``."""
-        original = getattr(module, name, None)
-        if not callable(original):
-            raise RuntimeError(
-                f"the memory benchmark measures {module.__name__}.{name} as '{phase}', which is no longer there"
-            )
-        self.phases.setdefault(phase, PhaseFigures()).batch = batch
-        meter = self
-        if inspect.isgeneratorfunction(original):
-
-            @functools.wraps(original)
-            def stepped(*args, **kwargs):
-                steps = original(*args, **kwargs)
-                while True:
-                    meter.enter(phase)
-                    try:
-                        item = next(steps)
-                    except StopIteration:
-                        return
-                    finally:
-                        meter.leave()
-                    yield item
-
-            setattr(module, name, stepped)
-            return
-
-        @functools.wraps(original)
-        def metered(*args, **kwargs):
-            meter.enter(phase)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                meter.leave()
-
-        setattr(module, name, metered)
-
-
-# ---- what is measured ---------------------------------------------------------------------------
-
-
-@dataclass
-class Workload:
-    """Where and at what size: passed to each measured process as JSON."""
-
-    work_dir: str
-    resolution: int
-    layouts: int  # synthetic layouts generated (about a quarter empty, dropped)
-    steps: int  # training steps (and validation batches) per arm
-    overrides: dict[str, Any] = field(default_factory=dict)  # --set, for every config
-    quick: bool = False
-
-    @property
-    def root(self) -> str:
-        """The output root of the measured study: runs, caches, the synthetic set."""
-        return str(Path(self.work_dir) / "study")
-
-    def start_afresh(self) -> None:
-        """Remove what an earlier benchmark left in the output root but the synthetic set: a cache,
-        a finished run or a fitted scorer found there would be read instead of built, and their
-        phases not measured."""
-        root = Path(self.root)
-        if root.is_dir():
-            for entry in root.iterdir():
-                if entry.name != "synthetic":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-
-    def config(self, arm: str):
-        from ...config import load_config
-        from ..arms import read_study_file
-
-        EXPERIMENTS = {label: arm.config for label, arm in read_study_file().arms.items()}
-
-        return load_config(
-            EXPERIMENTS[arm],
-            {
-                **self.overrides,
-                "output_root": self.root,
-                "data.resolution": self.resolution,
-                "data.synthetic_samples": self.layouts,
-                "training.epochs": 1,
-            },
-        )
-
-    def run_names(self) -> list[str]:
-        return [self.config(arm).name for arm in ARMS]
-
-    def probe_settings(self):
-        from ..probe.run import DECODE_CHUNK
-        from ..probe.settings import ProbeSettings
-
-        device = self.overrides.get("training.device", "auto")
-        # Memory does not depend on how many steps: 2 and 3 denoiser steps, 2 DDIM steps; one decode
-        # chunk; one scorer network (the study's 3 are trained and used one after another).
-        return ProbeSettings(
-            steps=2,
-            second_steps=3,
-            samples=8 if self.quick else DECODE_CHUNK,
-            ddim_steps=2,
-            scorer_seeds=1,
-            checkpoint_every=1,
-            bootstrap=20 if self.quick else 200,
-            device=device,
-            **({"width": 32} if self.quick else {}),
-        )
-
-    def analysis_settings(self):
-        from ..analysis.study import AnalysisSettings
-
-        device = self.overrides.get("training.device", "auto")
-        return AnalysisSettings(max_images=8 if self.quick else 16, device=device)
-
-
-def _first_batches(loader, count: int):
-    """``loader`` cut to its first ``count`` batches (its sampler still there for set_epoch)."""
-    import itertools
-
-    class FirstBatches:
-        sampler = loader.sampler
-
-        def __len__(self) -> int:
-            return min(len(loader), count)
-
-        def __iter__(self):
-            return itertools.islice(iter(loader), count)
-
-    return FirstBatches()
-
-
-def measure_cache(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
-    """Decode the synthetic set into the cache, as the first training job does."""
-    from ...data import batches
-
-    cfg = work.config("V1")
-    meter.wrap(batches, "build_cache", "cache build", f"{os.cpu_count()} CPUs: up to 8 decoding processes")
-    meter.wrap(batches, "split_records", "data: the split")
-    data = batches.load_data(cfg, log=log)
-    size = sum(p.stat().st_size for p in data.cache.folder.iterdir() if p.is_file())
-    return {
-        "layouts_cached": len(data.cache),
-        "cache_bytes": size,
-        "cache_bytes_per_1000": size / len(data.cache) * 1000,
-        "off_palette_layouts": len(data.cache.rgb_rows),
-        "training_layouts": len(data.train),
-        "test_layouts": len(data.test),
-        # the decoding processes: each a fork of this one (ru_maxrss of the largest, in KB on Linux)
-        "largest_worker_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-    }
-
-
-def measure_training(arm: str, work: Workload, meter: PhaseMeter) -> dict[str, Any]:
-    """``train()`` for one epoch cut to ``work.steps`` steps and validation batches."""
-    from ...training import loop
-
-    cfg = work.config(arm)
-    loaders = loop._loaders
-
-    def first_batches(*args, **kwargs):
-        return tuple(_first_batches(loader, work.steps) for loader in loaders(*args, **kwargs))
-
-    loop._loaders = first_batches
-    batch = f"batch {cfg.training.batch_size}, {cfg.data.num_workers} loader threads"
-    meter.wrap(loop, "_load_data", "data: open the cache, split")
-    meter.wrap(loop, "train_one_epoch", "training steps", batch)
-    meter.wrap(loop, "evaluate", "validation", f"batch {cfg.training.batch_size}")
-    meter.wrap(loop, "comparison_grid", "sample grid")
-    loop.train(cfg, log=log)
-    return {"steps": work.steps, "batch_size": cfg.training.batch_size}
-
-
-def measure_probe(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
-    """The diffusion probe on V2's run, the larger (a VAE's latents carry a standard deviation
-    too): the probe takes a study's runs one after another and keeps only each run's figures, so
-    one run's peak is the job's (and at 512 x 512 on a CPU a run's probe takes 7-12 minutes)."""
-    from ...outputs import Outputs
-    from ...scoring import features
-    from ..probe import run
-
-    cfg = work.config("V1")
-    settings = work.probe_settings()
-    encoded = []
-
-    def record(latents):
-        held = latents.mean.nbytes + (latents.std.nbytes if latents.std is not None else 0)
-        encoded.append({"layouts": len(latents), "bytes": held})
-        return latents
-
-    encode = run.encode_layouts
-    run.encode_layouts = lambda *args, **kwargs: record(encode(*args, **kwargs))
-    # One epoch of the feature network: its memory is that of a batch and of the 256-layout chunks
-    # its targets are counted in; at 512 x 512 on a CPU its 12 epochs take 8 minutes a network.
-    features.epochs_for = lambda n: 1
-    sample_batch = inspect.signature(run.sample_latents).parameters["batch_size"].default
-    embed = features.embed_batch_size(work.resolution)
-    meter.wrap(run, "study_scorers", "scorer fit", f"{settings.scorer_seeds} networks, batch {features.BATCH_SIZE}")
-    meter.wrap(run, "training_copies", "copy index")
-    meter.wrap(run, "encode_layouts", "encoding", f"batch {run.model_batch(work.resolution)}")
-    meter.wrap(run, "train_denoiser", "denoiser training", f"batch {settings.batch_size}, width {settings.width}")
-    meter.wrap(run, "sample_latents", "sampling", f"batch {min(settings.samples, sample_batch)}")
-    meter.wrap(run, "heldout_losses", "held-out loss")
-    model_batch = run.model_batch(work.resolution)
-    meter.wrap(run, "decoded_layouts", "decoding", f"chunk {run.DECODE_CHUNK}, {model_batch} per model call")
-    meter.wrap(run, "describe_layouts", "scoring", f"embedding batch {embed}")
-    meter.wrap(run, "_score_generated", "scoring", f"embedding batch {embed}")
-    meter.wrap(run, "_reconstructions", "reconstructions", f"chunk {run.DECODE_CHUNK}, {model_batch} per model call")
-    meter.wrap(run, "_diffusability", "diffusability", f"{run.MEASURE_LIMIT} layouts, {model_batch} per model call")
-    run.run_probe(Outputs(work.root, cfg.phase), work.run_names()[-1:], settings, log=log)
-    training = [e for e in encoded if e["layouts"] > 0]
-    per_layout = max(e["bytes"] / e["layouts"] for e in training)
-    return {
-        "settings": settings.to_json(),
-        "encoded": encoded,
-        "latent_bytes_per_training_layout": per_layout,
-        "latent_bytes_at_real_size": per_layout * REAL_TRAINING,
-    }
-
-
-def measure_analysis(work: Workload, meter: PhaseMeter) -> dict[str, Any]:
-    """The analysis of both runs (the probe's scorer network from its cache)."""
-    from ...outputs import Outputs
-    from ..analysis import study
-    from ..analysis.study import AnalysisSettings
-    from ..arms import read_study_file
-    from ..runs import load_runs
-
-    cfg = work.config("V1")
-    settings = work.analysis_settings()
-    chunk = f"chunk {study.chunk_size(settings, work.resolution)}"
-    meter.wrap(study, "load_data", "data: open the cache, split")
-    meter.wrap(study, "study_scorer", "scorer (from the probe's cache)")
-    meter.wrap(study, "measure_model", "reconstruction pass", chunk)
-    meter.wrap(study, "noise_robustness", "latent noise", chunk)
-    meter.wrap(study, "_nearest_neighbour_midpoints", "nearest-neighbour midpoints", chunk)
-    meter.wrap(study, "_interpolate", "interpolation", chunk)
-    meter.wrap(study, "_examples", "examples", chunk)
-    runs, _ = load_runs(Outputs(work.root, cfg.phase), work.run_names())
-    measured = study.run_study({"V1": [runs[0]], "V2": [runs[1]]}, work.root, settings, log=log)
-    # Kept per run until the end: its test latents (the rest, per-image numbers and small frames, is
-    # a few MB): what grows with the layouts measured (max_images) and the runs of the plan.
-    per_layout = max(r.latents.nbytes for r in measured.models) / len(measured.positions)
-    study = read_study_file()
-    real_runs, real_images = len(study.arms) * len(study.seeds), AnalysisSettings().max_images
-    return {
-        "settings": asdict(settings),
-        "latent_bytes_per_layout_and_run": per_layout,
-        "real_runs": real_runs,
-        "latent_bytes_at_real_size": per_layout * real_images * real_runs,
-    }
-
-
-PROCESSES: dict[str, Callable[[Workload, PhaseMeter], dict[str, Any]]] = {
-    "cache": measure_cache,
-    "training V1": functools.partial(measure_training, "V1"),
-    "training V2": functools.partial(measure_training, "V2"),
-    "probe": measure_probe,
-    "analysis": measure_analysis,
+WORKLOAD = {
+    # ~220 of 400 layouts are kept (not empty), 70 % of them for the test split: see above
+    "data.synthetic_samples": 400,
+    "data.test_fraction": 0.7,
+    "training.epochs": 1,
+    "probe.steps": 2,
+    "probe.samples": 64,
+    "probe.ddim_steps": 2,
+    "probe.scorer_seeds": 1,
+    "probe.checkpoint_every": 1,
+    "analysis.max_images": 16,
 }
+QUICK = {"data.resolution": 64, "probe.samples": 8, "probe.width": 32, "probe.bootstrap": 20, "analysis.max_images": 8}
+GB = 1e9
 
 
-def measure(name: str, work: Workload, result: Path) -> None:
-    """In the measured process: run ``name``, write its phases' figures to ``result``."""
-    meter = PhaseMeter()
+def plan_study(root: Path, overrides: dict[str, Any]):
+    """The study the benchmark runs, planned afresh under ``root`` (one seed per arm). What an
+    earlier benchmark left there but the synthetic set is removed: a cache, a finished run or a
+    fitted scorer found there would be read, not built."""
+    from ..plan import make_plan, write_plan
+
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name != "synthetic":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    plan = make_plan(root, seeds=read_study_file().seeds[:1], settings=overrides)
+    write_plan(plan, log)
+    return plan
+
+
+def run_stage(name: str, command: list[str], logs: Path) -> None:
+    """``command`` (after ``python``) in a fresh process, its output in ``logs/NAME.log``."""
+    log_path = logs / f"{name.replace(' ', '_')}.log"
+    log(f"{name}: {' '.join(command)} (its log: {log_path})")
     started = time.perf_counter()
-    details = PROCESSES[name](work, meter)
-    phases = meter.finish()
-    torch = sys.modules.get("torch")
-    report = {
-        "process": name,
-        "seconds": time.perf_counter() - started,
-        "peak_bytes": max(f.peak_bytes for f in phases.values()),
-        "peak_reset_per_phase": meter.resettable,
-        "device": str(_device(torch)),
-        "phases": {phase: asdict(f) for phase, f in phases.items() if f.entered or phase == REST},
-        "details": details,
-    }
-    write_text_atomic(result, json.dumps(report, indent=1) + "\n")
-
-
-def _device(torch) -> str:
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        return torch.cuda.get_device_name()
-    return "cpu"
-
-
-# ---- the benchmark ---------------------------------------------------------------------------------
-
-
-def run_process(name: str, work: Workload) -> dict[str, Any]:
-    """``name`` in a fresh Python process; its figures, or a RuntimeError with its log's end."""
-    folder = Path(work.work_dir) / "memory"
-    folder.mkdir(parents=True, exist_ok=True)
-    slug = name.replace(" ", "_")
-    result, log_path = folder / f"{slug}.json", folder / f"{slug}.log"
-    result.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "imginav_core.study.perf.memory", name, json.dumps(asdict(work)), str(result)]
-    log(f"{name}: measuring in a fresh process (its log: {log_path})")
     with open(log_path, "w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ})
-    if done.returncode != 0 or not result.is_file():
-        tail = log_path.read_text()[-3000:]
-        raise RuntimeError(f"the memory benchmark's '{name}' process failed (exit {done.returncode}):\n{tail}")
-    figures = json.loads(result.read_text())
-    log(f"{name}: peak {figures['peak_bytes'] / 1e9:.2f} GB resident, {figures['seconds']:.0f} s")
-    return figures
+        done = subprocess.run([sys.executable, *command], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"the benchmark's '{name}' failed (exit {done.returncode}):\n{log_path.read_text()[-3000:]}")
+    log(f"{name}: done in {time.perf_counter() - started:.0f} s")
 
 
-def run_benchmark(work: Workload, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def training_figures(out, name: str) -> dict[str, Any]:
+    """A run's session as its training recorded it, with its epochs (the metrics CSV) and its split."""
+    with open(out.metrics_csv(name), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    keys = ("epoch_seconds", "val_seconds", "train_images_per_s")
+    return {
+        **json.loads(out.provenance(name).read_text())["sessions"][-1]["resources"],
+        "epochs": [{key: float(row[key]) for key in keys} for row in rows],
+        "layouts": json.loads(out.split_summary(name).read_text())["layouts"],
+    }
+
+
+def probe_figures(out) -> dict[str, Any]:
+    """The probe's seconds and peaks, its shared phases first, then each run's (named by its arm),
+    and the bytes of the latents it keeps per training layout (the larger run's)."""
+    probe = json.loads(out.probe_metrics.read_text())
+    timings = probe["timings"]
+    phases = {k: v for k, v in timings.items() if isinstance(v, (int, float)) and k != "total"}
+    after = dict(timings["peak_memory_after"])
+    for result in probe["experiments"].values():
+        phases |= {
+            f"{result['label']} {k}": v for k, v in result["timings"].items() if k not in ("total", "done_earlier")
+        }
+        after |= {f"{result['label']} {k}": v for k, v in result["peak_memory_after"].items()}
+    # float32 latents: a VAE's mean and standard deviation, a deterministic encoder's one latent
+    per_layout = [4 * math.prod(r["latent_shape"]) * (1 + r["variational"]) for r in probe["experiments"].values()]
+    return {
+        "seconds": timings["total"],
+        "phases": phases,
+        "peak_memory": timings["peak_memory"],
+        "peak_memory_after": after,
+        "latent_bytes_per_training_layout": max(per_layout),
+        "latent_bytes_per_test_layout": min(per_layout),  # the analysis keeps one latent (the mean)
+    }
+
+
+def estimate(processes: dict[str, dict], study_configs: dict[str, Any], runs_per_arm: int) -> dict[str, float]:
+    """The real set's training time from each arm's run: its steady epochs (all but the first, when
+    there are two or more; else its one epoch, one-off costs included) scaled by the real training
+    and validation layouts; the rest of a session (the model, samples, checkpoints) counted per
+    epoch; the first epoch's excess (torch.compile) once per run. Decoding the real PNGs into the
+    cache: the first run's data seconds per layout (drawing the synthetic PNGs included)."""
+    minutes, first = 0.0, None
+    for arm, cfg in study_configs.items():
+        f = processes[f"training {arm}"]
+        first = first or f
+        epochs = f["epochs"][1:] or f["epochs"]
+        images_per_s = statistics.median(e["train_images_per_s"] for e in epochs)
+        val_per_layout = statistics.median(e["val_seconds"] for e in epochs) / f["layouts"]["val"]
+        rest = f["seconds"] - sum(f["phases"].values())
+        one_off = f["epochs"][0]["epoch_seconds"] - statistics.median(e["epoch_seconds"] for e in epochs)
+        real_epoch = (
+            REAL_LAYOUTS * REAL_TRAIN_SHARE / images_per_s
+            + REAL_LAYOUTS * cfg.data.val_fraction * val_per_layout
+            + rest / len(f["epochs"])
+        )
+        minutes += runs_per_arm * (one_off + cfg.training.epochs * real_epoch) / 60
+    cached = sum(first["layouts"].values())
+    return {"training_minutes": minutes, "cache_build_minutes": first["phases"]["data"] / cached * REAL_LAYOUTS / 60}
+
+
+def run_benchmark(overrides: dict[str, Any], work_dir: Path, save) -> dict[str, Any]:
     import torch
 
-    from ...data.batches import manifest_path
-
-    work.start_afresh()
-    manifest_path(work.config("V1"), log=log)  # the synthetic set, generated once, outside the measured processes
-    report = {
-        "resolution": work.resolution,
-        "synthetic_layouts": work.layouts,
-        "training_steps": work.steps,
-        "quick": work.quick,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "peak": "VmHWM of the process while in each phase (reset per phase); on a GPU also "
-        "torch.cuda.max_memory_allocated",
-        "processes": {},
-    }
-    for name in PROCESSES:
-        report["processes"][name] = run_process(name, work)
+    plan = plan_study(work_dir / "study", overrides)
+    logs = work_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    out, r = plan.outputs, next(iter(plan.configs.values())).data.resolution
+    report = {"resolution": r, "settings": plan.settings, "torch": torch.__version__, "cpus": os.cpu_count()}
+    report |= {"python": platform.python_version(), "processes": {}}
+    for run in plan.runs:
+        run_stage(f"training {run.arm}", ["-m", "imginav_core", "train", str(plan.config_path(run))], logs)
+        report["processes"][f"training {run.arm}"] = training_figures(out, run.name)
         save(report)
+    run_stage("probe", ["-m", "imginav_core", "probe", "--out", str(plan.root)], logs)
+    report["processes"]["probe"] = probe = probe_figures(out)
+    save(report)
+    run_stage("analysis", ["-m", "imginav_core.study.perf.memory", str(plan.root)], logs)
+    report["processes"]["analysis"] = json.loads(out.latent_metrics.read_text())["resources"]
+    cache = [p for p in out.cache_root.rglob("*") if p.is_file() and out.scorer_cache not in p.parents]
+    cached = sum(report["processes"][f"training {plan.runs[0].arm}"]["layouts"].values())
+    study = read_study_file()
+    configs = {label: load_config(arm.config) for label, arm in study.arms.items()}
+    real_runs = len(study.arms) * len(study.seeds)
+    report["real_set"] = {
+        "layouts": REAL_LAYOUTS,
+        "runs": real_runs,
+        **estimate(report["processes"], configs, len(study.seeds)),
+        "probe_latent_bytes": probe["latent_bytes_per_training_layout"] * REAL_LAYOUTS * REAL_TRAIN_SHARE,
+        "analysis_latent_bytes": probe["latent_bytes_per_test_layout"] * AnalysisSettings().max_images * real_runs,
+        "cache_bytes": sum(p.stat().st_size for p in cache) / cached * REAL_LAYOUTS,
+    }
+    save(report)
     return report
 
 
-def gigabytes(value: int | float | None) -> str:
-    return "" if value is None else f"{value / 1e9:.2f}"
+def peak_phase(figures: dict[str, Any]) -> str:
+    """The first phase at whose end the process's peak resident size was reached (within 1 %: the
+    allocator's slack grows it by a few pages later)."""
+    peak = figures["peak_memory"]["resident_bytes"]
+    reached = [p for p, m in figures["peak_memory_after"].items() if m["resident_bytes"] >= 0.99 * peak]
+    return reached[0] if reached else "after its last phase"
 
 
 def table(report: dict[str, Any]) -> str:
     r = report["resolution"]
     lines = [
-        f"ImgiNav memory benchmark at {r} x {r}: peak resident size per phase (GB; the whole process, "
-        "while in the phase), its rise above the size on entering it, the peak CUDA memory on a GPU",
-        f"{report['synthetic_layouts']} synthetic layouts generated; training cut to {report['training_steps']} "
-        f"steps per arm; {report['cpus']} CPUs, torch {report['torch']}",
+        f"ImgiNav's jobs at {r} x {r}, as each stage recorded them: seconds per phase, and the process's peak "
+        f"resident size at the end of each (GB; it only grows), on a GPU also the peak CUDA memory; "
+        f"{report['cpus']} CPUs, torch {report['torch']}; settings {report['settings']}",
         "",
-        f"{'process':<12} {'phase':<34} {'peak GB':>8} {'rise GB':>8} {'CUDA GB':>8} {'s':>7}  batch",
+        f"{'process':<12} {'phase':<34} {'seconds':>8} {'peak GB':>8} {'CUDA GB':>8}",
     ]
-    for name, process in report["processes"].items():
-        for phase, f in process["phases"].items():
-            lines.append(
-                f"{name:<12} {phase[:34]:<34} {gigabytes(f['peak_bytes']):>8} {gigabytes(f['rise_bytes']):>8} "
-                f"{gigabytes(f['cuda_peak_bytes']):>8} {f['seconds']:>7.1f}  {f['batch']}"
-            )
-        lines.append(f"{name:<12} {'= the process':<34} {gigabytes(process['peak_bytes']):>8}")
-        lines.append("")
-    cache = report["processes"].get("cache", {}).get("details")
-    if cache:
-        per_1000 = cache["cache_bytes_per_1000"]
-        lines.append(
-            f"cache on disk: {per_1000 / 1e9:.3f} GB per 1,000 layouts ({cache['off_palette_layouts']} of "
-            f"{cache['layouts_cached']} with off-palette pixels), so {per_1000 * REAL_LAYOUTS / 1000 / 1e9:.1f} GB "
-            f"for the {REAL_LAYOUTS:,} real layouts if as many are palette-pure; each decoding process peaked at "
-            f"{gigabytes(cache['largest_worker_bytes'])} GB"
-        )
-    probe = report["processes"].get("probe", {}).get("details")
-    if probe:
-        per_layout = probe["latent_bytes_per_training_layout"]
-        lines.append(
-            f"the probe holds {per_layout / 1e3:.0f} KB of encoded latents per training layout (the larger "
-            f"arm): {probe['latent_bytes_at_real_size'] / 1e9:.2f} GB at the real {REAL_TRAINING:,} training "
-            "layouts, beyond what this size shows"
-        )
-    analysis = report["processes"].get("analysis", {}).get("details")
-    if analysis and "latent_bytes_at_real_size" in analysis:
-        lines.append(
-            f"the analysis keeps {analysis['latent_bytes_per_layout_and_run'] / 1e3:.0f} KB of latents per "
-            f"measured layout and run: {analysis['latent_bytes_at_real_size'] / 1e9:.2f} GB for "
-            f"{analysis['real_runs']} runs of 512 layouts, beyond what this size shows"
-        )
+
+    def row(process: str, phase: str, seconds: float, memory: dict[str, Any]) -> str:
+        cuda = "" if memory.get("cuda_bytes") is None else f"{memory['cuda_bytes'] / GB:.2f}"
+        return f"{process:<12} {phase[:34]:<34} {seconds:>8.1f} {memory['resident_bytes'] / GB:>8.2f} {cuda:>8}"
+
+    for name, f in report["processes"].items():
+        lines += [row(name, phase, s, f["peak_memory_after"][phase]) for phase, s in f["phases"].items()]
+        lines += [row(name, "= the process", f["seconds"], f["peak_memory"]) + f"  reached in: {peak_phase(f)}", ""]
+    real = report.get("real_set")
+    if real:
+        lines += [
+            f"the real set ({real['layouts']:,} layouts, {real['runs']} runs): training {real['training_minutes']:.0f} "
+            f"minutes here; decoding its PNGs into the cache about {real['cache_build_minutes']:.1f} minutes, "
+            f"{real['cache_bytes'] / GB:.1f} GB on disk if as many are palette-pure as here",
+            f"latents kept at the real size, beyond what this size shows: the probe "
+            f"{real['probe_latent_bytes'] / GB:.2f} GB, the analysis {real['analysis_latent_bytes'] / GB:.2f} GB",
+        ]
     return "\n".join(lines)
-
-
-def settle(args: argparse.Namespace, overrides: dict[str, Any]) -> Workload:
-    """The workload the command line asks for, checked before anything runs."""
-    from ...config import load_config
-    from ..arms import read_study_file
-
-    EXPERIMENTS = {label: arm.config for label, arm in read_study_file().arms.items()}
-
-    for option in ("windows", "warmup"):
-        if getattr(args, option) is not None:
-            raise ConfigError(f"bench --memory: --{option} times the throughput benchmark; it has no use here")
-    if args.variant or args.profile:
-        raise ConfigError("bench --memory: --variant and --profile belong to the throughput benchmark")
-    if args.models != "V1,V2":
-        raise ConfigError("bench --memory measures both arms (the probe and the analysis compare them): drop --models")
-    overrides = dict(overrides)
-    resolution = overrides.pop("data.resolution", QUICK_RESOLUTION if args.quick else None)
-    layouts = args.layouts or (QUICK_LAYOUTS if args.quick else DEFAULT_LAYOUTS)
-    steps = args.steps or (1 if args.quick else TRAINING_STEPS)
-    base = load_config(EXPERIMENTS["V1"], {**overrides, **({"data.resolution": resolution} if resolution else {})})
-    if layouts < 40 or steps < 1:
-        raise ConfigError("bench --memory: --layouts must be >= 40 (a few of each split) and --steps >= 1")
-    work_dir = Path(args.work_dir) if args.work_dir else None
-    return Workload(
-        work_dir=str(work_dir.resolve()) if work_dir else "",
-        resolution=base.data.resolution,
-        layouts=layouts,
-        steps=steps,
-        overrides=overrides,
-        quick=args.quick,
-    )
 
 
 def main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     """``python -m imginav_core bench --memory``: the options are defined with the command line."""
-    work = settle(args, overrides)
+    for option in ("steps", "windows", "warmup"):
+        if getattr(args, option) is not None:
+            raise ConfigError(
+                f"bench --memory: --{option} belongs to the throughput benchmark; a stage is cut short by its "
+                "settings (--set training.epochs=N, --set data.synthetic_samples=N, --set probe.steps=N)"
+            )
+    if args.variant or args.profile or args.models != "V1,V2":
+        raise ConfigError("bench --memory: --variant, --profile and --models belong to the throughput benchmark")
+    device = overrides.get("training.device")
+    settings = {**WORKLOAD, **(QUICK if args.quick else {}), **overrides}
+    if device:  # one device for every stage, unless given apart
+        settings = {"probe.device": device, "analysis.device": device, **settings}
 
     def save(report: dict[str, Any]) -> None:
         report["seconds"] = time.perf_counter() - STARTED
         if args.json:
             write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
 
-    scratch = None
-    if not work.work_dir:
-        scratch = tempfile.mkdtemp(prefix="imginav-memory-")
-        work.work_dir = scratch
-    try:
-        report = run_benchmark(work, save)
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="imginav-memory-") as scratch:
+        report = run_benchmark(settings, Path(args.work_dir or scratch).resolve(), save)
     print("\n" + table(report), flush=True)
     if args.json:
         log(f"figures written to {args.json}")
     return 0
 
 
-if __name__ == "__main__":  # one measured process: NAME WORKLOAD_JSON RESULT_PATH
-    measure(sys.argv[1], Workload(**json.loads(sys.argv[2])), Path(sys.argv[3]))
+def analysis(root: str) -> None:
+    """The analysis's measuring (``run_study``) of the study under ``root``, as its job runs it."""
+    from ..analysis.study import run_study
+    from ..notebooks import analysis_inputs
+
+    inputs = analysis_inputs(root)
+    run_study(inputs.arms.arms, inputs.plan.root, inputs.plan.analysis)
+
+
+if __name__ == "__main__":  # the analysis's process: OUTPUT_ROOT
+    analysis(sys.argv[1])

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,8 @@ from ...files import atomic_path, file_sha256, write_text_atomic
 from ...images import save_png, to_uint8
 from ...model import LayoutAutoencoder
 from ...outputs import Outputs
-from ...runtime import device_name, resolve_device
+from ...runtime import StageMeter as Timings  # seconds and peak memory per phase
+from ...runtime import device_name, peak_memory, resolve_device
 from ...scoring import LayoutScorer
 from ...scoring.copies import CopyDistances, CopyIndex, generated_class_maps
 from ...scoring.features import Embedding
@@ -68,30 +68,6 @@ def model_batch(resolution: int) -> int:
     """Layouts per encoder or decoder call at ``resolution``: DECODE_CHUNK, at most MODEL_PIXELS
     pixels. The batch changes no result, only how much is held at once."""
     return max(1, min(DECODE_CHUNK, MODEL_PIXELS // resolution**2))
-
-
-class Timings(dict):
-    """Seconds per phase, summed over the times it is entered (``with timings("decoding"): ...``)."""
-
-    def __init__(self, device: torch.device) -> None:
-        super().__init__()
-        self.device = device
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":  # the device's queued work belongs to this phase
-                torch.cuda.synchronize(self.device)
-            self.add(phase, time.perf_counter() - started)
-
-    def add(self, phase: str, seconds: float) -> None:
-        self[phase] = self.get(phase, 0.0) + seconds
-
-    def line(self) -> str:
-        return ", ".join(f"{phase} {seconds:.1f}" for phase, seconds in self.items())
 
 
 def run_probe(
@@ -142,6 +118,8 @@ def run_probe(
             **timings,
             "runs": {name: r["timings"]["total"] for name, r in metrics["experiments"].items()},
             "total": time.perf_counter() - started,
+            "peak_memory": peak_memory(device),
+            "peak_memory_after": timings.peaks,  # the shared phases'; each run's beside its timings
         }
         ProbeMetrics(**metrics).write(out.probe_metrics)  # after each run: a killed probe keeps the runs done
     log(f"probe finished in {metrics['timings']['total']:.1f} s (shared: {timings.line()})")
@@ -288,6 +266,7 @@ def probe_run(
         "seeds": seeds,
         "diffusability": diffusability,
         "timings": dict(timings),
+        "peak_memory_after": timings.peaks,
         "encode_seconds": timings["encoding"],
     }
 
