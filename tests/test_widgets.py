@@ -19,6 +19,7 @@ from imginav_core.study.analysis.plots import layout_name, pair_title, short_id
 from imginav_core.study.analysis.study import AnalysisSettings, measure_model, run_study, work_chunks
 from imginav_core.study.analysis.widgets import (
     COLUMNS,
+    VISIBLE_RING,
     display_px,
     edge_ring,
     frames_explorer,
@@ -229,6 +230,9 @@ def test_a_demo_sized_study_says_so_beside_both_explorers(study):
         assert f"epoch {load_checkpoint(shown.checkpoint)['epoch']} ({arm} seed {shown.seed})" in note
     for explorer in (frames_explorer(study), live_explorer(study, device="cpu")):
         assert any(h.value == note for h in _find(explorer, w.HTML))
+    # under the static explorer (the analysis notebook) the live one leaves the notes to it: one banner
+    quiet = live_explorer(study, device="cpu", notes=False)
+    assert not any("Demo-sized" in h.value for h in _find(quiet, w.HTML))
 
 
 def test_the_size_limits_are_the_decisions_own():
@@ -278,6 +282,25 @@ def test_a_ring_along_the_decoded_edge_is_named_as_the_networks_and_nothing_else
     assert "comes from the network" in caption and "zeros" in caption and "transposed convolutions" in caption
     assert ring_caption(_with_frames(study, blurred_everywhere)) == ""
     assert ring_caption(_with_frames(study, exact)) == ""
+
+
+@pytest.mark.parametrize("levels,captioned", [(5, False), (6, True), (8, True)])
+def test_a_ring_is_captioned_from_the_contrast_at_which_it_is_seen(study, levels, captioned):
+    """A ring darker than the layout by 6 levels of 255 is seen on screen at the explorer's size
+    (widgets.VISIBLE_RING says how that was found); 5 levels are not. On frames blurred everywhere
+    (every pixel darker by 40 levels), a ring is judged against what lies just inside it."""
+
+    def ringed(frames, inputs):
+        ends = inputs - 40  # off everywhere alike ...
+        for end in ends:  # ... and its outermost pixels darker still
+            for edge in (end[0, :], end[-1, :], end[1:-1, 0], end[1:-1, -1]):
+                edge -= levels
+        return _ends_as(np.clip(ends, 0, 255).astype(np.uint8), frames)
+
+    assert VISIBLE_RING == 6 / 255
+    changed = _with_frames(study, ringed)
+    assert all(r.edge - r.inside == pytest.approx(levels / 255, abs=0.004) for r in edge_ring(changed))
+    assert (ring_caption(changed) != "") == captioned
 
 
 # ---- the analysis's progress display --------------------------------------------------------

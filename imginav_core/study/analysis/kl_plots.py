@@ -8,8 +8,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..arms import decision_arms
+from .numbers import interval, scale_for, scaled_name
 from .plots import _colour
-from .sweep import KLSweep, number, weight_text
+from .sweep import KLSweep, weight_text
 
 SWEEP_PANELS = (
     ("fld", "probe FLD (lower is better)"),
@@ -124,22 +125,35 @@ def kl_curve(sweep: KLSweep) -> plt.Figure:
     return fig
 
 
-def _estimate(value, digits: str = "") -> str:
+def _estimate(value, scale: int = 0) -> str:
+    """An estimate with its 95 % interval over the runs (none with one run): ``0.0523 [0.041 to 0.066]``."""
     if value.estimate is None:
         return "—"
-
-    def shown(v: float) -> str:
-        return f"{v:{digits}}" if digits else number(v)
-
-    if value.ci95 is None:
-        return shown(value.estimate)
-    return f"{shown(value.estimate)} ({shown(value.ci95[0])}-{shown(value.ci95[1])})"
+    return interval(value.estimate, *(value.ci95 or (None, None)), scale=scale)
 
 
 def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
     """The curve's numbers, one row per KL weight: each value with its 95 % interval over the runs
     (none with one run), and the decision's reconstruction criteria against V1 (the verdict).
-    Short headers, so that nine columns fit the book's page without breaking words."""
+    Short headers, so that nine columns fit the book's page without breaking words; a column's
+    scale in its header where its values are tiny or huge (``numbers``)."""
+    measures = {
+        "FLD": "fld",
+        "MSE": "mse",
+        "small IoU": "small_class_iou",
+        "KL nats": "kl_nats_per_element",
+        "active": "active_share",
+    }
+    scales = {
+        header: scale_for(
+            v
+            for point in sweep.curve
+            for e in [getattr(point, key)]
+            if e.estimate is not None
+            for v in [e.estimate, *(e.ci95 or ())]
+        )
+        for header, key in measures.items()
+    }
     rows = []
     for point in sweep.curve:
         verdicts = {name: c["verdict"] for name, c in point.non_inferiority.items()}
@@ -147,11 +161,10 @@ def kl_curve_table(sweep: KLSweep) -> pd.DataFrame:
             {
                 "KL weight": point.label,
                 "n": len(point.runs),
-                "FLD": _estimate(point.fld),
-                "MSE": _estimate(point.mse),
-                "small IoU": _estimate(point.small_class_iou, ".3f"),
-                "KL nats": _estimate(point.kl_nats_per_element),
-                "active": _estimate(point.active_share, ".2f"),
+                **{
+                    scaled_name(header, scales[header]): _estimate(getattr(point, key), scales[header])
+                    for header, key in measures.items()
+                },
                 "MSE vs V1": verdicts.get("reconstruction_mse", "reference"),
                 "IoU vs V1": verdicts.get("small_class_iou", "reference"),
             }

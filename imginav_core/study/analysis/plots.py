@@ -11,7 +11,9 @@ from ...data.manifest import LayoutRecord
 from ..arms import decision_arms, study_arms
 from ..results import Decision
 from ..runs import RunSummary
+from . import numbers
 from .measures import ACTIVE_UNIT_THRESHOLD
+from .numbers import interval, percent, sig
 from .study import Study
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -239,37 +241,41 @@ def reconstruction_table(study: Study) -> pd.DataFrame:
     table = pd.DataFrame(columns)
     table.columns.names = ["arm (mean over seeds)", "layouts"]
     table.index.name = "descriptive"
-    return table
+    return numbers.table(table, by="row")
 
 
-def latent_table(study: Study) -> pd.DataFrame:
+def latent_table(study: Study, arm: str | None = None) -> pd.DataFrame:
     """What a diffusion model trained on each space would see, and the VAE's posterior, each run
-    a column. Descriptive, apart from posterior collapse (a flag of the decision)."""
+    a column (``arm``: that arm's runs only, so that five seeds a side fit the page; the posterior's
+    rows then only where the arm has one). Descriptive, apart from posterior collapse (a flag of the
+    decision)."""
     rows = {}
-    for r in study.models:
+    for r in study.models if arm is None else study.arm(arm):
         lat, post = r.metrics["latent"], r.metrics.get("posterior")
         row = {
             "what a diffusion model sees": lat["of"],
-            "std": f"{lat['std']:.3g}",
-            "scale factor (1/std)": f"{lat['scale_factor']:.3g}",
-            "channel std min..max": f"{min(lat['channel_std']):.3g}..{max(lat['channel_std']):.3g}",
+            "std": lat["std"],
+            "scale factor (1/std)": lat["scale_factor"],
+            "channel std min..max": f"{sig(min(lat['channel_std']))}..{sig(max(lat['channel_std']))}",
             "excess kurtosis per channel, median (max)": (
-                f"{lat['median_channel_excess_kurtosis']:.2g} ({lat['max_channel_excess_kurtosis']:.2g})"
+                f"{sig(lat['median_channel_excess_kurtosis'], 2)} ({sig(lat['max_channel_excess_kurtosis'], 2)})"
             ),
         }
         if post:
             row |= {
-                "KL (nats per latent element)": f"{post['kl_nats_per_element']:.3g}",
-                "KL (bits per pixel)": f"{post['kl_bits_per_pixel']:.3g}",
-                "KL weighted (band 1e-4..1e-3)": f"{post['kl_weighted']:.3g}",
-                "KL share of the validation loss": f"{100 * post['kl_share_of_loss']:.2g} %",
-                f"active units (var > {ACTIVE_UNIT_THRESHOLD:g})": f"{post['active_units']} of {post['units']} "
-                f"({100 * post['active_share']:.0f} %)",
-                "posterior noise / spread of means (median channel)": f"{post['median_noise_to_signal']:.3g}",
+                "KL (nats per latent element)": post["kl_nats_per_element"],
+                "KL (bits per pixel)": post["kl_bits_per_pixel"],
+                "KL weighted (band 1e-4..1e-3)": post["kl_weighted"],
+                "KL share of the validation loss": percent(post["kl_share_of_loss"], 2),
+                f"active units (var > {ACTIVE_UNIT_THRESHOLD:g})": f"{post['active_units']:,} of {post['units']:,} "
+                f"({percent(post['active_share'])})",
+                "posterior noise / spread of means (median channel)": post["median_noise_to_signal"],
                 "posterior collapse": "yes" if post["collapsed"] else "no",
             }
         rows[f"{r.label} seed {r.seed}"] = row
-    table = pd.DataFrame(rows).fillna("n/a (deterministic)")
+    values = pd.DataFrame(rows)
+    table = numbers.table(values, by="row")  # a row's scale in its name (KL weighted: x 10^-6)
+    table = table.mask(values.isna().to_numpy(), "n/a (deterministic)")
     table.index.name = "descriptive"
     return table
 
@@ -312,11 +318,11 @@ def interpolation_table(study: Study) -> pd.DataFrame:
         }
     table = pd.DataFrame(rows).T
     table.index.names = ["arm (mean over seeds)", "pairs"]
-    return table
+    return numbers.table(table)
 
 
 def _shown(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+    return "" if value is None else sig(value)
 
 
 def _counts(c: dict) -> str:
@@ -326,14 +332,15 @@ def _counts(c: dict) -> str:
     return f"{'+'.join(map(str, c['n_seeds']))} seeds, {c['n_images']}"
 
 
-def criteria_table(decision: Decision) -> pd.DataFrame:
+def criteria_table(decision: Decision, meanings: bool = True) -> pd.DataFrame:
     """Each criterion of the rule and its role, each arm's mean over its seeds, the difference (VAE
     minus deterministic; relative where said) with its 95 % interval, the true difference the
     design would see with the rule's power, both ways (``<= 0.34 x or >= 2.97 x``: V2 / V1 at most
     or at least that, for a relative criterion; V2 - V1 for the others), the verdict (against the
     margin, if any; "not assessable" where a relative margin cannot be judged), what n is (runs for
     the probe's FLD; seeds and images or pairs for the others), and what is compared (each seed's
-    value: decision.json). Few columns, so that the table fits the page; show it with ``.style``."""
+    value: decision.json). ``meanings`` False: without that last column, whose long cells the report
+    shows apart (``criteria_meanings``), so that the numbers' columns fit the page."""
 
     def mean(values) -> str:
         return _shown(float(np.mean(values))) if values else ""
@@ -348,7 +355,7 @@ def criteria_table(decision: Decision) -> pd.DataFrame:
     power = next((c["detectable"]["power"] for c in decision.criteria.values() if c.get("detectable")), 0.8)
     rows = {}
     for name, c in decision.criteria.items():
-        interval = c.get("ci95")
+        between = c.get("ci95")
         if c["role"] == "flag":
             difference, detectable = (
                 ", ".join(
@@ -360,7 +367,7 @@ def criteria_table(decision: Decision) -> pd.DataFrame:
             )
         else:
             relative = " (relative)" if c.get("relative") else ""
-            difference = f"{_shown(c['estimate'])} [{_shown(interval[0])}, {_shown(interval[1])}]{relative}"
+            difference = f"{_shown(c['estimate'])} [{_shown(between[0])} to {_shown(between[1])}]{relative}"
             detectable = seen(c)
         margin = f" (margin {_shown(c['margin'])})" if c.get("margin") is not None else ""
         note = f" — {c['note']}" if c.get("note") else ""
@@ -375,7 +382,13 @@ def criteria_table(decision: Decision) -> pd.DataFrame:
         }
     table = pd.DataFrame(rows).T
     table.index.name = "criterion"
-    return table
+    return table if meanings else table.drop(columns="what is compared")
+
+
+def criteria_meanings(decision: Decision) -> pd.DataFrame:
+    """What each criterion of ``criteria_table`` compares (each seed's value, as decision.json
+    holds it), one row per criterion, named as there."""
+    return criteria_table(decision)[["what is compared"]]
 
 
 def robustness_table(decision: Decision) -> pd.DataFrame:
@@ -399,7 +412,7 @@ def robustness_table(decision: Decision) -> pd.DataFrame:
         shown = ""
     else:
         low, high = (1 + v for v in primary["ci95"])
-        shown = f"{_shown(1 + primary['estimate'])} [{_shown(low)}, {_shown(high)}] ({primary['verdict']})"
+        shown = f"{interval(1 + primary['estimate'], low, high)} ({primary['verdict']})"
     rows["all checks (the primary, with its interval)"] = {
         "V2 / V1": shown,
         "favours the same arm as the primary": "not measured" if holds is None else holds,

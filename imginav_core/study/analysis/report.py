@@ -26,6 +26,7 @@ from ...outputs import Outputs, shown_path
 from ..arms import decision_arms
 from ..plan import StudyPlan
 from ..results import Decision, LatentMetrics
+from .numbers import interval, percent, sig, with_separators
 from .primary import detectable_text
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them
@@ -52,8 +53,7 @@ INTRO_CRITERIA = (
 )
 
 
-def _number(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+_number = sig  # every number the introduction quotes: 3 significant figures, no exponent (numbers.py)
 
 
 def _robustness_text(decision: Decision) -> str:
@@ -89,12 +89,14 @@ def _robustness_text(decision: Decision) -> str:
             f"{' and '.join(k + 's' for k in kinds)}, not under {', '.join(against)}"
         )
     low, high = (1 + v for v in primary["ci95"])
-    interval = f"V2 / V1 {1 + estimate:.2f}, {100 * primary.get('level', 0.95):.0f} % interval {low:.2f}-{high:.2f}"
+    between = (
+        f"V2 / V1 {sig(1 + estimate)}, {100 * primary.get('level', 0.95):.0f} % interval {sig(low)} to {sig(high)}"
+    )
     tail = {
-        "vae better": f", and the interval lies wholly below 1 ({interval})",
-        "vae worse": f", and the interval lies wholly above 1 ({interval})",
-    }.get(primary["verdict"], f", but the interval includes no difference ({interval})")
-    shown = "; ".join(f"{what} {c['ratio']:.2f}" for what, c in checks)
+        "vae better": f", and the interval lies wholly below 1 ({between})",
+        "vae worse": f", and the interval lies wholly above 1 ({between})",
+    }.get(primary["verdict"], f", but the interval includes no difference ({between})")
+    shown = "; ".join(f"{what} {sig(c['ratio'])}" for what, c in checks)
     return f"{lead}{tail}. V2 / V1 under each: {shown}"
 
 
@@ -126,6 +128,130 @@ def _protocol_words(protocol: dict) -> str:
     status = protocol.get("status", "not pre-registered")
     sha = protocol.get("planned_sha256") or protocol.get("sha256")
     return f"{status} (protocol {sha[:12]})" if sha and status != "not pre-registered" else status
+
+
+# ---- the result card: the introduction's first screen ----------------------------------------
+
+# What each verdict means for the choice, in the words of the rule (decision.py).
+VERDICT_WORDS = {
+    "vae better": "the VAE was shown better on the primary endpoint, its reconstructions not worse",
+    "vae worse": "the VAE was shown worse",
+    "inconclusive": "{baseline} is the default because it is the simpler model, not because it was shown better",
+}
+# The guard's kinds of flag (probe/guard.py's words) as the card names them.
+GUARD_KINDS = {
+    "generator collapsed or scorer fooled": "collapsed or fooled",
+    "generations too far from real for the endpoint to inform": "too far from real",
+    "not guarded": "not guarded",
+}
+
+
+def _run_seeds(arms: dict[str, list[RunSummary]]) -> dict[str, tuple[str, int]]:
+    """Each run's name -> (its arm, its training seed)."""
+    return {r.name: (label, r.config.training.seed) for label, runs in arms.items() for r in runs}
+
+
+def _card_choice(decision: Decision) -> str:
+    baseline, candidate = decision_arms()
+    if decision.choice is None:
+        return f"No choice (verdict: {decision.verdict}): {decision.reason}."
+    arm = f"{candidate}, the VAE" if decision.choice == "variational" else f"{baseline}, the deterministic encoder"
+    why = VERDICT_WORDS.get(decision.verdict, decision.reason).format(baseline=baseline)
+    return f"Choose {arm} (verdict: {decision.verdict}): {why}."
+
+
+def _card_primary(decision: Decision) -> str:
+    """The primary's ratio and its interval in words."""
+    primary = decision.primary
+    if primary is None:
+        return "not measured (no diffusion probe): the study cannot choose"
+    low, high = (1 + v for v in primary["ci95"])
+    reading = {
+        "vae better": "wholly below 1: V2's generated layouts are closer to real ones",
+        "vae worse": "wholly above 1: V2's generated layouts are further from real ones",
+    }.get(primary["verdict"], "it includes 1, no difference")
+    level = f"{100 * primary.get('level', 0.95):.0f} %"
+    return (
+        f"V2's FLD of generated layouts is {sig(1 + primary['estimate'])} x V1's "
+        f"({level} interval {sig(low)} x to {sig(high)} x: {reading})"
+    )
+
+
+def _card_detectable(decision: Decision) -> str:
+    """What the study could have seen, both ways, at 3 significant figures (0.0143 x, not 0.01 x)."""
+    primary = decision.primary
+    if primary is None:
+        return "not measured"
+    found = primary.get("detectable")
+    if not found:
+        return detectable_text(primary)
+    return (
+        f"V2's FLD would have to be at most {sig(found['at_most'])} x or at least {sig(found['at_least'])} x V1's "
+        f"to be seen {100 * found['power']:.0f} % of the time"
+    )
+
+
+def _card_guard(decision: Decision, seeds: dict[str, tuple[str, int]]) -> str:
+    """The guard's reading of every compared run: how many are flagged, and as what, the runs named by
+    arm and seed (``too far from real: V1 seeds 42, 44; V2 seeds 42-46``)."""
+    primary = decision.primary
+    if primary is None:
+        return "not measured (no diffusion probe)"
+    guard = primary.get("guard") or {}
+    by_kind: dict[str, dict[str, list]] = {}
+    for name, record in guard.items():
+        arm, seed = seeds.get(name, (name, None))
+        for flag in record["flags"]:
+            kind = flag.split(": ")[1] if ": " in flag else flag
+            runs = by_kind.setdefault(GUARD_KINDS.get(kind, kind), {}).setdefault(arm, [])
+            if seed not in runs:
+                runs.append(seed)
+    flagged = sum(bool(record["flags"]) for record in guard.values())
+    if not flagged:
+        return (
+            f"no run flagged: none of the {len(guard)} runs' generations collapsed, fooled the scorer or lay too "
+            "far from real"
+        )
+    shown = "; ".join(
+        f"{kind}: "
+        + " and ".join(
+            f"{arm} seed{'s' if len(found) > 1 else ''} {', '.join(str(s) for s in found)}" if found != [None] else arm
+            for arm, found in arms.items()
+        )
+        for kind, arms in by_kind.items()
+    )
+    return f"{flagged} of {len(guard)} runs flagged, so the FLD cannot decide ({shown})"
+
+
+def _card_protocol(protocol: dict) -> str:
+    """pre-registered (protocol 5ac95ee5cf39…), exploratory naming the changed fields, or not pre-registered."""
+    status = protocol.get("status", "not pre-registered")
+    if status == "pre-registered":
+        return f"pre-registered (protocol {str(protocol.get('planned_sha256') or protocol.get('sha256'))[:12]}…)"
+    if status == "exploratory":
+        fields = [change.split(": ")[0] for change in protocol.get("changes", [])]
+        more = f" and {len(fields) - 4} more" if len(fields) > 4 else ""
+        return f"exploratory: changed since the plan: {', '.join(fields[:4])}{more}"
+    line = protocol.get("line", "")
+    return "not pre-registered" + (f": {line.split(': ', 1)[1]}" if ": " in line else "")
+
+
+def result_card(decision: Decision, arms: dict[str, list[RunSummary]]) -> dict[str, str]:
+    """The introduction's result card, one line each (``card_*``): the choice and verdict in one
+    sentence, the primary's ratio with its interval, what the study could have detected (both ways),
+    whether the data suffice, the guard's flags and the protocol's status."""
+    other = [f for f in decision.flags if not any(kind in f for kind in GUARD_KINDS)]
+    return {
+        "card_choice": _card_choice(decision),
+        "card_primary": _card_primary(decision),
+        "card_detectable": _card_detectable(decision),
+        "card_data": "yes"
+        if decision.data_sufficient
+        else "no, the result is provisional: " + with_separators(", ".join(decision.data_limits)),
+        "card_guard": _card_guard(decision, _run_seeds(arms)),
+        "card_other_flags": f"{len(other)}, listed in the result in detail below" if other else "none",
+        "card_protocol": _card_protocol(decision.protocol),
+    }
 
 
 def _split_numbers(split: dict) -> dict[str, Any]:
@@ -172,6 +298,7 @@ def key_numbers(
         "decision_guard": _guard_text(decision),
         "decision_missing_runs": "; ".join(f"{m['name']} ({m['why']})" for m in decision.missing_runs) or "none",
         "decision_protocol": _protocol_words(decision.protocol),
+        **result_card(decision, arms),
         "train_images": train_images,
         "evaluation_split": latent_metrics.evaluation_split,
         "evaluation_images": latent_metrics.evaluation_images,
@@ -196,9 +323,7 @@ def key_numbers(
             {
                 f"{name}_v1": _number(float(sum(c["deterministic"]) / len(c["deterministic"]))),
                 f"{name}_v2": _number(float(sum(c["vae"]) / len(c["vae"]))),
-                f"{name}_diff": (
-                    f"{_number(c['estimate'])} [{_number(c['ci95'][0])}, {_number(c['ci95'][1])}]{relative}"
-                ),
+                f"{name}_diff": interval(c["estimate"], *c["ci95"]) + relative,
                 f"{name}_mde": _detectable_shown(c),
                 f"{name}_verdict": c["verdict"]
                 + (f" (margin {_number(c['margin'])})" if c.get("margin") is not None else ""),
@@ -210,7 +335,7 @@ def key_numbers(
             "v2_kl_nats": _number(float(sum(p["kl_nats_per_element"] for p in posts) / len(posts))),
             "v2_kl_bits_per_pixel": _number(float(sum(p["kl_bits_per_pixel"] for p in posts) / len(posts))),
             "v2_kl_weighted": _number(float(sum(p["kl_weighted"] for p in posts) / len(posts))),
-            "v2_active_share": f"{100 * sum(p['active_share'] for p in posts) / len(posts):.0f} %",
+            "v2_active_share": percent(sum(p["active_share"] for p in posts) / len(posts)),
         }
     )
     for label, runs in arms.items():
@@ -319,8 +444,9 @@ def stage(plan: StudyPlan, book: Path | None = None) -> list[Path]:
         )
     shutil.rmtree(target / "arms", ignore_errors=True)
     copied = []
+    absent = set() if plan.sweep else {SWEEP_TAG}  # a section about what did not run is not shown
     for page, (source, title) in sources.items():
-        copy_for_report(source, target / page, out, title)
+        copy_for_report(source, target / page, out, title, drop=absent)
         copied.append(target / page)
     ensure_html_manager(book)
     return copied
@@ -339,18 +465,35 @@ def chapter_title(plan: StudyPlan, label: str) -> str:
     return f"{label} training{encoder}: {run.name}"
 
 
-def copy_for_report(source: Path, target: Path, out: Outputs, title: str | None = None) -> None:
+# The tag of the analysis notebook's cells about the KL-weight sweep: the report's copy leaves them
+# out when the study planned no sweep. A notebook run by papermill cannot add or remove its own
+# cells, and myst-nb's remove-* tags are fixed before the run; the stage step knows the plan, so it
+# takes out the whole section (its heading, prose, code) and the executed notebook keeps it, with its
+# line saying that there was no sweep.
+SWEEP_TAG = "kl-sweep"
+
+
+def copy_for_report(
+    source: Path, target: Path, out: Outputs, title: str | None = None, drop: set[str] | frozenset = frozenset()
+) -> None:
     """The executed notebook as the report shows it. papermill writes the parameters it was given
     into the notebook (its "injected-parameters" cell), and on the cluster those are absolute
     paths of that machine; the report shows them as logs do (``Outputs.shown``: ``OUTPUT_ROOT/...``,
-    else their last parts). The executed notebook itself is left as it is."""
+    else their last parts), and shows them alone: the "parameters" cell of defaults above them is
+    hidden (``remove-cell``), so one parameter cell, the values used, is on the page. Cells with a
+    tag in ``drop`` are left out. The executed notebook itself is left as it is."""
     notebook = json.loads(source.read_text())
+    notebook["cells"] = [c for c in notebook["cells"] if not drop & set(c.get("metadata", {}).get("tags", []))]
     if title:  # the chapter's own heading, in place of the notebook's first one
         first = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
         lines = "".join(first["source"]).splitlines(keepends=True)
         first["source"] = [f"# {title}\n"] + lines[1:]
+    injected = any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in notebook["cells"])
     for cell in notebook["cells"]:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
             text = "".join(cell["source"])
             cell["source"] = re.sub(r"""(["'])(/[^"']*)\1""", lambda m: m[1] + out.shown(m[2]) + m[1], text)
+        elif "parameters" in tags and injected and "remove-cell" not in tags:
+            cell["metadata"]["tags"] = [*tags, "remove-cell"]  # the defaults: the values used are shown below
     write_text_atomic(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")

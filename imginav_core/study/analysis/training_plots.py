@@ -12,8 +12,8 @@ import pandas as pd
 
 from ... import losses
 from ...config import Config, flatten
-from ...training.metrics_csv import RECONSTRUCTION_COLUMNS, TIMING_COLUMNS
 from ..runs import RunSummary
+from . import numbers
 from .criteria import Rule
 from .decision import recipe_flags
 from .plots import LINESTYLES, _colour, _seed_index, run_label
@@ -25,9 +25,18 @@ def settings_table(cfg: Config) -> pd.DataFrame:
     for key in ("output_root", "data.manifest", "data.cache_dir"):
         if values[key]:
             values[key] = cfg.outputs.shown(values[key])
-    table = pd.DataFrame({"value": {k: str(v) for k, v in values.items()}})
+    table = pd.DataFrame({"value": {k: _setting(v) for k, v in values.items()}})
     table.index.name = "setting"
     return table
+
+
+def _setting(value) -> str:
+    """A setting as it is written in a config: ``1e-4`` (as the study's files write a weight or a
+    learning rate, never Python's ``1e-05``), ``0.01``, ``16``."""
+    if isinstance(value, float) and value and abs(value) < 1e-3:
+        mantissa, exponent = f"{value:.6g}".split("e") if "e" in f"{value:.6g}" else (f"{value:.6g}", "")
+        return f"{mantissa}e{int(exponent)}" if exponent else mantissa
+    return str(value)
 
 
 def curves(runs: list[RunSummary], column: str, ylabel: str, title: str, log: bool = True) -> plt.Figure:
@@ -100,16 +109,44 @@ def selection_curves(runs: list[RunSummary]) -> plt.Figure:
     )
 
 
-def epoch_table(run: RunSummary) -> pd.DataFrame:
-    """The metrics CSV of one run for reading, indexed by epoch: the losses (total; the monitored
-    reconstruction sum; each term raw; the weighted terms outside the reconstruction sum), the
-    reconstruction metrics, the timings and how the run went."""
-    columns = ["train_total", "val_total", run.selection_column]
-    columns += [f"val_{t.name}" for t in losses.TERMS]
-    columns += [f"val_{t.name}_weighted" for t in losses.TERMS if not t.reconstruction]
-    columns += RECONSTRUCTION_COLUMNS + TIMING_COLUMNS + ["is_best", "status"]
-    present = list(dict.fromkeys(c for c in columns if c in run.metrics))  # an older run may lack a column
-    return run.metrics.set_index("epoch")[present]
+# The per-epoch table's columns: (CSV column, header). The losses that pick the best epoch and the
+# validation measures a reader follows; the rest of the CSV (each term's weighted value, the training
+# terms, the learning rate) is in the file.
+EPOCH_COLUMNS = (
+    ("train_total", "train loss"),
+    ("val_total", "loss"),
+    ("selection", "selection loss"),
+    ("val_mse", "MSE"),
+    ("val_segmentation", "seg. CE"),
+    ("val_kld_weighted", "KL weighted"),
+    ("val_psnr", "PSNR (dB)"),
+    ("val_miou", "mIoU"),
+    ("val_classification_accuracy", "room / scene acc."),
+    ("epoch_seconds", "s per epoch"),
+)
+
+
+def epoch_table(run: RunSummary):
+    """One run's metrics per epoch, as the report shows them: the columns that matter (``EPOCH_COLUMNS``;
+    the KL only for a VAE), 3 significant figures with a column's scale in its header, ``*`` on the
+    epochs whose selection loss improved. A table (a pandas Styler) whose caption names the CSV
+    columns, so that a reader finds them in ``NAME_metrics.csv``."""
+    columns = {}
+    for column, header in EPOCH_COLUMNS:
+        column = run.selection_column if column == "selection" else column
+        if column == "val_total" and run.selection_column == "val_total":
+            continue  # an older run picked on the total: one column
+        if column == "val_kld_weighted" and not run.config.loss.get("kld", 0.0) > 0:
+            continue  # a deterministic encoder has no KL
+        if column in run.metrics:
+            columns[column] = header
+    table = numbers.table(run.metrics[["epoch", *columns]].rename(columns=columns))
+    table["best"] = ["*" if flag else "" for flag in run.metrics["is_best"].astype(bool)]
+    caption = (
+        f"Validation measures (but the training loss) per epoch, from {run.name}_metrics.csv: its columns "
+        f"{', '.join(['epoch', *columns])} and is_best (*: the selection loss improved, the best checkpoint)."
+    )
+    return table.style.hide(axis="index").set_caption(caption)
 
 
 def training_curves(run: RunSummary) -> plt.Figure:
@@ -194,12 +231,15 @@ def stability(runs: list[RunSummary]) -> plt.Figure:
 
 
 def final_metrics_table(runs: list[RunSummary]) -> pd.DataFrame:
-    """Per run, the validation metrics of its best epoch and how the run went."""
+    """Per run, the validation metrics of its best epoch and how the run went, as the report shows
+    them (3 significant figures; a row's scale in its name). The analysis shows one arm's runs at a
+    time: five seeds a side fit the page, ten columns do not."""
+    monitors = sorted({run.selection_column for run in runs})
     rows = {}
     for run in runs:
         best = run.best_row
         rows[run_label(run)] = {
-            "status": run.status + ("" if run.finished else " (UNFINISHED)"),
+            "status": run.status.replace("_", " ") + ("" if run.finished else " (UNFINISHED)"),
             "val MSE": best["val_mse"],
             "PSNR (dB)": best["val_psnr"],
             "mIoU": best["val_miou"],
@@ -212,10 +252,10 @@ def final_metrics_table(runs: list[RunSummary]) -> pd.DataFrame:
                 for kind, suffix in (("raw", ""), ("weighted", "_weighted"))
             },
             "val total loss": best["val_total"],
-            "val loss picking the best epoch": f"{best[run.selection_column]:.5g} ({run.selection_column})",
-            "epochs run": run.epochs_run,
-            "best epoch": run.best_epoch,
+            f"val loss picking the best epoch ({' or '.join(monitors)})": best[run.selection_column],
+            "epochs run": int(run.epochs_run),
+            "best epoch": int(run.best_epoch),
             "minutes": run.minutes,
             "images/s": run.images_per_s,
         }
-    return pd.DataFrame(rows)
+    return numbers.table(pd.DataFrame(rows), by="row")

@@ -35,6 +35,16 @@ from .study import ModelResult, Study, _frames_uint8
 # The frames are enlarged to about this many pixels, by a whole factor (64 -> 256, 128 -> 256).
 TARGET_PX = 256
 START_ALPHA = 0.5  # both explorers open on the midpoint: what lies between the two layouts
+# The edge error above the error just inside it (``edge_ring``, mean |decoded - input| in [0, 1]
+# intensity) from which a ring along a decoded frame's edge is visible on screen. Found on constructed
+# frames (64 x 64 layouts: background 240 grey, walls, furniture; the outermost pixels darker by d
+# levels of 255, nothing else changed, so the measure is d / 255) shown as the explorer shows them
+# (256 x 256 px, pixelated, on the report's white page, in Chromium at 1280 x 900), judged by eye in
+# shuffled order without knowing d: d = 0 to 5 (0 to 0.020) were judged no better than chance (a ring
+# "seen" at d = 0 twice, missed at 5), d = 6 to 8 (0.024 to 0.031) seen as a faint ring every time,
+# d = 10 and more (0.039) plainly. 6 / 255 is also about where the colour difference reaches
+# a just-noticeable difference (CIE76 delta E 2.1 between 240 and 234 grey).
+VISIBLE_RING = 6 / 255
 RULE = Rule()  # the decision's rule, whose data limits say when models are demo-sized
 # Travels with the widget, so JupyterLab shows it as the book does: enlarged small layouts keep hard
 # class edges instead of a browser blur; the numbers table stays a table (the book's stylesheet lets
@@ -108,8 +118,15 @@ def _framed(title: str, content: w.Widget, px: int) -> w.VBox:
     return w.VBox([w.HTML(title), content], layout=w.Layout(width=f"{px + 8}px", flex="0 0 auto", margin="0 4px 4px 0"))
 
 
-def _row(frames: list[w.Widget]) -> w.HBox:
-    return w.HBox(frames, layout=w.Layout(flex_flow="row wrap"))
+def _group(frames: list[w.Widget]) -> w.HBox:
+    """Frames that stay side by side (the two ends; the arms' decoded frames)."""
+    return w.HBox(frames, layout=w.Layout(flex_flow="row nowrap", flex="0 0 auto"))
+
+
+def _row(ends: w.Widget, decoded: w.Widget) -> w.HBox:
+    """The ends, then the decoded frames beside them where the page is wide enough, else below them:
+    a narrow page moves the decoded frames together, never one arm's under the other's."""
+    return w.HBox([ends, decoded], layout=w.Layout(flex_flow="row wrap"))
 
 
 def _chooser(study: Study) -> w.Dropdown:
@@ -205,13 +222,20 @@ def _ring_distance(size: int) -> np.ndarray:
     return np.minimum(to_edge[:, None], to_edge[None, :])
 
 
+def ring_visible(ring: EdgeRing) -> bool:
+    """Whether a run's ring would be seen: its edge error exceeds the error just inside it by at
+    least ``VISIBLE_RING`` (what stands out on screen is the edge against its neighbours, so a frame
+    blurred everywhere alike has no ring however large its error)."""
+    return ring.edge - ring.inside >= VISIBLE_RING
+
+
 def ring_caption(study: Study) -> str:
-    """HTML: where the ring along the decoded frames' edge comes from, when there is one (an edge
-    error at least 1.5 times the error just inside it, and at least 0.03); "" otherwise."""
+    """HTML: where the ring along the decoded frames' edge comes from, whenever one is visible
+    (``ring_visible``); "" otherwise."""
     rings = edge_ring(study)
-    if not any(r.edge >= max(1.5 * r.inside, 0.03) for r in rings):
+    if not any(ring_visible(r) for r in rings):
         return ""
-    figures = "; ".join(f"{r.run} {r.edge:.2f} on the outermost pixels, {r.inside:.2f} just inside" for r in rings)
+    figures = "; ".join(f"{r.run} {r.edge:.3f} on the outermost pixels, {r.inside:.3f} just inside" for r in rings)
     return (
         "<p class='imginav-caption'><b>The thin ring along the decoded frames' edge</b> comes from the network, "
         "not from this display: the layouts are plain background there, but the decoder pads its convolutions "
@@ -289,6 +313,11 @@ def _notes(study: Study) -> list[w.HTML]:
     return [w.HTML(STYLE), w.HTML(scale_note(study)).add_class("imginav-scale-note")]
 
 
+def _ring(study: Study) -> list[w.HTML]:
+    caption = ring_caption(study)
+    return [w.HTML(caption)] if caption else []
+
+
 def frames_explorer(study: Study) -> w.VBox:
     """Pick a pair, slide alpha: each arm's decoded frame beside the pair's two layouts, from
     precomputed frames."""
@@ -305,23 +334,25 @@ def frames_explorer(study: Study) -> w.VBox:
     chooser = _chooser(study)
     views = []
     for label in labels:
-        frames = _ends(study, label, px)
+        decoded = []
         for arm in study.labels:
             result = study.shown(arm)
             stack = w.Stack([_image(frame, px) for frame in result.frames[label]], selected_index=first)
             stack.add_class(f"imginav-stack-{arm}")
             w.jslink((alpha, "index"), (stack, "selected_index"))
-            frames.append(_framed(f"<b>{arm}</b> seed {result.seed} decoded", stack, px))
-        views.append(w.VBox([_row(frames), w.HTML(pair_numbers(study, label))]))
+            decoded.append(_framed(f"<b>{arm}</b> seed {result.seed} decoded", stack, px))
+        row = _row(_group(_ends(study, label, px)), _group(decoded))
+        views.append(w.VBox([row, w.HTML(pair_numbers(study, label))]))
     pairs = w.Stack(views, selected_index=0).add_class("imginav-pairs")
     w.jslink((chooser, "index"), (pairs, "selected_index"))
-    return w.VBox([*_notes(study), chooser, alpha, pairs, w.HTML(ring_caption(study))]).add_class("imginav-explorer")
+    return w.VBox([*_notes(study), chooser, alpha, pairs, *_ring(study)]).add_class("imginav-explorer")
 
 
-def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
+def live_explorer(study: Study, device: str = "cpu", notes: bool = True) -> w.VBox:
     """Decode any alpha on demand (needs a kernel): choose a pair, drag alpha. The frames come from
     each arm's shown run, at the size of the precomputed ones; the numbers are the study's for
-    the pair on screen."""
+    the pair on screen. ``notes`` False: without the demo-size note and the ring's caption, for a
+    page that shows them already (the analysis notebook, right under the static explorer's)."""
     models = {arm: load_model(study.shown(arm).checkpoint, device)[1] for arm in study.labels}
     labels = [p.label for p in study.pairs]
     frame_px = _frame_px(study)
@@ -337,7 +368,7 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
         layout=w.Layout(width="480px"),
     )
     images = {arm: _image(np.zeros((frame_px, frame_px, 3), np.uint8), px) for arm in study.labels}
-    ends = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+    ends = _group([])
     numbers = w.HTML()
     latents: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -366,7 +397,6 @@ def live_explorer(study: Study, device: str = "cpu") -> w.VBox:
     alpha.observe(redraw, "value")
     show_pair()
     decoded = [_framed(f"<b>{arm}</b> seed {study.shown(arm).seed} decoded", images[arm], px) for arm in study.labels]
-    row = w.HBox([ends, *decoded], layout=w.Layout(flex_flow="row wrap"))
-    return w.VBox([*_notes(study), chooser, alpha, row, numbers, w.HTML(ring_caption(study))]).add_class(
-        "imginav-explorer"
-    )
+    shown = [*_notes(study)] if notes else [w.HTML(STYLE)]
+    shown += [chooser, alpha, _row(ends, _group(decoded)), numbers] + (_ring(study) if notes else [])
+    return w.VBox(shown).add_class("imginav-explorer")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 from PIL import Image
 
 from ...outputs import Outputs
+from ..analysis import numbers
+from ..analysis.numbers import interval, scale_for, scaled_name, sig
 from ..results import ProbeMetrics
 from .guard import GuardRule, guard_run
 
@@ -31,6 +34,23 @@ def comparison_runs(metrics: ProbeMetrics) -> tuple[ProbeMetrics, list[str]]:
     return dataclasses.replace(metrics, experiments=kept), swept
 
 
+# The run columns a table of the probe holds on the report's page: a study's 2 or 3 seeds a side fit
+# one table; its 5 a side (ten columns) do not, and are shown one arm a table.
+MAX_RUNS_PER_TABLE = 6
+
+
+def run_groups(metrics: ProbeMetrics) -> list[ProbeMetrics]:
+    """The probe's metrics as its per-run tables show them: every run in one table while they fit the
+    page (``MAX_RUNS_PER_TABLE``), else one arm's runs a table, in the arms' order."""
+    if len(metrics.experiments) <= MAX_RUNS_PER_TABLE:
+        return [metrics]
+    arms = list(dict.fromkeys(result["label"] for result in metrics.experiments.values()))
+    return [
+        dataclasses.replace(metrics, experiments={n: r for n, r in metrics.experiments.items() if r["label"] == arm})
+        for arm in arms
+    ]
+
+
 def _first_of_each_arm(metrics: ProbeMetrics) -> list[str]:
     first: dict[str, str] = {}
     for name, result in metrics.experiments.items():
@@ -44,25 +64,44 @@ def generated_layouts(metrics: ProbeMetrics, out: Outputs) -> plt.Figure:
     panels = [("real (test)", out.probe_real_grid)] + [
         (f"{_label(metrics, name)}: generated", out.probe_grid(name)) for name in _first_of_each_arm(metrics)
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
-    for ax, (title, path) in zip(axes[0], panels):
+    # Two grids a row, each half the page wide (the figure's 9.6 inches fill the page's column, about
+    # 750 px), their titles about as large as the page's text once the figure is scaled to it; three
+    # panels side by side made each grid a third as wide and its title about 10 px.
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(9.6, 5.0 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (title, path) in zip(axes.flat, panels):
         ax.imshow(np.asarray(Image.open(path)), interpolation="nearest")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=14)
         ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-def _scores(metrics: ProbeMetrics, part: str, interval: bool) -> pd.DataFrame:
-    rows = {}
+def _scores(metrics: ProbeMetrics, part: str, interval_shown: bool) -> pd.DataFrame:
+    """One row per score, one column per run, beside which way is better and the floor; each row on
+    the scale its values need (``fld (× 10³)``), 3 significant figures."""
+    rows: dict[str, dict[str, Any]] = {}
     for name, result in metrics.experiments.items():
         for key, score in result[part]["scores"].items():
-            row = rows.setdefault(key, {"better": score.get("better", ""), "floor (real)": f"{score['floor']:.3g}"})
-            text = f"{score['value']:.3g}"
-            if interval and score["ci95"][0] is not None:
-                text += f" [{score['ci95'][0]:.3g}, {score['ci95'][1]:.3g}]"
-            row[_label(metrics, name)] = text
-    table = pd.DataFrame.from_dict(rows, orient="index")
+            row = rows.setdefault(key, {"better": score.get("better", ""), "floor (real)": score["floor"]})
+            low, high = score["ci95"] if interval_shown and score["ci95"][0] is not None else (None, None)
+            row[_label(metrics, name)] = (score["value"], low, high)
+    shown = {}
+    for key, row in rows.items():
+        values = [row["floor (real)"]] + [v for cell in row.values() if isinstance(cell, tuple) for v in cell]
+        scale = scale_for(v for v in values if v is not None)
+        shown[scaled_name(key.replace("_", " "), scale)] = {  # "class frequency distance": a name wraps
+            column: interval(*cell, scale=scale)
+            if isinstance(cell, tuple)
+            else sig(cell, scale=scale)
+            if column == "floor (real)"
+            else cell
+            for column, cell in row.items()
+        }
+    table = pd.DataFrame.from_dict(shown, orient="index")
     table.index.name = "score"
     return table
 
@@ -70,14 +109,25 @@ def _scores(metrics: ProbeMetrics, part: str, interval: bool) -> pd.DataFrame:
 def score_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """Every score of the generated layouts with its 95 % CI over samples, beside the floor (real
     training layouts scored the same way: what a perfect generator gets)."""
-    return _scores(metrics, "generated", interval=True)
+    return _scores(metrics, "generated", interval_shown=True)
 
 
 def reconstruction_table(metrics: ProbeMetrics) -> pd.DataFrame:
     """The same scores for each autoencoder's reconstructions of real test layouts (never trained
     on), as many as it generated: the best its decoder allows, so that a bad generation score can be
     told apart from a bad decoder."""
-    return _scores(metrics, "reconstructed", interval=False)
+    return _scores(metrics, "reconstructed", interval_shown=False)
+
+
+def _two(value: float) -> str:
+    """A ratio or share to 2 decimals, as the guard's flags write them (``0.30``), or to 3 significant
+    figures where 2 decimals would read 0.00 (``0.0042``)."""
+    return f"{value:.2f}" if value == 0 or 0.005 <= abs(value) < 10 else sig(value)
+
+
+def _three(value: float) -> str:
+    """A coverage to 3 decimals (``0.600``), or 3 significant figures where that would read 0.000."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.0005 else sig(value)
 
 
 def guard_table(metrics: ProbeMetrics, rule: GuardRule) -> pd.DataFrame:
@@ -88,7 +138,7 @@ def guard_table(metrics: ProbeMetrics, rule: GuardRule) -> pd.DataFrame:
     the generations score better than the reconstructions beyond the rule's margin, "too far from
     real" where they cover too little for the FLD to inform. A run probed before the guard existed
     says so."""
-    rows: dict[str, dict[str, str]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name in metrics.experiments:
         label = _label(metrics, name)
         record = metrics.guard(name)
@@ -101,21 +151,34 @@ def guard_table(metrics: ProbeMetrics, rule: GuardRule) -> pd.DataFrame:
         for seed, s in record["by_scorer"].items():
             ratio = found["fld_ratio_by_scorer"].get(seed)
             rows.setdefault(f"FLD generated / reconstructed, scorer seed {seed}", {})[label] = (
-                f"{s['generated_fld']:.3g} / {s['reconstructed_fld']:.3g}" + (f" ({ratio:.2f} x)" if ratio else "")
+                s["generated_fld"],
+                s["reconstructed_fld"],
+                ratio,
             )
-            rows.setdefault(f"coverage generated / reconstructed / real, scorer seed {seed}", {})[label] = (
-                f"{s['generated_coverage']:.3f} / {s['reconstructed_coverage']:.3f} / {s['coverage_floor']:.3f}"
+            rows.setdefault(f"coverage generated / reconstructed / real, scorer seed {seed}", {})[label] = " / ".join(
+                _three(s[k]) for k in ("generated_coverage", "reconstructed_coverage", "coverage_floor")
             )
         if found["fld_ratio"] is not None:
-            rows.setdefault(f"FLD ratio, geometric mean (flagged below {rule.guard_fld_ratio:g})", {})[label] = (
-                f"{found['fld_ratio']:.2f}"
+            rows.setdefault(f"FLD ratio, geometric mean (flagged below {rule.guard_fld_ratio:g})", {})[label] = _two(
+                found["fld_ratio"]
             )
         if found["coverage_share"] is not None:
             rows.setdefault(f"coverage share of real, mean (flagged below {rule.guard_coverage_share:g})", {})[
                 label
-            ] = f"{found['coverage_share']:.2f}"
+            ] = _two(found["coverage_share"])
         rows.setdefault("guard", {})[label] = verdict
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    shown = {}
+    for key, row in rows.items():  # the FLDs of a row on one scale (one scorer's FLDs can run to 10^10)
+        pairs = [cell for cell in row.values() if isinstance(cell, tuple)]
+        scale = scale_for(v for generated, reconstructed, _ in pairs for v in (generated, reconstructed))
+        shown[scaled_name(key, scale)] = {
+            label: f"{sig(cell[0], scale=scale)} / {sig(cell[1], scale=scale)}"
+            + (f" ({_two(cell[2])} x)" if cell[2] else "")
+            if isinstance(cell, tuple)
+            else cell
+            for label, cell in row.items()
+        }
+    table = pd.DataFrame.from_dict(shown, orient="index")
     table.index.name = "generations against test reconstructions"
     return table
 
@@ -125,22 +188,23 @@ def robustness_table(metrics: ProbeMetrics) -> pd.DataFrame:
     measured by each scorer seed's feature network, and after each denoiser budget. A comparison
     of latent spaces that holds in every row does not rest on one scorer or one budget; FLDs of
     different scorer seeds are in different feature spaces, so compare within a row, not across."""
-    rows: dict[str, dict[str, str]] = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name, result in metrics.experiments.items():
         label = _label(metrics, name)
         generated = result["generated"]
         floors = generated.get("fld_floor_by_scorer", {})
         for seed, value in generated.get("fld_by_scorer", {}).items():
-            floor = floors.get(seed)
-            key = f"FLD, scorer seed {seed}" + (f" (floor {floor:.3g})" if floor is not None else "")
-            rows.setdefault(key, {})[label] = f"{value:.3g}"
+            rows.setdefault(f"FLD, scorer seed {seed}", {"floor": floors.get(seed)})[label] = (value, None, None)
         for steps, budget in result.get("budgets", {}).items():
-            low, high = budget["fld_ci95"]
-            interval = f" [{low:.3g}, {high:.3g}]" if low is not None else ""
-            rows.setdefault(f"FLD after {steps} denoiser steps (scorer seed {metrics.settings['seed']})", {})[label] = (
-                f"{budget['fld']:.3g}{interval}"
-            )
-    table = pd.DataFrame.from_dict(rows, orient="index")
+            key = f"FLD after {steps} denoiser steps (scorer seed {metrics.settings['seed']})"
+            rows.setdefault(key, {"floor": None})[label] = (budget["fld"], *budget["fld_ci95"])
+    shown = {}
+    for key, row in rows.items():
+        floor = row.pop("floor")
+        scale = scale_for(v for cell in row.values() for v in (*cell, floor) if v is not None)
+        named = key + (f" (floor {sig(floor, scale=scale)})" if floor is not None else "")
+        shown[scaled_name(named, scale)] = {label: interval(*cell, scale=scale) for label, cell in row.items()}
+    table = pd.DataFrame.from_dict(shown, orient="index")
     table.index.name = "primary endpoint"
     return table
 
@@ -150,8 +214,8 @@ def memorisation_table(metrics: ProbeMetrics) -> pd.DataFrame:
     training layout, beside the rate at which new real layouts look like copies (the floor)."""
     rows: dict[str, dict[str, str]] = {}
 
-    def share(value: float, interval: list) -> str:
-        return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    def share(value: float, bounds: list) -> str:
+        return f"{_three(value)} [{_three(bounds[0])} to {_three(bounds[1])}]"
 
     for name, result in metrics.experiments.items():
         copies = result["generated"].get("memorisation")
@@ -164,15 +228,15 @@ def memorisation_table(metrics: ProbeMetrics) -> pd.DataFrame:
         rows.setdefault("near copies (share, 95 % CI)", {})[label] = share(
             copies["near_copy_share"], copies["near_copy_ci95"]
         )
-        rows.setdefault("held-out real layouts: near copies (floor)", {})[label] = (
-            f"{copies['heldout_near_copy_share']:.3f}"
+        rows.setdefault("held-out real layouts: near copies (floor)", {})[label] = _three(
+            copies["heldout_near_copy_share"]
         )
-        rows.setdefault("held-out real layouts: exact copies", {})[label] = f"{copies['heldout_exact_copy_share']:.3f}"
-        rows.setdefault("near-copy threshold (share of cells)", {})[label] = f"{copies['near_copy_threshold']:.3f}"
+        rows.setdefault("held-out real layouts: exact copies", {})[label] = _three(copies["heldout_exact_copy_share"])
+        rows.setdefault("near-copy threshold (share of cells)", {})[label] = _three(copies["near_copy_threshold"])
         rows.setdefault("median distance to the nearest training layout", {})[label] = (
-            f"{copies['median_distance']:.3f} (real: {copies['heldout_median_distance']:.3f})"
+            f"{_three(copies['median_distance'])} (real: {_three(copies['heldout_median_distance'])})"
         )
-        rows.setdefault("training layouts searched", {})[label] = str(copies["training_layouts_searched"])
+        rows.setdefault("training layouts searched", {})[label] = sig(int(copies["training_layouts_searched"]))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "copies of training layouts"
     return table
@@ -186,7 +250,7 @@ def timings_table(metrics: ProbeMetrics) -> pd.DataFrame:
     }
     table = pd.DataFrame(columns)
     table.index.name = "seconds"
-    return table
+    return numbers.table(table)
 
 
 def heldout_loss_table(metrics: ProbeMetrics) -> pd.DataFrame:
@@ -195,7 +259,7 @@ def heldout_loss_table(metrics: ProbeMetrics) -> pd.DataFrame:
         {_label(metrics, name): result["heldout_loss"] for name, result in metrics.experiments.items()}
     )
     table.index.name = "timestep"
-    return table
+    return numbers.table(table)
 
 
 def loss_curves(metrics: ProbeMetrics) -> plt.Figure:
@@ -238,7 +302,7 @@ def diffusability_table(metrics: ProbeMetrics) -> pd.DataFrame:
         rows.setdefault("reference: D(z) vs x, relative MSE", {})[label] = scale.get("reference_relative_mse")
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "measure"
-    return table
+    return numbers.table(table, by="row")
 
 
 def key_numbers(metrics: ProbeMetrics) -> dict:
@@ -248,27 +312,28 @@ def key_numbers(metrics: ProbeMetrics) -> dict:
     arms: dict[str, list[str]] = {}
     for name, result in metrics.experiments.items():
         arms.setdefault(result["label"], []).append(name)
-    numbers = {}
+    quoted = {}
     for label, names in arms.items():
         key = label.lower()
         results = [metrics.experiments[name] for name in names]
 
-        def mean_and_runs(values: list[float], digits: str = ".3g") -> str:
-            text = f"{np.mean(values):{digits}}"
-            return text + (f" ({', '.join(f'{v:{digits}}' for v in values)})" if len(values) > 1 else "")
+        def mean_and_runs(values: list[float]) -> str:
+            text = sig(float(np.mean(values)))
+            return text + (f" ({', '.join(sig(v) for v in values)})" if len(values) > 1 else "")
 
         generated = [r["generated"]["scores"] for r in results]
-        numbers.update(
+        quoted.update(
             {
                 f"{key}_probe_fld": mean_and_runs([g["fld"]["value"] for g in generated]),
                 f"{key}_probe_recon_fld": mean_and_runs(
                     [r["reconstructed"]["scores"]["fld"]["value"] for r in results]
                 ),
-                f"{key}_probe_precision_recall": f"{np.mean([g['precision']['value'] for g in generated]):.2f} / "
-                f"{np.mean([g['recall']['value'] for g in generated]):.2f}",
-                f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated], ".3f"),
+                f"{key}_probe_precision_recall": " / ".join(
+                    sig(float(np.mean([g[k]["value"] for g in generated]))) for k in ("precision", "recall")
+                ),
+                f"{key}_probe_purity": mean_and_runs([g["palette_purity"]["value"] for g in generated]),
                 f"{key}_probe_heldout": float(np.mean([np.mean(list(r["heldout_loss"].values())) for r in results])),
             }
         )
-        numbers["probe_fld_floor"] = f"{generated[0]['fld']['floor']:.3g}"
-    return numbers
+        quoted["probe_fld_floor"] = sig(generated[0]["fld"]["floor"])
+    return quoted
