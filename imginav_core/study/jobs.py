@@ -95,6 +95,17 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any], log=pr
     output goes to this job's log as it comes; the kernel gets 300 s to start (on a compute node
     the first start imports torch from a shared file system with a cold cache)."""
     import papermill
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalSocketKernel(AsyncKernelManager):
+        """The kernel talks over Unix sockets in its runtime folder, not TCP ports: array elements
+        starting together on one node (the demo's runs, a node's several GPUs) were given the same
+        free port now and then, and one of them failed with "Address already in use"."""
+
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
 
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.stem + ".partial.ipynb")
@@ -112,6 +123,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any], log=pr
             start_timeout=300,
             request_save_on_cell_execute=True,
             cwd=str(REPO_ROOT),
+            kernel_manager_class=LocalSocketKernel,
         )
     except Exception as err:
         if partial.exists():
