@@ -53,6 +53,7 @@ LAYERS = [
         "study",
         "study.stats",
         "study.power",
+        "study.numbers",
         "study.results",
         "study.arms",
         "study.analysis.settings",

@@ -541,7 +541,7 @@ def test_the_probes_guard_table_reads_each_run_under_the_decisions_rule():
     table = plots.guard_table(metrics, Rule())
     assert table.loc["guard", "V1 seed 42"] == "ok"
     assert table.loc["guard", "V2 seed 42"].startswith(
-        "generator collapsed or scorer fooled: its generations' FLD is 0.30 x"
+        "generator collapsed or scorer fooled: its generations' FLD is 0.3 x"
     )
     assert table.loc["guard", "V3 seed 42"].startswith("not guarded: the probe's metrics hold no experiments.old.guard")
     assert table.loc["FLD generated / reconstructed, scorer seed 1", "V2 seed 42"] == "6 / 20 (0.30 x)"

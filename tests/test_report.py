@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import ROOT
 
-from imginav_core.study.analysis.numbers import interval, scale_for, sig, table, with_separators
+from imginav_core.study.numbers import interval, scale_for, sig, table, with_separators
 
 BROWSER_FLAGS = [
     "--headless",

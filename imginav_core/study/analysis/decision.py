@@ -34,6 +34,7 @@ from ...errors import ProbeError
 from ...export import export_instructions
 from ...outputs import Outputs
 from ..arms import decision_arms
+from ..numbers import sig
 from ..plan import config_differences
 from ..protocol import CONFIG_NOT_RESULTS, build_protocol, registration
 from ..results import Decision, ProbeMetrics
@@ -178,12 +179,12 @@ def _posterior_flags(study: Study, rule: Rule, criteria: dict) -> tuple[list[str
         kl = post["kl_weighted"]
         if kl < rule.kld_low:
             flags.append(
-                f"{r.name}: weighted KL {kl:.2e} is below {rule.kld_low:g}: the posterior is near the prior "
+                f"{r.name}: weighted KL {sig(kl)} is below {rule.kld_low:g}: the posterior is near the prior "
                 f"({post['kl_nats_per_element']:.3g} nats per latent element), towards collapse"
             )
         elif kl > rule.kld_high:
             flags.append(
-                f"{r.name}: weighted KL {kl:.2e} is above {rule.kld_high:g}: the KL barely regularises "
+                f"{r.name}: weighted KL {sig(kl)} is above {rule.kld_high:g}: the KL barely regularises "
                 f"({post['kl_nats_per_element']:.3g} nats per latent element)"
             )
         measured_at = post.get("active_threshold", rule.active_unit_variance)
@@ -249,7 +250,8 @@ def _verdict_and_reason(
             "train at least 2 seeds per arm (configs/phase1_2/study.yaml plans how many)"
         )
     low, high = (1 + v for v in primary["ci95"])
-    interval = f"V2 / V1 {1 + primary['estimate']:.2f}, {100 * primary['level']:.0f} % interval {low:.2f}-{high:.2f}"
+    level = f"{100 * primary['level']:.0f} %"
+    interval = f"V2 / V1 {sig(1 + primary['estimate'])}, {level} interval {sig(low)} to {sig(high)}"
     if primary["verdict"] == "vae better" and all(c["verdict"] == "non-inferior" for c in margins.values()):
         return "vae better", (
             f"the VAE is better on the primary endpoint ({PRIMARY.name}: {interval}, wholly below 1) "
@@ -285,12 +287,12 @@ def _data_limits(runs: dict[str, list[RunSummary]], train_images: int, rule: Rul
     epochs = min(run.epochs_run for label in arms for run in runs[label])
     too_little = []
     if train_images < rule.min_train_images:
-        too_little.append(f"{train_images} training layouts (< {rule.min_train_images})")
+        too_little.append(f"{sig(train_images)} training layouts (< {sig(rule.min_train_images)})")
     resolution = any_run.config.data.resolution
     if resolution < rule.min_resolution:
         too_little.append(f"{resolution} x {resolution} pixels (< {rule.min_resolution})")
     if epochs < rule.min_epochs:
-        too_little.append(f"{epochs} epochs (< {rule.min_epochs})")
+        too_little.append(f"{epochs} epoch{'s' if epochs != 1 else ''} (< {rule.min_epochs})")
     return too_little
 
 

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..arms import decision_arms
-from .numbers import interval, scale_for, scaled_name
+from ..numbers import interval, scale_for, scaled_name
 from .plots import _colour
 from .sweep import KLSweep, weight_text
 

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ...data.manifest import LayoutRecord
+from .. import numbers
 from ..arms import decision_arms, study_arms
+from ..numbers import interval, percent, sig
 from ..results import Decision
 from ..runs import RunSummary
-from . import numbers
 from .measures import ACTIVE_UNIT_THRESHOLD
-from .numbers import interval, percent, sig
 from .study import Study
 
 LINESTYLES = ("-", "--", ":", "-.")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...errors import ProbeError
 from ..arms import decision_arms
+from ..numbers import sig
 from ..probe.guard import guard_run
 from ..results import ProbeMetrics
 from ..stats import primary_difference
@@ -157,9 +158,9 @@ def detectable_text(primary: dict[str, Any]) -> str:
         return "the effect it could see is unknown (one run in an arm: no spread between runs to measure it by)"
     spread = primary.get("pooled_log_spread")
     tau = primary.get("arm_scorer_spread")
-    at = f" (at the runs' observed spread, {spread:.2g} on the log scale" if spread is not None else " ("
-    at += f", and the scorer networks', {tau:.2g})" if tau is not None else ")"
+    at = f" (at the runs' observed spread, {sig(spread)} on the log scale" if spread is not None else " ("
+    at += f", and the scorer networks', {sig(tau)})" if tau is not None else ")"
     return (
-        f"V2's FLD would have to be at most {found['at_most']:.2f} x or at least {found['at_least']:.2f} x V1's "
+        f"V2's FLD would have to be at most {sig(found['at_most'])} x or at least {sig(found['at_least'])} x V1's "
         f"to be seen {100 * found['power']:.0f} % of the time{at}"
     )

@@ -24,9 +24,9 @@ from ...errors import ReportError
 from ...files import write_text_atomic
 from ...outputs import Outputs, shown_path
 from ..arms import decision_arms
+from ..numbers import interval, percent, sig, with_separators
 from ..plan import StudyPlan
 from ..results import Decision, LatentMetrics
-from .numbers import interval, percent, sig, with_separators
 from .primary import detectable_text
 
 if TYPE_CHECKING:  # the launcher's checks read this module on a login node: no torch for them

@@ -46,6 +46,7 @@ from ...outputs import Outputs
 from ...runtime import resolve_device
 from ...training.checkpoints import load_model
 from ..arms import decision_arms
+from ..numbers import sig
 from ..plan import StudyPlan, SweepPoint
 from ..probe.guard import guard_run
 from ..results import ProbeMetrics, ResultsError
@@ -233,17 +234,12 @@ def _wrapped(text: str, width: int = 96) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
-def number(value: float) -> str:
-    """Three significant digits, without an exponent for thousands (the demo's FLD: 20,018 not 2e+04)."""
-    return f"{value:,.0f}" if 1e3 <= abs(value) < 1e7 else f"{value:.3g}"
-
-
 def _shown(estimate: Estimate) -> str:
     if estimate.estimate is None:
         return "not measured"
-    interval = f"95 % CI {number(estimate.ci95[0])}-{number(estimate.ci95[1])}" if estimate.ci95 else "no interval"
+    interval = f"95 % CI {sig(estimate.ci95[0])}-{sig(estimate.ci95[1])}" if estimate.ci95 else "no interval"
     runs = len(estimate.runs)
-    return f"{number(estimate.estimate)} ({interval}, {runs} run{'s' if runs != 1 else ''})"
+    return f"{sig(estimate.estimate)} ({interval}, {runs} run{'s' if runs != 1 else ''})"
 
 
 def _neighbour(best: CurvePoint, other: CurvePoint, rule: Rule) -> Neighbour:
@@ -312,7 +308,7 @@ def recommend(curve: list[CurvePoint], rule: Rule = Rule()) -> Recommendation:
         if guess is not None:
             provisional = (
                 f"By point estimates alone ({ONE_RUN}), the lowest FLD among the weights whose reconstruction "
-                f"is within the margins is at KL weight {guess.label}, {number(guess.fld.estimate)}: provisional, "
+                f"is within the margins is at KL weight {guess.label}, {sig(guess.fld.estimate)}: provisional, "
                 "not a result; train more seeds per weight."
             )
 

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ... import losses
 from ...config import Config, flatten
+from .. import numbers
 from ..runs import RunSummary
-from . import numbers
 from .criteria import Rule
 from .decision import recipe_flags
 from .plots import LINESTYLES, _colour, _seed_index, run_label

@@ -19,6 +19,7 @@ import numpy as np
 
 from ...scoring import LayoutScorer
 from ...scoring.features import Embedding
+from ..numbers import sig
 
 
 def reconstruction_positions(total: int, reference: np.ndarray | None, count: int, seed: int) -> tuple[np.ndarray, int]:
@@ -130,13 +131,13 @@ def guard_run(name: str, record: dict[str, Any] | None, rule: GuardRule, label: 
     if found["fld_ratio"] is not None and found["fld_ratio"] < rule.guard_fld_ratio:
         below = sum(r < rule.guard_fld_ratio for r in ratios.values())
         flags.append(
-            f"{shown}: {COLLAPSED}: its generations' FLD is {found['fld_ratio']:.2f} x its test reconstructions' "
+            f"{shown}: {COLLAPSED}: its generations' FLD is {sig(found['fld_ratio'])} x its test reconstructions' "
             f"(geometric mean over {len(ratios)} scorer seeds, {below} of them below; the rule: at least "
             f"{rule.guard_fld_ratio:g} x), closer to real than its own decoder's rendering of real layouts"
         )
     if found["coverage_share"] is not None and found["coverage_share"] < rule.guard_coverage_share:
         flags.append(
-            f"{shown}: {TOO_FAR}: they cover {found['coverage_share']:.2f} of what as many real layouts cover "
+            f"{shown}: {TOO_FAR}: they cover {sig(found['coverage_share'])} of what as many real layouts cover "
             f"(coverage, mean over {len(shares)} scorer seeds; the rule: at least {rule.guard_coverage_share:g})"
         )
     return found | {"flags": flags}

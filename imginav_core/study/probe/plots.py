@@ -11,8 +11,8 @@ import pandas as pd
 from PIL import Image
 
 from ...outputs import Outputs
-from ..analysis import numbers
-from ..analysis.numbers import interval, scale_for, scaled_name, sig
+from .. import numbers
+from ..numbers import interval, scale_for, scaled_name, sig
 from ..results import ProbeMetrics
 from .guard import GuardRule, guard_run
 
