@@ -813,9 +813,7 @@ def test_a_collapse_planted_in_the_probes_results_is_named_and_decides_nothing()
     guard = d.criteria["generation_fld"]["guard"]
     assert guard[collapsed]["fld_ratio"] == pytest.approx(0.4) and guard[collapsed]["coverage_share"] > 0.25
     assert guard[_name("V2", 42)]["flags"] == [] and guard[_name("V1", 42)]["flags"] == []
-    flag = (
-        f"{collapsed}: generator collapsed or scorer fooled: its generations' FLD is 0.4 x its test reconstructions'"
-    )
+    flag = f"{collapsed}: generator collapsed or scorer fooled: its generations' FLD is 0.4 x its test reconstructions'"
     assert any(f.startswith(flag) for f in d.flags) and flag in d.reason
     assert "the VAE is not chosen on these runs" in d.reason
     # at the rule's margin it is not flagged; a rule with a stricter one flags it
