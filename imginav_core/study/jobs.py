@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -98,14 +100,23 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any], log=pr
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
+    sockets = tempfile.mkdtemp(prefix="imginav-kernel-")  # short: a Unix socket's path has ~100 characters
+
     class LocalSocketKernel(AsyncKernelManager):
-        """The kernel talks over Unix sockets in its runtime folder, not TCP ports: array elements
-        starting together on one node (the demo's runs, a node's several GPUs) were given the same
-        free port now and then, and one of them failed with "Address already in use"."""
+        """The kernel talks over Unix sockets in a folder of this job's own, not TCP ports: array
+        elements starting together on one node (the demo's runs, a node's several GPUs) were given
+        the same free port now and then, and one failed with "Address already in use". The folder
+        is this job's alone because jupyter_client's default socket name ("kernel-ipc-N" in the
+        working directory, N the first unused) is shared by every job started from one repository:
+        two jobs then bound the same sockets and read each other's messages ("Invalid Signature")."""
 
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return os.path.join(sockets, "kernel")
 
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.stem + ".partial.ipynb")
@@ -132,6 +143,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any], log=pr
         raise ImginavError(f"notebooks/{name}.ipynb failed ({what}); its partial output is {shown(failed)}") from None
     finally:
         logging.getLogger("papermill").removeHandler(handler)
+        shutil.rmtree(sockets, ignore_errors=True)
     partial.replace(output)
     log(f"executed notebook: {shown(output)}")
 
